@@ -1,0 +1,1 @@
+//! Mapping between the SCS/cvxpy conic layout and POUNCE's.

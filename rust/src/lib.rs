@@ -1,0 +1,22 @@
+//! Native core of pounce-layers, exposed to Python as `pounce_kkt._native`.
+//!
+//! Each submodule owns one job and registers its own Python functions:
+//! - `cone_layout`: the one mapping between the SCS/cvxpy conic layout and POUNCE's.
+//! - `batch`: batched conic forward solves (rayon, GIL released).
+//! - `kkt_adjoint`: batched sparse KKT adjoint solves (rayon, GIL released).
+//! - `nlp`: the NLP interior-point solve used by the Theseus adapter.
+use pyo3::prelude::*;
+
+pub mod batch;
+pub mod cone_layout;
+pub mod kkt_adjoint;
+pub mod nlp;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    batch::register(m)?;
+    kkt_adjoint::register(m)?;
+    nlp::register(m)?;
+    Ok(())
+}

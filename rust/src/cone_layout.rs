@@ -1,1 +1,494 @@
-//! Mapping between the SCS/cvxpy conic layout and POUNCE's.
+//! The one mapping between the SCS/cvxpy conic layout and POUNCE's.
+//!
+//! SCS form (the core's convention, see docs/design.md):
+//!
+//! ```text
+//!   minimize 1/2 x'Px + q'x   s.t.  A x + s = b,  s in K,   dual y in K*,
+//!   rows of K in order: zero (z), nonneg (l), SOC (q), PSD (s), exp (ep), power (p).
+//! ```
+//!
+//! POUNCE form (pounce-convex `QpProblem` + `ConeSpec` list):
+//!
+//! ```text
+//!   minimize 1/2 x'P_low x + c'x  s.t.  A_eq x = b_eq,  G x + s = h,  s in K_pounce,
+//!   stationarity  P x + c + A_eq' y + G' z = 0.
+//! ```
+//!
+//! Per cone (each conversion is a named function below and has a test in
+//! tests/test_cone_layout.py):
+//! - zero: rows become the equality block `(A_eq, b_eq)`; their dual is POUNCE's `y`, their
+//!   slack is 0.
+//! - nonneg, SOC (`t` first): identical; the rows go to `G x <= h` with `G = A`, `h = b`.
+//! - PSD: both use svec = lower triangle, column-major, off-diagonals x sqrt(2)
+//!   (`pounce_convex::cones::psd::svec`), so [`psd_svec_to_pounce`] is the identity.
+//! - exp: both use `y exp(x/y) <= z` on `(x, y, z)`: identity.
+//! - power: SCS `(x, y, z)` with `x^a y^(1-a) >= |z|`; POUNCE `ConeSpec::Power(a)` is
+//!   `|u| <= v^a w^(1-a)` on `(u, v, w)` (abs entry first). So POUNCE `(u, v, w)` = SCS
+//!   `(z, x, y)` with the same `a`, see [`power_triple_to_pounce`].
+//!
+//! `P_eff = (P + P')/2` is what is solved; POUNCE takes its lower triangle. The SCS dual is
+//! `y = (y_eq, z)` un-permuted and the SCS slack `s = b - A x` on the cone rows, 0 on zero
+//! rows.
+use crate::validate::{value_error, CscPattern};
+use pounce_convex::{ConeSpec, QpProblem, QpWarmStart, Triplet};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+/// Cone dimensions in SCS order.
+#[derive(Debug, Clone, Default)]
+pub struct ConeDims {
+    pub z: usize,
+    pub l: usize,
+    pub q: Vec<usize>,
+    pub s: Vec<usize>,
+    pub ep: usize,
+    pub p: Vec<f64>,
+}
+
+fn dict_usize(d: &Bound<'_, PyDict>, key: &str) -> PyResult<usize> {
+    match d.get_item(key)? {
+        None => Ok(0),
+        Some(v) if v.is_none() => Ok(0),
+        Some(v) => {
+            let x: i64 = v
+                .extract()
+                .map_err(|_| value_error(format!("cones[{key:?}] must be an int")))?;
+            if x < 0 {
+                return Err(value_error(format!("cones[{key:?}] must be >= 0, got {x}")));
+            }
+            Ok(x as usize)
+        }
+    }
+}
+
+fn dict_list<T: for<'a, 'py> FromPyObject<'a, 'py>>(
+    d: &Bound<'_, PyDict>,
+    key: &str,
+) -> PyResult<Vec<T>> {
+    match d.get_item(key)? {
+        None => Ok(Vec::new()),
+        Some(v) if v.is_none() => Ok(Vec::new()),
+        Some(v) => {
+            let mut out = Vec::new();
+            for item in v
+                .try_iter()
+                .map_err(|_| value_error(format!("cones[{key:?}] must be a list")))?
+            {
+                out.push(
+                    item?
+                        .extract::<T>()
+                        .map_err(|_| value_error(format!("cones[{key:?}] has a bad entry")))?,
+                );
+            }
+            Ok(out)
+        }
+    }
+}
+
+impl ConeDims {
+    /// Parse the SCS cone dict `{"z", "l", "q", "s", "ep", "p"}` (missing keys = empty;
+    /// `"f"` is accepted as an alias of `"z"`).
+    pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let d = obj
+            .cast::<PyDict>()
+            .map_err(|_| value_error("`cones` must be a dict like {'z': 0, 'l': 3, 'q': [..]}"))?;
+        for key in d.keys() {
+            let k: String = key.extract().unwrap_or_default();
+            if !["z", "f", "l", "q", "s", "ep", "p"].contains(&k.as_str()) {
+                return Err(value_error(format!(
+                    "unknown cone key {k:?} (expected z, l, q, s, ep, p; 'ed' is not supported)"
+                )));
+            }
+        }
+        let q: Vec<i64> = dict_list(d, "q")?;
+        let s: Vec<i64> = dict_list(d, "s")?;
+        if q.iter().chain(s.iter()).any(|&v| v < 0) {
+            return Err(value_error("cone sizes in 'q' and 's' must be >= 0"));
+        }
+        let p: Vec<f64> = dict_list(d, "p")?;
+        if let Some(a) = p.iter().find(|a| !(**a > 0.0 && **a < 1.0)) {
+            return Err(value_error(format!(
+                "power cone alpha must lie in (0, 1), got {a}"
+            )));
+        }
+        Ok(ConeDims {
+            z: dict_usize(d, "z")? + dict_usize(d, "f")?,
+            l: dict_usize(d, "l")?,
+            q: q.into_iter().map(|v| v as usize).collect(),
+            s: s.into_iter().map(|v| v as usize).collect(),
+            ep: dict_usize(d, "ep")?,
+            p,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.z
+            + self.l
+            + self.q.iter().sum::<usize>()
+            + self.s.iter().map(|&k| k * (k + 1) / 2).sum::<usize>()
+            + 3 * self.ep
+            + 3 * self.p.len()
+    }
+
+    /// Only zero and nonneg rows: a linear or quadratic program.
+    pub fn is_qp(&self) -> bool {
+        self.q.iter().all(|&d| d == 0)
+            && self.s.iter().all(|&d| d == 0)
+            && self.ep == 0
+            && self.p.is_empty()
+    }
+}
+
+/// Problem class, which decides the POUNCE engine and its options (see `options.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemClass {
+    /// zero + nonneg rows only.
+    Qp,
+    /// Any SOC / PSD / exp / power row.
+    Conic,
+}
+
+/// Power cone: SCS `(x, y, z)` (abs entry last) -> POUNCE `(z, x, y)` (abs entry first).
+/// Returns, for each POUNCE position, the SCS offset inside the triple.
+pub const fn power_triple_to_pounce() -> [usize; 3] {
+    [2, 0, 1]
+}
+
+/// PSD svec: SCS and POUNCE agree (lower triangle, column-major, off-diagonals x sqrt(2)),
+/// so POUNCE svec position `k` is SCS position `k`. Kept as a function so a convention change
+/// in either crate has exactly one place to land.
+pub fn psd_svec_to_pounce(order: usize) -> Vec<usize> {
+    (0..order * (order + 1) / 2).collect()
+}
+
+/// Exponential cone: same `(x, y, z)` orientation in SCS and POUNCE.
+pub const fn exp_triple_to_pounce() -> [usize; 3] {
+    [0, 1, 2]
+}
+
+/// A dense symmetric block of the adjoint's `H` (one per SOC, PSD, exp and power cone),
+/// located by its first SCS row and its dimension.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseBlock {
+    pub start: usize,
+    pub dim: usize,
+}
+
+/// The mapping of one problem structure (shapes, patterns, cones) to POUNCE.
+#[derive(Debug, Clone)]
+pub struct ConeLayout {
+    pub n: usize,
+    pub m: usize,
+    pub dims: ConeDims,
+    pub class: ProblemClass,
+    /// POUNCE cone list over the inequality rows (empty cones dropped).
+    pub specs: Vec<ConeSpec>,
+    /// SCS row of each POUNCE inequality row.
+    pub scs_row_of_ineq: Vec<usize>,
+    /// POUNCE inequality row of each SCS row `>= z` (index `r - z`).
+    pub ineq_of_scs_row: Vec<usize>,
+    /// Non-diagonal `H` blocks (SOC, PSD, exp, power) in SCS order.
+    pub dense_blocks: Vec<DenseBlock>,
+}
+
+impl ConeLayout {
+    pub fn new(n: usize, m: usize, dims: ConeDims) -> PyResult<Self> {
+        let rows = dims.rows();
+        if rows != m {
+            return Err(value_error(format!(
+                "cone dimensions cover {rows} rows but A has m = {m} rows"
+            )));
+        }
+        let has_psd = dims.s.iter().any(|&k| k > 0);
+        if has_psd && (dims.ep > 0 || !dims.p.is_empty()) {
+            return Err(value_error(
+                "POUNCE limit: PSD cones cannot be combined with exponential or power cones in \
+                 one problem (pounce-convex 0.14 solves PSD on its symmetric-cone driver and \
+                 exp/power on its non-symmetric one)",
+            ));
+        }
+        let z = dims.z;
+        let mut specs = Vec::new();
+        let mut scs_row_of_ineq = Vec::with_capacity(m - z);
+        let mut dense_blocks = Vec::new();
+        let mut row = z;
+        if dims.l > 0 {
+            specs.push(ConeSpec::Nonneg(dims.l));
+            scs_row_of_ineq.extend(row..row + dims.l);
+            row += dims.l;
+        }
+        for &d in &dims.q {
+            if d == 0 {
+                continue;
+            }
+            specs.push(ConeSpec::SecondOrder(d));
+            scs_row_of_ineq.extend(row..row + d);
+            dense_blocks.push(DenseBlock { start: row, dim: d });
+            row += d;
+        }
+        for &k in &dims.s {
+            if k == 0 {
+                continue;
+            }
+            specs.push(ConeSpec::Psd(k));
+            let d = k * (k + 1) / 2;
+            scs_row_of_ineq.extend(psd_svec_to_pounce(k).into_iter().map(|o| row + o));
+            dense_blocks.push(DenseBlock { start: row, dim: d });
+            row += d;
+        }
+        for _ in 0..dims.ep {
+            specs.push(ConeSpec::Exponential);
+            scs_row_of_ineq.extend(exp_triple_to_pounce().iter().map(|o| row + o));
+            dense_blocks.push(DenseBlock { start: row, dim: 3 });
+            row += 3;
+        }
+        for &a in &dims.p {
+            specs.push(ConeSpec::Power(a));
+            scs_row_of_ineq.extend(power_triple_to_pounce().iter().map(|o| row + o));
+            dense_blocks.push(DenseBlock { start: row, dim: 3 });
+            row += 3;
+        }
+        debug_assert_eq!(row, m);
+        let mut ineq_of_scs_row = vec![0; m - z];
+        for (r, &scs) in scs_row_of_ineq.iter().enumerate() {
+            ineq_of_scs_row[scs - z] = r;
+        }
+        let class = if dims.is_qp() {
+            ProblemClass::Qp
+        } else {
+            ProblemClass::Conic
+        };
+        Ok(ConeLayout {
+            n,
+            m,
+            dims,
+            class,
+            specs,
+            scs_row_of_ineq,
+            ineq_of_scs_row,
+            dense_blocks,
+        })
+    }
+
+    pub fn m_eq(&self) -> usize {
+        self.dims.z
+    }
+
+    pub fn m_ineq(&self) -> usize {
+        self.m - self.dims.z
+    }
+
+    /// Total length of the row-major dense `H` blocks, `sum d_k^2`.
+    pub fn h_blocks_len(&self) -> usize {
+        self.dense_blocks.iter().map(|b| b.dim * b.dim).sum()
+    }
+
+    /// Rows carried by the diagonal part of `H` (zero + nonneg).
+    pub fn h_diag_len(&self) -> usize {
+        self.dims.z + self.dims.l
+    }
+}
+
+/// Where each stored entry of P and A goes in the POUNCE problem. Built once per structure;
+/// per item only the values are gathered.
+#[derive(Debug, Clone)]
+pub struct DataMap {
+    /// Lower-triangle `(row, col)` of `P_eff`, one per output slot.
+    p_slots: Vec<(usize, usize)>,
+    /// `(slot, weight)` per stored entry of the full P pattern.
+    p_src: Vec<(usize, f64)>,
+    /// Per stored entry of A: `(is_eq, pounce_row, col)`.
+    a_dst: Vec<(bool, usize, usize)>,
+    n_a_eq: usize,
+}
+
+impl DataMap {
+    pub fn new(layout: &ConeLayout, p: Option<&CscPattern>, a: &CscPattern) -> Self {
+        let mut p_slots = Vec::new();
+        let mut p_src = Vec::new();
+        if let Some(p) = p {
+            let mut slot_of = std::collections::HashMap::new();
+            for (_, r, c) in p.entries() {
+                let key = if r >= c { (r, c) } else { (c, r) };
+                let next = p_slots.len();
+                let slot = *slot_of.entry(key).or_insert_with(|| {
+                    p_slots.push(key);
+                    next
+                });
+                // P_eff = (P + P')/2: an off-diagonal stored entry contributes half to its
+                // lower-triangle slot, a diagonal one all of itself.
+                p_src.push((slot, if r == c { 1.0 } else { 0.5 }));
+            }
+        }
+        let z = layout.m_eq();
+        let mut n_a_eq = 0;
+        let a_dst = a
+            .entries()
+            .map(|(_, r, c)| {
+                if r < z {
+                    n_a_eq += 1;
+                    (true, r, c)
+                } else {
+                    (false, layout.ineq_of_scs_row[r - z], c)
+                }
+            })
+            .collect();
+        DataMap {
+            p_slots,
+            p_src,
+            a_dst,
+            n_a_eq,
+        }
+    }
+
+    /// Assemble the POUNCE problem of one item.
+    pub fn problem(
+        &self,
+        layout: &ConeLayout,
+        p_values: Option<&[f64]>,
+        a_values: &[f64],
+        q: &[f64],
+        b: &[f64],
+    ) -> QpProblem {
+        let mut p_low = vec![0.0; self.p_slots.len()];
+        if let Some(pv) = p_values {
+            for (&(slot, w), &v) in self.p_src.iter().zip(pv) {
+                p_low[slot] += w * v;
+            }
+        }
+        let p_lower = self
+            .p_slots
+            .iter()
+            .zip(&p_low)
+            .map(|(&(r, c), &v)| Triplet::new(r, c, v))
+            .collect();
+        let mut a_eq = Vec::with_capacity(self.n_a_eq);
+        let mut g = Vec::with_capacity(self.a_dst.len() - self.n_a_eq);
+        for (&(is_eq, r, c), &v) in self.a_dst.iter().zip(a_values) {
+            if is_eq {
+                a_eq.push(Triplet::new(r, c, v));
+            } else {
+                g.push(Triplet::new(r, c, v));
+            }
+        }
+        let z = layout.m_eq();
+        let h = layout.scs_row_of_ineq.iter().map(|&r| b[r]).collect();
+        QpProblem {
+            n: layout.n,
+            p_lower,
+            c: q.to_vec(),
+            a: a_eq,
+            b: b[..z].to_vec(),
+            g,
+            h,
+            lb: Vec::new(),
+            ub: Vec::new(),
+        }
+    }
+}
+
+/// SCS `(x, y)` warm start -> POUNCE. The SCS slack is implied by `x` (POUNCE re-derives
+/// `h - G x` and recentres it), so it does not enter.
+pub fn warm_to_pounce(layout: &ConeLayout, x: &[f64], y: &[f64]) -> QpWarmStart {
+    let z = layout.m_eq();
+    QpWarmStart {
+        x: x.to_vec(),
+        y: y[..z].to_vec(),
+        z: layout.scs_row_of_ineq.iter().map(|&r| y[r]).collect(),
+        z_lb: Vec::new(),
+        z_ub: Vec::new(),
+    }
+}
+
+/// POUNCE `(y_eq, z)` -> SCS `y`, written into `y_out` (length m).
+pub fn dual_to_scs(layout: &ConeLayout, y_eq: &[f64], z_ineq: &[f64], y_out: &mut [f64]) {
+    let z = layout.m_eq();
+    y_out[..z].copy_from_slice(&y_eq[..z]);
+    for (r, &scs) in layout.scs_row_of_ineq.iter().enumerate() {
+        y_out[scs] = z_ineq[r];
+    }
+}
+
+/// SCS slack: `s = b - A x` on cone rows, exactly 0 on zero rows.
+pub fn slack_scs(
+    layout: &ConeLayout,
+    a: &CscPattern,
+    a_values: &[f64],
+    b: &[f64],
+    x: &[f64],
+    s_out: &mut [f64],
+) {
+    s_out.copy_from_slice(b);
+    for (k, r, c) in a.entries() {
+        s_out[r] -= a_values[k] * x[c];
+    }
+    for v in &mut s_out[..layout.m_eq()] {
+        *v = 0.0;
+    }
+}
+
+fn spec_to_py(py: Python<'_>, spec: &ConeSpec) -> PyResult<Py<PyAny>> {
+    let t = match spec {
+        ConeSpec::Nonneg(d) => ("nonneg", *d as f64),
+        ConeSpec::SecondOrder(d) => ("soc", *d as f64),
+        ConeSpec::Psd(k) => ("psd", *k as f64),
+        ConeSpec::Exponential => ("exp", 3.0),
+        ConeSpec::Power(a) => ("power", *a),
+    };
+    Ok(t.into_pyobject(py)?.into_any().unbind())
+}
+
+/// Introspection of the mapping, for tests: `{"m_eq", "specs", "scs_row_of_ineq",
+/// "dense_blocks", "class"}`.
+#[pyfunction]
+#[pyo3(name = "cone_layout")]
+fn cone_layout_py<'py>(
+    py: Python<'py>,
+    m: usize,
+    cones: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dims = ConeDims::from_py(cones)?;
+    let layout = ConeLayout::new(0, m, dims)?;
+    let out = PyDict::new(py);
+    out.set_item("m_eq", layout.m_eq())?;
+    let specs = PyList::empty(py);
+    for s in &layout.specs {
+        specs.append(spec_to_py(py, s)?)?;
+    }
+    out.set_item("specs", specs)?;
+    out.set_item("scs_row_of_ineq", layout.scs_row_of_ineq.clone())?;
+    out.set_item(
+        "dense_blocks",
+        layout
+            .dense_blocks
+            .iter()
+            .map(|b| (b.start, b.dim))
+            .collect::<Vec<_>>(),
+    )?;
+    out.set_item(
+        "class",
+        match layout.class {
+            ProblemClass::Qp => "qp",
+            ProblemClass::Conic => "conic",
+        },
+    )?;
+    Ok(out)
+}
+
+/// POUNCE's own svec of a row-major symmetric matrix (pounce_convex::cones::psd::svec), so
+/// the tests can pin the SCS == POUNCE svec convention against the crate itself.
+#[pyfunction]
+fn pounce_svec(mat: Vec<f64>, order: usize) -> PyResult<Vec<f64>> {
+    if mat.len() != order * order {
+        return Err(value_error("`mat` must have order**2 entries"));
+    }
+    let mut out = vec![0.0; order * (order + 1) / 2];
+    pounce_convex::cones::psd::svec(&mat, order, &mut out);
+    Ok(out)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(cone_layout_py, m)?)?;
+    m.add_function(wrap_pyfunction!(pounce_svec, m)?)?;
+    Ok(())
+}

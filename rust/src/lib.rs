@@ -11,6 +11,9 @@ pub mod batch;
 pub mod cone_layout;
 pub mod kkt_adjoint;
 pub mod nlp;
+pub mod options;
+pub mod structure;
+pub mod validate;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {

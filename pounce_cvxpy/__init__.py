@@ -1,0 +1,15 @@
+"""POUNCE for cvxpy and cvxpylayers.
+
+`import pounce_cvxpy` registers the name "POUNCE" (any case) with cvxpy, so that
+`problem.solve(solver="POUNCE")` works, and with cvxpylayers, so that
+`CvxpyLayer(problem, parameters, variables, solver="pounce")` uses `PounceSolver`.
+See pounce_cvxpy.solver_args for the `solver_args` accepted.
+"""
+
+from pounce_cvxpy.cvxpy_solver import POUNCE
+from pounce_cvxpy.registration import register
+from pounce_cvxpy.solver_interface import PounceSolver
+
+register()
+
+__all__ = ["POUNCE", "PounceSolver", "register"]

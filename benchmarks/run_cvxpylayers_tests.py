@@ -1,0 +1,87 @@
+"""Run cvxpylayers' own torch tests with the default solver switched to "pounce".
+
+    .venv/bin/python benchmarks/run_cvxpylayers_tests.py /path/to/cvxpylayers [--baseline]
+
+Takes a checkout of https://github.com/cvxgrp/cvxpylayers and runs its
+`tests/test_torch.py` and `tests/test_dual_variables.py` against the INSTALLED
+cvxpylayers (their pyproject's `pythonpath = ["src"]` is bypassed with `-c /dev/null`).
+Nothing of theirs is copied here: this file is loaded into pytest as a plugin
+(`-p run_cvxpylayers_tests`) that imports pounce_cvxpy and makes
+`CvxpyLayer(..., solver=None)` mean `solver="pounce"`; explicit solvers are left alone.
+`--baseline` runs the same files without the plugin (cvxpylayers' default, diffcp).
+Prints pytest's summary and the pass/fail/skip counts. Not part of the CI suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+TEST_FILES = ("tests/test_torch.py", "tests/test_dual_variables.py")
+
+
+def _switch_default_solver() -> None:
+    """Make `CvxpyLayer(solver=None)` build a POUNCE layer (idempotent)."""
+    from cvxpylayers.torch import CvxpyLayer
+
+    import pounce_cvxpy  # noqa: F401  (registers "pounce")
+
+    init = CvxpyLayer.__init__
+    if getattr(init, "__pounce_default__", False):
+        return
+
+    @functools.wraps(init)
+    def __init__(self, problem, parameters, variables, solver=None, *args, **kwargs):
+        init(self, problem, parameters, variables, "pounce" if solver is None else solver,
+             *args, **kwargs)
+
+    __init__.__pounce_default__ = True
+    CvxpyLayer.__init__ = __init__
+
+
+def pytest_configure(config) -> None:  # noqa: ANN001  (pytest plugin hook)
+    _switch_default_solver()
+
+
+def _counts(summary: str) -> dict[str, int]:
+    found = re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed)", summary)
+    return {k: int(v) for v, k in found}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkout", type=Path, help="path of a cvxpylayers git checkout")
+    ap.add_argument("--baseline", action="store_true", help="run without the switch (diffcp)")
+    ap.add_argument("pytest_args", nargs="*", help="extra arguments for pytest (after --)")
+    a = ap.parse_args()
+    files = [str(a.checkout / f) for f in TEST_FILES]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        print(f"not a cvxpylayers checkout, missing: {missing}", file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "pytest", "-c", os.devnull, "--rootdir", str(a.checkout),
+           "-p", "no:cacheprovider", "-q", "-rfE", "-W", "ignore::DeprecationWarning"]
+    env = dict(os.environ)
+    if not a.baseline:
+        here = str(Path(__file__).resolve().parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+        cmd += ["-p", Path(__file__).stem]
+    cmd += [*files, *a.pytest_args]
+    print("$", " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    print(proc.stdout[-20000:])
+    if proc.returncode not in (0, 1):
+        print(proc.stderr[-5000:], file=sys.stderr)
+    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    label = "diffcp (baseline)" if a.baseline else "pounce"
+    print(f"[{label}] counts: {_counts(tail)}")
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

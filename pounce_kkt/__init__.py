@@ -1,5 +1,33 @@
-"""Shared core of pounce-layers: native POUNCE solves and the Torch KKT backward."""
+"""Shared core of pounce-layers: native POUNCE solves and the Torch KKT backward.
+
+Public API (docs/design.md, "Core API"): :class:`ConeDims`, :class:`ConicStructure`,
+:class:`SolveOptions`, :func:`conic_solve` (differentiable), :func:`conic_forward` /
+:func:`conic_vjp` (the same forward and backward as plain functions), :class:`SolverError`.
+"""
 
 from pounce_kkt import _native
+from pounce_kkt.cone_dims import ConeDims
+from pounce_kkt.conic import (
+    ConicSolution,
+    ConicState,
+    SolveOptions,
+    conic_forward,
+    conic_solve,
+    conic_vjp,
+)
+from pounce_kkt.errors import SOLVED_STATUSES, SolverError
+from pounce_kkt.structure import ConicStructure
 
-__all__ = ["_native"]
+__all__ = [
+    "SOLVED_STATUSES",
+    "ConeDims",
+    "ConicSolution",
+    "ConicState",
+    "ConicStructure",
+    "SolveOptions",
+    "SolverError",
+    "_native",
+    "conic_forward",
+    "conic_solve",
+    "conic_vjp",
+]

@@ -1,0 +1,358 @@
+"""Differentiable batched conic solves: native POUNCE forward, KKT-adjoint backward.
+
+Problem (docs/design.md): minimize 1/2 x'P_eff x + q'x s.t. A x + s = b, s in K, dual y.
+Values travel batch-first, (B, nnz) on the patterns of a :class:`ConicStructure`; (nnz,)
+unbatched inputs broadcast over the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from pounce_kkt import _native
+from pounce_kkt.cone_scaling import cone_scaling
+from pounce_kkt.dense_kkt import dense_kkt_vjp
+from pounce_kkt.errors import SOLVED_STATUSES, SolverError
+from pounce_kkt.structure import ConicStructure
+from pounce_kkt.validation import batch_size, check_finite, check_last_dim
+
+BACKWARDS = ("auto", "dense", "sparse")
+ON_FAILURE = ("raise", "nan")
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Options of the forward solve and the backward.
+
+    tol, max_iter, time_limit (seconds per item, None = none): the native solve.
+    backward: "dense" (Torch, differentiable again), "sparse" (native sparse LDL'),
+    or "auto": dense when n + m <= dense_max_dim or when the backward itself is being
+    differentiated (create_graph=True), sparse otherwise.
+    on_failure: "raise" raises SolverError for the first unsolved item; "nan" returns NaN
+    for unsolved items (zero gradient) and leaves the others untouched.
+    """
+
+    tol: float = 1e-8
+    max_iter: int = 200
+    time_limit: float | None = None
+    backward: str = "auto"
+    dense_max_dim: int = 400
+    on_failure: str = "raise"
+
+    def __post_init__(self) -> None:
+        if not (self.tol > 0 and np.isfinite(self.tol)):
+            raise ValueError(f"tol must be positive and finite, got {self.tol}")
+        if int(self.max_iter) < 1:
+            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+        if self.time_limit is not None and not self.time_limit >= 0:
+            raise ValueError(f"time_limit must be >= 0 or None, got {self.time_limit}")
+        if self.backward not in BACKWARDS:
+            raise ValueError(f"backward must be one of {BACKWARDS}, got {self.backward!r}")
+        if self.on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {self.on_failure!r}")
+
+    def backward_path(self, dim: int, create_graph: bool) -> str:
+        """"dense" or "sparse" for a KKT system of order `dim` (= n + m)."""
+        if self.backward != "auto":
+            if self.backward == "sparse" and create_graph:
+                raise RuntimeError("backward='sparse' cannot be differentiated again "
+                                   "(create_graph=True); use backward='dense' or 'auto'")
+            return self.backward
+        if create_graph or dim <= self.dense_max_dim:
+            return "dense"
+        return "sparse"
+
+
+@dataclass
+class ConicSolution:
+    """x (B, n), y (B, m), s (B, m) in the input dtype/device (unbatched in, unbatched out);
+    status: list of B status strings; iterations (B,) int64; solve_time (B,) float64 seconds."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    s: torch.Tensor
+    status: list[str]
+    iterations: torch.Tensor
+    solve_time: torch.Tensor
+
+
+@dataclass
+class ConicState:
+    """What the backward needs, in float64 on the CPU, batch-first (B, ...)."""
+
+    structure: ConicStructure
+    options: SolveOptions
+    P: torch.Tensor | None
+    A: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    s: torch.Tensor
+    ok: torch.Tensor
+    status: list[str]
+    # Shapes/dtype/device of the caller's P, q, A, b, so gradients come back like them.
+    like: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+def _prepare(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any
+             ) -> tuple[dict[str, torch.Tensor | None], int, bool, dict[str, Any]]:
+    """Check values, broadcast to a common batch, cast to CPU float64 (differentiably)."""
+    raw = {"P": P, "q": q, "A": A, "b": b}
+    ts = {k: (None if v is None else torch.as_tensor(v)) for k, v in raw.items()}
+    if structure.has_p and ts["P"] is None:
+        raise ValueError("the structure has a P pattern: pass P values")
+    if not structure.has_p and ts["P"] is not None:
+        raise ValueError("P values given but the structure has no P pattern")
+    sizes = {"P": structure.nnz_p, "q": structure.n, "A": structure.nnz_a, "b": structure.m}
+    for k, t in ts.items():
+        check_last_dim(k, t, sizes[k])
+        if t is not None and not (t.is_floating_point()):
+            ts[k] = t = t.to(torch.float64)
+        check_finite(k, t)
+    B = batch_size(ts)
+    batched = B is not None
+    B = B or 1
+    like = {k: (None if t is None else (tuple(t.shape), t.dtype, t.device)) for k, t in ts.items()}
+    out = {}
+    for k, t in ts.items():
+        if t is None:
+            out[k] = None
+            continue
+        t = t.to(device="cpu", dtype=torch.float64)
+        out[k] = t.unsqueeze(0).expand(B, -1) if t.dim() == 1 else t.expand(B, -1)
+    return out, B, batched, like
+
+
+def _warm_arrays(warm_start: Any, B: int, n: int, m: int) -> tuple[Any, Any, Any]:
+    if warm_start is None:
+        return None, None, None
+    if isinstance(warm_start, ConicSolution):
+        parts = (warm_start.x, warm_start.y, warm_start.s)
+    elif isinstance(warm_start, dict):
+        parts = (warm_start.get("x"), warm_start.get("y"), warm_start.get("s"))
+    else:
+        parts = tuple(warm_start)
+        if len(parts) != 3:
+            raise ValueError("warm_start must be (x, y, s), a dict or a ConicSolution")
+    out = []
+    for name, v, k in zip(("warm x", "warm y", "warm s"), parts, (n, m, m), strict=True):
+        if v is None:
+            out.append(None)
+            continue
+        t = torch.as_tensor(v).detach().to("cpu", torch.float64)
+        check_last_dim(name, t, k)
+        t = t.expand(B, k) if t.dim() == 1 else t
+        if t.shape[0] != B:
+            raise ValueError(f"{name} has batch {t.shape[0]}, expected {B}")
+        out.append(np.ascontiguousarray(t.numpy()))
+    return tuple(out)
+
+
+def _np(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else np.ascontiguousarray(t.detach().numpy())
+
+
+# ------------------------------------------------------------------------------ forward
+
+
+def _solve_native(structure: ConicStructure, options: SolveOptions,
+                  v: dict[str, torch.Tensor | None], warm: tuple[Any, Any, Any]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                             list[str], torch.Tensor, torch.Tensor]:
+    """Native batch solve; applies on_failure. Returns x, y, s, ok, status, iters, times."""
+    st = structure
+    out = _native.conic_solve_batch(
+        st.n, st.m, st.p_indptr, st.p_indices, _np(v["P"]), st.a_indptr, st.a_indices,
+        _np(v["A"]), _np(v["q"]), _np(v["b"]), st.cones.to_dict(),
+        tol=float(options.tol), max_iter=int(options.max_iter),
+        time_limit=None if options.time_limit is None else float(options.time_limit),
+        warm_x=warm[0], warm_y=warm[1], warm_s=warm[2],
+    )
+    status = list(out["status"])
+    ok = torch.tensor([st_ in SOLVED_STATUSES for st_ in status], dtype=torch.bool)
+    if options.on_failure == "raise" and not bool(ok.all()):
+        first = int((~ok).nonzero()[0, 0])
+        raise SolverError(first, status[first], status)
+    x = torch.from_numpy(np.asarray(out["x"], dtype=np.float64).copy())
+    y = torch.from_numpy(np.asarray(out["y"], dtype=np.float64).copy())
+    s = torch.from_numpy(np.asarray(out["s"], dtype=np.float64).copy())
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    x = torch.where(ok[:, None], x, nan)
+    y = torch.where(ok[:, None], y, nan)
+    s = torch.where(ok[:, None], s, nan)
+    iters = torch.as_tensor(np.asarray(out["iterations"]), dtype=torch.int64)
+    times = torch.as_tensor(np.asarray(out["solve_time"]), dtype=torch.float64)
+    return x, y, s, ok, status, iters, times
+
+
+def _restore(t: torch.Tensor, like: tuple | None, batched: bool) -> torch.Tensor:
+    """A float64 CPU (B, k) result in the dtype/device of `like`, unbatched if the call was."""
+    dtype = like[1] if like is not None else torch.float64
+    device = like[2] if like is not None else torch.device("cpu")
+    t = t.to(device=device, dtype=dtype)
+    return t if batched else t[0]
+
+
+def _output_like(like: dict[str, Any]) -> tuple:
+    """dtype/device for outputs: those of q (always given), the floating input."""
+    return like["q"]
+
+
+def conic_forward(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any,
+                  options: SolveOptions | None = None, warm_start: Any = None
+                  ) -> tuple[ConicSolution, ConicState]:
+    """Solve without recording a graph; returns the solution and the state for conic_vjp.
+
+    For adapters whose own framework owns the autograd Function (cvxpylayers'
+    `derivative_torch_batch`). Inputs as for :func:`conic_solve`.
+    """
+    options = options or SolveOptions()
+    with torch.no_grad():
+        v, B, batched, like = _prepare(structure, P, q, A, b)
+        warm = _warm_arrays(warm_start, B, structure.n, structure.m)
+        x, y, s, ok, status, iters, times = _solve_native(structure, options, v, warm)
+    out = _output_like(like)
+    sol = ConicSolution(_restore(x, out, batched), _restore(y, out, batched),
+                        _restore(s, out, batched), status, iters, times)
+    state = ConicState(structure, options, v["P"], v["A"], x, y, s, ok, status,
+                       {**like, "batched": batched})
+    return sol, state
+
+
+# ------------------------------------------------------------------------------ backward
+
+
+def _kkt_vjp(structure: ConicStructure, path: str, P: torch.Tensor | None, A: torch.Tensor,
+             x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, ok: torch.Tensor,
+             gx: torch.Tensor | None, gy: torch.Tensor | None, gs: torch.Tensor | None):
+    """(dP, dq, dA, db), float64 (B, ...), by the dense Torch or the native sparse adjoint."""
+    if path == "dense":
+        return dense_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs)
+    return _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs)
+
+
+def _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs):
+    if not hasattr(_native, "kkt_adjoint_batch"):
+        raise RuntimeError("this build of pounce_kkt._native has no kkt_adjoint_batch; "
+                           "use backward='dense'")
+    B, n, m = x.shape[0], structure.n, structure.m
+    okc = ok[:, None]
+    with torch.no_grad():
+        xs, ys, ss = (torch.where(okc, t, 0.0) for t in (x, y, s))
+        h_diag, h_blocks = cone_scaling(ss, ys, structure.cones)
+        g = [torch.zeros(B, k, dtype=torch.float64) if t is None
+             else torch.where(okc, t.detach().to(torch.float64), 0.0)
+             for t, k in ((gx, n), (gy, m), (gs, m))]
+        st = structure
+        out = _native.kkt_adjoint_batch(
+            st.n, st.m, st.p_indptr, st.p_indices, _np(P), st.a_indptr, st.a_indices,
+            _np(A), st.cones.to_dict(), _np(h_diag), _np(h_blocks), _np(xs), _np(ys),
+            _np(g[0]), _np(g[1]), _np(g[2]), np.ascontiguousarray(ok.numpy()),
+        )
+    dP = _from_np(out["dP"]) if P is not None else None
+    return dP, _from_np(out["dq"]), _from_np(out["dA"]), _from_np(out["db"])
+
+
+def _from_np(a: Any) -> torch.Tensor | None:
+    return None if a is None else torch.from_numpy(np.asarray(a, np.float64).copy())
+
+
+def conic_vjp(state: ConicState, gx: Any = None, gy: Any = None, gs: Any = None
+              ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (dP, dq, dA, db) of <gx, x> + <gy, y> + <gs, s> at a conic_forward state.
+
+    Upstream gradients are (B, n)/(B, m) (or unbatched, like the solution); None means zero.
+    Results match the caller's P, q, A, b: same dtype, device and shape (inputs that were
+    broadcast get the sum over the batch). Unsolved items contribute zero.
+    """
+    st = state.structure
+    B = state.x.shape[0]
+
+    def up(g, k):
+        if g is None:
+            return None
+        t = torch.as_tensor(g).detach().to("cpu", torch.float64)
+        return t.unsqueeze(0).expand(B, k) if t.dim() == 1 else t
+
+    path = state.options.backward_path(st.n + st.m, create_graph=False)
+    with torch.no_grad():
+        grads = _kkt_vjp(st, path, state.P, state.A, state.x, state.y, state.s, state.ok,
+                         up(gx, st.n), up(gy, st.m), up(gs, st.m))
+    return tuple(None if g is None else _reduce_like(g, state.like[k])
+                 for g, k in zip(grads, ("P", "q", "A", "b"), strict=True))
+
+
+def _reduce_like(g: torch.Tensor, like: tuple | None) -> torch.Tensor | None:
+    if like is None:
+        return None
+    shape, dtype, device = like
+    if len(shape) == 1:
+        g = g.sum(0)
+    elif shape[0] == 1 and g.shape[0] != 1:
+        g = g.sum(0, keepdim=True)
+    return g.to(device=device, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------ autograd
+
+
+class _ConicSolveFunction(torch.autograd.Function):
+    """x, y, s = solve(P, q, A, b) with the KKT-adjoint backward.
+
+    Backward (docs/design.md): with K = [[P_eff, A'], [A, -H]] and H the cone scaling at
+    (s, y), solve K [u; v] = [gx; gy - H gs]; then
+        grad_q = -u,  grad_b = v,  grad_A[i,j] = -(y_i u_j + v_i x_j),
+        grad_P[i,j] = -(u_i x_j + u_j x_i) / 2,
+    zero for unsolved items. The dense path is written in Torch ops on the saved inputs
+    and outputs, so it is itself differentiable (double backward).
+    """
+
+    @staticmethod
+    def forward(ctx, structure, options, warm, info, P, q, A, b):
+        v = {"P": P, "q": q, "A": A, "b": b}
+        x, y, s, ok, status, iters, times = _solve_native(structure, options, v, warm)
+        info.update(status=status, iterations=iters, solve_time=times, ok=ok)
+        ctx.structure, ctx.options, ctx.ok, ctx.has_p = structure, options, ok, P is not None
+        ctx.save_for_backward(P if P is not None else torch.empty(0), A, x, y, s)
+        return x, y, s
+
+    @staticmethod
+    def backward(ctx, gx, gy, gs):
+        P, A, x, y, s = ctx.saved_tensors
+        P = P if ctx.has_p else None
+        st = ctx.structure
+        path = ctx.options.backward_path(st.n + st.m, create_graph=torch.is_grad_enabled())
+        dP, dq, dA, db = _kkt_vjp(st, path, P, A, x, y, s, ctx.ok, gx, gy, gs)
+        return None, None, None, None, dP, dq, dA, db
+
+
+def conic_solve(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any,
+                options: SolveOptions | None = None, warm_start: Any = None) -> ConicSolution:
+    """Solve a batch of conic programs, differentiably in the P, q, A, b values.
+
+    P (B, nnzP) or None (structure without P), q (B, n), A (B, nnzA), b (B, m); any of them
+    may be unbatched ((k,), broadcast). float32 in gives float32 out and any device in gives
+    the same device out; the solve and the backward run in float64 on the CPU.
+    warm_start: (x, y, s), a dict with those keys, or a previous ConicSolution.
+    Raises SolverError for unsolved items unless options.on_failure == "nan".
+    """
+    options = options or SolveOptions()
+    v, B, batched, like = _prepare(structure, P, q, A, b)
+    warm = _warm_arrays(warm_start, B, structure.n, structure.m)
+    info: dict[str, Any] = {}
+    x, y, s = _ConicSolveFunction.apply(structure, options, warm, info,
+                                        v["P"], v["q"], v["A"], v["b"])
+    out = _output_like(like)
+    return ConicSolution(_restore(x, out, batched), _restore(y, out, batched),
+                         _restore(s, out, batched), info["status"], info["iterations"],
+                         info["solve_time"])
+
+
+__all__ = ["ConicSolution", "ConicState", "SolveOptions", "conic_forward", "conic_solve",
+           "conic_vjp"]

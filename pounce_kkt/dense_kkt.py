@@ -1,0 +1,94 @@
+"""Dense KKT adjoint in differentiable Torch ops (small systems, double backward).
+
+Same formula as the native sparse adjoint (docs/design.md): with
+``K = [[P_eff, A'], [A, -H]]`` and H from :mod:`pounce_kkt.cone_scaling`, solve
+``K [u; v] = [gx; gy - H gs]`` per item, then
+
+    grad_q = -u,   grad_b = v,
+    grad_A[i, j] = -(y_i u_j + v_i x_j)          on A's pattern,
+    grad_P[i, j] = -(u_i x_j + u_j x_i) / 2      on P's full pattern.
+
+Every step is a Torch op on (B, ...) tensors, so calling this with tensors that carry a graph
+(inside a backward run with ``create_graph=True``) makes the gradient differentiable again.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pounce_kkt.cone_scaling import cone_scaling, dense_h, equilibration
+from pounce_kkt.structure import ConicStructure
+
+
+def dense_matrix(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                 shape: tuple[int, int]) -> torch.Tensor:
+    """(B, nnz) CSC values on (rows, cols) -> (B, r, c) dense (duplicates summed)."""
+    B = values.shape[0]
+    flat = (rows * shape[1] + cols).to(values.device)
+    out = values.new_zeros(B, shape[0] * shape[1]).index_add(1, flat, values)
+    return out.reshape(B, *shape)
+
+
+def kkt_matrix(structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor,
+               H: torch.Tensor) -> torch.Tensor:
+    """(B, n+m, n+m) ``[[P_eff, A'], [A, -H]]`` from value arrays and a dense (B, m, m) H."""
+    n, m = structure.n, structure.m
+    B = A.shape[0]
+    Ad = dense_matrix(A, structure.a_rows, structure.a_cols, (m, n))
+    if P is None:
+        Pe = A.new_zeros(B, n, n)
+    else:
+        Pd = dense_matrix(P, structure.p_rows, structure.p_cols, (n, n))
+        Pe = 0.5 * (Pd + Pd.transpose(1, 2))
+    top = torch.cat([Pe, Ad.transpose(1, 2)], dim=2)
+    bottom = torch.cat([Ad, -H], dim=2)
+    return torch.cat([top, bottom], dim=1)
+
+
+def dense_kkt_vjp(structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor,
+                  x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, ok: torch.Tensor,
+                  gx: torch.Tensor | None, gy: torch.Tensor | None, gs: torch.Tensor | None,
+                  ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients (dP, dq, dA, db) of <gx, x> + <gy, y> + <gs, s> w.r.t. the value arrays.
+
+    All tensors are batch-first float64: P (B, nnzP) or None, A (B, nnzA), x (B, n),
+    y and s (B, m), ok (B,) bool; items with ok False get zero gradients (their x, y, s
+    may be NaN: they are replaced before any arithmetic so no NaN reaches a graph).
+    """
+    n, m = structure.n, structure.m
+    B = x.shape[0]
+    okc = ok.to(x.device)[:, None]
+    x = torch.where(okc, x, 0.0)
+    y = torch.where(okc, y, 0.0)
+    s = torch.where(okc, s, 0.0)
+    gx = x.new_zeros(B, n) if gx is None else torch.where(okc, gx, 0.0)
+    gy = y.new_zeros(B, m) if gy is None else torch.where(okc, gy, 0.0)
+    gs = s.new_zeros(B, m) if gs is None else torch.where(okc, gs, 0.0)
+
+    h_diag, h_blocks = cone_scaling(s, y, structure.cones)
+    H = dense_h(h_diag, h_blocks, structure.h_scatter, m)
+    K = kkt_matrix(structure, P, A, H)
+    eye = torch.eye(n + m, dtype=K.dtype, device=K.device)
+    K = torch.where(okc[:, :, None], K, eye)
+    rhs = torch.cat([gx, gy - (H @ gs[:, :, None])[:, :, 0]], dim=1)
+    # Any fixed invertible D gives D (D K D)^-1 D = K^-1, so D stays out of the graph; it
+    # makes the spread of H (~tau to ~1/tau next to finite curvature) harmless to LU.
+    with torch.no_grad():
+        Dm = dense_h(*equilibration(h_diag, h_blocks, structure.cones), structure.h_scatter, m)
+        D = torch.zeros(B, n + m, n + m, dtype=K.dtype, device=K.device)
+        D[:, :n, :n] = torch.eye(n, dtype=K.dtype, device=K.device)
+        D[:, n:, n:] = Dm
+    sol = D @ torch.linalg.solve(D @ K @ D, D @ rhs[:, :, None])
+    sol = sol[:, :, 0]
+    u, v = sol[:, :n], sol[:, n:]
+
+    dq = -u
+    db = v
+    ar, ac = structure.a_rows.to(x.device), structure.a_cols.to(x.device)
+    dA = -(y[:, ar] * u[:, ac] + v[:, ar] * x[:, ac])
+    dP = None
+    if P is not None:
+        pr, pc = structure.p_rows.to(x.device), structure.p_cols.to(x.device)
+        dP = -0.5 * (u[:, pr] * x[:, pc] + u[:, pc] * x[:, pr])
+        dP = torch.where(okc, dP, 0.0)
+    return dP, torch.where(okc, dq, 0.0), torch.where(okc, dA, 0.0), torch.where(okc, db, 0.0)

@@ -1,0 +1,27 @@
+"""Errors raised by the shared core."""
+
+from __future__ import annotations
+
+#: Statuses whose solution is used (and differentiated); every other status is a failure.
+SOLVED_STATUSES: tuple[str, ...] = ("optimal", "optimal_inaccurate")
+
+
+class SolverError(RuntimeError):
+    """A batch item was not solved.
+
+    Attributes:
+        batch_index: index of the first failed item in the batch.
+        status: its solver status (one of the native statuses, e.g. "primal_infeasible").
+        statuses: the statuses of the whole batch.
+    """
+
+    def __init__(self, batch_index: int, status: str, statuses: list[str] | None = None):
+        self.batch_index = int(batch_index)
+        self.status = str(status)
+        self.statuses = list(statuses) if statuses is not None else [self.status]
+        failed = [i for i, st in enumerate(self.statuses) if st not in SOLVED_STATUSES]
+        more = f" ({len(failed)} failed items in total: {failed[:10]})" if len(failed) > 1 else ""
+        super().__init__(
+            f"POUNCE did not solve batch item {self.batch_index}: status {self.status!r}{more}; "
+            "pass on_failure='nan' to get NaN for failed items instead"
+        )

@@ -1,0 +1,139 @@
+"""The sparsity structure shared by a batch of conic problems."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+
+from pounce_kkt.cone_dims import ConeDims
+
+
+def _check_csc(name: str, indptr: Any, indices: Any, n_rows: int, n_cols: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    indptr = np.ascontiguousarray(np.asarray(indptr, dtype=np.int64))
+    indices = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
+    if indptr.ndim != 1 or indptr.shape[0] != n_cols + 1:
+        raise ValueError(f"{name}_indptr must have length {n_cols + 1}; got {indptr.shape}")
+    if indptr[0] != 0 or np.any(np.diff(indptr) < 0):
+        raise ValueError(f"{name}_indptr must start at 0 and be non-decreasing")
+    if indices.ndim != 1 or indices.shape[0] != indptr[-1]:
+        raise ValueError(f"{name}_indices must have length {indptr[-1]} (= {name}_indptr[-1]);"
+                         f" got {indices.shape}")
+    if indices.size and (indices.min() < 0 or indices.max() >= n_rows):
+        raise ValueError(f"{name}_indices must lie in [0, {n_rows})")
+    cols = np.repeat(np.arange(n_cols, dtype=np.int64), np.diff(indptr))
+    same_col = cols[1:] == cols[:-1]
+    if np.any(same_col & (indices[1:] <= indices[:-1])):
+        raise ValueError(f"{name}_indices must be strictly increasing within each column "
+                         "(sorted, no duplicates)")
+    return indptr, indices
+
+
+class ConicStructure:
+    """n, m, the CSC patterns of A (m x n, `A x + s = b`) and optional full P (n x n), cones.
+
+    Built once per problem and shared by every batch item; the values travel separately
+    as (B, nnz) arrays in the order of these patterns.
+    """
+
+    def __init__(self, n: int, m: int, a_indptr: Any, a_indices: Any, cones: Any,
+                 p_indptr: Any = None, p_indices: Any = None):
+        self.n = int(n)
+        self.m = int(m)
+        self.cones = ConeDims.from_any(cones)
+        if self.cones.m != self.m:
+            raise ValueError(f"cone dims cover {self.cones.m} rows but m = {self.m}")
+        self.a_indptr, self.a_indices = _check_csc("a", a_indptr, a_indices, self.m, self.n)
+        if (p_indptr is None) != (p_indices is None):
+            raise ValueError("give both p_indptr and p_indices, or neither")
+        if p_indptr is None:
+            self.p_indptr = self.p_indices = None
+        else:
+            self.p_indptr, self.p_indices = _check_csc("p", p_indptr, p_indices, self.n, self.n)
+
+    @classmethod
+    def from_scipy(cls, A: Any, cones: Any, P: Any = None) -> ConicStructure:
+        """Structure of scipy sparse matrices (their stored entries define the patterns)."""
+        A = _canonical_csc(A)
+        P = None if P is None else _canonical_csc(P)
+        return cls(A.shape[1], A.shape[0], A.indptr, A.indices, cones,
+                   None if P is None else P.indptr, None if P is None else P.indices)
+
+    @property
+    def nnz_a(self) -> int:
+        return int(self.a_indices.shape[0])
+
+    @property
+    def nnz_p(self) -> int:
+        return 0 if self.p_indices is None else int(self.p_indices.shape[0])
+
+    @property
+    def has_p(self) -> bool:
+        return self.p_indices is not None
+
+    def __repr__(self) -> str:
+        return (f"ConicStructure(n={self.n}, m={self.m}, nnz_a={self.nnz_a}, "
+                f"nnz_p={self.nnz_p if self.has_p else None}, cones={self.cones.to_dict()})")
+
+    # Row/column of every stored entry, as torch index tensors for the dense path.
+    @cached_property
+    def a_rows(self) -> torch.Tensor:
+        return torch.from_numpy(self.a_indices.copy())
+
+    @cached_property
+    def a_cols(self) -> torch.Tensor:
+        return torch.from_numpy(np.repeat(np.arange(self.n), np.diff(self.a_indptr)))
+
+    @cached_property
+    def p_rows(self) -> torch.Tensor:
+        return torch.from_numpy(self.p_indices.copy())
+
+    @cached_property
+    def p_cols(self) -> torch.Tensor:
+        return torch.from_numpy(np.repeat(np.arange(self.n), np.diff(self.p_indptr)))
+
+    @cached_property
+    def h_scatter(self) -> torch.Tensor:
+        """Flat (row * m + col) positions in the dense m x m H of [h_diag, h_blocks]."""
+        idx = [np.arange(self.cones.n_diag, dtype=np.int64) * (self.m + 1)]
+        for blk in self.cones.blocks():
+            r = np.arange(blk.start, blk.start + blk.dim, dtype=np.int64)
+            idx.append((r[:, None] * self.m + r[None, :]).ravel())
+        return torch.from_numpy(np.concatenate(idx))
+
+    def a_values(self, A: Any) -> np.ndarray:
+        """Values of a scipy sparse A in this structure's pattern (entries outside it raise)."""
+        return _values_in_pattern("A", A, self.a_indptr, self.a_indices, (self.m, self.n))
+
+    def p_values(self, P: Any) -> np.ndarray:
+        """Values of a scipy sparse (full) P in this structure's pattern."""
+        if not self.has_p:
+            raise ValueError("this structure has no P pattern")
+        return _values_in_pattern("P", P, self.p_indptr, self.p_indices, (self.n, self.n))
+
+
+def _canonical_csc(M: Any):
+    import scipy.sparse as sp
+
+    M = sp.csc_matrix(M, copy=True)
+    M.sum_duplicates()
+    M.sort_indices()
+    return M
+
+
+def _values_in_pattern(name: str, M: Any, indptr: np.ndarray, indices: np.ndarray,
+                       shape: tuple[int, int]) -> np.ndarray:
+    import scipy.sparse as sp
+
+    M = _canonical_csc(M)
+    if M.shape != shape:
+        raise ValueError(f"{name} has shape {M.shape}, structure expects {shape}")
+    pattern = sp.csc_matrix((np.ones(indices.shape[0]), indices, indptr), shape=shape)
+    outside = M - M.multiply(pattern)
+    if outside.count_nonzero():
+        raise ValueError(f"{name} has nonzeros outside the structure's pattern")
+    cols = np.repeat(np.arange(shape[1]), np.diff(indptr))
+    return np.asarray(M[indices, cols]).ravel()

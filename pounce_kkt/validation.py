@@ -1,0 +1,50 @@
+"""Input checks that name the offending array and batch item."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_finite(name: str, t: torch.Tensor | None) -> None:
+    """Raise ValueError naming `name` and the first batch index holding NaN or Inf.
+
+    `t` is (B, k) batch-first or (k,) unbatched.
+    """
+    if t is None:
+        return
+    bad = ~torch.isfinite(t)
+    if not bool(bad.any()):
+        return
+    if t.dim() >= 2:
+        items = bad.reshape(bad.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+        kind = "NaN" if bool(torch.isnan(t[items[0]]).any()) else "Inf"
+        raise ValueError(
+            f"{name} contains {kind} at batch index {items[0]}"
+            + (f" (items {items[:10]})" if len(items) > 1 else "")
+        )
+    kind = "NaN" if bool(torch.isnan(t).any()) else "Inf"
+    raise ValueError(f"{name} contains {kind} (entry {int(bad.nonzero()[0, 0])})")
+
+
+def check_last_dim(name: str, t: torch.Tensor | None, size: int) -> None:
+    """Raise ValueError unless `t` is (size,) or (B, size)."""
+    if t is None:
+        return
+    if t.dim() not in (1, 2) or t.shape[-1] != size:
+        raise ValueError(
+            f"{name} must have shape ({size},) or (B, {size}); got {tuple(t.shape)}"
+        )
+
+
+def batch_size(named: dict[str, torch.Tensor | None]) -> int | None:
+    """The common batch size of the batched tensors in `named` (None if all are unbatched).
+
+    Batch sizes must agree, except that a batch of 1 broadcasts.
+    """
+    sizes = {k: v.shape[0] for k, v in named.items() if v is not None and v.dim() == 2}
+    big = {k: b for k, b in sizes.items() if b != 1}
+    if len(set(big.values())) > 1:
+        raise ValueError(f"batch sizes disagree: {big}")
+    if big:
+        return next(iter(big.values()))
+    return 1 if sizes else None

@@ -23,7 +23,8 @@ WORLD_SIZE = 2
 
 
 class BoxQPNet(torch.nn.Module):
-    """Linear scores -> z* = argmin 1/2||z||^2 - scores'z + 1/2||D z||^2  s.t. 0 <= z <= 1, 1'z = k."""
+    """Linear scores -> z* = argmin 1/2||z||^2 - scores'z + 1/2||D z||^2
+    s.t. 0 <= z <= 1, 1'z = k."""
 
     def __init__(self, n_in: int, n: int, k: float) -> None:
         super().__init__()
@@ -135,7 +136,7 @@ def run(small: bool, steps: int, lr: float = 0.5) -> dict:
 
 
 def max_abs_diff(a, b) -> float:
-    return max(float(abs(u - v).max()) for u, v in zip(a, b))
+    return max(float(abs(u - v).max()) for u, v in zip(a, b, strict=True))
 
 
 def main() -> None:
@@ -144,7 +145,7 @@ def main() -> None:
     print(f"[data_parallel] {WORLD_SIZE} gloo ranks on 127.0.0.1, {steps} full-batch steps",
           flush=True)
     r = run(args.small, steps)
-    for step, (a, b) in enumerate(zip(r["single_losses"], r["ddp_losses"]), 1):
+    for step, (a, b) in enumerate(zip(r["single_losses"], r["ddp_losses"], strict=True), 1):
         print(f"[data_parallel] step {step}/{steps}  loss single={a:.6g}  2-rank={b:.6g}",
               flush=True)
     g = max_abs_diff(r["single_grads"], r["ddp_grads"])

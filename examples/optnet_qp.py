@@ -83,7 +83,7 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, points in history.items():
-        ax.semilogy(*zip(*points), marker="o", label=name)
+        ax.semilogy(*zip(*points, strict=True), marker="o", label=name)
     ax.set(xlabel="training step", ylabel="test MSE", title="Learning a constrained QP map")
     ax.legend()
     save_figure(fig, args.out / "optnet_qp.png")

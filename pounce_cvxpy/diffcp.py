@@ -1,0 +1,310 @@
+"""diffcp 1.1's API, solved by POUNCE and differentiated through the KKT adjoint.
+
+A diffcp script changes only its import line::
+
+    from pounce_cvxpy import diffcp          # was: import diffcp
+
+    x, y, s, D, DT = diffcp.solve_and_derivative(A, b, c, cone_dict)
+    dx, dy, ds = D(dA, db, dc)               # derivative (forward mode)
+    dA, db, dc = DT(dx, dy, ds)              # adjoint; dA on A's sparsity pattern
+
+Problem (SCS/diffcp form)::
+
+    minimize 1/2 x'Px + c'x   s.t.  A x + s = b,  s in K;   dual y in K*,  Px + A'y + c = 0
+
+Conventions, and where they differ from diffcp:
+
+| diffcp                                   | here                                            |
+|------------------------------------------|-------------------------------------------------|
+| cone keys z (or f), l, q, s, ep          | the same, plus p (power cones, alphas in (0, 1),|
+|                                          | differentiated too); ed raises ValueError       |
+| P only in the lpgd modes                 | P in every mode; SCS's convention: only the     |
+|                                          | upper triangle is read (entries below the       |
+|                                          | diagonal are ignored and get zero gradient)     |
+| mode: dense/lsqr/lsmr/lpgd*              | accepted and checked, then ignored: D and DT    |
+|                                          | are the exact KKT derivative in every mode (no  |
+|                                          | LPGD smoothing; derivative_kwargs are ignored)  |
+| solve_method: SCS/ECOS/Clarabel          | ignored: the solve is always POUNCE's IPM       |
+| kwargs to SCS (eps, max_iters, ...)      | translated or ignored with a one-time warning,  |
+|                                          | see pounce_cvxpy/solver_args.py                 |
+| n_jobs_forward / n_jobs_backward         | ignored: a batch is one native call per shared  |
+|                                          | sparsity structure, run on the native pool      |
+| A's explicit zeros eliminated in place   | inputs are never modified; explicit zeros stay  |
+|                                          | in A's pattern (and in dA)                      |
+| SolverError for a failed solve           | SolverError, a subclass of diffcp.SolverError   |
+|                                          | (when diffcp is installed) and of               |
+|                                          | pounce_kkt.SolverError, naming item and status  |
+
+Everything numeric goes through the shared core: pounce_kkt.conic_forward for the solve and
+pounce_kkt.conic_vjp for both derivatives. D uses the symmetry of the KKT matrix K: the
+adjoint solves K [u; v] = [gx; gy - H gs] and returns grad_q = -u, grad_b = v, so calling it
+with (gx, gy, gs) = (r1, r2, 0), the right-hand side of the linearised optimality conditions
+
+    K [dx; dy] = [r1; r2] = [-(dP x + dc + dA'y); db - dA x],   ds = r2 - A dx,
+
+gives dx = -grad_q and dy = grad_b (docs/design.md, "The KKT adjoint").
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+import pounce_kkt
+from pounce_cvxpy.diffcp_data import ProgramData, group_by_structure, symmetric_from_upper
+from pounce_cvxpy.solver_args import PounceArgs, resolve
+from pounce_kkt import ConicState, conic_forward, conic_vjp
+
+try:  # so that `except diffcp.SolverError` in existing code still catches our failures
+    from diffcp import SolverError as _DiffcpSolverError
+except ImportError:  # diffcp is optional
+    _SOLVER_ERROR_BASES: tuple[type, ...] = (pounce_kkt.SolverError,)
+else:
+    _SOLVER_ERROR_BASES = (pounce_kkt.SolverError, _DiffcpSolverError)
+
+ZERO, POS, SOC, PSD, EXP, EXP_DUAL, POWER = "z", "l", "q", "s", "ep", "ed", "p"
+MODES = ("dense", "lsqr", "lsmr", "lpgd", "lpgd_right", "lpgd_left")
+
+
+class SolverError(*_SOLVER_ERROR_BASES):
+    """A cone program was not solved: names the batch item and POUNCE's status."""
+
+
+__all__ = ["EXP", "EXP_DUAL", "MODES", "POS", "POWER", "PSD", "SOC", "ZERO", "SolverError",
+           "solve_and_derivative", "solve_and_derivative_batch", "solve_only",
+           "solve_only_batch"]
+
+
+# ------------------------------------------------------------------------------ solving
+
+
+@dataclass
+class _Group:
+    """Problems sharing one structure, solved by one core call; `items` are batch indices."""
+
+    items: list[int]
+    programs: list[ProgramData]
+    state: ConicState
+    x: np.ndarray  # (B, n)
+    y: np.ndarray  # (B, m)
+    s: np.ndarray  # (B, m)
+
+    def vjp(self, gx: np.ndarray, gy: np.ndarray, gs: np.ndarray | None):
+        """The core's (dP_full, dq, dA, db) as (B, .) float64 arrays (dP None without P)."""
+        grads = conic_vjp(self.state, gx, gy, gs)
+        return tuple(None if g is None else g.numpy() for g in grads)
+
+
+def _solve(programs: list[ProgramData], warm_starts: Sequence[Any] | None,
+           kwargs: dict[str, Any]) -> list[_Group]:
+    """Solve every program, one core call per shared structure; raise SolverError on failure.
+
+    Every group is solved with on_failure="nan" so that one failed item is reported with the
+    statuses of the whole batch and never disturbs the others; the caller's on_failure
+    ("raise" unless raise_on_error=False was passed) is applied afterwards.
+    """
+    kwargs = dict(kwargs)
+    kwargs.pop("derivative_kwargs", None)  # LPGD's tau/rho: the derivative here is exact
+    args = resolve(PounceArgs(), kwargs)
+    on_failure = args.on_failure
+    options = resolve(args, {"on_failure": "nan"}).solve_options()
+    groups, statuses = [], [""] * len(programs)
+    for items in group_by_structure(programs):
+        progs = [programs[i] for i in items]
+        P = None if progs[0].P is None else np.stack([p.p_full_values() for p in progs])
+        warm = _stack_warm([warm_starts[i] for i in items]) if warm_starts else None
+        sol, state = conic_forward(
+            progs[0].structure(), P, np.stack([p.c for p in progs]),
+            np.stack([p.A.data for p in progs]), np.stack([p.b for p in progs]), options, warm)
+        for i, st in zip(items, sol.status, strict=True):
+            statuses[i] = st
+        groups.append(_Group(items, progs, state, sol.x.numpy(), sol.y.numpy(), sol.s.numpy()))
+    if "optimal_inaccurate" in statuses:
+        warnings.warn("Solved/Inaccurate.", stacklevel=3)  # diffcp's own warning text
+    failed = [i for i, st in enumerate(statuses) if st not in pounce_kkt.SOLVED_STATUSES]
+    if failed and on_failure == "raise":
+        raise SolverError(failed[0], statuses[failed[0]], statuses)
+    return groups
+
+
+def _stack_warm(warm: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Stacked (x, y, s) if every item of the group has a warm start, else None."""
+    if any(w is None for w in warm):
+        return None
+    return tuple(np.stack([np.asarray(w[k], dtype=np.float64) for w in warm]) for k in range(3))
+
+
+def _solution(groups: list[_Group], count: int) -> tuple[list, list, list]:
+    xs, ys, ss = [None] * count, [None] * count, [None] * count
+    for g in groups:
+        for k, i in enumerate(g.items):
+            xs[i], ys[i], ss[i] = g.x[k].copy(), g.y[k].copy(), g.s[k].copy()
+    return xs, ys, ss
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"Unsupported mode {mode!r}; the supported modes are {MODES} "
+                         "(all give the exact KKT derivative here)")
+
+
+def _programs(As, bs, cs, cone_dicts, Ps) -> list[ProgramData]:
+    count = len(As)
+    for name, seq in (("bs", bs), ("cs", cs), ("cone_dicts", cone_dicts)):
+        if len(seq) != count:
+            raise ValueError(f"{name} has {len(seq)} items but As has {count}")
+    Ps = [None] * count if Ps is None else Ps
+    if len(Ps) != count:
+        raise ValueError(f"Ps has {len(Ps)} items but As has {count}")
+    return [ProgramData.from_user(A, b, c, cd, P, index=i if count > 1 else None)
+            for i, (A, b, c, cd, P) in enumerate(zip(As, bs, cs, cone_dicts, Ps, strict=True))]
+
+
+# ------------------------------------------------------------------------------ derivatives
+
+
+def _derivative(groups: list[_Group], count: int) -> Callable:
+    """D_batch(dAs, dbs, dcs, dPs=None) -> dxs, dys, dss (see the module docstring)."""
+
+    def D_batch(dAs, dbs, dcs, dPs=None, **_lpgd_kwargs):
+        dxs, dys, dss = [None] * count, [None] * count, [None] * count
+        for g in groups:
+            r1, r2 = [], []
+            for k, i in enumerate(g.items):
+                prog = g.programs[k]
+                dP = None if dPs is None else dPs[i]
+                if dP is not None and prog.P is None:
+                    raise ValueError("P must be provided if dP is not None.")
+                a1, a2 = _rhs(prog, g.x[k], g.y[k], dAs[i], dbs[i], dcs[i], dP)
+                r1.append(a1)
+                r2.append(a2)
+            r1, r2 = np.stack(r1), np.stack(r2)
+            _, dq, _, db = g.vjp(r1, r2, None)
+            for k, i in enumerate(g.items):
+                prog = g.programs[k]
+                dx, dy = -dq[k], db[k]
+                ds = r2[k] - prog.A @ dx
+                ds[: prog.cones.z] = 0.0  # s is identically 0 on zero-cone rows
+                dxs[i], dys[i], dss[i] = dx, dy, ds
+        return dxs, dys, dss
+
+    return D_batch
+
+
+def _rhs(prog: ProgramData, x: np.ndarray, y: np.ndarray, dA: Any, db: Any, dc: Any,
+         dP: Any) -> tuple[np.ndarray, np.ndarray]:
+    """r1 = -(dP x + dc + dA'y), r2 = db - dA x (dP read as SCS reads P: upper triangle)."""
+    m, n = prog.A.shape
+    dA = sp.csc_matrix(dA, dtype=np.float64)
+    if dA.shape != (m, n):
+        raise ValueError(f"dA must be {m} x {n}, got {dA.shape}")
+    db = np.asarray(db, dtype=np.float64).reshape(m)
+    dc = np.asarray(dc, dtype=np.float64).reshape(n)
+    r1 = -(dc + dA.T @ y)
+    if dP is not None:
+        r1 -= symmetric_from_upper(sp.csc_matrix(dP, dtype=np.float64)) @ x
+    return r1, db - dA @ x
+
+
+def _adjoint(groups: list[_Group], count: int) -> Callable:
+    """DT_batch(dxs, dys, dss, return_dP=False) -> dAs, dbs, dcs[, dPs]."""
+
+    def DT_batch(dxs, dys, dss, return_dP=False, **_lpgd_kwargs):
+        dAs, dbs, dcs, dPs = [None] * count, [None] * count, [None] * count, [None] * count
+        for g in groups:
+            if return_dP and g.programs[0].P is None:
+                raise ValueError("return_dP=True needs the problem to have been given P")
+            gx = np.stack([_vec(dxs[i], g.x.shape[1], "dx") for i in g.items])
+            gy = np.stack([_vec(dys[i], g.y.shape[1], "dy") for i in g.items])
+            gs = np.stack([_vec(dss[i], g.s.shape[1], "ds") for i in g.items])
+            dP, dq, dA, db = g.vjp(gx, gy, gs)
+            for k, i in enumerate(g.items):
+                prog = g.programs[k]
+                dAs[i], dbs[i], dcs[i] = prog.a_gradient(dA[k]), db[k], dq[k]
+                if return_dP:
+                    dPs[i] = prog.p_gradient(dP[k])
+        return (dAs, dbs, dcs, dPs) if return_dP else (dAs, dbs, dcs)
+
+    return DT_batch
+
+
+def _vec(v: Any, size: int, name: str) -> np.ndarray:
+    if v is None:
+        return np.zeros(size)
+    arr = np.asarray(v, dtype=np.float64).reshape(-1)
+    if arr.size != size:
+        raise ValueError(f"{name} must have {size} entries, got {arr.size}")
+    return arr
+
+
+# ------------------------------------------------------------------------------ public API
+
+
+def solve_and_derivative(A: Any, b: Any, c: Any, cone_dict: dict, warm_start: Any = None,
+                         mode: str = "lsqr", solve_method: str | None = "SCS", P: Any = None,
+                         **kwargs: Any):
+    """Solve one cone program; return x, y, s, D, DT as diffcp does.
+
+    D(dA, db, dc, dP=None) -> dx, dy, ds applies the derivative; DT(dx, dy, ds,
+    return_dP=False) -> dA, db, dc[, dP] its adjoint, with dA (and dP) CSC on the pattern of
+    A (of P). `mode` and `solve_method` are accepted and ignored (see the module docstring);
+    kwargs are translated as in pounce_cvxpy/solver_args.py. Raises SolverError if the
+    problem is not solved.
+    """
+    _check_mode(mode)
+    del solve_method  # always POUNCE
+    programs = [ProgramData.from_user(A, b, c, cone_dict, P)]
+    groups = _solve(programs, None if warm_start is None else [warm_start], kwargs)
+    (x,), (y,), (s,) = _solution(groups, 1)
+    D_batch, DT_batch = _derivative(groups, 1), _adjoint(groups, 1)
+
+    def D(dA, db, dc, dP=None, **lpgd_kwargs):
+        """dx, dy, ds: the derivative of the solution applied to (dA, db, dc[, dP])."""
+        dxs, dys, dss = D_batch([dA], [db], [dc], None if dP is None else [dP])
+        return dxs[0], dys[0], dss[0]
+
+    def DT(dx, dy, ds, return_dP=False, **lpgd_kwargs):
+        """dA, db, dc[, dP]: the adjoint of the derivative applied to (dx, dy, ds)."""
+        return tuple(v[0] for v in DT_batch([dx], [dy], [ds], return_dP=return_dP))
+
+    return x, y, s, D, DT
+
+
+def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_dicts: Sequence,
+                               n_jobs_forward: int = -1, n_jobs_backward: int = -1,
+                               mode: str = "lsqr", warm_starts: Sequence | None = None,
+                               Ps: Sequence | None = None, **kwargs: Any):
+    """Solve a batch; return lists xs, ys, ss and D_batch, DT_batch as diffcp does.
+
+    D_batch(dAs, dbs, dcs, dPs=None) -> dxs, dys, dss; DT_batch(dxs, dys, dss,
+    return_dP=False) -> dAs, dbs, dcs[, dPs]. Problems that share A's pattern, P's pattern
+    and the cones are solved (and differentiated) in one native call; n_jobs_* are ignored.
+    """
+    _check_mode(mode)
+    programs = _programs(As, bs, cs, cone_dicts, Ps)
+    groups = _solve(programs, warm_starts, kwargs)
+    xs, ys, ss = _solution(groups, len(programs))
+    return xs, ys, ss, _derivative(groups, len(programs)), _adjoint(groups, len(programs))
+
+
+def solve_only(A: Any, b: Any, c: Any, cone_dict: dict, warm_start: Any = None,
+               solve_method: str | None = "SCS", P: Any = None, **kwargs: Any):
+    """Solve one cone program; return x, y, s (no derivative work is set up)."""
+    del solve_method
+    programs = [ProgramData.from_user(A, b, c, cone_dict, P)]
+    groups = _solve(programs, None if warm_start is None else [warm_start], kwargs)
+    (x,), (y,), (s,) = _solution(groups, 1)
+    return x, y, s
+
+
+def solve_only_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_dicts: Sequence,
+                     n_jobs_forward: int = -1, warm_starts: Sequence | None = None,
+                     Ps: Sequence | None = None, **kwargs: Any):
+    """Solve a batch; return lists xs, ys, ss."""
+    programs = _programs(As, bs, cs, cone_dicts, Ps)
+    return _solution(_solve(programs, warm_starts, kwargs), len(programs))

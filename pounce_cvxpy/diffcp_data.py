@@ -1,0 +1,131 @@
+"""diffcp's problem data in the core's layout: canonical A, P's triangle, batch grouping.
+
+diffcp (with SCS, its default) reads P's UPPER triangle only and ignores entries below the
+diagonal; the core wants the FULL symmetric pattern (docs/design.md). `ProgramData` keeps the
+user's matrices untouched, builds the full pattern once, and maps values and gradients both
+ways with one 0/1 matrix `p_expand` (full-pattern value k comes from user entry j):
+
+    full_values = p_expand @ user_values,     grad_user = p_expand.T @ grad_full
+
+so an off-diagonal upper entry gets the gradient of both mirrored positions, and a
+strictly-lower entry gets 0, exactly as SCS's use of P implies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from pounce_kkt import ConeDims, ConicStructure
+
+
+def canonical_csc(M: Any, name: str) -> sp.csc_matrix:
+    """A sorted, duplicate-free CSC copy (explicit zeros kept: they are part of the pattern)."""
+    if not (sp.issparse(M) or isinstance(M, np.ndarray)):
+        raise TypeError(f"{name} must be a scipy sparse matrix (CSC) or a numpy array, "
+                        f"got {type(M).__name__}")
+    out = sp.csc_matrix(M, dtype=np.float64, copy=True)
+    out.sum_duplicates()
+    out.sort_indices()
+    return out
+
+
+def symmetric_from_upper(M: sp.spmatrix) -> sp.csc_matrix:
+    """triu(M) mirrored: the symmetric matrix SCS means by M (entries below the diagonal unused)."""
+    upper = sp.triu(M, format="csc")
+    return (upper + sp.triu(M, k=1, format="csc").T).tocsc()
+
+
+@dataclass
+class ProgramData:
+    """One diffcp problem: canonical copies, the full P pattern, and its structure key."""
+
+    A: sp.csc_matrix
+    b: np.ndarray
+    c: np.ndarray
+    cones: ConeDims
+    P: sp.csc_matrix | None  # the user's P, canonical (values read from here)
+    P_full: sp.csc_matrix | None  # full symmetric pattern handed to the core
+    p_expand: sp.csr_matrix | None  # (nnz P_full, nnz P): full values from user values
+
+    @classmethod
+    def from_user(cls, A: Any, b: Any, c: Any, cone_dict: Any, P: Any = None,
+                  index: int | None = None) -> ProgramData:
+        where = "" if index is None else f" (batch item {index})"
+        A = canonical_csc(A, "A" + where)
+        m, n = A.shape
+        b = _vector(b, "b" + where, m)
+        c = _vector(c, "c" + where, n)
+        for name, arr in (("A", A.data), ("b", b), ("c", c)):
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"{name}{where} contains NaN or Inf")
+        cones = ConeDims.from_any(dict(cone_dict))
+        if cones.m != m:
+            raise ValueError(f"cone_dict{where} covers {cones.m} rows but A has {m}")
+        if P is None:
+            return cls(A, b, c, cones, None, None, None)
+        P = canonical_csc(P, "P" + where)
+        if P.shape != (n, n):
+            raise ValueError(f"P{where} must be {n} x {n}, got {P.shape}")
+        if not np.all(np.isfinite(P.data)):
+            raise ValueError(f"P{where} contains NaN or Inf")
+        return cls(A, b, c, cones, P, *_full_pattern(P))
+
+    def structure_key(self) -> tuple:
+        """Equal keys <=> one ConicStructure serves both problems (same patterns and cones)."""
+        key = (self.A.shape, self.A.indptr.tobytes(), self.A.indices.tobytes(), self.cones)
+        if self.P_full is None:
+            return (*key, None)
+        return (*key, self.P_full.indptr.tobytes(), self.P_full.indices.tobytes())
+
+    def structure(self) -> ConicStructure:
+        return ConicStructure.from_scipy(self.A, self.cones.to_dict(), self.P_full)
+
+    def p_full_values(self, user_values: np.ndarray | None = None) -> np.ndarray | None:
+        """Values on the full pattern from values on the user's P pattern (default: P's own)."""
+        if self.P is None:
+            return None
+        return self.p_expand @ (self.P.data if user_values is None else user_values)
+
+    def p_gradient(self, grad_full: np.ndarray) -> sp.csc_matrix:
+        """A full-pattern gradient as a matrix on the user's P pattern."""
+        values = self.p_expand.T @ grad_full
+        return sp.csc_matrix((values, self.P.indices.copy(), self.P.indptr.copy()),
+                             shape=self.P.shape)
+
+    def a_gradient(self, values: np.ndarray) -> sp.csc_matrix:
+        """Gradient values on A's pattern as a CSC matrix with that pattern."""
+        return sp.csc_matrix((np.asarray(values, dtype=np.float64), self.A.indices.copy(),
+                              self.A.indptr.copy()), shape=self.A.shape)
+
+
+def _vector(v: Any, name: str, size: int) -> np.ndarray:
+    arr = np.asarray(v, dtype=np.float64).reshape(-1).copy()
+    if arr.shape != (size,):
+        raise ValueError(f"{name} must have {size} entries, got {np.shape(v)}")
+    return arr
+
+
+def _full_pattern(P: sp.csc_matrix) -> tuple[sp.csc_matrix, sp.csr_matrix]:
+    """The full symmetric pattern of triu(P) and the 0/1 map from P's values to it."""
+    ids = sp.csc_matrix((np.arange(1, P.nnz + 1, dtype=np.float64), P.indices, P.indptr),
+                        shape=P.shape)
+    full_ids = symmetric_from_upper(ids)  # upper and mirrored parts never overlap
+    full_ids.sort_indices()
+    source = full_ids.data.astype(np.int64) - 1
+    expand = sp.csr_matrix((np.ones(source.size), (np.arange(source.size), source)),
+                           shape=(source.size, P.nnz))
+    pattern = sp.csc_matrix((np.ones(source.size), full_ids.indices, full_ids.indptr),
+                            shape=P.shape)
+    return pattern, expand
+
+
+def group_by_structure(programs: list[ProgramData]) -> list[list[int]]:
+    """Indices of the programs, grouped so that each group shares one ConicStructure."""
+    groups: dict[tuple, list[int]] = {}
+    for i, prog in enumerate(programs):
+        groups.setdefault(prog.structure_key(), []).append(i)
+    return list(groups.values())

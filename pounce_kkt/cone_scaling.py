@@ -45,7 +45,6 @@ TAU_REL_MIXED = 1e-10
 # Exp/power: relative push ladder into the interior (smallest that gives a strictly interior
 # point wins); the push changes H by O(push).
 PUSH_LADDER = tuple(10.0 ** -k for k in range(10, 1, -1))
-MU_FLOOR = 1e-30
 
 
 def _log_nt_ratio(lam: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -283,10 +282,69 @@ def _push_inside(s: torch.Tensor, y: torch.Tensor, e: torch.Tensor, inside) -> t
     return s + delta[..., None] * e
 
 
-def _barrier_scaling(y: torch.Tensor, grad: torch.Tensor, hess: torch.Tensor) -> torch.Tensor:
+def exp_hess_inv(s: torch.Tensor) -> torch.Tensor:
+    """(hess f)^-1 of the exp-cone barrier, in closed form (B, 3) -> (B, 3, 3).
+
+    Near the boundary hess f holds 1/psi^2 next to O(1) eigenvalues, too wide a spread to
+    form and invert in float64. With g = grad psi = (-1, a), hess f = [[1/psi^2, -a'/psi^2],
+    [-a/psi^2, D + a a'/psi^2]] and D = v v'/(y psi) + diag(1/y^2, 1/z^2), v = (1, -y/z), so
+    by block elimination on x (Schur complement D):
+        (hess f)^-1 = [[psi^2 + a'D^-1 a, a'D^-1], [D^-1 a, D^-1]],
+        D^-1 = E - E v v' E / (y psi + v'E v),  E = diag(y^2, z^2).
+    """
+    x, y, z = s[..., 0], s[..., 1], s[..., 2]
+    psi = y * torch.log(z / y) - x
+    a = torch.stack([torch.log(z / y) - 1.0, y / z], dim=-1)
+    e = torch.stack([y * y, z * z], dim=-1)
+    v = torch.stack([torch.ones_like(y), -y / z], dim=-1)
+    ev = e * v
+    Dinv = torch.diag_embed(e) - ev[..., :, None] * ev[..., None, :] / (
+        y * psi + (v * ev).sum(-1))[..., None, None]
+    Da = (Dinv @ a[..., None])[..., 0]
+    top = torch.cat([(psi * psi + (a * Da).sum(-1))[..., None], Da], dim=-1)
+    rest = torch.cat([Da[..., :, None], Dinv], dim=-1)
+    return torch.cat([top[..., None, :], rest], dim=-2)
+
+
+def _sherman_morrison(Minv: torch.Tensor, u: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """(M + u u' / c)^-1 from M^-1, for c > 0: M^-1 - M^-1 u u' M^-1 / (c + u'M^-1 u)."""
+    Mu = (Minv @ u[..., None])[..., 0]
+    return Minv - Mu[..., :, None] * Mu[..., None, :] / (c + (u * Mu).sum(-1))[..., None, None]
+
+
+def power_hess_inv(s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """(hess f)^-1 of the power-cone barrier, stably (B, 3) -> (B, 3, 3).
+
+    With r = x^a y^(1-a), zeta = |z|, psi1 = r - zeta (small at an active point),
+    psi2 = r + zeta: f = -log psi1 - log psi2 - (1-a) log x - a log y, and
+    hess r = -a (1-a) r w w', w = (1/x, -1/y, 0). So hess f = N + c w w'/psi1 +
+    g1 g1'/psi1^2 with N = g2 g2'/psi2^2 + c w w'/psi2 + diag((1-a)/x^2, a/y^2, 0) (O(1),
+    inverted directly), c = a (1-a) r, g_i = grad psi_i; two Sherman-Morrison steps add the
+    large rank-one terms without forming them.
+    """
+    x, y, z = s[..., 0], s[..., 1], s[..., 2]
+    a = alpha
+    r = torch.exp(a * torch.log(x) + (1 - a) * torch.log(y))
+    sgn = torch.where(z >= 0, 1.0, -1.0).to(s.dtype)
+    zeta = z * sgn
+    psi1, psi2 = r - zeta, r + zeta
+    rx, ry = r * a / x, r * (1 - a) / y
+    g1 = torch.stack([rx, ry, -sgn], dim=-1)
+    g2 = torch.stack([rx, ry, sgn], dim=-1)
+    w = torch.stack([1.0 / x, -1.0 / y, torch.zeros_like(x)], dim=-1)
+    c = a * (1 - a) * r
+    diag = torch.diag_embed(torch.stack([(1 - a) / (x * x), a / (y * y), torch.zeros_like(x)], -1))
+    N = (g2[..., :, None] * g2[..., None, :] / (psi2 * psi2)[..., None, None]
+         + (c / psi2)[..., None, None] * w[..., :, None] * w[..., None, :] + diag)
+    Minv = _sherman_morrison(torch.linalg.inv(N), w, psi1 / c)
+    return _sherman_morrison(Minv, g1, psi1 * psi1)
+
+
+def _barrier_scaling(s: torch.Tensor, y: torch.Tensor, grad: torch.Tensor,
+                     hess_inv: torch.Tensor) -> torch.Tensor:
     mu = torch.linalg.vector_norm(y, dim=-1) / torch.linalg.vector_norm(grad, dim=-1)
-    mu = torch.clamp(mu, min=MU_FLOOR)
-    H = torch.linalg.inv(mu[..., None, None] * hess)
+    mu = mu + TAU_FLOOR * (1.0 + (s * s).sum(-1)) / 3.0  # y == 0 exactly: H ~ 1e20, not inf
+    H = hess_inv / mu[..., None, None]
     return 0.5 * (H + H.transpose(-1, -2))
 
 
@@ -294,16 +352,16 @@ def exp_scaling(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """H for exponential-cone blocks: (B, 3) x (B, 3) -> (B, 3, 3)."""
     e = torch.tensor([-1.0, 1.0, 1.0], dtype=s.dtype, device=s.device)
     st = _push_inside(s, y, e, exp_interior)
-    _, grad, hess = exp_barrier(st)
-    return _barrier_scaling(y, grad, hess)
+    _, grad, _ = exp_barrier(st)
+    return _barrier_scaling(st, y, grad, exp_hess_inv(st))
 
 
 def power_scaling(s: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """H for power-cone blocks: (B, 3) x (B, 3) x alpha (broadcastable to B) -> (B, 3, 3)."""
     e = torch.tensor([1.0, 1.0, 0.0], dtype=s.dtype, device=s.device)
     st = _push_inside(s, y, e, lambda v: power_interior(v, alpha))
-    _, grad, hess = power_barrier(st, alpha)
-    return _barrier_scaling(y, grad, hess)
+    _, grad, _ = power_barrier(st, alpha)
+    return _barrier_scaling(st, y, grad, power_hess_inv(st, alpha))
 
 
 # ---------------------------------------------------------------------------------- composite

@@ -1,0 +1,222 @@
+"""The whole batch as ONE block-diagonal NLP in tangent coordinates.
+
+Variables: ``x = delta[idx].ravel()`` for the batch elements ``idx`` being solved
+(element-major, ``n`` tangent coordinates each, see :class:`TangentChart`). Objective:
+``sum_b f_b`` with ``f_b`` Theseus' error metric (1/2 |weighted error|^2). Constraints:
+the :class:`Constraint` rows of every element, element-major. Bounds: Vector bounds
+expressed on ``delta``. Each callback costs one vectorised evaluation of the objective
+(plus backward passes); the last evaluation is cached so objective, gradient, constraints
+and Jacobian at the same point share it.
+
+This object is what the native solver (``nlp_solve``) calls back into.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .chart import TangentChart
+from .constraints import Bound, Constraint
+from .hessian import batched_vjp
+from .structure import HessianPattern, JacobianPattern
+
+__all__ = ["BatchNlp", "Evaluation", "ProblemStructure"]
+
+INF = 1e20
+
+
+@dataclass
+class Evaluation:
+    delta: torch.Tensor  # (B, n), requires grad
+    e: torch.Tensor  # (B, m_e) weighted errors
+    f: torch.Tensor  # (B,) error metric
+    c: torch.Tensor | None  # (B, m_c) constraint values
+
+
+class ProblemStructure:
+    """Per-element layout shared by every solve of one optimizer: the chart, the
+    constraint rows and the Jacobian / Hessian patterns."""
+
+    def __init__(self, objective, constraints: Sequence[Constraint]):
+        self.chart = TangentChart(objective)
+        self.constraints = list(constraints)
+        offs = self.chart.offsets
+        for con in self.constraints:
+            for v in con.optim_vars:
+                if v.name not in offs or objective.optim_vars[v.name] is not v:
+                    raise ValueError(
+                        f"Constraint {con.name!r}: variable {v.name!r} is not an optimisation "
+                        "variable of the objective"
+                    )
+        groups = [[v.name for v in cf.optim_vars] for cf in objective.cost_functions.values()]
+        groups += [[v.name for v in con.optim_vars] for con in self.constraints]
+        self.hess = HessianPattern(offs, groups)
+        self.con_rows: list[int] | None = None
+        self.jac: JacobianPattern | None = None
+
+    @property
+    def n(self) -> int:
+        return self.chart.dim
+
+    def constraint_values(self) -> torch.Tensor | None:
+        if not self.constraints:
+            return None
+        vals = [con() for con in self.constraints]
+        if self.con_rows is None:
+            self.con_rows = [v.shape[1] for v in vals]
+            blocks, r0 = [], 0
+            for con, k in zip(self.constraints, self.con_rows, strict=True):
+                blocks.append((r0, k, [self.chart.offsets[v.name] for v in con.optim_vars]))
+                r0 += k
+            self.jac = JacobianPattern(self.n, blocks)
+        return torch.cat(vals, dim=1)
+
+    @property
+    def m(self) -> int:
+        return 0 if not self.constraints else sum(self.con_rows)
+
+
+class BatchNlp:
+    """Callbacks of the block-diagonal NLP over the batch elements ``idx``."""
+
+    def __init__(
+        self,
+        structure: ProblemStructure,
+        hessian,
+        idx: np.ndarray,
+        bounds: Sequence[Bound],
+        on_iteration: Callable[[int, np.ndarray | None, bool], bool] | None = None,
+    ):
+        self.s = structure
+        self.chart = structure.chart
+        self.th_objective = structure.chart.objective
+        self.hessian_strategy = hessian
+        self.idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        self.k = int(self.idx.numel())
+        self.batch_size = self.th_objective.batch_size
+        self.bounds = bounds
+        self.on_iteration = on_iteration
+        self._cache_key: bytes | None = None
+        self._cache: Evaluation | None = None
+        ref = self.chart.base[0]
+        self.dtype, self.device = ref.dtype, ref.device
+        self._seeds = self.s.hess.seed_tensor(self.batch_size, ref)
+        with torch.no_grad():
+            self.chart.apply(self.chart.zeros(self.batch_size))
+            c = self.s.constraint_values()
+            self.chart.restore()
+        self.m = 0 if c is None else c.shape[1]
+
+    # ----- layout -------------------------------------------------------------------
+    def to_delta(self, x: np.ndarray) -> torch.Tensor:
+        d = self.chart.zeros(self.batch_size)
+        d[self.idx] = torch.as_tensor(x, dtype=self.dtype, device=self.device).view(self.k, -1)
+        return d
+
+    def from_rows(self, t: torch.Tensor) -> np.ndarray:
+        return t.detach()[self.idx].reshape(-1).cpu().numpy().astype(np.float64)
+
+    def variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lo = torch.full((self.batch_size, self.s.n), -INF, dtype=torch.float64)
+        hi = torch.full((self.batch_size, self.s.n), INF, dtype=torch.float64)
+        base = dict(zip((v.name for v in self.chart.vars), self.chart.base, strict=True))
+        for bnd in self.bounds:
+            sl = self.chart.offsets[bnd.var.name]
+            x0 = base[bnd.var.name].reshape(self.batch_size, -1).double()
+            lo[:, sl] = (bnd.lower.detach().double() - x0).clamp(min=-INF)
+            hi[:, sl] = (bnd.upper.detach().double() - x0).clamp(max=INF)
+        return self.from_rows(lo), self.from_rows(hi)
+
+    def constraint_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.m == 0:
+            return np.zeros(0), np.zeros(0)
+        los, his = [], []
+        for con, k in zip(self.s.constraints, self.s.con_rows, strict=True):
+            lo, hi = con.limits(self.batch_size, k, self.chart.base[0])
+            los.append(lo.detach())
+            his.append(hi.detach())
+        lo = torch.cat(los, dim=1).double().clamp(min=-INF)
+        hi = torch.cat(his, dim=1).double().clamp(max=INF)
+        return self.from_rows(lo), self.from_rows(hi)
+
+    def jacobian_structure(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.m == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return self.s.jac.batch_indices(self.k)
+
+    def hessian_structure(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.s.hess.batch_indices(self.k)
+
+    # ----- evaluation ---------------------------------------------------------------
+    def evaluate(self, x: np.ndarray) -> Evaluation:
+        key = np.ascontiguousarray(x).tobytes()
+        if key == self._cache_key and self._cache is not None:
+            return self._cache
+        delta = self.to_delta(x).requires_grad_(True)
+        with torch.enable_grad():
+            self.chart.apply(delta)
+            e = self.th_objective.error()
+            f = self.th_objective._error_metric_fn(e).reshape(-1)
+            c = self.s.constraint_values()
+        self._cache_key, self._cache = key, Evaluation(delta, e, f, c)
+        return self._cache
+
+    def objective_value(self, x: np.ndarray) -> float:
+        ev = self.evaluate(x)
+        return float(ev.f.detach()[self.idx].sum())
+
+    # Native callbacks (names fixed by rust/src/nlp/tnlp_bridge.rs).
+    def objective(self, x: np.ndarray) -> float:  # noqa: D102
+        return self.objective_value(x)
+
+    def gradient(self, x: np.ndarray) -> np.ndarray:
+        ev = self.evaluate(x)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(ev.f.sum(), ev.delta, retain_graph=True)
+        return self.from_rows(g)
+
+    def constraints(self, x: np.ndarray) -> np.ndarray:
+        ev = self.evaluate(x)
+        return self.from_rows(ev.c)
+
+    def jacobian(self, x: np.ndarray) -> np.ndarray:
+        ev = self.evaluate(x)
+        return self.from_rows(self.s.jac.gather(self.dense_jacobian(ev)))
+
+    def hessian(self, x: np.ndarray, obj_factor: float, lam: np.ndarray) -> np.ndarray:
+        ev = self.evaluate(x)
+        return self.from_rows(self.hessian_values(ev, obj_factor, lam))
+
+    def iteration(self, it, obj, inf_pr, inf_du, mu, restoration, x) -> bool:
+        if self.on_iteration is None:
+            return True
+        return bool(self.on_iteration(int(it), x, bool(restoration)))
+
+    # ----- shared by the backward -------------------------------------------------
+    def dense_jacobian(self, ev: Evaluation) -> torch.Tensor:
+        """Constraint Jacobians (B, m, n) w.r.t. the tangent coordinates."""
+        eye = torch.eye(self.m, dtype=self.dtype, device=self.device)
+        seeds = eye.unsqueeze(1).expand(self.m, self.batch_size, self.m)
+        with torch.enable_grad():
+            rows = batched_vjp(ev.c, ev.delta, seeds)  # (m, B, n)
+        return rows.transpose(0, 1)
+
+    def hessian_values(
+        self, ev: Evaluation, obj_factor: float, lam: np.ndarray | torch.Tensor | None
+    ) -> torch.Tensor:
+        """Lower-pattern values (B, nnz) of obj_factor * H_f + sum lam_i hess c_i."""
+        lam_t = None
+        if self.m > 0 and lam is not None:
+            if isinstance(lam, np.ndarray):
+                full = torch.zeros(self.batch_size, self.m, dtype=self.dtype, device=self.device)
+                full[self.idx] = torch.as_tensor(lam, dtype=self.dtype).view(self.k, self.m)
+                lam_t = full
+            else:
+                lam_t = lam
+        with torch.enable_grad():
+            prods = self.hessian_strategy.products(ev, self._seeds, obj_factor, lam_t)
+        return self.s.hess.gather(prods.detach())

@@ -1,0 +1,535 @@
+"""``PounceOptimizer``: Theseus' NonlinearOptimizer solved by POUNCE's NLP interior-point
+method, with exact implicit gradients, bounds and general constraints.
+
+Forward: the batch is one block-diagonal NLP in tangent coordinates around the current
+values (:mod:`pounce_theseus.batch_nlp`), solved natively (filter line search, restoration
+phase). The chart is re-centred at the solution and, if a Lie-group variable moved by more
+than ``recenter_angle`` radians in its chart, the NLP is solved again from there (at most
+``max_recenters`` times). Bounds are projected onto exactly at the end: the interior-point
+iterate stays ~1e-9 inside an active bound, and the reported solution sits on it.
+
+Backward: the implicit function theorem at the KKT point with the exact Lagrangian Hessian
+(:func:`pounce_kkt.nlp_kkt.implicit_step`), active bounds and constraints included.
+Theseus' ``unroll`` and ``truncated`` modes give that same gradient (an interior-point
+iteration has no meaningful unroll; a one-time note says so); ``implicit`` is native and
+``dlm`` works through ``TheseusLayer``. Unlike Theseus' implicit mode (one Gauss-Newton
+step at the solution) the second-order residual terms are kept.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from theseus import Objective
+from theseus.constants import __FROM_THESEUS_LAYER_TOKEN__
+from theseus.geometry import LieGroup
+from theseus.optimizer.nonlinear import (
+    BackwardMode,
+    NonlinearOptimizer,
+    NonlinearOptimizerInfo,
+    NonlinearOptimizerStatus,
+)
+
+from pounce_kkt.nlp_kkt import implicit_step
+
+from .batch_nlp import INF, BatchNlp, Evaluation, ProblemStructure
+from .constraints import Constraint, resolve_bounds
+from .hessian import make_hessian
+from .native import require_nlp_solve
+
+__all__ = ["PounceOptimizer"]
+
+# optimize() keywords Theseus' own optimizers use that mean nothing for an interior-point
+# solve; each is accepted with a one-time warning.
+_IGNORED_KEYS = {
+    "damping", "adaptive_damping", "ellipsoidal_damping", "damping_eps", "down_damping_ratio",
+    "up_damping_ratio", "backward_num_iterations", "dlm_epsilon", "num_solver_contexts",
+    "trust_region_size", "accept_threshold", "__keep_final_step_size__",
+    "__strict_implicit_final_gn__",
+}
+# constructor keywords of GaussNewton/LevenbergMarquardt with no meaning here.
+_IGNORED_INIT_KEYS = {
+    "linear_solver_cls", "linear_solver_kwargs", "linearization_cls", "linearization_kwargs",
+    "step_size",
+}
+_SUCCESS = {"solve_succeeded", "solved_to_acceptable_level"}
+
+
+class PounceOptimizer(NonlinearOptimizer):
+    """Drop-in replacement for ``th.GaussNewton`` / ``th.LevenbergMarquardt``.
+
+    Args:
+        objective: the Theseus objective.
+        max_iterations: interior-point iteration limit.
+        tol: interior-point convergence tolerance (Ipopt's ``tol``, scaled KKT error).
+        hessian: ``"exact"`` (default; Lagrangian Hessian with residual curvature) or
+            ``"gauss-newton"`` (J'J, cheaper; the backward stays exact).
+        bounds: ``{var_or_name: (lower, upper)}`` on Vector variables.
+        constraints: a list of :class:`pounce_theseus.Constraint`.
+        acceptable_tol: per-element KKT error under which an element of a solve that did
+            not converge as a whole still counts as CONVERGED.
+        solver_options: extra POUNCE/Ipopt options, e.g. ``{"mu_strategy": "monotone"}``.
+        vectorize, abs_err_tolerance, rel_err_tolerance: as in Theseus.
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        *,
+        max_iterations: int = 100,
+        tol: float = 1e-8,
+        hessian: str = "exact",
+        bounds: dict | None = None,
+        constraints: Sequence[Constraint] | None = None,
+        acceptable_tol: float = 1e-6,
+        solver_options: dict[str, Any] | None = None,
+        recenter_angle: float = 1.0,
+        max_recenters: int = 3,
+        vectorize: bool = False,
+        abs_err_tolerance: float = 1e-10,
+        rel_err_tolerance: float = 1e-8,
+        **kwargs: Any,
+    ):
+        ignored = sorted(set(kwargs) & _IGNORED_INIT_KEYS)
+        unknown = sorted(set(kwargs) - _IGNORED_INIT_KEYS)
+        if unknown:
+            raise TypeError(f"PounceOptimizer: unexpected keyword argument(s) {unknown}")
+        if ignored:
+            warnings.warn(
+                f"PounceOptimizer ignores {ignored}: it solves with POUNCE's interior-point "
+                "method, not a linear solver/step-size loop.",
+                stacklevel=2,
+            )
+        super().__init__(
+            objective,
+            vectorize=vectorize,
+            abs_err_tolerance=abs_err_tolerance,
+            rel_err_tolerance=rel_err_tolerance,
+            max_iterations=max_iterations,
+            step_size=1.0,
+        )
+        self.tol = float(tol)
+        self.acceptable_tol = float(acceptable_tol)
+        self.hessian = make_hessian(hessian)
+        self.bounds_spec = dict(bounds or {})
+        self.constraints = list(constraints or [])
+        self.solver_options = dict(solver_options or {})
+        self.recenter_angle = float(recenter_angle)
+        self.max_recenters = int(max_recenters)
+        self._warned: set[str] = set()
+        self.last_solve: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ keywords
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=4)
+
+    def _check_kwargs(self, kwargs: dict[str, Any], backward_mode: BackwardMode) -> None:
+        for key in kwargs:
+            if key == __FROM_THESEUS_LAYER_TOKEN__:
+                continue
+            if key in _IGNORED_KEYS:
+                self._warn_once(key, f"PounceOptimizer.optimize ignores {key!r}: it has no "
+                                     "meaning for an interior-point solve.")
+            else:
+                self._warn_once(key, f"PounceOptimizer.optimize ignores unknown key {key!r}.")
+        if backward_mode in (BackwardMode.UNROLL, BackwardMode.TRUNCATED):
+            self._warn_once(
+                "backward_mode",
+                f"PounceOptimizer: backward_mode={backward_mode.name.lower()} gives the "
+                "implicit-function-theorem gradient at the KKT point (an interior-point "
+                "iteration has no meaningful unroll).",
+            )
+
+    # ------------------------------------------------------------------ main loop
+    def _optimize_impl(
+        self,
+        track_best_solution: bool = False,
+        track_err_history: bool = False,
+        track_state_history: bool = False,
+        verbose: bool = False,
+        backward_mode: BackwardMode | str = BackwardMode.UNROLL,
+        end_iter_callback=None,
+        **kwargs: Any,
+    ) -> NonlinearOptimizerInfo:
+        backward_mode = BackwardMode.resolve(backward_mode)
+        self._check_kwargs(kwargs, backward_mode)
+        with torch.no_grad():
+            info = self._init_info(track_best_solution, track_err_history, track_state_history)
+        structure = ProblemStructure(self.objective, self.constraints)
+        bsz = self.objective.batch_size
+        bounds = resolve_bounds(self.bounds_spec, self.objective, bsz)
+        tracker = _IterationTracker(self, info, verbose, end_iter_callback)
+
+        with torch.no_grad():
+            result = self._solve_batch(structure, bounds, tracker)
+        self._write_solution(structure, bounds, result)
+        self._fill_info(info, result, track_best_solution)
+        if torch.is_grad_enabled():
+            self._attach_implicit_gradient(structure, bounds, result)
+        return info
+
+    # ------------------------------------------------------------------ forward
+    def _solve_batch(self, structure, bounds, tracker) -> _BatchResult:
+        """Solve every element; isolate elements that make a joint solve fail."""
+        bsz = self.objective.batch_size
+        n, chart = structure.n, structure.chart
+        res = _BatchResult(bsz, n)
+        finite = self._finite_start(structure)
+        res.status[~finite] = "invalid_number_detected"
+        todo = np.flatnonzero(finite)
+        groups = [todo] if todo.size else []
+        rounds = 0
+        while groups:
+            idx = groups.pop(0)
+            out = self._solve_recentred(structure, bounds, idx, tracker)
+            res.absorb(idx, out)
+            failed = idx[~out["converged"]]
+            if failed.size and failed.size < idx.size and rounds < 1:
+                groups.append(failed)
+            elif failed.size > 1 and failed.size == idx.size and rounds < 2:
+                groups.extend(np.array([i]) for i in failed)
+            rounds += 1
+        chart.restore()
+        return res
+
+    def _finite_start(self, structure: ProblemStructure) -> np.ndarray:
+        chart = structure.chart
+        bsz = self.objective.batch_size
+        delta = chart.zeros(bsz).requires_grad_(True)
+        with torch.enable_grad():
+            chart.apply(delta)
+            e = self.objective.error()
+            f = self.objective._error_metric_fn(e).reshape(-1)
+            (g,) = torch.autograd.grad(f.sum(), delta, allow_unused=True)
+        ok = torch.isfinite(f) & torch.isfinite(e).all(dim=1)
+        if g is not None:
+            ok &= torch.isfinite(g).all(dim=1)
+        c = structure.constraint_values()
+        if c is not None:
+            ok &= torch.isfinite(c).all(dim=1)
+        chart.restore()
+        return ok.cpu().numpy()
+
+    def _solve_recentred(self, structure, bounds, idx, tracker) -> dict[str, Any]:
+        """Solve elements ``idx``; re-centre Lie-group charts that moved far and re-solve."""
+        chart = structure.chart
+        total_iters = 0
+        for attempt in range(self.max_recenters + 1):
+            out = self._solve_once(structure, bounds, idx, tracker)
+            total_iters += out["iterations"]
+            delta = out["delta"]
+            far = self._chart_stretch(chart, delta) > self.recenter_angle
+            if attempt == self.max_recenters or not bool(far.any()) or out["x"] is None:
+                break
+            # Move the base to the solution for the elements that need it, and solve again.
+            d_full = chart.zeros(self.objective.batch_size)
+            d_full[torch.as_tensor(idx)] = torch.as_tensor(delta, dtype=d_full.dtype)
+            chart.apply(d_full)
+            chart.recenter()
+            out["recentred_delta"] = delta
+        out["iterations"] = total_iters
+        return out
+
+    @staticmethod
+    def _chart_stretch(chart, delta: np.ndarray) -> torch.Tensor:
+        """Largest rotation angle any Lie-group variable has in its chart, per element."""
+        d = torch.as_tensor(delta)
+        far = torch.zeros(d.shape[0], dtype=d.dtype)
+        for v in chart.vars:
+            if isinstance(v, LieGroup):
+                far = torch.maximum(far, d[:, chart.offsets[v.name]].abs().amax(dim=1))
+        return far
+
+    def _solve_once(self, structure, bounds, idx, tracker) -> dict[str, Any]:
+        nlp_solve = require_nlp_solve()
+        nlp = BatchNlp(structure, self.hessian, idx, bounds, tracker.callback_for(idx))
+        tracker.bind(nlp)
+        k, n, m = nlp.k, structure.n, nlp.m
+        xl, xu = nlp.variable_bounds()
+        gl, gu = nlp.constraint_bounds()
+        jr, jc = nlp.jacobian_structure()
+        hr, hc = nlp.hessian_structure()
+        x0 = np.clip(np.zeros(k * n), xl, xu)
+        options = {
+            "tol": self.tol,
+            "max_iter": int(self.params.max_iterations),
+            "print_level": 0,
+            "bound_relax_factor": 0.0,
+            "honor_original_bounds": "yes",
+            "acceptable_tol": self.acceptable_tol,
+        }
+        options.update(self.solver_options)
+        raw = nlp_solve(
+            nlp, x0, xl, xu, gl, gu, jr, jc, hr, hc, options, tracker.wants_iterates
+        )
+        if raw["callback_error"] is not None and raw["x"] is None:
+            raise raw["callback_error"]
+        out: dict[str, Any] = {
+            "status": raw["status"],
+            "iterations": int(raw["iterations"]),
+            "x": raw["x"],
+        }
+        if raw["x"] is None:
+            out.update(
+                delta=np.zeros((k, n)), z_l=np.zeros((k, n)), z_u=np.zeros((k, n)),
+                at_lo=np.zeros((k, n), dtype=bool), at_hi=np.zeros((k, n), dtype=bool),
+                lam=np.zeros((k, m)), converged=np.zeros(k, dtype=bool),
+                kkt_error=np.full(k, np.inf),
+            )
+            return out
+        x = raw["x"].reshape(k, n)
+        z_l, z_u = raw["z_l"].reshape(k, n), raw["z_u"].reshape(k, n)
+        lam = raw["lambda"].reshape(k, m) if m else np.zeros((k, 0))
+        x, at_lo, at_hi = _project_onto_bounds(x, xl.reshape(k, n), xu.reshape(k, n), z_l, z_u)
+        err = self._element_kkt_error(nlp, x, z_l, z_u, lam, gl.reshape(k, m), gu.reshape(k, m))
+        converged = err <= max(self.acceptable_tol, self.tol)
+        if raw["status"] in _SUCCESS:
+            converged[:] = True
+        out.update(delta=x, z_l=z_l, z_u=z_u, lam=lam, converged=converged, kkt_error=err,
+                   at_lo=at_lo, at_hi=at_hi)
+        return out
+
+    def _element_kkt_error(self, nlp, x, z_l, z_u, lam, gl, gu) -> np.ndarray:
+        """Unscaled per-element max(dual infeasibility, constraint violation)."""
+        flat = x.reshape(-1)
+        k, n = x.shape
+        grad = nlp.gradient(flat).reshape(k, n)
+        stat = grad - z_l + z_u
+        viol = np.zeros(k)
+        if nlp.m:
+            jac = nlp.dense_jacobian(nlp.evaluate(flat))[nlp.idx].cpu().numpy()
+            stat = stat + np.einsum("kmn,km->kn", jac, lam)
+            g = nlp.constraints(flat).reshape(k, nlp.m)
+            viol = np.maximum(np.maximum(gl - g, g - gu), 0.0).max(axis=1)
+        return np.maximum(np.abs(stat).max(axis=1), viol)
+
+    # ------------------------------------------------------------------ solution
+    def _write_solution(self, structure, bounds, res) -> None:
+        chart = structure.chart
+        delta = torch.as_tensor(res.delta, dtype=chart.base[0].dtype)
+        with torch.no_grad():
+            chart.apply(delta)
+            # Active bounds hold exactly: x0 + (bound - x0) can differ from bound by an ulp.
+            for bnd in bounds:
+                sl = chart.offsets[bnd.var.name]
+                t = bnd.var.tensor.reshape(res.batch_size, -1)
+                lo_m = torch.as_tensor(res.at_lo[:, sl])
+                hi_m = torch.as_tensor(res.at_hi[:, sl])
+                t = torch.maximum(torch.minimum(t, bnd.upper), bnd.lower)
+                t = torch.where(lo_m, bnd.lower.detach(), torch.where(hi_m, bnd.upper.detach(), t))
+                bnd.var.update(t.reshape(bnd.var.tensor.shape))
+        chart.recenter()
+        chart.restore()
+        self.objective.update_vectorization_if_needed()
+
+    def _fill_info(self, info: NonlinearOptimizerInfo, res, track_best_solution: bool) -> None:
+        with torch.no_grad():
+            err = self.objective.error_metric().detach()
+        statuses = []
+        for b in range(res.batch_size):
+            if res.converged[b]:
+                statuses.append(NonlinearOptimizerStatus.CONVERGED)
+            elif res.status[b] == "maximum_iterations_exceeded":
+                statuses.append(NonlinearOptimizerStatus.MAX_ITERATIONS)
+            else:
+                statuses.append(NonlinearOptimizerStatus.FAIL)
+        info.status = np.array(statuses)
+        iters = torch.as_tensor(res.iterations, dtype=torch.long)
+        conv = torch.as_tensor(res.converged)
+        info.converged_iter = torch.where(conv, iters, torch.full_like(iters, -1))
+        info.last_err = err
+        info.best_iter = iters.clone()
+        if track_best_solution:
+            info.best_err = err.clone()
+            info.best_solution = {
+                v.name: v.tensor.detach().clone().cpu()
+                for v in self.objective.optim_vars.values()
+            }
+        if info.err_history is not None:
+            last = torch.as_tensor(res.iterations).clamp(max=self.params.max_iterations)
+            info.err_history[torch.arange(res.batch_size), last] = err.cpu()
+        self.last_solve = {
+            "status": list(res.status), "iterations": res.iterations.copy(),
+            "kkt_error": res.kkt_error.copy(),
+        }
+
+    # ------------------------------------------------------------------ backward
+    def _attach_implicit_gradient(self, structure, bounds, res) -> None:
+        """Leave ``x* (+) (delta - delta.detach())`` in the optim vars, with ``delta`` the
+        implicit step of :func:`pounce_kkt.nlp_kkt.implicit_step` (value x*, derivative
+        the IFT one). Elements that did not converge get no gradient."""
+        chart = structure.chart
+        bsz, n = self.objective.batch_size, structure.n
+        dtype = chart.base[0].dtype
+        ok = torch.as_tensor(res.converged)
+        if not bool(ok.any()):
+            return
+        nlp = BatchNlp(structure, self.hessian, np.arange(bsz), bounds)
+        with torch.enable_grad():
+            delta0 = chart.zeros(bsz).requires_grad_(True)
+            chart.apply(delta0)
+            e = self.objective.error()
+            f = self.objective._error_metric_fn(e).reshape(-1)
+            c = structure.constraint_values()
+            lam = torch.as_tensor(res.lam, dtype=dtype)
+            lag = f.sum() + ((lam * c).sum() if c is not None else 0.0)
+            (grad_l,) = torch.autograd.grad(lag, delta0, create_graph=True, allow_unused=True)
+            if grad_l is None or not grad_l.requires_grad:
+                chart.restore()
+                return
+            ev = Evaluation(delta0, e, f, c)
+            h = structure.hess.dense(nlp.hessian_values(ev, 1.0, lam if c is not None else None))
+            rows, resid, active = [], [], []
+            if c is not None:
+                jac = nlp.dense_jacobian(ev)
+                lo, hi = _constraint_limits(structure, bsz, chart.base[0])
+                act_c, target = _active_constraints(c.detach(), lam, lo.detach(), hi.detach())
+                tgt = torch.where(target, hi, lo)
+                rows.append(jac)
+                resid.append(c - tgt)
+                active.append(act_c)
+            if bounds:
+                lo_b, hi_b, at_lo, at_hi = _bound_rows(chart, bounds, res, bsz, n, dtype)
+                rows.append(torch.eye(n, dtype=dtype).expand(bsz, n, n))
+                resid.append(delta0 - torch.where(at_hi, hi_b, lo_b))
+                active.append(at_lo | at_hi)
+            if rows:
+                step = implicit_step(
+                    grad_l, h, torch.cat(rows, 1), torch.cat(resid, 1), torch.cat(active, 1)
+                )
+            else:
+                step = implicit_step(grad_l, h)
+            step = torch.where(ok.unsqueeze(1), step, torch.zeros_like(step))
+            chart.apply(step - step.detach())
+
+
+class _BatchResult:
+    """Per-element outcome gathered over the (possibly several) joint solves."""
+
+    def __init__(self, batch_size: int, n: int):
+        self.batch_size = batch_size
+        self.delta = np.zeros((batch_size, n))
+        self.z_l = np.zeros((batch_size, n))
+        self.z_u = np.zeros((batch_size, n))
+        self.at_lo = np.zeros((batch_size, n), dtype=bool)
+        self.at_hi = np.zeros((batch_size, n), dtype=bool)
+        self.lam: np.ndarray | None = None
+        self.status = np.array(["not_solved"] * batch_size, dtype=object)
+        self.converged = np.zeros(batch_size, dtype=bool)
+        self.iterations = np.zeros(batch_size, dtype=np.int64)
+        self.kkt_error = np.full(batch_size, np.inf)
+
+    def absorb(self, idx: np.ndarray, out: dict[str, Any]) -> None:
+        if self.lam is None:
+            self.lam = np.zeros((self.batch_size, out["lam"].shape[1]))
+        keep = out["converged"] | ~self.converged[idx]
+        sel = idx[keep]
+        self.delta[sel] = out["delta"][keep]
+        self.z_l[sel] = out["z_l"][keep]
+        self.z_u[sel] = out["z_u"][keep]
+        self.at_lo[sel] = out["at_lo"][keep]
+        self.at_hi[sel] = out["at_hi"][keep]
+        self.lam[sel] = out["lam"][keep]
+        self.status[sel] = out["status"]
+        self.converged[sel] = out["converged"][keep]
+        self.iterations[sel] = out["iterations"]
+        self.kkt_error[sel] = out["kkt_error"][keep]
+
+
+class _IterationTracker:
+    """Per-iteration bookkeeping (err/state history, verbose, end_iter_callback) from the
+    interior-point iterates the native solver reports."""
+
+    def __init__(self, opt: PounceOptimizer, info, verbose: bool, end_iter_callback):
+        self.opt, self.info, self.verbose = opt, info, verbose
+        self.end_iter_callback = end_iter_callback
+        self.wants_iterates = bool(
+            verbose or end_iter_callback is not None
+            or info.err_history is not None or info.state_history is not None
+        )
+        self.nlp: BatchNlp | None = None
+        self._prev: torch.Tensor | None = None
+
+    def bind(self, nlp: BatchNlp) -> None:
+        self.nlp = nlp
+        self._prev = None
+
+    def callback_for(self, idx: np.ndarray):
+        return self.on_iteration if self.wants_iterates else None
+
+    def on_iteration(self, it: int, x: np.ndarray | None, restoration: bool) -> bool:
+        if x is None or self.nlp is None or restoration:
+            return True
+        opt, info, nlp = self.opt, self.info, self.nlp
+        with torch.no_grad():
+            delta = nlp.to_delta(x)
+            nlp.chart.apply(delta)
+            err = opt.objective.error_metric().detach()
+            col = it
+            if col <= opt.params.max_iterations:
+                if info.err_history is not None:
+                    info.err_history[nlp.idx, col] = err[nlp.idx].cpu()
+                if info.state_history is not None:
+                    for v in opt.objective.optim_vars.values():
+                        info.state_history[v.name][nlp.idx, ..., col] = (
+                            v.tensor.detach()[nlp.idx].cpu()
+                        )
+            if self.verbose:
+                print(f"Nonlinear optimizer. Iteration: {it}. Error: {err.mean().item()}")
+            if self.end_iter_callback is not None and it > 0:
+                step = delta - (self._prev if self._prev is not None else torch.zeros_like(delta))
+                self.end_iter_callback(opt, info, step, it - 1)
+            self._prev = delta
+            nlp.chart.restore()
+        return True
+
+
+def _project_onto_bounds(x, xl, xu, z_l, z_u) -> np.ndarray:
+    """Clip into the box and put elements whose bound is active exactly on it (an
+    interior-point iterate keeps a ~sqrt(mu) gap; the multiplier exceeding the gap marks
+    the bound as active)."""
+    x = np.clip(x, xl, xu)
+    at_lo = np.isfinite(xl) & (xl > -INF) & (z_l > x - xl)
+    at_hi = np.isfinite(xu) & (xu < INF) & (z_u > xu - x)
+    at_hi &= ~at_lo
+    x = np.where(at_lo, xl, x)
+    return np.where(at_hi, xu, x), at_lo, at_hi
+
+
+def _constraint_limits(structure, bsz, like):
+    los, his = [], []
+    for con, k in zip(structure.constraints, structure.con_rows, strict=True):
+        lo, hi = con.limits(bsz, k, like)
+        los.append(lo)
+        his.append(hi)
+    return torch.cat(los, 1), torch.cat(his, 1)
+
+
+def _active_constraints(c, lam, lo, hi):
+    """(active mask, use-upper mask) for constraint rows; equalities always active."""
+    eq = lo == hi
+    slack_lo = c - lo
+    slack_hi = hi - c
+    at_lo = (lam < 0) & (lam.abs() > slack_lo) & torch.isfinite(lo)
+    at_hi = (lam > 0) & (lam.abs() > slack_hi) & torch.isfinite(hi)
+    return eq | at_lo | at_hi, at_hi & ~eq
+
+
+def _bound_rows(chart, bounds, res, bsz, n, dtype):
+    """Bounds on the tangent coordinates around the solution (the chart's base) and the
+    masks of the active ones (as decided when projecting the solution onto them)."""
+    lo = torch.zeros((bsz, n), dtype=dtype)
+    hi = torch.zeros((bsz, n), dtype=dtype)
+    base = dict(zip((v.name for v in chart.vars), chart.base, strict=True))
+    for bnd in bounds:
+        sl = chart.offsets[bnd.var.name]
+        x0 = base[bnd.var.name].reshape(bsz, -1)
+        lo[:, sl] = torch.where(torch.isfinite(bnd.lower), bnd.lower - x0, 0.0)
+        hi[:, sl] = torch.where(torch.isfinite(bnd.upper), bnd.upper - x0, 0.0)
+    return lo, hi, torch.as_tensor(res.at_lo), torch.as_tensor(res.at_hi)

@@ -55,7 +55,8 @@ def _log_nt_ratio(lam: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
 
 def _tau(inner: torch.Tensor, w_sq: torch.Tensor, rank: float, rel: float = TAU_FLOOR
          ) -> torch.Tensor:
-    return torch.clamp(inner / rank, min=0.0) + rel * w_sq / rank + TAU_FLOOR
+    """The centring parameter: <s, y> / rank, but at least rel * |w|^2 / rank."""
+    return torch.maximum(inner / rank, rel * w_sq / rank) + TAU_FLOOR
 
 
 # ---------------------------------------------------------------------------------- nonneg
@@ -270,11 +271,13 @@ def power_interior(s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 
 
 def _push_inside(s: torch.Tensor, y: torch.Tensor, e: torch.Tensor, inside) -> torch.Tensor:
-    """s + delta e with the smallest delta of PUSH_LADDER (x scale) giving an interior point."""
+    """s itself if s - PUSH_LADDER[0] * scale * e is still interior (s is not closer to the
+    boundary than the smallest push), else s + delta e with the smallest delta of
+    PUSH_LADDER (x scale) giving an interior point."""
     with torch.no_grad():
         scale = 1.0 + torch.linalg.vector_norm(s, dim=-1) + torch.linalg.vector_norm(y, dim=-1)
-        delta = torch.full_like(scale, PUSH_LADDER[-1])
-        done = torch.zeros_like(scale, dtype=torch.bool)
+        done = inside(s - (PUSH_LADDER[0] * scale)[..., None] * e)
+        delta = torch.zeros_like(scale)
         for rel in PUSH_LADDER:
             ok = inside(s + (rel * scale)[..., None] * e) & ~done
             delta = torch.where(ok, rel * scale, delta)

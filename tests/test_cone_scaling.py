@@ -152,7 +152,8 @@ def test_soc_boundary_tangent_eigenvalue_is_norm_ratio():
     y = _t([[1.0, -0.6, -0.8]]) * 0.5
     lam = torch.linalg.eigvalsh(soc_scaling(s, y))[0]
     ratio = (s.norm() / y.norm()).item()
-    assert abs(lam[1].item() - ratio) < 1e-8 * ratio  # the middle one: tangent direction
+    # the middle one (tangent direction), to the ~1e-7 the TAU_REL_MIXED floor allows
+    assert abs(lam[1].item() - ratio) < 1e-6 * ratio
     assert lam[0] < 1e-6 and lam[2] > 1e6
 
 

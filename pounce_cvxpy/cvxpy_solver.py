@@ -81,7 +81,6 @@ class POUNCE(ConicSolver):
             row(data[s.B]),
             args.solve_options(),
             warm_start=warm,
-            needs_grad=False,
         )
         x, y, slack = (t[0].numpy() for t in (solution.x, solution.y, solution.s))
         c = np.asarray(data[s.C], dtype=np.float64)
@@ -122,4 +121,4 @@ class POUNCE(ConicSolver):
         return Solution(status, solution["value"] + inverse_data[s.OFFSET], primal, duals, attr)
 
     def cite(self, data: Any) -> str:
-        return "POUNCE interior-point solver, https://github.com/jkitchin/pounce (via pounce-layers)"
+        return "POUNCE interior-point solver (github.com/jkitchin/pounce), via pounce-layers"

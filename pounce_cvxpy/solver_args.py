@@ -12,6 +12,7 @@ Our options:
 | `max_iter`   | core's    | interior-point iteration limit                               |
 | `time_limit` | core's    | wall-clock limit per problem, seconds (None: no limit)       |
 | `backward`   | "auto"    | KKT adjoint: "auto", "dense" (Torch) or "sparse" (native)    |
+| `dense_max_dim` | core's | "auto" uses the dense adjoint up to n + m = this             |
 | `on_failure` | "raise"   | "raise": SolverError naming the batch index and status;      |
 |              |           | "nan": that item's outputs are NaN, its gradient zero        |
 | `warm_start` | False     | start each solve from the previous call's solution (same     |
@@ -48,16 +49,12 @@ Any other key raises `ValueError` naming it, so a typo never passes silently.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pounce_kkt import SolveOptions
-
-_BACKWARDS = ("auto", "dense", "sparse")
-_ON_FAILURE = ("raise", "nan")
 
 _ADMM_ONLY = (
     "acceleration_lookback",
@@ -87,7 +84,7 @@ _IGNORED: dict[str, str] = {
 }
 
 _TRANSLATED = ("eps", "eps_abs", "eps_rel", "time_limit_secs", "raise_on_error")
-_OURS = ("tol", "max_iter", "time_limit", "backward", "on_failure", "warm_start")
+_OURS = ("tol", "max_iter", "time_limit", "backward", "dense_max_dim", "on_failure", "warm_start")
 
 _warned: set[str] = set()
 
@@ -115,23 +112,16 @@ class PounceArgs:
         return self.core.get("on_failure", "raise")
 
 
-def _positive(key: str, value: Any) -> float:
-    v = float(value)
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"solver_args[{key!r}] must be a positive finite number, got {value!r}")
-    return v
-
-
 def resolve(base: PounceArgs, solver_args: Mapping[str, Any] | None) -> PounceArgs:
     """Return `base` updated by `solver_args` (ours, translated and ignored keys, see module doc).
 
-    Raises `ValueError` naming a key that is unknown or has an invalid value.
+    Raises `ValueError` naming a key that is unknown or has an invalid value (the values
+    of ours are checked by the core's `SolveOptions`).
     """
     if not solver_args:
         return base
-    upd: dict[str, Any] = dict(base.core)
+    core: dict[str, Any] = dict(base.core)
     warm_start = base.warm_start
-    eps = [solver_args[k] for k in ("eps", "eps_abs", "eps_rel") if k in solver_args]
     for key, value in solver_args.items():
         if key in _IGNORED:
             _warn_once(key, f"is ignored: {_IGNORED[key]}.")
@@ -139,33 +129,23 @@ def resolve(base: PounceArgs, solver_args: Mapping[str, Any] | None) -> PounceAr
             _warn_once(key, "is translated to POUNCE's tol (tol = min of eps, eps_abs, eps_rel).")
         elif key == "time_limit_secs":
             _warn_once(key, "is translated to POUNCE's time_limit (seconds).")
-            upd["time_limit"] = _positive(key, value)
+            core["time_limit"] = float(value)
         elif key == "raise_on_error":
             _warn_once(key, "is translated to POUNCE's on_failure ('raise' or 'nan').")
-            upd["on_failure"] = "raise" if value else "nan"
-        elif key == "tol":
-            upd["tol"] = _positive(key, value)
-        elif key == "max_iter":
-            if int(value) != value or int(value) < 1:
-                raise ValueError(f"solver_args['max_iter'] must be a positive integer, got {value!r}")
-            upd["max_iter"] = int(value)
-        elif key == "time_limit":
-            upd["time_limit"] = None if value is None else _positive(key, value)
-        elif key == "backward":
-            if value not in _BACKWARDS:
-                raise ValueError(f"solver_args['backward'] must be one of {_BACKWARDS}, got {value!r}")
-            upd["backward"] = value
-        elif key == "on_failure":
-            if value not in _ON_FAILURE:
-                raise ValueError(
-                    f"solver_args['on_failure'] must be one of {_ON_FAILURE}, got {value!r}"
-                )
-            upd["on_failure"] = value
+            core["on_failure"] = "raise" if value else "nan"
         elif key == "warm_start":
             warm_start = bool(value)
+        elif key in _OURS:
+            core[key] = value
         else:
             known = sorted((*_OURS, *_TRANSLATED, *_IGNORED))
             raise ValueError(f"unknown solver_args key {key!r} for POUNCE; known keys: {known}")
+    eps = [float(solver_args[k]) for k in ("eps", "eps_abs", "eps_rel") if k in solver_args]
     if eps and "tol" not in solver_args:
-        upd["tol"] = min(_positive("eps", e) for e in eps)
-    return PounceArgs(core=upd, warm_start=warm_start)
+        core["tol"] = min(eps)
+    args = PounceArgs(core=core, warm_start=warm_start)
+    try:
+        args.solve_options()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"invalid solver_args for POUNCE: {err}") from err
+    return args

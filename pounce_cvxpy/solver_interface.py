@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from cvxpylayers.interfaces.base import SolverInterface
 
@@ -39,11 +40,23 @@ class PounceSolver(SolverInterface):
         self._args = resolve(PounceArgs(), options)
         self._layout: CanonLayout | None = None
         self._warm: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._out_dtype: torch.dtype | None = None
 
     def setup(self, ctx: Any) -> None:
         """Capture the sparsity patterns and cones of the canonicalised problem."""
         self._layout = CanonLayout.from_layers_context(ctx)
         self._warm.clear()
+
+    def set_params(self, params: list) -> None:
+        """Note the parameters' floating dtype before a solve.
+
+        cvxpylayers evaluates P, q and A with scipy, in float64, whatever the parameters'
+        dtype; the solution is returned in the parameters' dtype (float32 in, float32 out).
+        """
+        floating = [np.asarray(p).dtype for p in params if np.issubdtype(np.asarray(p).dtype,
+                                                                          np.floating)]
+        self._out_dtype = torch.from_numpy(np.empty(0, np.result_type(*floating))).dtype \
+            if floating else None
 
     @property
     def layout(self) -> CanonLayout:
@@ -78,11 +91,13 @@ class PounceSolver(SolverInterface):
             b_c,
             args.solve_options(),
             warm_start=warm,
-            needs_grad=needs_grad,
         )
         if args.warm_start:
             self._warm[batch] = (solution.x.detach(), solution.y.detach(), solution.s.detach())
-        return solution.x, solution.y, state if needs_grad else None
+        x, y = solution.x, solution.y
+        if self._out_dtype is not None:
+            x, y = x.to(self._out_dtype), y.to(self._out_dtype)
+        return x, y, state if needs_grad else None
 
     def derivative_torch_batch(
         self, dprimal: torch.Tensor, ddual: torch.Tensor, saved_state: Any

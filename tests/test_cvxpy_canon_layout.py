@@ -136,5 +136,5 @@ def test_hooks_are_idempotent_and_leave_other_solvers_working():
         p.value = v
     case.problem.solve(solver=cp.CLARABEL)
     np.testing.assert_allclose(x.numpy(), case.variables[0].value, atol=1e-3)
-    with pytest.raises(RuntimeError, match="Unknown solver"):
+    with pytest.raises(cp.error.SolverError, match="NOT_A_SOLVER is not installed"):
         CvxpyLayer(case.problem, case.parameters, case.variables, solver="NOT_A_SOLVER")

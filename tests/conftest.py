@@ -192,17 +192,20 @@ def smat(v: np.ndarray, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _pair_nonneg(rng, d):
-    active = rng.random(d) < 0.5
+def _pair_nonneg(rng, d, active=None):
+    active = rng.random(d) < 0.5 if active is None else np.asarray(active, bool)
     s = np.where(active, 0.0, rng.uniform(0.5, 2.0, d))
     y = np.where(active, rng.uniform(0.5, 2.0, d), 0.0)
     return s, y
 
 
+def _soc_mode(rng, d):
+    mode = str(rng.choice(["boundary", "s_interior", "y_interior"], p=[0.6, 0.2, 0.2]))
+    return "s_interior" if (d == 1 and mode == "boundary") else mode
+
+
 def _pair_soc(rng, d, mode=None):
-    mode = mode or rng.choice(["boundary", "s_interior", "y_interior"], p=[0.6, 0.2, 0.2])
-    if d == 1:
-        mode = "s_interior" if mode == "boundary" else mode
+    mode = mode or _soc_mode(rng, d)
     u = rng.standard_normal(d - 1)
     u /= max(np.linalg.norm(u), 1e-12)
     if mode == "boundary":  # s = a(1, u), y = c(1, -u): both on the boundary, s'y = 0
@@ -215,9 +218,10 @@ def _pair_soc(rng, d, mode=None):
     return np.zeros(d), inner
 
 
-def _pair_psd(rng, k):
+def _pair_psd(rng, k, rank=None):
+    """S of rank ``rank`` (random if None) and Y of rank k - rank, sharing eigenvectors."""
     Q, _ = np.linalg.qr(rng.standard_normal((k, k)))
-    r = int(rng.integers(0, k + 1))  # rank of S; Y has rank k - r (strict complementarity)
+    r = int(rng.integers(0, k + 1)) if rank is None else int(rank)
     ls = np.concatenate([rng.uniform(0.5, 2.0, r), np.zeros(k - r)])
     ly = np.concatenate([np.zeros(r), rng.uniform(0.5, 2.0, k - r)])
     S = Q @ np.diag(ls) @ Q.T
@@ -225,8 +229,8 @@ def _pair_psd(rng, k):
     return svec(S), svec(Y)
 
 
-def _pair_exp(rng):
-    mode = rng.choice(["boundary", "s_interior"], p=[0.7, 0.3])
+def _pair_exp(rng, mode=None):
+    mode = mode or str(rng.choice(["boundary", "s_interior"], p=[0.7, 0.3]))
     if mode == "boundary":
         # s = (x, y, y e^{x/y}); y* = c(-e^r, e^r (r - 1), 1), r = x/y: the outer normal of
         # the boundary, on the dual boundary, s'y* = 0.
@@ -241,8 +245,8 @@ def _pair_exp(rng):
     return np.array([r * yv, yv, 2.0 * yv * math.exp(r)]), np.zeros(3)
 
 
-def _pair_power(rng, a):
-    mode = rng.choice(["boundary", "s_interior"], p=[0.7, 0.3])
+def _pair_power(rng, a, mode=None):
+    mode = mode or str(rng.choice(["boundary", "s_interior"], p=[0.7, 0.3]))
     xv, yv = rng.uniform(0.5, 2.0, 2)
     g = xv**a * yv ** (1 - a)
     if mode == "boundary":
@@ -255,29 +259,60 @@ def _pair_power(rng, a):
     return np.array([xv, yv, 0.3 * g * rng.uniform(-1, 1)]), np.zeros(3)
 
 
-def complementary_pair(rng, cones: dict):
-    """A random ``(s, y)`` in ``K x K*`` with ``s'y = 0`` and strict complementarity."""
+def face_modes(rng, cones: dict) -> list:
+    """Random face of each block (in cone order after the zero rows): a bool active mask for
+    the nonneg rows, then "boundary" / "s_interior" / "y_interior" per SOC, the rank of S per
+    PSD, "boundary" / "s_interior" per exp and power cone."""
+    modes = [rng.random(cones.get("l", 0)) < 0.5]
+    modes += [_soc_mode(rng, d) for d in cones.get("q", [])]
+    modes += [int(rng.integers(0, k + 1)) for k in cones.get("s", [])]
+    modes += [str(rng.choice(["boundary", "s_interior"], p=[0.7, 0.3]))
+              for _ in range(cones.get("ep", 0) + len(cones.get("p", [])))]  # fmt: skip
+    return modes
+
+
+def face_codim(cones: dict, modes: list) -> int:
+    """Number of independent equations the face pins: zero rows, active nonneg rows, 1 per
+    boundary SOC/exp/power, d per SOC at its apex, (k-r)(k-r+1)/2 per PSD of rank r."""
+    it = iter(modes)
+    total = cones.get("z", 0) + int(np.sum(next(it)))
+    for d in cones.get("q", []):
+        mode = next(it)
+        total += {"boundary": 1, "s_interior": 0, "y_interior": d}[mode]
+    for k in cones.get("s", []):
+        r = next(it)
+        total += (k - r) * (k - r + 1) // 2
+    for _ in range(cones.get("ep", 0) + len(cones.get("p", []))):
+        total += 1 if next(it) == "boundary" else 0
+    return total
+
+
+def complementary_pair(rng, cones: dict, modes: list | None = None):
+    """A random ``(s, y)`` in ``K x K*`` with ``s'y = 0`` and strict complementarity, on the
+    faces ``modes`` (see :func:`face_modes`; random if None)."""
+    it = iter(modes) if modes is not None else None
+    pick = (lambda: next(it)) if it is not None else (lambda: None)
     s_parts, y_parts = [], []
     z = cones.get("z", 0)
     s_parts.append(np.zeros(z))
     y_parts.append(rng.standard_normal(z))
-    s, y = _pair_nonneg(rng, cones.get("l", 0))
+    s, y = _pair_nonneg(rng, cones.get("l", 0), pick())
     s_parts.append(s)
     y_parts.append(y)
     for d in cones.get("q", []):
-        s, y = _pair_soc(rng, d)
+        s, y = _pair_soc(rng, d, pick())
         s_parts.append(s)
         y_parts.append(y)
     for k in cones.get("s", []):
-        s, y = _pair_psd(rng, k)
+        s, y = _pair_psd(rng, k, pick())
         s_parts.append(s)
         y_parts.append(y)
     for _ in range(cones.get("ep", 0)):
-        s, y = _pair_exp(rng)
+        s, y = _pair_exp(rng, pick())
         s_parts.append(s)
         y_parts.append(y)
     for a in cones.get("p", []):
-        s, y = _pair_power(rng, a)
+        s, y = _pair_power(rng, a, pick())
         s_parts.append(s)
         y_parts.append(y)
     return np.concatenate(s_parts), np.concatenate(y_parts)
@@ -372,6 +407,32 @@ def random_lp_batch(n=8, z=2, l=14, batch=4, structure_seed=0, seed=1) -> ConicB
         b = A @ x + s
         q = -(A.T @ y)
         problems.append(ConicProblem(None, q, A, b, dict(cones), x, y, s))
+    return stack_batch(problems)
+
+
+def random_conic_lp_batch(
+    cones: dict, batch: int = 4, *, density: float = 0.7, structure_seed: int = 0, seed: int = 1
+) -> ConicBatch:
+    """Conic LPs (P = None) with a unique, nondegenerate, strictly complementary solution.
+
+    The face of every block is fixed per structure (:func:`face_modes` from
+    ``structure_seed``) and ``n`` is set to the number of equations that face pins
+    (:func:`face_codim`), so ``x*`` is a vertex of the feasible set in the conic sense.
+    """
+    srng = np.random.default_rng(structure_seed)
+    modes = face_modes(srng, cones)
+    n = face_codim(cones, modes)
+    if n == 0:
+        raise ValueError("the chosen faces pin nothing; pick another structure_seed")
+    m = cone_rows(cones)
+    mask = _pattern(srng, m, n, density, cones.get("z", 0))
+    rng = np.random.default_rng(seed)
+    problems = []
+    for _ in range(batch):
+        A = _csc_from_mask(mask, lambda k: rng.standard_normal(k))
+        x = rng.standard_normal(n)
+        s, y = complementary_pair(rng, cones, modes)
+        problems.append(ConicProblem(None, -(A.T @ y), A, A @ x + s, dict(cones), x, y, s))
     return stack_batch(problems)
 
 

@@ -341,6 +341,22 @@ impl DataMap {
         }
     }
 
+    /// Lower-triangle `(row, col)` of each `P_eff` slot.
+    pub fn p_slots(&self) -> &[(usize, usize)] {
+        &self.p_slots
+    }
+
+    /// Values of `P_eff`'s lower triangle, one per slot, from the full-pattern values.
+    pub fn p_lower_values(&self, p_values: Option<&[f64]>) -> Vec<f64> {
+        let mut p_low = vec![0.0; self.p_slots.len()];
+        if let Some(pv) = p_values {
+            for (&(slot, w), &v) in self.p_src.iter().zip(pv) {
+                p_low[slot] += w * v;
+            }
+        }
+        p_low
+    }
+
     /// Assemble the POUNCE problem of one item.
     pub fn problem(
         &self,
@@ -350,12 +366,7 @@ impl DataMap {
         q: &[f64],
         b: &[f64],
     ) -> QpProblem {
-        let mut p_low = vec![0.0; self.p_slots.len()];
-        if let Some(pv) = p_values {
-            for (&(slot, w), &v) in self.p_src.iter().zip(pv) {
-                p_low[slot] += w * v;
-            }
-        }
+        let p_low = self.p_lower_values(p_values);
         let p_lower = self
             .p_slots
             .iter()

@@ -8,8 +8,8 @@ See pounce_cvxpy.solver_args for the `solver_args` accepted.
 
 from pounce_cvxpy.cvxpy_solver import POUNCE
 from pounce_cvxpy.registration import register
-from pounce_cvxpy.solver_interface import PounceSolver
+from pounce_cvxpy.solver_interface import LayerSolverError, PounceSolver
 
 register()
 
-__all__ = ["POUNCE", "PounceSolver", "register"]
+__all__ = ["POUNCE", "LayerSolverError", "PounceSolver", "register"]

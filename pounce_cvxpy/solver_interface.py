@@ -18,7 +18,19 @@ from cvxpylayers.interfaces.base import SolverInterface
 from pounce_cvxpy.canon_layout import CanonLayout
 from pounce_cvxpy.registration import NAME
 from pounce_cvxpy.solver_args import PounceArgs, resolve
-from pounce_kkt import conic_forward, conic_vjp
+from pounce_kkt import SolverError, conic_forward, conic_vjp
+
+try:
+    from diffcp import SolverError as _DiffcpSolverError
+except ImportError:  # diffcp is optional: cvxpylayers' default solver, not ours
+
+    class _DiffcpSolverError(Exception):  # type: ignore[no-redef]
+        """Stand-in base when diffcp is not installed."""
+
+
+class LayerSolverError(SolverError, _DiffcpSolverError):
+    """`pounce_kkt.SolverError` (batch index and status) that is also a `diffcp.SolverError`,
+    so code written for cvxpylayers' default solver catches it unchanged."""
 
 
 class PounceSolver(SolverInterface):
@@ -83,15 +95,12 @@ class PounceSolver(SolverInterface):
         P_c, q_c, A_c, b_c = layout.to_core(P, q, A)
         batch = q_c.shape[0]
         warm = self._warm.get(batch) if args.warm_start else None
-        solution, state = conic_forward(
-            layout.structure,
-            P_c,
-            q_c,
-            A_c,
-            b_c,
-            args.solve_options(),
-            warm_start=warm,
-        )
+        try:
+            solution, state = conic_forward(
+                layout.structure, P_c, q_c, A_c, b_c, args.solve_options(), warm_start=warm
+            )
+        except SolverError as err:
+            raise LayerSolverError(err.batch_index, err.status, err.statuses) from None
         if args.warm_start:
             self._warm[batch] = (solution.x.detach(), solution.y.detach(), solution.s.detach())
         x, y = solution.x, solution.y

@@ -223,9 +223,14 @@ def _box_case():
 
 
 def test_failure_raises_naming_batch_index_and_status():
+    import diffcp
+
     layer, params = _box_case()
-    with pytest.raises(SolverError, match=r"batch item 1: status 'primal_infeasible'"):
+    with pytest.raises(SolverError, match=r"batch item 1: status 'primal_infeasible'") as err:
         layer(*params)
+    assert (err.value.batch_index, err.value.status) == (1, "primal_infeasible")
+    # Code written for cvxpylayers' default solver catches diffcp.SolverError.
+    assert isinstance(err.value, diffcp.SolverError)
 
 
 def test_failure_nan_leaves_other_items_untouched():

@@ -55,9 +55,17 @@ class PounceSolver(SolverInterface):
         self._out_dtype: torch.dtype | None = None
 
     def setup(self, ctx: Any) -> None:
-        """Capture the sparsity patterns and cones of the canonicalised problem."""
+        """Capture the sparsity patterns and cones of the canonicalised problem.
+
+        cvxpylayers calls this once per `CvxpyLayer`; the solve calls do not say which layer
+        they serve, so one instance serves one layer and a second `setup` raises.
+        """
+        if self._layout is not None:
+            raise ValueError(
+                "this PounceSolver is already attached to a CvxpyLayer; create one "
+                "PounceSolver(**options) per layer"
+            )
         self._layout = CanonLayout.from_layers_context(ctx)
-        self._warm.clear()
 
     def set_params(self, params: list) -> None:
         """Note the parameters' floating dtype before a solve.

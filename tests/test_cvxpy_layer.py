@@ -209,6 +209,12 @@ def test_batched_and_broadcast_parameters():
     torch.testing.assert_close(h.grad, grad_h, rtol=1e-6, atol=1e-8)
     _assert_rel_close(x[1].detach().numpy(), _clarabel(case, [q[1].detach().numpy(),
                       G[1].detach().numpy(), *case.values(0)[2:]], case.variables)[0], 1e-6)
+    ref = CASES["qp"]()
+    ref_layer = CvxpyLayer(ref.problem, ref.parameters, ref.variables)
+    theirs, (x_ref,) = _loss_grads(ref_layer, ps, [w], DIFFCP)
+    _assert_rel_close(x.detach().numpy(), x_ref.detach().numpy(), 1e-6, "x vs diffcp")
+    for k, (p, r) in enumerate(zip(ps, theirs, strict=True)):
+        _assert_rel_close(p.grad.numpy(), r.numpy(), 1e-5, f"d/dparam{k} vs diffcp")
 
 
 def _box_case():
@@ -299,6 +305,29 @@ def test_warm_start_repeats_the_solution():
     (warm,) = layer(*moved)
     (ref,) = _layer(CASES["socp"](), solver=PounceSolver(**TIGHT))(*moved)
     torch.testing.assert_close(warm, ref, rtol=1e-7, atol=1e-7)
+
+
+def test_one_solver_instance_per_layer():
+    solver = PounceSolver()
+    _layer(CASES["qp"](), solver=solver)
+    with pytest.raises(ValueError, match="one PounceSolver"):
+        _layer(CASES["socp"](), solver=solver)
+
+
+def test_cvxpy_solve_reports_infeasible_and_warm_starts():
+    x = cp.Variable(2)
+    lo = cp.Parameter(2)
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(x)), [x >= lo, x <= 1])
+    lo.value = np.array([2.0, 0.0])
+    prob.solve(solver="POUNCE")
+    assert prob.status == cp.INFEASIBLE
+    lo.value = np.array([0.5, -1.0])
+    prob.solve(solver="POUNCE", **TIGHT)
+    prob.solve(solver="POUNCE", warm_start=True, **TIGHT)
+    np.testing.assert_allclose(x.value, [0.5, 0.0], atol=1e-8)
+    lo.value = np.array([0.25, 0.5])
+    prob.solve(solver="POUNCE", warm_start=True, **TIGHT)
+    np.testing.assert_allclose(x.value, [0.25, 0.5], atol=1e-8)
 
 
 def test_layer_solver_args_reach_the_solver():

@@ -140,6 +140,8 @@ def _warm_arrays(warm_start: Any, B: int, n: int, m: int) -> tuple[Any, Any, Any
         parts = tuple(warm_start)
         if len(parts) != 3:
             raise ValueError("warm_start must be (x, y, s), a dict or a ConicSolution")
+    if parts[0] is None or parts[1] is None:
+        raise ValueError("warm_start needs x and y (s is optional)")
     out = []
     for name, v, k in zip(("warm x", "warm y", "warm s"), parts, (n, m, m), strict=True):
         if v is None:

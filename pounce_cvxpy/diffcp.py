@@ -58,22 +58,16 @@ import scipy.sparse as sp
 import pounce_kkt
 from pounce_cvxpy.diffcp_data import ProgramData, group_by_structure, symmetric_from_upper
 from pounce_cvxpy.solver_args import PounceArgs, resolve
+from pounce_cvxpy.solver_interface import LayerSolverError
 from pounce_kkt import ConicState, conic_forward, conic_vjp
-
-try:  # so that `except diffcp.SolverError` in existing code still catches our failures
-    from diffcp import SolverError as _DiffcpSolverError
-except ImportError:  # diffcp is optional
-    _SOLVER_ERROR_BASES: tuple[type, ...] = (pounce_kkt.SolverError,)
-else:
-    _SOLVER_ERROR_BASES = (pounce_kkt.SolverError, _DiffcpSolverError)
 
 ZERO, POS, SOC, PSD, EXP, EXP_DUAL, POWER = "z", "l", "q", "s", "ep", "ed", "p"
 MODES = ("dense", "lsqr", "lsmr", "lpgd", "lpgd_right", "lpgd_left")
 
 
-class SolverError(*_SOLVER_ERROR_BASES):
-    """A cone program was not solved: names the batch item and POUNCE's status."""
-
+# One error class for the whole package: a pounce_kkt.SolverError that is also a
+# diffcp.SolverError (when diffcp is installed), so `except diffcp.SolverError` still works.
+SolverError = LayerSolverError
 
 __all__ = ["EXP", "EXP_DUAL", "MODES", "POS", "POWER", "PSD", "SOC", "ZERO", "SolverError",
            "solve_and_derivative", "solve_and_derivative_batch", "solve_only",

@@ -83,10 +83,12 @@ class CanonLayout:
         """Build from the `LayersContext` cvxpylayers passes to `SolverInterface.setup`."""
         reduced_p = ctx.reduced_P
         has_p = getattr(reduced_p, "reduced_mat", None) is not None
+        a_index = ctx.reduced_A.problem_data_index
+        if a_index is None:  # no constraints: [A_c | b] is 0 x (n+1)
+            n1 = ctx.q.shape[0]
+            a_index = (np.zeros(0, np.int64), np.zeros(n1 + 1, np.int64), (0, n1))
         return cls.from_indices(
-            ctx.reduced_A.problem_data_index,
-            reduced_p.problem_data_index if has_p else None,
-            ctx.cone_dims,
+            a_index, reduced_p.problem_data_index if has_p else None, ctx.cone_dims
         )
 
     def to_core(

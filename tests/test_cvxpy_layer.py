@@ -307,6 +307,23 @@ def test_warm_start_repeats_the_solution():
     torch.testing.assert_close(warm, ref, rtol=1e-7, atol=1e-7)
 
 
+def test_unconstrained_problem():
+    """No constraints (m = 0): x = M^-1 p / 2 for min x'Mx - p'x, so dL/dp = M^-1 w / 2."""
+    x, p = cp.Variable(2), cp.Parameter(2)
+    M = np.array([[2.0, 0.5], [0.5, 1.0]])
+    prob = cp.Problem(cp.Minimize(cp.quad_form(x, M) - p @ x))
+    p_t = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    (x_t,) = CvxpyLayer(prob, [p], [x], solver="pounce")(p_t)
+    w = torch.tensor([0.3, -0.7], dtype=torch.float64)
+    (x_t * w).sum().backward()
+    Minv = np.linalg.inv(M)
+    np.testing.assert_allclose(x_t.detach().numpy(), Minv @ p_t.detach().numpy() / 2, atol=1e-9)
+    np.testing.assert_allclose(p_t.grad.numpy(), Minv @ w.numpy() / 2, atol=1e-9)
+    p.value = np.array([1.0, -2.0])
+    prob.solve(solver="POUNCE")
+    np.testing.assert_allclose(x.value, Minv @ p.value / 2, atol=1e-9)
+
+
 def test_one_solver_instance_per_layer():
     solver = PounceSolver()
     _layer(CASES["qp"](), solver=solver)

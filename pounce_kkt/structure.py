@@ -80,20 +80,17 @@ class ConicStructure:
 
     # Row/column of every stored entry, as torch index tensors for the dense path.
     @cached_property
-    def a_rows(self) -> torch.Tensor:
-        return torch.from_numpy(self.a_indices.copy())
+    def a_entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _entry_rows_cols(self.a_indptr, self.a_indices)
 
     @cached_property
-    def a_cols(self) -> torch.Tensor:
-        return torch.from_numpy(np.repeat(np.arange(self.n), np.diff(self.a_indptr)))
+    def p_entries(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _entry_rows_cols(self.p_indptr, self.p_indices)
 
-    @cached_property
-    def p_rows(self) -> torch.Tensor:
-        return torch.from_numpy(self.p_indices.copy())
-
-    @cached_property
-    def p_cols(self) -> torch.Tensor:
-        return torch.from_numpy(np.repeat(np.arange(self.n), np.diff(self.p_indptr)))
+    a_rows = property(lambda self: self.a_entries[0])
+    a_cols = property(lambda self: self.a_entries[1])
+    p_rows = property(lambda self: self.p_entries[0])
+    p_cols = property(lambda self: self.p_entries[1])
 
     @cached_property
     def h_scatter(self) -> torch.Tensor:
@@ -113,6 +110,12 @@ class ConicStructure:
         if not self.has_p:
             raise ValueError("this structure has no P pattern")
         return _values_in_pattern("P", P, self.p_indptr, self.p_indices, (self.n, self.n))
+
+
+def _entry_rows_cols(indptr: np.ndarray, indices: np.ndarray
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    cols = np.repeat(np.arange(indptr.shape[0] - 1, dtype=np.int64), np.diff(indptr))
+    return torch.from_numpy(indices.copy()), torch.from_numpy(cols)
 
 
 def _canonical_csc(M: Any):

@@ -6,20 +6,23 @@ Options are merged in this order (later wins): `PounceSolver(**options)` (for th
 
 Our options:
 
-| key          | default   | meaning                                                      |
-|--------------|-----------|--------------------------------------------------------------|
-| `tol`        | core's    | interior-point stopping tolerance                            |
-| `max_iter`   | core's    | interior-point iteration limit                               |
-| `time_limit` | core's    | wall-clock limit per problem, seconds (None: no limit)       |
-| `backward`   | "auto"    | KKT adjoint: "auto", "dense" (Torch) or "sparse" (native)    |
-| `dense_max_dim` | core's | "auto" uses the dense adjoint up to n + m = this             |
-| `on_failure` | "raise"   | "raise": SolverError naming the batch index and status;      |
-|              |           | "nan": that item's outputs are NaN, its gradient zero        |
-| `warm_start` | False     | start each solve from the previous call's solution (same     |
-|              |           | batch size); cvxpylayers 1.2 accepts `layer(warm_start=True)`|
-|              |           | only for MOREAU, so this is the switch for POUNCE            |
+| key             | default | meaning                                                     |
+|-----------------|---------|-------------------------------------------------------------|
+| `tol`           | core's  | interior-point stopping tolerance                           |
+| `max_iter`      | core's  | interior-point iteration limit                              |
+| `time_limit`    | core's  | wall-clock limit per problem, seconds (None: no limit)      |
+| `backward`      | core's  | KKT adjoint: "auto", "dense" (Torch) or "sparse" (native)   |
+| `dense_max_dim` | core's  | "auto" takes the dense adjoint up to n + m = this           |
+| `on_failure`    | core's  | "raise": SolverError naming the batch index and status;     |
+|                 |         | "nan": that item's outputs are NaN, its gradient zero       |
+| `warm_start`    | False   | start each solve from the previous call's solution (same    |
+|                 |         | batch size); cvxpylayers 1.2 accepts `layer(warm_start=...)`|
+|                 |         | only for MOREAU, so this is the switch for POUNCE           |
 
-"core's" defaults are those of `pounce_kkt.SolveOptions` (one source of truth).
+"core's" defaults are those of `pounce_kkt.SolveOptions` (one source of truth; at the time
+of writing tol=1e-8, max_iter=200, no time limit, backward="auto", dense_max_dim=400,
+on_failure="raise"). A failure raises `pounce_cvxpy.LayerSolverError`, which is both a
+`pounce_kkt.SolverError` and a `diffcp.SolverError`.
 
 Arguments written for diffcp / SCS, accepted so existing code runs unchanged. Each one
 gives a warning the first time it is seen in a process, saying what happened to it:
@@ -109,7 +112,8 @@ class PounceArgs:
 
     @property
     def on_failure(self) -> str:
-        return self.core.get("on_failure", "raise")
+        """"raise" or "nan", as the core will apply it."""
+        return self.solve_options().on_failure
 
 
 def resolve(base: PounceArgs, solver_args: Mapping[str, Any] | None) -> PounceArgs:

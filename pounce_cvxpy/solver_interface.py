@@ -73,10 +73,10 @@ class PounceSolver(SolverInterface):
         cvxpylayers evaluates P, q and A with scipy, in float64, whatever the parameters'
         dtype; the solution is returned in the parameters' dtype (float32 in, float32 out).
         """
-        floating = [np.asarray(p).dtype for p in params if np.issubdtype(np.asarray(p).dtype,
-                                                                          np.floating)]
-        self._out_dtype = torch.from_numpy(np.empty(0, np.result_type(*floating))).dtype \
-            if floating else None
+        arrays = [np.asarray(p) for p in params]
+        floating = [a.dtype for a in arrays if np.issubdtype(a.dtype, np.floating)]
+        dtype = np.result_type(*floating) if floating else None
+        self._out_dtype = None if dtype is None else torch.from_numpy(np.empty(0, dtype)).dtype
 
     @property
     def layout(self) -> CanonLayout:

@@ -1,0 +1,147 @@
+"""Two small Theseus problems used by the tests and the benchmark.
+
+- ``curve_fit``: ``y = a exp(b x)`` fitted to noisy samples (Vector variables ``a``, ``b``).
+- ``pose_graph``: an SE2 chain with odometry, a prior on the first pose and one
+  inconsistent loop closure (last pose to first), so the residuals do not vanish at the
+  solution and the second-order terms matter for the gradient.
+
+Each builder returns ``(objective, inputs)``: ``inputs`` is the dict a ``TheseusLayer``
+takes (initial values of the optimisation variables plus the aux data).
+"""
+
+from __future__ import annotations
+
+import math
+
+import theseus as th
+import torch
+
+__all__ = ["central_difference", "curve_fit", "pose_graph", "solve_with", "tight_gauss_newton"]
+
+
+def curve_fit(
+    batch_size: int, n_points: int = 20, seed: int = 0, dtype=torch.float64
+) -> tuple[th.Objective, dict[str, torch.Tensor]]:
+    """``y = a exp(b x)``; aux ``x``, ``y`` and per-point cost weights ``w`` (B, n_points)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.linspace(0.0, 1.0, n_points, dtype=dtype).expand(batch_size, n_points).clone()
+    a_true = 1.5 + 0.5 * torch.rand(batch_size, 1, generator=g, dtype=dtype)
+    b_true = -1.0 - 0.5 * torch.rand(batch_size, 1, generator=g, dtype=dtype)
+    y = a_true * torch.exp(b_true * x) + 0.05 * torch.randn(
+        batch_size, n_points, generator=g, dtype=dtype
+    )
+    a = th.Vector(1, name="a", dtype=dtype)
+    b = th.Vector(1, name="b", dtype=dtype)
+    xv = th.Variable(x, name="x")
+    yv = th.Variable(y, name="y")
+
+    def err(optim_vars, aux_vars):
+        a_, b_ = optim_vars
+        xx, yy = aux_vars
+        return a_.tensor * torch.exp(b_.tensor * xx.tensor) - yy.tensor
+
+    w = th.DiagonalCostWeight(th.Variable(torch.ones(batch_size, n_points, dtype=dtype), name="w"))
+    cf = th.AutoDiffCostFunction([a, b], err, n_points, aux_vars=[xv, yv], cost_weight=w,
+                                 name="fit")
+    obj = th.Objective(dtype=dtype)
+    obj.add(cf)
+    inputs = {
+        "a": torch.ones(batch_size, 1, dtype=dtype),
+        "b": torch.zeros(batch_size, 1, dtype=dtype),
+        "x": x,
+        "y": y,
+        "w": 1.0 + 0.5 * torch.rand(batch_size, n_points, generator=g, dtype=dtype),
+    }
+    return obj, inputs
+
+
+def pose_graph(
+    batch_size: int, n_poses: int = 30, seed: int = 0, dtype=torch.float64
+) -> tuple[th.Objective, dict[str, torch.Tensor]]:
+    """SE2 chain of ``n_poses`` on a circle with noisy odometry ``odom_i`` (aux, SE2), a
+    prior on pose 0 and an inconsistent loop closure ``loop`` weighted by the learnable
+    scale ``loop_w`` (B, 1). Poses start at dead-reckoned odometry plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    step = 2 * math.pi / n_poses
+    radius = 3.0
+    chord = 2 * radius * math.sin(step / 2)
+
+    def se2(xyt: torch.Tensor) -> torch.Tensor:
+        return th.SE2(x_y_theta=xyt).tensor
+
+    odo_xyt = torch.tensor([chord, 0.0, step], dtype=dtype).expand(batch_size, 3)
+    poses = [th.SE2(name=f"pose_{i}", dtype=dtype) for i in range(n_poses)]
+    obj = th.Objective(dtype=dtype)
+    inputs: dict[str, torch.Tensor] = {}
+    odo_w = th.ScaleCostWeight(torch.tensor(10.0, dtype=dtype), name="odo_w")
+    for i in range(n_poses - 1):
+        noise = torch.randn(batch_size, 3, generator=g, dtype=dtype) * torch.tensor(
+            [0.05, 0.05, 0.02], dtype=dtype
+        )
+        meas = th.SE2(name=f"odom_{i}", dtype=dtype)
+        inputs[f"odom_{i}"] = se2(odo_xyt + noise)
+        obj.add(th.Between(poses[i], poses[i + 1], meas, odo_w, name=f"odo_cf_{i}"))
+    # loop closure: the measured relative pose last -> first, deliberately inconsistent
+    loop_xyt = torch.tensor([chord, 0.0, step], dtype=dtype).expand(batch_size, 3) + torch.tensor(
+        [0.3, -0.2, 0.1], dtype=dtype
+    )
+    loop = th.SE2(name="loop", dtype=dtype)
+    inputs["loop"] = se2(loop_xyt)
+    loop_w = th.ScaleCostWeight(
+        th.Variable(torch.ones(batch_size, 1, dtype=dtype), name="loop_w")
+    )
+    inputs["loop_w"] = torch.full((batch_size, 1), 2.0, dtype=dtype)
+    obj.add(th.Between(poses[-1], poses[0], loop, loop_w, name="loop_cf"))
+    prior = th.SE2(name="prior", dtype=dtype)
+    start = torch.tensor([radius, 0.0, math.pi / 2], dtype=dtype)
+    inputs["prior"] = se2(start.expand(batch_size, 3))
+    obj.add(th.Difference(poses[0], prior, th.ScaleCostWeight(torch.tensor(100.0, dtype=dtype)),
+                          name="prior_cf"))
+    # initial values: dead reckoning from the prior with extra noise
+    cur = th.SE2(tensor=inputs["prior"].clone())
+    for i in range(n_poses):
+        jitter = torch.randn(batch_size, 3, generator=g, dtype=dtype) * 0.05
+        inputs[f"pose_{i}"] = cur.compose(th.SE2(x_y_theta=jitter)).tensor
+        if i < n_poses - 1:
+            cur = cur.compose(th.SE2(tensor=inputs[f"odom_{i}"]))
+    return obj, inputs
+
+
+def solve_with(
+    optimizer: th.Optimizer, inputs: dict[str, torch.Tensor], **optimizer_kwargs
+) -> tuple[dict[str, torch.Tensor], object]:
+    """Run ``TheseusLayer(optimizer)`` on ``inputs``; returns (solution, info)."""
+    layer = getattr(optimizer, "_demo_layer", None)
+    if layer is None:
+        layer = th.TheseusLayer(optimizer)
+        optimizer._demo_layer = layer
+    return layer.forward(dict(inputs), optimizer_kwargs=optimizer_kwargs)
+
+
+def tight_gauss_newton(objective: th.Objective, max_iterations: int = 100) -> th.GaussNewton:
+    """The reference: Theseus' Gauss-Newton run to its noise floor."""
+    return th.GaussNewton(
+        objective, max_iterations=max_iterations, abs_err_tolerance=1e-20,
+        rel_err_tolerance=1e-20,
+    )
+
+
+def central_difference(
+    loss, inputs: dict[str, torch.Tensor], key: str, index: tuple, h: float = 1e-3
+) -> torch.Tensor:
+    """d loss / d inputs[key][:, *index] for every batch element at once, by central
+    differences with one Richardson extrapolation (error O(h^4)).
+
+    ``loss(inputs) -> (B,)`` must be a sum of per-element terms, so perturbing the same
+    entry of every element gives all B partial derivatives from one pair of solves.
+    """
+
+    def diff(step: float) -> torch.Tensor:
+        plus, minus = dict(inputs), dict(inputs)
+        plus[key] = inputs[key].clone()
+        minus[key] = inputs[key].clone()
+        plus[key][(slice(None), *index)] += step
+        minus[key][(slice(None), *index)] -= step
+        return (loss(plus) - loss(minus)) / (2 * step)
+
+    return (4 * diff(h / 2) - diff(h)) / 3

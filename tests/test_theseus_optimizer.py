@@ -1,0 +1,174 @@
+"""PounceOptimizer against a tightly converged th.GaussNewton and central differences
+through it: curve fit and an SE2 pose graph with an inconsistent loop closure, B=1 and 64."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import theseus as th
+import torch
+
+from pounce_theseus import PounceOptimizer
+from pounce_theseus.demo_problems import (
+    central_difference,
+    curve_fit,
+    pose_graph,
+    solve_with,
+    tight_gauss_newton,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _loss_weights(sol: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape[1:], generator=g, dtype=v.dtype) for k, v in sol.items()}
+
+
+def _per_element_loss(sol, weights) -> torch.Tensor:
+    return sum((sol[k] * w).flatten(1).sum(1) for k, w in weights.items())
+
+
+CASES = {
+    # name: (builder, [(input key, index) to differentiate], finite-difference step)
+    "curve_fit": (curve_fit, [("y", (0,)), ("y", (7,)), ("w", (3,))], 1e-3),
+    # Gauss-Newton's own noise floor on the pose graph (~1e-10 in the loss) needs the
+    # larger step; Richardson extrapolation keeps the truncation error O(h^4).
+    "pose_graph": (pose_graph, [("loop", (0,)), ("odom_3", (1,)), ("loop_w", (0,))], 1e-2),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The solves here are small; intra-op threads only contend on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("batch_size", [1, 64])
+@pytest.mark.parametrize("case", list(CASES))
+def test_solution_and_gradients_match_gauss_newton_and_finite_differences(case, batch_size):
+    build, wrt, step = CASES[case]
+    obj, inputs = build(batch_size)
+    ref_obj, _ = build(batch_size)
+    reference = tight_gauss_newton(ref_obj, max_iterations=30)
+    with torch.no_grad():
+        ref_sol, _ = solve_with(reference, inputs)
+
+    leaves = {key: inputs[key].clone().requires_grad_(True) for key, _ in wrt}
+    sol, info = solve_with(PounceOptimizer(obj, tol=1e-10), {**inputs, **leaves},
+                           backward_mode="implicit")
+    assert all(s == th.NonlinearOptimizerStatus.CONVERGED for s in info.status)
+    for k in sol:
+        assert torch.allclose(sol[k], ref_sol[k], atol=1e-6, rtol=0), k
+
+    weights = _loss_weights(sol)
+    grads = torch.autograd.grad(_per_element_loss(sol, weights).sum(), list(leaves.values()))
+    grads = dict(zip(leaves, grads, strict=True))
+
+    def ref_loss(inp):
+        with torch.no_grad():
+            s, _ = solve_with(reference, inp)
+        return _per_element_loss(s, weights)
+
+    for key, index in wrt:
+        fd = central_difference(ref_loss, inputs, key, index, h=step)
+        ours = grads[key][(slice(None), *index)]
+        scale = fd.abs().max().clamp(min=1e-3)
+        assert (ours - fd).abs().max() / scale < 1e-6, (key, index, ours[:4], fd[:4])
+
+
+def test_theseus_implicit_mode_misses_second_order_terms():
+    """Theseus' implicit mode (one Gauss-Newton step) is off on the inconsistent pose graph;
+    the exact-Hessian implicit gradient is not (the reason PounceOptimizer exists)."""
+    obj, inputs = pose_graph(4)
+    ref_obj, _ = pose_graph(4)
+    reference = tight_gauss_newton(ref_obj, max_iterations=30)
+    w = inputs["loop_w"].clone().requires_grad_(True)
+    sol, _ = solve_with(PounceOptimizer(obj, tol=1e-10), {**inputs, "loop_w": w})
+    weights = _loss_weights(sol)
+    (ours,) = torch.autograd.grad(_per_element_loss(sol, weights).sum(), w)
+    w2 = inputs["loop_w"].clone().requires_grad_(True)
+    th_sol, _ = solve_with(reference, {**inputs, "loop_w": w2}, backward_mode="implicit")
+    (theirs,) = torch.autograd.grad(_per_element_loss(th_sol, weights).sum(), w2)
+
+    def ref_loss(inp):
+        with torch.no_grad():
+            s, _ = solve_with(reference, inp)
+        return _per_element_loss(s, weights)
+
+    fd = central_difference(ref_loss, inputs, "loop_w", (0,), h=1e-2)
+    assert (ours[:, 0] - fd).abs().max() < 1e-6 * fd.abs().max()
+    assert (theirs[:, 0] - fd).abs().max() > 1e-3 * fd.abs().max()
+
+
+def test_gradcheck_curve_fit():
+    obj, inputs = curve_fit(2, n_points=6)
+    opt = PounceOptimizer(obj, tol=1e-13)
+
+    def fn(y, w):
+        sol, _ = solve_with(opt, {**inputs, "y": y, "w": w})
+        return sol["a"], sol["b"]
+
+    y = inputs["y"].clone().requires_grad_(True)
+    w = inputs["w"].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(fn, (y, w), eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["unroll", "truncated", "implicit"])
+def test_backward_modes_give_the_implicit_gradient(mode):
+    grads = {}
+    for m in ("implicit", mode):
+        obj, inputs = curve_fit(3)
+        y = inputs["y"].clone().requires_grad_(True)
+        kwargs = {"backward_mode": m}
+        if m == "truncated":
+            kwargs["backward_num_iterations"] = 5
+        sol, _ = solve_with(PounceOptimizer(obj), {**inputs, "y": y}, **kwargs)
+        (grads[m],) = torch.autograd.grad(sol["a"].sum() + sol["b"].sum(), y)
+    assert torch.allclose(grads["implicit"], grads[mode], atol=1e-12)
+
+
+def test_unroll_note_and_unknown_keys_warn_once():
+    obj, inputs = curve_fit(2)
+    opt = PounceOptimizer(obj)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            solve_with(opt, inputs, damping=1.0, adaptive_damping=True, backward_mode="unroll")
+    msgs = [str(r.message) for r in rec if "PounceOptimizer" in str(r.message)]
+    assert sum("'damping'" in m for m in msgs) == 1
+    assert sum("'adaptive_damping'" in m for m in msgs) == 1
+    assert sum("unroll" in m for m in msgs) == 1
+
+
+def test_dlm_mode_through_theseus_layer():
+    obj, inputs = pose_graph(2, n_poses=8)
+    y = inputs["loop"].clone().requires_grad_(True)
+    sol, info = solve_with(PounceOptimizer(obj), {**inputs, "loop": y}, backward_mode="dlm")
+    (g,) = torch.autograd.grad(sol["pose_3"][:, :2].sum(), y)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_gauss_newton_hessian_gives_the_same_solution():
+    obj, inputs = pose_graph(3)
+    obj2, _ = pose_graph(3)
+    with torch.no_grad():
+        exact, _ = solve_with(PounceOptimizer(obj, tol=1e-10), inputs)
+        gn, _ = solve_with(PounceOptimizer(obj2, tol=1e-10, hessian="gauss-newton"), inputs)
+    for k in exact:
+        assert torch.allclose(exact[k], gn[k], atol=1e-7)
+
+
+def test_float32_objective():
+    obj, _ = curve_fit(4, dtype=torch.float32)
+    obj64, inputs64 = curve_fit(4)
+    inputs = {k: v.float() for k, v in inputs64.items()}
+    with torch.no_grad():
+        sol, info = solve_with(PounceOptimizer(obj, tol=1e-6), inputs)
+        ref, _ = solve_with(tight_gauss_newton(obj64), inputs64)
+    assert sol["a"].dtype == torch.float32
+    assert torch.allclose(sol["a"].double(), ref["a"], atol=1e-4)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import statistics
 import sys
@@ -149,6 +150,9 @@ def main() -> int:
         sys.path.append(str(a.pounce_wheel_site))
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} cores, load average {load:.1f} at start "
+          "(timings scale with other processes' load)")
     rows: list[tuple[str, float, float | None, float | None]] = []
 
     def compare(label: str, problem_fn: Callable, params: list[torch.Tensor],

@@ -9,7 +9,8 @@ Nothing of theirs is copied here: this file is loaded into pytest as a plugin
 (`-p run_cvxpylayers_tests`) that imports pounce_cvxpy and makes
 `CvxpyLayer(..., solver=None)` mean `solver="pounce"`; explicit solvers are left alone.
 `--baseline` runs the same files without the plugin (cvxpylayers' default, diffcp).
-Prints pytest's summary and the pass/fail/skip counts. Not part of the CI suite.
+Prints pytest's summary and the pass/fail/skip counts (the full log goes to
+benchmarks/out/). Not part of the CI suite.
 """
 
 from __future__ import annotations
@@ -74,7 +75,12 @@ def main() -> int:
     cmd += [*files, *a.pytest_args]
     print("$", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    out_dir = Path(__file__).resolve().parent / "out"
+    out_dir.mkdir(exist_ok=True)
+    log = out_dir / f"cvxpylayers_tests_{'diffcp' if a.baseline else 'pounce'}.log"
+    log.write_text(proc.stdout + proc.stderr)
     print(proc.stdout[-20000:])
+    print(f"full log: {log}")
     if proc.returncode not in (0, 1):
         print(proc.stderr[-5000:], file=sys.stderr)
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""

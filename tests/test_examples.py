@@ -10,22 +10,7 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-
-
-def _has_pounce_optimizer() -> bool:
-    try:
-        from pounce_theseus import PounceOptimizer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-NEEDS_POUNCE_OPTIMIZER = pytest.mark.xfail(
-    not _has_pounce_optimizer(), strict=True,
-    reason="pounce_theseus.PounceOptimizer (issue 4) has not landed yet")
 
 
 def run_example(name: str, out: pathlib.Path) -> str:
@@ -63,7 +48,6 @@ def test_portfolio_respects_the_volatility_limit(tmp_path):
     assert (tmp_path / "portfolio.png").stat().st_size > 0
 
 
-@NEEDS_POUNCE_OPTIMIZER
 def test_theseus_curve_fit_holds_the_bound_and_matches_scipy(tmp_path):
     out = run_example("theseus_curve_fit.py", tmp_path)
     assert number(r"with bound: a = ([.\d]+)", out) <= 2.0 + 1e-9
@@ -72,7 +56,6 @@ def test_theseus_curve_fit_holds_the_bound_and_matches_scipy(tmp_path):
     assert (tmp_path / "theseus_curve_fit.png").stat().st_size > 0
 
 
-@NEEDS_POUNCE_OPTIMIZER
 def test_theseus_pose_graph_compares_gauss_newton_and_pounce(tmp_path):
     out = run_example("theseus_pose_graph.py", tmp_path)
     assert "GaussNewton" in out

@@ -29,20 +29,22 @@ def dense_matrix(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     return out.reshape(B, *shape)
 
 
-def kkt_matrix(structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor,
-               H: torch.Tensor) -> torch.Tensor:
-    """(B, n+m, n+m) ``[[P_eff, A'], [A, -H]]`` from value arrays and a dense (B, m, m) H."""
+def _assemble(structure: ConicStructure, P: torch.Tensor | None, Ad: torch.Tensor,
+              H22: torch.Tensor) -> torch.Tensor:
+    """[[P_eff, Ad'], [Ad, -H22]]; H22 is (B, m, m), or (B, m) for a diagonal block."""
     n, m = structure.n, structure.m
-    B = A.shape[0]
-    Ad = dense_matrix(A, structure.a_rows, structure.a_cols, (m, n))
-    if P is None:
-        Pe = A.new_zeros(B, n, n)
-    else:
+    K = Ad.new_zeros(Ad.shape[0], n + m, n + m)
+    if P is not None:
         Pd = dense_matrix(P, structure.p_rows, structure.p_cols, (n, n))
-        Pe = 0.5 * (Pd + Pd.transpose(1, 2))
-    top = torch.cat([Pe, Ad.transpose(1, 2)], dim=2)
-    bottom = torch.cat([Ad, -H], dim=2)
-    return torch.cat([top, bottom], dim=1)
+        K[:, :n, :n] = 0.5 * (Pd + Pd.transpose(1, 2))
+    K[:, n:, :n] = Ad
+    K[:, :n, n:] = Ad.transpose(1, 2)
+    if H22.dim() == 2:
+        idx = torch.arange(n, n + m, device=Ad.device)
+        K[:, idx, idx] = -H22
+    else:
+        K[:, n:, n:] = -H22
+    return K
 
 
 def dense_kkt_vjp(structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor,
@@ -66,21 +68,28 @@ def dense_kkt_vjp(structure: ConicStructure, P: torch.Tensor | None, A: torch.Te
     gs = s.new_zeros(B, m) if gs is None else torch.where(okc, gs, 0.0)
 
     h_diag, h_blocks = cone_scaling(s, y, structure.cones)
-    H = dense_h(h_diag, h_blocks, structure.h_scatter, m)
-    K = kkt_matrix(structure, P, A, H)
-    eye = torch.eye(n + m, dtype=K.dtype, device=K.device)
-    K = torch.where(okc[:, :, None], K, eye)
-    rhs = torch.cat([gx, gy - (H @ gs[:, :, None])[:, :, 0]], dim=1)
-    # Any fixed invertible D gives D (D K D)^-1 D = K^-1, so D stays out of the graph; it
-    # makes the spread of H (~tau to ~1/tau next to finite curvature) harmless to LU.
+    # Solve D K D [u; v'] = D rhs with D = blockdiag(I, Dm), Dm = (I + H)^(-1/2), v = Dm v'.
+    # Any fixed invertible D gives the same solution, so D stays out of the graph; it makes
+    # the spread of H (~tau to ~1/tau next to finite curvature) harmless to LU.
     with torch.no_grad():
-        Dm = dense_h(*equilibration(h_diag, h_blocks, structure.cones), structure.h_scatter, m)
-        D = torch.zeros(B, n + m, n + m, dtype=K.dtype, device=K.device)
-        D[:, :n, :n] = torch.eye(n, dtype=K.dtype, device=K.device)
-        D[:, n:, n:] = Dm
-    sol = D @ torch.linalg.solve(D @ K @ D, D @ rhs[:, :, None])
-    sol = sol[:, :, 0]
-    u, v = sol[:, :n], sol[:, n:]
+        d_diag, d_blocks = equilibration(h_diag, h_blocks, structure.cones)
+    Ad = dense_matrix(A, structure.a_rows, structure.a_cols, (m, n))
+    if h_blocks.shape[1] == 0:  # every cone diagonal (zero, nonneg): no dense m x m at all
+        r2 = gy - h_diag * gs
+        K = _assemble(structure, P, d_diag[:, :, None] * Ad, h_diag * d_diag * d_diag)
+        rhs2 = d_diag * r2
+    else:
+        H = dense_h(h_diag, h_blocks, structure.h_scatter, m)
+        Dm = dense_h(d_diag, d_blocks, structure.h_scatter, m)
+        r2 = gy - (H @ gs[:, :, None])[:, :, 0]
+        K = _assemble(structure, P, Dm @ Ad, Dm @ H @ Dm)
+        rhs2 = (Dm @ r2[:, :, None])[:, :, 0]
+    if not bool(ok.all()):
+        eye = torch.eye(n + m, dtype=K.dtype, device=K.device)
+        K = torch.where(okc[:, :, None], K, eye)
+    sol = torch.linalg.solve(K, torch.cat([gx, rhs2], dim=1))
+    u, v2 = sol[:, :n], sol[:, n:]
+    v = d_diag * v2 if h_blocks.shape[1] == 0 else (Dm @ v2[:, :, None])[:, :, 0]
 
     dq = -u
     db = v

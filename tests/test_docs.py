@@ -43,3 +43,37 @@ def test_fence_parser_sees_every_python_block(tmp_path):
     page = tmp_path / "probe.md"
     page.write_text("x\n```python\na = 1\n```\n```bash\nls\n```\n```python no-run\nboom\n```\n")
     assert python_blocks(page) == ["a = 1\n"]
+
+
+def _table_rows(page: str, header: str) -> list[list[str]]:
+    """Cells of the markdown table that starts with `header` on `page`."""
+    lines = (ROOT / page).read_text().splitlines()
+    start = lines.index(header) + 2
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_solver_args_tables_match_the_code():
+    """The cvxpylayers guide's two solver_args tables list exactly the keys the code knows,
+    with the core's current defaults."""
+    from pounce_cvxpy import solver_args
+    from pounce_kkt import SolveOptions
+
+    ours = _table_rows("docs/migrating-cvxpylayers.md", "| key | default | meaning |")
+    defaults = {row[0].strip("`"): row[1] for row in ours}
+    assert set(defaults) == set(solver_args._OURS)
+    core = SolveOptions()
+    for key, text in defaults.items():
+        expected = False if key == "warm_start" else getattr(core, key)
+        if isinstance(expected, float):
+            assert float(text) == expected, key
+        else:
+            assert text.strip('"') == str(expected), key
+
+    foreign = _table_rows("docs/migrating-cvxpylayers.md", "| key | what POUNCE does |")
+    documented = {k.strip("` ") for row in foreign for k in row[0].split(",")}
+    assert documented == set(solver_args._IGNORED) | set(solver_args._TRANSLATED)

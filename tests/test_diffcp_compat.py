@@ -341,3 +341,20 @@ def test_a_diffcp_script_runs_unchanged_but_for_its_import_line():
         _assert_close(ours[key], ref[key], 1e-6, key)
     for key in ("dx", "dy", "ds", "gA", "gb", "gc", "gb1"):
         _assert_close(ours[key], ref[key], 1e-4, key)
+
+
+@pytest.mark.parametrize("backward", ["dense", "sparse"])
+def test_both_core_adjoints_give_diffcps_derivatives(backward):
+    """D and DT go through the core's dense Torch adjoint or its native sparse one."""
+    A, b, c, cd, *_ = linear_cone_program(5, **CASES["socp"])
+    ref = real_diffcp.solve_and_derivative(A.copy(), b, c, cd, **REF)
+    ours = pounce_diffcp.solve_and_derivative(A, b, c, cd, eps=1e-12, backward=backward)
+    rng = np.random.default_rng(11)
+    dA, db, dc = _random_like(A, rng), rng.standard_normal(b.size), rng.standard_normal(c.size)
+    for name, u, v in zip(("dx", "dy", "ds"), ours[3](dA, db, dc), ref[3](dA, db, dc),
+                          strict=True):
+        _assert_close(u, v, 1e-4, f"{backward} D -> {name}")
+    g = [rng.standard_normal(k) for k in (c.size, b.size, b.size)]
+    for name, u, v in zip(("dA", "db", "dc"), ours[4](*g), ref[4](*g), strict=True):
+        u, v = (w.toarray() if sp.issparse(w) else w for w in (u, v))
+        _assert_close(u, v, 1e-4, f"{backward} DT -> {name}")

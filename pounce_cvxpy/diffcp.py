@@ -184,6 +184,8 @@ def _derivative(groups: list[_Group], count: int) -> Callable:
                 dx, dy = -dq[k], db[k]
                 ds = r2[k] - prog.A @ dx
                 ds[: prog.cones.z] = 0.0  # s is identically 0 on zero-cone rows
+                if not bool(g.state.ok[k]):  # unsolved (raise_on_error=False): no derivative
+                    dx, dy, ds = (np.full_like(v, np.nan) for v in (dx, dy, ds))
                 dxs[i], dys[i], dss[i] = dx, dy, ds
         return dxs, dys, dss
 

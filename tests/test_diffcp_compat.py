@@ -261,8 +261,19 @@ def test_failures_raise_a_diffcp_SolverError():
         pounce_diffcp.solve_and_derivative(A_bad.tocsc(), b_bad, c, cd_bad)
     assert isinstance(info.value, pounce_kkt.SolverError)
     assert "infeasible" in str(info.value)
-    with pytest.raises(real_diffcp.SolverError):
+    with pytest.raises(real_diffcp.SolverError) as info:
         pounce_diffcp.solve_only_batch([A, A_bad.tocsc()], [b, b_bad], [c, c], [cd, cd_bad])
+    assert info.value.batch_index == 1
+
+    # raise_on_error=False: the failed item is NaN (its D too, its DT zero), the other intact.
+    xs, _, _, D, DT = pounce_diffcp.solve_and_derivative_batch(
+        [A_bad.tocsc(), A], [b_bad, b], [c, c], [cd_bad, cd], raise_on_error=False, eps=1e-12)
+    assert np.isnan(xs[0]).all()
+    _assert_close(xs[1], real_diffcp.solve_only(A.copy(), b, c, cd, eps=1e-12)[0], 1e-6, "x")
+    dxs, _, _ = D([A_bad, A], [b_bad, b], [c, c])
+    assert np.isnan(dxs[0]).all() and np.isfinite(dxs[1]).all()
+    dAs, dbs, dcs = DT([c, c], [b_bad, b], [b_bad, b])
+    assert not dAs[0].toarray().any() and not dbs[0].any() and not dcs[0].any()
 
 
 def test_clear_errors_for_unsupported_input():

@@ -1,12 +1,13 @@
 """SE2 pose graph with learned measurement weights and a bound: GaussNewton vs PounceOptimizer.
 
-A robot drives a circle, measuring odometry between consecutive poses, one (biased) loop
-closure, and the position of a landmark in its own frame (with a sensor bias that puts the
-landmark beyond the wall). The landmark is known to sit on a
-wall (x <= X_WALL), which PounceOptimizer takes as a bound on the landmark variable; Theseus'
-GaussNewton cannot. An outer Adam loop learns the log-weights of the three measurement types
-so that the solved trajectory matches ground truth, with gradients through TheseusLayer
-(implicit backward). Prints both training runs and writes out/theseus_pose_graph.png.
+A robot drives a circle around a courtyard, measuring odometry between consecutive poses,
+one (biased) loop closure, and the position of a landmark in its own frame, with a sensor
+bias that pushes the landmark out of the courtyard. The landmark is known to stand inside
+the courtyard (|x|, |y| <= HALF_WIDTH): PounceOptimizer takes that as bounds on the landmark
+variable, Theseus' GaussNewton cannot. An outer Adam loop learns the log-weights of the
+three measurement types so that the solved trajectory matches ground truth, with gradients
+through TheseusLayer (implicit backward). Prints both training runs and writes
+out/theseus_pose_graph.png.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from example_args import Progress, parse_args, save_figure
 
 from pounce_theseus import PounceOptimizer
 
-RADIUS, X_WALL = 3.0, 2.0
+RADIUS, HALF_WIDTH = 3.0, 1.0
 WEIGHT_NAMES = ("w_odometry", "w_loop", "w_landmark")
 
 
@@ -32,7 +33,7 @@ def simulate(n_poses: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     angles = [2 * math.pi * i / n_poses for i in range(n_poses)]
     gt = [th.SE2(x_y_theta=torch.tensor([[RADIUS * math.cos(a), RADIUS * math.sin(a),
                                           a + math.pi / 2]])) for a in angles]
-    landmark = torch.tensor([[X_WALL, 0.5]])
+    landmark = torch.tensor([[HALF_WIDTH, 0.5]])  # on the courtyard's edge
 
     def noisy_between(p: th.SE2, q: th.SE2, sigma_t: float, sigma_r: float, bias=0.0):
         rel = p.between(q).tensor
@@ -57,6 +58,7 @@ def simulate(n_poses: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         data[f"pose_{i}"] = pose.tensor
     data["landmark"] = landmark + torch.tensor([[0.4, -0.3]])
     data["gt_xy"] = torch.cat([p.tensor[:, :2] for p in gt])
+    data["landmark_true"] = landmark
     data["gt_pose_0"] = gt[0].tensor
     return data
 
@@ -91,8 +93,8 @@ def build_layer(kind: str, n_poses: int) -> th.TheseusLayer:
         optimizer = th.GaussNewton(objective, max_iterations=30, abs_err_tolerance=1e-12,
                                    rel_err_tolerance=1e-12)
     else:
-        lower = torch.tensor([[-math.inf, -math.inf]])
-        upper = torch.tensor([[X_WALL, math.inf]])
+        lower = torch.full((1, 2), -HALF_WIDTH)
+        upper = torch.full((1, 2), HALF_WIDTH)
         optimizer = PounceOptimizer(objective, max_iterations=100, bounds={lm: (lower, upper)})
     return th.TheseusLayer(optimizer)
 
@@ -102,7 +104,7 @@ def main() -> None:
     torch.set_default_dtype(torch.float64)
     n_poses, outer_steps = (8, 2) if args.small else (30, 25)
     data = simulate(n_poses, torch.Generator().manual_seed(0))
-    inputs = {k: v for k, v in data.items() if not k.startswith("gt_xy")}
+    inputs = {k: v for k, v in data.items() if k not in ("gt_xy", "landmark_true")}
     runs = {}
     for kind in ("GaussNewton", "PounceOptimizer"):
         layer = build_layer(kind, n_poses)
@@ -126,7 +128,7 @@ def main() -> None:
         runs[kind] = (history, xy.detach(), sol["landmark"].detach())
     for kind, (history, _, lm) in runs.items():
         print(f"{kind:>15}: position MSE {history[0]:.4f} -> {history[-1]:.4f}, "
-              f"landmark x = {lm[0, 0].item():.6f} (wall at {X_WALL})")
+              f"landmark x = {lm[0, 0].item():.6f} (courtyard edge at {HALF_WIDTH})")
 
     import matplotlib
 
@@ -141,9 +143,11 @@ def main() -> None:
     for kind, (_, xy, lm) in runs.items():
         line = ax1.plot(xy[:, 0], xy[:, 1], "-", label=kind)[0]
         ax1.plot(lm[0, 0], lm[0, 1], "^", color=line.get_color())
-    ax1.axvline(X_WALL, color="red", lw=1, label="wall (bound)")
+    w = HALF_WIDTH
+    ax1.plot([-w, w, w, -w, -w], [-w, -w, w, w, -w], "r--", lw=1, label="landmark bounds")
+    ax1.plot(*data["landmark_true"][0], "k^", label="true landmark")
     ax1.set(aspect="equal", title="Solved trajectories after learning the weights")
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=3)
     for kind, (history, _, _) in runs.items():
         ax2.semilogy(history, label=kind)
     ax2.set(xlabel="outer step", ylabel="position MSE", title="Learning measurement weights")

@@ -11,12 +11,16 @@ takes (initial values of the optimisation variables plus the aux data).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import theseus as th
 import torch
 
-__all__ = ["central_difference", "curve_fit", "pose_graph", "solve_with", "tight_gauss_newton"]
+__all__ = [
+    "central_difference", "curve_fit", "one_torch_thread", "pose_graph", "solve_with",
+    "tight_gauss_newton",
+]
 
 
 def curve_fit(
@@ -145,3 +149,15 @@ def central_difference(
         return (loss(plus) - loss(minus)) / (2 * step)
 
     return (4 * diff(h / 2) - diff(h)) / 3
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run with one intra-op torch thread (restored after): these problems are small, and
+    extra threads only contend on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

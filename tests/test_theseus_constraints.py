@@ -11,9 +11,15 @@ import theseus as th
 import torch
 
 from pounce_theseus import Constraint, PounceOptimizer
-from pounce_theseus.demo_problems import curve_fit, solve_with
+from pounce_theseus.demo_problems import curve_fit, one_torch_thread, solve_with
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_torch_thread():
+        yield
 # Analytic Jacobians below: scipy's default 2-point Jacobian limits the solution to ~1e-8.
 TOLS = {"xtol": 1e-15, "ftol": 1e-15, "gtol": 1e-15}
 # MINPACK's LM for the unconstrained reference: trf stalls near |J'r| ~ 1e-8 there.

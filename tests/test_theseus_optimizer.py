@@ -13,6 +13,7 @@ from pounce_theseus import PounceOptimizer
 from pounce_theseus.demo_problems import (
     central_difference,
     curve_fit,
+    one_torch_thread,
     pose_graph,
     solve_with,
     tight_gauss_newton,
@@ -40,12 +41,9 @@ CASES = {
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The solves here are small; intra-op threads only contend on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread():
+    with one_torch_thread():
+        yield
 
 
 @pytest.mark.parametrize("batch_size", [1, 64])

@@ -37,7 +37,7 @@ def portfolio_layer(L: np.ndarray, sigma_max: float) -> CvxpyLayer:
 
 def synthetic_market(n_assets: int, n_features: int, periods: int, rng: np.random.Generator):
     """Features and next-period returns with a nonlinear (so misspecified) signal."""
-    B = rng.standard_normal((n_assets, n_features)) * 0.02
+    B = rng.standard_normal((n_assets, n_features)) * 0.005
     F = rng.standard_normal((periods, n_features))
     signal = F @ B.T + 0.02 * np.tanh(2 * F[:, :1]) * rng.standard_normal(n_assets)
     factor = rng.standard_normal((n_assets, 2)) * 0.03
@@ -70,7 +70,11 @@ def main() -> None:
               "decision-focused": torch.nn.Linear(n_features, n_assets)}
     with torch.no_grad():
         models["decision-focused"].load_state_dict(models["predict-then-optimise"].state_dict())
-    optimisers = {k: torch.optim.Adam(m.parameters(), lr=0.01) for k, m in models.items()}
+    # The decision loss has much smaller gradients than the squared error: a larger step.
+    optimisers = {"predict-then-optimise": torch.optim.Adam(models["predict-then-optimise"]
+                                                            .parameters(), lr=0.01),
+                  "decision-focused": torch.optim.Adam(models["decision-focused"].parameters(),
+                                                       lr=0.05)}
     steps_per_epoch = n_train // batch
     progress = Progress("portfolio", epochs)
     for epoch in range(1, epochs + 1):

@@ -19,6 +19,12 @@ import torch
 from pounce_kkt.cone_scaling import cone_scaling, dense_h, equilibration
 from pounce_kkt.structure import ConicStructure
 
+# The native sparse adjoint's constants (rust/src/kkt_adjoint.rs), so both paths regularise
+# and refine alike: delta = REG_REL * max(1, max|P_eff|, max|A|) per item.
+REG_REL = 1e-10
+REFINE_STEPS = 10
+REFINE_TOL = 1e-14
+
 
 def dense_matrix(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
                  shape: tuple[int, int]) -> torch.Tensor:
@@ -45,6 +51,44 @@ def _assemble(structure: ConicStructure, P: torch.Tensor | None, Ad: torch.Tenso
     else:
         K[:, n:, n:] = -H22
     return K
+
+
+def regularised_solve(K: torch.Tensor, rhs: torch.Tensor, n: int, delta: torch.Tensor
+                      ) -> torch.Tensor:
+    """Solve the (B, N, N) quasi-definite K sol = rhs (B, N) as the native sparse adjoint does.
+
+    LU of ``K + diag(+delta I_n, -delta I_(N-n))`` (delta (B,), held constant), then
+    iterative refinement against the unregularised K, per item, until the max-abs residual
+    is below REFINE_TOL max|rhs| or stops halving. On a singular, consistent K (a
+    non-unique primal or dual solution) this converges to the solution with no component
+    in K's null space, which is also what the native path returns (for K's shape the null
+    space is (null P ∩ null A) x (null A' ∩ null H), invariant under the sign flip of the
+    regularisation). Every step is a Torch op, so the result stays differentiable.
+    """
+    N = K.shape[-1]
+    sign = torch.ones(N, dtype=K.dtype, device=K.device)
+    sign[n:] = -1.0
+    reg = torch.diag_embed(delta.to(K)[:, None] * sign)
+    lu, piv = torch.linalg.lu_factor(K + reg)
+
+    def lu_apply(r: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.lu_solve(lu, piv, r[:, :, None])[:, :, 0]
+
+    sol = lu_apply(rhs)
+    with torch.no_grad():
+        target = REFINE_TOL * rhs.abs().amax(1).clamp_min(torch.finfo(K.dtype).tiny)
+    active = torch.ones(K.shape[0], dtype=torch.bool, device=K.device)
+    last = torch.full_like(target, float("inf"))
+    for _ in range(REFINE_STEPS):
+        res = rhs - (K @ sol[:, :, None])[:, :, 0]
+        with torch.no_grad():
+            rn = res.abs().amax(1)
+            active = active & (rn > target) & (rn < 0.5 * last)
+            last = rn
+        if not bool(active.any()):
+            break
+        sol = torch.where(active[:, None], sol + lu_apply(res), sol)
+    return sol
 
 
 def dense_kkt_vjp(structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor,
@@ -87,7 +131,10 @@ def dense_kkt_vjp(structure: ConicStructure, P: torch.Tensor | None, A: torch.Te
     if not bool(ok.all()):
         eye = torch.eye(n + m, dtype=K.dtype, device=K.device)
         K = torch.where(okc[:, :, None], K, eye)
-    sol = torch.linalg.solve(K, torch.cat([gx, rhs2], dim=1))
+    with torch.no_grad():
+        delta = REG_REL * torch.cat([K[:, :n, :n].abs().flatten(1), A.abs(),
+                                     A.new_ones(B, 1)], dim=1).amax(1)
+    sol = regularised_solve(K, torch.cat([gx, rhs2], dim=1), n, delta)
     u, v2 = sol[:, :n], sol[:, n:]
     v = d_diag * v2 if h_blocks.shape[1] == 0 else (Dm @ v2[:, :, None])[:, :, 0]
 

@@ -237,3 +237,94 @@ def test_dense_and_sparse_agree(family):
             assert b is None
             continue
         assert _rel(a, b) < 1e-8, family
+
+
+# --------------------------------------------------------------------------- non-unique primal
+
+
+def _face_lp(kind):
+    """LPs whose optimal x is a whole face: min -(x1 + x2) on x1 + x2 <= b0.
+
+    "line": the face is the unbounded line x1 + x2 = b0 (plus an inactive parallel row), so
+    K = [[0, A'], [A, -H]] is exactly singular ((1, -1, 0, 0) is in its null space).
+    "segment": a box 0 <= x <= 2 closes the face; the IPM stops at its centre and K is
+    nearly singular (smallest eigenvalue ~ mu). Returns the structure, the values, and
+    parametrisations (direction of q, per-row direction of A) that keep the optimal face
+    a face, so x1 + x2, y and s stay unique and differentiable.
+    """
+    rows = [[1.0, 1.0], [2.0, 2.0]]
+    b = [1.0, 5.0]
+    if kind == "segment":
+        rows += [[-1.0, 0.0], [0.0, -1.0], [1.0, 0.0], [0.0, 1.0]]
+        b += [0.0, 0.0, 2.0, 2.0]
+    A = sp.csc_matrix(np.array(rows))
+    st = pk.ConicStructure.from_scipy(A, {"l": len(rows)})
+    f64 = torch.float64
+    return (st, torch.tensor([-1.0, -1.0], dtype=f64), torch.tensor(st.a_values(A)),
+            torch.tensor(b, dtype=f64))
+
+
+def _face_upstream(st, kind, seed):
+    """Upstream gradients of quantities that are constant on the face: gx parallel to
+    (1, 1), y, and s of the rows parallel to the face (the box rows' s moves along it)."""
+    rng = np.random.default_rng(seed)
+    gx = torch.full((1, 2), float(rng.standard_normal()), dtype=torch.float64)
+    gy = torch.tensor(rng.standard_normal((1, st.m)))
+    gs = torch.tensor(rng.standard_normal((1, st.m)))
+    if kind == "segment":
+        gs[:, 2:] = 0.0
+    return gx, gy, gs
+
+
+@pytest.mark.parametrize("kind", ["line", "segment"])
+def test_non_unique_primal_dense_sparse_and_differences(kind):
+    """Along face-keeping directions (b, a scaling of q, a scaling of each row of A) both
+    paths agree to 1e-8 and match central differences to 1e-5; the dense path used to
+    raise on the singular K of "line". (The raw dq, dA hold an arbitrary multiple of the
+    null vector, ~1e-6 here: a regularised solve amplifies rounding by 1/delta along it, and
+    no face-keeping direction sees it.)"""
+    st, q, A, b = _face_lp(kind)
+    g = _face_upstream(st, kind, seed=3)
+    _, state = pk.conic_forward(st, None, q[None], A[None], b[None], TIGHT)
+    row_of = st.a_rows.numpy()
+    rng = np.random.default_rng(7)
+    dirs = [(q.clone(), torch.zeros_like(A), torch.zeros_like(b)),
+            (torch.zeros_like(q), torch.tensor(rng.standard_normal(st.m)[row_of]) * A,
+             torch.zeros_like(b)),
+            (torch.zeros_like(q), torch.zeros_like(A), torch.tensor(rng.standard_normal(st.m)))]
+    an = {}
+    for path in ("dense", "sparse"):
+        state.options = pk.SolveOptions(backward=path)
+        _, dq, dA, db = pk.conic_vjp(state, *g)
+        an[path] = np.array([float((dq[0] * d[0]).sum() + (dA[0] * d[1]).sum()
+                                   + (db[0] * d[2]).sum()) for d in dirs])
+    assert _rel(an["dense"], an["sparse"]) < 1e-8, (kind, an)
+
+    def loss(t, d):
+        sol = pk.conic_solve(st, None, q + t * d[0], A + t * d[1], b + t * d[2], TIGHT)
+        return float((g[0][0] * sol.x).sum() + (g[1][0] * sol.y).sum() + (g[2][0] * sol.s).sum())
+
+    h = 1e-5
+    fd = np.array([(loss(h, d) - loss(-h, d)) / (2 * h) for d in dirs])
+    for path, got in an.items():
+        assert _rel(got, fd) < 1e-5, (kind, path, got, fd)
+
+
+@pytest.mark.parametrize("backward", ["dense", "sparse"])
+def test_non_unique_primal_gradcheck(backward):
+    """gradcheck (and gradgradcheck on the dense path) of the unique quantities x1 + x2, y, s
+    with the singular K of the "line" LP, through face-keeping parameters."""
+    st, q, A, b = _face_lp("line")
+    opts = pk.SolveOptions(tol=1e-12, max_iter=500, backward=backward)
+    row_of = st.a_rows
+
+    def f(alpha, rows, bb):
+        sol = pk.conic_solve(st, None, alpha * q, rows[row_of] * A, bb, opts)
+        return sol.x.sum(-1), sol.y, sol.s
+
+    ins = (torch.tensor(1.3, dtype=torch.float64).requires_grad_(),
+           torch.tensor([1.0, 0.7], dtype=torch.float64).requires_grad_(),
+           b.clone().requires_grad_())
+    assert torch.autograd.gradcheck(f, ins, eps=1e-6, atol=1e-6, rtol=1e-4)
+    if backward == "dense":
+        assert torch.autograd.gradgradcheck(f, ins, eps=1e-6, atol=1e-5, rtol=1e-3)

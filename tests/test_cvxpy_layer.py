@@ -182,6 +182,27 @@ def test_gradcheck_float64(name):
     assert torch.autograd.gradcheck(fn, params, eps=eps, atol=1e-5, rtol=1e-4 if curved else 1e-5)
 
 
+@pytest.mark.parametrize("backward", ["dense", "sparse"])
+def test_gp_with_non_unique_primal_gradcheck(backward):
+    """min 1/(xy) s.t. a xy <= b: only the product xy is determined (in log variables the
+    optimum is a line, so the KKT matrix is singular); the dual and xy are unique and
+    differentiable (the shape of cvxpylayers' own test_gp_dual_gradcheck)."""
+    x, y = cp.Variable(pos=True), cp.Variable(pos=True)
+    a, b = cp.Parameter(pos=True), cp.Parameter(pos=True)
+    con = a * (x * y) <= b
+    prob = cp.Problem(cp.Minimize(1 / (x * y)), [con])
+    layer = CvxpyLayer(prob, parameters=[a, b], variables=[x, y, con.dual_variables[0]],
+                       gp=True, solver="pounce")
+
+    def fn(a_t, b_t):
+        xo, yo, dual = layer(a_t, b_t, solver_args={**TIGHT, "backward": backward})
+        return xo * yo, dual
+
+    params = (torch.tensor(2.0, dtype=torch.float64, requires_grad=True),
+              torch.tensor(1.0, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(fn, params, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
 def test_batched_and_broadcast_parameters():
     """Mixed batched / unbatched parameters equal per-item solves; a broadcast parameter's
     gradient is the sum of the per-item gradients."""

@@ -12,7 +12,14 @@ from collections.abc import Callable
 
 from pounce_kkt import _native as _core
 
-__all__ = ["nlp_solve", "require_nlp_solve"]
+__all__ = ["MISSING_REASON", "nlp_solve", "require_nlp_solve"]
+
+MISSING_REASON = (
+    "pounce_kkt._native was built without the `nlp` feature (pounce-nlp and "
+    "pounce-restoration are not direct dependencies of rust/Cargo.toml), and no "
+    "development build pounce_theseus/_nlp_native is present; run "
+    "pounce_theseus/build_nlp_native.sh"
+)
 
 nlp_solve: Callable | None
 if getattr(_core, "HAVE_NLP", False):
@@ -27,10 +34,5 @@ else:
 def require_nlp_solve() -> Callable:
     """The native ``nlp_solve``, or a RuntimeError saying how to build it."""
     if nlp_solve is None:
-        raise RuntimeError(
-            "pounce_kkt._native was built without the `nlp` feature (pounce-nlp and "
-            "pounce-restoration are not direct dependencies of rust/Cargo.toml), and no "
-            "development build pounce_theseus/_nlp_native is present; run "
-            "pounce_theseus/build_nlp_native.sh"
-        )
+        raise RuntimeError(MISSING_REASON)
     return nlp_solve

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from theseus import Objective
 from theseus.constants import __FROM_THESEUS_LAYER_TOKEN__
-from theseus.geometry import LieGroup
+from theseus.geometry import SE2, SE3, SO2, SO3
 from theseus.optimizer.nonlinear import (
     BackwardMode,
     NonlinearOptimizer,
@@ -57,6 +57,8 @@ _IGNORED_INIT_KEYS = {
     "step_size",
 }
 _SUCCESS = {"solve_succeeded", "solved_to_acceptable_level"}
+# Rotation coordinates inside each group's tangent vector (Theseus' ordering).
+_ROTATION_COORDS = {SO2: slice(0, 1), SE2: slice(2, 3), SO3: slice(0, 3), SE3: slice(3, 6)}
 
 
 class PounceOptimizer(NonlinearOptimizer):
@@ -238,12 +240,16 @@ class PounceOptimizer(NonlinearOptimizer):
 
     @staticmethod
     def _chart_stretch(chart, delta: np.ndarray) -> torch.Tensor:
-        """Largest rotation angle any Lie-group variable has in its chart, per element."""
+        """Largest rotation angle (tangent norm of the rotation part) of any rotation-
+        carrying variable in its chart, per element; Vector/Point charts never degrade."""
         d = torch.as_tensor(delta)
         far = torch.zeros(d.shape[0], dtype=d.dtype)
         for v in chart.vars:
-            if isinstance(v, LieGroup):
-                far = torch.maximum(far, d[:, chart.offsets[v.name]].abs().amax(dim=1))
+            rot = _ROTATION_COORDS.get(type(v))
+            if rot is not None:
+                start = chart.offsets[v.name].start
+                part = d[:, start + rot.start : start + rot.stop]
+                far = torch.maximum(far, part.norm(dim=1))
         return far
 
     def _solve_once(self, structure, bounds, idx, tracker) -> dict[str, Any]:
@@ -353,7 +359,16 @@ class PounceOptimizer(NonlinearOptimizer):
             }
         if info.err_history is not None:
             last = torch.as_tensor(res.iterations).clamp(max=self.params.max_iterations)
-            info.err_history[torch.arange(res.batch_size), last] = err.cpu()
+            info.err_history[torch.arange(res.batch_size), last] = err.cpu().to(
+                info.err_history.dtype
+            )
+        if info.state_history is not None:
+            last = torch.as_tensor(res.iterations).clamp(max=self.params.max_iterations)
+            for v in self.objective.optim_vars.values():
+                hist = info.state_history[v.name]
+                hist[torch.arange(res.batch_size), ..., last] = v.tensor.detach().cpu().to(
+                    hist.dtype
+                )
         self.last_solve = {
             "status": list(res.status), "iterations": res.iterations.copy(),
             "kkt_error": res.kkt_error.copy(),
@@ -459,13 +474,17 @@ class _IterationTracker:
     def bind(self, nlp: BatchNlp) -> None:
         self.nlp = nlp
         self._prev = None
+        self._last_it = -1
 
     def callback_for(self, idx: np.ndarray):
         return self.on_iteration if self.wants_iterates else None
 
     def on_iteration(self, it: int, x: np.ndarray | None, restoration: bool) -> bool:
-        if x is None or self.nlp is None or restoration:
+        # POUNCE may run a short second pass from the converged point (its iteration
+        # count restarts at 0); only the first pass's iterates are the history.
+        if x is None or self.nlp is None or restoration or it <= self._last_it:
             return True
+        self._last_it = it
         opt, info, nlp = self.opt, self.info, self.nlp
         with torch.no_grad():
             delta = nlp.to_delta(x)
@@ -474,12 +493,12 @@ class _IterationTracker:
             col = it
             if col <= opt.params.max_iterations:
                 if info.err_history is not None:
-                    info.err_history[nlp.idx, col] = err[nlp.idx].cpu()
+                    hist = info.err_history
+                    hist[nlp.idx, col] = err[nlp.idx].cpu().to(hist.dtype)
                 if info.state_history is not None:
                     for v in opt.objective.optim_vars.values():
-                        info.state_history[v.name][nlp.idx, ..., col] = (
-                            v.tensor.detach()[nlp.idx].cpu()
-                        )
+                        hist = info.state_history[v.name]
+                        hist[nlp.idx, ..., col] = v.tensor.detach()[nlp.idx].cpu().to(hist.dtype)
             if self.verbose:
                 print(f"Nonlinear optimizer. Iteration: {it}. Error: {err.mean().item()}")
             if self.end_iter_callback is not None and it > 0:

@@ -1,11 +1,14 @@
 //! Batched conic forward solves: one structure, many value sets, rayon across items.
 use crate::cone_layout::{dual_to_scs, slack_scs, warm_to_pounce, ProblemClass};
-use crate::options::{backend, feral_config, qp_options, SolveOptions};
+use crate::options::{
+    backend, fast_qp_options, feral_config, feral_config_fast, robust_options, SolveOptions,
+};
 use crate::structure::{batch_size, ConicStructure};
 use crate::validate::{expect_shape, f64_array, value_error};
 use numpy::{PyArray1, PyArrayMethods};
 use pounce_convex::{
-    solve_qp_ipm, solve_qp_ipm_warm, solve_socp_ipm, solve_socp_ipm_warm, QpOptions, QpStatus,
+    solve_qp_ipm, solve_socp_ipm, solve_socp_ipm_warm, QpFactorization, QpOptions, QpProblem,
+    QpSolution, QpStatus, QpWarmStart,
 };
 use pounce_feral::FeralConfig;
 use pyo3::prelude::*;
@@ -41,37 +44,94 @@ struct ItemData<'a> {
     warm: Option<(&'a [f64], &'a [f64])>,
 }
 
-/// Solve one item and write `(x, y, s)` in SCS convention.
-fn solve_item(
-    st: &ConicStructure,
-    opts: &QpOptions,
-    cfg: &FeralConfig,
-    d: &ItemData<'_>,
-    x: &mut [f64],
-    y: &mut [f64],
-    s: &mut [f64],
-) -> ItemOut {
-    let t0 = Instant::now();
-    let lay = &st.layout;
-    let prob = st.map.problem(lay, d.p, d.a, d.q, d.b);
-    let mk = || backend(cfg);
-    let sol = match (lay.class, d.warm) {
-        (ProblemClass::Qp, None) => solve_qp_ipm(&prob, opts, mk),
-        (ProblemClass::Qp, Some((wx, wy))) => {
-            solve_qp_ipm_warm(&prob, opts, &warm_to_pounce(lay, wx, wy), mk)
+/// Everything an item solve needs that is shared by the batch.
+struct Engine<'a> {
+    st: &'a ConicStructure,
+    so: SolveOptions,
+    robust: QpOptions,
+    fast: QpOptions,
+    cfg: FeralConfig,
+    cfg_fast: FeralConfig,
+}
+
+/// A rayon worker's reusable QP factorization (symbolic analysis kept across its items).
+enum WorkerFactor {
+    Untried,
+    Failed,
+    Ready(Box<QpFactorization>),
+}
+
+impl Engine<'_> {
+    /// What is left of the per-item time limit after `spent`; `None` = no limit.
+    fn remaining(&self, spent: Duration) -> Option<Duration> {
+        self.so.time_limit.map(|t| t.saturating_sub(spent))
+    }
+
+    /// QP class: the fast reusable-factor direct IPM, then the robust HSDE solve for any item
+    /// it does not finish `Optimal` (see options.rs).
+    fn solve_qp(
+        &self,
+        prob: &QpProblem,
+        warm: Option<&QpWarmStart>,
+        wf: &mut WorkerFactor,
+    ) -> QpSolution {
+        let t0 = Instant::now();
+        if matches!(wf, WorkerFactor::Untried) {
+            *wf = match QpFactorization::build(prob, &self.fast, || backend(&self.cfg_fast)) {
+                Some(f) => WorkerFactor::Ready(Box::new(f)),
+                None => WorkerFactor::Failed,
+            };
         }
-        (ProblemClass::Conic, None) => solve_socp_ipm(&prob, &lay.specs, opts, mk),
-        (ProblemClass::Conic, Some((wx, wy))) => {
-            solve_socp_ipm_warm(&prob, &lay.specs, &warm_to_pounce(lay, wx, wy), opts, mk)
+        let mut spent_iters = 0;
+        if let WorkerFactor::Ready(f) = wf {
+            let sol = match warm {
+                Some(w) => f.solve_warm(prob, w),
+                None => f.solve(prob),
+            };
+            if sol.status == QpStatus::Optimal {
+                return sol;
+            }
+            spent_iters = sol.iters;
         }
-    };
-    x.copy_from_slice(&sol.x);
-    dual_to_scs(lay, &sol.y, &sol.z, y);
-    slack_scs(lay, &st.a, d.a, d.b, x, s);
-    ItemOut {
-        status: sol.status,
-        iters: sol.iters,
-        secs: t0.elapsed().as_secs_f64(),
+        let opts = QpOptions {
+            time_limit: self.remaining(t0.elapsed()),
+            ..self.robust
+        };
+        let mut sol = solve_qp_ipm(prob, &opts, || backend(&self.cfg));
+        sol.iters += spent_iters;
+        sol
+    }
+
+    /// Solve one item and write `(x, y, s)` in SCS convention.
+    fn solve_item(
+        &self,
+        d: &ItemData<'_>,
+        wf: &mut WorkerFactor,
+        x: &mut [f64],
+        y: &mut [f64],
+        s: &mut [f64],
+    ) -> ItemOut {
+        let t0 = Instant::now();
+        let st = self.st;
+        let lay = &st.layout;
+        let prob = st.map.problem(lay, d.p, d.a, d.q, d.b);
+        let warm = d.warm.map(|(wx, wy)| warm_to_pounce(lay, wx, wy));
+        let mk = || backend(&self.cfg);
+        let sol = match (lay.class, &warm) {
+            (ProblemClass::Qp, w) => self.solve_qp(&prob, w.as_ref(), wf),
+            (ProblemClass::Conic, None) => solve_socp_ipm(&prob, &lay.specs, &self.robust, mk),
+            (ProblemClass::Conic, Some(w)) => {
+                solve_socp_ipm_warm(&prob, &lay.specs, w, &self.robust, mk)
+            }
+        };
+        x.copy_from_slice(&sol.x);
+        dual_to_scs(lay, &sol.y, &sol.z, y);
+        slack_scs(lay, &st.a, d.a, d.b, x, s);
+        ItemOut {
+            status: sol.status,
+            iters: sol.iters,
+            secs: t0.elapsed().as_secs_f64(),
+        }
     }
 }
 
@@ -177,8 +237,14 @@ pub fn conic_solve_batch<'py>(
         max_iter,
         time_limit,
     };
-    let opts = qp_options(st.layout.class, &so);
-    let cfg = feral_config();
+    let engine = Engine {
+        st: &st,
+        so,
+        robust: robust_options(&so),
+        fast: fast_qp_options(&so),
+        cfg: feral_config(),
+        cfg_fast: feral_config_fast(),
+    };
     let (qs, bs, avs) = (q_arr.slice(), b_arr.slice(), a_arr.slice());
     let pvs = p_arr.as_ref().map(|a| a.slice());
     let nnz_a = st.a.nnz();
@@ -194,16 +260,20 @@ pub fn conic_solve_batch<'py>(
             .zip(ys.par_chunks_mut(mw))
             .zip(ss.par_chunks_mut(mw))
             .enumerate()
-            .map(|(i, ((x, y), s))| {
-                let d = ItemData {
-                    p: pvs.map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
-                    a: &avs[i * nnz_a..(i + 1) * nnz_a],
-                    q: &qs[i * n..(i + 1) * n],
-                    b: &bs[i * m..(i + 1) * m],
-                    warm: warm.map(|(wx, wy)| (&wx[i * n..(i + 1) * n], &wy[i * m..(i + 1) * m])),
-                };
-                solve_item(&st, &opts, &cfg, &d, &mut x[..n], &mut y[..m], &mut s[..m])
-            })
+            .map_init(
+                || WorkerFactor::Untried,
+                |wf, (i, ((x, y), s))| {
+                    let d = ItemData {
+                        p: pvs.map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
+                        a: &avs[i * nnz_a..(i + 1) * nnz_a],
+                        q: &qs[i * n..(i + 1) * n],
+                        b: &bs[i * m..(i + 1) * m],
+                        warm: warm
+                            .map(|(wx, wy)| (&wx[i * n..(i + 1) * n], &wy[i * m..(i + 1) * m])),
+                    };
+                    engine.solve_item(&d, wf, &mut x[..n], &mut y[..m], &mut s[..m])
+                },
+            )
             .collect()
     });
     xs.truncate(bsz * n);

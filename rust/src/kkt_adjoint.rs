@@ -1,5 +1,5 @@
 //! Batched sparse KKT adjoints: the backward of `conic_solve_batch`.
-use crate::options::feral_config;
+use crate::options::feral_config_adjoint;
 use crate::structure::{batch_size, ConicStructure};
 use crate::validate::{expect_shape, f64_array_unchecked, value_error, Array};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
@@ -424,7 +424,7 @@ pub fn kkt_adjoint_batch<'py>(
     let (hdl, hbl) = (lay.h_diag_len(), lay.h_blocks_len());
 
     let pat = KktPattern::new(&st);
-    let cfg = feral_config();
+    let cfg = feral_config_adjoint();
     let mut dp = vec![0.0; bsz * nnz_p];
     let mut dq = vec![0.0; bsz * n];
     let mut da = vec![0.0; bsz * nnz_a];

@@ -53,6 +53,19 @@ class Constraint:
             )
         return out
 
+    def rebind(self, objective: Objective) -> Constraint:
+        """The same constraint on ``objective``'s variables of the same names, in its
+        dtype (aux variables the objective does not hold are converted copies)."""
+        def swap(v: Variable) -> Variable:
+            if v.name in objective.optim_vars:
+                return objective.optim_vars[v.name]
+            if v.name in objective.aux_vars:
+                return objective.aux_vars[v.name]
+            return Variable(v.tensor.detach().to(objective.dtype), name=v.name)
+
+        return Constraint(self.fn, [swap(v) for v in self.optim_vars],
+                          [swap(v) for v in self.aux_vars], self.lower, self.upper, self.name)
+
     def limits(self, batch_size: int, k: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(lower, upper)`` broadcast to (B, k); None becomes -inf / +inf."""
         return (

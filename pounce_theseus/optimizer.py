@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from theseus import Objective
+from theseus import Objective, Vectorize
 from theseus.constants import __FROM_THESEUS_LAYER_TOKEN__
 from theseus.geometry import SE2, SE3, SO2, SO3
 from theseus.optimizer.nonlinear import (
@@ -123,6 +123,7 @@ class PounceOptimizer(NonlinearOptimizer):
         self.recenter_angle = float(recenter_angle)
         self.max_recenters = int(max_recenters)
         self._warned: set[str] = set()
+        self._obj64: Objective | bool | None = None
         self.last_solve: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ keywords
@@ -163,18 +164,57 @@ class PounceOptimizer(NonlinearOptimizer):
         self._check_kwargs(kwargs, backward_mode)
         with torch.no_grad():
             info = self._init_info(track_best_solution, track_err_history, track_state_history)
-        structure = ProblemStructure(self.objective, self.constraints)
         bsz = self.objective.batch_size
-        bounds = resolve_bounds(self.bounds_spec, self.objective, bsz)
+        solve_obj, constraints = self._float64_problem()
+        structure = ProblemStructure(solve_obj, constraints)
+        bounds = resolve_bounds(self.bounds_spec, solve_obj, bsz)
         tracker = _IterationTracker(self, info, verbose, end_iter_callback)
 
         with torch.no_grad():
             result = self._solve_batch(structure, bounds, tracker)
         self._write_solution(structure, bounds, result)
+        if solve_obj is not self.objective:
+            with torch.no_grad():
+                self.objective.update({
+                    name: var.tensor.to(self.objective.dtype)
+                    for name, var in solve_obj.optim_vars.items()
+                })
+            structure = ProblemStructure(self.objective, self.constraints)
+            bounds = resolve_bounds(self.bounds_spec, self.objective, bsz)
         self._fill_info(info, result, track_best_solution)
         if torch.is_grad_enabled():
             self._attach_implicit_gradient(structure, bounds, result)
         return info
+
+    def _float64_problem(self) -> tuple[Objective, list[Constraint]]:
+        """The objective (and constraints) the solve evaluates: the objective itself when
+        it is float64, else a float64 copy synchronised with its current tensors (the
+        solve runs in float64; the solution is cast back and the backward runs on the
+        original objective)."""
+        if self.objective.dtype == torch.float64:
+            return self.objective, self.constraints
+        if self._obj64 is False:
+            return self.objective, self.constraints
+        if self._obj64 is None:
+            try:
+                obj64 = self.objective.copy()
+            except Exception as exc:  # a cost function without a working _copy_impl
+                self._obj64 = False
+                self._warn_once("copy", f"PounceOptimizer: cannot copy the objective to "
+                                        f"float64 ({exc!r}); solving in {self.objective.dtype}.")
+                return self.objective, self.constraints
+            obj64.to(dtype=torch.float64)
+            if self.objective.vectorized:
+                Vectorize(obj64)
+            self._obj64 = obj64
+        obj64 = self._obj64
+        named = {**self.objective.optim_vars, **self.objective.aux_vars}
+        obj64.update({
+            name: v.tensor.detach().to(torch.float64)
+            for name, v in named.items()
+            if name in obj64.optim_vars or name in obj64.aux_vars
+        })
+        return obj64, [c.rebind(obj64) for c in self.constraints]
 
     # ------------------------------------------------------------------ forward
     def _solve_batch(self, structure, bounds, tracker) -> _BatchResult:
@@ -202,12 +242,12 @@ class PounceOptimizer(NonlinearOptimizer):
 
     def _finite_start(self, structure: ProblemStructure) -> np.ndarray:
         chart = structure.chart
-        bsz = self.objective.batch_size
-        delta = chart.zeros(bsz).requires_grad_(True)
+        obj = chart.objective
+        delta = chart.zeros(obj.batch_size).requires_grad_(True)
         with torch.enable_grad():
             chart.apply(delta)
-            e = self.objective.error()
-            f = self.objective._error_metric_fn(e).reshape(-1)
+            e = obj.error()
+            f = obj._error_metric_fn(e).reshape(-1)
             (g,) = torch.autograd.grad(f.sum(), delta, allow_unused=True)
         ok = torch.isfinite(f) & torch.isfinite(e).all(dim=1)
         if g is not None:
@@ -332,7 +372,7 @@ class PounceOptimizer(NonlinearOptimizer):
                 bnd.var.update(t.reshape(bnd.var.tensor.shape))
         chart.recenter()
         chart.restore()
-        self.objective.update_vectorization_if_needed()
+        chart.objective.update_vectorization_if_needed()
 
     def _fill_info(self, info: NonlinearOptimizerInfo, res, track_best_solution: bool) -> None:
         with torch.no_grad():
@@ -350,7 +390,8 @@ class PounceOptimizer(NonlinearOptimizer):
         conv = torch.as_tensor(res.converged)
         info.converged_iter = torch.where(conv, iters, torch.full_like(iters, -1))
         info.last_err = err
-        info.best_iter = iters.clone()
+        # Theseus' convention: err_history[:, best_iter + 1] is the best error.
+        info.best_iter = (iters - 1).clamp(min=0)
         if track_best_solution:
             info.best_err = err.clone()
             info.best_solution = {
@@ -369,6 +410,11 @@ class PounceOptimizer(NonlinearOptimizer):
                 hist[torch.arange(res.batch_size), ..., last] = v.tensor.detach().cpu().to(
                     hist.dtype
                 )
+        if info.err_history is not None:
+            # The first iterate reaching the history's minimum (Theseus keeps the first of
+            # equal errors); in exact arithmetic the interior-point errors decrease here.
+            hist_arg = info.err_history.argmin(dim=1)
+            info.best_iter = (hist_arg - 1).clamp(min=0).to(torch.long)
         self.last_solve = {
             "status": list(res.status), "iterations": res.iterations.copy(),
             "kkt_error": res.kkt_error.copy(),
@@ -486,17 +532,18 @@ class _IterationTracker:
             return True
         self._last_it = it
         opt, info, nlp = self.opt, self.info, self.nlp
+        obj = nlp.th_objective
         with torch.no_grad():
             delta = nlp.to_delta(x)
             nlp.chart.apply(delta)
-            err = opt.objective.error_metric().detach()
+            err = obj.error_metric().detach()
             col = it
             if col <= opt.params.max_iterations:
                 if info.err_history is not None:
                     hist = info.err_history
                     hist[nlp.idx, col] = err[nlp.idx].cpu().to(hist.dtype)
                 if info.state_history is not None:
-                    for v in opt.objective.optim_vars.values():
+                    for v in obj.optim_vars.values():
                         hist = info.state_history[v.name]
                         hist[nlp.idx, ..., col] = v.tensor.detach()[nlp.idx].cpu().to(hist.dtype)
             if self.verbose:

@@ -77,7 +77,7 @@ class POUNCE(ConicSolver):
             structure,
             None if P is None else row(structure.p_values(P)),
             row(data[s.C]),
-            row(structure.a_values(A) if structure.nnz_a else np.zeros(0)),
+            row(structure.a_values(A)),
             row(data[s.B]),
             args.solve_options(),
             warm_start=warm,

@@ -19,10 +19,10 @@ Our options:
 |                 |         | batch size); cvxpylayers 1.2 accepts `layer(warm_start=...)`|
 |                 |         | only for MOREAU, so this is the switch for POUNCE           |
 
-"core's" defaults are those of `pounce_kkt.SolveOptions` (one source of truth; at the time
-of writing tol=1e-8, max_iter=200, no time limit, backward="auto", dense_max_dim=400,
-on_failure="raise"). A failure raises `pounce_cvxpy.LayerSolverError`, which is both a
-`pounce_kkt.SolverError` and a `diffcp.SolverError`.
+"core's" defaults are those of `pounce_kkt.SolveOptions`, the one source of truth; as read
+from it when this module was imported: {core_defaults}.
+A failure raises `pounce_cvxpy.LayerSolverError`, which is both a `pounce_kkt.SolverError`
+and a `diffcp.SolverError`.
 
 Arguments written for diffcp / SCS, accepted so existing code runs unchanged. Each one
 gives a warning the first time it is seen in a process, saying what happened to it:
@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pounce_kkt import SolveOptions
@@ -90,6 +90,10 @@ _TRANSLATED = ("eps", "eps_abs", "eps_rel", "time_limit_secs", "raise_on_error")
 _OURS = ("tol", "max_iter", "time_limit", "backward", "dense_max_dim", "on_failure", "warm_start")
 
 _warned: set[str] = set()
+
+# The defaults quoted in the module docstring come from SolveOptions itself, never restated.
+__doc__ = __doc__.replace("{core_defaults}", ", ".join(
+    f"{f.name}={f.default!r}" for f in fields(SolveOptions)))
 
 
 def _warn_once(key: str, message: str) -> None:

@@ -28,7 +28,10 @@ ON_FAILURE = ("raise", "nan")
 class SolveOptions:
     """Options of the forward solve and the backward.
 
-    tol, max_iter, time_limit (seconds per item, None = none): the native solve.
+    tol, max_iter, time_limit (seconds per item, None = none): the native solve. The default
+    tol is the loosest at which solutions of every cone class but exp come out within 1e-6
+    (relative) of the exact solution on the test families (docs/design.md, "Default
+    tolerance": SOCPs with an active cone converge like sqrt(tol)).
     backward: "dense" (Torch, differentiable again), "sparse" (native sparse LDL'),
     or "auto": dense when n + m <= dense_max_dim or when the backward itself is being
     differentiated (create_graph=True), sparse otherwise. (Batched dense LU beats the sparse
@@ -37,7 +40,7 @@ class SolveOptions:
     for unsolved items (zero gradient) and leaves the others untouched.
     """
 
-    tol: float = 1e-8
+    tol: float = 1e-10
     max_iter: int = 200
     time_limit: float | None = None
     backward: str = "auto"

@@ -129,14 +129,25 @@ def _canonical_csc(M: Any):
 
 def _values_in_pattern(name: str, M: Any, indptr: np.ndarray, indices: np.ndarray,
                        shape: tuple[int, int]) -> np.ndarray:
-    import scipy.sparse as sp
+    """(nnz,) values of M on the pattern (indptr, indices); zeros where M stores nothing.
 
+    Raises ValueError if M has a nonzero outside the pattern. Works for empty patterns and
+    empty M (an A without nonzeros)."""
     M = _canonical_csc(M)
     if M.shape != shape:
         raise ValueError(f"{name} has shape {M.shape}, structure expects {shape}")
-    pattern = sp.csc_matrix((np.ones(indices.shape[0]), indices, indptr), shape=shape)
-    outside = M - M.multiply(pattern)
-    if outside.count_nonzero():
+    M.eliminate_zeros()
+    # Both are CSC with sorted rows, so (col, row) keys are sorted and searchsorted places
+    # every stored entry of M in the pattern.
+    n_rows = shape[0]
+    key = np.repeat(np.arange(shape[1], dtype=np.int64), np.diff(indptr)) * n_rows + indices
+    m_key = (np.repeat(np.arange(shape[1], dtype=np.int64), np.diff(M.indptr)) * n_rows
+             + M.indices.astype(np.int64))
+    pos = np.searchsorted(key, m_key)
+    inside = pos < key.shape[0]
+    inside[inside] = key[pos[inside]] == m_key[inside]
+    if not inside.all():
         raise ValueError(f"{name} has nonzeros outside the structure's pattern")
-    cols = np.repeat(np.arange(shape[1]), np.diff(indptr))
-    return np.asarray(M[indices, cols]).ravel()
+    out = np.zeros(indices.shape[0], dtype=np.float64)
+    out[pos] = M.data
+    return out

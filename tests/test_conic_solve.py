@@ -197,3 +197,59 @@ def test_cone_dims_sources_agree():
     assert pk.ConeDims.from_any(**{k: v for k, v in d.items()}) == from_cvxpy
     assert from_cvxpy.m == data["A"].shape[0]
     assert d["p"] == [0.3] and d["s"] == [2] and d["ep"] == 1
+
+
+def test_default_options_meet_1e6_on_socp_with_active_cones():
+    """SolveOptions() as shipped: x and y within 1e-6 (relative) of the exact solution the
+    fixture is built around, and of Clarabel at 1e-12 where Clarabel certifies, on SOCPs
+    whose second-order cones are active (both s and y on the boundary, nonzero). Active SOCs
+    converge like sqrt(tol), the slowest class; at tol=1e-8 this batch is off by ~5e-6."""
+    bt = suite_batch("socp", batch=16)
+    c = bt.cones
+    r0 = c["z"] + c["l"]
+    active = 0
+    for p in bt.problems:
+        r = r0
+        for d in c["q"]:
+            s, y = p.s_star[r:r + d], p.y_star[r:r + d]
+            active += bool(s[0] > 0 and y[0] > 0 and abs(s[0] - np.linalg.norm(s[1:])) < 1e-12)
+            r += d
+    assert active >= len(bt.problems) // 2
+    sol = pk.conic_solve(_structure(bt), *_values(bt))
+    assert all(st == "optimal" for st in sol.status)
+    for i, p in enumerate(bt.problems):
+        assert rel_err(sol.x[i].numpy(), p.x_star) < 1e-6, i
+        assert rel_err(sol.y[i].numpy(), p.y_star) < 1e-6, i
+        ref = clarabel_solve(p, tol=1e-12)
+        if ref["status"] == "optimal":
+            assert rel_err(sol.x[i].numpy(), ref["x"]) < 1e-6, i
+
+
+def test_values_in_pattern_including_an_empty_a():
+    """ConicStructure.a_values / p_values read scipy matrices on the structure's patterns:
+    explicit or implicit zeros inside the pattern give 0, entries outside it raise, and an A
+    without nonzeros (every row a constant) gives an empty array, which then solves."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((5, 4)) * (rng.random((5, 4)) < 0.5)
+    st = pk.ConicStructure.from_scipy(sp.csc_matrix(dense), {"l": 5})
+    sub = dense.copy()
+    sub[np.nonzero(dense)[0][0], np.nonzero(dense)[1][0]] = 0.0
+    got = st.a_values(sp.csc_matrix(sub))
+    rows, cols = st.a_rows.numpy(), st.a_cols.numpy()
+    assert np.array_equal(got, sub[rows, cols]) and (got == 0).sum() == 1
+    with pytest.raises(ValueError, match="A has nonzeros outside"):
+        st.a_values(sp.csc_matrix(np.ones((5, 4))))
+    with pytest.raises(ValueError, match="P"):
+        st.p_values(sp.eye(4))
+
+    empty = pk.ConicStructure.from_scipy(sp.csc_matrix((3, 2)), {"l": 3},
+                                         P=sp.csc_matrix(np.eye(2)))
+    a = empty.a_values(sp.csc_matrix((3, 2)))
+    assert a.shape == (0,) and a.dtype == np.float64
+    assert np.array_equal(empty.p_values(sp.csc_matrix(2 * np.eye(2))), [2.0, 2.0])
+    sol = pk.conic_solve(empty, torch.tensor([1.0, 1.0], dtype=torch.float64),
+                         torch.tensor([-1.0, 2.0], dtype=torch.float64),
+                         torch.tensor(a), torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(sol.x, torch.tensor([1.0, -2.0], dtype=torch.float64), atol=1e-8)

@@ -82,3 +82,13 @@ def test_every_table_key_is_in_the_module_docstring():
 def test_bad_arguments_raise_naming_the_key(given, match):
     with pytest.raises(ValueError, match=match):
         resolve(PounceArgs(), given)
+
+
+def test_docstring_quotes_the_core_defaults():
+    """The table's "core's" defaults are read from SolveOptions, not restated by hand."""
+    import dataclasses
+
+    from pounce_kkt import SolveOptions
+
+    for f in dataclasses.fields(SolveOptions):
+        assert f"{f.name}={f.default!r}" in sa.__doc__, f.name

@@ -261,6 +261,12 @@ def _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs):
             _np(A), st.cones.to_dict(), _np(h_diag), _np(h_blocks), _np(xs), _np(ys),
             _np(g[0]), _np(g[1]), _np(g[2]), np.ascontiguousarray(ok.numpy()),
         )
+    unsolved = [i for i, (k, done) in enumerate(zip(ok.tolist(), out["solved"], strict=True))
+                if k and not done]
+    if unsolved:
+        # Never hand back the zeros the native side leaves for such an item as a gradient.
+        raise RuntimeError(f"the sparse KKT adjoint could not factor K for batch item "
+                           f"{unsolved[0]} (items {unsolved[:10]}); try backward='dense'")
     dP = _from_np(out["dP"]) if P is not None else None
     return dP, _from_np(out["dq"]), _from_np(out["dA"]), _from_np(out["db"])
 

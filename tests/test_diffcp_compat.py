@@ -369,3 +369,27 @@ def test_both_core_adjoints_give_diffcps_derivatives(backward):
     for name, u, v in zip(("dA", "db", "dc"), ours[4](*g), ref[4](*g), strict=True):
         u, v = (w.toarray() if sp.issparse(w) else w for w in (u, v))
         _assert_close(u, v, 1e-4, f"{backward} DT -> {name}")
+
+
+def test_large_sparse_program_matches_its_planted_solution_and_adjoint_identity():
+    """n=2000, m=3000 with ~3 nonzeros per column: the native sparse adjoint, no dense KKT.
+    (diffcp/SCS is no reference at this size: it takes minutes here.)"""
+    rng = np.random.default_rng(0)
+    n, m = 2000, 3000
+    # Rows 0..n-1 are active with a diagonally dominant block, so x* is the unique vertex.
+    R = sp.random(m, n, density=3 / n, random_state=rng, format="csc")
+    A = (0.2 * R + sp.vstack([sp.eye(n), sp.csc_matrix((m - n, n))])).tocsc()
+    active = np.arange(m) < n
+    s_star = np.where(active, 0.0, rng.uniform(0.5, 1.5, m))
+    y_star = np.where(active, rng.uniform(0.5, 1.5, m), 0.0)
+    x_star = rng.standard_normal(n)
+    b, c = A @ x_star + s_star, -A.T @ y_star
+    x, y, s, D, DT = pounce_diffcp.solve_and_derivative(A, b, c, {"l": m}, eps=1e-10)
+    _assert_close(np.concatenate([x, y, s]), np.concatenate([x_star, y_star, s_star]), 1e-6,
+                  "large LP vs planted solution")
+    dA, db, dc = _random_like(A, rng), rng.standard_normal(m), rng.standard_normal(n)
+    g = [rng.standard_normal(k) for k in (n, m, m)]
+    gA, gb, gc = DT(*g)
+    lhs = gA.multiply(dA).sum() + gb @ db + gc @ dc
+    rhs = sum(gi @ di for gi, di in zip(g, D(dA, db, dc), strict=True))
+    assert abs(lhs - rhs) <= 1e-8 * max(1.0, abs(rhs))

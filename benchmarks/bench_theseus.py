@@ -1,0 +1,153 @@
+"""PounceOptimizer side by side with th.GaussNewton and th.LevenbergMarquardt.
+
+Problems (pounce_theseus.demo_problems): the SE2 pose graph (30 poses, inconsistent loop
+closure) at B=1 and B=64, and the curve fit y = a exp(b x) at B=64. For each method:
+
+- forward+backward wall time (median over repeats, after one warm-up), through
+  ``TheseusLayer`` with the backward of a fixed random linear loss of the solution;
+- final error (mean of ``info.last_err``);
+- gradient error: max relative error, over the batch, of d loss / d (one aux input)
+  against Richardson central differences through a tightly converged th.GaussNewton.
+
+Theseus' optimizers run with their default backward (unroll) and with backward_mode
+"implicit"; PounceOptimizer's backward is always the exact implicit one. All methods run
+with one intra-op torch thread (the problems are small; the machine is shared).
+Prints a table with the ratio to LevenbergMarquardt and writes benchmarks/out/bench_theseus.png.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import theseus as th
+import torch
+
+from pounce_theseus import PounceOptimizer
+from pounce_theseus.demo_problems import (
+    central_difference,
+    curve_fit,
+    pose_graph,
+    solve_with,
+    tight_gauss_newton,
+)
+
+OUT = Path(__file__).resolve().parent / "out"
+PROBLEMS = [
+    # label, builder, batch, input differentiated (key, index), FD step
+    ("pose graph B=1", pose_graph, 1, ("loop_w", (0,)), 1e-2),
+    ("pose graph B=64", pose_graph, 64, ("loop_w", (0,)), 1e-2),
+    ("curve fit B=64", curve_fit, 64, ("y", (0,)), 1e-3),
+]
+MAX_IT = 50
+METHODS = {
+    "Pounce (implicit, exact)": (lambda o: PounceOptimizer(o), {}),
+    "GaussNewton (unroll)": (lambda o: th.GaussNewton(o, max_iterations=MAX_IT), {}),
+    "GaussNewton (implicit)": (
+        lambda o: th.GaussNewton(o, max_iterations=MAX_IT), {"backward_mode": "implicit"}
+    ),
+    "LevenbergMarquardt (unroll)": (
+        lambda o: th.LevenbergMarquardt(o, max_iterations=MAX_IT),
+        {"damping": 1e-3, "adaptive_damping": True},
+    ),
+    "LevenbergMarquardt (implicit)": (
+        lambda o: th.LevenbergMarquardt(o, max_iterations=MAX_IT),
+        {"damping": 1e-3, "adaptive_damping": True, "backward_mode": "implicit"},
+    ),
+}
+REFERENCE = "LevenbergMarquardt (unroll)"
+
+
+def _loss_weights(sol, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape[1:], generator=g, dtype=v.dtype) for k, v in sol.items()}
+
+
+def _loss(sol, weights):
+    return sum((sol[k] * w).flatten(1).sum(1) for k, w in weights.items())
+
+
+def run_one(build, bsz, wrt, h, make, kwargs, fd, weights, repeats):
+    key, index = wrt
+    obj, inputs = build(bsz)
+    opt = make(obj)
+    times, grad, info = [], None, None
+    for r in range(repeats + 1):
+        leaf = inputs[key].clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        sol, info = solve_with(opt, {**inputs, key: leaf}, **kwargs)
+        (g,) = torch.autograd.grad(_loss(sol, weights).sum(), leaf)
+        if r:
+            times.append(time.perf_counter() - t0)
+        grad = g[(slice(None), *index)]
+    rel = ((grad - fd).abs().max() / fd.abs().max()).item()
+    return statistics.median(times), info.last_err.mean().item(), rel
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)
+    rows = []
+    for label, build, bsz, wrt, h in PROBLEMS:
+        ref_obj, inputs = build(bsz)
+        reference = tight_gauss_newton(ref_obj, max_iterations=30)
+        with torch.no_grad():
+            sol, _ = solve_with(reference, inputs)
+        weights = _loss_weights(sol)
+
+        def ref_loss(inp, reference=reference, weights=weights):
+            with torch.no_grad():
+                s, _ = solve_with(reference, inp)
+            return _loss(s, weights)
+
+        fd = central_difference(ref_loss, inputs, wrt[0], wrt[1], h=h)
+        repeats = 5 if bsz == 1 else 3
+        for name, (make, kwargs) in METHODS.items():
+            t, err, rel = run_one(build, bsz, wrt, h, make, kwargs, fd, weights, repeats)
+            rows.append((label, name, t, err, rel))
+            print(f"  {label:16s} {name:30s} {t * 1e3:9.1f} ms", flush=True)
+
+    print()
+    hdr = (f"{'problem':16s} {'method':30s} {'fwd+bwd ms':>11s} {'vs LM':>7s} "
+           f"{'final err':>12s} {'grad rel err':>13s}")
+    print(hdr)
+    print("-" * len(hdr))
+    for label, name, t, err, rel in rows:
+        lm = next(r[2] for r in rows if r[0] == label and r[1] == REFERENCE)
+        print(f"{label:16s} {name:30s} {t * 1e3:11.1f} {t / lm:7.2f} {err:12.6e} {rel:13.2e}")
+    _plot(rows)
+
+
+def _plot(rows) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(r[0] for r in rows))
+    names = list(METHODS)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        ts = [next(r[2] for r in rows if r[0] == lb and r[1] == name) * 1e3 for lb in labels]
+        es = [max(next(r[4] for r in rows if r[0] == lb and r[1] == name), 1e-16)
+              for lb in labels]
+        xs = [i + k * width for i in range(len(labels))]
+        axes[0].bar(xs, ts, width, label=name)
+        axes[1].bar(xs, es, width, label=name)
+    for ax, title in zip(axes, ["forward+backward time (ms)",
+                                "gradient rel. error vs finite differences"], strict=True):
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels)
+        ax.set_yscale("log")
+        ax.set_title(title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    OUT.mkdir(exist_ok=True)
+    fig.savefig(OUT / "bench_theseus.png", dpi=120)
+    print(f"\nwrote {OUT / 'bench_theseus.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -90,7 +90,11 @@ class _Group:
 
     def vjp(self, gx: np.ndarray, gy: np.ndarray, gs: np.ndarray | None):
         """The core's (dP_full, dq, dA, db) as (B, .) float64 arrays (dP None without P)."""
-        grads = conic_vjp(self.state, gx, gy, gs)
+        try:
+            grads = conic_vjp(self.state, gx, gy, gs)
+        except RuntimeError as err:  # the core numbers items within this group
+            raise RuntimeError(f"{err} [core batch item k is diffcp batch item items[k], "
+                               f"items = {self.items}]") from err
         return tuple(None if g is None else g.numpy() for g in grads)
 
 

@@ -253,3 +253,33 @@ def test_values_in_pattern_including_an_empty_a():
                          torch.tensor([-1.0, 2.0], dtype=torch.float64),
                          torch.tensor(a), torch.ones(3, dtype=torch.float64))
     assert torch.allclose(sol.x, torch.tensor([1.0, -2.0], dtype=torch.float64), atol=1e-8)
+
+
+@pytest.mark.parametrize("backward", ["dense", "sparse"])
+def test_other_device_in_same_device_out(backward):
+    """Inputs on another device (simulated: tests/simulated_device.py; no GPU here) come back
+    on it, in their dtype, outputs and gradients, with the same values as a CPU run; the
+    core never mixes devices and solves on CPU copies (numpy of a device tensor raises)."""
+    from simulated_device import SIM_DEVICE, SimulatedDevice, on_cpu
+
+    bt = suite_batch("socp", batch=2)
+    st = _structure(bt)
+    opts = pk.SolveOptions(backward=backward)
+
+    def run(to_device):
+        vals = [t.to(SIM_DEVICE) if to_device else t for t in _values(bt, torch.float32)]
+        vals = [t.requires_grad_() for t in vals]
+        sol = pk.conic_solve(st, *vals, opts)
+        (sol.x.sum() + (sol.y * sol.s).sum() + sol.y.pow(2).sum()).backward()
+        return sol, [v.grad for v in vals]
+
+    ref_sol, ref_grads = run(False)
+    with SimulatedDevice():
+        sol, grads = run(True)
+        for t, ref in zip((sol.x, sol.y, sol.s, *grads), (ref_sol.x, ref_sol.y, ref_sol.s,
+                                                          *ref_grads), strict=True):
+            assert t.device == SIM_DEVICE and t.dtype == torch.float32
+            assert torch.equal(on_cpu(t), ref)
+        _, state = pk.conic_forward(st, *[t.to(SIM_DEVICE) for t in _values(bt)], opts)
+        vjp = pk.conic_vjp(state, torch.ones(bt.n, dtype=torch.float64).to(SIM_DEVICE))
+        assert all(g.device == SIM_DEVICE and g.dtype == torch.float64 for g in vjp)

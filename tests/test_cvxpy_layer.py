@@ -400,3 +400,29 @@ def test_device_is_preserved():
     assert x.device == params[0].device
     x.sum().backward()
     assert all(p.grad.device == params[0].device for p in params)
+
+
+@pytest.mark.parametrize("name", ["qp", "socp"])
+def test_device_is_preserved_on_a_simulated_device(name):
+    """CvxpyLayer(solver="pounce") with float32 parameters on another device (simulated:
+    tests/simulated_device.py, CPU-backed, refuses cross-device ops and numpy): solutions
+    and gradients come back on that device and dtype, equal to a CPU run."""
+    from simulated_device import SIM_DEVICE, SimulatedDevice, on_cpu
+
+    case = CASES[name]()
+    layer = _layer(case)
+    values = case.values(0)
+
+    def run(to_device):
+        ps = [torch.tensor(v, dtype=torch.float32) for v in values]
+        ps = [(p.to(SIM_DEVICE) if to_device else p).requires_grad_(True) for p in ps]
+        out = layer(*ps)
+        sum((o * o).sum() for o in out).backward()
+        return list(out), [p.grad for p in ps]
+
+    ref_out, ref_grads = run(False)
+    with SimulatedDevice():
+        out, grads = run(True)
+        for t, ref in zip(out + grads, ref_out + ref_grads, strict=True):
+            assert t.device == SIM_DEVICE and t.dtype == torch.float32
+            assert torch.allclose(on_cpu(t), ref, rtol=1e-6, atol=1e-7)

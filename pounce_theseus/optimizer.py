@@ -425,12 +425,36 @@ class PounceOptimizer(NonlinearOptimizer):
         """Leave ``x* (+) (delta - delta.detach())`` in the optim vars, with ``delta`` the
         implicit step of :func:`pounce_kkt.nlp_kkt.implicit_step` (value x*, derivative
         the IFT one). Elements that did not converge get no gradient."""
-        chart = structure.chart
-        bsz, n = self.objective.batch_size, structure.n
-        dtype = chart.base[0].dtype
         ok = torch.as_tensor(res.converged)
         if not bool(ok.any()):
             return
+        saved = self._sanitise_failed_rows(ok)
+        try:
+            self._implicit_step(structure, bounds, res, ok)
+        finally:
+            for var, tensor in saved:
+                var.update(tensor)
+
+    def _sanitise_failed_rows(self, ok: torch.Tensor) -> list:
+        """Give elements that did not converge finite, detached aux data (a copy of a
+        converged element's) for the backward, so their NaNs cannot reach a shared
+        parameter through 0 * NaN products; returns what to restore."""
+        saved = []
+        if bool(ok.all()):
+            return saved
+        good = int(ok.nonzero()[0])
+        for var in self.objective.aux_vars.values():
+            t = var.tensor
+            if t.ndim >= 1 and t.shape[0] == ok.numel() and ok.numel() > 1:
+                mask = ok.view(-1, *([1] * (t.ndim - 1))).to(t.device)
+                saved.append((var, t))
+                var.update(torch.where(mask, t, t[good : good + 1].detach()))
+        return saved
+
+    def _implicit_step(self, structure, bounds, res, ok: torch.Tensor) -> None:
+        chart = structure.chart
+        bsz, n = self.objective.batch_size, structure.n
+        dtype = chart.base[0].dtype
         nlp = BatchNlp(structure, self.hessian, np.arange(bsz), bounds)
         with torch.enable_grad():
             delta0 = chart.zeros(bsz).requires_grad_(True)

@@ -48,6 +48,7 @@ def test_nan_element_fails_alone():
     sol3, _ = solve_with(PounceOptimizer(obj3, tol=1e-10), {**sub, "y": y_alone})
     (g_alone,) = torch.autograd.grad(sol3["a"].sum(), y_alone)
     assert torch.allclose(g[good], g_alone, atol=1e-9)
+    assert torch.all(g[2] == 0)
 
 
 def test_max_iterations_status():

@@ -38,7 +38,7 @@ from pounce_kkt.nlp_kkt import implicit_step
 
 from .batch_nlp import INF, BatchNlp, Evaluation, ProblemStructure
 from .constraints import Constraint, resolve_bounds
-from .hessian import make_hessian
+from .hessian import ExactHessian, make_hessian
 from .native import require_nlp_solve
 
 __all__ = ["PounceOptimizer"]
@@ -455,7 +455,8 @@ class PounceOptimizer(NonlinearOptimizer):
         chart = structure.chart
         bsz, n = self.objective.batch_size, structure.n
         dtype = chart.base[0].dtype
-        nlp = BatchNlp(structure, self.hessian, np.arange(bsz), bounds)
+        # The backward always uses the exact Lagrangian Hessian, whatever the forward used.
+        nlp = BatchNlp(structure, ExactHessian(), np.arange(bsz), bounds)
         with torch.enable_grad():
             delta0 = chart.zeros(bsz).requires_grad_(True)
             chart.apply(delta0)

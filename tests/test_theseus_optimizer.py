@@ -174,3 +174,15 @@ def test_float32_objective():
         ref, _ = solve_with(tight_gauss_newton(obj64), inputs64)
     assert sol["a"].dtype == torch.float32
     assert torch.allclose(sol["a"].double(), ref["a"], atol=1e-4)
+
+
+def test_gauss_newton_hessian_keeps_the_exact_backward():
+    grads = []
+    for hessian in ("exact", "gauss-newton"):
+        obj, inputs = pose_graph(2, n_poses=10)
+        w = inputs["loop_w"].clone().requires_grad_(True)
+        sol, _ = solve_with(PounceOptimizer(obj, tol=1e-12, hessian=hessian),
+                            {**inputs, "loop_w": w})
+        (g,) = torch.autograd.grad(_per_element_loss(sol, _loss_weights(sol)).sum(), w)
+        grads.append(g)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-7, atol=1e-10)

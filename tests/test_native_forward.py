@@ -293,10 +293,8 @@ def _tiny_qps(count):
     return random_problem_batch({"z": 1, "l": 4}, 3, batch=count, seed=7)
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
-def test_no_threads_created_per_solve():
-    bt = _tiny_qps(1000)
-    bt.solve_native()  # warm up rayon's global pool (created once per process)
+def _thread_cost_of_1100_solves(bt):
+    """(TID counter advance, change in live threads) over 1,000 batched + 100 single solves."""
     tasks0, tid0 = _tasks(), _tid_probe()
     res = bt.solve_native()  # 1,000 QPs in one batch
     for i in range(0, 1000, 10):  # and 100 single-item calls
@@ -315,10 +313,30 @@ def test_no_threads_created_per_solve():
         )
     tid1, tasks1 = _tid_probe(), _tasks()
     assert all(s == "optimal" for s in res["status"])
-    assert tasks1 <= tasks0
-    # 1,100 solves creating even one thread each would move the TID counter by >= 1,100;
-    # the allowance is for unrelated processes on the machine.
-    assert tid1 - tid0 < 300, f"TID counter moved by {tid1 - tid0} over 1,100 solves"
+    return tid1 - tid0, tasks1 - tasks0
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_no_threads_created_per_solve(monkeypatch):
+    """1,100 solves creating even one thread each would advance the TID counter by >= 1,100.
+
+    The counter is machine-wide, so other processes move it too: a measurement above the
+    bound is retried (noise is transient, per-solve threads are not).
+    ``POUNCE_FERAL_MIN_PAR_FLOPS=0`` makes a *parallel* feral backend start its thread pool
+    for every factorization, however small (checked: with ``parallel: Some(true)`` in
+    options.rs this test fails), so it pins that each item runs on feral's serial driver.
+    """
+    monkeypatch.setenv("POUNCE_FERAL_MIN_PAR_FLOPS", "0")
+    bt = _tiny_qps(1000)
+    bt.solve_native()  # warm up rayon's global pool (created once per process)
+    seen = []
+    for _ in range(3):
+        tids, tasks = _thread_cost_of_1100_solves(bt)
+        assert tasks <= 0, f"{tasks} threads left alive"
+        seen.append(tids)
+        if tids < 1000:
+            return
+    pytest.fail(f"TID counter advanced by {seen} over 1,100 solves")
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")

@@ -1,0 +1,237 @@
+"""Benchmark of the native conic core (`pounce_kkt._native`).
+
+(a) 256 dense QPs, n = 50, m = 50 (P dense PD, A dense; 10 equality + 40 inequality rows):
+    the batched forward `conic_solve_batch` against a Python loop over the same native solve
+    called one item at a time (B = 1), and the batched adjoint `kkt_adjoint_batch` against
+    the batched forward. Targets: speed-up >= 1.8x on 2 cores, adjoint <= 0.3x forward.
+(b) One sparse QP, n = 5000, m = 5000, 5 nonzeros per column of A (rows drawn near the
+    diagonal, as in discretised / staged models; P = tridiagonal-plus-diagonal, PD): forward
+    and backward complete, backward no slower than forward, peak RSS (ru_maxrss) < 2 GB.
+
+Prints a table of medians and ratios and writes benchmarks/out/bench_core.png.
+
+    python benchmarks/bench_core.py [--repeats 5] [--skip-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from pounce_kkt import _native
+
+I64 = np.int64
+OUT = Path(__file__).resolve().parent / "out"
+
+
+# ------------------------------------------------------------------------------ problems
+
+
+def _csc_parts(M: sp.csc_matrix):
+    M = sp.csc_matrix(M)
+    M.sort_indices()
+    return M.indptr.astype(I64), M.indices.astype(I64), M
+
+
+def dense_qp_batch(batch: int, n: int = 50, m: int = 50, z: int = 10, seed: int = 0) -> dict:
+    """``batch`` strictly complementary QPs with full (dense) P and A patterns."""
+    rng = np.random.default_rng(seed)
+    full = sp.csc_matrix(np.ones((n, n)))
+    p_indptr, p_indices, _ = _csc_parts(full)
+    a_indptr, a_indices, _ = _csc_parts(sp.csc_matrix(np.ones((m, n))))
+    pv, av, qs, bs = [], [], [], []
+    for _ in range(batch):
+        L = rng.standard_normal((n, n)) / np.sqrt(n)
+        P = L @ L.T + 0.1 * np.eye(n)
+        A = rng.standard_normal((m, n))
+        x = rng.standard_normal(n)
+        act = rng.random(m - z) < 0.5
+        s = np.concatenate([np.zeros(z), np.where(act, 0.0, rng.uniform(0.5, 2, m - z))])
+        y = np.concatenate([rng.standard_normal(z), np.where(act, rng.uniform(0.5, 2, m - z), 0)])
+        pv.append(P.ravel(order="F"))  # CSC order of a full pattern = column-major
+        av.append(A.ravel(order="F"))
+        qs.append(-(P @ x) - A.T @ y)
+        bs.append(A @ x + s)
+    return dict(
+        n=n, m=m, p_indptr=p_indptr, p_indices=p_indices, p_values=np.array(pv),
+        a_indptr=a_indptr, a_indices=a_indices, a_values=np.array(av), q=np.array(qs),
+        b=np.array(bs), cones={"z": z, "l": m - z},
+    )  # fmt: skip
+
+
+def sparse_qp(n: int = 5000, m: int = 5000, per_col: int = 5, band: int = 60, seed: int = 1):
+    """One sparse QP: A with ``per_col`` entries per column within ``band`` rows of the
+    diagonal; P = tridiagonal + 2 I (PD)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = [], []
+    for j in range(n):
+        c = int(j * m / n)
+        lo, hi = max(0, c - band), min(m, c + band)
+        rows.append(rng.choice(np.arange(lo, hi), per_col, replace=False))
+        cols.append(np.full(per_col, j))
+    A = sp.csc_matrix(
+        (rng.standard_normal(n * per_col), (np.concatenate(rows), np.concatenate(cols))), (m, n)
+    )
+    P = sp.diags([np.full(n - 1, -0.5), np.full(n, 2.0), np.full(n - 1, -0.5)], [-1, 0, 1])
+    p_indptr, p_indices, P = _csc_parts(P)
+    a_indptr, a_indices, A = _csc_parts(A)
+    z = m // 5
+    x = rng.standard_normal(n)
+    act = rng.random(m - z) < 0.3
+    s = np.concatenate([np.zeros(z), np.where(act, 0.0, rng.uniform(0.5, 2, m - z))])
+    y = np.concatenate([rng.standard_normal(z), np.where(act, rng.uniform(0.5, 2, m - z), 0)])
+    return dict(
+        n=n, m=m, p_indptr=p_indptr, p_indices=p_indices, p_values=P.data[None].copy(),
+        a_indptr=a_indptr, a_indices=a_indices, a_values=A.data[None].copy(),
+        q=(-(P @ x) - A.T @ y)[None], b=(A @ x + s)[None], cones={"z": z, "l": m - z},
+    ), x  # fmt: skip
+
+
+def _item(prob: dict, i: int) -> dict:
+    out = dict(prob)
+    for k in ("p_values", "a_values", "q", "b"):
+        out[k] = prob[k][i : i + 1]
+    return out
+
+
+def forward(prob: dict, **opts) -> dict:
+    return _native.conic_solve_batch(**prob, **opts)
+
+
+def adjoint(prob: dict, res: dict, seed: int = 0) -> dict:
+    """The adjoint of L = 1'x + 1'y + 1's with H = diag(s/y) (zero and nonneg rows)."""
+    B, n, m = res["x"].shape[0], prob["n"], prob["m"]
+    z = prob["cones"]["z"]
+    h = np.zeros((B, m))
+    h[:, z:] = np.maximum(res["s"][:, z:], 0) / np.maximum(res["y"][:, z:], 1e-300)
+    ok = np.array([s in ("optimal", "optimal_inaccurate") for s in res["status"]])
+    g = np.ones((B, n)), np.ones((B, m)), np.ones((B, m))
+    return _native.kkt_adjoint_batch(
+        n, m, prob["p_indptr"], prob["p_indices"], prob["p_values"], prob["a_indptr"],
+        prob["a_indices"], prob["a_values"], prob["cones"], h, np.zeros((B, 0)), res["x"],
+        res["y"], *g, ok,
+    )  # fmt: skip
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+# ------------------------------------------------------------------------------ runs
+
+
+def bench_small(repeats: int) -> dict:
+    prob = dense_qp_batch(256)
+    forward(_item(prob, 0))  # warm up rayon's pool and the code paths
+    t_batch, res = timed(lambda: forward(prob), repeats)
+    t_loop, _ = timed(lambda: [forward(_item(prob, i)) for i in range(256)], repeats)
+    t_adj, _ = timed(lambda: adjoint(prob, res), repeats)
+    assert all(s == "optimal" for s in res["status"]), set(res["status"])
+    return {
+        "batch_forward_s": t_batch,
+        "loop_forward_s": t_loop,
+        "adjoint_s": t_adj,
+        "speedup": t_loop / t_batch,
+        "adjoint_over_forward": t_adj / t_batch,
+        "iterations_mean": float(np.mean(res["iterations"])),
+        "per_item_ms": float(np.median(res["solve_time"]) * 1e3),
+    }
+
+
+def bench_large() -> dict:
+    prob, x_star = sparse_qp()
+    t_f, res = timed(lambda: forward(prob), 1)
+    assert res["status"][0] == "optimal", res["status"]
+    t_b, out = timed(lambda: adjoint(prob, res), 1)
+    assert out["solved"][0]
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+    return {
+        "forward_s": t_f,
+        "backward_s": t_b,
+        "backward_over_forward": t_b / t_f,
+        "peak_rss_gb": rss_gb,
+        "iterations": int(res["iterations"][0]),
+        "x_err": float(np.abs(res["x"][0] - x_star).max()),
+    }
+
+
+def report(small: dict, large: dict | None) -> None:
+    cores = os.cpu_count()
+    rows = [
+        ("(a) 256 QPs n=m=50: batched forward", f"{small['batch_forward_s'] * 1e3:9.1f} ms"),
+        ("(a) loop of 256 single native solves", f"{small['loop_forward_s'] * 1e3:9.1f} ms"),
+        (f"(a) speed-up on {cores} cores (target >= 1.8x)", f"{small['speedup']:9.2f} x"),
+        ("(a) batched adjoint", f"{small['adjoint_s'] * 1e3:9.1f} ms"),
+        ("(a) adjoint / forward (target <= 0.3)", f"{small['adjoint_over_forward']:9.3f}"),
+        ("(a) per-item solve (median), iterations", f"{small['per_item_ms']:6.2f} ms, "
+         f"{small['iterations_mean']:.1f}"),
+    ]  # fmt: skip
+    if large:
+        rows += [
+            ("(b) sparse QP n=m=5000: forward", f"{large['forward_s']:9.2f} s"),
+            ("(b) backward", f"{large['backward_s']:9.2f} s"),
+            ("(b) backward / forward (target <= 1)", f"{large['backward_over_forward']:9.3f}"),
+            ("(b) peak RSS (target < 2 GB)", f"{large['peak_rss_gb']:9.2f} GB"),
+            ("(b) iterations, max |x - x*|", f"{large['iterations']}, {large['x_err']:.1e}"),
+        ]
+    w = max(len(r[0]) for r in rows)
+    print(f"{'measure (medians)':<{w}}  value")
+    print("-" * (w + 20))
+    for name, val in rows:
+        print(f"{name:<{w}}  {val}")
+
+
+def plot(small: dict, large: dict | None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2 if large else 1, figsize=(10 if large else 5, 4))
+    axes = np.atleast_1d(axes)
+    ax = axes[0]
+    names = ["loop of B=1", "batched fwd", "batched adjoint"]
+    vals = [small["loop_forward_s"], small["batch_forward_s"], small["adjoint_s"]]
+    ax.bar(names, np.array(vals) * 1e3, color=["#999999", "#1f77b4", "#ff7f0e"])
+    ax.set_ylabel("ms (median)")
+    ax.set_title(
+        f"256 QPs n=m=50: {small['speedup']:.2f}x, adj/fwd {small['adjoint_over_forward']:.2f}"
+    )
+    if large:
+        ax = axes[1]
+        ax.bar(["forward", "backward"], [large["forward_s"], large["backward_s"]],
+               color=["#1f77b4", "#ff7f0e"])  # fmt: skip
+        ax.set_ylabel("s")
+        ax.set_title(f"sparse QP n=m=5000, peak RSS {large['peak_rss_gb']:.2f} GB")
+    fig.tight_layout()
+    path = OUT / "bench_core.png"
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--skip-large", action="store_true")
+    args = ap.parse_args()
+    small = bench_small(args.repeats)
+    large = None if args.skip_large else bench_large()
+    report(small, large)
+    print(f"wrote {plot(small, large)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -332,7 +332,8 @@ def test_no_threads_created_per_solve(monkeypatch):
     seen = []
     for _ in range(3):
         tids, tasks = _thread_cost_of_1100_solves(bt)
-        assert tasks <= 0, f"{tasks} threads left alive"
+        # A few threads may start elsewhere in the process meanwhile (BLAS, torch pools).
+        assert tasks < 50, f"{tasks} more threads alive after 1,100 solves"
         seen.append(tids)
         if tids < 1000:
             return

@@ -100,6 +100,7 @@ class BatchNlp:
         self.batch_size = self.th_objective.batch_size
         self.bounds = bounds
         self.on_iteration = on_iteration
+        self.restoration_iterations = 0
         self._cache_key: bytes | None = None
         self._cache: Evaluation | None = None
         ref = self.chart.base[0]
@@ -192,6 +193,7 @@ class BatchNlp:
         return self.from_rows(self.hessian_values(ev, obj_factor, lam))
 
     def iteration(self, it, obj, inf_pr, inf_du, mu, restoration, x) -> bool:
+        self.restoration_iterations += int(bool(restoration))
         if self.on_iteration is None:
             return True
         return bool(self.on_iteration(int(it), x, bool(restoration)))

@@ -125,6 +125,7 @@ class PounceOptimizer(NonlinearOptimizer):
         self._warned: set[str] = set()
         self._obj64: Objective | bool | None = None
         self.last_solve: dict[str, Any] = {}
+        self._restoration_iterations = 0
 
     # ------------------------------------------------------------------ keywords
     def _warn_once(self, key: str, message: str) -> None:
@@ -165,6 +166,7 @@ class PounceOptimizer(NonlinearOptimizer):
         with torch.no_grad():
             info = self._init_info(track_best_solution, track_err_history, track_state_history)
         bsz = self.objective.batch_size
+        self._restoration_iterations = 0
         solve_obj, constraints = self._float64_problem()
         structure = ProblemStructure(solve_obj, constraints)
         bounds = resolve_bounds(self.bounds_spec, solve_obj, bsz)
@@ -276,6 +278,7 @@ class PounceOptimizer(NonlinearOptimizer):
             chart.recenter()
             out["recentred_delta"] = delta
         out["iterations"] = total_iters
+        self._restoration_iterations += out["restoration_iterations"]
         return out
 
     @staticmethod
@@ -319,6 +322,7 @@ class PounceOptimizer(NonlinearOptimizer):
         out: dict[str, Any] = {
             "status": raw["status"],
             "iterations": int(raw["iterations"]),
+            "restoration_iterations": nlp.restoration_iterations,
             "x": raw["x"],
         }
         if raw["x"] is None:
@@ -418,6 +422,7 @@ class PounceOptimizer(NonlinearOptimizer):
         self.last_solve = {
             "status": list(res.status), "iterations": res.iterations.copy(),
             "kkt_error": res.kkt_error.copy(),
+            "restoration_iterations": self._restoration_iterations,
         }
 
     # ------------------------------------------------------------------ backward

@@ -226,3 +226,23 @@ def test_inequality_constraint_inactive_and_active():
         boxed, _ = solve_with(PounceOptimizer(obj, tol=1e-12, constraints=[big]), inputs)
     for k in free:
         assert torch.allclose(free[k], boxed[k], atol=1e-7)
+
+
+def test_restoration_phase_is_wired():
+    """``start_with_resto`` makes POUNCE begin in its restoration phase. Iterations flagged
+    as restoration come only from the inner MinC1Norm sub-solve (pounce-algorithm sets the
+    flag nowhere else; with no restoration wired in, the option is ignored with a warning),
+    and the solve then converges to the reference."""
+    bsz = 2
+    obj, inputs, con, rv = _circle_problem(bsz)
+    rv.update(torch.full((bsz, 1), 1.2, dtype=torch.float64))
+    start = {**inputs, **{f"p{i}": 3.0 * inputs[f"p{i}"] for i in range(K)}}
+    opt = PounceOptimizer(obj, tol=1e-12, constraints=[con],
+                          solver_options={"start_with_resto": "yes"})
+    with torch.no_grad():
+        sol, info = solve_with(opt, start)
+    assert opt.last_solve["restoration_iterations"] > 0
+    assert all(s == th.NonlinearOptimizerStatus.CONVERGED for s in info.status)
+    p = torch.cat([sol[f"p{i}"] for i in range(K)], 1).numpy()
+    ref = _scipy_circle(inputs["t"].numpy(), np.full(bsz, 1.2))
+    assert np.allclose(p, ref, atol=1e-6, rtol=0)

@@ -5,25 +5,16 @@ with central differences through the reference."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import scipy.optimize as so
 import theseus as th
 import torch
+from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus import Constraint, PounceOptimizer
-from pounce_theseus.demo_problems import curve_fit, one_torch_thread, solve_with
-from pounce_theseus.native import MISSING_REASON, nlp_solve
+from pounce_theseus.demo_problems import curve_fit, solve_with
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.xfail(nlp_solve is None, reason=MISSING_REASON, run=False),
-]
+pytestmark = THESEUS_MARKS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
 # Analytic Jacobians below: scipy's default 2-point Jacobian limits the solution to ~1e-8.
 TOLS = {"xtol": 1e-15, "ftol": 1e-15, "gtol": 1e-15}
 # MINPACK's LM for the unconstrained reference: trf stalls near |J'r| ~ 1e-8 there.

@@ -8,22 +8,14 @@ import math
 import pytest
 import theseus as th
 import torch
+from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus import PounceOptimizer
-from pounce_theseus.demo_problems import curve_fit, one_torch_thread, pose_graph, solve_with
-from pounce_theseus.native import MISSING_REASON, nlp_solve
+from pounce_theseus.demo_problems import curve_fit, pose_graph, solve_with
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.xfail(nlp_solve is None, reason=MISSING_REASON, run=False),
-]
+pytestmark = THESEUS_MARKS
 S = th.NonlinearOptimizerStatus
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 def test_nan_element_fails_alone():

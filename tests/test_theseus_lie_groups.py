@@ -10,26 +10,17 @@ from __future__ import annotations
 import pytest
 import theseus as th
 import torch
+from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus import PounceOptimizer
 from pounce_theseus.demo_problems import (
     central_difference,
-    one_torch_thread,
     solve_with,
     tight_gauss_newton,
 )
-from pounce_theseus.native import MISSING_REASON, nlp_solve
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.xfail(nlp_solve is None, reason=MISSING_REASON, run=False),
-]
+pytestmark = THESEUS_MARKS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
 F64 = torch.float64
 
 

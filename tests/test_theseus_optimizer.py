@@ -8,22 +8,18 @@ import warnings
 import pytest
 import theseus as th
 import torch
+from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus import PounceOptimizer
 from pounce_theseus.demo_problems import (
     central_difference,
     curve_fit,
-    one_torch_thread,
     pose_graph,
     solve_with,
     tight_gauss_newton,
 )
-from pounce_theseus.native import MISSING_REASON, nlp_solve
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-    pytest.mark.xfail(nlp_solve is None, reason=MISSING_REASON, run=False),
-]
+pytestmark = THESEUS_MARKS
 
 
 def _loss_weights(sol: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
@@ -43,11 +39,6 @@ CASES = {
     "pose_graph": (pose_graph, [("loop", (0,)), ("odom_3", (1,)), ("loop_w", (0,))], 1e-2),
 }
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
 
 
 @pytest.mark.parametrize("batch_size", [1, 64])

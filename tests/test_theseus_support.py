@@ -1,0 +1,23 @@
+"""What every Theseus test module shares: its marks and a one-thread fixture.
+
+Imported by the test_theseus_* modules (pytest puts tests/ on sys.path); it holds no tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pounce_theseus.demo_problems import one_torch_thread
+from pounce_theseus.native import MISSING_REASON, nlp_solve
+
+THESEUS_MARKS = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.xfail(nlp_solve is None, reason=MISSING_REASON, run=False),
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The solves are small; intra-op threads only contend on a shared machine."""
+    with one_torch_thread():
+        yield

@@ -150,8 +150,16 @@ impl Engine<'_> {
 /// Returns `{"x" (B, n), "y" (B, m), "s" (B, m), "status" list[str], "iterations" (B,),
 /// "solve_time" (B,) seconds}` with `y` in K* and `s = b - A x` (0 on zero rows).
 ///
+/// Engines (options.rs): zero + nonneg problems run a direct IPM on a KKT factorization
+/// whose symbolic analysis each worker reuses across its items, and fall back to POUNCE's
+/// homogeneous self-dual embedding for any item that does not end optimal (so infeasible /
+/// unbounded items are certified by the latter); conic problems run the embedding directly.
+/// `iterations` counts every IPM iteration an item spent, over both legs.
+///
 /// The batch runs on rayon's global pool with the GIL released; each item is solved
 /// single-threaded (feral's serial backend), so no OS threads are created per solve.
+/// Statuses: optimal, optimal_inaccurate, primal_infeasible, dual_infeasible,
+/// iteration_limit, time_limit, numerical_failure.
 #[pyfunction]
 #[pyo3(signature = (n, m, p_indptr, p_indices, p_values, a_indptr, a_indices, a_values, q, b,
                     cones, tol=1e-8, max_iter=200, time_limit=None, warm_x=None, warm_y=None,

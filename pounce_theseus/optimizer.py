@@ -337,10 +337,15 @@ class PounceOptimizer(NonlinearOptimizer):
         z_l, z_u = raw["z_l"].reshape(k, n), raw["z_u"].reshape(k, n)
         lam = raw["lambda"].reshape(k, m) if m else np.zeros((k, 0))
         x, at_lo, at_hi = _project_onto_bounds(x, xl.reshape(k, n), xu.reshape(k, n), z_l, z_u)
-        err = self._element_kkt_error(nlp, x, z_l, z_u, lam, gl.reshape(k, m), gu.reshape(k, m))
-        converged = err <= max(self.acceptable_tol, self.tol)
         if raw["status"] in _SUCCESS:
-            converged[:] = True
+            # The joint KKT error is the max over the blocks: every element converged.
+            err = np.full(k, float(raw["kkt_error"]))
+            converged = np.ones(k, dtype=bool)
+        else:
+            err = self._element_kkt_error(
+                nlp, x, z_l, z_u, lam, gl.reshape(k, m), gu.reshape(k, m)
+            )
+            converged = err <= max(self.acceptable_tol, self.tol)
         out.update(delta=x, z_l=z_l, z_u=z_u, lam=lam, converged=converged, kkt_error=err,
                    at_lo=at_lo, at_hi=at_hi)
         return out

@@ -81,7 +81,7 @@ def implicit_step(
         act = active if active is not None else torch.ones(jac.shape[:2], dtype=torch.bool)
         act = act.to(jac.device)
         k = kkt_matrix(h, jac.detach(), act)
-        rhs = torch.cat([grad_lagrangian, residual * act.to(residual.dtype)], dim=1)
+        rhs = torch.cat([grad_lagrangian, torch.where(act, residual, 0.0)], dim=1)
     sol = _solve(k, rhs)
     return -sol[:, :n]
 

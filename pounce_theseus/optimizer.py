@@ -486,7 +486,9 @@ class PounceOptimizer(NonlinearOptimizer):
                 jac = nlp.dense_jacobian(ev)
                 lo, hi = _constraint_limits(structure, bsz, chart.base[0])
                 act_c, target = _active_constraints(c.detach(), lam, lo.detach(), hi.detach())
+                # inactive rows may have an infinite limit; their residual is unused
                 tgt = torch.where(target, hi, lo)
+                tgt = torch.where(torch.isfinite(tgt), tgt, torch.zeros_like(tgt))
                 rows.append(jac)
                 resid.append(c - tgt)
                 active.append(act_c)

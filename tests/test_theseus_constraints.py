@@ -11,7 +11,7 @@ import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus import Constraint, PounceOptimizer
-from pounce_theseus.demo_problems import curve_fit, solve_with
+from pounce_theseus.demo_problems import central_difference, curve_fit, solve_with
 
 pytestmark = THESEUS_MARKS
 
@@ -237,3 +237,52 @@ def test_restoration_phase_is_wired():
     p = torch.cat([sol[f"p{i}"] for i in range(K)], 1).numpy()
     ref = _scipy_circle(inputs["t"].numpy(), np.full(bsz, 1.2))
     assert np.allclose(p, ref, atol=1e-6, rtol=0)
+
+
+def test_active_inequality_matches_the_equality_solution_and_gradient():
+    """|p_i|^2 <= R^2 with R well below the targets' radius is active at every point:
+    solution and implicit gradient (multipliers included) equal those of |p_i| = R,
+    which the circle test checks against scipy."""
+    bsz, radius = 2, 0.8
+    results = []
+    for kind in ("eq", "ineq"):
+        obj, inputs, con, rv = _circle_problem(bsz)
+        rv.update(torch.full((bsz, 1), radius, dtype=torch.float64))
+        if kind == "ineq":
+            con = Constraint(con.fn, con.optim_vars, con.aux_vars, lower=None, upper=0.0)
+        t = inputs["t"].clone().requires_grad_(True)
+        sol, info = solve_with(PounceOptimizer(obj, tol=1e-12, constraints=[con]),
+                               {**inputs, "t": t})
+        assert all(s == th.NonlinearOptimizerStatus.CONVERGED for s in info.status)
+        p = torch.cat([sol[f"p{i}"] for i in range(K)], 1)
+        (g,) = torch.autograd.grad((p * torch.arange(2 * K, dtype=torch.float64)).sum(), t)
+        results.append((p.detach(), g))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-8)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-7)
+
+
+def test_partly_active_inequality_gradient_matches_finite_differences():
+    """R = 1: some points sit on the circle, some inside (their rows inactive, multiplier
+    ~0). Gradient w.r.t. the targets against central differences of the forward solve."""
+    bsz = 2
+    obj, inputs, con, rv = _circle_problem(bsz)
+    rv.update(torch.full((bsz, 1), 1.0, dtype=torch.float64))
+    ineq = Constraint(con.fn, con.optim_vars, con.aux_vars, lower=None, upper=0.0)
+    opt = PounceOptimizer(obj, tol=1e-12, constraints=[ineq])
+    t = inputs["t"].clone().requires_grad_(True)
+    sol, info = solve_with(opt, {**inputs, "t": t})
+    assert all(s == th.NonlinearOptimizerStatus.CONVERGED for s in info.status)
+    p = torch.cat([sol[f"p{i}"] for i in range(K)], 1)
+    radius = p.detach().reshape(bsz, K, 2).norm(dim=2)
+    assert (radius < 1 - 1e-3).any() and (radius > 1 - 1e-9).any()
+    wts = torch.linspace(-1.0, 1.0, 2 * K, dtype=torch.float64)
+    (g,) = torch.autograd.grad((p * wts).sum(), t)
+
+    def loss(inp):
+        with torch.no_grad():
+            s, _ = solve_with(opt, inp)
+        return torch.cat([s[f"p{i}"] for i in range(K)], 1) @ wts
+
+    for j in (0, 3):
+        fd = central_difference(loss, inputs, "t", (j,), h=1e-4)
+        assert torch.allclose(g[:, j], fd, rtol=1e-6, atol=1e-8), (g[:, j], fd)

@@ -3,7 +3,8 @@
 Problems (pounce_theseus.demo_problems): the SE2 pose graph (30 poses, inconsistent loop
 closure) at B=1 and B=64, and the curve fit y = a exp(b x) at B=64. For each method:
 
-- forward+backward wall time (median over repeats, after one warm-up), through
+- forward+backward wall time (median over repeats run round robin across the methods,
+  after one warm-up), through
   ``TheseusLayer`` with the backward of a fixed random linear loss of the solution;
 - final error (mean of ``info.last_err``);
 - gradient error: max relative error, over the batch, of d loss / d (one aux input)
@@ -69,21 +70,24 @@ def _loss(sol, weights):
     return sum((sol[k] * w).flatten(1).sum(1) for k, w in weights.items())
 
 
-def run_one(build, bsz, wrt, h, make, kwargs, fd, weights, repeats):
-    key, index = wrt
-    obj, inputs = build(bsz)
-    opt = make(obj)
-    times, grad, info = [], None, None
-    for r in range(repeats + 1):
-        leaf = inputs[key].clone().requires_grad_(True)
+class _Case:
+    """One method on one problem: its own objective, optimizer and inputs."""
+
+    def __init__(self, build, bsz, wrt, make, kwargs, weights):
+        self.key, self.index = wrt
+        self.obj, self.inputs = build(bsz)
+        self.opt, self.kwargs, self.weights = make(self.obj), kwargs, weights
+        self.times: list[float] = []
+        self.grad = self.info = None
+
+    def run(self, timed: bool) -> None:
+        leaf = self.inputs[self.key].clone().requires_grad_(True)
         t0 = time.perf_counter()
-        sol, info = solve_with(opt, {**inputs, key: leaf}, **kwargs)
-        (g,) = torch.autograd.grad(_loss(sol, weights).sum(), leaf)
-        if r:
-            times.append(time.perf_counter() - t0)
-        grad = g[(slice(None), *index)]
-    rel = ((grad - fd).abs().max() / fd.abs().max()).item()
-    return statistics.median(times), info.last_err.mean().item(), rel
+        sol, self.info = solve_with(self.opt, {**self.inputs, self.key: leaf}, **self.kwargs)
+        (g,) = torch.autograd.grad(_loss(sol, self.weights).sum(), leaf)
+        if timed:
+            self.times.append(time.perf_counter() - t0)
+        self.grad = g[(slice(None), *self.index)]
 
 
 def main() -> None:
@@ -103,10 +107,16 @@ def main() -> None:
             return _loss(s, weights)
 
         fd = central_difference(ref_loss, inputs, wrt[0], wrt[1], h=h)
-        repeats = 5 if bsz == 1 else 3
-        for name, (make, kwargs) in METHODS.items():
-            t, err, rel = run_one(build, bsz, wrt, h, make, kwargs, fd, weights, repeats)
-            rows.append((label, name, t, err, rel))
+        cases = {name: _Case(build, bsz, wrt, make, kwargs, weights)
+                 for name, (make, kwargs) in METHODS.items()}
+        # round robin, so a change in machine load hits every method alike
+        for r in range(1 + (7 if bsz == 1 else 5)):
+            for case in cases.values():
+                case.run(timed=r > 0)
+        for name, case in cases.items():
+            t = statistics.median(case.times)
+            rel = ((case.grad - fd).abs().max() / fd.abs().max()).item()
+            rows.append((label, name, t, case.info.last_err.mean().item(), rel))
             print(f"  {label:16s} {name:30s} {t * 1e3:9.1f} ms", flush=True)
 
     print()

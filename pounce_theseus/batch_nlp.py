@@ -35,6 +35,18 @@ class Evaluation:
     e: torch.Tensor  # (B, m_e) weighted errors
     f: torch.Tensor  # (B,) error metric
     c: torch.Tensor | None  # (B, m_c) constraint values
+    grad_f: torch.Tensor | None = None  # (B, n), with its graph (for Hessian products)
+
+    def objective_gradient(self) -> torch.Tensor:
+        """grad of sum_b f_b w.r.t. delta, computed once with create_graph so the Hessian
+        at the same point needs only the seeded products."""
+        if self.grad_f is None:
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(
+                    self.f.sum(), self.delta, retain_graph=True, create_graph=True
+                )
+            self.grad_f = g
+        return self.grad_f
 
 
 class ProblemStructure:
@@ -175,10 +187,7 @@ class BatchNlp:
         return self.objective_value(x)
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
-        ev = self.evaluate(x)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(ev.f.sum(), ev.delta, retain_graph=True)
-        return self.from_rows(g)
+        return self.from_rows(self.evaluate(x).objective_gradient())
 
     def constraints(self, x: np.ndarray) -> np.ndarray:
         ev = self.evaluate(x)

@@ -62,11 +62,11 @@ class ExactHessian:
     name = "exact"
 
     def products(self, ev, seeds: torch.Tensor, obj_factor: float, lam: torch.Tensor | None):
-        lag = obj_factor * ev.f.sum()
+        prods = obj_factor * batched_vjp(ev.objective_gradient(), ev.delta, seeds)
         if lam is not None:
-            lag = lag + (lam * ev.c).sum()
-        g = _grad(lag, ev.delta)
-        return batched_vjp(g, ev.delta, seeds)
+            g = _grad((lam * ev.c).sum(), ev.delta)
+            prods = prods + batched_vjp(g, ev.delta, seeds)
+        return prods
 
 
 class GaussNewtonHessian:

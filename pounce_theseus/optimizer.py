@@ -381,7 +381,6 @@ class PounceOptimizer(NonlinearOptimizer):
                 bnd.var.update(t.reshape(bnd.var.tensor.shape))
         chart.recenter()
         chart.restore()
-        chart.objective.update_vectorization_if_needed()
 
     def _fill_info(self, info: NonlinearOptimizerInfo, res, track_best_solution: bool) -> None:
         with torch.no_grad():

@@ -77,3 +77,20 @@ def test_solver_args_tables_match_the_code():
     foreign = _table_rows("docs/migrating-cvxpylayers.md", "| key | what POUNCE does |")
     documented = {k.strip("` ") for row in foreign for k in row[0].split(",")}
     assert documented == set(solver_args._IGNORED) | set(solver_args._TRANSLATED)
+
+
+def test_theseus_guide_quotes_pounce_optimizer_defaults():
+    """The constructor line quoted in the Theseus guide has the code's defaults."""
+    import ast
+    import inspect
+
+    from pounce_theseus import PounceOptimizer
+
+    text = (ROOT / "docs/migrating-theseus.md").read_text()
+    quoted = re.search(r"`(PounceOptimizer\(objective, \*,.*?\))`", text, re.S).group(1)
+    call = ast.parse(" ".join(quoted.replace("*,", "").split())).body[0].value
+    params = inspect.signature(PounceOptimizer.__init__).parameters
+    assert call.keywords, "no keywords parsed from the quoted signature"
+    for kw in call.keywords:
+        assert kw.arg in params, f"the guide names {kw.arg!r}, which PounceOptimizer lacks"
+        assert ast.literal_eval(kw.value) == params[kw.arg].default, kw.arg

@@ -122,7 +122,11 @@ def main() -> None:
     ap.add_argument("--tols", type=float, nargs="+", default=[1e-8, 1e-9, 1e-10])
     ap.add_argument("--families", nargs="+", default=FAMILIES)
     args = ap.parse_args()
-    print(f"default SolveOptions().tol = {pk.SolveOptions().tol:g}; batch {args.batch}")
+    default = pk.SolveOptions()
+    chosen = {f: f"{default.tol_for(pk.ConeDims.from_any(suite_batch(f, batch=1).cones)):g}"
+              for f in args.families}
+    print(f"default SolveOptions().tol = {default.tol} (per family: {chosen}); "
+          f"batch {args.batch}")
     head = (f"{'family':7} {'tol':>6} {'x vs x*':>9} {'y vs y*':>9} {'x vs ref':>9} "
             f"{'grad vs FD':>10} {'vs tight':>9} {'iters':>6} {'ms/batch':>9}  ref / status")
     print(head)

@@ -20,7 +20,8 @@ Our options:
 |                 |         | only for MOREAU, so this is the switch for POUNCE           |
 
 "core's" defaults are those of `pounce_kkt.SolveOptions`, the one source of truth; as read
-from it when this module was imported: {core_defaults}.
+from it when this module was imported: {core_defaults} (tol=None: chosen per problem
+from its cones, see `SolveOptions`).
 A failure raises `pounce_cvxpy.LayerSolverError`, which is both a `pounce_kkt.SolverError`
 and a `diffcp.SolverError`.
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pounce_kkt import _native
+from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.cone_scaling import cone_scaling
 from pounce_kkt.dense_kkt import dense_kkt_vjp
 from pounce_kkt.errors import SOLVED_STATUSES, SolverError
@@ -21,6 +22,9 @@ from pounce_kkt.structure import ConicStructure
 from pounce_kkt.validation import batch_size, check_finite, check_last_dim
 
 BACKWARDS = ("auto", "dense", "sparse")
+# Default tolerances (SolveOptions.tol=None), measured in docs/design.md "Default tolerance".
+TOL_SOC_PSD = 1e-10
+TOL_OTHER = 1e-8
 ON_FAILURE = ("raise", "nan")
 
 
@@ -28,10 +32,12 @@ ON_FAILURE = ("raise", "nan")
 class SolveOptions:
     """Options of the forward solve and the backward.
 
-    tol, max_iter, time_limit (seconds per item, None = none): the native solve. The default
-    tol is the loosest at which solutions of every cone class but exp come out within 1e-6
-    (relative) of the exact solution on the test families (docs/design.md, "Default
-    tolerance": SOCPs with an active cone converge like sqrt(tol)).
+    tol, max_iter, time_limit (seconds per item, None = none): the native solve. tol=None
+    (the default) picks per problem the loosest tol at which solutions come out within 1e-6
+    (relative) of the exact ones on the measured families (docs/design.md, "Default
+    tolerance"): TOL_SOC_PSD when any SOC or PSD cone is present (they converge like
+    sqrt(tol)), TOL_OTHER otherwise (LP, QP, exp, power: already there, and exp solves stall
+    near 1e-8 KKT error anyway, so a tighter tol only costs iterations).
     backward: "dense" (Torch, differentiable again), "sparse" (native sparse LDL'),
     or "auto": dense when n + m <= dense_max_dim or when the backward itself is being
     differentiated (create_graph=True), sparse otherwise. (Measured on B = 64 cvxpylayers
@@ -42,7 +48,7 @@ class SolveOptions:
     for unsolved items (zero gradient) and leaves the others untouched.
     """
 
-    tol: float = 1e-10
+    tol: float | None = None
     max_iter: int = 200
     time_limit: float | None = None
     backward: str = "auto"
@@ -50,8 +56,8 @@ class SolveOptions:
     on_failure: str = "raise"
 
     def __post_init__(self) -> None:
-        if not (self.tol > 0 and np.isfinite(self.tol)):
-            raise ValueError(f"tol must be positive and finite, got {self.tol}")
+        if self.tol is not None and not (self.tol > 0 and np.isfinite(self.tol)):
+            raise ValueError(f"tol must be positive and finite (or None), got {self.tol}")
         if int(self.max_iter) < 1:
             raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
         if self.time_limit is not None and not self.time_limit >= 0:
@@ -60,6 +66,12 @@ class SolveOptions:
             raise ValueError(f"backward must be one of {BACKWARDS}, got {self.backward!r}")
         if self.on_failure not in ON_FAILURE:
             raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {self.on_failure!r}")
+
+    def tol_for(self, cones: ConeDims) -> float:
+        """The tol the native solve gets for a problem with these cones."""
+        if self.tol is not None:
+            return float(self.tol)
+        return TOL_SOC_PSD if (cones.q or cones.s) else TOL_OTHER
 
     def backward_path(self, dim: int, create_graph: bool) -> str:
         """"dense" or "sparse" for a KKT system of order `dim` (= n + m)."""
@@ -178,7 +190,7 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
     out = _native.conic_solve_batch(
         st.n, st.m, st.p_indptr, st.p_indices, _np(v["P"]), st.a_indptr, st.a_indices,
         _np(v["A"]), _np(v["q"]), _np(v["b"]), st.cones.to_dict(),
-        tol=float(options.tol), max_iter=int(options.max_iter),
+        tol=options.tol_for(st.cones), max_iter=int(options.max_iter),
         time_limit=None if options.time_limit is None else float(options.time_limit),
         warm_x=warm[0], warm_y=warm[1], warm_s=warm[2],
     )

@@ -225,6 +225,29 @@ def test_default_options_meet_1e6_on_socp_with_active_cones():
             assert rel_err(sol.x[i].numpy(), ref["x"]) < 1e-6, i
 
 
+@pytest.mark.parametrize("family", ["lp", "qp", "exp", "power", "psd"])
+def test_default_options_meet_1e6_on_every_family(family):
+    """SolveOptions() (tol chosen per problem: tighter only with SOC/PSD cones) gives x within
+    1e-6 of the exact solution on the other families too; y as well except PSD, whose duals
+    stop near 2e-6 at the default (docs/design.md, "Default tolerance")."""
+    bt = suite_batch(family, batch=8)
+    sol = pk.conic_solve(_structure(bt), *_values(bt))
+    for i, p in enumerate(bt.problems):
+        assert rel_err(sol.x[i].numpy(), p.x_star) < 1e-6, i
+        if family != "psd":
+            assert rel_err(sol.y[i].numpy(), p.y_star) < 1e-6, i
+
+
+def test_default_tol_is_chosen_from_the_cones():
+    opts = pk.SolveOptions()
+    assert opts.tol_for(pk.ConeDims(l=3)) == opts.tol_for(pk.ConeDims(ep=1)) == pk.conic.TOL_OTHER
+    assert opts.tol_for(pk.ConeDims(l=1, q=(3,))) == pk.conic.TOL_SOC_PSD
+    assert opts.tol_for(pk.ConeDims(s=(2,), ep=1)) == pk.conic.TOL_SOC_PSD
+    assert pk.SolveOptions(tol=1e-6).tol_for(pk.ConeDims(q=(3,))) == 1e-6
+    with pytest.raises(ValueError, match="tol"):
+        pk.SolveOptions(tol=0.0)
+
+
 def test_values_in_pattern_including_an_empty_a():
     """ConicStructure.a_values / p_values read scipy matrices on the structure's patterns:
     explicit or implicit zeros inside the pattern give 0, entries outside it raise, and an A

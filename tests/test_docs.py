@@ -61,18 +61,26 @@ def test_solver_args_tables_match_the_code():
     """The cvxpylayers guide's two solver_args tables list exactly the keys the code knows,
     with the core's current defaults."""
     from pounce_cvxpy import solver_args
-    from pounce_kkt import SolveOptions
+    from pounce_kkt import ConeDims, SolveOptions
 
     ours = _table_rows("docs/migrating-cvxpylayers.md", "| key | default | meaning |")
     defaults = {row[0].strip("`"): row[1] for row in ours}
     assert set(defaults) == set(solver_args._OURS)
     core = SolveOptions()
+    meanings = {row[0].strip("`"): row[2] for row in ours}
     for key, text in defaults.items():
         expected = False if key == "warm_start" else getattr(core, key)
         if isinstance(expected, float):
             assert float(text) == expected, key
         else:
             assert text.strip('"') == str(expected), key
+    # tol=None means "chosen per problem": the guide must quote both values tol_for picks.
+    assert core.tol is None
+    soc = ConeDims(q=[3])
+    lp = ConeDims(l=2)
+    quoted = {float(v) for v in re.findall(r"\d+(?:\.\d+)?e-\d+", meanings["tol"])}
+    for cones in (soc, lp):
+        assert core.tol_for(cones) in quoted, cones
 
     foreign = _table_rows("docs/migrating-cvxpylayers.md", "| key | what POUNCE does |")
     documented = {k.strip("` ") for row in foreign for k in row[0].split(",")}

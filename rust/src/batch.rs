@@ -1,4 +1,5 @@
 //! Batched conic forward solves: one structure, many value sets, rayon across items.
+use crate::certificates::{self, Certificate};
 use crate::cone_layout::{dual_to_scs, slack_scs, warm_to_pounce, ProblemClass};
 use crate::options::{
     backend, fast_qp_options, feral_config, feral_config_fast, robust_options, SolveOptions,
@@ -127,9 +128,28 @@ impl Engine<'_> {
         x.copy_from_slice(&sol.x);
         dual_to_scs(lay, &sol.y, &sol.z, y);
         slack_scs(lay, &st.a, d.a, d.b, x, s);
+        let (mut status, mut iters) = (sol.status, sol.iters);
+        if certificates::wanted(st, status) {
+            let opts = QpOptions {
+                time_limit: self.remaining(t0.elapsed()),
+                ..self.robust
+            };
+            match certificates::find(st, d.p, d.a, d.q, d.b, &opts, mk) {
+                Some(Certificate::PrimalInfeasible { y: cert, iters: k }) => {
+                    (status, iters) = (QpStatus::PrimalInfeasible, iters + k);
+                    y.copy_from_slice(&cert);
+                }
+                Some(Certificate::DualInfeasible { x: cert, iters: k }) => {
+                    (status, iters) = (QpStatus::DualInfeasible, iters + k);
+                    x.copy_from_slice(&cert);
+                }
+                None => {}
+            }
+        }
+        certificates::normalize(st, status, d.a, d.q, d.b, x, y, s);
         ItemOut {
-            status: sol.status,
-            iters: sol.iters,
+            status,
+            iters,
             secs: t0.elapsed().as_secs_f64(),
         }
     }

@@ -398,6 +398,50 @@ impl DataMap {
     }
 }
 
+/// A linear conic program given directly as SCS-form triplets `(row, col, value)` of `A`
+/// (no P): the POUNCE problem, with the same row mapping as [`DataMap::problem`]. Used for
+/// the auxiliary certificate problems (certificates.rs).
+pub fn linear_problem_from_triplets(
+    layout: &ConeLayout,
+    a_scs: &[(usize, usize, f64)],
+    c: Vec<f64>,
+    b: &[f64],
+) -> QpProblem {
+    let z = layout.m_eq();
+    let (mut a_eq, mut g) = (Vec::new(), Vec::new());
+    for &(r, col, v) in a_scs {
+        if r < z {
+            a_eq.push(Triplet::new(r, col, v));
+        } else {
+            g.push(Triplet::new(layout.ineq_of_scs_row[r - z], col, v));
+        }
+    }
+    QpProblem {
+        n: layout.n,
+        p_lower: Vec::new(),
+        c,
+        a: a_eq,
+        b: b[..z].to_vec(),
+        g,
+        h: layout.scs_row_of_ineq.iter().map(|&r| b[r]).collect(),
+        lb: Vec::new(),
+        ub: Vec::new(),
+    }
+}
+
+/// `M` with `(u, v, w) in K_exp*  <=>  M (u, v, w) in K_exp`, in SCS orientation:
+/// `K_exp* = {u < 0, -u exp(v/u) <= e w}`, i.e. `(-v, -u, e w) in K_exp`. As `(row, col,
+/// value)` over the triple.
+pub fn exp_dual_map() -> [(usize, usize, f64); 3] {
+    [(0, 1, -1.0), (1, 0, -1.0), (2, 2, std::f64::consts::E)]
+}
+
+/// The same for the power cone: `K_a* = {(u/a)^a (v/(1-a))^(1-a) >= |w|, u, v >= 0}`, i.e.
+/// `(u/a, v/(1-a), w) in K_a` (SCS orientation, abs entry last).
+pub fn power_dual_map(a: f64) -> [(usize, usize, f64); 3] {
+    [(0, 0, 1.0 / a), (1, 1, 1.0 / (1.0 - a)), (2, 2, 1.0)]
+}
+
 /// SCS `(x, y)` warm start -> POUNCE. The SCS slack is implied by `x` (POUNCE re-derives
 /// `h - G x` and recentres it), so it does not enter.
 pub fn warm_to_pounce(layout: &ConeLayout, x: &[f64], y: &[f64]) -> QpWarmStart {

@@ -8,6 +8,7 @@
 use pyo3::prelude::*;
 
 pub mod batch;
+pub mod certificates;
 pub mod cone_layout;
 pub mod kkt_adjoint;
 pub mod nlp;

@@ -120,12 +120,21 @@ def adjoint(prob: dict, res: dict, seed: int = 0) -> dict:
     )  # fmt: skip
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def timed(fn, repeats: int, cpu: list | None = None) -> tuple[float, object]:
+    """Median wall time of ``fn``; with ``cpu`` also appends the process CPU seconds per
+    wall second (2.0 = both cores busy on a 2-core machine; lower = the box was shared)."""
     times, out = [], None
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         out = fn()
         times.append(time.perf_counter() - t)
+        if cpu is not None:
+            cpu.append((_cpu() - c) / times[-1])
     return statistics.median(times), out
 
 
@@ -135,7 +144,8 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 def bench_small(repeats: int) -> dict:
     prob = dense_qp_batch(256)
     forward(_item(prob, 0))  # warm up rayon's pool and the code paths
-    t_batch, res = timed(lambda: forward(prob), repeats)
+    util: list = []
+    t_batch, res = timed(lambda: forward(prob), repeats, util)
     t_loop, _ = timed(lambda: [forward(_item(prob, i)) for i in range(256)], repeats)
     t_adj, _ = timed(lambda: adjoint(prob, res), repeats)
     assert all(s == "optimal" for s in res["status"]), set(res["status"])
@@ -147,6 +157,7 @@ def bench_small(repeats: int) -> dict:
         "adjoint_over_forward": t_adj / t_batch,
         "iterations_mean": float(np.mean(res["iterations"])),
         "per_item_ms": float(np.median(res["solve_time"]) * 1e3),
+        "cpu_per_wall": statistics.median(util),
     }
 
 
@@ -177,6 +188,8 @@ def report(small: dict, large: dict | None) -> None:
         ("(a) adjoint / forward (target <= 0.3)", f"{small['adjoint_over_forward']:9.3f}"),
         ("(a) per-item solve (median), iterations", f"{small['per_item_ms']:6.2f} ms, "
          f"{small['iterations_mean']:.1f}"),
+        ("(a) batched fwd: CPU s per wall s", f"{small['cpu_per_wall']:9.2f} "
+         f"(of {cores}; less = box shared)"),
     ]  # fmt: skip
     if large:
         rows += [

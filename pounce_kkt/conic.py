@@ -23,8 +23,8 @@ from pounce_kkt.validation import batch_size, check_finite, check_last_dim
 
 BACKWARDS = ("auto", "dense", "sparse")
 # Default tolerances (SolveOptions.tol=None), measured in docs/design.md "Default tolerance".
-TOL_SOC_PSD = 1e-10
-TOL_OTHER = 1e-8
+TOL_CONIC = 1e-10
+TOL_QP = 1e-8
 ON_FAILURE = ("raise", "nan")
 
 
@@ -33,11 +33,11 @@ class SolveOptions:
     """Options of the forward solve and the backward.
 
     tol, max_iter, time_limit (seconds per item, None = none): the native solve. tol=None
-    (the default) picks per problem the loosest tol at which solutions come out within 1e-6
-    (relative) of the exact ones on the measured families (docs/design.md, "Default
-    tolerance"): TOL_SOC_PSD when any SOC or PSD cone is present (they converge like
-    sqrt(tol)), TOL_OTHER otherwise (LP, QP, exp, power: already there, and exp solves stall
-    near 1e-8 KKT error anyway, so a tighter tol only costs iterations).
+    (the default) picks the tol per problem class (docs/design.md, "Default tolerance"):
+    TOL_QP when every row is a zero or nonneg row (LP/QP: within ~3e-8 of the exact solution
+    there already), TOL_CONIC with any SOC, PSD, exp or power cone (SOC and PSD converge like
+    sqrt(tol) and need it for 1e-6; exp solutions are accurate at 1e-8 but two nearby solves
+    differ by ~1e-9, which finite-difference checks of gradients see).
     backward: "dense" (Torch, differentiable again), "sparse" (native sparse LDL'),
     or "auto": dense when n + m <= dense_max_dim or when the backward itself is being
     differentiated (create_graph=True), sparse otherwise. (Measured on B = 64 cvxpylayers
@@ -71,7 +71,8 @@ class SolveOptions:
         """The tol the native solve gets for a problem with these cones."""
         if self.tol is not None:
             return float(self.tol)
-        return TOL_SOC_PSD if (cones.q or cones.s) else TOL_OTHER
+        curved = cones.q or cones.s or cones.ep or cones.p
+        return TOL_CONIC if curved else TOL_QP
 
     def backward_path(self, dim: int, create_graph: bool) -> str:
         """"dense" or "sparse" for a KKT system of order `dim` (= n + m)."""

@@ -227,7 +227,7 @@ def test_default_options_meet_1e6_on_socp_with_active_cones():
 
 @pytest.mark.parametrize("family", ["lp", "qp", "exp", "power", "psd"])
 def test_default_options_meet_1e6_on_every_family(family):
-    """SolveOptions() (tol chosen per problem: tighter only with SOC/PSD cones) gives x within
+    """SolveOptions() (tol chosen per problem: tighter with any non-polyhedral cone) gives x within
     1e-6 of the exact solution on the other families too; y as well except PSD, whose duals
     stop near 2e-6 at the default (docs/design.md, "Default tolerance")."""
     bt = suite_batch(family, batch=8)
@@ -240,9 +240,10 @@ def test_default_options_meet_1e6_on_every_family(family):
 
 def test_default_tol_is_chosen_from_the_cones():
     opts = pk.SolveOptions()
-    assert opts.tol_for(pk.ConeDims(l=3)) == opts.tol_for(pk.ConeDims(ep=1)) == pk.conic.TOL_OTHER
-    assert opts.tol_for(pk.ConeDims(l=1, q=(3,))) == pk.conic.TOL_SOC_PSD
-    assert opts.tol_for(pk.ConeDims(s=(2,), ep=1)) == pk.conic.TOL_SOC_PSD
+    assert opts.tol_for(pk.ConeDims(z=1, l=3)) == pk.conic.TOL_QP
+    for cones in (pk.ConeDims(l=1, q=(3,)), pk.ConeDims(s=(2,)), pk.ConeDims(ep=1),
+                  pk.ConeDims(z=1, p=(0.3,))):
+        assert opts.tol_for(cones) == pk.conic.TOL_CONIC, cones
     assert pk.SolveOptions(tol=1e-6).tol_for(pk.ConeDims(q=(3,))) == 1e-6
     with pytest.raises(ValueError, match="tol"):
         pk.SolveOptions(tol=0.0)

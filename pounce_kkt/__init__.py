@@ -2,7 +2,8 @@
 
 Public API (docs/design.md, "Core API"): :class:`ConeDims`, :class:`ConicStructure`,
 :class:`SolveOptions`, :func:`conic_solve` (differentiable), :func:`conic_forward` /
-:func:`conic_vjp` (the same forward and backward as plain functions), :class:`SolverError`.
+:func:`conic_vjp` (the same forward and backward as plain functions), :func:`conic_jvp`
+(the forward-mode derivative on the same KKT solve), :class:`SolverError`.
 """
 
 from pounce_kkt import _native
@@ -15,6 +16,7 @@ from pounce_kkt.conic import (
     conic_solve,
     conic_vjp,
 )
+from pounce_kkt.conic_jvp import conic_jvp
 from pounce_kkt.errors import SOLVED_STATUSES, SolverError
 from pounce_kkt.structure import ConicStructure
 
@@ -28,6 +30,7 @@ __all__ = [
     "SolverError",
     "_native",
     "conic_forward",
+    "conic_jvp",
     "conic_solve",
     "conic_vjp",
 ]

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import torch
 
+from pounce_kkt import _native
 from pounce_kkt.cone_scaling import cone_scaling, dense_h, equilibration
 from pounce_kkt.structure import ConicStructure
 
-# The native sparse adjoint's constants (rust/src/kkt_adjoint.rs), so both paths regularise
-# and refine alike: delta = REG_REL * max(1, max|P_eff|, max|A|) per item.
-REG_REL = 1e-10
-REFINE_STEPS = 10
-REFINE_TOL = 1e-14
+# Read from the native sparse adjoint (rust/src/kkt_adjoint.rs, their one definition), so
+# both paths regularise and refine alike: delta = REG_REL * max(1, max|P_eff|, max|A|) per
+# item, at most REFINE_STEPS refinement steps down to REFINE_TOL of the right-hand side.
+REG_REL: float = _native.KKT_REG_REL
+REFINE_STEPS: int = _native.KKT_REFINE_STEPS
+REFINE_TOL: float = _native.KKT_REFINE_TOL
 
 
 def dense_matrix(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,

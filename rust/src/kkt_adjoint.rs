@@ -505,7 +505,13 @@ pub fn kkt_adjoint_batch<'py>(
     Ok(out)
 }
 
+/// Registers `kkt_adjoint_batch` and the solve's constants, so the dense Torch path
+/// (pounce_kkt/dense_kkt.py) regularises and refines with the very same numbers:
+/// `KKT_REG_REL`, `KKT_REFINE_STEPS`, `KKT_REFINE_TOL`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kkt_adjoint_batch, m)?)?;
+    m.add("KKT_REG_REL", REG_REL)?;
+    m.add("KKT_REFINE_STEPS", REFINE_STEPS)?;
+    m.add("KKT_REFINE_TOL", REFINE_TOL)?;
     Ok(())
 }

@@ -18,15 +18,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from theseus.core.objective import error_squared_norm_fn
 
 from .chart import TangentChart
 from .constraints import Bound, Constraint
-from .hessian import batched_vjp
+from .hessian import GaussNewtonHessian, batched_vjp
 from .structure import HessianPattern, JacobianPattern
 
 __all__ = ["BatchNlp", "Evaluation", "ProblemStructure"]
 
 INF = 1e20
+# Largest per-element dimension whose dense Hessian block is checked for positive
+# definiteness (a batched Cholesky of (B, n, n)).
+SAFEGUARD_MAX_DIM = 200
 
 
 @dataclass
@@ -118,11 +122,22 @@ class BatchNlp:
         ref = self.chart.base[0]
         self.dtype, self.device = ref.dtype, ref.device
         self._seeds = self.s.hess.seed_tensor(self.batch_size, ref)
-        with torch.no_grad():
-            self.chart.apply(self.chart.zeros(self.batch_size))
-            c = self.s.constraint_values()
-            self.chart.restore()
-        self.m = 0 if c is None else c.shape[1]
+        if self.s.constraints and self.s.con_rows is None:
+            with torch.no_grad():  # the constraints' row counts, from one evaluation
+                self.chart.apply(self.chart.zeros(self.batch_size))
+                self.s.constraint_values()
+                self.chart.restore()
+        self.m = self.s.m
+        # Unconstrained, unbounded solves of moderate size check each element's Hessian
+        # block (see _gauss_newton_where_indefinite); with constraints or bounds only the
+        # reduced Hessian needs to be positive definite, so the full one is left alone;
+        # J'J is the Gauss-Newton Hessian only of Theseus' default 1/2 |e|^2 metric.
+        self._safeguard = bool(
+            getattr(hessian, "gauss_newton_where_indefinite", False)
+            and self.m == 0 and not bounds and self.s.n <= SAFEGUARD_MAX_DIM
+            and self.th_objective._error_metric_fn is error_squared_norm_fn
+        )
+        self._bounds_cache: tuple[np.ndarray, np.ndarray] | None = None
 
     # ----- layout -------------------------------------------------------------------
     def to_delta(self, x: np.ndarray) -> torch.Tensor:
@@ -134,6 +149,28 @@ class BatchNlp:
         return t.detach()[self.idx].reshape(-1).cpu().numpy().astype(np.float64)
 
     def variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._bounds_cache is None:
+            self._bounds_cache = self._variable_bounds()
+        return self._bounds_cache
+
+    def start(self) -> np.ndarray:
+        """The starting point: delta = 0 moved into the bounds."""
+        xl, xu = self.variable_bounds()
+        return np.clip(np.zeros(self.k * self.s.n), xl, xu)
+
+    def finite_start(self) -> np.ndarray:
+        """Per element of ``idx``: objective, errors, gradient and constraints are finite
+        at the starting point (the evaluation stays cached for the solve)."""
+        ev = self.evaluate(self.start())
+        with torch.no_grad():
+            ok = torch.isfinite(ev.f.detach()) & torch.isfinite(ev.e.detach()).all(dim=1)
+            ok &= torch.isfinite(ev.objective_gradient().detach()).all(dim=1)
+            if ev.c is not None:
+                ok &= torch.isfinite(ev.c.detach()).all(dim=1)
+        self.chart.restore()
+        return ok[self.idx].cpu().numpy()
+
+    def _variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         lo = torch.full((self.batch_size, self.s.n), -INF, dtype=torch.float64)
         hi = torch.full((self.batch_size, self.s.n), INF, dtype=torch.float64)
         base = dict(zip((v.name for v in self.chart.vars), self.chart.base, strict=True))
@@ -230,4 +267,27 @@ class BatchNlp:
                 lam_t = lam
         with torch.enable_grad():
             prods = self.hessian_strategy.products(ev, self._seeds, obj_factor, lam_t)
-        return self.s.hess.gather(prods.detach())
+        values = self.s.hess.gather(prods.detach())
+        if self._safeguard:
+            values = self._gauss_newton_where_indefinite(ev, values, obj_factor)
+        return values
+
+    def _gauss_newton_where_indefinite(
+        self, ev: Evaluation, values: torch.Tensor, obj_factor: float
+    ) -> torch.Tensor:
+        """Replace the blocks of elements whose Hessian is not positive definite by their
+        Gauss-Newton blocks ``obj_factor * J'J``. The interior-point method would
+        otherwise shift the Hessian of the WHOLE batch by one common regularisation (its
+        inertia correction), slowing every element for one element's sake; at a strict
+        minimiser the exact Hessian is positive definite, so the last iterations, and the
+        converged point, are those of the exact method."""
+        _, info = torch.linalg.cholesky_ex(self.s.hess.dense(values))
+        bad = info[self.idx] != 0
+        if not bool(bad.any()):
+            return values
+        with torch.enable_grad():
+            gn = GaussNewtonHessian().products(ev, self._seeds, obj_factor, None)
+        gn_values = self.s.hess.gather(gn.detach())
+        mask = torch.zeros(self.batch_size, 1, dtype=torch.bool, device=values.device)
+        mask[self.idx[bad]] = True
+        return torch.where(mask, gn_values, values)

@@ -10,7 +10,7 @@ concatenation of the variables' tangent vectors in the objective's ``optim_vars`
 from __future__ import annotations
 
 import torch
-from theseus import Objective
+from theseus import Objective, Vector
 
 __all__ = ["TangentChart"]
 
@@ -27,6 +27,14 @@ class TangentChart:
             self.offsets[v.name] = slice(start, start + v.dof())
             start += v.dof()
         self.dim = start
+        # Variables whose retract is Theseus' plain Vector one (x0 + delta) are set
+        # directly; the others go through Theseus' (possibly vectorised) retract.
+        self._plain = [type(v)._retract_impl is Vector._retract_impl for v in self.vars]
+        self._others = [v for v, plain in zip(self.vars, self._plain, strict=True) if not plain]
+        self._other_cols = torch.cat(
+            [torch.arange(self.offsets[v.name].start, self.offsets[v.name].stop)
+             for v in self._others]
+        ) if self._others else None
         self.base: list[torch.Tensor] = []
         self.recenter()
 
@@ -39,11 +47,18 @@ class TangentChart:
 
     def apply(self, delta: torch.Tensor) -> None:
         """Set every optim var to ``base (+) delta`` (differentiable in ``delta``)."""
-        for v, t in zip(self.vars, self.base, strict=True):
-            v.update(t)
-        # Theseus' (possibly vectorised) retract; it only updates the variables, without
-        # recomputing the vectorisation caches.
-        self.objective._retract_method(delta, self.vars, force_update=True)
+        for v, t, plain in zip(self.vars, self.base, self._plain, strict=True):
+            if plain:
+                sl = self.offsets[v.name]
+                v.update(torch.add(t, delta[:, sl]))
+            else:
+                v.update(t)
+        if self._others:
+            # Theseus' (possibly vectorised) retract; it only updates the variables,
+            # without recomputing the vectorisation caches.
+            cols = self._other_cols.to(delta.device)
+            d = delta if cols.numel() == self.dim else delta[:, cols]
+            self.objective._retract_method(d, self._others, force_update=True)
 
     def restore(self) -> None:
         """Put the base values back into the variables."""

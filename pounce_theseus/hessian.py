@@ -57,9 +57,17 @@ def _grad(output: torch.Tensor, inp: torch.Tensor, create_graph: bool = True) ->
 
 
 class ExactHessian:
-    """hess_xx of the Lagrangian by Hessian-vector products."""
+    """hess_xx of the Lagrangian by Hessian-vector products.
+
+    ``gauss_newton_where_indefinite``: in an unconstrained, unbounded forward solve an
+    element whose exact block is not positive definite gets its Gauss-Newton block for
+    that iteration (see ``BatchNlp``); the backward always uses the plain exact Hessian.
+    """
 
     name = "exact"
+
+    def __init__(self, gauss_newton_where_indefinite: bool = False):
+        self.gauss_newton_where_indefinite = gauss_newton_where_indefinite
 
     def products(self, ev, seeds: torch.Tensor, obj_factor: float, lam: torch.Tensor | None):
         prods = obj_factor * batched_vjp(ev.objective_gradient(), ev.delta, seeds)
@@ -90,7 +98,7 @@ def make_hessian(kind: str):
     """The strategy for ``hessian="exact"`` or ``hessian="gauss-newton"``."""
     key = kind.lower().replace("_", "-")
     if key == "exact":
-        return ExactHessian()
+        return ExactHessian(gauss_newton_where_indefinite=True)
     if key in ("gauss-newton", "gn"):
         return GaussNewtonHessian()
     raise ValueError(f"hessian: expected 'exact' or 'gauss-newton', got {kind!r}")

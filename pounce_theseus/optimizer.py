@@ -224,14 +224,18 @@ class PounceOptimizer(NonlinearOptimizer):
         bsz = self.objective.batch_size
         n, chart = structure.n, structure.chart
         res = _BatchResult(bsz, n)
-        finite = self._finite_start(structure)
+        first = self._start_nlp(structure, bounds, tracker)
+        finite = first.finite_start()
         res.status[~finite] = "invalid_number_detected"
         todo = np.flatnonzero(finite)
+        # The check's evaluation at the starting point is the solve's first one.
+        reuse = first if todo.size == bsz else None
         groups = [todo] if todo.size else []
         rounds = 0
         while groups:
             idx = groups.pop(0)
-            out = self._solve_recentred(structure, bounds, idx, tracker)
+            out = self._solve_recentred(structure, bounds, idx, tracker, reuse)
+            reuse = None
             res.absorb(idx, out)
             failed = idx[~out["converged"]]
             if failed.size and failed.size < idx.size and rounds < 1:
@@ -242,30 +246,17 @@ class PounceOptimizer(NonlinearOptimizer):
         chart.restore()
         return res
 
-    def _finite_start(self, structure: ProblemStructure) -> np.ndarray:
-        chart = structure.chart
-        obj = chart.objective
-        delta = chart.zeros(obj.batch_size).requires_grad_(True)
-        with torch.enable_grad():
-            chart.apply(delta)
-            e = obj.error()
-            f = obj._error_metric_fn(e).reshape(-1)
-            (g,) = torch.autograd.grad(f.sum(), delta, allow_unused=True)
-        ok = torch.isfinite(f) & torch.isfinite(e).all(dim=1)
-        if g is not None:
-            ok &= torch.isfinite(g).all(dim=1)
-        c = structure.constraint_values()
-        if c is not None:
-            ok &= torch.isfinite(c).all(dim=1)
-        chart.restore()
-        return ok.cpu().numpy()
+    def _start_nlp(self, structure, bounds, tracker, idx=None) -> BatchNlp:
+        idx = np.arange(self.objective.batch_size) if idx is None else idx
+        return BatchNlp(structure, self.hessian, idx, bounds, tracker.callback_for(idx))
 
-    def _solve_recentred(self, structure, bounds, idx, tracker) -> dict[str, Any]:
+    def _solve_recentred(self, structure, bounds, idx, tracker, nlp=None) -> dict[str, Any]:
         """Solve elements ``idx``; re-centre Lie-group charts that moved far and re-solve."""
         chart = structure.chart
         total_iters = 0
         for attempt in range(self.max_recenters + 1):
-            out = self._solve_once(structure, bounds, idx, tracker)
+            out = self._solve_once(structure, bounds, idx, tracker, nlp)
+            nlp = None
             total_iters += out["iterations"]
             delta = out["delta"]
             far = self._chart_stretch(chart, delta) > self.recenter_angle
@@ -295,16 +286,17 @@ class PounceOptimizer(NonlinearOptimizer):
                 far = torch.maximum(far, part.norm(dim=1))
         return far
 
-    def _solve_once(self, structure, bounds, idx, tracker) -> dict[str, Any]:
+    def _solve_once(self, structure, bounds, idx, tracker, nlp=None) -> dict[str, Any]:
         nlp_solve = require_nlp_solve()
-        nlp = BatchNlp(structure, self.hessian, idx, bounds, tracker.callback_for(idx))
+        if nlp is None:
+            nlp = self._start_nlp(structure, bounds, tracker, idx)
         tracker.bind(nlp)
         k, n, m = nlp.k, structure.n, nlp.m
         xl, xu = nlp.variable_bounds()
         gl, gu = nlp.constraint_bounds()
         jr, jc = nlp.jacobian_structure()
         hr, hc = nlp.hessian_structure()
-        x0 = np.clip(np.zeros(k * n), xl, xu)
+        x0 = nlp.start()
         options = {
             "tol": self.tol,
             "max_iter": int(self.params.max_iterations),

@@ -35,14 +35,12 @@ Conventions, and where they differ from diffcp:
 |                                          | (when diffcp is installed) and of               |
 |                                          | pounce_kkt.SolverError, naming item and status  |
 
-Everything numeric goes through the shared core: pounce_kkt.conic_forward for the solve and
-pounce_kkt.conic_vjp for both derivatives. D uses the symmetry of the KKT matrix K: the
-adjoint solves K [u; v] = [gx; gy - H gs] and returns grad_q = -u, grad_b = v, so calling it
-with (gx, gy, gs) = (r1, r2, 0), the right-hand side of the linearised optimality conditions
-
-    K [dx; dy] = [r1; r2] = [-(dP x + dc + dA'y); db - dA x],   ds = r2 - A dx,
-
-gives dx = -grad_q and dy = grad_b (docs/design.md, "The KKT adjoint").
+Everything numeric goes through the shared core: pounce_kkt.conic_forward for the solve,
+pounce_kkt.conic_jvp for D and pounce_kkt.conic_vjp for DT (docs/design.md, "The KKT
+adjoint"). This module only translates layouts: SCS's upper-triangle P (and dP) to the full
+symmetric pattern, sparse dA/dP to values on the solved problem's stored patterns (D
+differentiates along those: a nonzero of dA outside A's pattern raises ValueError), and the
+batch into one core call per shared structure.
 """
 
 from __future__ import annotations
@@ -53,13 +51,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 import pounce_kkt
-from pounce_cvxpy.diffcp_data import ProgramData, group_by_structure, symmetric_from_upper
+from pounce_cvxpy.diffcp_data import ProgramData, group_by_structure
 from pounce_cvxpy.solver_args import PounceArgs, resolve
 from pounce_cvxpy.solver_interface import LayerSolverError
-from pounce_kkt import ConicState, conic_forward, conic_vjp
+from pounce_kkt import ConicState, conic_forward, conic_jvp, conic_vjp
 
 ZERO, POS, SOC, PSD, EXP, EXP_DUAL, POWER = "z", "l", "q", "s", "ep", "ed", "p"
 MODES = ("dense", "lsqr", "lsmr", "lpgd", "lpgd_right", "lpgd_left")
@@ -90,12 +87,19 @@ class _Group:
 
     def vjp(self, gx: np.ndarray, gy: np.ndarray, gs: np.ndarray | None):
         """The core's (dP_full, dq, dA, db) as (B, .) float64 arrays (dP None without P)."""
+        return self._core(conic_vjp, gx, gy, gs)
+
+    def jvp(self, dP: np.ndarray | None, dq: np.ndarray, dA: np.ndarray, db: np.ndarray):
+        """The core's (dx, dy, ds) as (B, .) float64 arrays (NaN rows for unsolved items)."""
+        return self._core(conic_jvp, dP, dq, dA, db)
+
+    def _core(self, fn: Callable, *args: Any) -> tuple:
         try:
-            grads = conic_vjp(self.state, gx, gy, gs)
+            out = fn(self.state, *args)
         except RuntimeError as err:  # the core numbers items within this group
             raise RuntimeError(f"{err} [core batch item k is diffcp batch item items[k], "
                                f"items = {self.items}]") from err
-        return tuple(None if g is None else g.numpy() for g in grads)
+        return tuple(None if t is None else t.numpy() for t in out)
 
 
 def _solve(programs: list[ProgramData], warm_starts: Sequence[Any] | None,
@@ -172,43 +176,19 @@ def _derivative(groups: list[_Group], count: int) -> Callable:
     def D_batch(dAs, dbs, dcs, dPs=None, **_lpgd_kwargs):
         dxs, dys, dss = [None] * count, [None] * count, [None] * count
         for g in groups:
-            r1, r2 = [], []
+            where = [f" (batch item {i})" if count > 1 else "" for i in g.items]
+            dirs = [g.programs[k].direction(g.state.structure, dAs[i], dbs[i], dcs[i],
+                                            None if dPs is None else dPs[i], where[k])
+                    for k, i in enumerate(g.items)]
+            dP = None
+            if g.programs[0].P is not None:
+                dP = np.stack([d[0] for d in dirs])
+            dx, dy, ds = g.jvp(dP, *(np.stack([d[j] for d in dirs]) for j in (1, 2, 3)))
             for k, i in enumerate(g.items):
-                prog = g.programs[k]
-                dP = None if dPs is None else dPs[i]
-                if dP is not None and prog.P is None:
-                    raise ValueError("P must be provided if dP is not None.")
-                a1, a2 = _rhs(prog, g.x[k], g.y[k], dAs[i], dbs[i], dcs[i], dP)
-                r1.append(a1)
-                r2.append(a2)
-            r1, r2 = np.stack(r1), np.stack(r2)
-            _, dq, _, db = g.vjp(r1, r2, None)
-            for k, i in enumerate(g.items):
-                prog = g.programs[k]
-                dx, dy = -dq[k], db[k]
-                ds = r2[k] - prog.A @ dx
-                ds[: prog.cones.z] = 0.0  # s is identically 0 on zero-cone rows
-                if not bool(g.state.ok[k]):  # unsolved (raise_on_error=False): no derivative
-                    dx, dy, ds = (np.full_like(v, np.nan) for v in (dx, dy, ds))
-                dxs[i], dys[i], dss[i] = dx, dy, ds
+                dxs[i], dys[i], dss[i] = dx[k].copy(), dy[k].copy(), ds[k].copy()
         return dxs, dys, dss
 
     return D_batch
-
-
-def _rhs(prog: ProgramData, x: np.ndarray, y: np.ndarray, dA: Any, db: Any, dc: Any,
-         dP: Any) -> tuple[np.ndarray, np.ndarray]:
-    """r1 = -(dP x + dc + dA'y), r2 = db - dA x (dP read as SCS reads P: upper triangle)."""
-    m, n = prog.A.shape
-    dA = sp.csc_matrix(dA, dtype=np.float64)
-    if dA.shape != (m, n):
-        raise ValueError(f"dA must be {m} x {n}, got {dA.shape}")
-    db = np.asarray(db, dtype=np.float64).reshape(m)
-    dc = np.asarray(dc, dtype=np.float64).reshape(n)
-    r1 = -(dc + dA.T @ y)
-    if dP is not None:
-        r1 -= symmetric_from_upper(sp.csc_matrix(dP, dtype=np.float64)) @ x
-    return r1, db - dA @ x
 
 
 def _adjoint(groups: list[_Group], count: int) -> Callable:

@@ -90,6 +90,24 @@ class ProgramData:
             return None
         return self.p_expand @ (self.P.data if user_values is None else user_values)
 
+    def direction(self, structure: ConicStructure, dA: Any, db: Any, dc: Any, dP: Any = None,
+                  where: str = "") -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+        """(dP_full, dq, dA, db) values for the core's conic_jvp from diffcp's D arguments.
+
+        dA and dP are matrices (sparse or dense); dP is read as SCS reads P (upper triangle,
+        mirrored). Both must lie on the solved problem's stored patterns. dP_full is zeros
+        when the problem has P and dP is None, None when it has no P.
+        """
+        m, n = self.A.shape
+        dA_v = _pattern_values(structure.a_values, dA, "dA" + where, (m, n))
+        dP_v = None
+        if dP is not None and self.P is None:
+            raise ValueError("P must be provided if dP is not None.")
+        if self.P is not None:
+            dP_v = (np.zeros(structure.nnz_p) if dP is None else _pattern_values(
+                lambda M: structure.p_values(symmetric_from_upper(M)), dP, "dP" + where, (n, n)))
+        return dP_v, _vector(dc, "dc" + where, n), dA_v, _vector(db, "db" + where, m)
+
     def p_gradient(self, grad_full: np.ndarray) -> sp.csc_matrix:
         """A full-pattern gradient as a matrix on the user's P pattern."""
         values = self.p_expand.T @ grad_full
@@ -107,6 +125,22 @@ def _vector(v: Any, name: str, size: int) -> np.ndarray:
     if arr.shape != (size,):
         raise ValueError(f"{name} must have {size} entries, got {np.shape(v)}")
     return arr
+
+
+def _pattern_values(values_on_pattern: Any, M: Any, name: str, shape: tuple[int, int]
+                    ) -> np.ndarray:
+    """values_on_pattern(M) for a user matrix M, with errors that name M."""
+    M = canonical_csc(M, name)
+    if M.shape != shape:
+        raise ValueError(f"{name} must be {shape[0]} x {shape[1]}, got {M.shape}")
+    if not np.all(np.isfinite(M.data)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    try:
+        return values_on_pattern(M)
+    except ValueError as err:  # nonzeros outside the pattern the problem was solved with
+        raise ValueError(f"{name}: {err}; D differentiates along the stored pattern of the "
+                         "solved problem's matrix (store explicit zeros there to widen it)"
+                         ) from err
 
 
 def _full_pattern(P: sp.csc_matrix) -> tuple[sp.csc_matrix, sp.csr_matrix]:

@@ -394,3 +394,31 @@ def test_large_sparse_program_matches_its_planted_solution_and_adjoint_identity(
     lhs = gA.multiply(dA).sum() + gb @ db + gc @ dc
     rhs = sum(gi @ di for gi, di in zip(g, D(dA, db, dc), strict=True))
     assert abs(lhs - rhs) <= 1e-8 * max(1.0, abs(rhs))
+
+
+def test_D_directions_off_the_pattern_raise_and_dP_defaults_to_zero():
+    """D takes dA (dP) on the stored pattern of A (of P), names the offending array and item;
+    a P problem's D without dP equals D with a zero dP."""
+    A, b, c, cd, P_full = _qp(2)
+    A = A.tolil()
+    A[0, 0] = 0.0  # drop one stored entry of A's pattern
+    A = A.tocsc()
+    A.eliminate_zeros()
+    x, y, s, D, DT = pounce_diffcp.solve_and_derivative(A, b, c, cd, P=P_full, eps=1e-12)
+    rng = np.random.default_rng(9)
+    dA, db, dc = _random_like(A, rng), rng.standard_normal(b.size), rng.standard_normal(c.size)
+    off = dA.tolil()
+    off[0, 0] = 1.0
+    with pytest.raises(ValueError, match="dA"):
+        D(off.tocsc(), db, dc)
+    with pytest.raises(ValueError, match="dA"):
+        D(sp.csc_matrix(np.ones((2, 2))), db, dc)
+    zero_P = P_full.copy()
+    zero_P.data[:] = 0.0
+    for u, v in zip(D(dA, db, dc), D(dA, db, dc, dP=zero_P), strict=True):
+        assert np.array_equal(u, v)
+    # Batched: the error names the batch item.
+    _, _, _, D_batch, _ = pounce_diffcp.solve_and_derivative_batch(
+        [A, A], [b, b], [c, c], [cd, cd], eps=1e-12)
+    with pytest.raises(ValueError, match=r"dA \(batch item 1\)"):
+        D_batch([dA, off.tocsc()], [db, db], [dc, dc])

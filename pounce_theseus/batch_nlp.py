@@ -138,6 +138,8 @@ class BatchNlp:
             and self.th_objective._error_metric_fn is error_squared_norm_fn
         )
         self._bounds_cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._last_hessian: tuple | None = None
+        self._replaced_blocks = False
 
     # ----- layout -------------------------------------------------------------------
     def to_delta(self, x: np.ndarray) -> torch.Tensor:
@@ -236,7 +238,22 @@ class BatchNlp:
 
     def hessian(self, x: np.ndarray, obj_factor: float, lam: np.ndarray) -> np.ndarray:
         ev = self.evaluate(x)
-        return self.from_rows(self.hessian_values(ev, obj_factor, lam))
+        self._replaced_blocks = False
+        values = self.hessian_values(ev, obj_factor, lam)
+        self._last_hessian = (self._cache_key, obj_factor, values, self._replaced_blocks)
+        return self.from_rows(values)
+
+    def objective_hessian_at(self, x: np.ndarray) -> torch.Tensor | None:
+        """The exact objective Hessian's pattern values (B, nnz) at ``x`` when the last
+        Hessian callback was at exactly ``x`` with the exact strategy, without
+        constraints (no multiplier terms), with a nonzero objective factor and no block
+        replaced; else None."""
+        if self._last_hessian is None or self.m or self.hessian_strategy.name != "exact":
+            return None
+        key, obj_factor, values, replaced = self._last_hessian
+        if key != np.ascontiguousarray(x).tobytes() or replaced or obj_factor == 0.0:
+            return None
+        return values / obj_factor
 
     def iteration(self, it, obj, inf_pr, inf_du, mu, restoration, x) -> bool:
         self.restoration_iterations += int(bool(restoration))
@@ -290,4 +307,5 @@ class BatchNlp:
         gn_values = self.s.hess.gather(gn.detach())
         mask = torch.zeros(self.batch_size, 1, dtype=torch.bool, device=values.device)
         mask[self.idx[bad]] = True
+        self._replaced_blocks = True
         return torch.where(mask, gn_values, values)

@@ -183,6 +183,7 @@ class PounceOptimizer(NonlinearOptimizer):
                 })
             structure = ProblemStructure(self.objective, self.constraints)
             bounds = resolve_bounds(self.bounds_spec, self.objective, bsz)
+            result.final_hessian = None  # it belongs to the float64 copy's chart
         self._fill_info(info, result, track_best_solution)
         if torch.is_grad_enabled():
             self._attach_implicit_gradient(structure, bounds, result)
@@ -235,6 +236,8 @@ class PounceOptimizer(NonlinearOptimizer):
         while groups:
             idx = groups.pop(0)
             out = self._solve_recentred(structure, bounds, idx, tracker, reuse)
+            # One joint solve of the whole batch: its final Hessian serves the backward.
+            res.final_hessian = out.get("final_hessian") if reuse is not None else None
             reuse = None
             res.absorb(idx, out)
             failed = idx[~out["converged"]]
@@ -340,6 +343,11 @@ class PounceOptimizer(NonlinearOptimizer):
             converged = err <= max(self.acceptable_tol, self.tol)
         out.update(delta=x, z_l=z_l, z_u=z_u, lam=lam, converged=converged, kkt_error=err,
                    at_lo=at_lo, at_hi=at_hi)
+        # The solver's last Hessian, when it was evaluated at the returned point (POUNCE
+        # evaluates one there), is the backward's: kept with the chart it lives in.
+        h = nlp.objective_hessian_at(raw["x"]) if np.array_equal(x.reshape(-1), raw["x"]) else None
+        if h is not None:
+            out["final_hessian"] = _FinalHessian(h, list(structure.chart.base), x)
         return out
 
     def _element_kkt_error(self, nlp, x, z_l, z_u, lam, gl, gu) -> np.ndarray:
@@ -453,13 +461,33 @@ class PounceOptimizer(NonlinearOptimizer):
         return saved
 
     def _implicit_step(self, structure, bounds, res, ok: torch.Tensor) -> None:
+        """Leave the implicit step in the optim vars. It is taken in the chart around the
+        solution, or, when the solver's final Hessian is at hand, in the chart that
+        Hessian lives in (at ``delta*``; same point, same function: the IFT derivative
+        does not depend on the chart)."""
+        chart = structure.chart
+        recentred = chart.base
+        reuse = res.final_hessian
+        if reuse is not None:
+            chart.base = reuse.base
+        try:
+            attached = self._implicit_step_in_chart(structure, bounds, res, ok, reuse)
+        finally:
+            chart.base = recentred
+        if not attached:
+            chart.restore()
+
+    def _implicit_step_in_chart(self, structure, bounds, res, ok, reuse) -> bool:
         chart = structure.chart
         bsz, n = self.objective.batch_size, structure.n
         dtype = chart.base[0].dtype
         # The backward always uses the exact Lagrangian Hessian, whatever the forward used.
         nlp = BatchNlp(structure, ExactHessian(), np.arange(bsz), bounds)
+        at = chart.zeros(bsz)
+        if reuse is not None:
+            at = torch.as_tensor(reuse.delta, dtype=dtype, device=at.device).clone()
         with torch.enable_grad():
-            delta0 = chart.zeros(bsz).requires_grad_(True)
+            delta0 = at.requires_grad_(True)
             chart.apply(delta0)
             e = self.objective.error()
             f = self.objective._error_metric_fn(e).reshape(-1)
@@ -468,10 +496,14 @@ class PounceOptimizer(NonlinearOptimizer):
             lag = f.sum() + ((lam * c).sum() if c is not None else 0.0)
             (grad_l,) = torch.autograd.grad(lag, delta0, create_graph=True, allow_unused=True)
             if grad_l is None or not grad_l.requires_grad:
-                chart.restore()
-                return
+                return False
             ev = Evaluation(delta0, e, f, c)
-            h = structure.hess.dense(nlp.hessian_values(ev, 1.0, lam if c is not None else None))
+            if reuse is not None:
+                h = structure.hess.dense(reuse.values.to(dtype))
+            else:
+                h = structure.hess.dense(
+                    nlp.hessian_values(ev, 1.0, lam if c is not None else None)
+                )
             rows, resid, active = [], [], []
             if c is not None:
                 jac = nlp.dense_jacobian(ev)
@@ -495,7 +527,17 @@ class PounceOptimizer(NonlinearOptimizer):
             else:
                 step = implicit_step(grad_l, h)
             step = torch.where(ok.unsqueeze(1), step, torch.zeros_like(step))
-            chart.apply(step - step.detach())
+            # value: exactly the solution written (delta* + 0); derivative: the step's
+            chart.apply(delta0.detach() + (step - step.detach()))
+        return True
+
+
+class _FinalHessian:
+    """The objective Hessian (B, nnz) the solver evaluated at its final point ``delta``
+    (B, n) of the chart with base ``base``."""
+
+    def __init__(self, values: torch.Tensor, base: list[torch.Tensor], delta: np.ndarray):
+        self.values, self.base, self.delta = values, base, delta
 
 
 class _BatchResult:
@@ -513,6 +555,7 @@ class _BatchResult:
         self.converged = np.zeros(batch_size, dtype=bool)
         self.iterations = np.zeros(batch_size, dtype=np.int64)
         self.kkt_error = np.full(batch_size, np.inf)
+        self.final_hessian: _FinalHessian | None = None
 
     def absorb(self, idx: np.ndarray, out: dict[str, Any]) -> None:
         if self.lam is None:

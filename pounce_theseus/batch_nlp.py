@@ -30,7 +30,10 @@ __all__ = ["BatchNlp", "Evaluation", "ProblemStructure"]
 INF = 1e20
 # Largest per-element dimension whose dense Hessian block is checked for positive
 # definiteness (a batched Cholesky of (B, n, n)).
-SAFEGUARD_MAX_DIM = 200
+HYBRID_MAX_DIM = 200
+# Relative decrease of an element's objective per iterate above which its Hessian block
+# stays Gauss-Newton (Fletcher and Xu's 0.2).
+GN_PROGRESS = 0.2
 
 
 @dataclass
@@ -128,17 +131,20 @@ class BatchNlp:
                 self.s.constraint_values()
                 self.chart.restore()
         self.m = self.s.m
-        # Unconstrained, unbounded solves of moderate size check each element's Hessian
-        # block (see _gauss_newton_where_indefinite); with constraints or bounds only the
-        # reduced Hessian needs to be positive definite, so the full one is left alone;
-        # J'J is the Gauss-Newton Hessian only of Theseus' default 1/2 |e|^2 metric.
-        self._safeguard = bool(
-            getattr(hessian, "gauss_newton_where_indefinite", False)
-            and self.m == 0 and not bounds and self.s.n <= SAFEGUARD_MAX_DIM
+        # Unconstrained, unbounded solves of moderate size choose each element's Hessian
+        # block (see _hybrid_values); with constraints or bounds only the reduced
+        # Hessian needs to be positive definite, so the full one is left alone; J'J is
+        # the Gauss-Newton Hessian only of Theseus' default 1/2 |e|^2 metric.
+        self._hybrid = bool(
+            getattr(hessian, "least_squares_hybrid", False)
+            and self.m == 0 and not bounds and self.s.n <= HYBRID_MAX_DIM
             and self.th_objective._error_metric_fn is error_squared_norm_fn
         )
         self._bounds_cache: tuple[np.ndarray, np.ndarray] | None = None
         self._last_hessian: tuple | None = None
+        self._f_prev: torch.Tensor | None = None
+        self._hybrid_key: bytes | None = None
+        self._use_gn: torch.Tensor | None = None
         self._replaced_blocks = False
 
     # ----- layout -------------------------------------------------------------------
@@ -282,30 +288,48 @@ class BatchNlp:
                 lam_t = full
             else:
                 lam_t = lam
+        if self._hybrid:
+            return self._hybrid_values(ev, obj_factor)
         with torch.enable_grad():
             prods = self.hessian_strategy.products(ev, self._seeds, obj_factor, lam_t)
-        values = self.s.hess.gather(prods.detach())
-        if self._safeguard:
-            values = self._gauss_newton_where_indefinite(ev, values, obj_factor)
-        return values
+        return self.s.hess.gather(prods.detach())
 
-    def _gauss_newton_where_indefinite(
-        self, ev: Evaluation, values: torch.Tensor, obj_factor: float
-    ) -> torch.Tensor:
-        """Replace the blocks of elements whose Hessian is not positive definite by their
-        Gauss-Newton blocks ``obj_factor * J'J``. The interior-point method would
-        otherwise shift the Hessian of the WHOLE batch by one common regularisation (its
-        inertia correction), slowing every element for one element's sake; at a strict
-        minimiser the exact Hessian is positive definite, so the last iterations, and the
-        converged point, are those of the exact method."""
-        _, info = torch.linalg.cholesky_ex(self.s.hess.dense(values))
-        bad = info[self.idx] != 0
-        if not bool(bad.any()):
-            return values
-        with torch.enable_grad():
-            gn = GaussNewtonHessian().products(ev, self._seeds, obj_factor, None)
-        gn_values = self.s.hess.gather(gn.detach())
-        mask = torch.zeros(self.batch_size, 1, dtype=torch.bool, device=values.device)
-        mask[self.idx[bad]] = True
-        self._replaced_blocks = True
-        return torch.where(mask, gn_values, values)
+    def _hybrid_values(self, ev: Evaluation, obj_factor: float) -> torch.Tensor:
+        """Per element, the Gauss-Newton block ``obj_factor * J'J`` or the exact one
+        (Fletcher and Xu's hybrid rule for least squares): Gauss-Newton at the first
+        iterate and while the element's objective still falls by at least
+        ``GN_PROGRESS`` of itself per iterate (a small-residual regime where it converges
+        fast and stays positive semidefinite), the exact block once progress slows (the
+        residual curvature then matters: quadratic instead of linear convergence), and
+        Gauss-Newton again where the exact block is not positive definite. Per element,
+        because the interior-point method's remedies are global: one element's
+        indefinite block would shift the Hessian of the whole batch (inertia correction)
+        and one element's poor step shortens every element's (one line search). At a
+        minimiser with nonzero residuals progress stalls and the exact block is positive
+        definite, so the last iterations are exact Newton ones; with zero residuals the
+        two blocks coincide in the limit. Either way the solve stops at the same KKT
+        tolerance."""
+        f = ev.f.detach()
+        if self._hybrid_key != self._cache_key:  # a new iterate: update the rule
+            prev = self._f_prev
+            use_gn = torch.ones_like(f, dtype=torch.bool) if prev is None else (
+                (prev - f) >= GN_PROGRESS * prev.abs()
+            )
+            self._f_prev, self._hybrid_key, self._use_gn = f.clone(), self._cache_key, use_gn
+        use_gn = self._use_gn.clone()
+        values = None
+        if not bool(use_gn[self.idx].all()):
+            with torch.enable_grad():
+                prods = self.hessian_strategy.products(ev, self._seeds, obj_factor, None)
+            values = self.s.hess.gather(prods.detach())
+            _, info = torch.linalg.cholesky_ex(self.s.hess.dense(values))
+            use_gn |= info != 0
+        if bool(use_gn[self.idx].any()):
+            with torch.enable_grad():
+                gn = GaussNewtonHessian().products(ev, self._seeds, obj_factor, None)
+            gn_values = self.s.hess.gather(gn.detach())
+            values = gn_values if values is None else torch.where(
+                use_gn.unsqueeze(1), gn_values, values
+            )
+            self._replaced_blocks = True
+        return values

@@ -5,7 +5,10 @@ Both return the values of the lower-triangular pattern (:class:`HessianPattern`)
 seeded products through Theseus' vectorised objective:
 
 - ``ExactHessian``: ``H_f = hess f``, second-order residual terms included (Hessian-vector
-  products by double backward).
+  products by double backward). ``hessian="exact"`` forward solves of unconstrained least
+  squares choose per element and iterate between it and Gauss-Newton (Fletcher and Xu's
+  hybrid rule, see ``BatchNlp._hybrid_values``); with nonzero residuals the final
+  iterations are exact Newton ones.
 - ``GaussNewtonHessian``: ``H_f = J'J`` with ``J`` the Jacobian of the weighted residuals
   (``f = 1/2 |e|^2``); cheaper and positive semidefinite, but it drops the residual
   curvature. Constraint curvature is always exact.
@@ -59,15 +62,16 @@ def _grad(output: torch.Tensor, inp: torch.Tensor, create_graph: bool = True) ->
 class ExactHessian:
     """hess_xx of the Lagrangian by Hessian-vector products.
 
-    ``gauss_newton_where_indefinite``: in an unconstrained, unbounded forward solve an
-    element whose exact block is not positive definite gets its Gauss-Newton block for
-    that iteration (see ``BatchNlp``); the backward always uses the plain exact Hessian.
+    ``least_squares_hybrid``: in an unconstrained, unbounded forward solve each element's
+    block is Gauss-Newton or exact per iterate by Fletcher and Xu's rule (see
+    ``BatchNlp._hybrid_values``); the last iterations are exact Newton ones, and the
+    backward always uses the plain exact Hessian.
     """
 
     name = "exact"
 
-    def __init__(self, gauss_newton_where_indefinite: bool = False):
-        self.gauss_newton_where_indefinite = gauss_newton_where_indefinite
+    def __init__(self, least_squares_hybrid: bool = False):
+        self.least_squares_hybrid = least_squares_hybrid
 
     def products(self, ev, seeds: torch.Tensor, obj_factor: float, lam: torch.Tensor | None):
         prods = obj_factor * batched_vjp(ev.objective_gradient(), ev.delta, seeds)
@@ -98,7 +102,7 @@ def make_hessian(kind: str):
     """The strategy for ``hessian="exact"`` or ``hessian="gauss-newton"``."""
     key = kind.lower().replace("_", "-")
     if key == "exact":
-        return ExactHessian(gauss_newton_where_indefinite=True)
+        return ExactHessian(least_squares_hybrid=True)
     if key in ("gauss-newton", "gn"):
         return GaussNewtonHessian()
     raise ValueError(f"hessian: expected 'exact' or 'gauss-newton', got {kind!r}")

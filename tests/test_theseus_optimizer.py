@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import theseus as th
 import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus import PounceOptimizer
+from pounce_theseus.batch_nlp import BatchNlp, ProblemStructure
 from pounce_theseus.demo_problems import (
     central_difference,
     curve_fit,
@@ -18,6 +20,7 @@ from pounce_theseus.demo_problems import (
     solve_with,
     tight_gauss_newton,
 )
+from pounce_theseus.hessian import ExactHessian, GaussNewtonHessian, make_hessian
 
 pytestmark = THESEUS_MARKS
 
@@ -177,3 +180,40 @@ def test_gauss_newton_hessian_keeps_the_exact_backward():
         (g,) = torch.autograd.grad(_per_element_loss(sol, _loss_weights(sol)).sum(), w)
         grads.append(g)
     assert torch.allclose(grads[0], grads[1], rtol=1e-7, atol=1e-10)
+
+
+def test_exact_hessian_forward_hybrid_rule():
+    """hessian="exact" in an unconstrained forward solve: Gauss-Newton blocks at the first
+    iterate, exact blocks once an element's objective stops falling by 20% per iterate,
+    Gauss-Newton again for elements whose exact block is indefinite."""
+    obj, inputs = curve_fit(3)
+    obj.update(inputs)
+    structure = ProblemStructure(obj, [])
+
+    def nlp(strategy):
+        return BatchNlp(structure, strategy, np.arange(3), [])
+
+    def blocks(problem, x):
+        values = torch.as_tensor(problem.hessian(x, 1.0, np.zeros(0))).view(3, -1)
+        return structure.hess.dense(values)
+
+    def dense(strategy, x):
+        return blocks(nlp(strategy), x)
+
+    hybrid = nlp(make_hessian("exact"))
+    x0 = np.zeros(6)
+    got = blocks(hybrid, x0)
+    assert torch.allclose(got, dense(GaussNewtonHessian(), x0), rtol=1e-12, atol=0)
+    assert not torch.allclose(got, dense(ExactHessian(), x0), rtol=1e-6, atol=0)
+
+    x1 = x0 + 1e-9  # no progress: exact blocks (positive definite here)
+    got = blocks(hybrid, x1)
+    assert torch.allclose(got, dense(ExactHessian(), x1), rtol=1e-12, atol=0)
+
+    x2 = np.array([3.0, -3.0, 0.5, 2.0, -1.0, 4.0])  # objective up; two indefinite blocks
+    exact = dense(ExactHessian(), x2)
+    indefinite = torch.linalg.eigvalsh(exact).min(dim=1).values < 0
+    assert indefinite.tolist() == [False, True, True]
+    got = blocks(hybrid, x2)
+    want = torch.where(indefinite[:, None, None], dense(GaussNewtonHessian(), x2), exact)
+    assert torch.allclose(got, want, rtol=1e-12, atol=0)

@@ -90,8 +90,16 @@ class GaussNewtonHessian:
         e = ev.e
         w = torch.zeros_like(e, requires_grad=True)
         (jtw,) = torch.autograd.grad(e, ev.delta, w, retain_graph=True, create_graph=True)
-        jv = batched_vjp(jtw, w, seeds)
-        prods = obj_factor * batched_vjp(e, ev.delta, jv)
+        jv = batched_vjp(jtw, w, seeds)  # (S, B, m_e): J times each seed
+        if seeds.shape[0] == seeds.shape[2]:
+            # One seed per coordinate: jv holds J's columns, and J'J is a small product
+            # (no second backward pass).
+            col = seeds[:, 0, :].argmax(dim=1)
+            jac = jv.new_empty(jv.shape[1], jv.shape[2], jv.shape[0])
+            jac[:, :, col] = jv.permute(1, 2, 0)
+            prods = obj_factor * torch.einsum("bri,sbr->sbi", jac, jv)
+        else:
+            prods = obj_factor * batched_vjp(e, ev.delta, jv)
         if lam is not None:
             g = _grad((lam * ev.c).sum(), ev.delta)
             prods = prods + batched_vjp(g, ev.delta, seeds)

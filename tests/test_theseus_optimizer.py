@@ -204,6 +204,15 @@ def test_exact_hessian_forward_hybrid_rule():
     x0 = np.zeros(6)
     got = blocks(hybrid, x0)
     assert torch.allclose(got, dense(GaussNewtonHessian(), x0), rtol=1e-12, atol=0)
+
+    def errors(delta):
+        structure.chart.apply(delta)
+        return obj.error()
+
+    jac = torch.autograd.functional.jacobian(errors, structure.chart.zeros(3))  # (B,m,B,n)
+    structure.chart.restore()
+    jac = torch.stack([jac[b, :, b] for b in range(3)])
+    assert torch.allclose(got, jac.transpose(1, 2) @ jac, rtol=1e-10, atol=1e-12)
     assert not torch.allclose(got, dense(ExactHessian(), x0), rtol=1e-6, atol=0)
 
     x1 = x0 + 1e-9  # no progress: exact blocks (positive definite here)

@@ -23,7 +23,7 @@ from theseus.core.objective import error_squared_norm_fn
 from .chart import TangentChart
 from .constraints import Bound, Constraint
 from .hessian import GaussNewtonHessian, batched_vjp
-from .structure import HessianPattern, JacobianPattern
+from .structure import GaussNewtonPattern, HessianPattern, JacobianPattern
 
 __all__ = ["BatchNlp", "Evaluation", "ProblemStructure"]
 
@@ -76,6 +76,7 @@ class ProblemStructure:
         self.hess = HessianPattern(offs, groups)
         self.con_rows: list[int] | None = None
         self.jac: JacobianPattern | None = None
+        self._gn: GaussNewtonPattern | None | bool = None
 
     @property
     def n(self) -> int:
@@ -97,6 +98,23 @@ class ProblemStructure:
     @property
     def m(self) -> int:
         return 0 if not self.constraints else sum(self.con_rows)
+
+    def gauss_newton_pattern(self) -> GaussNewtonPattern | None:
+        """J'J on the Hessian pattern from the rows' cost functions (in the order of
+        Theseus' error vector, which a vectorised objective groups by schema); None when
+        a cost function's variables are not known."""
+        if self._gn is None:
+            blocks = []
+            offs = self.chart.offsets
+            for item in self.chart.objective._get_error_iter():
+                cf = getattr(item, "cost_fn", item)  # a vectorisation wrapper or the cf
+                names = [v.name for v in cf.optim_vars]
+                if any(n not in offs for n in names):
+                    self._gn = False
+                    return None
+                blocks.append((item.dim(), [offs[n] for n in names]))
+            self._gn = GaussNewtonPattern(self.hess, blocks)
+        return self._gn or None
 
 
 class BatchNlp:
@@ -325,11 +343,22 @@ class BatchNlp:
             _, info = torch.linalg.cholesky_ex(self.s.hess.dense(values))
             use_gn |= info != 0
         if bool(use_gn[self.idx].any()):
-            with torch.enable_grad():
-                gn = GaussNewtonHessian().products(ev, self._seeds, obj_factor, None)
-            gn_values = self.s.hess.gather(gn.detach())
+            gn_values = self._gauss_newton_values(ev, obj_factor)
             values = gn_values if values is None else torch.where(
                 use_gn.unsqueeze(1), gn_values, values
             )
             self._replaced_blocks = True
         return values
+
+    def _gauss_newton_values(self, ev: Evaluation, obj_factor: float) -> torch.Tensor:
+        """Pattern values (B, nnz) of ``obj_factor * J'J``: from the seeded Jacobian
+        products alone when the error rows' layout is known (GaussNewtonPattern), else
+        with one more backward pass."""
+        with torch.enable_grad():
+            jv = GaussNewtonHessian.jacobian_products(ev, self._seeds).detach()
+        pattern = self.s.gauss_newton_pattern()
+        if pattern is not None and pattern.m == jv.shape[2]:
+            return obj_factor * pattern.values(jv)
+        with torch.enable_grad():
+            prods = GaussNewtonHessian().products(ev, self._seeds, obj_factor, None)
+        return self.s.hess.gather(prods.detach())

@@ -86,11 +86,17 @@ class GaussNewtonHessian:
 
     name = "gauss-newton"
 
+    @staticmethod
+    def jacobian_products(ev, seeds: torch.Tensor) -> torch.Tensor:
+        """``J v_s`` (S, B, m_e) for the weighted errors' Jacobian ``J``, by the
+        double-backward trick (``J v = d (J' w) / d w . v``)."""
+        w = torch.zeros_like(ev.e, requires_grad=True)
+        (jtw,) = torch.autograd.grad(ev.e, ev.delta, w, retain_graph=True, create_graph=True)
+        return batched_vjp(jtw, w, seeds)
+
     def products(self, ev, seeds: torch.Tensor, obj_factor: float, lam: torch.Tensor | None):
         e = ev.e
-        w = torch.zeros_like(e, requires_grad=True)
-        (jtw,) = torch.autograd.grad(e, ev.delta, w, retain_graph=True, create_graph=True)
-        jv = batched_vjp(jtw, w, seeds)  # (S, B, m_e): J times each seed
+        jv = self.jacobian_products(ev, seeds)
         if seeds.shape[0] == seeds.shape[2]:
             # One seed per coordinate: jv holds J's columns, and J'J is a small product
             # (no second backward pass).

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["HessianPattern", "JacobianPattern"]
+__all__ = ["GaussNewtonPattern", "HessianPattern", "JacobianPattern"]
 
 
 class HessianPattern:
@@ -61,7 +61,8 @@ class HessianPattern:
         order = np.lexsort((np.asarray(rows), np.asarray(cols)))
         self.rows = np.asarray(rows, dtype=np.int64)[order]
         self.cols = np.asarray(cols, dtype=np.int64)[order]
-        self.value_seed = remap[col_seed[self.cols]]
+        self.column_seed = remap[col_seed]
+        self.value_seed = self.column_seed[self.cols]
 
     @property
     def nnz(self) -> int:
@@ -92,6 +93,51 @@ class HessianPattern:
         """Global (rows, cols) of k elements stacked block-diagonally."""
         off = (np.arange(k, dtype=np.int64) * self.n)[:, None]
         return (self.rows[None] + off).ravel(), (self.cols[None] + off).ravel()
+
+
+class GaussNewtonPattern:
+    """``J'J`` on the Hessian pattern from the seeded products ``J v_s`` of the weighted
+    errors' Jacobian ``J``.
+
+    Row ``r`` of ``J`` belongs to one cost function and is nonzero only in the tangent
+    coordinates of that cost function's variables, which the distance-2 colouring puts
+    in distinct seeds: ``J[r, j] = (J v_{seed(j)})[r]``. Then ``(J'J)[i, j]`` is a sum
+    over the rows of the cost functions that hold both ``i`` and ``j``, done as one
+    gather, one product and one scatter-add.
+    """
+
+    def __init__(self, hess: HessianPattern, row_blocks: Sequence[tuple[int, Sequence[slice]]]):
+        # row_blocks: (number of rows, variable slices) per cost function, in error order
+        pairs = zip(hess.rows.tolist(), hess.cols.tolist(), strict=True)
+        entry = {ij: p for p, ij in enumerate(pairs)}
+        q_seed, q_row, pair_p, pair_a, pair_b = [], [], [], [], []
+        r0 = 0
+        for k, slices in row_blocks:
+            cols = np.unique(np.concatenate([np.arange(s.start, s.stop) for s in slices]))
+            for r in range(r0, r0 + k):
+                base = len(q_row)
+                q_seed.extend(hess.column_seed[cols].tolist())
+                q_row.extend([r] * cols.size)
+                for a in range(cols.size):
+                    for b in range(a + 1):
+                        pair_p.append(entry[(int(cols[a]), int(cols[b]))])
+                        pair_a.append(base + a)
+                        pair_b.append(base + b)
+            r0 += k
+        self.m = r0
+        self.nnz = hess.nnz
+        self.q_seed = torch.as_tensor(q_seed, dtype=torch.long)
+        self.q_row = torch.as_tensor(q_row, dtype=torch.long)
+        self.pair_p = torch.as_tensor(pair_p, dtype=torch.long)
+        self.pair_a = torch.as_tensor(pair_a, dtype=torch.long)
+        self.pair_b = torch.as_tensor(pair_b, dtype=torch.long)
+
+    def values(self, jv: torch.Tensor) -> torch.Tensor:
+        """Pattern values (B, nnz) of J'J from ``jv`` (S, B, m) = J v_s."""
+        jq = jv[self.q_seed, :, self.q_row].transpose(0, 1)  # (B, Q): J's structural entries
+        prod = jq[:, self.pair_a] * jq[:, self.pair_b]
+        out = jq.new_zeros(jq.shape[0], self.nnz)
+        return out.index_add_(1, self.pair_p, prod)
 
 
 class JacobianPattern:

@@ -226,3 +226,31 @@ def test_exact_hessian_forward_hybrid_rule():
     got = blocks(hybrid, x2)
     want = torch.where(indefinite[:, None, None], dense(GaussNewtonHessian(), x2), exact)
     assert torch.allclose(got, want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_gauss_newton_blocks_from_seeded_jacobian_products(vectorize):
+    """J'J assembled from the coloured products J v_s (GaussNewtonPattern) equals J'J of an
+    explicit Jacobian, with Theseus' error rows grouped by schema (vectorised) or not."""
+    obj, inputs = pose_graph(2, n_poses=6)
+    if vectorize:
+        th.Vectorize(obj)
+    obj.update(inputs)
+    structure = ProblemStructure(obj, [])
+    nlp = BatchNlp(structure, make_hessian("exact"), np.arange(2), [])
+    x = np.random.default_rng(0).normal(size=2 * structure.n) * 0.1
+    got = structure.hess.dense(nlp._gauss_newton_values(nlp.evaluate(x), 1.0))
+
+    def errors(delta):
+        structure.chart.apply(delta)
+        return obj.error()
+
+    delta = torch.as_tensor(x).view(2, -1)
+    jac = torch.autograd.functional.jacobian(errors, delta)
+    structure.chart.restore()
+    jac = torch.stack([jac[b, :, b] for b in range(2)])
+    want = jac.transpose(1, 2) @ jac
+    mask = structure.hess.dense(torch.ones(2, structure.hess.nnz, dtype=torch.float64)) > 0
+    assert structure.gauss_newton_pattern() is not None
+    assert torch.allclose(got, torch.where(mask, want, 0.0), rtol=1e-10, atol=1e-10)
+    assert torch.allclose(want, torch.where(mask, want, 0.0), rtol=0, atol=1e-12)

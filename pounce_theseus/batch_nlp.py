@@ -134,6 +134,10 @@ class BatchNlp:
         self.hessian_strategy = hessian
         self.idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
         self.k = int(self.idx.numel())
+        # the whole batch in order: rows need no gathering or scattering
+        self._whole = bool(torch.equal(self.idx, torch.arange(self.k))) and (
+            self.k == structure.chart.objective.batch_size
+        )
         self.batch_size = self.th_objective.batch_size
         self.bounds = bounds
         self.on_iteration = on_iteration
@@ -167,12 +171,16 @@ class BatchNlp:
 
     # ----- layout -------------------------------------------------------------------
     def to_delta(self, x: np.ndarray) -> torch.Tensor:
+        rows = torch.as_tensor(x, dtype=self.dtype, device=self.device).view(self.k, -1)
+        if self._whole:
+            return rows.clone()
         d = self.chart.zeros(self.batch_size)
-        d[self.idx] = torch.as_tensor(x, dtype=self.dtype, device=self.device).view(self.k, -1)
+        d[self.idx] = rows
         return d
 
     def from_rows(self, t: torch.Tensor) -> np.ndarray:
-        return t.detach()[self.idx].reshape(-1).cpu().numpy().astype(np.float64)
+        t = t.detach() if self._whole else t.detach()[self.idx]
+        return t.reshape(-1).cpu().numpy().astype(np.float64)
 
     def variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         if self._bounds_cache is None:
@@ -243,7 +251,8 @@ class BatchNlp:
 
     def objective_value(self, x: np.ndarray) -> float:
         ev = self.evaluate(x)
-        return float(ev.f.detach()[self.idx].sum())
+        f = ev.f.detach()
+        return float((f if self._whole else f[self.idx]).sum())
 
     # Native callbacks (names fixed by rust/src/nlp/tnlp_bridge.rs).
     def objective(self, x: np.ndarray) -> float:  # noqa: D102

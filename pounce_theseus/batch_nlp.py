@@ -77,6 +77,7 @@ class ProblemStructure:
         self.con_rows: list[int] | None = None
         self.jac: JacobianPattern | None = None
         self._gn: GaussNewtonPattern | None | bool = None
+        self._gn_vectorized: bool | None = None
 
     @property
     def n(self) -> int:
@@ -103,6 +104,9 @@ class ProblemStructure:
         """J'J on the Hessian pattern from the rows' cost functions (in the order of
         Theseus' error vector, which a vectorised objective groups by schema); None when
         a cost function's variables are not known."""
+        obj = self.chart.objective
+        if self._gn_vectorized is not obj.vectorized:  # the error rows' order changes with it
+            self._gn, self._gn_vectorized = None, obj.vectorized
         if self._gn is None:
             blocks = []
             offs = self.chart.offsets

@@ -126,6 +126,7 @@ class PounceOptimizer(NonlinearOptimizer):
         self._obj64: Objective | bool | None = None
         self.last_solve: dict[str, Any] = {}
         self._restoration_iterations = 0
+        self._structure: ProblemStructure | None = None
 
     # ------------------------------------------------------------------ keywords
     def _warn_once(self, key: str, message: str) -> None:
@@ -168,7 +169,7 @@ class PounceOptimizer(NonlinearOptimizer):
         bsz = self.objective.batch_size
         self._restoration_iterations = 0
         solve_obj, constraints = self._float64_problem()
-        structure = ProblemStructure(solve_obj, constraints)
+        structure = self._structure_for(solve_obj, constraints)
         bounds = resolve_bounds(self.bounds_spec, solve_obj, bsz)
         tracker = _IterationTracker(self, info, verbose, end_iter_callback)
 
@@ -181,13 +182,26 @@ class PounceOptimizer(NonlinearOptimizer):
                     name: var.tensor.to(self.objective.dtype)
                     for name, var in solve_obj.optim_vars.items()
                 })
-            structure = ProblemStructure(self.objective, self.constraints)
+            structure = self._structure_for(self.objective, self.constraints)
             bounds = resolve_bounds(self.bounds_spec, self.objective, bsz)
             result.final_hessian = None  # it belongs to the float64 copy's chart
         self._fill_info(info, result, track_best_solution)
         if torch.is_grad_enabled():
             self._attach_implicit_gradient(structure, bounds, result)
         return info
+
+    def _structure_for(self, objective: Objective, constraints) -> ProblemStructure:
+        """The layout of the solve on ``objective``: kept across calls when that is the
+        optimizer's own objective (Theseus refuses to optimize an objective changed after
+        the optimizer was built), with the chart re-centred at the current values; built
+        afresh for the float64 copy, whose constraints are rebound on every call."""
+        if objective is not self.objective:
+            return ProblemStructure(objective, constraints)
+        if self._structure is None:
+            self._structure = ProblemStructure(objective, constraints)
+        else:
+            self._structure.chart.recenter()
+        return self._structure
 
     def _float64_problem(self) -> tuple[Objective, list[Constraint]]:
         """The objective (and constraints) the solve evaluates: the objective itself when

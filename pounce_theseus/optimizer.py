@@ -361,7 +361,10 @@ class PounceOptimizer(NonlinearOptimizer):
         # evaluates one there), is the backward's: kept with the chart it lives in.
         h = nlp.objective_hessian_at(raw["x"]) if np.array_equal(x.reshape(-1), raw["x"]) else None
         if h is not None:
-            out["final_hessian"] = _FinalHessian(h, list(structure.chart.base), x)
+            # without bounds the solution is written exactly as evaluated: its error
+            # metric is the cached one
+            f = None if bounds else nlp.evaluate(raw["x"]).f.detach()
+            out["final_hessian"] = _FinalHessian(h, list(structure.chart.base), x, f)
         return out
 
     def _element_kkt_error(self, nlp, x, z_l, z_u, lam, gl, gu) -> np.ndarray:
@@ -397,8 +400,12 @@ class PounceOptimizer(NonlinearOptimizer):
         chart.restore()
 
     def _fill_info(self, info: NonlinearOptimizerInfo, res, track_best_solution: bool) -> None:
-        with torch.no_grad():
-            err = self.objective.error_metric().detach()
+        final = res.final_hessian
+        if final is not None and final.f is not None:
+            err = final.f.clone()
+        else:
+            with torch.no_grad():
+                err = self.objective.error_metric().detach()
         statuses = []
         for b in range(res.batch_size):
             if res.converged[b]:
@@ -548,10 +555,12 @@ class PounceOptimizer(NonlinearOptimizer):
 
 class _FinalHessian:
     """The objective Hessian (B, nnz) the solver evaluated at its final point ``delta``
-    (B, n) of the chart with base ``base``."""
+    (B, n) of the chart with base ``base``, and the error metric there (B,) when that
+    point is the solution as written (None otherwise)."""
 
-    def __init__(self, values: torch.Tensor, base: list[torch.Tensor], delta: np.ndarray):
-        self.values, self.base, self.delta = values, base, delta
+    def __init__(self, values: torch.Tensor, base: list[torch.Tensor], delta: np.ndarray,
+                 f: torch.Tensor | None = None):
+        self.values, self.base, self.delta, self.f = values, base, delta, f
 
 
 class _BatchResult:

@@ -30,11 +30,19 @@ class TangentChart:
         # Variables whose retract is Theseus' plain Vector one (x0 + delta) are set
         # directly; the others go through Theseus' (possibly vectorised) retract.
         self._plain = [type(v)._retract_impl is Vector._retract_impl for v in self.vars]
-        self._others = [v for v, plain in zip(self.vars, self._plain, strict=True) if not plain]
-        self._other_cols = torch.cat(
-            [torch.arange(self.offsets[v.name].start, self.offsets[v.name].stop)
-             for v in self._others]
-        ) if self._others else None
+        # The others are retracted one group per (type, dof), as Theseus' vectorised
+        # retract does: one call on the stacked base values of the group.
+        groups: dict[tuple, list[int]] = {}
+        for k, (v, plain) in enumerate(zip(self.vars, self._plain, strict=True)):
+            if not plain:
+                groups.setdefault((type(v), v.dof()), []).append(k)
+        self._groups = [
+            (ks, torch.cat([torch.arange(self.offsets[self.vars[k].name].start,
+                                         self.offsets[self.vars[k].name].stop) for k in ks]))
+            for ks in groups.values()
+        ]
+        self._stacked_for: list[torch.Tensor] | None = None
+        self._stacked: list = []
         self.base: list[torch.Tensor] = []
         self.recenter()
 
@@ -51,14 +59,22 @@ class TangentChart:
             if plain:
                 sl = self.offsets[v.name]
                 v.update(torch.add(t, delta[:, sl]))
-            else:
-                v.update(t)
-        if self._others:
-            # Theseus' (possibly vectorised) retract; it only updates the variables,
-            # without recomputing the vectorisation caches.
-            cols = self._other_cols.to(delta.device)
-            d = delta if cols.numel() == self.dim else delta[:, cols]
-            self.objective._retract_method(d, self._others, force_update=True)
+        if not self._groups:
+            return
+        if self._stacked_for is not self.base:  # a new base (recentred or swapped in)
+            self._stacked = []
+            for ks, _ in self._groups:
+                stacked = self.vars[ks[0]].copy()
+                stacked.update(torch.cat([self.base[k] for k in ks]))
+                self._stacked.append(stacked)
+            self._stacked_for = self.base
+        b = delta.shape[0]
+        for (ks, cols), stacked in zip(self._groups, self._stacked, strict=True):
+            dof = cols.numel() // len(ks)
+            d = delta[:, cols.to(delta.device)].view(b, len(ks), dof).transpose(0, 1)
+            new = stacked.retract(d.reshape(len(ks) * b, dof)).tensor
+            for i, k in enumerate(ks):
+                self.vars[k].update(new[i * b : (i + 1) * b])
 
     def restore(self) -> None:
         """Put the base values back into the variables."""

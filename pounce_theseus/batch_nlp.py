@@ -42,17 +42,19 @@ class Evaluation:
     e: torch.Tensor  # (B, m_e) weighted errors
     f: torch.Tensor  # (B,) error metric
     c: torch.Tensor | None  # (B, m_c) constraint values
-    grad_f: torch.Tensor | None = None  # (B, n), with its graph (for Hessian products)
+    grad_f: torch.Tensor | None = None  # (B, n)
+    grad_has_graph: bool = False  # grad_f keeps its graph (for exact Hessian products)
 
-    def objective_gradient(self) -> torch.Tensor:
-        """grad of sum_b f_b w.r.t. delta, computed once with create_graph so the Hessian
-        at the same point needs only the seeded products."""
-        if self.grad_f is None:
+    def objective_gradient(self, create_graph: bool = True) -> torch.Tensor:
+        """grad of sum_b f_b w.r.t. delta, computed once; with ``create_graph`` its graph
+        is kept, so the exact Hessian at the same point needs only the seeded products
+        (a Gauss-Newton Hessian does not need it)."""
+        if self.grad_f is None or (create_graph and not self.grad_has_graph):
             with torch.enable_grad():
                 (g,) = torch.autograd.grad(
-                    self.f.sum(), self.delta, retain_graph=True, create_graph=True
+                    self.f.sum(), self.delta, retain_graph=True, create_graph=create_graph
                 )
-            self.grad_f = g
+            self.grad_f, self.grad_has_graph = g, create_graph
         return self.grad_f
 
 
@@ -202,7 +204,8 @@ class BatchNlp:
         ev = self.evaluate(self.start())
         with torch.no_grad():
             ok = torch.isfinite(ev.f.detach()) & torch.isfinite(ev.e.detach()).all(dim=1)
-            ok &= torch.isfinite(ev.objective_gradient().detach()).all(dim=1)
+            grad = ev.objective_gradient(not self._gauss_newton_only_at(ev))
+            ok &= torch.isfinite(grad.detach()).all(dim=1)
             if ev.c is not None:
                 ok &= torch.isfinite(ev.c.detach()).all(dim=1)
         self.chart.restore()
@@ -263,7 +266,8 @@ class BatchNlp:
         return self.objective_value(x)
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
-        return self.from_rows(self.evaluate(x).objective_gradient())
+        ev = self.evaluate(x)
+        return self.from_rows(ev.objective_gradient(not self._gauss_newton_only_at(ev)))
 
     def constraints(self, x: np.ndarray) -> np.ndarray:
         ev = self.evaluate(x)
@@ -342,10 +346,7 @@ class BatchNlp:
         tolerance."""
         f = ev.f.detach()
         if self._hybrid_key != self._cache_key:  # a new iterate: update the rule
-            prev = self._f_prev
-            use_gn = torch.ones_like(f, dtype=torch.bool) if prev is None else (
-                (prev - f) >= GN_PROGRESS * prev.abs()
-            )
+            use_gn = self._gauss_newton_rule(f)
             self._f_prev, self._hybrid_key, self._use_gn = f.clone(), self._cache_key, use_gn
         use_gn = self._use_gn.clone()
         values = None
@@ -362,6 +363,22 @@ class BatchNlp:
             )
             self._replaced_blocks = True
         return values
+
+    def _gauss_newton_rule(self, f: torch.Tensor) -> torch.Tensor:
+        """Elements whose next Hessian block is Gauss-Newton by the progress rule."""
+        prev = self._f_prev
+        if prev is None:
+            return torch.ones_like(f, dtype=torch.bool)
+        return (prev - f) >= GN_PROGRESS * prev.abs()
+
+    def _gauss_newton_only_at(self, ev: Evaluation) -> bool:
+        """The hybrid will use Gauss-Newton blocks only at the evaluated point (so the
+        gradient need not keep its graph; an exact block needed after all recomputes it)."""
+        if not self._hybrid or ev is not self._cache:
+            return False
+        if self._hybrid_key == self._cache_key:
+            return bool(self._use_gn[self.idx].all())
+        return bool(self._gauss_newton_rule(ev.f.detach())[self.idx].all())
 
     def _gauss_newton_values(self, ev: Evaluation, obj_factor: float) -> torch.Tensor:
         """Pattern values (B, nnz) of ``obj_factor * J'J``: from the seeded Jacobian

@@ -292,27 +292,16 @@ def complementary_pair(rng, cones: dict, modes: list | None = None):
     faces ``modes`` (see :func:`face_modes`; random if None)."""
     it = iter(modes) if modes is not None else None
     pick = (lambda: next(it)) if it is not None else (lambda: None)
-    s_parts, y_parts = [], []
     z = cones.get("z", 0)
-    s_parts.append(np.zeros(z))
-    y_parts.append(rng.standard_normal(z))
-    s, y = _pair_nonneg(rng, cones.get("l", 0), pick())
-    s_parts.append(s)
-    y_parts.append(y)
-    for d in cones.get("q", []):
-        s, y = _pair_soc(rng, d, pick())
-        s_parts.append(s)
-        y_parts.append(y)
-    for k in cones.get("s", []):
-        s, y = _pair_psd(rng, k, pick())
-        s_parts.append(s)
-        y_parts.append(y)
-    for _ in range(cones.get("ep", 0)):
-        s, y = _pair_exp(rng, pick())
-        s_parts.append(s)
-        y_parts.append(y)
-    for a in cones.get("p", []):
-        s, y = _pair_power(rng, a, pick())
+    s_parts, y_parts = [np.zeros(z)], [rng.standard_normal(z)]
+    # One (pair maker, its size argument) per cone block, in the SCS row order.
+    blocks = [(_pair_nonneg, (cones.get("l", 0),))]
+    blocks += [(_pair_soc, (d,)) for d in cones.get("q", [])]
+    blocks += [(_pair_psd, (k,)) for k in cones.get("s", [])]
+    blocks += [(_pair_exp, ()) for _ in range(cones.get("ep", 0))]
+    blocks += [(_pair_power, (a,)) for a in cones.get("p", [])]
+    for make_pair, size in blocks:
+        s, y = make_pair(rng, *size, pick())
         s_parts.append(s)
         y_parts.append(y)
     return np.concatenate(s_parts), np.concatenate(y_parts)

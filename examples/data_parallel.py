@@ -9,6 +9,7 @@ Scaling past one machine is the same code with MASTER_ADDR pointing at rank 0's 
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 
@@ -105,6 +106,12 @@ def _worker(rank: int, port: int, small: bool, steps: int, lr: float, results) -
                          [p.detach().numpy().copy() for p in model.parameters()]))
         else:
             results.put(None)
+        # Tear down in order: DDP's reducer holds gloo work, so it goes before the process
+        # group, and no rank leaves while the other still has traffic in flight. Otherwise
+        # the slower rank can abort ("terminate called without an active exception").
+        del ddp
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -116,14 +123,20 @@ def free_port() -> int:
 
 
 def run(small: bool, steps: int, lr: float = 0.5) -> dict:
-    """Single-process and 2-rank gloo runs of the same training; returns both results."""
+    """Single-process and 2-rank gloo runs of the same training; returns both results.
+
+    Runs in float64 and restores the caller's default dtype on return."""
+    previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    model, x, target = make_problem(small)
-    loss_fn(model, x, target).backward()
-    single_grads = [p.grad.detach().numpy().copy() for p in model.parameters()]
-    model.zero_grad()
-    single_losses = train(model, x, target, steps, lr)
-    single_weights = [p.detach().numpy().copy() for p in model.parameters()]
+    try:
+        model, x, target = make_problem(small)
+        loss_fn(model, x, target).backward()
+        single_grads = [p.grad.detach().numpy().copy() for p in model.parameters()]
+        model.zero_grad()
+        single_losses = train(model, x, target, steps, lr)
+        single_weights = [p.detach().numpy().copy() for p in model.parameters()]
+    finally:
+        torch.set_default_dtype(previous)
 
     ctx = mp.get_context("spawn")
     results = ctx.SimpleQueue()

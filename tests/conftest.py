@@ -31,6 +31,19 @@ import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _no_default_dtype_leak():
+    """Fail a test that leaves torch's default dtype changed: later tests (Theseus allocates
+    its histories in the default dtype) would otherwise see it."""
+    before = torch.get_default_dtype()
+    yield
+    after = torch.get_default_dtype()
+    torch.set_default_dtype(before)
+    assert after == before, f"test changed torch's default dtype from {before} to {after}"
+
 
 SQRT2 = math.sqrt(2.0)
 CONE_KEYS = ("z", "l", "q", "s", "ep", "p")

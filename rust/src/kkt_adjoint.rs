@@ -406,17 +406,10 @@ pub fn kkt_adjoint_batch<'py>(
         arrs.push(a);
     }
     check_finite_rows(&gx_a, "gx", &ok)?;
-    let p_arr = match (&st.p, p_values.as_ref()) {
-        (Some(p), Some(o)) => {
-            let a = f64_array_unchecked(o, "p_values", 2)?;
-            expect_shape("p_values", &a.shape, &[bsz, p.nnz()])?;
-            check_finite_rows(&a, "p_values", &ok)?;
-            Some(a)
-        }
-        (None, None) => None,
-        (Some(_), None) => return Err(value_error("`p_values` is None but a P pattern was given")),
-        (None, Some(_)) => return Err(value_error("`p_values` given without a P pattern")),
-    };
+    let p_arr = st.p_values_unchecked(p_values.as_ref(), bsz)?;
+    if let Some(a) = &p_arr {
+        check_finite_rows(a, "p_values", &ok)?;
+    }
     let [hd, hb, xs, ys, gys, gss, avs] = [0, 1, 2, 3, 4, 5, 6].map(|i| arrs[i].slice());
     let gxs = gx_a.slice();
     let pvs = p_arr.as_ref().map(|a| a.slice());

@@ -1,7 +1,9 @@
 //! One validated problem structure, shared by every item of a batch: the sizes, the CSC
 //! patterns of P (full symmetric) and A, the cones, and the precomputed map to POUNCE.
 use crate::cone_layout::{ConeDims, ConeLayout, DataMap};
-use crate::validate::{csc_from_py, expect_shape, f64_array, value_error, Array, CscPattern};
+use crate::validate::{
+    check_all_finite, csc_from_py, expect_shape, f64_array_unchecked, value_error, Array, CscPattern,
+};
 use pyo3::prelude::*;
 
 pub struct ConicStructure {
@@ -44,15 +46,30 @@ impl ConicStructure {
         self.layout.m
     }
 
-    /// The P values array: `(B, nnzP)` when P has a pattern, must be None otherwise.
+    /// The P values array: `(B, nnzP)` when P has a pattern, must be None otherwise; every
+    /// entry finite.
     pub fn p_values<'py>(
+        &self,
+        obj: Option<&Bound<'py, PyAny>>,
+        batch: usize,
+    ) -> PyResult<Option<Array<'py, f64>>> {
+        let arr = self.p_values_unchecked(obj, batch)?;
+        if let Some(a) = &arr {
+            check_all_finite(a, "p_values")?;
+        }
+        Ok(arr)
+    }
+
+    /// As [`Self::p_values`], with the values not inspected (the caller checks the rows it
+    /// uses).
+    pub fn p_values_unchecked<'py>(
         &self,
         obj: Option<&Bound<'py, PyAny>>,
         batch: usize,
     ) -> PyResult<Option<Array<'py, f64>>> {
         match (&self.p, obj) {
             (Some(p), Some(o)) => {
-                let arr = f64_array(o, "p_values", 2)?;
+                let arr = f64_array_unchecked(o, "p_values", 2)?;
                 expect_shape("p_values", &arr.shape, &[batch, p.nnz()])?;
                 Ok(Some(arr))
             }

@@ -53,12 +53,18 @@ pub fn f64_array<'py>(
     ndim: usize,
 ) -> PyResult<Array<'py, f64>> {
     let a = extract::<f64>(obj, name, "float64", ndim)?;
-    if let Some(pos) = a.slice().iter().position(|v| !v.is_finite()) {
-        return Err(value_error(format!(
-            "`{name}` contains a non-finite value (NaN or Inf) at flat index {pos}"
-        )));
-    }
+    check_all_finite(&a, name)?;
     Ok(a)
+}
+
+/// Every entry of `a` must be finite; the error names the array and the flat index.
+pub fn check_all_finite(a: &Array<'_, f64>, name: &str) -> PyResult<()> {
+    match a.slice().iter().position(|v| !v.is_finite()) {
+        Some(pos) => Err(value_error(format!(
+            "`{name}` contains a non-finite value (NaN or Inf) at flat index {pos}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A float64 array of the given `ndim` whose values are not inspected (e.g. outputs of a

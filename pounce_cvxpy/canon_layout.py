@@ -102,6 +102,12 @@ class CanonLayout:
             raise ValueError(
                 f"A has {A.shape[-1]} values per item, expected {self.nnz_a + len(self.b_rows)}"
             )
+        if A.device.type == "cpu":  # numpy: see pounce_kkt.validation.all_finite
+            a_np = A.detach().numpy()
+            a_core = torch.from_numpy(np.negative(a_np[:, : self.nnz_a], order="C"))
+            b_np = np.zeros((A.shape[0], m), dtype=a_np.dtype)
+            b_np[:, self.b_rows] = a_np[:, self.nnz_a :]
+            return P, q[:, :n], a_core, torch.from_numpy(b_np)
         a_core = -A[:, : self.nnz_a]
         b = A.new_zeros((A.shape[0], m))
         b[:, torch.as_tensor(self.b_rows, device=A.device)] = A[:, self.nnz_a :]
@@ -116,5 +122,11 @@ class CanonLayout:
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """The core's gradients (dP, dq, dA, db) to cvxpylayers' (dP, dq, d[A_c | b])."""
         dq_ext = torch.cat([dq, dq.new_zeros((dq.shape[0], 1))], dim=1)
+        if dA.device.type == "cpu":  # numpy: see pounce_kkt.validation.all_finite
+            da_np, db_np = dA.detach().numpy(), db.detach().numpy()
+            out = np.empty((da_np.shape[0], da_np.shape[1] + len(self.b_rows)), da_np.dtype)
+            np.negative(da_np, out=out[:, : da_np.shape[1]])
+            out[:, da_np.shape[1] :] = db_np[:, self.b_rows]
+            return dP, dq_ext, torch.from_numpy(out)
         db_vals = db[:, torch.as_tensor(self.b_rows, device=db.device)]
         return dP, dq_ext, torch.cat([-dA, db_vals], dim=1)

@@ -2,7 +2,8 @@
 use crate::certificates::{self, Certificate};
 use crate::cone_layout::{dual_to_scs, slack_scs, warm_to_pounce, ProblemClass};
 use crate::options::{
-    backend, fast_qp_options, feral_config, feral_config_fast, robust_options, SolveOptions,
+    backend, fast_qp_options, feral_config, feral_config_fast, kkt_backend, robust_options,
+    SolveOptions,
 };
 use crate::structure::{batch_size, ConicStructure};
 use crate::validate::{expect_shape, f64_array, value_error};
@@ -53,6 +54,8 @@ struct Engine<'a> {
     fast: QpOptions,
     cfg: FeralConfig,
     cfg_fast: FeralConfig,
+    /// The QP engine's KKT dimension and approximate lower-triangle nnz (`qp_kkt_size`).
+    kkt_size: (usize, usize),
 }
 
 /// A rayon worker's reusable QP factorization (symbolic analysis kept across its items).
@@ -78,7 +81,9 @@ impl Engine<'_> {
     ) -> QpSolution {
         let t0 = Instant::now();
         if matches!(wf, WorkerFactor::Untried) {
-            *wf = match QpFactorization::build(prob, &self.fast, || backend(&self.cfg_fast)) {
+            *wf = match QpFactorization::build(prob, &self.fast, || {
+                kkt_backend(self.kkt_size.0, self.kkt_size.1, &self.cfg_fast)
+            }) {
                 Some(f) => WorkerFactor::Ready(Box::new(f)),
                 None => WorkerFactor::Failed,
             };
@@ -153,6 +158,15 @@ impl Engine<'_> {
             secs: t0.elapsed().as_secs_f64(),
         }
     }
+}
+
+/// The QP-class KKT `[[P + reg, A'], [A, -W]]`, for the backend choice: its dimension n + m
+/// and about how many lower-triangle entries it holds (P's lower half, the x diagonal, A and
+/// the (z, z) diagonal).
+fn qp_kkt_size(st: &ConicStructure) -> (usize, usize) {
+    let (n, m) = (st.n(), st.m());
+    let p_lower = st.p.as_ref().map_or(0, |p| p.nnz().div_ceil(2));
+    (n + m, p_lower + n + st.a.nnz() + m)
 }
 
 /// Solve a batch of conic programs sharing one sparsity structure.
@@ -272,6 +286,7 @@ pub fn conic_solve_batch<'py>(
         fast: fast_qp_options(&so),
         cfg: feral_config(),
         cfg_fast: feral_config_fast(),
+        kkt_size: qp_kkt_size(&st),
     };
     let (qs, bs, avs) = (q_arr.slice(), b_arr.slice(), a_arr.slice());
     let pvs = p_arr.as_ref().map(|a| a.slice());

@@ -1,9 +1,9 @@
 //! Batched sparse KKT adjoints: the backward of `conic_solve_batch`.
-use crate::options::feral_config_adjoint;
+use crate::options::{feral_config_adjoint, kkt_backend};
 use crate::structure::{batch_size, ConicStructure};
 use crate::validate::{expect_shape, f64_array_unchecked, value_error, Array};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
-use pounce_feral::{FeralConfig, FeralSolverInterface};
+use pounce_feral::FeralConfig;
 use pounce_linsol::Factorization;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -169,7 +169,7 @@ impl<'a> Worker<'a> {
             }
             self.fact = None;
         }
-        let backend = Box::new(FeralSolverInterface::with_config(self.cfg.clone()));
+        let backend = kkt_backend(self.pat.dim, self.pat.irn.len(), self.cfg);
         match Factorization::new(
             self.pat.dim as Index,
             self.pat.irn.clone(),
@@ -332,7 +332,8 @@ fn parse_statuses_ok(obj: &Bound<'_, PyAny>, batch: usize) -> PyResult<Vec<bool>
 /// `pounce_kkt/cone_scaling.py` and passed as `h_diag`, `h_blocks`). This is the interior
 /// point method's own Newton system at centring 0, `K = [[P_eff, A'], [A, -H]]`: symmetric
 /// quasi-definite, so it factors with a sparse LDL' (feral through pounce-linsol), whose
-/// symbolic analysis is shared across the batch. diffcp's residual map is exact at the limit
+/// symbolic analysis is shared across the batch, or, when K is small and mostly filled, with
+/// the dense Bunch-Kaufman backend (options.rs `kkt_backend`). diffcp's residual map is exact at the limit
 /// too, but it is nonsymmetric and needs LSQR or an LU; under strict complementarity the two
 /// agree as mu -> 0.
 ///
@@ -344,7 +345,8 @@ fn parse_statuses_ok(obj: &Bound<'_, PyAny>, batch: usize) -> PyResult<Vec<bool>
 /// a dense matrix. It is factored with a small static regularisation (`+delta` on the x
 /// block, `-delta` on the y block) and the solve is iteratively refined against the
 /// unregularised K. Each rayon worker owns one `Factorization` and `refactor`s it for its
-/// next item, reusing the symbolic analysis. The GIL is released; feral runs serial.
+/// next item, reusing the symbolic analysis. The GIL is released; every factorization runs
+/// serial.
 ///
 /// Arrays (float64, C-contiguous, batch-first): `h_diag (B, z + l)`, `h_blocks (B, sum d_k^2)`
 /// with each SOC, PSD, exp and power block dense row-major in cone order, `x (B, n)`,

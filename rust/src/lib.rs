@@ -4,12 +4,14 @@
 //! - `cone_layout`: the one mapping between the SCS/cvxpy conic layout and POUNCE's.
 //! - `batch`: batched conic forward solves (rayon, GIL released).
 //! - `kkt_adjoint`: batched sparse KKT adjoint solves (rayon, GIL released).
+//! - `dense_backend`: the dense LBL' linear solver for small, filled KKT systems.
 //! - `nlp`: the NLP interior-point solve used by the Theseus adapter.
 use pyo3::prelude::*;
 
 pub mod batch;
 pub mod certificates;
 pub mod cone_layout;
+pub mod dense_backend;
 pub mod kkt_adjoint;
 pub mod nlp;
 pub mod options;
@@ -21,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     batch::register(m)?;
     kkt_adjoint::register(m)?;
+    dense_backend::register(m)?;
     nlp::register(m)?;
     Ok(())
 }

@@ -5,8 +5,9 @@
 //! QP class (zero + nonneg rows only): a FAST path, then a ROBUST fallback.
 //! - Fast: pounce-convex's `QpFactorization` (the direct infeasible-start Mehrotra IPM on a
 //!   KKT whose symbolic analysis is built once per rayon worker and reused for every item of
-//!   the batch, which shares one structure), feral with `ScalingStrategy::Identity`.
-//!   Accepted only when it ends `Optimal`; its convergence test is on the caller's own
+//!   the batch, which shares one structure). Its linear solver is the dense Bunch-Kaufman
+//!   backend (dense_backend.rs) when the KKT is small and filled, otherwise feral with
+//!   `ScalingStrategy::Identity` ([`kkt_backend`]). Accepted only when it ends `Optimal`; its convergence test is on the caller's own
 //!   (unequilibrated) residuals.
 //! - Robust: `solve_qp_ipm` with POUNCE's defaults (homogeneous self-dual embedding, feral's
 //!   adaptive scaling, Ruiz retry), which certifies infeasibility / unboundedness. Any item the
@@ -17,14 +18,19 @@
 //! iterations); + `QpFactorization` 1.7 ms; + feral refinement pass off ~1.5 ms. The MC64
 //! matching of feral's adaptive scaling alone was ~11% of the default profile, and
 //! pounce-convex's per-solve KKT pattern build ~11% (paid inside `QpFactorization::solve` as
-//! its structure check, so not avoidable from here).
+//! its structure check, so not avoidable from here). The dense backend then took it to
+//! 1.0 ms (0.105 ms per iteration, the same 9.5 iterations): feral's factorization was ~46%
+//! of the profile and faer's dense rook-pivoted LBL' is about twice as fast at this size.
 //!
 //! Conic class (any SOC / PSD / exp / power row): POUNCE's defaults through
 //! `solve_socp_ipm`: HSDE is the only driver for exp/power and the one that certifies
 //! infeasibility; the direct driver took more iterations (14.2 vs 10.6) and lost accuracy
 //! (1.4e-5 vs 3.2e-6 in x at tol 1e-8) on 32 SOCPs (n = 52, 20 nonneg rows, 6 SOC(5)), and
 //! dropping feral's scaling there gained only ~6% (3.40 -> 3.20 ms per item), not worth
-//! its robustness.
+//! its robustness. The dense backend gained nothing measurable on the SOCP and exp-cone
+//! layers of benchmarks/bench_cvxpylayers.py (c) and moved the SOC + exp + power fixture
+//! past its 5e-5 accuracy, so the conic class keeps feral.
+use crate::dense_backend::{use_dense, DenseLbltBackend};
 use pounce_convex::QpOptions;
 use pounce_feral::{FeralConfig, FeralSolverInterface, ScalingStrategy};
 use pounce_linsol::SparseSymLinearSolverInterface;
@@ -102,4 +108,26 @@ pub fn feral_config_adjoint() -> FeralConfig {
 
 pub fn backend(cfg: &FeralConfig) -> Box<dyn SparseSymLinearSolverInterface> {
     Box::new(FeralSolverInterface::with_config(cfg.clone()))
+}
+
+/// The backend for a KKT system of dimension `dim` with about `nnz_lower` lower-triangle
+/// entries: the dense Bunch-Kaufman backend when [`use_dense`] says the system is small and
+/// filled enough (measured on 64 dense QPs, n = m = 50, one core: 1.54 -> 1.0 ms per
+/// item, same iterations), otherwise feral with `cfg`. The environment variable
+/// `POUNCE_LAYERS_KKT_BACKEND=dense|feral` overrides the choice (for comparisons).
+pub fn kkt_backend(
+    dim: usize,
+    nnz_lower: usize,
+    cfg: &FeralConfig,
+) -> Box<dyn SparseSymLinearSolverInterface> {
+    let dense = match std::env::var("POUNCE_LAYERS_KKT_BACKEND").as_deref() {
+        Ok("dense") => true,
+        Ok("feral") => false,
+        _ => use_dense(dim, nnz_lower),
+    };
+    if dense {
+        Box::new(DenseLbltBackend::new())
+    } else {
+        backend(cfg)
+    }
 }

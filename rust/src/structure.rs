@@ -2,7 +2,8 @@
 //! patterns of P (full symmetric) and A, the cones, and the precomputed map to POUNCE.
 use crate::cone_layout::{ConeDims, ConeLayout, DataMap};
 use crate::validate::{
-    check_all_finite, csc_from_py, expect_shape, f64_array_unchecked, value_error, Array, CscPattern,
+    check_all_finite, csc_from_py, expect_shape, f64_array_unchecked, value_error, Array,
+    CscPattern,
 };
 use pyo3::prelude::*;
 

@@ -1,0 +1,333 @@
+//! A dense LBL' backend for POUNCE's linear-solver interface, for small, dense KKT systems.
+//!
+//! pounce-convex's IPMs factor their KKT system through pounce-linsol's
+//! `SparseSymLinearSolverInterface`. For a KKT of a few hundred rows that is mostly filled
+//! (the n = m = 50 dense QP of a cvxpylayers batch: 100 x 100, 77% of the lower triangle),
+//! a dense Bunch-Kaufman factorization (faer's blocked `lblt`, partial pivoting) does the
+//! same work with none of a sparse solver's per-factorization bookkeeping. [`use_dense`]
+//! decides by size and fill; the engine choice is made per problem in options.rs.
+//!
+//! Contract with the interface (pounce-linsol `sparse_sym_iface.rs`): triplets of one
+//! triangle, 1-based (`TripletFormat`); duplicates are summed; `multi_solve` factors when
+//! `new_matrix`, reports the number of negative eigenvalues (inertia from the 1x1 and 2x2
+//! blocks of B), returns `Singular` for a pivot below `ZERO_PIVOT_REL * max|K|` and
+//! `WrongInertia` when `check_neg_evals` and the count differs, and solves the `nrhs`
+//! right-hand sides stored one after another in `rhs_vals`.
+use dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::lblt::factor::{LbltParams, PivotingStrategy};
+use faer::linalg::cholesky::lblt::{factor, solve};
+use faer::Spec;
+use faer::{Conj, Mat, MatMut, Par};
+use crate::validate::{expect_shape, f64_array, f64_array_unchecked, i64_array, value_error};
+use numpy::{PyArray1, PyArrayMethods};
+use pounce_linsol::{EMatrixFormat, ESymSolverStatus, SparseSymLinearSolverInterface};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+type Index = i32;
+
+/// Largest KKT dimension the dense backend takes.
+pub const DENSE_MAX_DIM: usize = 400;
+/// Smallest fill of the lower triangle (nnz / (dim (dim + 1) / 2)) for the dense backend
+/// above `DENSE_ALWAYS_DIM`.
+pub const DENSE_MIN_FILL: f64 = 0.25;
+/// Below this dimension the dense backend is used whatever the fill.
+pub const DENSE_ALWAYS_DIM: usize = 64;
+/// A pivot is zero when |d| <= ZERO_PIVOT_REL * max|K|.
+const ZERO_PIVOT_REL: f64 = 1e-30;
+
+/// faer's blocked LBL' with rook pivoting (|L| bounded column- and row-wise, the stable
+/// choice for the wide dynamic range of interior-point KKT systems).
+fn lblt_params() -> Spec<LbltParams, f64> {
+    let mut p: Spec<LbltParams, f64> = Default::default();
+    p.pivoting = match std::env::var("POUNCE_LAYERS_LBLT_PIVOT").as_deref() {
+        Ok("partial") => PivotingStrategy::Partial,
+        Ok("partialdiag") => PivotingStrategy::PartialDiag,
+        _ => PivotingStrategy::Rook,
+    };
+    p
+}
+
+/// Whether a KKT of dimension `dim` with `nnz_lower` stored lower-triangle entries (diagonal
+/// included) goes to the dense backend.
+pub fn use_dense(dim: usize, nnz_lower: usize) -> bool {
+    if dim <= DENSE_ALWAYS_DIM {
+        return true;
+    }
+    let full = dim * (dim + 1) / 2;
+    dim <= DENSE_MAX_DIM && nnz_lower as f64 >= DENSE_MIN_FILL * full as f64
+}
+
+/// Dense LBL' (Bunch-Kaufman) behind `SparseSymLinearSolverInterface`. Serial.
+pub struct DenseLbltBackend {
+    dim: usize,
+    /// 0-based lower-triangle coordinates of each value slot.
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+    values: Vec<f64>,
+    /// The factor: L below the diagonal, B's diagonal on it (column-major, dim x dim).
+    lb: Mat<f64>,
+    subdiag: Mat<f64>,
+    perm: Vec<usize>,
+    perm_inv: Vec<usize>,
+    mem: Option<MemBuffer>,
+    /// Right-hand sides `mem` is sized for.
+    mem_rhs: usize,
+    negevals: Index,
+    factored: bool,
+}
+
+impl DenseLbltBackend {
+    pub fn new() -> Self {
+        DenseLbltBackend {
+            dim: 0,
+            rows: Vec::new(),
+            cols: Vec::new(),
+            values: Vec::new(),
+            lb: Mat::zeros(0, 0),
+            subdiag: Mat::zeros(0, 1),
+            perm: Vec::new(),
+            perm_inv: Vec::new(),
+            mem: None,
+            mem_rhs: 0,
+            negevals: 0,
+            factored: false,
+        }
+    }
+
+    /// Workspace for the factorization and for solves with up to `nrhs` right-hand sides.
+    fn take_scratch(&mut self, nrhs: usize) -> MemBuffer {
+        if self.mem.is_none() || nrhs > self.mem_rhs {
+            let n = self.dim;
+            self.mem_rhs = nrhs.max(self.mem_rhs);
+            let req =
+                factor::cholesky_in_place_scratch::<usize, f64>(n, Par::Seq, lblt_params()).or(
+                    solve::solve_in_place_scratch::<usize, f64>(n, self.mem_rhs, Par::Seq),
+                );
+            self.mem = Some(MemBuffer::new(req));
+        }
+        self.mem.take().expect("allocated above")
+    }
+
+    fn factor(&mut self, check_neg_evals: bool, number_of_neg_evals: Index) -> ESymSolverStatus {
+        let n = self.dim;
+        self.lb.fill(0.0);
+        let mut amax = 0.0f64;
+        for ((&r, &c), &v) in self.rows.iter().zip(&self.cols).zip(&self.values) {
+            if !v.is_finite() {
+                return ESymSolverStatus::FatalError;
+            }
+            self.lb[(r, c)] += v;
+            amax = amax.max(v.abs());
+        }
+        let mut mem = self.take_scratch(4);
+        let mut sub = self.subdiag.col_mut(0).as_diagonal_mut();
+        sub.fill(0.0);
+        factor::cholesky_in_place(
+            self.lb.as_mut(),
+            sub,
+            &mut self.perm,
+            &mut self.perm_inv,
+            Par::Seq,
+            MemStack::new(&mut mem),
+            lblt_params(),
+        );
+        self.mem = Some(mem);
+        self.factored = true;
+        let tiny = ZERO_PIVOT_REL * amax.max(f64::MIN_POSITIVE);
+        let (mut neg, mut zero) = (0, 0);
+        let mut i = 0;
+        while i < n {
+            let s = self.subdiag[(i, 0)];
+            if s != 0.0 && i + 1 < n {
+                let (a, c) = (self.lb[(i, i)], self.lb[(i + 1, i + 1)]);
+                let det = a * c - s * s;
+                if det.abs() <= tiny * tiny {
+                    zero += 1;
+                    neg += usize::from(a + c < 0.0);
+                } else if det < 0.0 {
+                    neg += 1;
+                } else if a + c < 0.0 {
+                    neg += 2;
+                }
+                i += 2;
+            } else {
+                let d = self.lb[(i, i)];
+                if !d.is_finite() || d.abs() <= tiny {
+                    zero += 1;
+                } else if d < 0.0 {
+                    neg += 1;
+                }
+                i += 1;
+            }
+        }
+        self.negevals = neg as Index;
+        if zero > 0 {
+            return ESymSolverStatus::Singular;
+        }
+        if check_neg_evals && self.negevals != number_of_neg_evals {
+            return ESymSolverStatus::WrongInertia;
+        }
+        ESymSolverStatus::Success
+    }
+
+    fn backsolve(&mut self, nrhs: usize, rhs_vals: &mut [f64]) -> ESymSolverStatus {
+        let n = self.dim;
+        if !self.factored || rhs_vals.len() < n * nrhs {
+            return ESymSolverStatus::FatalError;
+        }
+        let mut mem = self.take_scratch(nrhs);
+        let rhs = MatMut::from_column_major_slice_mut(&mut rhs_vals[..n * nrhs], n, nrhs);
+        // SAFETY of the permutation: produced by cholesky_in_place for this dimension.
+        let perm = unsafe { faer::perm::PermRef::new_unchecked(&self.perm, &self.perm_inv, n) };
+        solve::solve_in_place_with_conj(
+            self.lb.as_ref(),
+            self.lb.diagonal(),
+            self.subdiag.col(0).as_diagonal(),
+            Conj::No,
+            perm,
+            rhs,
+            Par::Seq,
+            MemStack::new(&mut mem),
+        );
+        self.mem = Some(mem);
+        if rhs_vals[..n * nrhs].iter().all(|v| v.is_finite()) {
+            ESymSolverStatus::Success
+        } else {
+            ESymSolverStatus::FatalError
+        }
+    }
+}
+
+impl Default for DenseLbltBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SparseSymLinearSolverInterface for DenseLbltBackend {
+    fn initialize_structure(
+        &mut self,
+        dim: Index,
+        nonzeros: Index,
+        ia: &[Index],
+        ja: &[Index],
+    ) -> ESymSolverStatus {
+        let (n, nnz) = (dim as usize, nonzeros as usize);
+        if ia.len() < nnz || ja.len() < nnz {
+            return ESymSolverStatus::FatalError;
+        }
+        self.dim = n;
+        self.rows.clear();
+        self.cols.clear();
+        for (&i, &j) in ia[..nnz].iter().zip(&ja[..nnz]) {
+            let (i, j) = ((i - 1) as usize, (j - 1) as usize);
+            if i >= n || j >= n {
+                return ESymSolverStatus::FatalError;
+            }
+            self.rows.push(i.max(j));
+            self.cols.push(i.min(j));
+        }
+        self.values = vec![0.0; nnz];
+        self.lb = Mat::zeros(n, n);
+        self.subdiag = Mat::zeros(n, 1);
+        self.perm = vec![0; n];
+        self.perm_inv = vec![0; n];
+        self.mem = None;
+        self.mem_rhs = 0;
+        self.factored = false;
+        ESymSolverStatus::Success
+    }
+
+    fn values_array_mut(&mut self) -> &mut [f64] {
+        &mut self.values
+    }
+
+    fn multi_solve(
+        &mut self,
+        new_matrix: bool,
+        _ia: &[Index],
+        _ja: &[Index],
+        nrhs: Index,
+        rhs_vals: &mut [f64],
+        check_neg_evals: bool,
+        number_of_neg_evals: Index,
+    ) -> ESymSolverStatus {
+        if new_matrix || !self.factored {
+            let status = self.factor(check_neg_evals, number_of_neg_evals);
+            if status != ESymSolverStatus::Success {
+                return status;
+            }
+        }
+        self.backsolve(nrhs.max(0) as usize, rhs_vals)
+    }
+
+    fn number_of_neg_evals(&self) -> Index {
+        self.negevals
+    }
+
+    fn increase_quality(&mut self) -> bool {
+        false
+    }
+
+    fn provides_inertia(&self) -> bool {
+        true
+    }
+
+    fn matrix_format(&self) -> EMatrixFormat {
+        EMatrixFormat::TripletFormat
+    }
+}
+
+/// Factor and solve one symmetric system through [`DenseLbltBackend`], exactly as POUNCE's
+/// IPM drives it (for tests of the backend against numpy).
+///
+/// `rows`, `cols` (int64, 0-based, either triangle, duplicates summed) and `values`
+/// (float64) are the triplets of K (dim x dim); `rhs` is (k, dim), one right-hand side per
+/// row. Returns `{"status": "success" | "singular" | "fatal_error", "negative": int,
+/// "x": (k, dim)}` (`x` is the solve's output, meaningful only on success).
+#[pyfunction]
+pub fn dense_lblt_probe<'py>(
+    py: Python<'py>,
+    dim: usize,
+    rows: Bound<'py, PyAny>,
+    cols: Bound<'py, PyAny>,
+    values: Bound<'py, PyAny>,
+    rhs: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (r, c) = (i64_array(&rows, "rows")?, i64_array(&cols, "cols")?);
+    let v = f64_array_unchecked(&values, "values", 1)?;
+    let b = f64_array(&rhs, "rhs", 2)?;
+    let nnz = v.slice().len();
+    expect_shape("rows", &r.shape, &[nnz])?;
+    expect_shape("cols", &c.shape, &[nnz])?;
+    expect_shape("rhs", &b.shape[1..], &[dim])?;
+    let one_based = |a: &[i64]| -> PyResult<Vec<Index>> {
+        a.iter()
+            .map(|&i| match usize::try_from(i) {
+                Ok(u) if u < dim => Ok(u as Index + 1),
+                _ => Err(value_error(format!("index {i} outside 0..{dim}"))),
+            })
+            .collect()
+    };
+    let (ia, ja) = (one_based(r.slice())?, one_based(c.slice())?);
+    let mut be = DenseLbltBackend::new();
+    be.initialize_structure(dim as Index, nnz as Index, &ia, &ja);
+    be.values_array_mut().copy_from_slice(v.slice());
+    let mut x = b.slice().to_vec();
+    let status = be.multi_solve(true, &ia, &ja, b.shape[0] as Index, &mut x, false, 0);
+    let out = PyDict::new(py);
+    let name = match status {
+        ESymSolverStatus::Success => "success",
+        ESymSolverStatus::Singular => "singular",
+        _ => "fatal_error",
+    };
+    out.set_item("status", name)?;
+    out.set_item("negative", be.number_of_neg_evals())?;
+    out.set_item("x", PyArray1::from_vec(py, x).reshape(b.shape.clone())?)?;
+    Ok(out)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(dense_lblt_probe, m)?)
+}

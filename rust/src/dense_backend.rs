@@ -13,12 +13,12 @@
 //! blocks of B), returns `Singular` for a pivot below `ZERO_PIVOT_REL * max|K|` and
 //! `WrongInertia` when `check_neg_evals` and the count differs, and solves the `nrhs`
 //! right-hand sides stored one after another in `rhs_vals`.
+use crate::validate::{expect_shape, f64_array, f64_array_unchecked, i64_array, value_error};
 use dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::lblt::factor::{LbltParams, PivotingStrategy};
 use faer::linalg::cholesky::lblt::{factor, solve};
 use faer::Spec;
 use faer::{Conj, Mat, MatMut, Par};
-use crate::validate::{expect_shape, f64_array, f64_array_unchecked, i64_array, value_error};
 use numpy::{PyArray1, PyArrayMethods};
 use pounce_linsol::{EMatrixFormat, ESymSolverStatus, SparseSymLinearSolverInterface};
 use pyo3::prelude::*;

@@ -14,11 +14,14 @@ Theseus' optimizers run with their default backward (unroll) and with backward_m
 "implicit"; PounceOptimizer's backward is always the exact implicit one. All methods run
 with one intra-op torch thread (the problems are small; the machine is shared).
 Prints a table with the ratios to LevenbergMarquardt (unroll and implicit backward) and
-writes benchmarks/out/bench_theseus.png.
+writes benchmarks/out/bench_theseus.png (all problems only).
+
+``--only TEXT`` runs the problems whose label contains TEXT (e.g. ``--only curve``).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 import warnings
@@ -94,10 +97,14 @@ class _Case:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="run problems whose label contains this")
+    args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     rows = []
-    for label, build, bsz, wrt, h, repeats in PROBLEMS:
+    problems = [p for p in PROBLEMS if args.only in p[0]]
+    for label, build, bsz, wrt, h, repeats in problems:
         ref_obj, inputs = build(bsz)
         reference = tight_gauss_newton(ref_obj, max_iterations=30)
         with torch.no_grad():
@@ -132,7 +139,8 @@ def main() -> None:
               for ref in REFERENCES}
         print(f"{label:16s} {name:30s} {t * 1e3:11.1f} {t / lm[REFERENCES[0]]:10.2f} "
               f"{t / lm[REFERENCES[1]]:10.2f} {err:16.10e} {rel:13.2e}")
-    _plot(rows)
+    if len(problems) == len(PROBLEMS):
+        _plot(rows)
 
 
 def _plot(rows) -> None:

@@ -14,7 +14,7 @@ This object is what the native solver (``nlp_solve``) calls back into.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,7 +22,13 @@ from theseus.core.objective import error_squared_norm_fn
 
 from .chart import TangentChart
 from .constraints import Bound, Constraint
-from .hessian import GaussNewtonHessian, batched_vjp
+from .hessian import (
+    GaussNewtonHessian,
+    HessianLayout,
+    batched_vjp,
+    batched_vjps,
+    gauss_newton_values,
+)
 from .structure import GaussNewtonPattern, HessianPattern, JacobianPattern
 
 __all__ = ["BatchNlp", "Evaluation", "ProblemStructure"]
@@ -38,24 +44,54 @@ GN_PROGRESS = 0.2
 
 @dataclass
 class Evaluation:
+    """The objective (and constraints) evaluated at one point ``delta``, with the graph
+    kept for the derivatives. ``least_squares``: the metric is Theseus' default
+    ``f = 1/2 |e|^2``, so the gradient is taken as ``J' e_hat`` with ``e_hat`` a detached
+    leaf copy of ``e`` (see :mod:`pounce_theseus.hessian`)."""
+
     delta: torch.Tensor  # (B, n), requires grad
     e: torch.Tensor  # (B, m_e) weighted errors
     f: torch.Tensor  # (B,) error metric
     c: torch.Tensor | None  # (B, m_c) constraint values
+    least_squares: bool = False
     grad_f: torch.Tensor | None = None  # (B, n)
-    grad_has_graph: bool = False  # grad_f keeps its graph (for exact Hessian products)
+    grad_has_graph: bool = False  # grad_f keeps its graph (for Hessian products)
+    e_hat: torch.Tensor | None = None  # the leaf grad_f = J' e_hat is taken at
+    _products: tuple | None = field(default=None, repr=False)
 
     def objective_gradient(self, create_graph: bool = True) -> torch.Tensor:
         """grad of sum_b f_b w.r.t. delta, computed once; with ``create_graph`` its graph
-        is kept, so the exact Hessian at the same point needs only the seeded products
-        (a Gauss-Newton Hessian does not need it)."""
+        is kept, so the Hessian at the same point needs only the seeded products."""
         if self.grad_f is None or (create_graph and not self.grad_has_graph):
             with torch.enable_grad():
+                if self.least_squares:
+                    self.e_hat = self.e.detach().requires_grad_(True)
+                    out, seed = self.e, self.e_hat
+                else:
+                    out, seed = self.f.sum(), None
                 (g,) = torch.autograd.grad(
-                    self.f.sum(), self.delta, retain_graph=True, create_graph=create_graph
+                    out, self.delta, seed, retain_graph=True, create_graph=create_graph
                 )
             self.grad_f, self.grad_has_graph = g, create_graph
         return self.grad_f
+
+    def residual_products(
+        self, seeds: torch.Tensor, second_order: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Least squares only: ``(sum_r e_r (hess e_r) v_s, J v_s)`` stacked over the seeds
+        (S, B, n) and (S, B, m_e), from one batched backward pass through the gradient's
+        graph (the curvature term is None unless ``second_order``); cached per point."""
+        cached = self._products
+        if cached is not None and (cached[0] is not None or not second_order):
+            return cached
+        g = self.objective_gradient(create_graph=True)
+        with torch.enable_grad():
+            if second_order:
+                sv, jv = batched_vjps(g, (self.delta, self.e_hat), seeds)
+            else:
+                sv, (jv,) = None, batched_vjps(g, (self.e_hat,), seeds)
+        self._products = (sv, jv)
+        return self._products
 
 
 class ProblemStructure:
@@ -153,6 +189,8 @@ class BatchNlp:
         ref = self.chart.base[0]
         self.dtype, self.device = ref.dtype, ref.device
         self._seeds = self.s.hess.seed_tensor(self.batch_size, ref)
+        self._layout: HessianLayout | None = None
+        self._least_squares = self.th_objective._error_metric_fn is error_squared_norm_fn
         if self.s.constraints and self.s.con_rows is None:
             with torch.no_grad():  # the constraints' row counts, from one evaluation
                 self.chart.apply(self.chart.zeros(self.batch_size))
@@ -166,7 +204,7 @@ class BatchNlp:
         self._hybrid = bool(
             getattr(hessian, "least_squares_hybrid", False)
             and self.m == 0 and not bounds and self.s.n <= HYBRID_MAX_DIM
-            and self.th_objective._error_metric_fn is error_squared_norm_fn
+            and self._least_squares
         )
         self._bounds_cache: tuple[np.ndarray, np.ndarray] | None = None
         self._last_hessian: tuple | None = None
@@ -183,6 +221,10 @@ class BatchNlp:
         d = self.chart.zeros(self.batch_size)
         d[self.idx] = rows
         return d
+
+    def _rows(self, t: torch.Tensor) -> torch.Tensor:
+        """The rows of the elements being solved."""
+        return t if self._whole else t[self.idx]
 
     def from_rows(self, t: torch.Tensor) -> np.ndarray:
         t = t.detach() if self._whole else t.detach()[self.idx]
@@ -204,7 +246,7 @@ class BatchNlp:
         ev = self.evaluate(self.start())
         with torch.no_grad():
             ok = torch.isfinite(ev.f.detach()) & torch.isfinite(ev.e.detach()).all(dim=1)
-            grad = ev.objective_gradient(not self._gauss_newton_only_at(ev))
+            grad = ev.objective_gradient()
             ok &= torch.isfinite(grad.detach()).all(dim=1)
             if ev.c is not None:
                 ok &= torch.isfinite(ev.c.detach()).all(dim=1)
@@ -253,7 +295,7 @@ class BatchNlp:
             e = self.th_objective.error()
             f = self.th_objective._error_metric_fn(e).reshape(-1)
             c = self.s.constraint_values()
-        self._cache_key, self._cache = key, Evaluation(delta, e, f, c)
+        self._cache_key, self._cache = key, Evaluation(delta, e, f, c, self._least_squares)
         return self._cache
 
     def objective_value(self, x: np.ndarray) -> float:
@@ -267,7 +309,7 @@ class BatchNlp:
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
         ev = self.evaluate(x)
-        return self.from_rows(ev.objective_gradient(not self._gauss_newton_only_at(ev)))
+        return self.from_rows(ev.objective_gradient())
 
     def constraints(self, x: np.ndarray) -> np.ndarray:
         ev = self.evaluate(x)
@@ -325,9 +367,15 @@ class BatchNlp:
                 lam_t = lam
         if self._hybrid:
             return self._hybrid_values(ev, obj_factor)
-        with torch.enable_grad():
-            prods = self.hessian_strategy.products(ev, self._seeds, obj_factor, lam_t)
-        return self.s.hess.gather(prods.detach())
+        return self.hessian_strategy.values(ev, self.layout(), obj_factor, lam_t).detach()
+
+    def layout(self) -> HessianLayout:
+        """Seeds and patterns for the Hessian strategies (built on first use)."""
+        if self._layout is None:
+            self._layout = HessianLayout(
+                self._seeds, self.s.hess, self.s.gauss_newton_pattern()
+            )
+        return self._layout
 
     def _hybrid_values(self, ev: Evaluation, obj_factor: float) -> torch.Tensor:
         """Per element, the Gauss-Newton block ``obj_factor * J'J`` or the exact one
@@ -343,26 +391,27 @@ class BatchNlp:
         minimiser with nonzero residuals progress stalls and the exact block is positive
         definite, so the last iterations are exact Newton ones; with zero residuals the
         two blocks coincide in the limit. Either way the solve stops at the same KKT
-        tolerance."""
+        tolerance. Both blocks come from the same seeded products (exact = J'J plus the
+        residual curvature)."""
         f = ev.f.detach()
         if self._hybrid_key != self._cache_key:  # a new iterate: update the rule
             use_gn = self._gauss_newton_rule(f)
             self._f_prev, self._hybrid_key, self._use_gn = f.clone(), self._cache_key, use_gn
         use_gn = self._use_gn.clone()
-        values = None
-        if not bool(use_gn[self.idx].all()):
-            with torch.enable_grad():
-                prods = self.hessian_strategy.products(ev, self._seeds, obj_factor, None)
-            values = self.s.hess.gather(prods.detach())
-            _, info = torch.linalg.cholesky_ex(self.s.hess.dense(values))
-            use_gn |= info != 0
-        if bool(use_gn[self.idx].any()):
-            gn_values = self._gauss_newton_values(ev, obj_factor)
-            values = gn_values if values is None else torch.where(
-                use_gn.unsqueeze(1), gn_values, values
-            )
+        exact_needed = not bool(self._rows(use_gn).all())
+        layout = self.layout()
+        sv, jv = ev.residual_products(layout.seeds, second_order=exact_needed)
+        gn = gauss_newton_values(ev, layout, jv)
+        if not exact_needed:
             self._replaced_blocks = True
-        return values
+            return (obj_factor * gn).detach()
+        values = obj_factor * (layout.hess.gather(sv) + gn)
+        _, info = torch.linalg.cholesky_ex(layout.hess.dense(values))
+        use_gn |= info != 0
+        if bool(self._rows(use_gn).any()):
+            values = torch.where(use_gn.unsqueeze(1), obj_factor * gn, values)
+            self._replaced_blocks = True
+        return values.detach()
 
     def _gauss_newton_rule(self, f: torch.Tensor) -> torch.Tensor:
         """Elements whose next Hessian block is Gauss-Newton by the progress rule."""
@@ -371,24 +420,7 @@ class BatchNlp:
             return torch.ones_like(f, dtype=torch.bool)
         return (prev - f) >= GN_PROGRESS * prev.abs()
 
-    def _gauss_newton_only_at(self, ev: Evaluation) -> bool:
-        """The hybrid will use Gauss-Newton blocks only at the evaluated point (so the
-        gradient need not keep its graph; an exact block needed after all recomputes it)."""
-        if not self._hybrid or ev is not self._cache:
-            return False
-        if self._hybrid_key == self._cache_key:
-            return bool(self._use_gn[self.idx].all())
-        return bool(self._gauss_newton_rule(ev.f.detach())[self.idx].all())
-
     def _gauss_newton_values(self, ev: Evaluation, obj_factor: float) -> torch.Tensor:
-        """Pattern values (B, nnz) of ``obj_factor * J'J``: from the seeded Jacobian
-        products alone when the error rows' layout is known (GaussNewtonPattern), else
-        with one more backward pass."""
-        with torch.enable_grad():
-            jv = GaussNewtonHessian.jacobian_products(ev, self._seeds).detach()
-        pattern = self.s.gauss_newton_pattern()
-        if pattern is not None and pattern.m == jv.shape[2]:
-            return obj_factor * pattern.values(jv)
-        with torch.enable_grad():
-            prods = GaussNewtonHessian().products(ev, self._seeds, obj_factor, None)
-        return self.s.hess.gather(prods.detach())
+        """Pattern values (B, nnz) of ``obj_factor * J'J``."""
+        jv = GaussNewtonHessian.jacobian_products(ev, self._seeds)
+        return (obj_factor * gauss_newton_values(ev, self.layout(), jv)).detach()

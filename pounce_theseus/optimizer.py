@@ -39,6 +39,7 @@ from pounce_kkt.nlp_kkt import implicit_step
 from .batch_nlp import INF, BatchNlp, Evaluation, ProblemStructure
 from .constraints import Constraint, resolve_bounds
 from .hessian import ExactHessian, make_hessian
+from .lazy_jacobians import defer_vectorized_jacobians
 from .native import require_nlp_solve
 
 __all__ = ["PounceOptimizer"]
@@ -168,6 +169,8 @@ class PounceOptimizer(NonlinearOptimizer):
             info = self._init_info(track_best_solution, track_err_history, track_state_history)
         bsz = self.objective.batch_size
         self._restoration_iterations = 0
+        # This solve never reads the vectorised Jacobians: later updates need not compute them.
+        defer_vectorized_jacobians(self.objective)
         solve_obj, constraints = self._float64_problem()
         structure = self._structure_for(solve_obj, constraints)
         bounds = resolve_bounds(self.bounds_spec, solve_obj, bsz)
@@ -223,6 +226,7 @@ class PounceOptimizer(NonlinearOptimizer):
             obj64.to(dtype=torch.float64)
             if self.objective.vectorized:
                 Vectorize(obj64)
+                defer_vectorized_jacobians(obj64)
             self._obj64 = obj64
         obj64 = self._obj64
         named = {**self.objective.optim_vars, **self.objective.aux_vars}

@@ -144,7 +144,11 @@ def _prepare(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any
             out[k] = None
             continue
         t = t.to(device="cpu", dtype=torch.float64)
-        out[k] = t.unsqueeze(0).expand(B, -1) if t.dim() == 1 else t.expand(B, -1)
+        t = t.unsqueeze(0).expand(B, -1) if t.dim() == 1 else t.expand(B, -1)
+        if not t.requires_grad and not t.is_contiguous():
+            # Once, in numpy (see validation.all_finite), rather than in every native call.
+            t = torch.from_numpy(np.ascontiguousarray(t.numpy()))
+        out[k] = t
     return out, B, batched, like
 
 
@@ -287,7 +291,8 @@ def _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs):
 
 
 def _from_np(a: Any) -> torch.Tensor | None:
-    return None if a is None else torch.from_numpy(np.asarray(a, np.float64).copy())
+    """A native result array as a tensor sharing its memory (the array is not used again)."""
+    return None if a is None else torch.from_numpy(np.asarray(a, np.float64))
 
 
 def conic_vjp(state: ConicState, gx: Any = None, gy: Any = None, gs: Any = None

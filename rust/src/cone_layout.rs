@@ -299,6 +299,9 @@ pub struct DataMap {
     p_src: Vec<(usize, f64)>,
     /// Per stored entry of A: `(is_eq, pounce_row, col)`.
     a_dst: Vec<(bool, usize, usize)>,
+    /// The stored entries of A in the order their triplets are emitted: equality rows
+    /// first, each part ascending in `(row, col)`.
+    a_order: Vec<usize>,
     n_a_eq: usize,
 }
 
@@ -332,11 +335,28 @@ impl DataMap {
                     (false, layout.ineq_of_scs_row[r - z], c)
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Emit every triplet list ascending in (row, col): pounce-convex rebuilds its KKT
+        // pattern per solve in a B-tree keyed that way (`KktStructure::build`, ~1/3 of a
+        // small QP solve), and in-order keys are its cheapest inserts.
+        let mut order: Vec<usize> = (0..p_slots.len()).collect();
+        order.sort_unstable_by_key(|&k| p_slots[k]);
+        let mut new_slot = vec![0; p_slots.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_slot[old] = new;
+        }
+        let p_slots = order.iter().map(|&k| p_slots[k]).collect();
+        let p_src = p_src.iter().map(|&(k, w)| (new_slot[k], w)).collect();
+        let mut a_order: Vec<usize> = (0..a_dst.len()).collect();
+        a_order.sort_unstable_by_key(|&k| {
+            let (is_eq, r, c) = a_dst[k];
+            (!is_eq, r, c)
+        });
         DataMap {
             p_slots,
             p_src,
             a_dst,
+            a_order,
             n_a_eq,
         }
     }
@@ -375,7 +395,8 @@ impl DataMap {
             .collect();
         let mut a_eq = Vec::with_capacity(self.n_a_eq);
         let mut g = Vec::with_capacity(self.a_dst.len() - self.n_a_eq);
-        for (&(is_eq, r, c), &v) in self.a_dst.iter().zip(a_values) {
+        for &k in &self.a_order {
+            let ((is_eq, r, c), v) = (self.a_dst[k], a_values[k]);
             if is_eq {
                 a_eq.push(Triplet::new(r, c, v));
             } else {

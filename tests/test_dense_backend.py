@@ -50,6 +50,41 @@ def test_inertia_and_solve_match_numpy(seed, split):
     assert rel_err(out["x"], x_ref) < 1e-10
 
 
+def _quasi_definite(rng, n: int, m: int) -> np.ndarray:
+    """An IPM-like KKT [[P + I, G'], [G, -W]] with W spanning 1e-4..1e4."""
+    L = rng.standard_normal((n, n))
+    G = rng.standard_normal((m, n))
+    W = np.diag(10.0 ** rng.uniform(-4, 4, m))
+    return np.block([[L @ L.T / n + np.eye(n), G.T], [G, -W]])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_quasi_definite_backend_keeps_the_unpivoted_factor_and_solves(seed):
+    rng = np.random.default_rng(seed)
+    K = _quasi_definite(rng, 12 + seed, 9)
+    rhs = rng.standard_normal((2, K.shape[0]))
+    out = _native.dense_lblt_probe(K.shape[0], *_triplets(K), rhs, quasi_definite=True)
+    assert out["status"] == "success" and out["unpivoted"]
+    assert out["negative"] == 9 == int((np.linalg.eigvalsh(K) < 0).sum())
+    assert rel_err(out["x"], np.linalg.solve(K, rhs.T).T) < 1e-10
+
+
+@pytest.mark.parametrize("K, negative", [
+    # diagonal signs (+, +) but indefinite: the second pivot turns negative
+    (np.array([[1.0, 2.0], [2.0, 1.0]]), 1),
+    # tiny leading pivot: multipliers of 1e12, far past the growth bound
+    (np.array([[1e-12, 1.0, 0.0], [1.0, 1e-12, 1.0], [0.0, 1.0, 2.0]]), 1),
+    # zero diagonal (a saddle point's constraint block)
+    (np.array([[2.0, 1.0], [1.0, 0.0]]), 1),
+])
+def test_quasi_definite_backend_falls_back_to_bunch_kaufman(K, negative):
+    rhs = np.arange(1.0, 1.0 + K.shape[0])[None, :]
+    out = _native.dense_lblt_probe(K.shape[0], *_triplets(K), rhs, quasi_definite=True)
+    assert out["status"] == "success" and not out["unpivoted"]
+    assert out["negative"] == negative == int((np.linalg.eigvalsh(K) < 0).sum())
+    assert rel_err(out["x"], np.linalg.solve(K, rhs.T).T) < 1e-10
+
+
 def test_singular_and_non_finite_are_reported():
     rng = np.random.default_rng(3)
     B = rng.standard_normal((6, 3))

@@ -82,7 +82,7 @@ impl Engine<'_> {
         let t0 = Instant::now();
         if matches!(wf, WorkerFactor::Untried) {
             *wf = match QpFactorization::build(prob, &self.fast, || {
-                kkt_backend(self.kkt_size.0, self.kkt_size.1, &self.cfg_fast)
+                kkt_backend(self.kkt_size.0, self.kkt_size.1, &self.cfg_fast, true)
             }) {
                 Some(f) => WorkerFactor::Ready(Box::new(f)),
                 None => WorkerFactor::Failed,

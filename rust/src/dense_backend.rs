@@ -3,9 +3,13 @@
 //! pounce-convex's IPMs factor their KKT system through pounce-linsol's
 //! `SparseSymLinearSolverInterface`. For a KKT of a few hundred rows that is mostly filled
 //! (the n = m = 50 dense QP of a cvxpylayers batch: 100 x 100, 77% of the lower triangle),
-//! a dense Bunch-Kaufman factorization (faer's blocked `lblt`, partial pivoting) does the
-//! same work with none of a sparse solver's per-factorization bookkeeping. [`use_dense`]
-//! decides by size and fill; the engine choice is made per problem in options.rs.
+//! a dense Bunch-Kaufman factorization (faer's blocked `lblt`, rook pivoting) does the same
+//! work with none of a sparse solver's per-factorization bookkeeping. [`use_dense`] decides
+//! by size and fill; the engine choice is made per problem in options.rs. For the IPM's own
+//! KKT systems ([`DenseLbltBackend::quasi_definite_first`]) an unpivoted LDL' is tried first
+//! and kept only when every pivot has its diagonal entry's sign, none is tiny and the
+//! multipliers stay bounded (a quasi-definite matrix); otherwise the matrix is refactored
+//! with the LBL'.
 //!
 //! Contract with the interface (pounce-linsol `sparse_sym_iface.rs`): triplets of one
 //! triangle, 1-based (`TripletFormat`); duplicates are summed; `multi_solve` factors when
@@ -17,6 +21,8 @@ use crate::validate::{expect_shape, f64_array, f64_array_unchecked, i64_array, v
 use dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::lblt::factor::{LbltParams, PivotingStrategy};
 use faer::linalg::cholesky::lblt::{factor, solve};
+use faer::linalg::cholesky::ldlt::factor as ldlt_factor;
+use faer::linalg::cholesky::ldlt::solve as ldlt_solve;
 use faer::Spec;
 use faer::{Conj, Mat, MatMut, Par};
 use numpy::{PyArray1, PyArrayMethods};
@@ -33,6 +39,10 @@ pub const DENSE_MAX_DIM: usize = 400;
 pub const DENSE_MIN_FILL: f64 = 0.25;
 /// Below this dimension the dense backend is used whatever the fill.
 pub const DENSE_ALWAYS_DIM: usize = 64;
+/// The unpivoted LDL' is kept only if every |pivot| > UNPIVOTED_MIN_PIVOT_REL * max|K| ...
+const UNPIVOTED_MIN_PIVOT_REL: f64 = 1e-13;
+/// ... and every |multiplier| <= UNPIVOTED_MAX_L (a growth bound; Bunch-Kaufman's is ~2.6).
+const UNPIVOTED_MAX_L: f64 = 1e3;
 /// A pivot is zero when |d| <= ZERO_PIVOT_REL * max|K|.
 const ZERO_PIVOT_REL: f64 = 1e-30;
 
@@ -73,6 +83,12 @@ pub struct DenseLbltBackend {
     mem_rhs: usize,
     negevals: Index,
     factored: bool,
+    /// Whether the held factor is the unpivoted LDL' (else Bunch-Kaufman LBL').
+    unpivoted: bool,
+    /// The diagonal of the last assembled matrix (signs for the unpivoted attempt).
+    diag: Vec<f64>,
+    /// Whether to try the unpivoted LDL' first (see `try_unpivoted`).
+    unpivoted_first: bool,
 }
 
 impl DenseLbltBackend {
@@ -90,6 +106,19 @@ impl DenseLbltBackend {
             mem_rhs: 0,
             negevals: 0,
             factored: false,
+            unpivoted: false,
+            diag: Vec::new(),
+            unpivoted_first: false,
+        }
+    }
+
+    /// The backend that first tries the unpivoted LDL' on each matrix and keeps it when the
+    /// matrix behaves as quasi-definite (the IPM's own KKT systems), else factors with the
+    /// rook-pivoted LBL'.
+    pub fn quasi_definite_first() -> Self {
+        DenseLbltBackend {
+            unpivoted_first: true,
+            ..Self::new()
         }
     }
 
@@ -107,17 +136,85 @@ impl DenseLbltBackend {
         self.mem.take().expect("allocated above")
     }
 
-    fn factor(&mut self, check_neg_evals: bool, number_of_neg_evals: Index) -> ESymSolverStatus {
-        let n = self.dim;
+    /// Scatter the triplet values into `lb` (lower triangle); returns max |K|, or None for a
+    /// non-finite value.
+    fn assemble(&mut self) -> Option<f64> {
         self.lb.fill(0.0);
         let mut amax = 0.0f64;
         for ((&r, &c), &v) in self.rows.iter().zip(&self.cols).zip(&self.values) {
             if !v.is_finite() {
-                return ESymSolverStatus::FatalError;
+                return None;
             }
             self.lb[(r, c)] += v;
             amax = amax.max(v.abs());
         }
+        Some(amax)
+    }
+
+    /// Unpivoted LDL' (faer's blocked left-looking factorization), accepted only when the
+    /// matrix behaves as quasi-definite: every pivot keeps the sign of its diagonal entry,
+    /// none is below `tiny`, and no multiplier exceeds `UNPIVOTED_MAX_L`. That is the case
+    /// for a convex QP's KKT `[[P + reg, A'], [A, -W]]` away from degeneracy, where it
+    /// costs about half of the rook-pivoted LBL'. False leaves `lb` overwritten.
+    fn try_unpivoted(&mut self, tiny: f64) -> bool {
+        let n = self.dim;
+        self.diag.clear();
+        self.diag.extend((0..n).map(|i| self.lb[(i, i)]));
+        if self.diag.contains(&0.0) {
+            return false;
+        }
+        let mut mem = self.take_scratch(4);
+        let ok = ldlt_factor::cholesky_in_place(
+            self.lb.as_mut(),
+            Default::default(),
+            Par::Seq,
+            MemStack::new(&mut mem),
+            Default::default(),
+        )
+        .is_ok();
+        self.mem = Some(mem);
+        if !ok {
+            return false;
+        }
+        for j in 0..n {
+            let d = self.lb[(j, j)];
+            if !(d.abs() > tiny && (d > 0.0) == (self.diag[j] > 0.0)) {
+                return false;
+            }
+            let col = self.lb.col(j);
+            let lmax = col
+                .as_ref()
+                .subrows(j + 1, n - j - 1)
+                .iter()
+                .fold(0.0f64, |a, v| a.max(v.abs()));
+            if lmax.is_nan() || lmax > UNPIVOTED_MAX_L {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn factor(&mut self, check_neg_evals: bool, number_of_neg_evals: Index) -> ESymSolverStatus {
+        let n = self.dim;
+        let Some(amax) = self.assemble() else {
+            return ESymSolverStatus::FatalError;
+        };
+        let tiny = ZERO_PIVOT_REL * amax.max(f64::MIN_POSITIVE);
+        if self.unpivoted_first
+            && self.try_unpivoted(UNPIVOTED_MIN_PIVOT_REL * amax.max(f64::MIN_POSITIVE))
+        {
+            self.unpivoted = true;
+            self.factored = true;
+            self.negevals = (0..n).filter(|&i| self.lb[(i, i)] < 0.0).count() as Index;
+            if check_neg_evals && self.negevals != number_of_neg_evals {
+                return ESymSolverStatus::WrongInertia;
+            }
+            return ESymSolverStatus::Success;
+        }
+        if self.unpivoted_first {
+            self.assemble();
+        }
+        self.unpivoted = false;
         let mut mem = self.take_scratch(4);
         let mut sub = self.subdiag.col_mut(0).as_diagonal_mut();
         sub.fill(0.0);
@@ -132,7 +229,6 @@ impl DenseLbltBackend {
         );
         self.mem = Some(mem);
         self.factored = true;
-        let tiny = ZERO_PIVOT_REL * amax.max(f64::MIN_POSITIVE);
         let (mut neg, mut zero) = (0, 0);
         let mut i = 0;
         while i < n {
@@ -176,18 +272,29 @@ impl DenseLbltBackend {
         }
         let mut mem = self.take_scratch(nrhs);
         let rhs = MatMut::from_column_major_slice_mut(&mut rhs_vals[..n * nrhs], n, nrhs);
-        // SAFETY of the permutation: produced by cholesky_in_place for this dimension.
-        let perm = unsafe { faer::perm::PermRef::new_unchecked(&self.perm, &self.perm_inv, n) };
-        solve::solve_in_place_with_conj(
-            self.lb.as_ref(),
-            self.lb.diagonal(),
-            self.subdiag.col(0).as_diagonal(),
-            Conj::No,
-            perm,
-            rhs,
-            Par::Seq,
-            MemStack::new(&mut mem),
-        );
+        if self.unpivoted {
+            ldlt_solve::solve_in_place_with_conj(
+                self.lb.as_ref(),
+                self.lb.diagonal(),
+                Conj::No,
+                rhs,
+                Par::Seq,
+                MemStack::new(&mut mem),
+            );
+        } else {
+            // SAFETY of the permutation: produced by cholesky_in_place for this dimension.
+            let perm = unsafe { faer::perm::PermRef::new_unchecked(&self.perm, &self.perm_inv, n) };
+            solve::solve_in_place_with_conj(
+                self.lb.as_ref(),
+                self.lb.diagonal(),
+                self.subdiag.col(0).as_diagonal(),
+                Conj::No,
+                perm,
+                rhs,
+                Par::Seq,
+                MemStack::new(&mut mem),
+            );
+        }
         self.mem = Some(mem);
         if rhs_vals[..n * nrhs].iter().all(|v| v.is_finite()) {
             ESymSolverStatus::Success
@@ -282,9 +389,12 @@ impl SparseSymLinearSolverInterface for DenseLbltBackend {
 ///
 /// `rows`, `cols` (int64, 0-based, either triangle, duplicates summed) and `values`
 /// (float64) are the triplets of K (dim x dim); `rhs` is (k, dim), one right-hand side per
-/// row. Returns `{"status": "success" | "singular" | "fatal_error", "negative": int,
-/// "x": (k, dim)}` (`x` is the solve's output, meaningful only on success).
+/// row. `quasi_definite`: the backend the QP forward uses, which tries the unpivoted LDL'
+/// first. Returns `{"status": "success" | "singular" | "fatal_error", "negative": int,
+/// "unpivoted": bool (which factorization was kept), "x": (k, dim)}` (`x` is the solve's
+/// output, meaningful only on success).
 #[pyfunction]
+#[pyo3(signature = (dim, rows, cols, values, rhs, quasi_definite=false))]
 pub fn dense_lblt_probe<'py>(
     py: Python<'py>,
     dim: usize,
@@ -292,6 +402,7 @@ pub fn dense_lblt_probe<'py>(
     cols: Bound<'py, PyAny>,
     values: Bound<'py, PyAny>,
     rhs: Bound<'py, PyAny>,
+    quasi_definite: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (r, c) = (i64_array(&rows, "rows")?, i64_array(&cols, "cols")?);
     let v = f64_array_unchecked(&values, "values", 1)?;
@@ -309,7 +420,11 @@ pub fn dense_lblt_probe<'py>(
             .collect()
     };
     let (ia, ja) = (one_based(r.slice())?, one_based(c.slice())?);
-    let mut be = DenseLbltBackend::new();
+    let mut be = if quasi_definite {
+        DenseLbltBackend::quasi_definite_first()
+    } else {
+        DenseLbltBackend::new()
+    };
     be.initialize_structure(dim as Index, nnz as Index, &ia, &ja);
     be.values_array_mut().copy_from_slice(v.slice());
     let mut x = b.slice().to_vec();
@@ -322,6 +437,7 @@ pub fn dense_lblt_probe<'py>(
     };
     out.set_item("status", name)?;
     out.set_item("negative", be.number_of_neg_evals())?;
+    out.set_item("unpivoted", be.unpivoted)?;
     out.set_item("x", PyArray1::from_vec(py, x).reshape(b.shape.clone())?)?;
     Ok(out)
 }

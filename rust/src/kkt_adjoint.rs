@@ -169,7 +169,7 @@ impl<'a> Worker<'a> {
             }
             self.fact = None;
         }
-        let backend = kkt_backend(self.pat.dim, self.pat.irn.len(), self.cfg);
+        let backend = kkt_backend(self.pat.dim, self.pat.irn.len(), self.cfg, false);
         match Factorization::new(
             self.pat.dim as Index,
             self.pat.irn.clone(),

@@ -23,7 +23,6 @@ from theseus.core.objective import error_squared_norm_fn
 from .chart import TangentChart
 from .constraints import Bound, Constraint
 from .hessian import (
-    GaussNewtonHessian,
     HessianLayout,
     batched_vjp,
     batched_vjps,
@@ -227,8 +226,7 @@ class BatchNlp:
         return t if self._whole else t[self.idx]
 
     def from_rows(self, t: torch.Tensor) -> np.ndarray:
-        t = t.detach() if self._whole else t.detach()[self.idx]
-        return t.reshape(-1).cpu().numpy().astype(np.float64)
+        return self._rows(t.detach()).reshape(-1).cpu().numpy().astype(np.float64)
 
     def variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         if self._bounds_cache is None:
@@ -300,8 +298,7 @@ class BatchNlp:
 
     def objective_value(self, x: np.ndarray) -> float:
         ev = self.evaluate(x)
-        f = ev.f.detach()
-        return float((f if self._whole else f[self.idx]).sum())
+        return float(self._rows(ev.f.detach()).sum())
 
     # Native callbacks (names fixed by rust/src/nlp/tnlp_bridge.rs).
     def objective(self, x: np.ndarray) -> float:  # noqa: D102
@@ -419,8 +416,3 @@ class BatchNlp:
         if prev is None:
             return torch.ones_like(f, dtype=torch.bool)
         return (prev - f) >= GN_PROGRESS * prev.abs()
-
-    def _gauss_newton_values(self, ev: Evaluation, obj_factor: float) -> torch.Tensor:
-        """Pattern values (B, nnz) of ``obj_factor * J'J``."""
-        jv = GaussNewtonHessian.jacobian_products(ev, self._seeds)
-        return (obj_factor * gauss_newton_values(ev, self.layout(), jv)).detach()

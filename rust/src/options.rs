@@ -78,17 +78,9 @@ pub fn feral_config() -> FeralConfig {
 
 /// The fast path's backend: serial, no matrix scaling and no feral-side refinement pass
 /// (its residual check was ~8% of the profile; the IPM tests convergence on its own true
-/// residuals and hands anything short of `Optimal` to the robust path). `POUNCE_FERAL_*`
-/// environment settings still win.
+/// residuals and hands anything short of `Optimal` to the robust path).
 pub fn feral_config_fast() -> FeralConfig {
-    let mut cfg = feral_config();
-    if std::env::var_os("POUNCE_FERAL_SCALING").is_none() {
-        cfg.scaling = ScalingStrategy::Identity;
-    }
-    if std::env::var_os("POUNCE_FERAL_REFINE").is_none() {
-        cfg.refine = false;
-    }
-    cfg
+    feral_config_unrefined(ScalingStrategy::Identity)
 }
 
 /// The adjoint's backend: serial, with feral's infinity-norm equilibration rather than its
@@ -97,9 +89,16 @@ pub fn feral_config_fast() -> FeralConfig {
 /// refinement runs). The adjoint refines against the unregularised K itself, so feral's
 /// extra pass is off.
 pub fn feral_config_adjoint() -> FeralConfig {
+    feral_config_unrefined(ScalingStrategy::InfNorm)
+}
+
+/// Serial feral with `scaling` and without its own refinement pass, for callers that
+/// refine (or test residuals) themselves. `POUNCE_FERAL_SCALING` / `POUNCE_FERAL_REFINE`
+/// environment settings still win.
+fn feral_config_unrefined(scaling: ScalingStrategy) -> FeralConfig {
     let mut cfg = feral_config();
     if std::env::var_os("POUNCE_FERAL_SCALING").is_none() {
-        cfg.scaling = ScalingStrategy::InfNorm;
+        cfg.scaling = scaling;
     }
     if std::env::var_os("POUNCE_FERAL_REFINE").is_none() {
         cfg.refine = false;

@@ -224,6 +224,21 @@ def _restore(t: torch.Tensor, like: tuple | None, batched: bool) -> torch.Tensor
     return t if batched else t[0]
 
 
+def _owned(t: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+    """`t`, copied if it shares its tensor object or memory with the state's `saved`.
+
+    The state and the solution never share a tensor: an adapter's autograd Function that
+    returns the solution and keeps the state on its ctx (cvxpylayers does) would otherwise
+    form the cycle output -> grad_fn -> ctx -> state -> output, which Python's gc cannot see
+    through autograd nodes, so every step's graph would stay alive. It also keeps in-place
+    edits of the solution out of the gradient.
+    """
+    if t is saved or (t.device == saved.device and t.untyped_storage().data_ptr()
+                      == saved.untyped_storage().data_ptr()):
+        return t.clone()
+    return t
+
+
 def _output_like(like: dict[str, Any]) -> tuple:
     """dtype/device for outputs: those of q (always given), the floating input."""
     return like["q"]
@@ -243,8 +258,8 @@ def conic_forward(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any,
         warm = _warm_arrays(warm_start, B, structure.n, structure.m)
         x, y, s, ok, status, iters, times = _solve_native(structure, options, v, warm)
     out = _output_like(like)
-    sol = ConicSolution(_restore(x, out, batched), _restore(y, out, batched),
-                        _restore(s, out, batched), status, iters, times)
+    sol = ConicSolution(*(_owned(_restore(t, out, batched), t) for t in (x, y, s)),
+                        status, iters, times)
     state = ConicState(structure, options, v["P"], v["A"], x, y, s, ok, status,
                        {**like, "batched": batched})
     return sol, state

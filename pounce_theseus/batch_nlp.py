@@ -23,9 +23,8 @@ from theseus.core.objective import error_squared_norm_fn
 from .chart import TangentChart
 from .constraints import Bound, Constraint
 from .hessian import (
+    BatchedVjp,
     HessianLayout,
-    batched_vjp,
-    batched_vjps,
     gauss_newton_values,
 )
 from .structure import GaussNewtonPattern, HessianPattern, JacobianPattern
@@ -52,6 +51,7 @@ class Evaluation:
     e: torch.Tensor  # (B, m_e) weighted errors
     f: torch.Tensor  # (B,) error metric
     c: torch.Tensor | None  # (B, m_c) constraint values
+    vjp: BatchedVjp  # the problem's seeded-product engine
     least_squares: bool = False
     grad_f: torch.Tensor | None = None  # (B, n)
     grad_has_graph: bool = False  # grad_f keeps its graph (for Hessian products)
@@ -86,9 +86,9 @@ class Evaluation:
         g = self.objective_gradient(create_graph=True)
         with torch.enable_grad():
             if second_order:
-                sv, jv = batched_vjps(g, (self.delta, self.e_hat), seeds)
+                sv, jv = self.vjp(g, (self.delta, self.e_hat), seeds)
             else:
-                sv, (jv,) = None, batched_vjps(g, (self.e_hat,), seeds)
+                sv, (jv,) = None, self.vjp(g, (self.e_hat,), seeds)
         self._products = (sv, jv)
         return self._products
 
@@ -115,6 +115,7 @@ class ProblemStructure:
         self.jac: JacobianPattern | None = None
         self._gn: GaussNewtonPattern | None | bool = None
         self._gn_vectorized: bool | None = None
+        self.vjp = BatchedVjp()
 
     @property
     def n(self) -> int:
@@ -293,7 +294,8 @@ class BatchNlp:
             e = self.th_objective.error()
             f = self.th_objective._error_metric_fn(e).reshape(-1)
             c = self.s.constraint_values()
-        self._cache_key, self._cache = key, Evaluation(delta, e, f, c, self._least_squares)
+        ev = Evaluation(delta, e, f, c, self.s.vjp, self._least_squares)
+        self._cache_key, self._cache = key, ev
         return self._cache
 
     def objective_value(self, x: np.ndarray) -> float:
@@ -347,7 +349,7 @@ class BatchNlp:
         eye = torch.eye(self.m, dtype=self.dtype, device=self.device)
         seeds = eye.unsqueeze(1).expand(self.m, self.batch_size, self.m)
         with torch.enable_grad():
-            rows = batched_vjp(ev.c, ev.delta, seeds)  # (m, B, n)
+            rows = ev.vjp.one(ev.c, ev.delta, seeds)  # (m, B, n)
         return rows.transpose(0, 1)
 
     def hessian_values(

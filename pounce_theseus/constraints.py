@@ -39,9 +39,12 @@ class Constraint:
         self.fn = fn
         self.optim_vars = list(optim_vars)
         self.aux_vars = list(aux_vars or [])
+        self.name = name or f"Constraint_{id(self):x}"
+        for side, value in (("lower", lower), ("upper", upper)):
+            if value is not None:
+                _reject_nan(torch.as_tensor(value), f"Constraint {self.name!r} {side}")
         self.lower = lower
         self.upper = upper
-        self.name = name or f"Constraint_{id(self):x}"
 
     def __call__(self) -> torch.Tensor:
         out = self.fn(self.optim_vars, self.aux_vars)
@@ -68,9 +71,10 @@ class Constraint:
 
     def limits(self, batch_size: int, k: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(lower, upper)`` broadcast to (B, k); None becomes -inf / +inf."""
+        what = f"Constraint {self.name!r}"
         return (
-            _broadcast(self.lower, batch_size, k, like, -torch.inf, f"{self.name}.lower"),
-            _broadcast(self.upper, batch_size, k, like, torch.inf, f"{self.name}.upper"),
+            _broadcast(self.lower, batch_size, k, like, -torch.inf, f"{what} lower"),
+            _broadcast(self.upper, batch_size, k, like, torch.inf, f"{what} upper"),
         )
 
 
@@ -117,6 +121,7 @@ def _broadcast(
     if value is None:
         value = default
     t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    _reject_nan(t, what)
     if t.ndim == 0:
         return t.expand(batch_size, k)
     if t.ndim == 1:
@@ -126,3 +131,15 @@ def _broadcast(
             f"{what}: shape {tuple(t.shape)} does not broadcast to (batch={batch_size}, {k})"
         )
     return t.expand(batch_size, k)
+
+
+def _reject_nan(t: torch.Tensor, what: str) -> None:
+    """A NaN limit is an error (not "no bound": that is None or +-inf)."""
+    if not t.is_floating_point():
+        return
+    nan = torch.isnan(t.detach())
+    if bool(nan.any()):
+        where = ""
+        if t.ndim == 2:
+            where = f" at batch index {int(nan.any(dim=1).nonzero()[0])}"
+        raise ValueError(f"{what}: NaN{where}; use None or +-inf for no bound")

@@ -522,7 +522,7 @@ class PounceOptimizer(NonlinearOptimizer):
             (grad_l,) = torch.autograd.grad(lag, delta0, create_graph=True, allow_unused=True)
             if grad_l is None or not grad_l.requires_grad:
                 return False
-            ev = Evaluation(delta0, e, f, c)
+            ev = Evaluation(delta0, e, f, c, structure.vjp)
             if reuse is not None:
                 h = structure.hess.dense(reuse.values.to(dtype))
             else:

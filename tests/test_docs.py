@@ -17,6 +17,15 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = ["README.md", "docs/migrating-from-diffcp.md", "docs/migrating-cvxpylayers.md",
          "docs/migrating-theseus.md"]
+# Lines a page's blocks must print (the blocks also assert their values against references).
+EXPECTED_OUTPUT = {
+    "docs/migrating-theseus.md": [
+        r"with a <= 2: 2\.0\n",
+        r"with a == 1\.5: 1\.5 b: 0\.5102\d* status \[<NonlinearOptimizerStatus\.CONVERGED",
+        r"b with a fixed at 1\.5 \(GaussNewton\): 0\.5102",
+        r"d b\*/d y, with the bound active: torch\.Size\(\[1, 20\]\)",
+    ],
+}
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
 
 
@@ -37,6 +46,8 @@ def test_code_blocks_run(page, tmp_path):
     proc = subprocess.run([sys.executable, "-W", "ignore", str(path)], capture_output=True,
                           text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, f"{page}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    for pattern in EXPECTED_OUTPUT.get(page, []):
+        assert re.search(pattern, proc.stdout), f"{page}: no {pattern!r} in\n{proc.stdout}"
 
 
 def test_fence_parser_sees_every_python_block(tmp_path):

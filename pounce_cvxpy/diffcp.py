@@ -16,8 +16,10 @@ Conventions, and where they differ from diffcp:
 
 | diffcp                                   | here                                            |
 |------------------------------------------|-------------------------------------------------|
-| cone keys z (or f), l, q, s, ep          | the same, plus p (power cones, alphas in (0, 1),|
-|                                          | differentiated too); ed raises ValueError       |
+| cone keys z (or f), l, q, s, ep, ed      | the same, plus p (power cones, alphas in (0, 1),|
+| (cvxpy/SCS add pnd, bu, bl, cs)          | differentiated too); empty entries of any key   |
+|                                          | are accepted, a non-empty ed, pnd, bu/bl or cs  |
+|                                          | raises ValueError naming it                     |
 | P only in the lpgd modes                 | P in every mode; SCS's convention: only the     |
 |                                          | upper triangle is read (entries below the       |
 |                                          | diagonal are ignored and get zero gradient)     |
@@ -25,10 +27,14 @@ Conventions, and where they differ from diffcp:
 |                                          | are the exact KKT derivative in every mode (no  |
 |                                          | LPGD smoothing; derivative_kwargs are ignored)  |
 | solve_method: SCS/ECOS/Clarabel          | ignored: the solve is always POUNCE's IPM       |
-| kwargs to SCS (eps, max_iters, ...)      | translated or ignored with a one-time warning,  |
-|                                          | see pounce_cvxpy/solver_args.py                 |
+| kwargs to SCS/ECOS/Clarabel (eps,        | translated or ignored, one warning per call     |
+| max_iters, tol_gap_abs, feastol, ...)    | naming the new keys, see solver_args.py; a      |
+|                                          | tolerance caps our tol, never loosens it        |
 | n_jobs_forward / n_jobs_backward         | ignored: a batch is one native call per shared  |
 |                                          | sparsity structure, run on the native pool      |
+| diffcp.utils.scs_data_from_cvxpy_problem| diffcp.utils here has it (and get_random_like); |
+|                                          | a quadratic objective arrives as SOC rows, not  |
+|                                          | as an SCS P that diffcp's version drops         |
 | A's explicit zeros eliminated in place   | inputs are never modified; explicit zeros stay  |
 |                                          | in A's pattern (and in dA)                      |
 | SolverError for a failed solve           | SolverError, a subclass of diffcp.SolverError   |
@@ -45,7 +51,6 @@ batch into one core call per shared structure.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,10 +58,12 @@ from typing import Any
 import numpy as np
 
 import pounce_kkt
+from pounce_cvxpy import diffcp_utils as utils
 from pounce_cvxpy.diffcp_data import ProgramData, group_by_structure
 from pounce_cvxpy.solver_args import PounceArgs, resolve
 from pounce_cvxpy.solver_interface import LayerSolverError
 from pounce_kkt import ConicState, conic_forward, conic_jvp, conic_vjp
+from pounce_kkt.user_warnings import warn_user
 
 ZERO, POS, SOC, PSD, EXP, EXP_DUAL, POWER = "z", "l", "q", "s", "ep", "ed", "p"
 MODES = ("dense", "lsqr", "lsmr", "lpgd", "lpgd_right", "lpgd_left")
@@ -68,7 +75,7 @@ SolverError = LayerSolverError
 
 __all__ = ["EXP", "EXP_DUAL", "MODES", "POS", "POWER", "PSD", "SOC", "ZERO", "SolverError",
            "solve_and_derivative", "solve_and_derivative_batch", "solve_only",
-           "solve_only_batch"]
+           "solve_only_batch", "utils"]
 
 
 # ------------------------------------------------------------------------------ solving
@@ -127,7 +134,7 @@ def _solve(programs: list[ProgramData], warm_starts: Sequence[Any] | None,
             statuses[i] = st
         groups.append(_Group(items, progs, state, sol.x.numpy(), sol.y.numpy(), sol.s.numpy()))
     if "optimal_inaccurate" in statuses:
-        warnings.warn("Solved/Inaccurate.", stacklevel=3)  # diffcp's own warning text
+        warn_user("Solved/Inaccurate.")  # diffcp's own warning text
     failed = [i for i, st in enumerate(statuses) if st not in pounce_kkt.SOLVED_STATUSES]
     if failed and on_failure == "raise":
         raise SolverError(failed[0], statuses[failed[0]], statuses)

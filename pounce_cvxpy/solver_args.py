@@ -9,6 +9,8 @@ Our options:
 | key             | default | meaning                                                     |
 |-----------------|---------|-------------------------------------------------------------|
 | `tol`           | core's  | interior-point stopping tolerance                           |
+| `tol_cap`       | core's  | upper bound on the tol chosen per problem class (where the  |
+|                 |         | foreign tolerances below go)                                |
 | `max_iter`      | core's  | interior-point iteration limit                              |
 | `time_limit`    | core's  | wall-clock limit per problem, seconds (None: no limit)      |
 | `backward`      | core's  | KKT adjoint: "auto", "dense" (Torch) or "sparse" (native)   |
@@ -25,17 +27,25 @@ from its cones, see `SolveOptions`).
 A failure raises `pounce_cvxpy.LayerSolverError`, which is both a `pounce_kkt.SolverError`
 and a `diffcp.SolverError`.
 
-Arguments written for diffcp / SCS, accepted so existing code runs unchanged. Each one
-gives a warning the first time it is seen in a process, saying what happened to it:
+Arguments written for diffcp / SCS (and for the Clarabel and ECOS back ends diffcp passes
+its keywords to), accepted so existing code runs unchanged. The first time a key is seen in
+a process, a warning says what happened to it:
 
 | key                                   | what POUNCE does                                     |
 |---------------------------------------|------------------------------------------------------|
-| `eps`                                 | translated: `tol = eps`                              |
-| `eps_abs`, `eps_rel`                  | translated: `tol = min(eps_abs, eps_rel)`            |
+| `eps`, `eps_abs`, `eps_rel` (SCS),    | translated: `tol_cap` = the smallest of them, an     |
+| `tol_gap_abs`, `tol_gap_rel`,         | upper bound on the tol chosen per problem class: a   |
+| `tol_feas`, `tol_ktratio` (Clarabel), | tighter value tightens the solve, a looser one (SCS's|
+| `feastol`, `abstol`, `reltol` (ECOS)  | 1e-4..1e-5 are first-order settings) changes nothing,|
+|                                       | so gradients keep their accuracy; an explicit `tol`  |
+|                                       | wins over all of them                                |
 | `time_limit_secs`                     | translated: `time_limit = time_limit_secs`           |
 | `raise_on_error`                      | translated: False gives `on_failure = "nan"`         |
 | `max_iters`                           | ignored: counts ADMM iterations (thousands), not     |
 |                                       | interior-point ones; use `max_iter`                  |
+| `tol_infeas_abs`, `tol_infeas_rel`,   | ignored: infeasibility-detection and "inaccurate"    |
+| `feastol_inacc`, `abstol_inacc`,      | thresholds of Clarabel and ECOS                      |
+| `reltol_inacc`                        |                                                      |
 | `mode`                                | ignored: the backward is the KKT adjoint (`backward`)|
 | `solve_method`                        | ignored: the forward is always POUNCE's IPM          |
 | `n_jobs_forward`, `n_jobs_backward`   | ignored: the batch runs on one native thread pool    |
@@ -48,17 +58,20 @@ gives a warning the first time it is seen in a process, saying what happened to 
 | `log_csv_filename`                    |                                                      |
 | `use_quad_obj`                        | ignored at solve time (a cvxpy canonicalisation key) |
 
-Any other key raises `ValueError` naming it, so a typo never passes silently.
+Any other key raises `ValueError` naming it, so a typo never passes silently. All the
+translated and ignored keys of one call share ONE warning (each key is reported the first
+time it is seen in a process), attributed to the user's line, past our frames and those of
+cvxpylayers, diffcp, cvxpy and torch.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pounce_kkt import SolveOptions
+from pounce_kkt.user_warnings import warn_user
 
 _ADMM_ONLY = (
     "acceleration_lookback",
@@ -84,11 +97,18 @@ _IGNORED: dict[str, str] = {
     "write_data_filename": "POUNCE's batch solve writes no files",
     "log_csv_filename": "POUNCE's batch solve writes no files",
     "use_quad_obj": "it is a cvxpy canonicalisation key, used when the layer was built",
+    **{k: "it is an infeasibility-detection or 'inaccurate' threshold of Clarabel or ECOS"
+       for k in ("tol_infeas_abs", "tol_infeas_rel", "feastol_inacc", "abstol_inacc",
+                 "reltol_inacc")},
     **{k: "it is an ADMM (SCS) setting with no interior-point meaning" for k in _ADMM_ONLY},
 }
 
-_TRANSLATED = ("eps", "eps_abs", "eps_rel", "time_limit_secs", "raise_on_error")
-_OURS = ("tol", "max_iter", "time_limit", "backward", "dense_max_dim", "on_failure", "warm_start")
+# A foreign solver's stopping tolerances: each becomes an upper bound on our tol (tol_cap).
+_TOLERANCES = ("eps", "eps_abs", "eps_rel", "tol_gap_abs", "tol_gap_rel", "tol_feas",
+               "tol_ktratio", "feastol", "abstol", "reltol")
+_TRANSLATED = (*_TOLERANCES, "time_limit_secs", "raise_on_error")
+_OURS = ("tol", "tol_cap", "max_iter", "time_limit", "backward", "dense_max_dim", "on_failure",
+         "warm_start")
 
 _warned: set[str] = set()
 
@@ -97,11 +117,15 @@ __doc__ = __doc__.replace("{core_defaults}", ", ".join(
     f"{f.name}={f.default!r}" for f in fields(SolveOptions)))
 
 
-def _warn_once(key: str, message: str) -> None:
-    if key in _warned:
+def _warn_new(notes: dict[str, str]) -> None:
+    """One warning for the keys of `notes` not reported before in this process."""
+    new = {k: v for k, v in notes.items() if k not in _warned}
+    if not new:
         return
-    _warned.add(key)
-    warnings.warn(f"pounce: solver_args[{key!r}] {message}", UserWarning, stacklevel=4)
+    _warned.update(new)
+    warn_user("pounce: options written for another solver: "
+              + "; ".join(f"{k!r} {v}" for k, v in new.items())
+              + " (see pounce_cvxpy/solver_args.py)")
 
 
 @dataclass(frozen=True)
@@ -131,16 +155,18 @@ def resolve(base: PounceArgs, solver_args: Mapping[str, Any] | None) -> PounceAr
         return base
     core: dict[str, Any] = dict(base.core)
     warm_start = base.warm_start
+    notes: dict[str, str] = {}
     for key, value in solver_args.items():
         if key in _IGNORED:
-            _warn_once(key, f"is ignored: {_IGNORED[key]}.")
-        elif key in ("eps", "eps_abs", "eps_rel"):
-            _warn_once(key, "is translated to POUNCE's tol (tol = min of eps, eps_abs, eps_rel).")
+            notes[key] = f"is ignored: {_IGNORED[key]}"
+        elif key in _TOLERANCES:
+            notes[key] = ("is translated to an upper bound on POUNCE's tol (tol_cap): a "
+                          "tighter value tightens the solve, a looser one changes nothing")
         elif key == "time_limit_secs":
-            _warn_once(key, "is translated to POUNCE's time_limit (seconds).")
+            notes[key] = "is translated to POUNCE's time_limit (seconds)"
             core["time_limit"] = float(value)
         elif key == "raise_on_error":
-            _warn_once(key, "is translated to POUNCE's on_failure ('raise' or 'nan').")
+            notes[key] = "is translated to POUNCE's on_failure ('raise' or 'nan')"
             core["on_failure"] = "raise" if value else "nan"
         elif key == "warm_start":
             warm_start = bool(value)
@@ -149,9 +175,10 @@ def resolve(base: PounceArgs, solver_args: Mapping[str, Any] | None) -> PounceAr
         else:
             known = sorted((*_OURS, *_TRANSLATED, *_IGNORED))
             raise ValueError(f"unknown solver_args key {key!r} for POUNCE; known keys: {known}")
-    eps = [float(solver_args[k]) for k in ("eps", "eps_abs", "eps_rel") if k in solver_args]
-    if eps and "tol" not in solver_args:
-        core["tol"] = min(eps)
+    _warn_new(notes)
+    eps = [float(v) for k, v in solver_args.items() if k in _TOLERANCES and v is not None]
+    if eps:
+        core["tol_cap"] = min(eps)
     args = PounceArgs(core=core, warm_start=warm_start)
     try:
         args.solve_options()

@@ -6,10 +6,41 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 
 def svec_dim(order: int) -> int:
     """Rows of the svec of an order x order symmetric matrix (lower triangle)."""
     return order * (order + 1) // 2
+
+
+# Cone-dict keys solved here, and the keys of SCS 3 / cvxpy / diffcp cones that are not
+# (accepted only when empty: cvxpy 1.9 always writes "pnd": [], diffcp may write "ed": 0).
+_SOLVED_KEYS = ("z", "f", "l", "q", "s", "ep", "p")
+_UNSOLVED_KEYS = {
+    "ed": "the dual exponential cone",
+    "pnd": "the N-dimensional power cone (cvxpy PowConeND)",
+    "bu": "the box cone (SCS)",
+    "bl": "the box cone (SCS)",
+    "cs": "the complex PSD cone (SCS)",
+}
+
+
+def _is_empty(v: Any) -> bool:
+    """Whether a cone-dict entry holds no cone: None, 0 or an empty sequence/array."""
+    if v is None:
+        return True
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return v == 0
+    return len(v) == 0
+
+
+def _count(v: Any) -> int:
+    return 0 if _is_empty(v) else int(v)
+
+
+def _sizes(v: Any) -> tuple:
+    return () if _is_empty(v) else tuple(np.asarray(v).reshape(-1).tolist())
 
 
 @dataclass(frozen=True)
@@ -62,7 +93,8 @@ class ConeDims:
     def from_any(cls, cones: Any = None, **kwargs: Any) -> ConeDims:
         """Build from a ConeDims, a dict with SCS keys, a cvxpy ConeDims, or keywords.
 
-        Dict keys: "z" (or "f"), "l", "q", "s", "ep", "p"; missing keys are empty.
+        Dict keys: "z" (or "f"), "l", "q", "s", "ep", "p"; missing keys are empty. The keys
+        of cones POUNCE cannot solve ("ed", "pnd", "bu"/"bl", "cs") are accepted when empty.
         """
         if cones is None:
             return cls(**kwargs)
@@ -78,27 +110,37 @@ class ConeDims:
 
     @classmethod
     def _from_mapping(cls, d: Mapping[str, Any]) -> ConeDims:
-        known = {"z", "f", "l", "q", "s", "ep", "p", "ed"}
-        unknown = set(d) - known
+        """Read a cone dict as SCS 3, cvxpy (`dims_to_solver_dict`) or diffcp write it.
+
+        Every key those produce is accepted; an empty entry (0, None, []) means no cone.
+        A non-empty cone that POUNCE cannot solve raises ValueError naming it; any other
+        key raises ValueError (a typo never passes silently).
+        """
+        unknown = set(d) - set(_SOLVED_KEYS) - set(_UNSOLVED_KEYS)
         if unknown:
-            raise ValueError(f"unknown cone keys {sorted(unknown)}; known: {sorted(known)}")
-        if int(d.get("ed", 0) or 0):
-            raise ValueError("the dual exponential cone ('ed') is not supported")
-        if "z" in d and "f" in d:
+            raise ValueError(f"unknown cone keys {sorted(unknown)}; known: "
+                             f"{sorted((*_SOLVED_KEYS, *_UNSOLVED_KEYS))}")
+        present = [k for k in _UNSOLVED_KEYS if not _is_empty(d.get(k))]
+        if present:
+            k = present[0]
+            raise ValueError(f"cone key {k!r} = {d[k]!r}: {_UNSOLVED_KEYS[k]} is not supported "
+                             "by POUNCE (only an empty entry is accepted)")
+        if not _is_empty(d.get("z")) and not _is_empty(d.get("f")):
             raise ValueError("give the zero cone as 'z' or 'f', not both")
         return cls(
-            z=int(d.get("z", d.get("f", 0)) or 0),
-            l=int(d.get("l", 0) or 0),
-            q=tuple(d.get("q", ()) or ()),
-            s=tuple(d.get("s", ()) or ()),
-            ep=int(d.get("ep", 0) or 0),
-            p=tuple(d.get("p", ()) or ()),
+            z=_count(d.get("z")) or _count(d.get("f")),
+            l=_count(d.get("l")),
+            q=_sizes(d.get("q")),
+            s=_sizes(d.get("s")),
+            ep=_count(d.get("ep")),
+            p=_sizes(d.get("p")),
         )
 
     @classmethod
     def _from_cvxpy(cls, c: Any) -> ConeDims:
-        if list(getattr(c, "pnd", []) or []):
-            raise ValueError("N-dimensional power cones (cvxpy PowConeND) are not supported")
+        if not _is_empty(getattr(c, "pnd", None)):
+            raise ValueError(f"cvxpy cone dims pnd = {list(c.pnd)}: "
+                             f"{_UNSOLVED_KEYS['pnd']} is not supported by POUNCE")
         return cls(
             z=c.zero, l=c.nonneg, q=tuple(c.soc), s=tuple(c.psd), ep=c.exp,
             p=tuple(getattr(c, "p3d", []) or []),

@@ -46,6 +46,10 @@ class SolveOptions:
     about even at 40, so dense is kept for systems of 50 and below.)
     on_failure: "raise" raises SolverError for the first unsolved item; "nan" returns NaN
     for unsolved items (zero gradient) and leaves the others untouched.
+    tol_cap: an upper bound on the per-class tol (used only when tol is None). A foreign
+    solver's tolerance (SCS's eps, Clarabel's tol_gap_*, ...) arrives here: a tighter one
+    tightens the solve, a looser one (SCS's 1e-5 is a first-order method's setting) never
+    loosens it below what accurate gradients need.
     """
 
     tol: float | None = None
@@ -54,10 +58,13 @@ class SolveOptions:
     backward: str = "auto"
     dense_max_dim: int = 50
     on_failure: str = "raise"
+    tol_cap: float | None = None
 
     def __post_init__(self) -> None:
         if self.tol is not None and not (self.tol > 0 and np.isfinite(self.tol)):
             raise ValueError(f"tol must be positive and finite (or None), got {self.tol}")
+        if self.tol_cap is not None and not (self.tol_cap > 0 and np.isfinite(self.tol_cap)):
+            raise ValueError(f"tol_cap must be positive and finite (or None), got {self.tol_cap}")
         if int(self.max_iter) < 1:
             raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
         if self.time_limit is not None and not self.time_limit >= 0:
@@ -72,7 +79,8 @@ class SolveOptions:
         if self.tol is not None:
             return float(self.tol)
         curved = cones.q or cones.s or cones.ep or cones.p
-        return TOL_CONIC if curved else TOL_QP
+        tol = TOL_CONIC if curved else TOL_QP
+        return tol if self.tol_cap is None else min(tol, float(self.tol_cap))
 
     def backward_path(self, dim: int, create_graph: bool) -> str:
         """"dense" or "sparse" for a KKT system of order `dim` (= n + m)."""

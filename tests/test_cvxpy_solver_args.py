@@ -35,8 +35,10 @@ def test_later_arguments_override_earlier_ones():
 @pytest.mark.parametrize(
     "given, field, expected",
     [
-        ({"eps": 1e-7}, "tol", 1e-7),
-        ({"eps_abs": 1e-6, "eps_rel": 1e-8}, "tol", 1e-8),
+        ({"eps": 1e-7}, "tol_cap", 1e-7),
+        ({"eps_abs": 1e-6, "eps_rel": 1e-8}, "tol_cap", 1e-8),
+        ({"tol_gap_abs": 1e-13, "tol_feas": 1e-12}, "tol_cap", 1e-13),
+        ({"feastol": 1e-10}, "tol_cap", 1e-10),
         ({"time_limit_secs": 3.0}, "time_limit", 3.0),
         ({"raise_on_error": False}, "on_failure", "nan"),
         ({"raise_on_error": True}, "on_failure", "raise"),
@@ -92,3 +94,27 @@ def test_docstring_quotes_the_core_defaults():
 
     for f in dataclasses.fields(SolveOptions):
         assert f"{f.name}={f.default!r}" in sa.__doc__, f.name
+
+
+@pytest.mark.parametrize("eps", [1e-3, 1e-5, 1e-9, 1e-12])
+def test_a_foreign_eps_never_loosens_the_per_class_tol(eps):
+    """SCS's eps caps our tol: tighter tightens, looser keeps the class default."""
+    from pounce_kkt import ConeDims
+    from pounce_kkt.conic import TOL_CONIC, TOL_QP
+
+    with pytest.warns(UserWarning, match="upper bound"):
+        opts = resolve(PounceArgs(), {"eps": eps}).solve_options()
+    assert opts.tol_for(ConeDims(l=3)) == min(eps, TOL_QP)
+    assert opts.tol_for(ConeDims(l=1, q=(3,))) == min(eps, TOL_CONIC)
+
+
+def test_one_warning_per_call_names_every_new_key():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resolve(PounceArgs(), {"eps": 1e-5, "max_iters": 10, "verbose": True,
+                               "acceleration_lookback": 0})
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    for key in ("eps", "max_iters", "verbose", "acceleration_lookback"):
+        assert repr(key) in text
+    assert caught[0].filename == __file__, "the warning should point at the caller's line"

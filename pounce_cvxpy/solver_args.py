@@ -123,8 +123,12 @@ def _warn_new(notes: dict[str, str]) -> None:
     if not new:
         return
     _warned.update(new)
+    by_note: dict[str, list[str]] = {}
+    for key, note in new.items():
+        by_note.setdefault(note, []).append(repr(key))
     warn_user("pounce: options written for another solver: "
-              + "; ".join(f"{k!r} {v}" for k, v in new.items())
+              + "; ".join(f"{', '.join(keys)} {'is' if len(keys) == 1 else 'are'} {note}"
+                          for note, keys in by_note.items())
               + " (see pounce_cvxpy/solver_args.py)")
 
 
@@ -158,15 +162,15 @@ def resolve(base: PounceArgs, solver_args: Mapping[str, Any] | None) -> PounceAr
     notes: dict[str, str] = {}
     for key, value in solver_args.items():
         if key in _IGNORED:
-            notes[key] = f"is ignored: {_IGNORED[key]}"
+            notes[key] = f"ignored: {_IGNORED[key]}"
         elif key in _TOLERANCES:
-            notes[key] = ("is translated to an upper bound on POUNCE's tol (tol_cap): a "
+            notes[key] = ("translated to an upper bound on POUNCE's tol (tol_cap): a "
                           "tighter value tightens the solve, a looser one changes nothing")
         elif key == "time_limit_secs":
-            notes[key] = "is translated to POUNCE's time_limit (seconds)"
+            notes[key] = "translated to POUNCE's time_limit (seconds)"
             core["time_limit"] = float(value)
         elif key == "raise_on_error":
-            notes[key] = "is translated to POUNCE's on_failure ('raise' or 'nan')"
+            notes[key] = "translated to POUNCE's on_failure ('raise' or 'nan')"
             core["on_failure"] = "raise" if value else "nan"
         elif key == "warm_start":
             warm_start = bool(value)

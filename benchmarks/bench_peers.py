@@ -1,0 +1,859 @@
+"""POUNCE's layers against the other differentiable convex-optimization layers, one process.
+
+Times forward + backward (median wall time, float64, CPU) of the same problems through
+
+  * ours: `CvxpyLayer(..., solver="pounce")` (`import pounce_cvxpy`), and, where the module
+    exists, the qpth-compatible `pounce_cvxpy.qpth.QPFunction` (QP cases only; the row is
+    skipped with a printed note when it does not import);
+  * cvxpylayers' default back end (diffcp), as its users run it;
+  * cvxpylayers' `solver="MOREAU"` on CPU tensors;
+  * proxsuite's QPLayer (`proxsuite.torch.qplayer.QPFunction`), with torch's default dtype set
+    to float64 around its calls (it builds its backward in the default dtype);
+  * qpth's `QPFunction`;
+  * qpax (implicit backend, tight: `QPAX_ARGS`), jit + vmap of value-and-grad; the first call
+    (compilation) is excluded from the median and reported beside it.
+
+and checks every row against a tight reference: cvxpy + Clarabel at 1e-11 on a few batch
+items (`--check-items`). Each row reports
+
+  * `x err`: max over the checked items of ||x - x_ref||_inf / (1 + ||x_ref||_inf);
+  * `grad err`: max over `--directions` random directions d (supported on the checked items)
+    of |g.d - fd| / max(|fd|, 1e-6), where g is the row's gradient of sum(w * x) (w fixed,
+    random) and fd the Richardson-extrapolated central difference (steps h and 2h) of the
+    same loss through the reference solve (h = 1e-5; 1e-3 for the SOCP and exp-cone cases,
+    where Clarabel's x is good to only ~1e-7 even at 1e-11). The case header and the error
+    table give the reference's own "fd noise" (the same extrapolation from 2h and 4h against
+    it): a grad err below that says only "as good as the reference";
+  * `status`: the solver's own status where the layer exposes it (MOREAU's
+    `solver.info.status`, proxsuite's `results.info.status`; cvxpylayers 1.2 reads neither),
+    then "WRONG x" (x err > 1e-3), "grad off" (grad err > 0.1) or "error: ...".
+
+A fast wrong answer is not a win: rows whose status is not "ok" are printed with their time
+but never ranked (their ratio is shown in brackets). Two traps this catches on cvxpylayers 1.2
++ cvxpy 1.9 + moreau 0.4: the MOREAU interface drops cvxpy's "direct cones" (`cp.norm(x, 2) <=
+1` vanishes, `cp.SOC(1, x)` is kept; the SOCP case also runs MOREAU on the `cp.SOC` form), and
+it never reads MOREAU's status (max_iter=200 is hit on the dense n=m=500 QP and a wrong x is
+returned without a word). MOREAU has no PSD cone.
+
+Cases (`--only KEY[,KEY]`; `--skip-large` drops qp500):
+  qp64    B=64 QPs n=m=50, parameters q, G, h (Q fixed)
+  qp1     B=1 QP n=m=50
+  qp512   B=512 QPs n=m=50
+  qp1024  B=1024 QPs n=m=10
+  qp500   one QP n=m=500
+  nnls    qpax's example: B=256 NNLS problems, 5 variables, 10 rows (parameters F, g)
+  socp    B=64 SOCPs n=20: min ||A x - b|| + c'x s.t. ||x|| <= 1
+  logreg  B=64 l2-regularised logistic regressions (20 samples, 5 features; parameter X)
+  softmax B=64 entropy-regularised simplex problems n=20 (softmax; parameter c)
+  psd     B=64 projections of a symmetric 6x6 matrix onto the PSD cone
+
+Output: the per-case rows, the ratio table (peer time / our `CvxpyLayer` time: above 1 the
+peer is slower than us; for the OptNet-style peers also against our qpth-compatible
+`QPFunction` when it exists), a flop-floor column (an IPM's dense factorizations at that size:
+10 iterations of an (n+m)^3/3 LDL' per item, n and m of the canonical cone program, at the
+dense throughput measured here with LAPACK's dsytrf on a 500x500 matrix), the load average
+(`os.getloadavg()`) at start and end, benchmarks/out/bench_peers.png and .json.
+
+Set-up (the peers are NOT project dependencies; they live in the `bench` extra):
+
+    pip install -e ".[cvxpy,bench]"       # moreau, proxsuite, qpax, jax, jaxlib, matplotlib
+    pip install --no-deps qpth            # qpth 0.0.18 pins numpy<2 (pip would pull numpy 1.26
+                                          # and cvxpy 1.7); it needs only torch and numpy
+
+Check first with `pip install --dry-run` that nothing replaces torch, numpy, scipy or cvxpy.
+To keep a shared development venv untouched, a separate venv that sees it works too:
+
+    python3 -m venv /path/benchvenv
+    printf '%s\\n' "$PWD/.venv/lib/python3.11/site-packages" "$PWD" \\
+        > /path/benchvenv/lib/python3.11/site-packages/main_venv.pth
+    /path/benchvenv/bin/pip install moreau proxsuite qpax jax && \\
+        /path/benchvenv/bin/pip install --no-deps qpth
+    /path/benchvenv/bin/python benchmarks/bench_peers.py [--repeats 5] [--only qp64]
+        [--skip-large] [--peers ours,diffcp,moreau,proxsuite,qpth,qpax]
+
+A peer that does not import is skipped with a note. The timings are wall-clock medians on
+whatever else the machine runs: read the ratios together with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cvxpy as cp
+import numpy as np
+import torch
+
+OUT = Path(__file__).resolve().parent / "out"
+REF_TOL = 1e-11
+CLARABEL_REF = {
+    "tol_gap_abs": REF_TOL,
+    "tol_gap_rel": REF_TOL,
+    "tol_feas": REF_TOL,
+    "tol_ktratio": 1e-9,
+    "max_iter": 400,
+}
+QPAX_ARGS = {"backend": "i", "solver_tol": 1e-8, "target_kappa": 1e-7}
+X_ERR_WRONG = 1e-3
+GRAD_ERR_OFF = 1e-1
+ROW_BUDGET_S = 25.0  # fewer repeats when one run is slow
+IPM_ITERS = 10
+PEERS = ("ours", "ours_qpfn", "diffcp", "moreau", "moreau_soc", "proxsuite", "qpth", "qpax")
+PEER_LABEL = {
+    "ours": "pounce CvxpyLayer",
+    "ours_qpfn": "pounce QPFunction",
+    "diffcp": "cvxpylayers diffcp",
+    "moreau": "cvxpylayers MOREAU",
+    "moreau_soc": "MOREAU, cp.SOC form",
+    "proxsuite": "proxsuite QPLayer",
+    "qpth": "qpth QPFunction",
+    "qpax": "qpax (jit+vmap)",
+}
+OPTNET_PEERS = ("proxsuite", "qpth", "qpax")
+
+
+# --------------------------------------------------------------------------- cases
+
+
+Built = tuple[cp.Problem, list[cp.Parameter], cp.Variable]
+QpMap = Callable[[list[torch.Tensor]], tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                             torch.Tensor]]
+
+
+@dataclass
+class Case:
+    """One benchmark problem family: a single-item cvxpy problem and batched values.
+
+    `values[j]` has shape (B, *parameters[j].shape). `qp_torch` maps the batched torch
+    parameters to OptNet's (Q, p, G, h) with G x <= h, differentiably; `qp_jax` does the
+    same per item in jax (for qpax). Both are None for non-QP cases. `moreau_soc` builds the
+    same problem with every second-order cone written as `cp.SOC`.
+    """
+
+    key: str
+    label: str
+    build: Callable[[], Built]
+    values: list[np.ndarray]
+    qp_torch: QpMap | None = None
+    qp_jax: Callable | None = None
+    moreau_soc: Callable[[], Built] | None = None
+    large: bool = False
+    fd_eps: float = 1e-5
+
+    @property
+    def batch(self) -> int:
+        return self.values[0].shape[0]
+
+
+def _qp_Q(n: int) -> np.ndarray:
+    M = np.random.default_rng(0).standard_normal((n, n))
+    return M @ M.T / n + np.eye(n)
+
+
+def qp_case(key: str, label: str, n: int, m: int, batch: int, large: bool = False) -> Case:
+    """min 1/2 x'Qx + q'x s.t. G x <= h; Q fixed positive definite; q, G, h per item."""
+    Q = _qp_Q(n)
+
+    def build() -> Built:
+        x = cp.Variable(n)
+        q, G, h = cp.Parameter(n), cp.Parameter((m, n)), cp.Parameter(m)
+        prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, Q) + q @ x), [G @ x <= h])
+        return prob, [q, G, h], x
+
+    r = np.random.default_rng(1)
+    G = r.standard_normal((batch, m, n))
+    x0 = r.standard_normal((batch, n))
+    h = np.einsum("bij,bj->bi", G, x0) + r.random((batch, m))  # x0 strictly feasible
+    q = r.standard_normal((batch, n))
+    Qt = torch.tensor(Q)
+
+    def qp_torch(ps: list[torch.Tensor]):
+        return Qt, ps[0], ps[1], ps[2]
+
+    def qp_jax(q, G, h):
+        import jax.numpy as jnp
+
+        return jnp.asarray(Q), q, G, h
+
+    return Case(key, label, build, [q, G, h], qp_torch, qp_jax, large=large)
+
+
+def nnls_case(batch: int = 256, n: int = 5, m: int = 10) -> Case:
+    """qpax's example: min 1/2 ||F x - g||^2 s.t. x >= 0, F (10 x 5) and g per item."""
+
+    def build() -> Built:
+        x = cp.Variable(n)
+        F, g = cp.Parameter((m, n)), cp.Parameter(m)
+        prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(F @ x - g)), [x >= 0])
+        return prob, [F, g], x
+
+    r = np.random.default_rng(4)
+    F = r.standard_normal((batch, m, n))
+    g = r.standard_normal((batch, m))
+    G_t = -torch.eye(n, dtype=torch.float64)
+    h_t = torch.zeros(n, dtype=torch.float64)
+
+    def qp_torch(ps: list[torch.Tensor]):
+        F, g = ps
+        return F.transpose(1, 2) @ F, -(F.transpose(1, 2) @ g.unsqueeze(-1)).squeeze(-1), G_t, h_t
+
+    def qp_jax(F, g):
+        import jax.numpy as jnp
+
+        return F.T @ F, -F.T @ g, -jnp.eye(n), jnp.zeros(n)
+
+    return Case("nnls", "B=256 NNLS 5 var, 10 rows", build, [F, g], qp_torch, qp_jax)
+
+
+def socp_case(batch: int = 64, n: int = 20, m: int = 20) -> Case:
+    """min ||A x - b||_2 + c'x s.t. ||x||_2 <= 1, with A, b, c per item."""
+
+    def build_with(soc_form: bool) -> Callable[[], Built]:
+        def build() -> Built:
+            x = cp.Variable(n)
+            A, b, c = cp.Parameter((m, n)), cp.Parameter(m), cp.Parameter(n)
+            if soc_form:
+                t = cp.Variable()
+                cons = [cp.SOC(t, A @ x - b), cp.SOC(cp.Constant(1.0), x)]
+                prob = cp.Problem(cp.Minimize(t + c @ x), cons)
+            else:
+                prob = cp.Problem(cp.Minimize(cp.norm(A @ x - b, 2) + c @ x),
+                                  [cp.norm(x, 2) <= 1])
+            return prob, [A, b, c], x
+
+        return build
+
+    r = np.random.default_rng(2)
+    vals = [r.standard_normal((batch, m, n)), r.standard_normal((batch, m)),
+            r.standard_normal((batch, n))]
+    return Case("socp", "B=64 SOCPs n=20", build_with(False), vals,
+                moreau_soc=build_with(True), fd_eps=3e-2)
+
+
+def logreg_case(batch: int = 64, samples: int = 20, features: int = 5) -> Case:
+    """l2-regularised logistic regression: min mean(logistic(-y * X w)) + 0.1 ||w||^2."""
+    r = np.random.default_rng(5)
+    y = np.sign(r.standard_normal(samples))
+
+    def build() -> Built:
+        w = cp.Variable(features)
+        X = cp.Parameter((samples, features))
+        loss = cp.sum(cp.logistic(-cp.multiply(y, X @ w))) / samples
+        prob = cp.Problem(cp.Minimize(loss + 0.1 * cp.sum_squares(w)))
+        return prob, [X], w
+
+    return Case("logreg", "B=64 logistic regressions (exp)", build,
+                [r.standard_normal((batch, samples, features))], fd_eps=3e-2)
+
+
+def softmax_case(batch: int = 64, n: int = 20) -> Case:
+    """min c'x - sum(entr(x)) s.t. sum(x) = 1: the solution is softmax(-c)."""
+
+    def build() -> Built:
+        x = cp.Variable(n)
+        c = cp.Parameter(n)
+        prob = cp.Problem(cp.Minimize(c @ x - cp.sum(cp.entr(x))), [cp.sum(x) == 1])
+        return prob, [c], x
+
+    return Case("softmax", "B=64 softmax/entropy n=20 (exp)", build,
+                [np.random.default_rng(3).standard_normal((batch, n))], fd_eps=3e-2)
+
+
+def psd_case(batch: int = 64, k: int = 6) -> Case:
+    """min ||X - A||_F^2 s.t. X PSD: projection of a symmetric A onto the PSD cone."""
+
+    def build() -> Built:
+        X = cp.Variable((k, k), PSD=True)
+        A = cp.Parameter((k, k))
+        prob = cp.Problem(cp.Minimize(cp.sum_squares(X - A)))
+        return prob, [A], X
+
+    R = np.random.default_rng(6).standard_normal((batch, k, k))
+    return Case("psd", "B=64 PSD projections 6x6", build, [(R + R.transpose(0, 2, 1)) / 2])
+
+
+def all_cases(skip_large: bool) -> list[Case]:
+    """The benchmark's cases, in print order."""
+    cases = [
+        qp_case("qp64", "B=64 QPs n=m=50", 50, 50, 64),
+        qp_case("qp1", "B=1 QP n=m=50", 50, 50, 1),
+        qp_case("qp512", "B=512 QPs n=m=50", 50, 50, 512),
+        qp_case("qp1024", "B=1024 QPs n=m=10", 10, 10, 1024),
+        qp_case("qp500", "one QP n=m=500", 500, 500, 1, large=True),
+        nnls_case(),
+        socp_case(),
+        logreg_case(),
+        softmax_case(),
+        psd_case(),
+    ]
+    return [c for c in cases if not (skip_large and c.large)]
+
+
+# --------------------------------------------------------------------------- reference
+
+
+@dataclass
+class Reference:
+    """Tight Clarabel solutions and central-difference directional derivatives."""
+
+    items: np.ndarray
+    weights: np.ndarray  # (B, size of x)
+    x_ref: np.ndarray  # (len(items), size of x)
+    directions: list[list[np.ndarray]]  # per direction, per parameter: (len(items), *shape)
+    fd: np.ndarray  # per direction
+    fd_noise: float  # max over directions of |R(h, 2h) - R(2h, 4h)| / max(|fd|, 1e-6)
+    statuses: list[str]
+    dims: tuple[int, int]  # canonical (n, m) of one item
+    seconds: float
+
+
+def _ref_solve(prob: cp.Problem, params: list[cp.Parameter], var: cp.Variable,
+               vals: list[np.ndarray], statuses: list[str]) -> np.ndarray:
+    for p, v in zip(params, vals, strict=True):
+        p.value = v
+    prob.solve(solver=cp.CLARABEL, **CLARABEL_REF)
+    statuses.append(prob.status)
+    if var.value is None:
+        raise RuntimeError(f"reference solve failed: {prob.status}")
+    return np.asarray(var.value, dtype=np.float64).ravel()
+
+
+def reference(case: Case, n_items: int, n_dirs: int) -> Reference:
+    """Solve `n_items` items tightly and central-difference sum(w * x) along random directions."""
+    t0 = time.perf_counter()
+    r = np.random.default_rng(7)
+    prob, params, var = case.build()
+    data = prob.get_problem_data(cp.CLARABEL)[0]
+    dims = (data["A"].shape[1], data["A"].shape[0])
+    B = case.batch
+    items = np.sort(r.choice(B, size=min(B, n_items), replace=False))
+    weights = r.standard_normal((B, int(np.prod(var.shape)) if var.shape else 1))
+    statuses: list[str] = []
+    x_ref = np.stack([_ref_solve(prob, params, var, [v[i] for v in case.values], statuses)
+                      for i in items])
+    directions, fd, noise = [], [], []
+    eps = case.fd_eps
+    for _ in range(n_dirs):
+        d = [r.standard_normal((len(items), *v.shape[1:])) for v in case.values]
+        scale = np.sqrt(sum(float((di * di).sum()) for di in d))
+        d = [di / scale for di in d]
+        totals = []
+        for h in (eps, 2 * eps, 4 * eps):
+            total = 0.0
+            for k, i in enumerate(items):
+                item = [v[i] for v in case.values]
+                step = [h * di[k] for di in d]
+                plus = _ref_solve(prob, params, var,
+                                  [v + s for v, s in zip(item, step, strict=True)], statuses)
+                minus = _ref_solve(prob, params, var,
+                                   [v - s for v, s in zip(item, step, strict=True)], statuses)
+                total += float(weights[i] @ (plus - minus)) / (2 * h)
+            totals.append(total)
+        directions.append(d)
+        # Richardson: (4 D(h) - D(2h)) / 3 cancels the h^2 term; the same from (2h, 4h)
+        # estimates what is left (the reference's accuracy / h and the h^4 term)
+        r1 = (4 * totals[0] - totals[1]) / 3
+        r2 = (4 * totals[1] - totals[2]) / 3
+        fd.append(r1)
+        noise.append(abs(r1 - r2) / max(abs(r1), 1e-6))
+    return Reference(items, weights, x_ref, directions, np.array(fd), float(max(noise)),
+                     statuses, dims, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass
+class Row:
+    """One implementation on one case."""
+
+    case: str
+    peer: str
+    seconds: float | None = None
+    repeats: int = 0
+    x_err: float | None = None
+    grad_err: float | None = None
+    status: str = "ok"
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ranked(self) -> bool:
+        return self.seconds is not None and self.status == "ok"
+
+
+@dataclass
+class Outcome:
+    """What a runner hands back from one (untimed) call: x, the gradients and a status."""
+
+    x: np.ndarray  # (B, size of x)
+    grads: list[np.ndarray]  # per parameter, batched like case.values
+    status: str = "ok"
+
+
+Runner = Callable[[], Outcome]
+
+
+def _torch_params(case: Case) -> list[torch.Tensor]:
+    return [torch.tensor(v, dtype=torch.float64) for v in case.values]
+
+
+def _loss_weights(ref: Reference) -> torch.Tensor:
+    return torch.tensor(ref.weights, dtype=torch.float64)
+
+
+def _grads(ps: list[torch.Tensor]) -> list[np.ndarray]:
+    return [p.grad.detach().numpy().copy() if p.grad is not None else np.zeros(p.shape)
+            for p in ps]
+
+
+def _cvxpylayer_runner(build: Callable[[], Built], case: Case, ref: Reference,
+                       solver: str | None, status_fn: Callable | None = None) -> Runner:
+    from cvxpylayers.torch import CvxpyLayer
+
+    prob, params, var = build()
+    layer = CvxpyLayer(prob, params, [var], solver=solver)
+    base = _torch_params(case)
+    w = _loss_weights(ref)
+
+    def run() -> Outcome:
+        ps = [p.clone().requires_grad_(True) for p in base]
+        (x,) = layer(*ps)
+        x = x.reshape(case.batch, -1)
+        (x * w).sum().backward()
+        status = status_fn(layer) if status_fn else "ok"
+        return Outcome(x.detach().numpy(), _grads(ps), status)
+
+    return run
+
+
+def _moreau_status(layer) -> str:
+    solver = layer.ctx.solver_ctx.get_torch_solver("cpu")
+    st = solver.info.status
+    st = st if isinstance(st, list) else [st]
+    bad = [str(s) for s in st if str(s) != "Solved"]
+    if not bad:
+        return "ok"
+    kinds = sorted(set(bad))
+    return f"MOREAU {'/'.join(kinds)} on {len(bad)}/{len(st)}"
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _optnet_runner(case: Case, ref: Reference, peer: str) -> Runner:
+    assert case.qp_torch is not None
+    base = _torch_params(case)
+    w = _loss_weights(ref)
+    empty = torch.empty(0, dtype=torch.float64)
+
+    if peer == "proxsuite":
+        from proxsuite.torch.qplayer import QPFunction as ProxQP
+
+        layer = ProxQP()  # its defaults: eps=1e-9, maxIter=1000
+
+        def solve(Q, p, G, h):
+            return ProxQP_call(layer, Q, p, G, torch.full_like(h, -1e20), h)
+
+    elif peer == "qpth":
+        from qpth.qp import QPFunction as QpthQP
+
+        layer = QpthQP(verbose=-1)
+
+        def solve(Q, p, G, h):
+            return layer(Q, p, G, h, empty, empty)
+
+    elif peer == "ours_qpfn":
+        from pounce_cvxpy.qpth import QPFunction as OursQP
+
+        layer = OursQP()
+
+        def solve(Q, p, G, h):
+            return layer(Q, p, G, h, empty, empty)
+
+    else:
+        raise ValueError(peer)
+
+    def run() -> Outcome:
+        ctx = _default_dtype(torch.float64) if peer == "proxsuite" else contextlib.nullcontext()
+        with ctx:
+            ps = [p.clone().requires_grad_(True) for p in base]
+            Q, p, G, h = case.qp_torch(ps)
+            x = solve(Q, p, G, h)
+            status = _prox_status(x) if peer == "proxsuite" else "ok"
+            x = x.reshape(case.batch, -1)
+            (x * w).sum().backward()
+        return Outcome(x.detach().numpy(), _grads(ps), status)
+
+    return run
+
+
+def ProxQP_call(layer, Q, p, G, lower, upper) -> torch.Tensor:  # noqa: N802
+    """proxsuite's QPFunction(Q, p, A, b, G, l, u) with no equality rows; returns x."""
+    empty = torch.empty(0, dtype=torch.float64)
+    x, _, _ = layer(Q, p, empty, empty, G, lower, upper)
+    return x
+
+
+def _prox_status(x: torch.Tensor) -> str:
+    qps = x.grad_fn.vector_of_qps
+    st = [str(qps.get(i).results.info.status).split(".")[-1] for i in range(qps.size())]
+    bad = [s for s in st if s != "PROXQP_SOLVED"]
+    return "ok" if not bad else f"proxsuite {'/'.join(sorted(set(bad)))} on {len(bad)}/{len(st)}"
+
+
+def _qpax_runner(case: Case, ref: Reference, row: Row) -> Runner:
+    import jax
+    import jax.numpy as jnp
+    import qpax
+
+    assert case.qp_jax is not None
+    qp_jax = case.qp_jax
+    w = jnp.asarray(ref.weights)
+    args = [jnp.asarray(v) for v in case.values]
+
+    def one(*ps):
+        Q, q, G, h = qp_jax(*ps)
+        n = q.shape[0]
+        return qpax.solve_qp_primal(Q, q, jnp.zeros((0, n)), jnp.zeros(0), G, h, **QPAX_ARGS)
+
+    def loss(*ps):
+        x = jax.vmap(one)(*ps)
+        return jnp.sum(x.reshape(x.shape[0], -1) * w), x
+
+    f = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(len(args))), has_aux=True))
+    t = time.perf_counter()
+    jax.block_until_ready(f(*args))
+    row.extra["compile_s"] = time.perf_counter() - t
+    row.note = f"compile {row.extra['compile_s']:.1f} s excluded"
+
+    def run() -> Outcome:
+        (_, x), g = f(*args)
+        jax.block_until_ready(g)
+        return Outcome(np.asarray(x).reshape(case.batch, -1), [np.asarray(gi) for gi in g])
+
+    return run
+
+
+def _time(run: Runner, repeats: int) -> tuple[Outcome, float, int]:
+    """Warm-up (its outcome is the one checked), then the median of up to `repeats` runs."""
+    t = time.perf_counter()
+    out = run()
+    first = time.perf_counter() - t
+    reps = max(1, min(repeats, int(ROW_BUDGET_S / max(first, 1e-9))))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return out, statistics.median(times), reps
+
+
+def _check(out: Outcome, ref: Reference, row: Row) -> None:
+    x = out.x[ref.items]
+    x_err = np.abs(x - ref.x_ref).max(axis=1) / (1 + np.abs(ref.x_ref).max(axis=1))
+    row.x_err = float(x_err.max())
+    errs = []
+    for d, fd in zip(ref.directions, ref.fd, strict=True):
+        gd = sum(float((g[ref.items] * di).sum()) for g, di in zip(out.grads, d, strict=True))
+        errs.append(abs(gd - fd) / max(abs(fd), 1e-6))
+    row.grad_err = float(max(errs))
+    flags = [] if out.status == "ok" else [out.status]
+    if not np.isfinite(out.x).all():
+        flags.append("non-finite x")
+    if row.x_err > X_ERR_WRONG:
+        flags.append("WRONG x")
+    if not np.isfinite(row.grad_err) or row.grad_err > GRAD_ERR_OFF:
+        flags.append("grad off")
+    row.status = "ok" if not flags else "; ".join(flags)
+
+
+def run_case(case: Case, peers: list[str], repeats: int, n_items: int,
+             n_dirs: int) -> tuple[Reference, list[Row]]:
+    """Reference, then every peer that applies to this case, timed and checked."""
+    ref = reference(case, n_items if not case.large else 1, n_dirs if not case.large else 2)
+    bad_ref = [s for s in ref.statuses if s != cp.OPTIMAL]
+    print(f"\n== {case.key}: {case.label} (B={case.batch}; canonical n={ref.dims[0]}, "
+          f"m={ref.dims[1]}; reference: {len(ref.statuses)} Clarabel solves in "
+          f"{ref.seconds:.1f} s" + (f", {len(bad_ref)} not 'optimal': {set(bad_ref)}"
+                                    if bad_ref else "")
+          + f"; fd step {case.fd_eps:g}, fd noise {ref.fd_noise:.0e})", flush=True)
+    rows: list[Row] = []
+    for peer in peers:
+        if peer in OPTNET_PEERS + ("ours_qpfn",) and case.qp_torch is None:
+            continue
+        if peer == "moreau_soc" and case.moreau_soc is None:
+            continue
+        row = Row(case.key, peer)
+        try:
+            if peer == "ours":
+                import pounce_cvxpy  # noqa: F401  (registers "pounce")
+
+                run = _cvxpylayer_runner(case.build, case, ref, "pounce")
+            elif peer == "diffcp":
+                run = _cvxpylayer_runner(case.build, case, ref, None)
+            elif peer == "moreau":
+                run = _cvxpylayer_runner(case.build, case, ref, "MOREAU", _moreau_status)
+            elif peer == "moreau_soc":
+                assert case.moreau_soc is not None
+                run = _cvxpylayer_runner(case.moreau_soc, case, ref, "MOREAU", _moreau_status)
+            elif peer == "qpax":
+                run = _qpax_runner(case, ref, row)
+            else:
+                run = _optnet_runner(case, ref, peer)
+            out, row.seconds, row.repeats = _time(run, repeats)
+            _check(out, ref, row)
+        except ImportError as err:
+            print(f"  note: {PEER_LABEL[peer]} skipped ({err})")
+            continue
+        except Exception as err:  # noqa: BLE001  (a peer's failure is a result)
+            row.seconds = None
+            row.status = f"error: {type(err).__name__}: {str(err).splitlines()[0][:80]}"
+            if os.environ.get("BENCH_PEERS_TRACEBACK"):
+                traceback.print_exc()
+        rows.append(row)
+        _print_row(row, rows[0] if rows and rows[0].peer == "ours" else None)
+    return ref, rows
+
+
+def _fmt_ms(s: float | None) -> str:
+    return "-" if s is None else f"{s * 1e3:.1f}"
+
+
+def _print_row(row: Row, ours: Row | None) -> None:
+    ratio = ""
+    if ours is not None and ours.seconds and row.seconds and row.peer != "ours":
+        ratio = f"{row.seconds / ours.seconds:6.2f}x"
+        if not row.ranked:
+            ratio = f"[{ratio.strip()}]"
+    xe = "-" if row.x_err is None else f"{row.x_err:.1e}"
+    ge = "-" if row.grad_err is None else f"{row.grad_err:.1e}"
+    print(f"  {PEER_LABEL[row.peer]:22s} {_fmt_ms(row.seconds):>10s} ms  x{row.repeats:<2d} "
+          f"x err {xe:>8s}  grad err {ge:>8s}  {ratio:>9s}  {row.status}"
+          + (f"  ({row.note})" if row.note else ""), flush=True)
+
+
+# --------------------------------------------------------------------------- floor, tables
+
+
+def dense_throughput() -> float:
+    """Flop/s of LAPACK's dsytrf (LDL', Bunch-Kaufman) on a 500x500 symmetric matrix."""
+    from scipy.linalg import lapack
+
+    n = 500
+    M = np.random.default_rng(8).standard_normal((n, n))
+    S = np.asfortranarray(M + M.T)
+    lapack.dsytrf(S.copy(order="F"), lower=1)
+    times = []
+    for _ in range(9):
+        A = S.copy(order="F")
+        t = time.perf_counter()
+        lapack.dsytrf(A, lower=1, overwrite_a=1)
+        times.append(time.perf_counter() - t)
+    return (n**3 / 3) / min(times)  # the best run: a floor should be optimistic
+
+
+def flop_floor(batch: int, dims: tuple[int, int], rate: float) -> float:
+    """Seconds for IPM_ITERS dense (n+m)^3/3 LDL' factorizations per item at `rate`."""
+    k = dims[0] + dims[1]
+    return batch * IPM_ITERS * (k**3 / 3) / rate
+
+
+def ratio_table(cases: list[Case], rows: list[Row], floors: dict[str, float],
+                base_peer: str, columns: list[str]) -> str:
+    """Markdown: per case, each peer's time / base_peer's time; unranked rows bracketed."""
+    by = {(r.case, r.peer): r for r in rows}
+    head = ["case", f"{PEER_LABEL[base_peer]} (ms)", "flop floor (ms)"] + [
+        PEER_LABEL[c] for c in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in cases:
+        base = by.get((case.key, base_peer))
+        if base is None:
+            continue
+        cells = [case.label, _fmt_ms(base.seconds) + ("" if base.ranked else f" ({base.status})"),
+                 f"{floors[case.key] * 1e3:.2g}"]
+        for c in columns:
+            r = by.get((case.key, c))
+            if r is None:
+                cells.append("n/a")
+            elif r.seconds is None:
+                cells.append(r.status.split(":")[0])
+            elif not base.seconds:
+                cells.append("-")
+            else:
+                v = f"{r.seconds / base.seconds:.2f}"
+                cells.append(v if r.ranked else f"[{v}] {r.status}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def error_table(cases: list[Case], rows: list[Row], noise: dict[str, float]) -> str:
+    """Markdown: per case and peer, `x err / grad err`; the reference's fd noise first."""
+    peers = [p for p in PEERS if any(r.peer == p for r in rows)]
+    by = {(r.case, r.peer): r for r in rows}
+    lines = ["| case | fd noise | " + " | ".join(PEER_LABEL[p] for p in peers) + " |",
+             "|---|---|" + "---|" * len(peers)]
+    for case in cases:
+        if case.key not in noise:
+            continue
+        cells = [case.label, f"{noise[case.key]:.0e}"]
+        for p in peers:
+            r = by.get((case.key, p))
+            if r is None:
+                cells.append("n/a")
+            elif r.x_err is None:
+                cells.append("-")
+            else:
+                cells.append(f"{r.x_err:.0e} / {r.grad_err:.0e}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(cases: list[Case], rows: list[Row], floors: dict[str, float], path: Path) -> None:
+    """Grouped log-scale bars per case; unranked rows hatched, the flop floor as a tick."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    peers = [p for p in PEERS if any(r.peer == p and r.seconds for r in rows)]
+    by = {(r.case, r.peer): r for r in rows}
+    width = 0.8 / max(len(peers), 1)
+    fig, ax = plt.subplots(figsize=(13, 5.5))
+    xs = np.arange(len(cases))
+    for j, p in enumerate(peers):
+        labelled = False
+        for i, case in enumerate(cases):
+            r = by.get((case.key, p))
+            if r is None or not r.seconds:
+                continue
+            ax.bar(xs[i] + (j - (len(peers) - 1) / 2) * width, r.seconds * 1e3, width,
+                   color=f"C{j}", hatch=None if r.ranked else "//", edgecolor="k",
+                   linewidth=0.3, label=None if labelled else PEER_LABEL[p])
+            labelled = True
+    for i, case in enumerate(cases):
+        ax.hlines(floors[case.key] * 1e3, xs[i] - 0.42, xs[i] + 0.42, colors="k",
+                  linestyles=":", label="flop floor" if i == 0 else None)
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=True))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7, ncol=3)
+    ax.set_yscale("log")
+    ax.set_ylabel("forward + backward, ms (median); hatched = wrong/failed, not ranked")
+    ax.set_xticks(xs, [c.label for c in cases], rotation=20, ha="right", fontsize=7)
+    load = os.getloadavg()
+    ax.set_title(f"bench_peers.py, float64 CPU, load average {load[0]:.1f} {load[1]:.1f}",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
+    ap.add_argument("--only", default="", help="comma-separated case keys (see above)")
+    ap.add_argument("--skip-large", action="store_true", help="skip the n=m=500 QP")
+    ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of "
+                    + ",".join(PEERS))
+    ap.add_argument("--check-items", type=int, default=3, help="batch items checked")
+    ap.add_argument("--directions", type=int, default=3, help="random directions per case")
+    a = ap.parse_args()
+    warnings.simplefilter("ignore")
+    try:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    except ImportError:
+        pass
+    peers = [p.strip() for p in a.peers.split(",") if p.strip()]
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        ap.error(f"unknown peers {sorted(unknown)}")
+    cases = all_cases(a.skip_large)
+    if a.only:
+        keys = {k.strip() for k in a.only.split(",")}
+        missing = keys - {c.key for c in cases}
+        if missing:
+            ap.error(f"unknown (or skipped) cases {sorted(missing)}")
+        cases = [c for c in cases if c.key in keys]
+    load0 = os.getloadavg()
+    t_start = time.perf_counter()
+    rate = dense_throughput()
+    print(f"machine: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+          f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at start; dense LDL' "
+          f"(dsytrf, n=500) {rate / 1e9:.2f} GFlop/s", flush=True)
+    _print_versions()
+    rows: list[Row] = []
+    floors: dict[str, float] = {}
+    noise: dict[str, float] = {}
+    dims: dict[str, tuple[int, int]] = {}
+    for case in cases:
+        ref, case_rows = run_case(case, peers, a.repeats, a.check_items, a.directions)
+        floors[case.key] = flop_floor(case.batch, ref.dims, rate)
+        noise[case.key] = ref.fd_noise
+        dims[case.key] = ref.dims
+        rows += case_rows
+    load1 = os.getloadavg()
+    cols = [p for p in PEERS if p not in ("ours",) and any(r.peer == p for r in rows)]
+    print("\nRatios: peer time / pounce CvxpyLayer time (above 1: the peer is slower). "
+          "[bracketed]: wrong or failed rows, not ranked.")
+    table = ratio_table(cases, rows, floors, "ours", cols)
+    print(table)
+    table_q = ""
+    if any(r.peer == "ours_qpfn" for r in rows):
+        print("\nOptNet-style peers against pounce QPFunction:")
+        table_q = ratio_table([c for c in cases if c.qp_torch is not None], rows, floors,
+                              "ours_qpfn", [p for p in OPTNET_PEERS if p in cols])
+        print(table_q)
+    errors = error_table(cases, rows, noise)
+    print("\nx err / grad err against Clarabel at 1e-11 (central differences):")
+    print(errors)
+    print(f"\nload average {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} at end; "
+          f"total {time.perf_counter() - t_start:.0f} s")
+    png = OUT / "bench_peers.png"
+    plot(cases, rows, floors, png)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench_peers.json").write_text(json.dumps({
+        "load_start": load0, "load_end": load1, "dense_flops": rate,
+        "floors": floors, "fd_noise": noise, "canonical_dims": dims,
+        "rows": [r.__dict__ for r in rows]}, indent=1, default=str))
+    print(f"wrote {png} and {OUT / 'bench_peers.json'}")
+    return 0
+
+
+def _print_versions() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["torch", "numpy", "cvxpy", "cvxpylayers", "diffcp", "clarabel", "moreau",
+             "proxsuite", "qpth", "qpax", "jax"]
+    parts = []
+    for n in names:
+        try:
+            parts.append(f"{n} {version(n)}")
+        except PackageNotFoundError:
+            parts.append(f"{n} -")
+    print("versions: " + ", ".join(parts), flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -63,6 +63,7 @@ from pounce_cvxpy.diffcp_data import ProgramData, group_by_structure
 from pounce_cvxpy.solver_args import PounceArgs, resolve
 from pounce_cvxpy.solver_interface import LayerSolverError
 from pounce_kkt import ConicState, conic_forward, conic_jvp, conic_vjp
+from pounce_kkt.accuracy import enforce_accuracy
 from pounce_kkt.user_warnings import warn_user
 
 ZERO, POS, SOC, PSD, EXP, EXP_DUAL, POWER = "z", "l", "q", "s", "ep", "ed", "p"
@@ -121,8 +122,9 @@ def _solve(programs: list[ProgramData], warm_starts: Sequence[Any] | None,
     kwargs.pop("derivative_kwargs", None)  # LPGD's tau/rho: the derivative here is exact
     args = resolve(PounceArgs(), kwargs)
     on_failure = args.on_failure
-    options = resolve(args, {"on_failure": "nan"}).solve_options()
-    groups, statuses = [], [""] * len(programs)
+    # on_inaccurate is applied once over the whole batch, so it names diffcp's item indices.
+    options = resolve(args, {"on_failure": "nan", "on_inaccurate": "ignore"}).solve_options()
+    groups, statuses, residual = [], [""] * len(programs), np.full(len(programs), np.nan)
     for items in group_by_structure(programs):
         progs = [programs[i] for i in items]
         P = None if progs[0].P is None else np.stack([p.p_full_values() for p in progs])
@@ -132,8 +134,11 @@ def _solve(programs: list[ProgramData], warm_starts: Sequence[Any] | None,
             np.stack([p.A.data for p in progs]), np.stack([p.b for p in progs]), options, warm)
         for i, st in zip(items, sol.status, strict=True):
             statuses[i] = st
+        residual[items] = sol.residual.numpy()
         groups.append(_Group(items, progs, state, sol.x.numpy(), sol.y.numpy(), sol.s.numpy()))
-    if "optimal_inaccurate" in statuses:
+    policy = args.solve_options().on_inaccurate
+    enforce_accuracy(statuses, residual, policy)
+    if "optimal_inaccurate" in statuses and policy == "warn":
         warn_user("Solved/Inaccurate.")  # diffcp's own warning text
     failed = [i for i, st in enumerate(statuses) if st not in pounce_kkt.SOLVED_STATUSES]
     if failed and on_failure == "raise":

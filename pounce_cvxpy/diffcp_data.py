@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from pounce_kkt import ConeDims, ConicStructure
+from pounce_kkt.validation import check_real
 
 
 def canonical_csc(M: Any, name: str) -> sp.csc_matrix:
@@ -27,6 +28,7 @@ def canonical_csc(M: Any, name: str) -> sp.csc_matrix:
     if not (sp.issparse(M) or isinstance(M, np.ndarray)):
         raise TypeError(f"{name} must be a scipy sparse matrix (CSC) or a numpy array, "
                         f"got {type(M).__name__}")
+    check_real(name, M)
     out = sp.csc_matrix(M, dtype=np.float64, copy=True)
     out.sum_duplicates()
     out.sort_indices()
@@ -121,6 +123,7 @@ class ProgramData:
 
 
 def _vector(v: Any, name: str, size: int) -> np.ndarray:
+    check_real(name, np.asarray(v))
     arr = np.asarray(v, dtype=np.float64).reshape(-1).copy()
     if arr.shape != (size,):
         raise ValueError(f"{name} must have {size} entries, got {np.shape(v)}")

@@ -17,6 +17,9 @@ Our options:
 | `dense_max_dim` | core's  | "auto" takes the dense adjoint up to n + m = this           |
 | `on_failure`    | core's  | "raise": SolverError naming the batch index and status;     |
 |                 |         | "nan": that item's outputs are NaN, its gradient zero       |
+| `on_inaccurate` | core's  | an item solved only to "optimal_inaccurate": "warn" names   |
+|                 |         | the items and residuals, "raise" makes it a SolverError,    |
+|                 |         | "ignore"; per-item statuses: `last_solve_info(layer)`       |
 | `warm_start`    | False   | start each solve from the previous call's solution (same    |
 |                 |         | batch size); cvxpylayers 1.2 accepts `layer(warm_start=...)`|
 |                 |         | only for MOREAU, so this is the switch for POUNCE           |
@@ -108,7 +111,7 @@ _TOLERANCES = ("eps", "eps_abs", "eps_rel", "tol_gap_abs", "tol_gap_rel", "tol_f
                "tol_ktratio", "feastol", "abstol", "reltol")
 _TRANSLATED = (*_TOLERANCES, "time_limit_secs", "raise_on_error")
 _OURS = ("tol", "tol_cap", "max_iter", "time_limit", "backward", "dense_max_dim", "on_failure",
-         "warm_start")
+         "on_inaccurate", "warm_start")
 
 _warned: set[str] = set()
 

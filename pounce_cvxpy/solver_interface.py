@@ -9,6 +9,8 @@ class only translates layouts (pounce_cvxpy/canon_layout.py) and options
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,8 @@ from pounce_cvxpy.canon_layout import CanonLayout
 from pounce_cvxpy.registration import NAME
 from pounce_cvxpy.solver_args import PounceArgs, resolve
 from pounce_kkt import SolverError, conic_forward, conic_vjp
+from pounce_kkt.accuracy import SolveInfo
+from pounce_kkt.validation import check_finite, check_real
 
 try:
     from diffcp import SolverError as _DiffcpSolverError
@@ -33,6 +37,21 @@ class LayerSolverError(SolverError, _DiffcpSolverError):
     so code written for cvxpylayers' default solver catches it unchanged."""
 
 
+@dataclass
+class _ThreadCalls:
+    """One thread's calls of one layer: the only mutable state a `PounceSolver` keeps.
+
+    out_dtype: the parameters' dtype noted by `set_params` for the call about to solve (it
+    is consumed by that solve); warm: the warm-start cache, batch size -> (x, y, s) of this
+    thread's previous solve; info: this thread's last solve (`last_solve_info`).
+    """
+
+    out_dtype: torch.dtype | None = None
+    warm: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(
+        default_factory=dict)
+    info: SolveInfo | None = None
+
+
 class PounceSolver(SolverInterface):
     """A cvxpylayers solver backed by POUNCE's interior-point method and the KKT adjoint.
 
@@ -42,6 +61,12 @@ class PounceSolver(SolverInterface):
 
     The layer canonicalises for the cvxpy solver "POUNCE" (SCS's cone order and PSD svec,
     quadratic objective kept), so a parametrised `quad_form` objective is accepted.
+
+    Threads: one layer may be called from several threads at once. Concurrent calls share
+    only what `setup` captured (the layout, immutable) and the options; everything a call
+    carries to a later one (the output dtype between `set_params` and the solve, the
+    warm-start cache, the last call's `SolveInfo`) is kept per thread, so a thread warm
+    starts from its own previous solve and reads its own statuses.
     """
 
     canon_solver = NAME
@@ -51,8 +76,32 @@ class PounceSolver(SolverInterface):
     def __init__(self, **options: Any) -> None:
         self._args = resolve(PounceArgs(), options)
         self._layout: CanonLayout | None = None
-        self._warm: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._out_dtype: torch.dtype | None = None
+        # (name, ndim) of each of the layer's cvxpy Parameters, in the layer's order.
+        self._parameters: tuple[tuple[str, int], ...] = ()
+        self._gp = False
+        self._threads = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles keep the options and layout, not any thread's calls."""
+        state = dict(self.__dict__)
+        del state["_threads"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._threads = threading.local()
+
+    def _calls(self) -> _ThreadCalls:
+        """The calling thread's `_ThreadCalls` (created on its first call)."""
+        calls = getattr(self._threads, "calls", None)
+        if calls is None:
+            calls = self._threads.calls = _ThreadCalls()
+        return calls
+
+    @property
+    def last_info(self) -> SolveInfo | None:
+        """The calling thread's last solve through this solver (None before the first)."""
+        return self._calls().info
 
     def setup(self, ctx: Any) -> None:
         """Capture the sparsity patterns and cones of the canonicalised problem.
@@ -66,17 +115,38 @@ class PounceSolver(SolverInterface):
                 "PounceSolver(**options) per layer"
             )
         self._layout = CanonLayout.from_layers_context(ctx)
+        self._parameters = tuple((p.name(), len(p.shape)) for p in ctx.parameters)
+        self._gp = bool(getattr(ctx, "gp", False))
 
     def set_params(self, params: list) -> None:
-        """Note the parameters' floating dtype before a solve.
+        """Check the parameter values and note their floating dtype before a solve.
 
         cvxpylayers evaluates P, q and A with scipy, in float64, whatever the parameters'
         dtype; the solution is returned in the parameters' dtype (float32 in, float32 out).
+        A complex value (TypeError) or a NaN/Inf (ValueError) is reported here, naming the
+        cvxpy Parameter and the batch index, before it is spread over the canonical data.
         """
         arrays = [np.asarray(p) for p in params]
+        self._check_parameters(arrays)
         floating = [a.dtype for a in arrays if np.issubdtype(a.dtype, np.floating)]
         dtype = np.result_type(*floating) if floating else None
-        self._out_dtype = None if dtype is None else torch.from_numpy(np.empty(0, dtype)).dtype
+        self._calls().out_dtype = (None if dtype is None
+                                   else torch.from_numpy(np.empty(0, dtype)).dtype)
+
+    def _check_parameters(self, arrays: list[np.ndarray]) -> None:
+        for i, a in enumerate(arrays):
+            pname, ndim = self._parameters[i] if i < len(self._parameters) else ("?", a.ndim)
+            name = f"Parameter {pname!r} (layer parameter {i})"
+            check_real(name, a)
+            if not np.issubdtype(a.dtype, np.floating):
+                continue
+            batched = a.ndim == ndim + 1
+            flat = a.reshape(a.shape[0], -1) if batched and a.size else a.reshape(-1)
+            try:
+                check_finite(name, torch.as_tensor(flat))
+            except ValueError as err:
+                note = " (after the log that gp=True takes of it)" if self._gp else ""
+                raise ValueError(f"{err}{note}") from None
 
     @property
     def layout(self) -> CanonLayout:
@@ -98,22 +168,27 @@ class PounceSolver(SolverInterface):
 
         The state is None when `needs_grad` is False, so no backward work is prepared.
         """
+        calls = self._calls()
+        out_dtype, calls.out_dtype = calls.out_dtype, None
+        calls.info = None
         args = resolve(self._args, solver_args)
         layout = self.layout
         P_c, q_c, A_c, b_c = layout.to_core(P, q, A)
         batch = q_c.shape[0]
-        warm = self._warm.get(batch) if args.warm_start else None
+        warm = calls.warm.get(batch) if args.warm_start else None
         try:
             solution, state = conic_forward(
                 layout.structure, P_c, q_c, A_c, b_c, args.solve_options(), warm_start=warm
             )
         except SolverError as err:
-            raise LayerSolverError(err.batch_index, err.status, err.statuses) from None
+            raise LayerSolverError(err.batch_index, err.status, err.statuses,
+                                   message=str(err)) from None
+        calls.info = solution.info
         if args.warm_start:
-            self._warm[batch] = (solution.x.detach(), solution.y.detach(), solution.s.detach())
+            calls.warm[batch] = (solution.x.detach(), solution.y.detach(), solution.s.detach())
         x, y = solution.x, solution.y
-        if self._out_dtype is not None:
-            x, y = x.to(self._out_dtype), y.to(self._out_dtype)
+        if out_dtype is not None:
+            x, y = x.to(out_dtype), y.to(out_dtype)
         return x, y, state if needs_grad else None
 
     def derivative_torch_batch(
@@ -124,3 +199,20 @@ class PounceSolver(SolverInterface):
             raise RuntimeError("PounceSolver: backward called on a solve run without gradients")
         dP, dq, dA, db = conic_vjp(saved_state, dprimal, ddual, None)
         return self.layout.to_layers(dP, dq, dA, db)
+
+
+def last_solve_info(layer: Any) -> SolveInfo | None:
+    """Per-item outcome of the calling thread's last call of `layer` (None before one).
+
+    `layer` is a `CvxpyLayer` built with `solver="pounce"` (or a `PounceSolver`). The
+    `SolveInfo` holds `status` (one string per batch item), `iterations`, `solve_time`,
+    `residual` (the relative KKT residual of "optimal_inaccurate" items, NaN elsewhere) and
+    the index lists `inaccurate` and `failed`. Each thread reads its own last call; a call
+    that raised leaves None (the error carries the statuses).
+    """
+    solver = layer if isinstance(layer, PounceSolver) else getattr(
+        getattr(layer, "ctx", None), "solver", None)
+    if not isinstance(solver, PounceSolver):
+        raise TypeError(f"last_solve_info needs a CvxpyLayer built with solver='pounce' or a "
+                        f"PounceSolver; got {type(layer).__name__}")
+    return solver.last_info

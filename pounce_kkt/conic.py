@@ -14,12 +14,19 @@ import numpy as np
 import torch
 
 from pounce_kkt import _native
+from pounce_kkt.accuracy import (
+    ON_INACCURATE,
+    SolveInfo,
+    enforce_accuracy,
+    kkt_residuals,
+    residual_column,
+)
 from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.cone_scaling import cone_scaling
 from pounce_kkt.dense_kkt import dense_kkt_vjp
 from pounce_kkt.errors import SOLVED_STATUSES, SolverError
 from pounce_kkt.structure import ConicStructure
-from pounce_kkt.validation import batch_size, check_finite, check_last_dim
+from pounce_kkt.validation import batch_size, check_finite, check_last_dim, check_real
 
 BACKWARDS = ("auto", "dense", "sparse")
 # Default tolerances (SolveOptions.tol=None), measured in docs/design.md "Default tolerance".
@@ -46,6 +53,9 @@ class SolveOptions:
     about even at 40, so dense is kept for systems of 50 and below.)
     on_failure: "raise" raises SolverError for the first unsolved item; "nan" returns NaN
     for unsolved items (zero gradient) and leaves the others untouched.
+    on_inaccurate: what an "optimal_inaccurate" item (solved short of tol; its solution and
+    gradient are used) does: "warn" (an InaccurateSolutionWarning naming the items and their
+    KKT residuals), "raise" (SolverError) or "ignore" (pounce_kkt/accuracy.py).
     tol_cap: an upper bound on the per-class tol (used only when tol is None). A foreign
     solver's tolerance (SCS's eps, Clarabel's tol_gap_*, ...) arrives here: a tighter one
     tightens the solve, a looser one (SCS's 1e-5 is a first-order method's setting) never
@@ -58,6 +68,7 @@ class SolveOptions:
     backward: str = "auto"
     dense_max_dim: int = 50
     on_failure: str = "raise"
+    on_inaccurate: str = "warn"
     tol_cap: float | None = None
 
     def __post_init__(self) -> None:
@@ -73,6 +84,9 @@ class SolveOptions:
             raise ValueError(f"backward must be one of {BACKWARDS}, got {self.backward!r}")
         if self.on_failure not in ON_FAILURE:
             raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {self.on_failure!r}")
+        if self.on_inaccurate not in ON_INACCURATE:
+            raise ValueError(f"on_inaccurate must be one of {ON_INACCURATE}, "
+                             f"got {self.on_inaccurate!r}")
 
     def tol_for(self, cones: ConeDims) -> float:
         """The tol the native solve gets for a problem with these cones."""
@@ -97,7 +111,9 @@ class SolveOptions:
 @dataclass
 class ConicSolution:
     """x (B, n), y (B, m), s (B, m) in the input dtype/device (unbatched in, unbatched out);
-    status: list of B status strings; iterations (B,) int64; solve_time (B,) float64 seconds."""
+    status: list of B status strings; iterations (B,) int64; solve_time (B,) float64 seconds;
+    residual (B,) float64: the relative KKT residual of "optimal_inaccurate" items, NaN for
+    the others (pounce_kkt/accuracy.py)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -105,6 +121,15 @@ class ConicSolution:
     status: list[str]
     iterations: torch.Tensor
     solve_time: torch.Tensor
+    residual: torch.Tensor | None = None
+
+    @property
+    def info(self) -> SolveInfo:
+        """The per-item outcome (statuses, iterations, times, residuals) as a SolveInfo."""
+        residual = self.residual
+        if residual is None:
+            residual = torch.full((len(self.status),), float("nan"), dtype=torch.float64)
+        return SolveInfo(self.status, self.iterations, self.solve_time, residual)
 
 
 @dataclass
@@ -138,6 +163,7 @@ def _prepare(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any
         raise ValueError("P values given but the structure has no P pattern")
     sizes = {"P": structure.nnz_p, "q": structure.n, "A": structure.nnz_a, "b": structure.m}
     for k, t in ts.items():
+        check_real(k, t)
         check_last_dim(k, t, sizes[k])
         if t is not None and not (t.is_floating_point()):
             ts[k] = t = t.to(torch.float64)
@@ -178,7 +204,9 @@ def _warm_arrays(warm_start: Any, B: int, n: int, m: int) -> tuple[Any, Any, Any
         if v is None:
             out.append(None)
             continue
-        t = torch.as_tensor(v).detach().to("cpu", torch.float64)
+        t = torch.as_tensor(v).detach()
+        check_real(name, t)
+        t = t.to("cpu", torch.float64)
         check_last_dim(name, t, k)
         t = t.expand(B, k) if t.dim() == 1 else t
         if t.shape[0] != B:
@@ -224,6 +252,21 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
     return x, y, s, ok, status, iters, times
 
 
+def _checked_info(structure: ConicStructure, options: SolveOptions,
+                  v: dict[str, torch.Tensor | None], x: torch.Tensor, y: torch.Tensor,
+                  s: torch.Tensor, status: list[str], iters: torch.Tensor, times: torch.Tensor
+                  ) -> SolveInfo:
+    """The solve's SolveInfo (residuals of its inaccurate items), options.on_inaccurate applied."""
+
+    def residuals(items: list[int]) -> np.ndarray:
+        return kkt_residuals(structure, _np(v["P"]), _np(v["q"]), _np(v["A"]), _np(v["b"]),
+                             _np(x), _np(y), _np(s), items)
+
+    info = SolveInfo(status, iters, times, residual_column(status, residuals))
+    enforce_accuracy(info.status, info.residual, options.on_inaccurate)
+    return info
+
+
 def _restore(t: torch.Tensor, like: tuple | None, batched: bool) -> torch.Tensor:
     """A float64 CPU (B, k) result in the dtype/device of `like`, unbatched if the call was."""
     dtype = like[1] if like is not None else torch.float64
@@ -265,9 +308,10 @@ def conic_forward(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any,
         v, B, batched, like = _prepare(structure, P, q, A, b)
         warm = _warm_arrays(warm_start, B, structure.n, structure.m)
         x, y, s, ok, status, iters, times = _solve_native(structure, options, v, warm)
+        info = _checked_info(structure, options, v, x, y, s, status, iters, times)
     out = _output_like(like)
     sol = ConicSolution(*(_owned(_restore(t, out, batched), t) for t in (x, y, s)),
-                        status, iters, times)
+                        status, iters, times, info.residual)
     state = ConicState(structure, options, v["P"], v["A"], x, y, s, ok, status,
                        {**like, "batched": batched})
     return sol, state
@@ -403,10 +447,12 @@ def conic_solve(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any,
     info: dict[str, Any] = {}
     x, y, s = _ConicSolveFunction.apply(structure, options, warm, info,
                                         v["P"], v["q"], v["A"], v["b"])
+    checked = _checked_info(structure, options, v, x, y, s, info["status"],
+                            info["iterations"], info["solve_time"])
     out = _output_like(like)
     return ConicSolution(_restore(x, out, batched), _restore(y, out, batched),
                          _restore(s, out, batched), info["status"], info["iterations"],
-                         info["solve_time"])
+                         info["solve_time"], checked.residual)
 
 
 __all__ = ["ConicSolution", "ConicState", "SolveOptions", "conic_forward", "conic_solve",

@@ -11,10 +11,39 @@ import torch
 from pounce_kkt.cone_dims import ConeDims
 
 
+def _index_array(name: str, values: Any) -> np.ndarray:
+    """`values` as a C-contiguous int64 array; raises unless every entry is an integer.
+
+    Integer dtypes pass; a floating array passes only if every entry is a whole number
+    (casting would truncate 2.7 to 2); anything else (complex, bool, strings) raises.
+    """
+    a = np.asarray(values)
+    if a.dtype.kind in "iu":
+        return np.ascontiguousarray(a, dtype=np.int64)
+    if a.dtype.kind != "f" and not (a.dtype == object and a.size == 0):
+        raise TypeError(f"{name} must hold integers; got dtype {a.dtype}")
+    bad = ~np.isfinite(a) | (a != np.round(a)) if a.size else np.zeros(0, bool)
+    if bad.any():
+        k = int(np.flatnonzero(bad.ravel())[0])
+        raise ValueError(f"{name} must hold integers; entry {k} is {a.ravel()[k].item()!r}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _count(name: str, value: Any) -> int:
+    """A non-negative integer size; raises rather than truncate 2.7 to 2."""
+    try:
+        whole = not isinstance(value, bool) and float(value).is_integer() and value >= 0
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a non-negative integer; got {value!r}") from None
+    if not whole:
+        raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+    return int(value)
+
+
 def _check_csc(name: str, indptr: Any, indices: Any, n_rows: int, n_cols: int
                ) -> tuple[np.ndarray, np.ndarray]:
-    indptr = np.ascontiguousarray(np.asarray(indptr, dtype=np.int64))
-    indices = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
+    indptr = _index_array(f"{name}_indptr", indptr)
+    indices = _index_array(f"{name}_indices", indices)
     if indptr.ndim != 1 or indptr.shape[0] != n_cols + 1:
         raise ValueError(f"{name}_indptr must have length {n_cols + 1}; got {indptr.shape}")
     if indptr[0] != 0 or np.any(np.diff(indptr) < 0):
@@ -41,8 +70,8 @@ class ConicStructure:
 
     def __init__(self, n: int, m: int, a_indptr: Any, a_indices: Any, cones: Any,
                  p_indptr: Any = None, p_indices: Any = None):
-        self.n = int(n)
-        self.m = int(m)
+        self.n = _count("n", n)
+        self.m = _count("m", m)
         self.cones = ConeDims.from_any(cones)
         if self.cones.m != self.m:
             raise ValueError(f"cone dims cover {self.cones.m} rows but m = {self.m}")

@@ -39,6 +39,21 @@ def check_finite(name: str, t: torch.Tensor | None) -> None:
     raise ValueError(f"{name} contains {kind} (entry {int(bad.nonzero()[0, 0])})")
 
 
+def check_real(name: str, value: object) -> None:
+    """Raise TypeError if `value` (a tensor or array) holds complex numbers.
+
+    The solve is real; casting a complex input to float64 would silently drop its
+    imaginary part.
+    """
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return
+    if (torch.is_complex(value) if isinstance(value, torch.Tensor)
+            else np.issubdtype(np.dtype(dtype), np.complexfloating)):
+        raise TypeError(f"{name} is complex ({dtype}); POUNCE solves real problems: pass its "
+                        "real and imaginary parts as separate real inputs")
+
+
 def check_last_dim(name: str, t: torch.Tensor | None, size: int) -> None:
     """Raise ValueError unless `t` is (size,) or (B, size)."""
     if t is None:

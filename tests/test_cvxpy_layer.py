@@ -318,7 +318,7 @@ def test_warm_start_repeats_the_solution():
     params = _stack(case, (0, 1))
     (cold,) = _layer(CASES["socp"](), solver=PounceSolver(**TIGHT))(*params)
     (first,) = layer(*params)
-    assert 2 in solver._warm
+    assert 2 in solver._calls().warm
     (second,) = layer(*params)
     torch.testing.assert_close(first, cold, rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(second, cold, rtol=1e-7, atol=1e-7)

@@ -25,7 +25,9 @@ items (`--check-items`). Each row reports
     table give the reference's own "fd noise" (the same extrapolation from 2h and 4h against
     it): a grad err below that says only "as good as the reference";
   * `status`: the solver's own status where the layer exposes it (MOREAU's
-    `solver.info.status`, proxsuite's `results.info.status`; cvxpylayers 1.2 reads neither),
+    `solver.info.status`, which cvxpylayers 1.2 never reads; proxsuite's
+    `results.info.status`; qpax's `converged` from an untimed `qpax.solve_qp` of the same
+    items; ours raises on failure; qpth and diffcp expose none),
     then "WRONG x" (x err > 1e-3), "grad off" (grad err > 0.1) or "error: ...".
 
 A fast wrong answer is not a win: rows whose status is not "ok" are printed with their time
@@ -105,7 +107,7 @@ CLARABEL_REF = {
 QPAX_ARGS = {"backend": "i", "solver_tol": 1e-8, "target_kappa": 1e-7}
 X_ERR_WRONG = 1e-3
 GRAD_ERR_OFF = 1e-1
-ROW_BUDGET_S = 25.0  # fewer repeats when one run is slow
+ROW_BUDGET_S = 30.0  # fewer repeats when one run is slow
 IPM_ITERS = 10
 PEERS = ("ours", "ours_qpfn", "diffcp", "moreau", "moreau_soc", "proxsuite", "qpth", "qpax")
 PEER_LABEL = {
@@ -543,26 +545,26 @@ def _qpax_runner(case: Case, ref: Reference, row: Row) -> Runner:
     row.extra["compile_s"] = time.perf_counter() - t
     row.note = f"compile {row.extra['compile_s']:.1f} s excluded"
 
+    # qpax's status (solve_qp_primal returns x alone): the same forward through solve_qp,
+    # untimed, for its `converged` flags
+    fwd = {k: v for k, v in QPAX_ARGS.items() if k != "target_kappa"}
+
+    def one_status(*ps):
+        Q, q, G, h = qp_jax(*ps)
+        n = q.shape[0]
+        return qpax.solve_qp(Q, q, jnp.zeros((0, n)), jnp.zeros(0), G, h, **fwd)[4]
+
+    converged = np.asarray(jax.jit(jax.vmap(one_status))(*args))
+    bad = int((converged == 0).sum())
+    status = "ok" if not bad else f"qpax not converged on {bad}/{converged.size}"
+
     def run() -> Outcome:
         (_, x), g = f(*args)
         jax.block_until_ready(g)
-        return Outcome(np.asarray(x).reshape(case.batch, -1), [np.asarray(gi) for gi in g])
+        return Outcome(np.asarray(x).reshape(case.batch, -1), [np.asarray(gi) for gi in g],
+                       status)
 
     return run
-
-
-def _time(run: Runner, repeats: int) -> tuple[Outcome, float, int]:
-    """Warm-up (its outcome is the one checked), then the median of up to `repeats` runs."""
-    t = time.perf_counter()
-    out = run()
-    first = time.perf_counter() - t
-    reps = max(1, min(repeats, int(ROW_BUDGET_S / max(first, 1e-9))))
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-    return out, statistics.median(times), reps
 
 
 def _check(out: Outcome, ref: Reference, row: Row) -> None:
@@ -595,41 +597,70 @@ def run_case(case: Case, peers: list[str], repeats: int, n_items: int,
                                     if bad_ref else "")
           + f"; fd step {case.fd_eps:g}, fd noise {ref.fd_noise:.0e})", flush=True)
     rows: list[Row] = []
-    for peer in peers:
+    runners: list[tuple[Row, Runner]] = []
+    for peer in peers:  # build, warm up (the checked call) and check each row
         if peer in OPTNET_PEERS + ("ours_qpfn",) and case.qp_torch is None:
             continue
         if peer == "moreau_soc" and case.moreau_soc is None:
             continue
         row = Row(case.key, peer)
         try:
-            if peer == "ours":
-                import pounce_cvxpy  # noqa: F401  (registers "pounce")
-
-                run = _cvxpylayer_runner(case.build, case, ref, "pounce")
-            elif peer == "diffcp":
-                run = _cvxpylayer_runner(case.build, case, ref, None)
-            elif peer == "moreau":
-                run = _cvxpylayer_runner(case.build, case, ref, "MOREAU", _moreau_status)
-            elif peer == "moreau_soc":
-                assert case.moreau_soc is not None
-                run = _cvxpylayer_runner(case.moreau_soc, case, ref, "MOREAU", _moreau_status)
-            elif peer == "qpax":
-                run = _qpax_runner(case, ref, row)
-            else:
-                run = _optnet_runner(case, ref, peer)
-            out, row.seconds, row.repeats = _time(run, repeats)
+            run = _runner(case, ref, row)
+            t = time.perf_counter()
+            out = run()
+            row.extra["first_s"] = time.perf_counter() - t
             _check(out, ref, row)
+            runners.append((row, run))
         except ImportError as err:
             print(f"  note: {PEER_LABEL[peer]} skipped ({err})")
             continue
         except Exception as err:  # noqa: BLE001  (a peer's failure is a result)
-            row.seconds = None
             row.status = f"error: {type(err).__name__}: {str(err).splitlines()[0][:80]}"
             if os.environ.get("BENCH_PEERS_TRACEBACK"):
                 traceback.print_exc()
         rows.append(row)
-        _print_row(row, rows[0] if rows and rows[0].peer == "ours" else None)
+    # timed rounds, interleaved so that the load of a shared machine falls on every row alike;
+    # a row stops after `repeats` runs or once its runs have taken ROW_BUDGET_S
+    times: dict[str, list[float]] = {row.peer: [] for row, _ in runners}
+    for _ in range(repeats):
+        for row, run in runners:
+            spent = times[row.peer]
+            if spent and sum(spent) + row.extra["first_s"] > ROW_BUDGET_S:
+                continue
+            try:
+                t = time.perf_counter()
+                run()
+                spent.append(time.perf_counter() - t)
+            except Exception as err:  # noqa: BLE001
+                row.status = f"error (timed run): {type(err).__name__}: {err}"[:100]
+    ours = None
+    for row in rows:
+        if times.get(row.peer):
+            row.seconds = statistics.median(times[row.peer])
+            row.repeats = len(times[row.peer])
+        if row.peer == "ours":
+            ours = row
+        _print_row(row, ours)
     return ref, rows
+
+
+def _runner(case: Case, ref: Reference, row: Row) -> Runner:
+    """The fwd+bwd callable of `row.peer` on `case` (ImportError when the peer is absent)."""
+    peer = row.peer
+    if peer == "ours":
+        import pounce_cvxpy  # noqa: F401  (registers "pounce")
+
+        return _cvxpylayer_runner(case.build, case, ref, "pounce")
+    if peer == "diffcp":
+        return _cvxpylayer_runner(case.build, case, ref, None)
+    if peer == "moreau":
+        return _cvxpylayer_runner(case.build, case, ref, "MOREAU", _moreau_status)
+    if peer == "moreau_soc":
+        assert case.moreau_soc is not None
+        return _cvxpylayer_runner(case.moreau_soc, case, ref, "MOREAU", _moreau_status)
+    if peer == "qpax":
+        return _qpax_runner(case, ref, row)
+    return _optnet_runner(case, ref, peer)
 
 
 def _fmt_ms(s: float | None) -> str:
@@ -744,7 +775,7 @@ def plot(cases: list[Case], rows: list[Row], floors: dict[str, float], path: Pat
             if r is None or not r.seconds:
                 continue
             ax.bar(xs[i] + (j - (len(peers) - 1) / 2) * width, r.seconds * 1e3, width,
-                   color=f"C{j}", hatch=None if r.ranked else "//", edgecolor="k",
+                   color=f"C{PEERS.index(p)}", hatch=None if r.ranked else "//", edgecolor="k",
                    linewidth=0.3, label=None if labelled else PEER_LABEL[p])
             labelled = True
     for i, case in enumerate(cases):
@@ -754,10 +785,13 @@ def plot(cases: list[Case], rows: list[Row], floors: dict[str, float], path: Pat
     uniq = dict(zip(labels, handles, strict=True))
     ax.legend(uniq.values(), uniq.keys(), fontsize=7, ncol=3)
     ax.set_yscale("log")
-    ax.set_ylabel("forward + backward, ms (median); hatched = wrong/failed, not ranked")
+    lows = [r.seconds * 1e3 for r in rows if r.seconds] + [f * 1e3 for f in floors.values()]
+    ax.set_ylim(bottom=min(lows) / 2)
+    ax.set_ylabel("forward + backward, ms (median)")
     ax.set_xticks(xs, [c.label for c in cases], rotation=20, ha="right", fontsize=7)
     load = os.getloadavg()
-    ax.set_title(f"bench_peers.py, float64 CPU, load average {load[0]:.1f} {load[1]:.1f}",
+    ax.set_title(f"bench_peers.py, float64 CPU, load average {load[0]:.1f} {load[1]:.1f}; "
+                 "hatched: wrong x, failed or gradient off (not ranked); dotted: flop floor",
                  fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,13 +10,19 @@ import argparse
 import os
 import pathlib
 import time
+from collections.abc import Callable
 
 OUT_DIR = pathlib.Path(__file__).resolve().parent / "out"
 
 
-def parse_args(description: str) -> argparse.Namespace:
-    """Parse `--small` and `--out`; `args.out` is a created folder for PNGs."""
+def parse_args(description: str,
+               extra: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> argparse.Namespace:
+    """Parse `--small`, `--out` and what `extra(parser)` adds; `args.out` is a created
+    folder for PNGs."""
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--small", action="store_true",
                         default=os.environ.get("POUNCE_EXAMPLES_SMALL") == "1",
                         help="reduced size, for the test suite")

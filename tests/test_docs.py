@@ -15,8 +15,8 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PAGES = ["README.md", "docs/migrating-from-diffcp.md", "docs/migrating-cvxpylayers.md",
-         "docs/migrating-theseus.md"]
+PAGES = ["README.md", "docs/migrating-from-diffcp.md", "docs/migrating-from-qpth.md",
+         "docs/migrating-cvxpylayers.md", "docs/migrating-theseus.md"]
 # Lines a page's blocks must print (the blocks also assert their values against references).
 EXPECTED_OUTPUT = {
     "docs/migrating-theseus.md": [

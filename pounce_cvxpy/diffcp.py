@@ -167,6 +167,18 @@ def _check_mode(mode: str) -> None:
                          "(all give the exact KKT derivative here)")
 
 
+def _with_choices(kwargs: dict[str, Any], mode: str = "lsqr", solve_method: str | None = "SCS"
+                  ) -> dict[str, Any]:
+    """kwargs plus a non-default mode / solve_method, so the options warning reports them
+    (both are accepted and ignored: the derivative is exact, the solver POUNCE)."""
+    out = dict(kwargs)
+    if mode != "lsqr":
+        out["mode"] = mode
+    if solve_method not in (None, "SCS"):
+        out["solve_method"] = solve_method
+    return out
+
+
 def _programs(As, bs, cs, cone_dicts, Ps) -> list[ProgramData]:
     count = len(As)
     for name, seq in (("bs", bs), ("cs", cs), ("cone_dicts", cone_dicts)):
@@ -249,9 +261,9 @@ def solve_and_derivative(A: Any, b: Any, c: Any, cone_dict: dict, warm_start: An
     problem is not solved.
     """
     _check_mode(mode)
-    del solve_method  # always POUNCE
     programs = [ProgramData.from_user(A, b, c, cone_dict, P)]
-    groups = _solve(programs, None if warm_start is None else [warm_start], kwargs)
+    groups = _solve(programs, None if warm_start is None else [warm_start],
+                    _with_choices(kwargs, mode, solve_method))
     (x,), (y,), (s,) = _solution(groups, 1)
     D_batch, DT_batch = _derivative(groups, 1), _adjoint(groups, 1)
 
@@ -279,7 +291,7 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
     """
     _check_mode(mode)
     programs = _programs(As, bs, cs, cone_dicts, Ps)
-    groups = _solve(programs, warm_starts, kwargs)
+    groups = _solve(programs, warm_starts, _with_choices(kwargs, mode))
     xs, ys, ss = _solution(groups, len(programs))
     return xs, ys, ss, _derivative(groups, len(programs)), _adjoint(groups, len(programs))
 
@@ -287,9 +299,9 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
 def solve_only(A: Any, b: Any, c: Any, cone_dict: dict, warm_start: Any = None,
                solve_method: str | None = "SCS", P: Any = None, **kwargs: Any):
     """Solve one cone program; return x, y, s (no derivative work is set up)."""
-    del solve_method
     programs = [ProgramData.from_user(A, b, c, cone_dict, P)]
-    groups = _solve(programs, None if warm_start is None else [warm_start], kwargs)
+    groups = _solve(programs, None if warm_start is None else [warm_start],
+                    _with_choices(kwargs, solve_method=solve_method))
     (x,), (y,), (s,) = _solution(groups, 1)
     return x, y, s
 

@@ -234,8 +234,9 @@ def test_diffcp_keywords_give_one_warning_at_the_users_line(fresh_warnings):
     ours = [w for w in caught if "pounce" in str(w.message)]
     assert len(ours) == 1, [str(w.message) for w in caught]
     for key in ("eps", "max_iters", "verbose", "acceleration_lookback", "normalize",
-                "use_indirect"):
+                "use_indirect", "mode"):
         assert repr(key) in str(ours[0].message)
+    assert "'solve_method'" not in str(ours[0].message), "diffcp's default SCS is not news"
     assert ours[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same keys a second time: silent

@@ -127,6 +127,10 @@ class ConeDims:
                              "by POUNCE (only an empty entry is accepted)")
         if not _is_empty(d.get("z")) and not _is_empty(d.get("f")):
             raise ValueError("give the zero cone as 'z' or 'f', not both")
+        dual_power = [a for a in _sizes(d.get("p")) if a < 0]
+        if dual_power:
+            raise ValueError(f"cone key 'p' = {list(_sizes(d.get('p')))}: a negative alpha is "
+                             "SCS's dual power cone, which is not supported by POUNCE")
         return cls(
             z=_count(d.get("z")) or _count(d.get("f")),
             l=_count(d.get("l")),

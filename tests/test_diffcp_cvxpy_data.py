@@ -182,7 +182,8 @@ def test_every_cone_dict_cvxpy_writes_is_accepted():
 
 @pytest.mark.parametrize("key,value,names", [
     ("ed", 1, "dual exponential"), ("pnd", [0.3, 0.7], "PowConeND"), ("bu", [1.0], "box"),
-    ("cs", [2], "complex PSD"), ("typo", 3, "unknown cone keys"),
+    ("cs", [2], "complex PSD"), ("p", [-0.5], "dual power cone"),
+    ("typo", 3, "unknown cone keys"),
 ])
 def test_a_cone_we_cannot_solve_is_named(key, value, names):
     A, b, c, cd = _data(_program("lp"))

@@ -24,9 +24,17 @@ from pounce_kkt.accuracy import (
 from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.cone_scaling import cone_scaling
 from pounce_kkt.dense_kkt import dense_kkt_vjp
-from pounce_kkt.errors import SOLVED_STATUSES, SolverError
+from pounce_kkt.errors import SOLVED_STATUSES, DegenerateGradientWarning, SolverError
+from pounce_kkt.singular_kkt import exploded
 from pounce_kkt.structure import ConicStructure
-from pounce_kkt.validation import batch_size, check_finite, check_last_dim, check_real
+from pounce_kkt.user_warnings import warn_user
+from pounce_kkt.validation import (
+    batch_size,
+    check_finite,
+    check_last_dim,
+    check_real,
+    scaling_hint,
+)
 
 BACKWARDS = ("auto", "dense", "sparse")
 # Default tolerances (SolveOptions.tol=None), measured in docs/design.md "Default tolerance".
@@ -239,7 +247,7 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
     ok = torch.tensor([st_ in SOLVED_STATUSES for st_ in status], dtype=torch.bool)
     if options.on_failure == "raise" and not bool(ok.all()):
         first = int((~ok).nonzero()[0, 0])
-        raise SolverError(first, status[first], status)
+        raise SolverError(first, status[first], status, hint=scaling_hint(v, first))
     x = torch.from_numpy(np.asarray(out["x"], dtype=np.float64).copy())
     y = torch.from_numpy(np.asarray(out["y"], dtype=np.float64).copy())
     s = torch.from_numpy(np.asarray(out["s"], dtype=np.float64).copy())
@@ -322,11 +330,58 @@ def conic_forward(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any,
 
 def _kkt_vjp(structure: ConicStructure, path: str, P: torch.Tensor | None, A: torch.Tensor,
              x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, ok: torch.Tensor,
-             gx: torch.Tensor | None, gy: torch.Tensor | None, gs: torch.Tensor | None):
-    """(dP, dq, dA, db), float64 (B, ...), by the dense Torch or the native sparse adjoint."""
+             gx: torch.Tensor | None, gy: torch.Tensor | None, gs: torch.Tensor | None,
+             singular: list[int] | None = None):
+    """(dP, dq, dA, db), float64 (B, ...), by the dense Torch or the native sparse adjoint.
+
+    Items whose K is singular (a non-unique solution) get the minimum-norm solution
+    (pounce_kkt/singular_kkt.py) on either path; their indices go to `singular` if given.
+    """
     if path == "dense":
-        return dense_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs)
-    return _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs)
+        return dense_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs, singular=singular)
+    grads = _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs)
+    return _recheck_exploded(structure, grads, P, A, x, y, s, ok, (gx, gy, gs), singular)
+
+
+def _recheck_exploded(structure: ConicStructure, grads: tuple, P: torch.Tensor | None,
+                      A: torch.Tensor, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor,
+                      ok: torch.Tensor, upstream: tuple, singular: list[int] | None) -> tuple:
+    """The sparse path's gradients, with items that grew past GROWTH_LIMIT |g| solved again
+    on the dense K, which detects a singular K and takes its minimum-norm solution there."""
+    dP, dq, dA, db = grads
+    B = x.shape[0]
+    scale = torch.zeros(B, dtype=torch.float64)
+    for g in upstream:
+        if g is not None:
+            scale = torch.maximum(scale, g.detach().to(torch.float64).abs().reshape(B, -1)
+                                  .amax(1))
+    big = exploded(torch.cat([dq, db], dim=1), scale[:, None]) & ok
+    if not bool(big.any()):
+        return grads
+    idx = big.nonzero().flatten()
+    sub = lambda t: None if t is None else t[idx]  # noqa: E731
+    found: list[int] = []
+    again = dense_kkt_vjp(structure, sub(P), A[idx], x[idx], y[idx], s[idx], ok[idx],
+                          *(sub(g) for g in upstream), singular=found)
+    for old, new in zip(grads, again, strict=True):
+        if old is not None:
+            old[idx] = new.to(old.dtype)
+    if singular is not None:
+        singular.extend(int(idx[k]) for k in found)
+    return grads
+
+
+def _warn_singular(items: list[int]) -> None:
+    """Say which items got the minimum-norm gradient of a singular KKT system."""
+    if items:
+        items = sorted(set(items))
+        warn_user(f"the KKT system of batch item(s) {items[:10]}"
+                  + (f" and {len(items) - 10} more" if len(items) > 10 else "")
+                  + " is singular: the solution is not unique (e.g. an LP optimal along an edge, "
+                  "P singular on the optimal face, redundant active constraints), so its "
+                  "derivative does not exist; their gradients are the minimum-norm solution "
+                  "pinv(K) rhs of the adjoint system (pounce_kkt/singular_kkt.py)",
+                  DegenerateGradientWarning)
 
 
 def _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs):
@@ -373,16 +428,25 @@ def conic_vjp(state: ConicState, gx: Any = None, gy: Any = None, gs: Any = None
     st = state.structure
     B = state.x.shape[0]
 
-    def up(g, k):
+    def up(name, g, k):
         if g is None:
             return None
-        t = torch.as_tensor(g).detach().to("cpu", torch.float64)
+        name = f"upstream gradient {name}"
+        t = torch.as_tensor(g).detach()
+        check_real(name, t)
+        t = t.to("cpu", torch.float64)
+        check_last_dim(name, t, k)
+        if t.dim() == 2 and t.shape[0] != B:
+            raise ValueError(f"{name} has batch {t.shape[0]}, the solution has batch {B}")
+        check_finite(name, t)
         return t.unsqueeze(0).expand(B, k) if t.dim() == 1 else t
 
     path = state.options.backward_path(st.n + st.m, create_graph=False)
+    singular: list[int] = []
     with torch.no_grad():
         grads = _kkt_vjp(st, path, state.P, state.A, state.x, state.y, state.s, state.ok,
-                         up(gx, st.n), up(gy, st.m), up(gs, st.m))
+                         up("gx", gx, st.n), up("gy", gy, st.m), up("gs", gs, st.m), singular)
+    _warn_singular(singular)
     return tuple(None if g is None else _reduce_like(g, state.like[k])
                  for g, k in zip(grads, ("P", "q", "A", "b"), strict=True))
 
@@ -427,7 +491,9 @@ class _ConicSolveFunction(torch.autograd.Function):
         P = P if ctx.has_p else None
         st = ctx.structure
         path = ctx.options.backward_path(st.n + st.m, create_graph=torch.is_grad_enabled())
-        dP, dq, dA, db = _kkt_vjp(st, path, P, A, x, y, s, ctx.ok, gx, gy, gs)
+        singular: list[int] = []
+        dP, dq, dA, db = _kkt_vjp(st, path, P, A, x, y, s, ctx.ok, gx, gy, gs, singular)
+        _warn_singular(singular)
         return None, None, None, None, dP, dq, dA, db
 
 

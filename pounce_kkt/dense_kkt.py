@@ -18,6 +18,7 @@ import torch
 
 from pounce_kkt import _native
 from pounce_kkt.cone_scaling import cone_scaling, dense_h, equilibration
+from pounce_kkt.singular_kkt import min_norm_where_singular
 from pounce_kkt.structure import ConicStructure
 
 # Read from the native sparse adjoint (rust/src/kkt_adjoint.rs, their one definition), so
@@ -96,12 +97,15 @@ def regularised_solve(K: torch.Tensor, rhs: torch.Tensor, n: int, delta: torch.T
 def dense_kkt_vjp(structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor,
                   x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, ok: torch.Tensor,
                   gx: torch.Tensor | None, gy: torch.Tensor | None, gs: torch.Tensor | None,
+                  singular: list[int] | None = None,
                   ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (dP, dq, dA, db) of <gx, x> + <gy, y> + <gs, s> w.r.t. the value arrays.
 
     All tensors are batch-first float64: P (B, nnzP) or None, A (B, nnzA), x (B, n),
     y and s (B, m), ok (B,) bool; items with ok False get zero gradients (their x, y, s
     may be NaN: they are replaced before any arithmetic so no NaN reaches a graph).
+    Items whose K is singular (a non-unique solution) get the minimum-norm solution
+    (pounce_kkt/singular_kkt.py); their indices are appended to `singular` when given.
     """
     n, m = structure.n, structure.m
     B = x.shape[0]
@@ -136,7 +140,10 @@ def dense_kkt_vjp(structure: ConicStructure, P: torch.Tensor | None, A: torch.Te
     with torch.no_grad():
         delta = REG_REL * torch.cat([K[:, :n, :n].abs().flatten(1), A.abs(),
                                      A.new_ones(B, 1)], dim=1).amax(1)
-    sol = regularised_solve(K, torch.cat([gx, rhs2], dim=1), n, delta)
+    rhs = torch.cat([gx, rhs2], dim=1)
+    sol, bad = min_norm_where_singular(K, rhs, regularised_solve(K, rhs, n, delta))
+    if singular is not None:  # singular K (a non-unique solution): pounce_kkt/singular_kkt.py
+        singular.extend((bad & ok.to(bad.device)).nonzero().flatten().tolist())
     u, v2 = sol[:, :n], sol[:, n:]
     v = d_diag * v2 if h_blocks.shape[1] == 0 else (Dm @ v2[:, :, None])[:, :, 0]
 

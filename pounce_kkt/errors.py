@@ -10,6 +10,11 @@ class InaccurateSolutionWarning(UserWarning):
     """Batch items ended "optimal_inaccurate" and their solutions are used (on_inaccurate)."""
 
 
+class DegenerateGradientWarning(UserWarning):
+    """A KKT adjoint system was singular (a non-unique solution): the gradient returned for
+    the items named is the minimum-norm one (pounce_kkt/singular_kkt.py)."""
+
+
 class SolverError(RuntimeError):
     """A batch item was not solved (or, with on_inaccurate="raise", solved inaccurately).
 

@@ -75,6 +75,11 @@ class ConicStructure:
         self.cones = ConeDims.from_any(cones)
         if self.cones.m != self.m:
             raise ValueError(f"cone dims cover {self.cones.m} rows but m = {self.m}")
+        if self.cones.s and (self.cones.ep or self.cones.p):
+            raise ValueError(
+                f"cones: POUNCE cannot solve PSD cones (s={list(self.cones.s)}) together with "
+                f"exponential or power cones (ep={self.cones.ep}, p={list(self.cones.p)}) in "
+                "one problem; reformulate without one of the two kinds")
         self.a_indptr, self.a_indices = _check_csc("a", a_indptr, a_indices, self.m, self.n)
         if (p_indptr is None) != (p_indices is None):
             raise ValueError("give both p_indptr and p_indices, or neither")

@@ -67,12 +67,45 @@ def check_last_dim(name: str, t: torch.Tensor | None, size: int) -> None:
 def batch_size(named: dict[str, torch.Tensor | None]) -> int | None:
     """The common batch size of the batched tensors in `named` (None if all are unbatched).
 
-    Batch sizes must agree, except that a batch of 1 broadcasts.
+    Batch sizes must agree, except that a batch of 1 broadcasts; an empty batch raises.
     """
     sizes = {k: v.shape[0] for k, v in named.items() if v is not None and v.dim() == 2}
+    empty = [k for k, b in sizes.items() if b == 0]
+    if empty:
+        raise ValueError(f"{empty[0]} has batch size 0 (an empty batch); pass at least one item "
+                         "(or an unbatched (k,) array)")
     big = {k: b for k, b in sizes.items() if b != 1}
     if len(set(big.values())) > 1:
         raise ValueError(f"batch sizes disagree: {big}")
     if big:
         return next(iter(big.values()))
     return 1 if sizes else None
+
+
+#: Data whose largest |entry| exceeds this, or spans more than this ratio between its
+#: largest and smallest nonzero |entry|, is beyond what relative tolerances can resolve.
+EXTREME_SCALE = 1e12
+
+
+def scaling_hint(values: dict[str, torch.Tensor | None], item: int) -> str:
+    """A note for a failed solve of batch item `item` when its data is extremely scaled.
+
+    `values` maps array names to (B, k) tensors. Returns "" for well-scaled data, else a
+    sentence naming the arrays holding the largest and smallest nonzero |entry|.
+    """
+    big = (0.0, "")
+    small = (np.inf, "")
+    for name, t in values.items():
+        if t is None or t.shape[-1] == 0:
+            continue
+        a = np.abs(t[item].detach().numpy())
+        nz = a[a > 0]
+        if nz.size:
+            big = max(big, (float(nz.max()), name))
+            small = min(small, (float(nz.min()), name))
+    if big[0] <= EXTREME_SCALE and big[0] <= EXTREME_SCALE * small[0]:
+        return ""
+    return (f"The data of batch item {item} is extremely scaled: its largest |entry| is "
+            f"{big[0]:.1e} (in {big[1]}), its smallest nonzero one {small[0]:.1e} (in "
+            f"{small[1]}); that status may come from the scaling rather than the problem. "
+            "Rescale the rows of A and b (and q, P) to comparable magnitudes")

@@ -37,7 +37,8 @@ from pounce_kkt.cone_dims import ConeDims, svec_dim
 # tau floor relative to |w|^2 / rank for nonneg rows: keeps H within ~1e20 of its scale when
 # s'y == 0 exactly (a diagonal H holds any spread exactly).
 TAU_FLOOR = 1e-20
-# The same for SOC and PSD blocks, where H mixes coordinates: a dense block holding eigenvalues
+# The same for SOC and PSD blocks whose w has eigenvalues of both signs (_tau_rel), where H
+# mixes coordinates: a dense block holding eigenvalues
 # rho_max next to the finite curvature ones loses rho_max * 1e-16 of them, while a tau above
 # the iterate's perturbs the limit by ~tau / lam^2. Measured on the SOCP/PSD/exp fixtures:
 # 1e-8 keeps dense and sparse solves within ~1e-9 of each other and the gradient within
@@ -53,10 +54,18 @@ def _log_nt_ratio(lam: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     return 2.0 * torch.asinh(lam / (2.0 * torch.sqrt(tau)))
 
 
-def _tau(inner: torch.Tensor, w_sq: torch.Tensor, rank: float, rel: float = TAU_FLOOR
-         ) -> torch.Tensor:
+def _tau(inner: torch.Tensor, w_sq: torch.Tensor, rank: float,
+         rel: float | torch.Tensor = TAU_FLOOR) -> torch.Tensor:
     """The centring parameter: <s, y> / rank, but at least rel * |w|^2 / rank."""
     return torch.maximum(inner / rank, rel * w_sq / rank) + TAU_FLOOR
+
+
+def _tau_rel(lam_min: torch.Tensor, lam_max: torch.Tensor) -> torch.Tensor:
+    """The relative floor of a block whose w has these extreme eigenvalues: TAU_REL_MIXED
+    only when they differ in sign (H then holds ~1/tau next to finite eigenvalues); a block
+    with w inside K or inside -K (H all ~1/tau or all ~tau) keeps the exact TAU_FLOOR."""
+    mixed = (lam_min < 0) & (lam_max > 0)
+    return torch.where(mixed, TAU_REL_MIXED, TAU_FLOOR).to(lam_min.dtype)
 
 
 # ---------------------------------------------------------------------------------- nonneg
@@ -105,7 +114,7 @@ def soc_scaling(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     w = s - y
     w0, w1 = w[..., 0], w[..., 1:]
     a = torch.sqrt(torch.clamp((w1 * w1).sum(-1), min=1e-300))
-    tau = _tau((s * y).sum(-1), (w * w).sum(-1), 1.0, TAU_REL_MIXED)
+    tau = _tau((s * y).sum(-1), (w * w).sum(-1), 1.0, _tau_rel(w0 - a, w0 + a))
     l1 = _log_nt_ratio(w0 + a, tau)
     l2 = _log_nt_ratio(w0 - a, tau)
     r1, r2, rt = torch.exp(l1), torch.exp(l2), torch.exp(0.5 * (l1 + l2))
@@ -190,7 +199,8 @@ def psd_scaling(s: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     S, Y = svec_to_mat(s, k), svec_to_mat(y, k)
     Wm = S - Y
     lam, Q = torch.linalg.eigh(Wm)
-    tau = _tau((s * y).sum(-1), (lam * lam).sum(-1), float(k), TAU_REL_MIXED)
+    tau = _tau((s * y).sum(-1), (lam * lam).sum(-1), float(k),
+               _tau_rel(lam[..., 0].detach(), lam[..., -1].detach()))
     rho_sqrt = torch.exp(0.5 * _log_nt_ratio(lam, tau[..., None]))
     return psd_nt_operator(Q, rho_sqrt)
 

@@ -21,10 +21,11 @@ from pounce_kkt.accuracy import (
     kkt_residuals,
     residual_column,
 )
+from pounce_kkt.active_set import limit_scaling
 from pounce_kkt.cone_dims import ConeDims
-from pounce_kkt.cone_scaling import cone_scaling
 from pounce_kkt.dense_kkt import dense_kkt_vjp
 from pounce_kkt.errors import SOLVED_STATUSES, DegenerateGradientWarning, SolverError
+from pounce_kkt.refine import REFINE_OPTIMAL, refine
 from pounce_kkt.singular_kkt import exploded
 from pounce_kkt.structure import ConicStructure
 from pounce_kkt.user_warnings import warn_user
@@ -68,6 +69,8 @@ class SolveOptions:
     solver's tolerance (SCS's eps, Clarabel's tol_gap_*, ...) arrives here: a tighter one
     tightens the solve, a looser one (SCS's 1e-5 is a first-order method's setting) never
     loosens it below what accurate gradients need.
+    refine: Newton refinement of the solved items (pounce_kkt/refine.py: skipped where the
+    residual is already small; never returns a worse point); False returns POUNCE's point.
     """
 
     tol: float | None = None
@@ -78,6 +81,7 @@ class SolveOptions:
     on_failure: str = "raise"
     on_inaccurate: str = "warn"
     tol_cap: float | None = None
+    refine: bool = True
 
     def __post_init__(self) -> None:
         if self.tol is not None and not (self.tol > 0 and np.isfinite(self.tol)):
@@ -257,7 +261,33 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
     s = torch.where(ok[:, None], s, nan)
     iters = torch.as_tensor(np.asarray(out["iterations"]), dtype=torch.int64)
     times = torch.as_tensor(np.asarray(out["solve_time"]), dtype=torch.float64)
+    x, y, s, status = _refined(structure, options, v, x, y, s, ok, status)
     return x, y, s, ok, status, iters, times
+
+
+def _refined(structure: ConicStructure, options: SolveOptions,
+             v: dict[str, torch.Tensor | None], x: torch.Tensor, y: torch.Tensor,
+             s: torch.Tensor, ok: torch.Tensor, status: list[str]
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """x, y, s after solution refinement (pounce_kkt/refine.py), by Newton steps through the
+    backward's own KKT solve; an "optimal_inaccurate" item refined below REFINE_OPTIMAL is
+    "optimal"."""
+    if not options.refine:
+        return x, y, s, status
+    path = options.backward_path(structure.n + structure.m, create_graph=False)
+    P, A = (None if v["P"] is None else v["P"].detach()), v["A"].detach()
+
+    def solve(xc, yc, sc, rx, ry, items):
+        _, dq, _, db = _kkt_vjp(structure, path, P, A, xc, yc, sc, items, rx, ry, None)
+        return -dq, db
+
+    try:
+        r = refine(structure, P, v["q"].detach(), A, v["b"].detach(), x, y, s, ok, solve)
+    except RuntimeError:  # a K the sparse path could not factor: keep the solve's point
+        return x, y, s, status
+    status = ["optimal" if st_ == "optimal_inaccurate" and bool(r.after[i] <= REFINE_OPTIMAL)
+              else st_ for i, st_ in enumerate(status)]
+    return r.x, r.y, r.s, status
 
 
 def _checked_info(structure: ConicStructure, options: SolveOptions,
@@ -392,7 +422,7 @@ def _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs):
     okc = ok[:, None]
     with torch.no_grad():
         xs, ys, ss = (torch.where(okc, t, 0.0) for t in (x, y, s))
-        h_diag, h_blocks = cone_scaling(ss, ys, structure.cones)
+        h_diag, h_blocks = limit_scaling(ss, ys, structure.cones)
         g = [torch.zeros(B, k, dtype=torch.float64) if t is None
              else torch.where(okc, t.detach().to(torch.float64), 0.0)
              for t, k in ((gx, n), (gy, m), (gs, m))]

@@ -130,17 +130,13 @@ def runs() -> tuple[dict, dict]:
 
 
 # Measured with eps=1e-12 (tol 1e-12) after the core's solution refinement (without it the
-# PSD and mixed solutions were 1.2e-8 / 1.0e-8 off, the logistic one 2e-5, whatever the tol):
-SOC_DERIVATIVE = pytest.mark.xfail(strict=True, reason=(
-    "needs the exact active-set derivative (issue 12 point 3): the refined SOC solution "
-    "matches to 5e-10 (the inactive cone's y is 1e-15), yet D and DT are 1.8e-6 / 6.6e-6 off "
-    "diffcp, which agrees with central differences to 5e-10; D's dy on the inactive cone is "
-    "6e-7 where the exact derivative gives 0 (same with tol 1e-13..1e-15, dense or sparse)"))
-
+# PSD and mixed solutions were 1.2e-8 / 1.0e-8 off, the logistic one 2e-5, whatever the tol);
+# the SOC D and DT match since the backward takes the active-set derivative
+# (pounce_kkt/active_set.py; before it they were 1.8e-6 / 6.6e-6 off).
 CASES = [
     ("lp", "solution", ()), ("lp", "D", ()), ("lp", "DT", ()),
     ("qp", "solution", ()), ("qp", "D", ()), ("qp", "DT", ()),
-    ("socp", "solution", ()), ("socp", "D", SOC_DERIVATIVE), ("socp", "DT", SOC_DERIVATIVE),
+    ("socp", "solution", ()), ("socp", "D", ()), ("socp", "DT", ()),
     ("exp", "solution", ()), ("exp", "D", ()), ("exp", "DT", ()),
     ("psd", "solution", ()), ("psd", "D", ()), ("psd", "DT", ()),
     ("mixed", "solution", ()), ("mixed", "D", ()), ("mixed", "DT", ()),

@@ -1,0 +1,48 @@
+"""The complementary pair and the cone scaling at the active set identified by ``w = s - y``.
+
+An interior-point iterate has ``s_i y_i ~ mu`` rather than 0, and the scaling H of the
+linearised complementarity ``ds = -H dy`` (pounce_kkt/cone_scaling.py) built from it smooths
+the derivative over a band of width ~sqrt(mu) around every kink (a nonneg row with slack
+3e-4 and mu = 1e-10 gets H ~ 1e3 instead of infinity). Moreau's decomposition names the
+active set exactly: with ``w = s - y``,
+
+    s~ = Pi_K(w),   y~ = Pi_K(w) - w                (complementary, in K x K*)
+
+and the derivative of the solution map at a regular point is that of the KKT system with
+``ds = D dw``, ``dy = (D - I) dw``, ``D = dPi_K/dw`` (diffcp's form), i.e. ``ds = -H dy``
+with ``H = D (I - D)^-1``: 0 on active directions, infinite on inactive ones, finite on the
+curvature directions of a curved face. :func:`limit_scaling` is H of cone_scaling evaluated at
+``(s~, y~)``, where ``<s~, y~> = 0`` leaves only cone_scaling's floors: nonneg rows get
+``~1e-20`` or ``~1e20`` (a diagonal holds that spread exactly), SOC/PSD/exp/power blocks
+hold it within ~1e-8 (cone_scaling.TAU_REL_MIXED and its interior push), so K stays
+factorable by both backward paths.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pounce_kkt.cone_dims import ConeDims
+from pounce_kkt.cone_scaling import cone_scaling
+from pounce_kkt.cones import apply_derivative, project
+
+
+def snap(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Pi_K(w), Pi_K(w) - w) with w = s - y, both (B, m) in SCS row order.
+
+    Differentiable in (s, y) with the projection's derivative D at w (first order exact;
+    D itself is held constant), so the dense backward stays differentiable again.
+    """
+    w = s - y
+    wd = w.detach()
+    p, parts = project(wd, cones, derivative=w.requires_grad)
+    if w.requires_grad:
+        p = p + apply_derivative(w - wd, wd, cones, parts)
+    return p, p - w
+
+
+def limit_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """H at the active set of w = s - y: cone_scaling at :func:`snap` (same layout)."""
+    return cone_scaling(*snap(s, y, cones), cones)

@@ -1,0 +1,211 @@
+"""Solution refinement: semismooth Newton steps on the conic optimality conditions.
+
+After the interior-point solve, (x, y, s) is refined in the variables ``(x, w)``, ``w = s - y``,
+on the residual map of Busseti, Moursi and Boyd ("Solution refinement at regular points of
+conic problems", 2019) written without the homogeneous embedding:
+
+    s = Pi_K(w),   y = Pi_K(w) - w                     (complementary, in K x K*, exactly)
+    F(x, w) = [P_eff x + q + A'y;  A x + s - b]
+
+Its Jacobian ``[[P_eff, A'(D - I)], [A, D]]`` (D = dPi_K/dw) is nonsingular at a regular
+point (strict complementarity and a unique solution). With ``dy = (D - I) dw`` and
+``ds = D dw = -H dy``, ``H = D (I - D)^-1``, the Newton step is the backward's own KKT solve
+
+    [[P_eff, A'], [A, -H]] [dx; dy] = -F,     ds = -F_2 - A dx,     dw = ds - dy
+
+with H the active-set scaling (pounce_kkt/active_set.py), so it runs through the same dense
+or sparse path as the backward. A step is kept only if the residual ``res`` (below) falls,
+halving it up to twice; an item stops when no step is kept or its residual is below
+REFINE_FLOOR, so refinement never returns a worse point than it was given:
+
+    res = max(|F_1|_inf / (1 + max(|P_eff x|_inf, |q|_inf, |A'y|_inf)),
+              |F_2|_inf / (1 + max(|A x|_inf, |s|_inf, |b|_inf)),
+              |s - Pi_K(s - y)|_inf / (1 + max(|s|_inf, |y|_inf)))
+
+(the last term, 0 after a step, measures the given point's complementarity and cone
+membership). Items whose given residual is already below a target are left untouched
+(:func:`default_target`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from pounce_kkt.active_set import snap
+from pounce_kkt.cone_dims import ConeDims
+from pounce_kkt.cones import project
+from pounce_kkt.dense_kkt import dense_matrix
+from pounce_kkt.structure import ConicStructure
+
+# Residual below which a given point is left as it is: LP/QP (zero and nonneg rows only,
+# where the residual bounds the error well) and problems with a curved cone (SOC, PSD,
+# exp, power: an interior-point iterate's error there is ~sqrt of its residual, so they get
+# at least one Newton step); then the floor below which steps stop, and the step budget.
+REFINE_TARGET = 1e-10
+REFINE_TARGET_CURVED = 1e-14
+# An "optimal_inaccurate" item refined below this residual is reported "optimal".
+REFINE_OPTIMAL = 1e-9
+REFINE_FLOOR = 1e-15
+REFINE_STEPS = 8
+BACKTRACKS = 2
+
+# solve(x, y, s, rhs_x, rhs_y, items) -> (dx, dy): the KKT solve with the active-set H at
+# (s, y), for the batch items in the bool mask `items` (others may return anything finite).
+KktSolve = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class Refinement:
+    """Refined x, y, s (B, ...), the residual before and after (B,), steps kept (B,)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    s: torch.Tensor
+    before: torch.Tensor
+    after: torch.Tensor
+    steps: torch.Tensor
+
+
+# Below this many entries per batch (B (n^2 + m n)) the operators are applied as dense bmm.
+DENSE_OPERATOR_ENTRIES = 4_000_000
+
+
+class _Operators:
+    """x -> P_eff x, x -> A x, y -> A'y for a batch of values on the structure's patterns
+    (dense batched products when small, index_add over the patterns otherwise)."""
+
+    def __init__(self, structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor):
+        self.st, self.P, self.A = structure, P, A
+        n, m, B = structure.n, structure.m, A.shape[0]
+        self.dense = B * (n * n + m * n) <= DENSE_OPERATOR_ENTRIES
+        if self.dense:
+            self.Ad = dense_matrix(A, structure.a_rows, structure.a_cols, (m, n))
+            self.Pd = None
+            if P is not None:
+                Pd = dense_matrix(P, structure.p_rows, structure.p_cols, (n, n))
+                self.Pd = 0.5 * (Pd + Pd.transpose(1, 2))
+
+    def p(self, x: torch.Tensor) -> torch.Tensor:
+        if self.P is None:
+            return torch.zeros_like(x)
+        if self.dense:
+            return (self.Pd @ x[:, :, None])[:, :, 0]
+        st = self.st
+        return 0.5 * (_spmv(self.P, st.p_rows, st.p_cols, x, st.n)
+                      + _spmv(self.P, st.p_cols, st.p_rows, x, st.n))
+
+    def a(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense:
+            return (self.Ad @ x[:, :, None])[:, :, 0]
+        return _spmv(self.A, self.st.a_rows, self.st.a_cols, x, self.st.m)
+
+    def at(self, y: torch.Tensor) -> torch.Tensor:
+        if self.dense:
+            return (y[:, None, :] @ self.Ad)[:, 0, :]
+        return _spmv(self.A, self.st.a_cols, self.st.a_rows, y, self.st.n)
+
+
+def _spmv(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, v: torch.Tensor,
+          n_out: int) -> torch.Tensor:
+    """Batched sparse matrix-vector product: out[b, rows[k]] += values[b, k] v[b, cols[k]]."""
+    B = v.shape[0]
+    flat = (torch.arange(B, device=v.device)[:, None] * n_out + rows[None, :]).reshape(-1)
+    out = v.new_zeros(B * n_out).index_add_(0, flat, (values * v[:, cols]).reshape(-1))
+    return out.reshape(B, n_out)
+
+
+def kkt_map(ops: _Operators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
+            y: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P_eff x + q + A'y, A x + s - b), batch-first float64."""
+    return ops.p(x) + q + ops.at(y), ops.a(x) + s - b
+
+
+def residual(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
+             A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+             s: torch.Tensor) -> torch.Tensor:
+    """The relative residual ``res`` of the module docstring, (B,)."""
+    return _residual(_Operators(structure, P, A), q, b, x, y, s)
+
+
+def _residual(ops: _Operators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
+              y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    px, aty, ax = ops.p(x), ops.at(y), ops.a(x)
+    comp = s - project(s - y, ops.st.cones)[0]
+
+    def inf(*ts):
+        return torch.stack([t.abs().amax(1) if t.shape[1] else t.new_zeros(t.shape[0])
+                            for t in ts], 1).amax(1)
+
+    return torch.stack([inf(px + q + aty) / (1 + inf(px, q, aty)),
+                        inf(ax + s - b) / (1 + inf(ax, s, b)),
+                        inf(comp) / (1 + inf(s, y))], 1).amax(1)
+
+
+def default_target(cones: ConeDims) -> float:
+    """REFINE_TARGET for LP/QP cones, REFINE_TARGET_CURVED with any SOC, PSD, exp, power."""
+    return REFINE_TARGET_CURVED if (cones.q or cones.s or cones.ep or cones.p) else REFINE_TARGET
+
+
+def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
+           A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+           s: torch.Tensor, ok: torch.Tensor, solve: KktSolve,
+           target: float | None = None, max_steps: int = REFINE_STEPS) -> Refinement:
+    """Refine the solved items (ok) of a batch; see the module docstring.
+
+    All tensors batch-first float64 on one device, no graph. Items not ok or already below
+    ``target`` (None: :func:`default_target`) come back unchanged (``steps`` 0).
+    """
+    target = default_target(structure.cones) if target is None else target
+    with torch.no_grad():
+        ops = _Operators(structure, P, A)
+        best = [x.clone(), y.clone(), s.clone()]
+        x, y, s = (torch.where(ok[:, None], t, 0.0) for t in (x, y, s))
+        before = _residual(ops, q, b, x, y, s)
+        before = torch.where(ok, before, torch.nan)
+        best_res = before.clone()
+        steps = torch.zeros_like(ok, dtype=torch.int64)
+        live = ok & (before > target)
+        if not bool(live.any()):
+            return Refinement(*best, before, before.clone(), steps)
+        cx = x
+        cs, cy = snap(s, y, structure.cones)
+        cres = _residual(ops, q, b, cx, cy, cs)
+        _keep(best, best_res, live & (cres < best_res), (cx, cy, cs), cres)
+        for _ in range(max_steps):
+            live = live & (cres > REFINE_FLOOR)
+            if not bool(live.any()):
+                break
+            r1, r2 = kkt_map(ops, q, b, cx, cy, cs)
+            dx, dy = solve(cx, cy, cs, -r1, -r2, live)
+            ds = -r2 - ops.a(dx)
+            dw = ds - dy
+            w = cs - cy
+            taken = torch.zeros_like(live)
+            t = 1.0
+            for _ in range(BACKTRACKS + 1):
+                tx = cx + t * dx
+                ts_, ty = snap(w + t * dw, torch.zeros_like(w), structure.cones)
+                tres = _residual(ops, q, b, tx, ty, ts_)
+                better = live & ~taken & torch.isfinite(tres) & (tres < cres)
+                cx = torch.where(better[:, None], tx, cx)
+                cy = torch.where(better[:, None], ty, cy)
+                cs = torch.where(better[:, None], ts_, cs)
+                cres = torch.where(better, tres, cres)
+                taken = taken | better
+                if bool((taken | ~live).all()):
+                    break
+                t *= 0.5
+            steps = steps + taken.to(torch.int64)
+            live = live & taken
+            _keep(best, best_res, taken & (cres < best_res), (cx, cy, cs), cres)
+        return Refinement(*best, before, best_res, steps)
+
+
+def _keep(best: list[torch.Tensor], best_res: torch.Tensor, mask: torch.Tensor,
+          new: tuple[torch.Tensor, ...], new_res: torch.Tensor) -> None:
+    for i, t in enumerate(new):
+        best[i] = torch.where(mask[:, None], t, best[i])
+    best_res.copy_(torch.where(mask, new_res, best_res))

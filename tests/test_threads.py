@@ -81,3 +81,27 @@ def test_threads_get_their_own_dtype_values_and_statuses(warm):
         f"{result['failures']} of {result['calls']} calls returned another thread's dtype, "
         f"values or statuses; first (thread, iteration, dtype, error, items): "
         f"{result['first']}")
+
+
+def test_copies_keep_the_layout_and_options_but_no_thread_state():
+    """The per-thread state (a threading.local) is not copied: a pickled or deep-copied
+    PounceSolver starts with an empty warm-start cache and no last solve."""
+    import copy
+    import pickle
+
+    import cvxpy as cp
+    import torch
+    from cvxpylayers.torch import CvxpyLayer
+
+    import pounce_cvxpy
+
+    x, c = cp.Variable(2), cp.Parameter(2)
+    layer = CvxpyLayer(cp.Problem(cp.Minimize(cp.sum_squares(x) + c @ x), [x >= 0]), [c], [x],
+                       solver="pounce", solver_args={"warm_start": True})
+    layer(torch.ones(3, 2))
+    solver = layer.ctx.solver
+    assert pounce_cvxpy.last_solve_info(layer).status == ["optimal"] * 3
+    for clone in (pickle.loads(pickle.dumps(solver)), copy.deepcopy(solver)):
+        assert clone.last_info is None and clone._calls().warm == {}
+        assert clone.layout.structure.n == solver.layout.structure.n
+        assert clone._args == solver._args

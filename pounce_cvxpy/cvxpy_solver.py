@@ -64,7 +64,9 @@ class POUNCE(ConicSolver):
         """Solve `min 1/2 x'Px + c'x  s.t.  A x + s = b, s in K` with the core's forward."""
         from pounce_kkt import ConicStructure, conic_forward
 
-        args = resolve(PounceArgs(core={"on_failure": "nan"}), solver_opts)
+        # cvxpy reports each status itself (OPTIMAL_INACCURATE included, with its own warning).
+        args = resolve(PounceArgs(core={"on_failure": "nan", "on_inaccurate": "ignore"}),
+                       solver_opts)
         A, P = data[s.A], data.get(s.P)
         # cvxpy hands P as the full symmetric matrix, which is what the core reads.
         structure = ConicStructure.from_scipy(A, data[ConicSolver.DIMS], P)

@@ -184,3 +184,16 @@ def test_diffcp_batch_names_its_own_item_indices():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pounce_diffcp.solve_and_derivative(A, b, Q, CONES, P=upper, on_inaccurate="ignore")
+
+
+def test_cvxpy_solve_reports_inaccurate_through_cvxpy():
+    """problem.solve(solver="POUNCE") hands the status to cvxpy, which warns itself."""
+    x = cp.Variable(2)
+    A, b = _data(SCALES[1])
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(x) - 2 * cp.sum(x)), [A @ x <= b])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        problem.solve(solver="POUNCE")
+    assert problem.status == cp.OPTIMAL_INACCURATE
+    assert not [w for w in record if issubclass(w.category, InaccurateSolutionWarning)]
+    assert any("inaccurate" in str(w.message) for w in record)

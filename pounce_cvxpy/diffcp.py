@@ -16,10 +16,12 @@ Conventions, and where they differ from diffcp:
 
 | diffcp                                   | here                                            |
 |------------------------------------------|-------------------------------------------------|
-| cone keys z (or f), l, q, s, ep, ed      | the same, plus p (power cones, alphas in (0, 1),|
-| (cvxpy/SCS add pnd, bu, bl, cs)          | differentiated too); empty entries of any key   |
-|                                          | are accepted, a non-empty ed, pnd, bu/bl or cs  |
-|                                          | raises ValueError naming it                     |
+| cone keys z (or f), l, q, s, ep, ed      | the same, plus p (power cones, differentiated   |
+| (cvxpy/SCS add p, pnd, bu, bl, cs)       | too; a negative alpha is SCS's dual power cone);|
+|                                          | ed and dual power cones are solved as POUNCE's  |
+|                                          | primal cones on mapped rows (diffcp_data.py);   |
+|                                          | empty entries of any key are accepted, a        |
+|                                          | non-empty pnd, bu/bl or cs raises ValueError    |
 | P only in the lpgd modes                 | P in every mode; SCS's convention: only the     |
 |                                          | upper triangle is read (entries below the       |
 |                                          | diagonal are ignored and get zero gradient)     |
@@ -128,7 +130,7 @@ def _solve(programs: list[ProgramData], warm_starts: Sequence[Any] | None,
     for items in group_by_structure(programs):
         progs = [programs[i] for i in items]
         P = None if progs[0].P is None else np.stack([p.p_full_values() for p in progs])
-        warm = _stack_warm([warm_starts[i] for i in items]) if warm_starts else None
+        warm = _stack_warm([warm_starts[i] for i in items], progs) if warm_starts else None
         sol, state = conic_forward(
             progs[0].structure(), P, np.stack([p.c for p in progs]),
             np.stack([p.A.data for p in progs]), np.stack([p.b for p in progs]), options, warm)
@@ -146,18 +148,27 @@ def _solve(programs: list[ProgramData], warm_starts: Sequence[Any] | None,
     return groups
 
 
-def _stack_warm(warm: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Stacked (x, y, s) if every item of the group has a warm start, else None."""
+def _stack_warm(warm: list[Any], programs: list[ProgramData]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Stacked (x, y, s) in the solver's rows if every item of the group has a warm start,
+    else None."""
     if any(w is None for w in warm):
         return None
-    return tuple(np.stack([np.asarray(w[k], dtype=np.float64) for w in warm]) for k in range(3))
+    as_arrays = [[np.asarray(v, dtype=np.float64) for v in w[:3]] for w in warm]
+    return (np.stack([x for x, _, _ in as_arrays]),
+            np.stack([p.dual_to_solver_rows(y) for p, (_, y, _) in zip(programs, as_arrays,
+                                                                        strict=True)]),
+            np.stack([p.to_solver_rows(s) for p, (_, _, s) in zip(programs, as_arrays,
+                                                                   strict=True)]))
 
 
 def _solution(groups: list[_Group], count: int) -> tuple[list, list, list]:
     xs, ys, ss = [None] * count, [None] * count, [None] * count
     for g in groups:
         for k, i in enumerate(g.items):
-            xs[i], ys[i], ss[i] = g.x[k].copy(), g.y[k].copy(), g.s[k].copy()
+            prog = g.programs[k]
+            xs[i], ys[i], ss[i] = g.x[k].copy(), prog.y_to_user(g.y[k].copy()), \
+                prog.s_to_user(g.s[k].copy())
     return xs, ys, ss
 
 
@@ -209,7 +220,9 @@ def _derivative(groups: list[_Group], count: int) -> Callable:
                 dP = np.stack([d[0] for d in dirs])
             dx, dy, ds = g.jvp(dP, *(np.stack([d[j] for d in dirs]) for j in (1, 2, 3)))
             for k, i in enumerate(g.items):
-                dxs[i], dys[i], dss[i] = dx[k].copy(), dy[k].copy(), ds[k].copy()
+                prog = g.programs[k]
+                dxs[i], dys[i], dss[i] = dx[k].copy(), prog.y_to_user(dy[k].copy()), \
+                    prog.s_to_user(ds[k].copy())
         return dxs, dys, dss
 
     return D_batch
@@ -224,12 +237,15 @@ def _adjoint(groups: list[_Group], count: int) -> Callable:
             if return_dP and g.programs[0].P is None:
                 raise ValueError("return_dP=True needs the problem to have been given P")
             gx = np.stack([_vec(dxs[i], g.x.shape[1], "dx") for i in g.items])
-            gy = np.stack([_vec(dys[i], g.y.shape[1], "dy") for i in g.items])
-            gs = np.stack([_vec(dss[i], g.s.shape[1], "ds") for i in g.items])
+            progs = g.programs
+            gy = np.stack([p.to_solver_rows(_vec(dys[i], g.y.shape[1], "dy"))
+                           for p, i in zip(progs, g.items, strict=True)])
+            gs = np.stack([p.dual_to_solver_rows(_vec(dss[i], g.s.shape[1], "ds"))
+                           for p, i in zip(progs, g.items, strict=True)])
             dP, dq, dA, db = g.vjp(gx, gy, gs)
             for k, i in enumerate(g.items):
                 prog = g.programs[k]
-                dAs[i], dbs[i], dcs[i] = prog.a_gradient(dA[k]), db[k], dq[k]
+                dAs[i], dbs[i], dcs[i] = prog.a_gradient(dA[k]), prog.y_to_user(db[k]), dq[k]
                 if return_dP:
                     dPs[i] = prog.p_gradient(dP[k])
         return (dAs, dbs, dcs, dPs) if return_dP else (dAs, dbs, dcs)

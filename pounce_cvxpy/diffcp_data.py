@@ -9,6 +9,11 @@ ways with one 0/1 matrix `p_expand` (full-pattern value k comes from user entry 
 
 so an off-diagonal upper entry gets the gradient of both mirrored positions, and a
 strictly-lower entry gets 0, exactly as SCS's use of P implies.
+
+SCS's dual cones (the dual exponential "ed", a negative power-cone alpha) are solved as
+POUNCE's primal cones on mapped rows, s' = S s (pounce_kkt.cone_dims.scs_cones: S is a
+signed, scaled row permutation). `A` and `b` here are in the solver's rows (S A, S b);
+`rows` carries everything back: y = S' y', s = S^-1 s', and gradients by the adjoints.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from pounce_kkt import ConeDims, ConicStructure
+from pounce_kkt.cone_dims import RowMap, scs_cones
 from pounce_kkt.validation import check_real
 
 
@@ -45,13 +51,16 @@ def symmetric_from_upper(M: sp.spmatrix) -> sp.csc_matrix:
 class ProgramData:
     """One diffcp problem: canonical copies, the full P pattern, and its structure key."""
 
-    A: sp.csc_matrix
-    b: np.ndarray
+    A: sp.csc_matrix  # in the solver's rows (S A)
+    b: np.ndarray  # in the solver's rows (S b)
     c: np.ndarray
-    cones: ConeDims
+    cones: ConeDims  # the solver's cones
     P: sp.csc_matrix | None  # the user's P, canonical (values read from here)
     P_full: sp.csc_matrix | None  # full symmetric pattern handed to the core
     p_expand: sp.csr_matrix | None  # (nnz P_full, nnz P): full values from user values
+    rows: RowMap | None = None  # None: the solver's rows are the user's
+    A_user: sp.csc_matrix | None = None  # the user's A (canonical) when rows is not None
+    a_src: np.ndarray | None = None  # user entry of each entry of A (when rows is not None)
 
     @classmethod
     def from_user(cls, A: Any, b: Any, c: Any, cone_dict: Any, P: Any = None,
@@ -64,17 +73,39 @@ class ProgramData:
         for name, arr in (("A", A.data), ("b", b), ("c", c)):
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name}{where} contains NaN or Inf")
-        cones = ConeDims.from_any(dict(cone_dict))
+        cones, rows = scs_cones(dict(cone_dict))
         if cones.m != m:
             raise ValueError(f"cone_dict{where} covers {cones.m} rows but A has {m}")
+        mapped = {}
+        if rows is not None:
+            A_solver, a_src = _mapped_rows(A, rows)
+            mapped = {"rows": rows, "A_user": A, "a_src": a_src}
+            A, b = A_solver, rows.forward(b)
         if P is None:
-            return cls(A, b, c, cones, None, None, None)
+            return cls(A, b, c, cones, None, None, None, **mapped)
         P = canonical_csc(P, "P" + where)
         if P.shape != (n, n):
             raise ValueError(f"P{where} must be {n} x {n}, got {P.shape}")
         if not np.all(np.isfinite(P.data)):
             raise ValueError(f"P{where} contains NaN or Inf")
-        return cls(A, b, c, cones, P, *_full_pattern(P))
+        return cls(A, b, c, cones, P, *_full_pattern(P), **mapped)
+
+    # Between the user's rows and the solver's (the identity without SCS's dual cones).
+    def y_to_user(self, y: np.ndarray) -> np.ndarray:
+        """A solver dual (or its derivative, or a gradient of b) in the user's rows: S' y."""
+        return y if self.rows is None else self.rows.adjoint(y)
+
+    def s_to_user(self, s: np.ndarray) -> np.ndarray:
+        """A solver slack (or its derivative) in the user's rows: S^-1 s."""
+        return s if self.rows is None else self.rows.inverse(s)
+
+    def to_solver_rows(self, v: Any) -> np.ndarray:
+        """A user slack, b direction or upstream gradient of y in the solver's rows: S v."""
+        return v if self.rows is None else self.rows.forward(v)
+
+    def dual_to_solver_rows(self, v: Any) -> np.ndarray:
+        """A user dual (warm start) or upstream gradient of s in the solver's rows: S^-T v."""
+        return v if self.rows is None else self.rows.inverse_adjoint(v)
 
     def structure_key(self) -> tuple:
         """Equal keys <=> one ConicStructure serves both problems (same patterns and cones)."""
@@ -101,6 +132,10 @@ class ProgramData:
         when the problem has P and dP is None, None when it has no P.
         """
         m, n = self.A.shape
+        if self.rows is not None:  # S dA: a signed, scaled row permutation of the direction
+            dA = canonical_csc(dA, "dA" + where)
+            if dA.shape == (m, n):  # (a wrong shape is reported below)
+                dA = sp.diags(self.rows.scale) @ dA[self.rows.src]
         dA_v = _pattern_values(structure.a_values, dA, "dA" + where, (m, n))
         dP_v = None
         if dP is not None and self.P is None:
@@ -108,7 +143,8 @@ class ProgramData:
         if self.P is not None:
             dP_v = (np.zeros(structure.nnz_p) if dP is None else _pattern_values(
                 lambda M: structure.p_values(symmetric_from_upper(M)), dP, "dP" + where, (n, n)))
-        return dP_v, _vector(dc, "dc" + where, n), dA_v, _vector(db, "db" + where, m)
+        db = self.to_solver_rows(_vector(db, "db" + where, m))
+        return dP_v, _vector(dc, "dc" + where, n), dA_v, db
 
     def p_gradient(self, grad_full: np.ndarray) -> sp.csc_matrix:
         """A full-pattern gradient as a matrix on the user's P pattern."""
@@ -117,9 +153,15 @@ class ProgramData:
                              shape=self.P.shape)
 
     def a_gradient(self, values: np.ndarray) -> sp.csc_matrix:
-        """Gradient values on A's pattern as a CSC matrix with that pattern."""
-        return sp.csc_matrix((np.asarray(values, dtype=np.float64), self.A.indices.copy(),
-                              self.A.indptr.copy()), shape=self.A.shape)
+        """Gradient values on the solver's A pattern as a CSC matrix on the user's A pattern
+        (G_user = S' G: entry for entry, since S permutes and scales rows)."""
+        values = np.asarray(values, dtype=np.float64)
+        A = self.A
+        if self.rows is not None:
+            user = np.empty_like(values)
+            user[self.a_src] = self.rows.scale[A.indices] * values
+            A, values = self.A_user, user
+        return sp.csc_matrix((values, A.indices.copy(), A.indptr.copy()), shape=A.shape)
 
 
 def _vector(v: Any, name: str, size: int) -> np.ndarray:
@@ -144,6 +186,17 @@ def _pattern_values(values_on_pattern: Any, M: Any, name: str, shape: tuple[int,
         raise ValueError(f"{name}: {err}; D differentiates along the stored pattern of the "
                          "solved problem's matrix (store explicit zeros there to widen it)"
                          ) from err
+
+
+def _mapped_rows(A: sp.csc_matrix, rows: RowMap) -> tuple[sp.csc_matrix, np.ndarray]:
+    """S A on its own (canonical) pattern, and the user entry behind each of its entries."""
+    ids = sp.csc_matrix((np.arange(1, A.nnz + 1, dtype=np.float64), A.indices, A.indptr),
+                        shape=A.shape)
+    moved = sp.csc_matrix(ids[rows.src])  # row k of S A comes from user row src[k]
+    moved.sort_indices()
+    src = moved.data.astype(np.int64) - 1
+    values = rows.scale[moved.indices] * A.data[src]
+    return sp.csc_matrix((values, moved.indices, moved.indptr), shape=A.shape), src
 
 
 def _full_pattern(P: sp.csc_matrix) -> tuple[sp.csc_matrix, sp.csr_matrix]:

@@ -18,7 +18,8 @@ def svec_dim(order: int) -> int:
 # (accepted only when empty: cvxpy 1.9 always writes "pnd": [], diffcp may write "ed": 0).
 _SOLVED_KEYS = ("z", "f", "l", "q", "s", "ep", "p")
 _UNSOLVED_KEYS = {
-    "ed": "the dual exponential cone",
+    "ed": "the dual exponential cone (as a ConeDims: read the dict with scs_cones, as "
+          "pounce_cvxpy.diffcp does, to solve it on mapped rows)",
     "pnd": "the N-dimensional power cone (cvxpy PowConeND)",
     "bu": "the box cone (SCS)",
     "bl": "the box cone (SCS)",
@@ -130,7 +131,9 @@ class ConeDims:
         dual_power = [a for a in _sizes(d.get("p")) if a < 0]
         if dual_power:
             raise ValueError(f"cone key 'p' = {list(_sizes(d.get('p')))}: a negative alpha is "
-                             "SCS's dual power cone, which is not supported by POUNCE")
+                             "SCS's dual power cone, which a ConeDims does not hold (read the "
+                             "dict with scs_cones, as pounce_cvxpy.diffcp does, to solve it on "
+                             "mapped rows)")
         return cls(
             z=_count(d.get("z")) or _count(d.get("f")),
             l=_count(d.get("l")),
@@ -188,3 +191,70 @@ class ConeDims:
     def n_block_entries(self) -> int:
         """Length of `h_blocks`: sum of d_k^2 over the non-diagonal cones."""
         return sum(b.dim * b.dim for b in self.blocks())
+
+
+@dataclass(frozen=True)
+class RowMap:
+    """Solver row k holds `scale[k]` times user row `src[k]`: s' = S s for a signed, scaled
+    permutation S.
+
+    It carries SCS's dual cones onto POUNCE's primal ones: s is in the user's cone iff S s is
+    in the solver's, and a solver dual y' gives the user's dual y = S' y'. Vectors are
+    (..., m), batch-first.
+    """
+
+    src: np.ndarray
+    scale: np.ndarray
+
+    def forward(self, v: Any) -> np.ndarray:
+        """S v: user rows to solver rows (b, db, a user slack s)."""
+        return self.scale * np.asarray(v, dtype=np.float64)[..., self.src]
+
+    def adjoint(self, w: Any) -> np.ndarray:
+        """S' w: solver duals (y, dy, gradients of b) to user rows."""
+        w = np.asarray(w, dtype=np.float64)
+        out = np.empty_like(w)
+        out[..., self.src] = self.scale * w
+        return out
+
+    def inverse(self, w: Any) -> np.ndarray:
+        """S^-1 w: solver slacks (s, ds) to user rows."""
+        w = np.asarray(w, dtype=np.float64)
+        out = np.empty_like(w)
+        out[..., self.src] = w / self.scale
+        return out
+
+    def inverse_adjoint(self, v: Any) -> np.ndarray:
+        """S^-T v: a user dual (a warm start) or a slack's upstream gradient to solver rows."""
+        return np.asarray(v, dtype=np.float64)[..., self.src] / self.scale
+
+
+def scs_cones(d: Mapping[str, Any]) -> tuple[ConeDims, RowMap | None]:
+    """POUNCE's cones for an SCS cone dict that may hold SCS's dual cones, and the row map
+    (None when there is none: the rows are the user's).
+
+    "ed" (dual exponential cones (u, v, w): u < 0, -u exp(v/u) <= e w, or u = 0, v, w >= 0)
+    becomes an exponential cone on the rows (-v, -u, e w); a negative alpha in "p" (the dual
+    power cone (u/a)^a (v/(1-a))^(1-a) >= |w|, a = |alpha|) becomes the power cone of a on
+    (u/a, v/(1-a), w). Row positions stay: SCS puts the ed rows right after the ep rows, as
+    the extra exponential cones are here.
+    """
+    alphas = _sizes(d.get("p"))
+    n_ed = ConeDims(ep=_count(d.get("ed"))).ep
+    if not n_ed and all(a >= 0 for a in alphas):
+        return ConeDims.from_any(d), None
+    rest = {k: v for k, v in d.items() if k != "ed"}
+    n_ep = ConeDims(ep=_count(d.get("ep"))).ep
+    rest.update(ep=n_ep + n_ed, p=[abs(a) for a in alphas])
+    cones = ConeDims.from_any(rest)
+    src, scale = np.arange(cones.m), np.ones(cones.m)
+    first_ed = (cones.n_diag + sum(cones.q) + sum(svec_dim(k) for k in cones.s) + 3 * n_ep)
+    for r in range(first_ed, first_ed + 3 * n_ed, 3):
+        src[r:r + 3] = (r + 1, r, r + 2)
+        scale[r:r + 3] = (-1.0, -1.0, np.e)
+    first_p = first_ed + 3 * n_ed
+    for j, alpha in enumerate(alphas):
+        if alpha < 0:
+            r = first_p + 3 * j
+            scale[r:r + 2] = (1.0 / -alpha, 1.0 / (1.0 + alpha))
+    return cones, RowMap(src, scale)

@@ -274,8 +274,8 @@ def test_failures_raise_a_diffcp_SolverError():
 
 def test_clear_errors_for_unsupported_input():
     A, b, c, cd, *_ = linear_cone_program(0, **CASES["lp"])
-    with pytest.raises(ValueError, match="'ed'"):
-        pounce_diffcp.solve_and_derivative(A, b, c, dict(cd, ed=1))
+    with pytest.raises(ValueError, match="'pnd'"):
+        pounce_diffcp.solve_and_derivative(A, b, c, dict(cd, pnd=[0.5, 0.5]))
     with pytest.raises(ValueError, match="mode"):
         pounce_diffcp.solve_and_derivative(A, b, c, cd, mode="newton")
     with pytest.raises(ValueError, match="unknown"):

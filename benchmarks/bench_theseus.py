@@ -31,7 +31,7 @@ import theseus as th
 import torch
 
 from pounce_theseus import PounceOptimizer
-from pounce_theseus.demo_problems import (
+from testing_helpers.theseus_problems import (
     central_difference,
     curve_fit,
     pose_graph,

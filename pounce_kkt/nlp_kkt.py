@@ -35,9 +35,17 @@ which forces v_i = 0 on inactive rows and reduces to the system above on the act
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-__all__ = ["implicit_step", "kkt_matrix"]
+__all__ = [
+    "active_constraints", "implicit_step", "implicit_step_with_limits", "kkt_matrix",
+    "project_onto_bounds",
+]
+
+# Magnitude from which a variable or constraint limit counts as absent (Ipopt's 1e19
+# default, with margin).
+INF = 1e20
 
 
 def kkt_matrix(hessian: torch.Tensor, jac: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
@@ -94,3 +102,70 @@ def _solve(k: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         return torch.linalg.lu_solve(lu, piv, rhs.unsqueeze(-1)).squeeze(-1)
     pinv = torch.linalg.pinv(k)
     return (pinv @ rhs.unsqueeze(-1)).squeeze(-1)
+
+
+def project_onto_bounds(
+    x: np.ndarray, xl: np.ndarray, xu: np.ndarray, z_l: np.ndarray, z_u: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, at_lo, at_hi)``: ``x`` clipped into ``[xl, xu]`` with the active bounds held
+    exactly. An interior-point iterate keeps a ~sqrt(mu) gap to an active bound; a bound
+    counts as active when its multiplier exceeds the gap (strict complementarity).
+    Limits beyond ``INF`` in magnitude are absent."""
+    x = np.clip(x, xl, xu)
+    at_lo = np.isfinite(xl) & (xl > -INF) & (z_l > x - xl)
+    at_hi = np.isfinite(xu) & (xu < INF) & (z_u > xu - x) & ~at_lo
+    x = np.where(at_lo, xl, x)
+    return np.where(at_hi, xu, x), at_lo, at_hi
+
+
+def active_constraints(
+    c: torch.Tensor, lam: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(active, at_upper)`` masks (B, p) of constraint rows ``lo <= c <= hi`` with
+    multipliers ``lam`` (positive at an upper limit, negative at a lower one). Equalities
+    (``lo == hi``) are always active; an inequality is active when its multiplier exceeds
+    its slack."""
+    eq = lo == hi
+    at_lo = (lam < 0) & (lam.abs() > c - lo) & torch.isfinite(lo)
+    at_hi = (lam > 0) & (lam.abs() > hi - c) & torch.isfinite(hi)
+    return eq | at_lo | at_hi, at_hi & ~eq
+
+
+def implicit_step_with_limits(
+    grad_lagrangian: torch.Tensor,
+    hessian: torch.Tensor,
+    *,
+    c: torch.Tensor | None = None,
+    c_jac: torch.Tensor | None = None,
+    c_lo: torch.Tensor | None = None,
+    c_hi: torch.Tensor | None = None,
+    lam: torch.Tensor | None = None,
+    x: torch.Tensor | None = None,
+    x_lo: torch.Tensor | None = None,
+    x_hi: torch.Tensor | None = None,
+    at_lo: torch.Tensor | None = None,
+    at_hi: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`implicit_step` for ``min f`` s.t. ``c_lo <= c(x) <= c_hi``,
+    ``x_lo <= x <= x_hi``: the active rows are the constraints picked by
+    :func:`active_constraints` (values ``c`` (B, p), Jacobian ``c_jac`` (B, p, n),
+    multipliers ``lam``) held at the limit they touch, and the bounds marked ``at_lo`` /
+    ``at_hi`` (B, n), held at ``x_lo`` / ``x_hi``. ``c``, the limits and ``x`` stay
+    attached to the parameters' graph; infinite limits of inactive rows are unused."""
+    rows, resid, active = [], [], []
+    if c is not None:
+        act, upper = active_constraints(c.detach(), lam, c_lo.detach(), c_hi.detach())
+        target = torch.where(upper, c_hi, c_lo)
+        target = torch.where(torch.isfinite(target), target, torch.zeros_like(target))
+        rows.append(c_jac)
+        resid.append(c - target)
+        active.append(act)
+    if x is not None:
+        b, n = x.shape
+        rows.append(torch.eye(n, dtype=x.dtype, device=x.device).expand(b, n, n))
+        resid.append(x - torch.where(at_hi, x_hi, x_lo))
+        active.append(at_lo | at_hi)
+    if not rows:
+        return implicit_step(grad_lagrangian, hessian)
+    return implicit_step(grad_lagrangian, hessian, torch.cat(rows, 1), torch.cat(resid, 1),
+                         torch.cat(active, 1))

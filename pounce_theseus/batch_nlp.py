@@ -1,26 +1,27 @@
-"""The whole batch as ONE block-diagonal NLP in tangent coordinates.
+"""The Theseus objective as one NLP per batch element, evaluated for the whole batch at once.
 
-Variables: ``x = delta[idx].ravel()`` for the batch elements ``idx`` being solved
-(element-major, ``n`` tangent coordinates each, see :class:`TangentChart`). Objective:
-``sum_b f_b`` with ``f_b`` Theseus' error metric (1/2 |weighted error|^2). Constraints:
-the :class:`Constraint` rows of every element, element-major. Bounds: Vector bounds
-expressed on ``delta``. Each callback costs one vectorised evaluation of the objective
-(plus backward passes); the last evaluation is cached so objective, gradient, constraints
-and Jacobian at the same point share it.
-
-This object is what the native solver (``nlp_solve``) calls back into.
+Element ``b``'s variables are its tangent coordinates ``delta_b`` (``n`` of them, see
+:class:`TangentChart`), its objective ``f_b`` Theseus' error metric (``1/2 |weighted
+error|^2`` by default), its constraints the :class:`Constraint` rows and its bounds the
+Vector bounds expressed on ``delta_b``. The elements share no variable. A native solve
+covers one element or a block-diagonal group of them (element-major); :meth:`BatchNlp.serve`
+answers the callbacks of every running solve from ONE vectorised evaluation of the
+objective at the stacked point ``delta`` (B, n), cached so that objective, gradient,
+constraints, Jacobian and Hessian at the same point share it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from theseus.core.objective import error_squared_norm_fn
+
+from pounce_kkt.nlp_kkt import INF
 
 from .chart import TangentChart
+from .compat import error_metric, error_row_blocks, is_least_squares
 from .constraints import Bound, Constraint
 from .hessian import (
     BatchedVjp,
@@ -29,9 +30,7 @@ from .hessian import (
 )
 from .structure import GaussNewtonPattern, HessianPattern, JacobianPattern
 
-__all__ = ["BatchNlp", "Evaluation", "ProblemStructure"]
-
-INF = 1e20
+__all__ = ["BatchNlp", "Evaluation", "ProblemStructure", "Request"]
 # Largest per-element dimension whose dense Hessian block is checked for positive
 # definiteness (a batched Cholesky of (B, n, n)).
 HYBRID_MAX_DIM = 200
@@ -148,49 +147,47 @@ class ProblemStructure:
         if self._gn is None:
             blocks = []
             offs = self.chart.offsets
-            for item in self.chart.objective._get_error_iter():
-                cf = getattr(item, "cost_fn", item)  # a vectorisation wrapper or the cf
-                names = [v.name for v in cf.optim_vars]
+            for rows, names in error_row_blocks(obj):
                 if any(n not in offs for n in names):
                     self._gn = False
                     return None
-                blocks.append((item.dim(), [offs[n] for n in names]))
+                blocks.append((rows, [offs[n] for n in names]))
             self._gn = GaussNewtonPattern(self.hess, blocks)
         return self._gn or None
 
 
-class BatchNlp:
-    """Callbacks of the block-diagonal NLP over the batch elements ``idx``."""
+@dataclass
+class Request:
+    """One native callback of the solve covering elements ``rows``: ``kind`` is
+    ``objective``, ``gradient``, ``constraints``, ``jacobian``, ``hessian`` or
+    ``iteration`` (an iterate to record), at the point ``x`` (the rows' ``delta``,
+    element-major)."""
 
-    def __init__(
-        self,
-        structure: ProblemStructure,
-        hessian,
-        idx: np.ndarray,
-        bounds: Sequence[Bound],
-        on_iteration: Callable[[int, np.ndarray | None, bool], bool] | None = None,
-    ):
+    rows: np.ndarray
+    kind: str
+    x: np.ndarray
+    obj_factor: float = 1.0
+    lam: np.ndarray | None = None
+
+
+class BatchNlp:
+    """The NLPs of all batch elements, evaluated together (see the module docstring)."""
+
+    def __init__(self, structure: ProblemStructure, hessian, bounds: Sequence[Bound]):
         self.s = structure
         self.chart = structure.chart
         self.th_objective = structure.chart.objective
         self.hessian_strategy = hessian
-        self.idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
-        self.k = int(self.idx.numel())
-        # the whole batch in order: rows need no gathering or scattering
-        self._whole = bool(torch.equal(self.idx, torch.arange(self.k))) and (
-            self.k == structure.chart.objective.batch_size
-        )
         self.batch_size = self.th_objective.batch_size
+        self.n = structure.n
         self.bounds = bounds
-        self.on_iteration = on_iteration
-        self.restoration_iterations = 0
         self._cache_key: bytes | None = None
         self._cache: Evaluation | None = None
         ref = self.chart.base[0]
         self.dtype, self.device = ref.dtype, ref.device
         self._seeds = self.s.hess.seed_tensor(self.batch_size, ref)
         self._layout: HessianLayout | None = None
-        self._least_squares = self.th_objective._error_metric_fn is error_squared_norm_fn
+        self.least_squares = is_least_squares(self.th_objective)
         if self.s.constraints and self.s.con_rows is None:
             with torch.no_grad():  # the constraints' row counts, from one evaluation
                 self.chart.apply(self.chart.zeros(self.batch_size))
@@ -203,45 +200,61 @@ class BatchNlp:
         # the Gauss-Newton Hessian only of Theseus' default 1/2 |e|^2 metric.
         self._hybrid = bool(
             getattr(hessian, "least_squares_hybrid", False)
-            and self.m == 0 and not bounds and self.s.n <= HYBRID_MAX_DIM
-            and self._least_squares
+            and self.m == 0 and not bounds and self.n <= HYBRID_MAX_DIM
+            and self.least_squares
         )
         self._bounds_cache: tuple[np.ndarray, np.ndarray] | None = None
-        self._last_hessian: tuple | None = None
-        self._f_prev: torch.Tensor | None = None
-        self._hybrid_key: bytes | None = None
-        self._use_gn: torch.Tensor | None = None
-        self._replaced_blocks = False
+        self._point = np.zeros((self.batch_size, self.n))
+        # hybrid rule, per element: the objective at, and the point of, its last new iterate
+        self._f_prev = torch.full((self.batch_size,), float("nan"), dtype=self.dtype)
+        self._hess_at = torch.full((self.batch_size, self.n), float("nan"), dtype=self.dtype)
+        self._use_gn = torch.ones(self.batch_size, dtype=torch.bool)
 
     # ----- layout -------------------------------------------------------------------
-    def to_delta(self, x: np.ndarray) -> torch.Tensor:
-        rows = torch.as_tensor(x, dtype=self.dtype, device=self.device).view(self.k, -1)
-        if self._whole:
-            return rows.clone()
-        d = self.chart.zeros(self.batch_size)
-        d[self.idx] = rows
-        return d
-
-    def _rows(self, t: torch.Tensor) -> torch.Tensor:
-        """The rows of the elements being solved."""
-        return t if self._whole else t[self.idx]
-
-    def from_rows(self, t: torch.Tensor) -> np.ndarray:
-        return self._rows(t.detach()).reshape(-1).cpu().numpy().astype(np.float64)
-
     def variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bounds on ``delta`` (B, n) around the chart's base; +-INF where absent."""
         if self._bounds_cache is None:
-            self._bounds_cache = self._variable_bounds()
+            lo = torch.full((self.batch_size, self.n), -INF, dtype=torch.float64)
+            hi = torch.full((self.batch_size, self.n), INF, dtype=torch.float64)
+            base = dict(zip((v.name for v in self.chart.vars), self.chart.base, strict=True))
+            for bnd in self.bounds:
+                sl = self.chart.offsets[bnd.var.name]
+                x0 = base[bnd.var.name].reshape(self.batch_size, -1).double()
+                lo[:, sl] = (bnd.lower.detach().double() - x0).clamp(min=-INF)
+                hi[:, sl] = (bnd.upper.detach().double() - x0).clamp(max=INF)
+            self._bounds_cache = (lo.cpu().numpy(), hi.cpu().numpy())
         return self._bounds_cache
 
+    def constraint_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Constraint limits (B, m); +-INF where absent."""
+        if self.m == 0:
+            return np.zeros((self.batch_size, 0)), np.zeros((self.batch_size, 0))
+        los, his = [], []
+        for con, k in zip(self.s.constraints, self.s.con_rows, strict=True):
+            lo, hi = con.limits(self.batch_size, k, self.chart.base[0])
+            los.append(lo.detach())
+            his.append(hi.detach())
+        lo = torch.cat(los, dim=1).double().clamp(min=-INF)
+        hi = torch.cat(his, dim=1).double().clamp(max=INF)
+        return lo.cpu().numpy(), hi.cpu().numpy()
+
     def start(self) -> np.ndarray:
-        """The starting point: delta = 0 moved into the bounds."""
+        """The starting point (B, n): delta = 0 moved into the bounds."""
         xl, xu = self.variable_bounds()
-        return np.clip(np.zeros(self.k * self.s.n), xl, xu)
+        return np.clip(np.zeros((self.batch_size, self.n)), xl, xu)
+
+    def recentred(self, rows: np.ndarray) -> None:
+        """The chart's base moved for ``rows``: bounds are re-read, their hybrid rule
+        starts afresh."""
+        self._bounds_cache = None
+        self._cache_key = self._cache = None
+        self._f_prev[rows] = float("nan")
+        self._hess_at[rows] = float("nan")
+        self._point[rows] = 0.0
 
     def finite_start(self) -> np.ndarray:
-        """Per element of ``idx``: objective, errors, gradient and constraints are finite
-        at the starting point (the evaluation stays cached for the solve)."""
+        """Per element: objective, errors, gradient and constraints are finite at the
+        starting point."""
         ev = self.evaluate(self.start())
         with torch.no_grad():
             ok = torch.isfinite(ev.f.detach()) & torch.isfinite(ev.e.detach()).all(dim=1)
@@ -250,98 +263,75 @@ class BatchNlp:
             if ev.c is not None:
                 ok &= torch.isfinite(ev.c.detach()).all(dim=1)
         self.chart.restore()
-        return ok[self.idx].cpu().numpy()
-
-    def _variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        lo = torch.full((self.batch_size, self.s.n), -INF, dtype=torch.float64)
-        hi = torch.full((self.batch_size, self.s.n), INF, dtype=torch.float64)
-        base = dict(zip((v.name for v in self.chart.vars), self.chart.base, strict=True))
-        for bnd in self.bounds:
-            sl = self.chart.offsets[bnd.var.name]
-            x0 = base[bnd.var.name].reshape(self.batch_size, -1).double()
-            lo[:, sl] = (bnd.lower.detach().double() - x0).clamp(min=-INF)
-            hi[:, sl] = (bnd.upper.detach().double() - x0).clamp(max=INF)
-        return self.from_rows(lo), self.from_rows(hi)
-
-    def constraint_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.m == 0:
-            return np.zeros(0), np.zeros(0)
-        los, his = [], []
-        for con, k in zip(self.s.constraints, self.s.con_rows, strict=True):
-            lo, hi = con.limits(self.batch_size, k, self.chart.base[0])
-            los.append(lo.detach())
-            his.append(hi.detach())
-        lo = torch.cat(los, dim=1).double().clamp(min=-INF)
-        hi = torch.cat(his, dim=1).double().clamp(max=INF)
-        return self.from_rows(lo), self.from_rows(hi)
-
-    def jacobian_structure(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.m == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return self.s.jac.batch_indices(self.k)
-
-    def hessian_structure(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.s.hess.batch_indices(self.k)
+        return ok.cpu().numpy()
 
     # ----- evaluation ---------------------------------------------------------------
-    def evaluate(self, x: np.ndarray) -> Evaluation:
-        key = np.ascontiguousarray(x).tobytes()
+    def evaluate(self, delta: np.ndarray) -> Evaluation:
+        """The objective and constraints at ``delta`` (B, n), with their graph."""
+        key = np.ascontiguousarray(delta).tobytes()
         if key == self._cache_key and self._cache is not None:
             return self._cache
-        delta = self.to_delta(x).requires_grad_(True)
+        d = torch.tensor(delta, dtype=self.dtype, device=self.device).requires_grad_(True)
         with torch.enable_grad():
-            self.chart.apply(delta)
+            self.chart.apply(d)
             e = self.th_objective.error()
-            f = self.th_objective._error_metric_fn(e).reshape(-1)
+            f = error_metric(self.th_objective, e)
             c = self.s.constraint_values()
-        ev = Evaluation(delta, e, f, c, self.s.vjp, self._least_squares)
+        ev = Evaluation(d, e, f, c, self.s.vjp, self.least_squares)
         self._cache_key, self._cache = key, ev
-        return self._cache
+        return ev
 
-    def objective_value(self, x: np.ndarray) -> float:
-        ev = self.evaluate(x)
-        return float(self._rows(ev.f.detach()).sum())
+    def serve(self, requests: Sequence[Request]) -> list:
+        """Answer callbacks of several solves (disjoint rows) from one evaluation at the
+        stacked point; rows no request names keep their last point."""
+        n = self.n
+        for r in requests:
+            self._point[r.rows] = np.asarray(r.x, dtype=np.float64).reshape(len(r.rows), n)
+        ev = self.evaluate(self._point)
+        kinds = {r.kind for r in requests}
+        f = ev.f.detach().double().cpu().numpy()
+        grad = jac = hess = None
+        if "gradient" in kinds:
+            grad = _numpy(ev.objective_gradient())
+        if "jacobian" in kinds:
+            jac = _numpy(self.s.jac.gather(self.dense_jacobian(ev)))
+        if "hessian" in kinds:
+            hess = _numpy(self._requested_hessian(ev, [r for r in requests if r.kind == "hessian"]))
+        out = []
+        for r in requests:
+            if r.kind == "objective":
+                out.append(float(f[r.rows].sum()))
+            elif r.kind == "gradient":
+                out.append(grad[r.rows].reshape(-1))
+            elif r.kind == "constraints":
+                out.append(_numpy(ev.c)[r.rows].reshape(-1))
+            elif r.kind == "jacobian":
+                out.append(jac[r.rows].reshape(-1))
+            elif r.kind == "hessian":
+                out.append(hess[r.rows].reshape(-1))
+            elif r.kind == "iteration":
+                out.append(self._iterate(r.rows, f))
+            else:
+                raise ValueError(f"unknown callback kind {r.kind!r}")
+        return out
 
-    # Native callbacks (names fixed by rust/src/nlp/tnlp_bridge.rs).
-    def objective(self, x: np.ndarray) -> float:  # noqa: D102
-        return self.objective_value(x)
+    def _iterate(self, rows: np.ndarray, f: np.ndarray) -> tuple:
+        """The error metric and the optim vars' values of ``rows`` at the current point."""
+        values = {v.name: v.tensor.detach()[torch.as_tensor(rows)].clone()
+                  for v in self.th_objective.optim_vars.values()}
+        return f[rows].copy(), values
 
-    def gradient(self, x: np.ndarray) -> np.ndarray:
-        ev = self.evaluate(x)
-        return self.from_rows(ev.objective_gradient())
-
-    def constraints(self, x: np.ndarray) -> np.ndarray:
-        ev = self.evaluate(x)
-        return self.from_rows(ev.c)
-
-    def jacobian(self, x: np.ndarray) -> np.ndarray:
-        ev = self.evaluate(x)
-        return self.from_rows(self.s.jac.gather(self.dense_jacobian(ev)))
-
-    def hessian(self, x: np.ndarray, obj_factor: float, lam: np.ndarray) -> np.ndarray:
-        ev = self.evaluate(x)
-        self._replaced_blocks = False
-        values = self.hessian_values(ev, obj_factor, lam)
-        self._last_hessian = (self._cache_key, obj_factor, values, self._replaced_blocks)
-        return self.from_rows(values)
-
-    def objective_hessian_at(self, x: np.ndarray) -> torch.Tensor | None:
-        """The exact objective Hessian's pattern values (B, nnz) at ``x`` when the last
-        Hessian callback was at exactly ``x`` with the exact strategy, without
-        constraints (no multiplier terms), with a nonzero objective factor and no block
-        replaced; else None."""
-        if self._last_hessian is None or self.m or self.hessian_strategy.name != "exact":
-            return None
-        key, obj_factor, values, replaced = self._last_hessian
-        if key != np.ascontiguousarray(x).tobytes() or replaced or obj_factor == 0.0:
-            return None
-        return values / obj_factor
-
-    def iteration(self, it, obj, inf_pr, inf_du, mu, restoration, x) -> bool:
-        self.restoration_iterations += int(bool(restoration))
-        if self.on_iteration is None:
-            return True
-        return bool(self.on_iteration(int(it), x, bool(restoration)))
+    def _requested_hessian(self, ev: Evaluation, requests: Sequence[Request]) -> torch.Tensor:
+        factor = torch.zeros(self.batch_size, 1, dtype=self.dtype, device=self.device)
+        lam = None
+        if self.m:
+            lam = torch.zeros(self.batch_size, self.m, dtype=self.dtype, device=self.device)
+        rows = np.concatenate([r.rows for r in requests])
+        for r in requests:
+            factor[r.rows] = r.obj_factor
+            if lam is not None and r.lam is not None:
+                lam[r.rows] = torch.as_tensor(r.lam, dtype=self.dtype).view(len(r.rows), self.m)
+        return self.hessian_values(ev, factor, lam, rows)
 
     # ----- shared by the backward -------------------------------------------------
     def dense_jacobian(self, ev: Evaluation) -> torch.Tensor:
@@ -353,20 +343,15 @@ class BatchNlp:
         return rows.transpose(0, 1)
 
     def hessian_values(
-        self, ev: Evaluation, obj_factor: float, lam: np.ndarray | torch.Tensor | None
+        self, ev: Evaluation, obj_factor: float | torch.Tensor, lam: torch.Tensor | None,
+        rows: np.ndarray | None = None,
     ) -> torch.Tensor:
-        """Lower-pattern values (B, nnz) of obj_factor * H_f + sum lam_i hess c_i."""
-        lam_t = None
-        if self.m > 0 and lam is not None:
-            if isinstance(lam, np.ndarray):
-                full = torch.zeros(self.batch_size, self.m, dtype=self.dtype, device=self.device)
-                full[self.idx] = torch.as_tensor(lam, dtype=self.dtype).view(self.k, self.m)
-                lam_t = full
-            else:
-                lam_t = lam
-        if self._hybrid:
-            return self._hybrid_values(ev, obj_factor)
-        return self.hessian_strategy.values(ev, self.layout(), obj_factor, lam_t).detach()
+        """Lower-pattern values (B, nnz) of obj_factor * H_f + sum lam_i hess c_i;
+        ``obj_factor`` a float or per element (B, 1). ``rows``: the elements whose solves
+        asked (their hybrid rule advances; None: the plain strategy for all)."""
+        if self._hybrid and rows is not None:
+            return self._hybrid_values(ev, obj_factor, rows)
+        return self.hessian_strategy.values(ev, self.layout(), obj_factor, lam).detach()
 
     def layout(self) -> HessianLayout:
         """Seeds and patterns for the Hessian strategies (built on first use)."""
@@ -376,45 +361,42 @@ class BatchNlp:
             )
         return self._layout
 
-    def _hybrid_values(self, ev: Evaluation, obj_factor: float) -> torch.Tensor:
+    def _hybrid_values(self, ev: Evaluation, obj_factor, rows: np.ndarray) -> torch.Tensor:
         """Per element, the Gauss-Newton block ``obj_factor * J'J`` or the exact one
         (Fletcher and Xu's hybrid rule for least squares): Gauss-Newton at the first
         iterate and while the element's objective still falls by at least
         ``GN_PROGRESS`` of itself per iterate (a small-residual regime where it converges
         fast and stays positive semidefinite), the exact block once progress slows (the
         residual curvature then matters: quadratic instead of linear convergence), and
-        Gauss-Newton again where the exact block is not positive definite. Per element,
-        because the interior-point method's remedies are global: one element's
-        indefinite block would shift the Hessian of the whole batch (inertia correction)
-        and one element's poor step shortens every element's (one line search). At a
+        Gauss-Newton again where the exact block is not positive definite. Per element:
+        an indefinite block of one element must not shift another's Hessian. At a
         minimiser with nonzero residuals progress stalls and the exact block is positive
         definite, so the last iterations are exact Newton ones; with zero residuals the
-        two blocks coincide in the limit. Either way the solve stops at the same KKT
-        tolerance. Both blocks come from the same seeded products (exact = J'J plus the
-        residual curvature)."""
+        two blocks coincide in the limit. Both blocks come from the same seeded products
+        (exact = J'J plus the residual curvature)."""
         f = ev.f.detach()
-        if self._hybrid_key != self._cache_key:  # a new iterate: update the rule
-            use_gn = self._gauss_newton_rule(f)
-            self._f_prev, self._hybrid_key, self._use_gn = f.clone(), self._cache_key, use_gn
+        r = torch.as_tensor(rows)
+        d = ev.delta.detach()
+        new = r[~(d[r] == self._hess_at[r]).all(dim=1)]  # a new iterate of these elements
+        if new.numel():
+            prev = self._f_prev[new]
+            self._use_gn[new] = torch.isnan(prev) | ((prev - f[new]) >= GN_PROGRESS * prev.abs())
+            self._f_prev[new] = f[new]
+            self._hess_at[new] = d[new]
         use_gn = self._use_gn.clone()
-        exact_needed = not bool(self._rows(use_gn).all())
+        exact_needed = not bool(use_gn[r].all())
         layout = self.layout()
         sv, jv = ev.residual_products(layout.seeds, second_order=exact_needed)
         gn = gauss_newton_values(ev, layout, jv)
         if not exact_needed:
-            self._replaced_blocks = True
             return (obj_factor * gn).detach()
         values = obj_factor * (layout.hess.gather(sv) + gn)
         _, info = torch.linalg.cholesky_ex(layout.hess.dense(values))
         use_gn |= info != 0
-        if bool(self._rows(use_gn).any()):
+        if bool(use_gn[r].any()):
             values = torch.where(use_gn.unsqueeze(1), obj_factor * gn, values)
-            self._replaced_blocks = True
         return values.detach()
 
-    def _gauss_newton_rule(self, f: torch.Tensor) -> torch.Tensor:
-        """Elements whose next Hessian block is Gauss-Newton by the progress rule."""
-        prev = self._f_prev
-        if prev is None:
-            return torch.ones_like(f, dtype=torch.bool)
-        return (prev - f) >= GN_PROGRESS * prev.abs()
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().double().cpu().numpy()

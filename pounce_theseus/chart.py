@@ -10,7 +10,9 @@ concatenation of the variables' tangent vectors in the objective's ``optim_vars`
 from __future__ import annotations
 
 import torch
-from theseus import Objective, Vector
+from theseus import Objective
+
+from .compat import has_vector_retract
 
 __all__ = ["TangentChart"]
 
@@ -29,7 +31,7 @@ class TangentChart:
         self.dim = start
         # Variables whose retract is Theseus' plain Vector one (x0 + delta) are set
         # directly; the others go through Theseus' (possibly vectorised) retract.
-        self._plain = [type(v)._retract_impl is Vector._retract_impl for v in self.vars]
+        self._plain = [has_vector_retract(v) for v in self.vars]
         # The others are retracted one group per (type, dof), as Theseus' vectorised
         # retract does: one call on the stacked base values of the group.
         groups: dict[tuple, list[int]] = {}

@@ -114,7 +114,7 @@ CHILD = textwrap.dedent(r'''
 
     import theseus as th
     from pounce_theseus import PounceOptimizer
-    from pounce_theseus.demo_problems import curve_fit
+    from testing_helpers.theseus_problems import curve_fit
 
     obj, inputs = curve_fit(4)
     layer = th.TheseusLayer(PounceOptimizer(obj, tol=1e-10))

@@ -12,7 +12,7 @@ import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus import Constraint, PounceOptimizer
-from pounce_theseus.demo_problems import central_difference, curve_fit, solve_with
+from testing_helpers.theseus_problems import central_difference, curve_fit, solve_with
 
 pytestmark = THESEUS_MARKS
 

@@ -8,7 +8,7 @@ import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus import PounceOptimizer
-from pounce_theseus.demo_problems import pose_graph, solve_with, tight_gauss_newton
+from testing_helpers.theseus_problems import pose_graph, solve_with, tight_gauss_newton
 
 pytestmark = THESEUS_MARKS
 

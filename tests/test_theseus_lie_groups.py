@@ -13,7 +13,7 @@ import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus import PounceOptimizer
-from pounce_theseus.demo_problems import (
+from testing_helpers.theseus_problems import (
     central_difference,
     solve_with,
     tight_gauss_newton,

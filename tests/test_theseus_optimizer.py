@@ -12,15 +12,15 @@ import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus import PounceOptimizer
-from pounce_theseus.batch_nlp import BatchNlp, ProblemStructure
-from pounce_theseus.demo_problems import (
+from pounce_theseus.batch_nlp import BatchNlp, ProblemStructure, Request
+from pounce_theseus.hessian import ExactHessian, GaussNewtonHessian, make_hessian
+from testing_helpers.theseus_problems import (
     central_difference,
     curve_fit,
     pose_graph,
     solve_with,
     tight_gauss_newton,
 )
-from pounce_theseus.hessian import ExactHessian, GaussNewtonHessian, make_hessian
 
 pytestmark = THESEUS_MARKS
 
@@ -191,11 +191,12 @@ def test_exact_hessian_forward_hybrid_rule():
     structure = ProblemStructure(obj, [])
 
     def nlp(strategy):
-        return BatchNlp(structure, strategy, np.arange(3), [])
+        return BatchNlp(structure, strategy, [])
 
     def blocks(problem, x):
-        values = torch.as_tensor(problem.hessian(x, 1.0, np.zeros(0))).view(3, -1)
-        return structure.hess.dense(values)
+        # the Hessian callback of one solve covering the three elements
+        (values,) = problem.serve([Request(np.arange(3), "hessian", x)])
+        return structure.hess.dense(torch.as_tensor(values).view(3, -1))
 
     def dense(strategy, x):
         return blocks(nlp(strategy), x)
@@ -237,8 +238,8 @@ def test_gauss_newton_blocks_from_seeded_jacobian_products(vectorize):
         th.Vectorize(obj)
     obj.update(inputs)
     structure = ProblemStructure(obj, [])
-    nlp = BatchNlp(structure, make_hessian("exact"), np.arange(2), [])
-    x = np.random.default_rng(0).normal(size=2 * structure.n) * 0.1
+    nlp = BatchNlp(structure, make_hessian("exact"), [])
+    x = np.random.default_rng(0).normal(size=(2, structure.n)) * 0.1
     got = structure.hess.dense(
         GaussNewtonHessian().values(nlp.evaluate(x), nlp.layout(), 1.0, None).detach()
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from pounce_theseus.demo_problems import one_torch_thread
+from testing_helpers.theseus_problems import one_torch_thread
 
 # No xfail for a build without the native NLP solve: `nlp` is a default feature, so such a
 # build is broken and every Theseus test must fail on it (PounceOptimizer raises, naming

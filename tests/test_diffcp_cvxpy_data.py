@@ -227,7 +227,7 @@ def test_diffcp_keywords_give_one_warning_at_the_users_line(fresh_warnings):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pounce_diffcp.solve_and_derivative(A, b, c, cd, **kwargs)
-    ours = [w for w in caught if "pounce" in str(w.message)]
+    ours = [w for w in caught if "options written for another solver" in str(w.message)]
     assert len(ours) == 1, [str(w.message) for w in caught]
     for key in ("eps", "max_iters", "verbose", "acceleration_lookback", "normalize",
                 "use_indirect", "mode"):
@@ -263,7 +263,7 @@ def test_a_layer_warning_points_past_cvxpylayers_and_torch(fresh_warnings):
         warnings.simplefilter("always")
         layer(torch.tensor([1.0, -1.0], dtype=torch.float64),
               solver_args={"eps": 1e-5, "acceleration_lookback": 0})
-    ours = [w for w in caught if "pounce" in str(w.message)]
+    ours = [w for w in caught if "options written for another solver" in str(w.message)]
     assert len(ours) == 1 and ours[0].filename == __file__, [
         (w.filename, str(w.message)) for w in caught]
 

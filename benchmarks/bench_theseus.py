@@ -1,6 +1,6 @@
 """PounceOptimizer side by side with th.GaussNewton and th.LevenbergMarquardt.
 
-Problems (pounce_theseus.demo_problems): the SE2 pose graph (30 poses, inconsistent loop
+Problems (testing_helpers/theseus_problems.py): the SE2 pose graph (30 poses, inconsistent loop
 closure) at B=1 and B=64, and the curve fit y = a exp(b x) at B=64. For each method:
 
 - forward+backward wall time (median over repeats run round robin across the methods,

@@ -24,6 +24,7 @@ EXPECTED_OUTPUT = {
         r"with a == 1\.5: 1\.5 b: 0\.5102\d* status \[<NonlinearOptimizerStatus\.CONVERGED",
         r"b with a fixed at 1\.5 \(GaussNewton\): 0\.5102",
         r"d b\*/d y, with the bound active: torch\.Size\(\[1, 20\]\)",
+        r"after 2 iterations: MAX_ITERATIONS gradient finite: True",
     ],
 }
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
@@ -106,10 +107,13 @@ def test_theseus_guide_quotes_pounce_optimizer_defaults():
     from pounce_theseus import PounceOptimizer
 
     text = (ROOT / "docs/migrating-theseus.md").read_text()
-    quoted = re.search(r"`(PounceOptimizer\(objective, \*,.*?\))`", text, re.S).group(1)
+    quoted = re.search(r"`(PounceOptimizer\(objective, .*?\))`", text, re.S).group(1)
     call = ast.parse(" ".join(quoted.replace("*,", "").split())).body[0].value
     params = inspect.signature(PounceOptimizer.__init__).parameters
     assert call.keywords, "no keywords parsed from the quoted signature"
+    quoted_names = [kw.arg for kw in call.keywords]
+    named = [p for p in params if p not in ("self", "objective", "kwargs")]
+    assert quoted_names == named, "the guide's signature lists the parameters in order"
     for kw in call.keywords:
         assert kw.arg in params, f"the guide names {kw.arg!r}, which PounceOptimizer lacks"
         assert ast.literal_eval(kw.value) == params[kw.arg].default, kw.arg

@@ -17,11 +17,22 @@ Prints a table with the ratios to LevenbergMarquardt (unroll and implicit backwa
 writes benchmarks/out/bench_theseus.png (all problems only).
 
 ``--only TEXT`` runs the problems whose label contains TEXT (e.g. ``--only curve``).
+
+``--scale`` instead runs SE2 and SE3 pose graphs built as Theseus'
+examples/pose_graph/pose_graph_synthetic.py builds them (robust Welsch edge costs, loop
+closures with outliers, a weak prior; testing_helpers/theseus_problems.py) at
+``--sizes`` poses and ``--batches`` batch sizes: PounceOptimizer against
+th.LevenbergMarquardt with th.CholmodSparseSolver (step 1, adaptive damping, Theseus'
+implicit backward, run to convergence), forward and backward time, the final error, the
+gradient of the example's pose loss w.r.t. ``log_loss_radius`` against central
+differences through a tightly converged LM+CHOLMOD, PounceOptimizer's Hessian callbacks
+(count and mean time), the load average, and benchmarks/out/bench_theseus_scale.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -31,11 +42,13 @@ import theseus as th
 import torch
 
 from pounce_theseus import PounceOptimizer
+from pounce_theseus.batch_nlp import BatchNlp
 from testing_helpers.theseus_problems import (
     central_difference,
     curve_fit,
     pose_graph,
     solve_with,
+    synthetic_pose_graph,
     tight_gauss_newton,
 )
 
@@ -99,9 +112,17 @@ class _Case:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run problems whose label contains this")
+    parser.add_argument("--scale", action="store_true", help="the pose-graph scale table")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 200, 400])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--dims", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per case (median)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
+    if args.scale:
+        scale_main(args)
+        return
     rows = []
     problems = [p for p in PROBLEMS if args.only in p[0]]
     for label, build, bsz, wrt, h, repeats in problems:
@@ -170,6 +191,148 @@ def _plot(rows) -> None:
     OUT.mkdir(exist_ok=True)
     fig.savefig(OUT / "bench_theseus.png", dpi=120)
     print(f"\nwrote {OUT / 'bench_theseus.png'}")
+
+
+class _HessianTimer:
+    """Counts and times PounceOptimizer's Hessian callbacks (BatchNlp.hessian_values)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._orig = BatchNlp.hessian_values
+
+    def __enter__(self):
+        orig, times = self._orig, self.times
+
+        def timed(nlp, *a, **k):
+            t0 = time.perf_counter()
+            out = orig(nlp, *a, **k)
+            times.append(time.perf_counter() - t0)
+            return out
+
+        BatchNlp.hessian_values = timed
+        return self
+
+    def __exit__(self, *exc):
+        BatchNlp.hessian_values = self._orig
+
+
+def _pose_loss(sol, poses, gt_poses, group) -> torch.Tensor:
+    """The example's pose loss per element: sum over poses of |local(pose, gt)|."""
+    return sum(th.local(group(tensor=sol[p.name]), gt).norm(dim=1)
+               for p, gt in zip(poses, gt_poses, strict=True))
+
+
+def _scale_methods():
+    return {
+        "Pounce": (lambda o: PounceOptimizer(o), {}),
+        "LM+CHOLMOD": (
+            lambda o: th.LevenbergMarquardt(o, th.CholmodSparseSolver, max_iterations=100,
+                                            step_size=1.0),
+            {"backward_mode": "implicit"},
+        ),
+    }
+
+
+def _scale_case(dims, n, bsz, repeats):
+    group = th.SE3 if dims == 3 else th.SE2
+    _, inputs, _, _ = synthetic_pose_graph(n, bsz, dims=dims)
+    rows = {}
+    for name, (make, kwargs) in _scale_methods().items():
+        obj, _, poses, gt_poses = synthetic_pose_graph(n, bsz, dims=dims)
+        layer = th.TheseusLayer(make(obj))
+        fwd, bwd = [], []
+        with _HessianTimer() as hess:
+            for _ in range(repeats):
+                radius = inputs["log_loss_radius"].clone().requires_grad_(True)
+                t0 = time.perf_counter()
+                sol, info = layer.forward({**inputs, "log_loss_radius": radius},
+                                          optimizer_kwargs=dict(kwargs))
+                t1 = time.perf_counter()
+                (g,) = torch.autograd.grad(_pose_loss(sol, poses, gt_poses, group).sum(), radius)
+                t2 = time.perf_counter()
+                fwd.append(t1 - t0)
+                bwd.append(t2 - t1)
+        calls = len(hess.times) / repeats if name == "Pounce" else 0
+        rows[name] = dict(fwd=statistics.median(fwd), bwd=statistics.median(bwd),
+                          err=info.last_err.mean().item(), grad=g.item(),
+                          hess_calls=calls, hess_ms=1e3 * statistics.mean(hess.times)
+                          if hess.times else float("nan"))
+    # the reference: central differences through a tightly converged LM+CHOLMOD
+    obj, _, poses, gt_poses = synthetic_pose_graph(n, bsz, dims=dims)
+    tight = th.TheseusLayer(th.LevenbergMarquardt(
+        obj, th.CholmodSparseSolver, max_iterations=300, abs_err_tolerance=1e-14,
+        rel_err_tolerance=1e-14))
+
+    def loss(inp):
+        with torch.no_grad():
+            s, _ = tight.forward(dict(inp))
+        return _pose_loss(s, poses, gt_poses, group).sum().reshape(1)
+
+    fd = central_difference(loss, inputs, "log_loss_radius", (0,), h=1e-3).item()
+    with torch.no_grad():
+        s, info = tight.forward(dict(inputs))
+    for r in rows.values():
+        r["grad_err"] = abs(r["grad"] - fd) / max(abs(fd), 1e-300)
+        r["ref_err"] = info.last_err.mean().item()
+    return rows
+
+
+def scale_main(args) -> None:
+    """The pose-graph scale table (see the module docstring)."""
+    table = []
+    for dims in args.dims:
+        for bsz in args.batches:
+            for n in args.sizes:
+                load0 = os.getloadavg()[0]
+                rows = _scale_case(dims, n, bsz, args.repeats)
+                load1 = os.getloadavg()[0]
+                p, lm = rows["Pounce"], rows["LM+CHOLMOD"]
+                table.append((dims, n, bsz, p, lm, (load0 + load1) / 2))
+                print(f"SE{dims} {n:4d} poses B={bsz}: Pounce fwd {p['fwd']:.2f} s bwd "
+                      f"{p['bwd']:.2f} s err {p['err']:.3f} | LM fwd {lm['fwd']:.2f} s bwd "
+                      f"{lm['bwd']:.2f} s err {lm['err']:.3f} | load {load0:.1f}", flush=True)
+    print()
+    hdr = (f"{'graph':6s} {'poses':>5s} {'B':>2s} {'Pounce fwd/bwd s':>17s} "
+           f"{'LM fwd/bwd s':>14s} {'ratio':>6s} {'err Pounce':>11s} {'err LM':>11s} "
+           f"{'err ref':>11s} {'grad err P':>10s} {'grad err LM':>11s} {'H calls':>7s} "
+           f"{'ms/H':>7s} {'load':>5s}")
+    print(hdr)
+    print("-" * len(hdr))
+    for dims, n, bsz, p, lm, load in table:
+        ratio = (p["fwd"] + p["bwd"]) / (lm["fwd"] + lm["bwd"])
+        print(f"SE{dims:<4d} {n:5d} {bsz:2d} {p['fwd']:8.2f}/{p['bwd']:<8.2f} "
+              f"{lm['fwd']:6.2f}/{lm['bwd']:<7.2f} {ratio:6.1f} {p['err']:11.3f} "
+              f"{lm['err']:11.3f} {p['ref_err']:11.3f} {p['grad_err']:10.1e} "
+              f"{lm['grad_err']:11.1e} {p['hess_calls']:7.0f} {p['hess_ms']:7.1f} {load:5.1f}")
+    _plot_scale(table)
+
+
+def _plot_scale(table) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for dims, bsz in sorted({(t[0], t[2]) for t in table}):
+        sel = [t for t in table if t[0] == dims and t[2] == bsz]
+        ns = [t[1] for t in sel]
+        axes[0].plot(ns, [t[3]["fwd"] + t[3]["bwd"] for t in sel], "o-",
+                     label=f"Pounce SE{dims} B={bsz}")
+        axes[0].plot(ns, [t[4]["fwd"] + t[4]["bwd"] for t in sel], "s--",
+                     label=f"LM+CHOLMOD SE{dims} B={bsz}")
+        axes[1].plot(ns, [t[3]["hess_ms"] for t in sel], "o-", label=f"SE{dims} B={bsz}")
+    axes[0].set_title("forward+backward time (s)")
+    axes[1].set_title("PounceOptimizer: ms per Hessian callback")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("poses")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    OUT.mkdir(exist_ok=True)
+    fig.savefig(OUT / "bench_theseus_scale.png", dpi=120)
+    print(f"\nwrote {OUT / 'bench_theseus_scale.png'}")
 
 
 if __name__ == "__main__":

@@ -161,3 +161,47 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def synthetic_pose_graph(
+    num_poses: int, batch_size: int = 1, dims: int = 3, seed: int = 0,
+    loop_closure_ratio: float = 0.2, outlier_ratio: float = 0.25,
+) -> tuple[th.Objective, dict[str, torch.Tensor], list, list]:
+    """SE3 (``dims=3``) or SE2 pose graph built as Theseus'
+    examples/pose_graph/pose_graph_synthetic.py builds it: synthetic odometry and loop
+    closures (a fraction of them outliers) from ``theseus.utils.examples``, each edge a
+    ``Between`` cost inside a ``RobustCostFunction`` with a Welsch loss whose
+    ``log_loss_radius`` (aux, (1, 1), starts at 3) is the learnable input, and a weak prior
+    (1e-3) on pose 0. Returns ``(objective, inputs, poses, gt_poses)``."""
+    import random
+
+    import numpy as np
+    import theseus.utils.examples as theg
+
+    # the generator also draws from the global generators: seed them, so that every call
+    # builds the same graph
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    make = theg.PoseGraphDataset.generate_synthetic_3D if dims == 3 else \
+        theg.PoseGraphDataset.generate_synthetic_2D
+    pg, _ = make(num_poses=num_poses, translation_noise=0.05, rotation_noise=0.02,
+                 loop_closure_ratio=loop_closure_ratio,
+                 loop_closure_outlier_ratio=outlier_ratio, batch_size=batch_size,
+                 dataset_size=batch_size, generator=g, dtype=torch.float64)
+    batch = pg.get_batch_dataset(0)
+    log_radius = th.Vector(1, name="log_loss_radius", dtype=torch.float64)
+    obj = th.Objective(dtype=torch.float64)
+    for edge in batch.edges:
+        between = th.Between(batch.poses[edge.i], batch.poses[edge.j], edge.relative_pose,
+                             edge.weight)
+        obj.add(th.RobustCostFunction(between, th.WelschLoss, log_radius))
+    prior = batch.poses[0].copy(new_name=batch.poses[0].name + "__PRIOR")
+    obj.add(th.Difference(batch.poses[0], prior,
+                          th.ScaleCostWeight(torch.tensor(1e-3, dtype=torch.float64))))
+    inputs = {p.name: p.tensor.clone() for p in batch.poses}
+    inputs[prior.name] = batch.poses[0].tensor.clone()
+    inputs.update({e.relative_pose.name: e.relative_pose.tensor for e in batch.edges})
+    inputs["log_loss_radius"] = torch.full((1, 1), 3.0, dtype=torch.float64)
+    return obj, inputs, list(batch.poses), list(batch.gt_poses)

@@ -671,6 +671,10 @@ def _runner(case: Case, ref: Reference, row: Row) -> Runner:
     return _optnet_runner(case, ref, peer)
 
 
+def _fmt_ratio(v: float) -> str:
+    return f"{v:.2f}" if v >= 0.095 else f"{v:.2g}"
+
+
 def _fmt_ms(s: float | None) -> str:
     return "-" if s is None else f"{s * 1e3:.1f}"
 
@@ -678,7 +682,7 @@ def _fmt_ms(s: float | None) -> str:
 def _print_row(row: Row, ours: Row | None) -> None:
     ratio = ""
     if ours is not None and ours.seconds and row.seconds and row.peer != "ours":
-        ratio = f"{row.seconds / ours.seconds:6.2f}x"
+        ratio = f"{_fmt_ratio(row.seconds / ours.seconds)}x"
         if not row.ranked:
             ratio = f"[{ratio.strip()}]"
     xe = "-" if row.x_err is None else f"{row.x_err:.1e}"
@@ -736,7 +740,7 @@ def ratio_table(cases: list[Case], rows: list[Row], floors: dict[str, float],
             elif not base.seconds:
                 cells.append("-")
             else:
-                v = f"{r.seconds / base.seconds:.2f}"
+                v = _fmt_ratio(r.seconds / base.seconds)
                 cells.append(v if r.ranked else f"[{v}] {r.status}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

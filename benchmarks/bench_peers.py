@@ -79,6 +79,7 @@ To keep a shared development venv untouched, a separate venv that sees it works 
         /path/benchvenv/bin/pip install --no-deps qpth
     /path/benchvenv/bin/python benchmarks/bench_peers.py [--repeats 5] [--only qp64]
         [--skip-large] [--peers ours,diffcp,moreau,proxsuite,qpth,qpax]
+        [--ours-args '{"tol": 1e-10}'] [--profile] [--out-name STEM]
 
 A peer that does not import is skipped with a note. The timings are wall-clock medians on
 whatever else the machine runs: read the ratios together with the load average.
@@ -128,6 +129,17 @@ PEER_LABEL = {
     "qpax": "qpax (jit+vmap)",
 }
 OPTNET_PEERS = ("proxsuite", "qpth", "qpax")
+
+
+@dataclass
+class Settings:
+    """Command-line switches that reach the runners: our layer's solver_args, profiling."""
+
+    ours_args: dict = field(default_factory=dict)
+    profile: bool = False
+
+
+SETTINGS = Settings()
 
 
 # --------------------------------------------------------------------------- cases
@@ -427,17 +439,19 @@ def _grads(ps: list[torch.Tensor]) -> list[np.ndarray]:
 
 
 def _cvxpylayer_runner(build: Callable[[], Built], case: Case, ref: Reference,
-                       solver: str | None, status_fn: Callable | None = None) -> Runner:
+                       solver: str | None, status_fn: Callable | None = None,
+                       solver_args: dict | None = None) -> Runner:
     from cvxpylayers.torch import CvxpyLayer
 
     prob, params, var = build()
     layer = CvxpyLayer(prob, params, [var], solver=solver)
     base = _torch_params(case)
     w = _loss_weights(ref)
+    kwargs = {"solver_args": dict(solver_args)} if solver_args else {}
 
     def run() -> Outcome:
         ps = [p.clone().requires_grad_(True) for p in base]
-        (x,) = layer(*ps)
+        (x,) = layer(*ps, **kwargs)
         x = x.reshape(case.batch, -1)
         (x * w).sum().backward()
         status = status_fn(layer) if status_fn else "ok"
@@ -649,7 +663,30 @@ def run_case(case: Case, peers: list[str], repeats: int, n_items: int,
         if row.peer == "ours":
             ours = row
         _print_row(row, ours)
+    if SETTINGS.profile:
+        for row, run in runners:
+            if row.peer in ("ours", "ours_qpfn"):
+                _profile(run, f"{case.key}, {PEER_LABEL[row.peer]}")
     return ref, rows
+
+
+def _profile(run: Runner, label: str, top: int = 20) -> None:
+    """cProfile of one more run: the top entries by own time and by cumulative time."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    run()
+    prof.disable()
+    for key in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats(key).print_stats(top)
+        lines = buf.getvalue().splitlines()
+        start = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
+        print(f"  --- profile of one run of {label}, by {key} ---")
+        print("\n".join("  " + ln for ln in lines[start:start + top + 1]))
 
 
 def _runner(case: Case, ref: Reference, row: Row) -> Runner:
@@ -658,7 +695,8 @@ def _runner(case: Case, ref: Reference, row: Row) -> Runner:
     if peer == "ours":
         import pounce_cvxpy  # noqa: F401  (registers "pounce")
 
-        return _cvxpylayer_runner(case.build, case, ref, "pounce")
+        return _cvxpylayer_runner(case.build, case, ref, "pounce",
+                                  solver_args=SETTINGS.ours_args)
     if peer == "diffcp":
         return _cvxpylayer_runner(case.build, case, ref, None)
     if peer == "moreau":
@@ -823,10 +861,18 @@ def main() -> int:
                     + ",".join(PEERS))
     ap.add_argument("--check-items", type=int, default=3, help="batch items checked")
     ap.add_argument("--directions", type=int, default=3, help="random directions per case")
+    ap.add_argument("--ours-args", default="{}",
+                    help='JSON solver_args for our CvxpyLayer row, e.g. \'{"tol": 1e-10}\'')
+    ap.add_argument("--profile", action="store_true",
+                    help="after timing, cProfile one run of each of our rows")
     ap.add_argument("--out-name", default="bench_peers",
                     help="file stem of the PNG and JSON written to benchmarks/out/")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
+    SETTINGS.ours_args = json.loads(a.ours_args)
+    SETTINGS.profile = a.profile
+    if SETTINGS.ours_args:
+        print(f"our CvxpyLayer row runs with solver_args={SETTINGS.ours_args}")
     try:
         import jax
 

@@ -22,9 +22,9 @@ items (`--check-items`). Each row reports
     random) and fd the Richardson-extrapolated central difference (steps h and 2h) of the
     same loss through the reference solve (h = 1e-5; 1e-3 for the n=500 QP and 3e-2 for the
     SOCP and exp-cone cases, where Clarabel's x is good to only ~1e-7 to 1e-8 even at
-    1e-11; d has unit norm). The case header and the error
-    table give the reference's own "fd noise" (the same extrapolation from 2h and 4h against
-    it): a grad err below that says only "as good as the reference";
+    1e-11; d has unit norm). The case header and the error table give the reference's own
+    "fd noise" (the same extrapolation from 2h and 4h against it): a grad err below that
+    says only "as good as the reference";
   * `status`: the solver's own status where the layer exposes it (MOREAU's
     `solver.info.status`, which cvxpylayers 1.2 never reads; proxsuite's
     `results.info.status`; qpax's `converged` from an untimed `qpax.solve_qp` of the same
@@ -37,11 +37,13 @@ shared machine's changing load falls on all rows alike); a row whose runs have t
 ROW_BUDGET_S (30 s) stops early. The printed `xN` is the number of timed runs in the median.
 
 A fast wrong answer is not a win: rows whose status is not "ok" are printed with their time
-but never ranked (their ratio is shown in brackets). Two traps this catches on cvxpylayers 1.2
-+ cvxpy 1.9 + moreau 0.4: the MOREAU interface drops cvxpy's "direct cones" (`cp.norm(x, 2) <=
-1` vanishes, `cp.SOC(1, x)` is kept; the SOCP case also runs MOREAU on the `cp.SOC` form), and
-it never reads MOREAU's status (max_iter=200 is hit on the dense n=m=500 QP and a wrong x is
-returned without a word). MOREAU has no PSD cone.
+but never ranked (their ratio is shown in brackets). Traps this catches on cvxpylayers 1.2 +
+cvxpy 1.9 + moreau 0.4: the MOREAU interface drops cvxpy's "direct cones" (`data["dir_cones"]`
+of `get_problem_data("MOREAU")`): `cp.norm(x, 2) <= 1` (socp: DualInfeasible, x returned
+anyway), `x >= 0` on a variable (nnls: "Solved", unconstrained x) and a `PSD=True` variable
+(psd: "Solved", wrong x); `cp.SOC(1, x)` is kept, so the SOCP case also runs MOREAU on the
+`cp.SOC` form. And it never reads MOREAU's status (max_iter=200 is hit on the dense n=m=500
+QP and a wrong x is returned without a word).
 
 Cases (`--only KEY[,KEY]`; `--skip-large` drops qp500):
   qp64    B=64 QPs n=m=50, parameters q, G, h (Q fixed)

@@ -1,9 +1,11 @@
-"""Accuracy and cost of the core's solve at tol in {1e-8, 1e-9, 1e-10} (the default's choice).
+"""Accuracy and cost of the core's solve at tol in {1e-8, 1e-10, 1e-12} (the default's choice).
 
-    .venv/bin/python benchmarks/default_tol_accuracy.py [--batch 8] [--tols 1e-8 1e-9 1e-10]
+    .venv/bin/python benchmarks/default_tol_accuracy.py [--batch 8] [--tols 1e-8 1e-10 1e-12]
 
-For the LP, QP, SOCP, exp, power and PSD families of tests/conftest.py (each item built
-around a known exact solution x*, y*), prints per family and tol: the max relative error of
+For the LP, QP, near-degenerate QP (a non-binding row with slack 3e-4..7e-4), SOCP, exp,
+power and PSD families of tests/conftest.py (each item built around a known exact solution
+x*, y*), with solution refinement and the active-set backward (the core's defaults; pass
+--no-refine for POUNCE's own point), prints per family and tol: the max relative error of
 x and y against x* / y* and against Clarabel at 1e-12 (SCS at eps=1e-14 where Clarabel does
 not certify), the max relative error of directional gradients (the core's backward at that
 tol) against Richardson-extrapolated central differences of tight (tol=1e-12) solves and
@@ -28,8 +30,12 @@ from conftest import clarabel_solve, rel_err, suite_batch  # noqa: E402
 
 import pounce_kkt as pk  # noqa: E402
 
-FAMILIES = ["lp", "qp", "socp", "exp", "power", "psd"]
-TIGHT = pk.SolveOptions(tol=1e-12, max_iter=500, on_failure="nan")
+FAMILIES = ["lp", "qp", "qp_degenerate", "socp", "exp", "power", "psd"]
+# Central-difference step: the near-degenerate QPs take 1e-6 (their solution map is
+# piecewise affine, so no truncation error, and random directions of every input at 1e-5
+# already move a 3e-4 slack across its kink), the others 1e-3 (Richardson-extrapolated).
+FD_STEP = {"qp_degenerate": 1e-6}
+TIGHT = pk.SolveOptions(tol=1e-12, max_iter=500, on_failure="nan", on_inaccurate="ignore")
 
 
 def _scs_solve(p) -> np.ndarray | None:
@@ -54,7 +60,7 @@ def _reference_x(p) -> tuple[np.ndarray | None, str]:
     return (x, "scs") if x is not None else (None, "none")
 
 
-def measure(family: str, tols: list[float], batch: int) -> list[dict]:
+def measure(family: str, tols: list[float], batch: int, refine: bool = True) -> list[dict]:
     bt = suite_batch(family, batch=batch)
     st = pk.ConicStructure(bt.n, bt.m, bt.a_indptr, bt.a_indices, bt.cones,
                            bt.p_indptr, bt.p_indices)
@@ -76,7 +82,7 @@ def measure(family: str, tols: list[float], batch: int) -> list[dict]:
     # Central differences of tight (tol=1e-12) solves, Richardson-extrapolated from h and h/2:
     # slow curved-cone items are accurate to ~1e-10 only, so h stays large (noise ~1e-7) and
     # the extrapolation removes the h^2 term.
-    h = 1e-3
+    h = FD_STEP.get(family, 1e-3)
 
     def central(d, step):
         return (loss(step, d) - loss(-step, d)) / (2 * step)
@@ -86,7 +92,8 @@ def measure(family: str, tols: list[float], batch: int) -> list[dict]:
     tight = pk.conic_vjp(tight_state, *g)
     rows = []
     for tol in tols:
-        opts = pk.SolveOptions(tol=tol, on_failure="nan")
+        opts = pk.SolveOptions(tol=tol, on_failure="nan", on_inaccurate="ignore",
+                               refine=refine)
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -119,9 +126,12 @@ def measure(family: str, tols: list[float], batch: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--tols", type=float, nargs="+", default=[1e-8, 1e-9, 1e-10])
+    ap.add_argument("--tols", type=float, nargs="+", default=[1e-8, 1e-10, 1e-12])
     ap.add_argument("--families", nargs="+", default=FAMILIES)
+    ap.add_argument("--no-refine", action="store_true",
+                    help="SolveOptions(refine=False) at the measured tols (references keep it)")
     args = ap.parse_args()
+    torch.set_num_threads(1)  # the box is shared: intra-op threads only add contention
     default = pk.SolveOptions()
     chosen = {f: f"{default.tol_for(pk.ConeDims.from_any(suite_batch(f, batch=1).cones)):g}"
               for f in args.families}
@@ -132,7 +142,7 @@ def main() -> None:
     print(head)
     print("-" * len(head))
     for fam in args.families:
-        for r in measure(fam, args.tols, args.batch):
+        for r in measure(fam, args.tols, args.batch, refine=not args.no_refine):
             print(f"{r['family']:7} {r['tol']:6.0e} {r['x_vs_exact']:9.1e} {r['y_vs_exact']:9.1e} "
                   f"{r['x_vs_ref']:9.1e} {r['grad_vs_fd']:10.1e} {r['grad_vs_tight']:9.1e} "
                   f"{r['iters']:6.1f} "

@@ -12,10 +12,10 @@ and the derivative of the solution map at a regular point is that of the KKT sys
 ``ds = D dw``, ``dy = (D - I) dw``, ``D = dPi_K/dw`` (diffcp's form), i.e. ``ds = -H dy``
 with ``H = D (I - D)^-1``: 0 on active directions, infinite on inactive ones, finite on the
 curvature directions of a curved face. :func:`limit_scaling` is H of cone_scaling evaluated at
-``(s~, y~)``, where ``<s~, y~> = 0`` leaves only cone_scaling's floors: nonneg rows get
-``~1e-20`` or ``~1e20`` (a diagonal holds that spread exactly), SOC/PSD/exp/power blocks
-hold it within ~1e-8 (cone_scaling.TAU_REL_MIXED and its interior push), so K stays
-factorable by both backward paths.
+``(s~, y~)``, where ``<s~, y~> = 0`` leaves only cone_scaling's floors: nonneg rows get 0 or
+1e20 exactly (a diagonal holds that spread), SOC/PSD/exp/power blocks hold it within ~1e-8
+(cone_scaling.TAU_REL_MIXED and its interior push), so K stays factorable by both backward
+paths.
 """
 
 from __future__ import annotations
@@ -42,7 +42,17 @@ def snap(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
     return p, p - w
 
 
+# H of an inactive nonneg row (w_i > 0): "infinite", exactly representable in a diagonal.
+INACTIVE_H = 1e20
+
+
 def limit_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """H at the active set of w = s - y: cone_scaling at :func:`snap` (same layout)."""
-    return cone_scaling(*snap(s, y, cones), cones)
+    """H at the active set of w = s - y: cone_scaling at :func:`snap` (same layout), with the
+    nonneg rows set to their limit exactly, INACTIVE_H where w_i > 0 and 0 elsewhere (the
+    recentred formula's floors would leave H ~ w_i^2 / 1e-20 on a row with tiny w_i)."""
+    h_diag, h_blocks = cone_scaling(*snap(s, y, cones), cones)
+    z, nd = cones.z, cones.n_diag
+    w = (s[:, z:nd] - y[:, z:nd]).detach()
+    h_nonneg = torch.where(w > 0, INACTIVE_H, 0.0).to(h_diag.dtype)
+    return torch.cat([h_diag[:, :z], h_nonneg], dim=1), h_blocks

@@ -140,6 +140,7 @@ def _ray_argmax(w: torch.Tensor, ray) -> torch.Tensor:
     lo = grid[torch.clamp(k - 1, min=0)]
     hi = grid[torch.clamp(k + 1, max=last)]
     r = grid[k]
+    done = torch.zeros_like(r, dtype=torch.bool)
     for _ in range(_BRACKET_STEPS):
         g, g1, g2 = ray(r)
         gw, g1w, g2w = ((v * w).sum(-1) for v in (g, g1, g2))
@@ -151,8 +152,11 @@ def _ray_argmax(w: torch.Tensor, ray) -> torch.Tensor:
         step = r - N / torch.where(dN < 0, dN, -1.0)
         ok = (dN < 0) & (step > lo) & (step < hi)
         r_new = torch.where(ok, step, 0.5 * (lo + hi))
-        done = ((r_new - r).abs() <= 1e-15 * (1.0 + r.abs())) | (hi - lo <= 1e-15 * (1.0 + r.abs()))
-        r = r_new
+        # after a Newton step below 1e-8, r is at rounding (quadratic convergence)
+        conv = (ok & ((r_new - r).abs() <= 1e-8 * (1.0 + r.abs()))) | (
+            hi - lo <= 1e-15 * (1.0 + r.abs()))
+        r = torch.where(done, r, r_new)
+        done = done | conv
         if bool(done.all()):
             break
     return r

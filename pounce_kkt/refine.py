@@ -14,17 +14,18 @@ point (strict complementarity and a unique solution). With ``dy = (D - I) dw`` a
     [[P_eff, A'], [A, -H]] [dx; dy] = -F,     ds = -F_2 - A dx,     dw = ds - dy
 
 with H the active-set scaling (pounce_kkt/active_set.py), so it runs through the same dense
-or sparse path as the backward. A step is kept only if the residual ``res`` (below) falls,
-halving it up to twice; an item stops when no step is kept or its residual is below
+or sparse path as the backward. The given point is first snapped to ``(Pi_K(w), Pi_K(w) - w)``;
+Newton steps follow where that point's residual is above a target (:func:`default_target`).
+A point (snapped or stepped) is kept only if the residual ``res`` (below) falls, a step
+halved up to twice; an item stops when no step is kept or its residual is below
 REFINE_FLOOR, so refinement never returns a worse point than it was given:
 
     res = max(|F_1|_inf / (1 + max(|P_eff x|_inf, |q|_inf, |A'y|_inf)),
               |F_2|_inf / (1 + max(|A x|_inf, |s|_inf, |b|_inf)),
               |s - Pi_K(s - y)|_inf / (1 + max(|s|_inf, |y|_inf)))
 
-(the last term, 0 after a step, measures the given point's complementarity and cone
-membership). Items whose given residual is already below a target are left untouched
-(:func:`default_target`).
+(the last term, 0 at a snapped point, measures the given point's complementarity and cone
+membership).
 """
 
 from __future__ import annotations
@@ -40,10 +41,11 @@ from pounce_kkt.cones import project
 from pounce_kkt.dense_kkt import dense_matrix
 from pounce_kkt.structure import ConicStructure
 
-# Residual below which a given point is left as it is: LP/QP (zero and nonneg rows only,
-# where the residual bounds the error well) and problems with a curved cone (SOC, PSD,
-# exp, power: an interior-point iterate's error there is ~sqrt of its residual, so they get
-# at least one Newton step); then the floor below which steps stop, and the step budget.
+# Snapped residual below which no Newton step is taken: LP/QP (zero and nonneg rows only: a
+# piecewise-affine solution map, where the snapped residual bounds the error) and problems
+# with a curved cone (SOC, PSD, exp, power: an iterate's error there is ~sqrt of its
+# residual, so they get at least one Newton step); then the floor below which steps stop,
+# and the step budget.
 REFINE_TARGET = 1e-10
 REFINE_TARGET_CURVED = 1e-14
 # An "optimal_inaccurate" item refined below this residual is reported "optimal".
@@ -82,10 +84,10 @@ class _Operators:
         n, m, B = structure.n, structure.m, A.shape[0]
         self.dense = B * (n * n + m * n) <= DENSE_OPERATOR_ENTRIES
         if self.dense:
-            self.Ad = dense_matrix(A, structure.a_rows, structure.a_cols, (m, n))
+            self.Ad = _dense(A, structure.a_rows, structure.a_cols, (m, n))
             self.Pd = None
             if P is not None:
-                Pd = dense_matrix(P, structure.p_rows, structure.p_cols, (n, n))
+                Pd = _dense(P, structure.p_rows, structure.p_cols, (n, n))
                 self.Pd = 0.5 * (Pd + Pd.transpose(1, 2))
 
     def p(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,6 +108,15 @@ class _Operators:
         if self.dense:
             return (y[:, None, :] @ self.Ad)[:, 0, :]
         return _spmv(self.A, self.st.a_cols, self.st.a_rows, y, self.st.n)
+
+
+def _dense(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+           shape: tuple[int, int]) -> torch.Tensor:
+    """(B, r, c) from CSC values; a full pattern (sorted, no duplicates: every entry, column
+    by column) is a reshape."""
+    if values.shape[1] == shape[0] * shape[1]:
+        return values.reshape(-1, shape[1], shape[0]).transpose(1, 2)
+    return dense_matrix(values, rows, cols, shape)
 
 
 def _spmv(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, v: torch.Tensor,
@@ -131,9 +142,10 @@ def residual(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
 
 
 def _residual(ops: _Operators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
-              y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+              y: torch.Tensor, s: torch.Tensor, snapped: bool = False) -> torch.Tensor:
+    """``res``; ``snapped``: (s, y) came from active_set.snap, whose last term is 0."""
     px, aty, ax = ops.p(x), ops.at(y), ops.a(x)
-    comp = s - project(s - y, ops.st.cones)[0]
+    comp = torch.zeros_like(s) if snapped else s - project(s - y, ops.st.cones)[0]
 
     def inf(*ts):
         return torch.stack([t.abs().amax(1) if t.shape[1] else t.new_zeros(t.shape[0])
@@ -155,8 +167,9 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
            target: float | None = None, max_steps: int = REFINE_STEPS) -> Refinement:
     """Refine the solved items (ok) of a batch; see the module docstring.
 
-    All tensors batch-first float64 on one device, no graph. Items not ok or already below
-    ``target`` (None: :func:`default_target`) come back unchanged (``steps`` 0).
+    All tensors batch-first float64 on one device, no graph. Items not ok come back
+    unchanged; no Newton step is taken where the snapped point's residual is below
+    ``target`` (None: :func:`default_target`).
     """
     target = default_target(structure.cones) if target is None else target
     with torch.no_grad():
@@ -167,13 +180,13 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
         before = torch.where(ok, before, torch.nan)
         best_res = before.clone()
         steps = torch.zeros_like(ok, dtype=torch.int64)
-        live = ok & (before > target)
-        if not bool(live.any()):
-            return Refinement(*best, before, before.clone(), steps)
         cx = x
         cs, cy = snap(s, y, structure.cones)
-        cres = _residual(ops, q, b, cx, cy, cs)
-        _keep(best, best_res, live & (cres < best_res), (cx, cy, cs), cres)
+        cres = _residual(ops, q, b, cx, cy, cs, snapped=True)
+        _keep(best, best_res, ok & (cres < best_res), (cx, cy, cs), cres)
+        # The snapped point's residual decides: it sees the error of an iterate's
+        # complementarity (y_i ~ mu / s_i on a row 1e-4 from its kink) that the raw one hides.
+        live = ok & (cres > target)
         for _ in range(max_steps):
             live = live & (cres > REFINE_FLOOR)
             if not bool(live.any()):
@@ -188,7 +201,7 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
             for _ in range(BACKTRACKS + 1):
                 tx = cx + t * dx
                 ts_, ty = snap(w + t * dw, torch.zeros_like(w), structure.cones)
-                tres = _residual(ops, q, b, tx, ty, ts_)
+                tres = _residual(ops, q, b, tx, ty, ts_, snapped=True)
                 better = live & ~taken & torch.isfinite(tres) & (tres < cres)
                 cx = torch.where(better[:, None], tx, cx)
                 cy = torch.where(better[:, None], ty, cy)

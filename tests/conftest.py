@@ -412,6 +412,27 @@ def random_lp_batch(n=8, z=2, l=14, batch=4, structure_seed=0, seed=1) -> ConicB
     return stack_batch(problems)
 
 
+def near_degenerate_qp_batch(batch: int = 4, n: int = 8, m: int = 12, seed: int = 3
+                             ) -> ConicBatch:
+    """QPs (dense P and A) with a unique solution next to a kink: rows 0..n/2-1 active
+    (``s = 0, y > 0``), row n/2 NOT binding with slack 3e-4..7e-4 (``y = 0``), the rest
+    inactive with slack O(1). An interior-point adjoint smooths over ~sqrt(tol) and sees the
+    near row as partly active (issue 12: 3e-3..7e-2 off central differences at tol=1e-8)."""
+    rng = np.random.default_rng(seed)
+    problems = []
+    for _ in range(batch):
+        L = rng.standard_normal((n, n)) / math.sqrt(n)
+        Pd = L @ L.T + 0.1 * np.eye(n)
+        P = _csc_from_mask(np.ones((n, n), bool), lambda k, Pd=Pd: Pd.ravel(order="F"))
+        A = _csc_from_mask(np.ones((m, n), bool), lambda k: rng.standard_normal(k))
+        x = rng.standard_normal(n)
+        s = np.concatenate([np.zeros(n // 2), [rng.uniform(3e-4, 7e-4)],
+                            rng.uniform(0.5, 2.0, m - n // 2 - 1)])
+        y = np.concatenate([rng.uniform(0.5, 2.0, n // 2), np.zeros(m - n // 2)])
+        problems.append(ConicProblem(P, -Pd @ x - A.T @ y, A, A @ x + s, {"l": m}, x, y, s))
+    return stack_batch(problems)
+
+
 def random_conic_lp_batch(
     cones: dict, batch: int = 4, *, density: float = 0.7, structure_seed: int = 0, seed: int = 1
 ) -> ConicBatch:
@@ -645,9 +666,12 @@ CONE_SUITE = {
 
 
 def suite_batch(name: str, batch: int = 4, seed: int = 1) -> ConicBatch:
-    """The named problem family of :data:`CONE_SUITE` (one shared structure)."""
+    """The named problem family of :data:`CONE_SUITE` (one shared structure), or
+    "qp_degenerate" (:func:`near_degenerate_qp_batch`, not in the suite's fixtures)."""
     if name == "lp":
         return random_lp_batch(batch=batch, seed=seed)
+    if name == "qp_degenerate":
+        return near_degenerate_qp_batch(batch=batch, seed=seed)
     cones, n = CONE_SUITE[name]
     return random_problem_batch(cones, n, batch=batch, seed=seed)
 

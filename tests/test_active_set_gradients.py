@@ -14,9 +14,8 @@ import warnings
 import cvxpy as cp
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
-from conftest import rel_err
+from conftest import near_degenerate_qp_batch, rel_err
 from cvxpylayers.torch import CvxpyLayer
 
 import pounce_cvxpy  # noqa: F401  (registers "pounce")
@@ -77,10 +76,20 @@ def test_clipping_layer_near_both_bounds():
     assert _max_rel(_grads(out, G, (z,)), _grads(exact, G, (z,))) < 1e-6
 
 
+def _sparsemax(z):
+    """Sparsemax (Martins & Astudillo 2016): max(z - tau, 0) with the threshold tau that
+    makes it sum to 1."""
+    u = torch.sort(z, dim=-1, descending=True).values
+    k = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    c = u.cumsum(-1)
+    size = ((u - (c - 1) / k) > 0).sum(-1, keepdim=True)
+    tau = (c.gather(-1, size - 1) - 1) / size
+    return torch.clamp(z - tau, min=0.0)
+
+
 def _sparsemax_jacobian_vjp(p, g):
-    """Sparsemax's J'g: with S the support of p (entries above 1e-9: the solve's zeros are
-    ~1e-11), J = diag(1_S) - 1_S 1_S' / |S|."""
-    S = (p > 1e-9).to(p.dtype)
+    """Sparsemax's J'g: with S the support of p, J = diag(1_S) - 1_S 1_S' / |S|."""
+    S = (p > 0).to(p.dtype)
     return S * (g - (S * g).sum(-1, keepdim=True) / S.sum(-1, keepdim=True))
 
 
@@ -95,9 +104,11 @@ def test_sparsemax_layer_matches_its_closed_form_and_diffcp():
     G = torch.randn(B, n, dtype=DT)
     out = ours(z)[0]
     (g_ours,) = _grads(out, G, (z,))
-    support = (out > 1e-9).sum(-1)
+    exact = _sparsemax(z.detach())
+    support = (exact > 0).sum(-1)
     assert (support >= 2).all() and (support < n).all(), support  # kinked: some zero, some not
-    assert rel_err(g_ours.numpy(), _sparsemax_jacobian_vjp(out.detach(), G).numpy()) < 1e-7
+    assert _max_rel([out], [exact]) < 1e-8
+    assert rel_err(g_ours.numpy(), _sparsemax_jacobian_vjp(exact, G).numpy()) < 1e-7
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = theirs(z, solver_args={"eps": 1e-12, "mode": "dense", "max_iters": 100_000})[0]
@@ -105,35 +116,14 @@ def test_sparsemax_layer_matches_its_closed_form_and_diffcp():
     assert rel_err(g_ours.numpy(), g_ref.numpy()) < 1e-6
 
 
-def _near_degenerate_qps(B: int, n: int = 8, m: int = 12, seed: int = 3):
-    """QPs with a known solution: rows 0..n/2-1 active (s = 0, y > 0), row n/2 NOT binding
-    with slack 3e-4..7e-4 (y = 0), the rest inactive with slack O(1)."""
-    rng = np.random.default_rng(seed)
-    mask = np.ones((m, n), bool)
-    A_pat = sp.csc_matrix(mask.astype(float))
-    P_pat = sp.csc_matrix(np.ones((n, n)))
-    st = pk.ConicStructure.from_scipy(A_pat, {"l": m}, P_pat)
-    Ps, As, qs, bs = [], [], [], []
-    for _ in range(B):
-        L = rng.standard_normal((n, n)) / np.sqrt(n)
-        P = L @ L.T + 0.1 * np.eye(n)
-        A = rng.standard_normal((m, n))
-        x = rng.standard_normal(n)
-        s = np.concatenate([np.zeros(n // 2), [rng.uniform(3e-4, 7e-4)],
-                            rng.uniform(0.5, 2.0, m - n // 2 - 1)])
-        y = np.concatenate([rng.uniform(0.5, 2.0, n // 2), np.zeros(m - n // 2)])
-        Ps.append(P.T.ravel())
-        As.append(A.T.ravel())
-        qs.append(-P @ x - A.T @ y)
-        bs.append(A @ x + s)
-    return st, [torch.tensor(np.array(v)) for v in (Ps, qs, As, bs)]
-
-
 @pytest.mark.parametrize("backward", ["dense", "sparse"])
 def test_near_degenerate_qp_batch_matches_central_differences(backward):
     """A non-binding row with slack 3e-4..7e-4 (issue 12: 3e-3..7e-2 off before); central
     differences through tol=1e-12 solves, the gradient at the default tol."""
-    st, vals = _near_degenerate_qps(B=6)
+    bt = near_degenerate_qp_batch(batch=6)
+    st = pk.ConicStructure(bt.n, bt.m, bt.a_indptr, bt.a_indices, bt.cones,
+                           bt.p_indptr, bt.p_indices)
+    vals = [torch.tensor(v) for v in (bt.p_values, bt.q, bt.a_values, bt.b)]
     rng = np.random.default_rng(4)
     g = [torch.tensor(rng.standard_normal((6, k))) for k in (st.n, st.m, st.m)]
     _, state = pk.conic_forward(st, *vals, pk.SolveOptions(backward=backward))

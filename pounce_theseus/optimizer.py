@@ -64,9 +64,10 @@ class PounceOptimizer(NonlinearOptimizer):
         acceptable_tol: Ipopt's acceptable-level tolerance: an element whose KKT error
             stays under it for Ipopt's ``acceptable_iter`` iterations counts as CONVERGED.
         solver_options: extra POUNCE/Ipopt options, e.g. ``{"mu_strategy": "monotone"}``.
-        max_restarts: an element that stopped unconverged with iterations left is
-            solved again from where it stopped, at most this many times (within
-            ``max_iterations``).
+        max_restarts, recenter_angle: an element that stopped unconverged, or whose
+            rotation moved more than ``recenter_angle`` radians in its chart, is solved
+            again from where it stopped, in a chart centred there, at most
+            ``max_restarts`` times (within ``max_iterations``).
         batch_solve: ``"elementwise"`` (one solve per element, in lockstep), ``"joint"``
             (one block-diagonal solve first, one line search for all) or ``"auto"``
             (elementwise up to 8 elements; see :mod:`pounce_theseus.solve`).
@@ -94,6 +95,7 @@ class PounceOptimizer(NonlinearOptimizer):
         acceptable_tol: float = 1e-6,
         solver_options: dict[str, Any] | None = None,
         max_restarts: int = 3,
+        recenter_angle: float = 1.0,
         batch_solve: str = "auto",
         **kwargs: Any,
     ):
@@ -121,6 +123,7 @@ class PounceOptimizer(NonlinearOptimizer):
         self.constraints = list(constraints or [])
         self.solver_options = dict(solver_options or {})
         self.max_restarts = int(max_restarts)
+        self.recenter_angle = float(recenter_angle)
         self.batch_solve = batch_solve
         self.last_solve: dict[str, Any] = {}
         self._warned: set[str] = set()
@@ -171,7 +174,8 @@ class PounceOptimizer(NonlinearOptimizer):
             max_iterations=int(self.params.max_iterations),
             options={"tol": self.tol, "acceptable_tol": self.acceptable_tol,
                      **self.solver_options},
-            max_restarts=self.max_restarts, batch_solve=self.batch_solve,
+            max_restarts=self.max_restarts, recenter_angle=self.recenter_angle,
+            batch_solve=self.batch_solve,
             track_iterates=bool(verbose or end_iter_callback is not None
                                 or track_err_history or track_state_history),
         )

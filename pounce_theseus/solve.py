@@ -11,9 +11,9 @@ unconverged then continue elementwise. ``batch_solve="auto"`` solves batches of 
 ``ELEMENTWISE_MAX_BATCH`` elements elementwise and larger ones jointly first.
 
 Restarts: an element whose solve ended unconverged with iterations left (a stall, a
-failed restoration, a joint solve's stop) is solved again from where it stopped, in a
-chart centred there (which also keeps Lie-group charts near their base), at most
-``max_restarts`` times.
+failed restoration, a joint solve's stop), or whose rotation moved more than
+``recenter_angle`` radians in its chart, is solved again from where it stopped, in a chart
+centred there, at most ``max_restarts`` times.
 
 Budget: an element's iterations over its solves never exceed ``max_iterations``.
 Status: an element is converged when its solve ended with Ipopt's convergence test
@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from theseus.geometry import SE2, SE3, SO2, SO3
 
 from pounce_kkt.nlp_kkt import project_onto_bounds
 
@@ -49,6 +50,8 @@ BATCH_SOLVES = ("auto", "elementwise", "joint")
 # thread hand-off (about 0.1 ms on a loaded 2-core machine), so larger batches of small
 # problems are solved jointly first (curve fit, B=64: 0.18 s elementwise, 0.014 s joint).
 ELEMENTWISE_MAX_BATCH = 8
+# Rotation coordinates inside each group's tangent vector (Theseus' ordering).
+_ROTATION_COORDS = {SO2: slice(0, 1), SE2: slice(2, 3), SO3: slice(0, 3), SE3: slice(3, 6)}
 
 
 @dataclass
@@ -58,6 +61,7 @@ class SolveSettings:
     max_iterations: int
     options: dict[str, Any]
     max_restarts: int = 3
+    recenter_angle: float = 1.0
     batch_solve: str = "auto"
     track_iterates: bool = False
 
@@ -258,9 +262,12 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         jobs = [_job(nlp, hub, g, settings, int(res.iterations[g].max())) for g in groups]
         for g, out in zip(groups, hub.run(jobs), strict=True):
             _absorb(res, g, out, settings.options.get("acceptable_tol", 1e-6))
-        # Unconverged elements with iterations left continue alone from where they
-        # stopped, in a chart centred there.
-        todo = todo[~res.converged[todo] & res.solved[todo]
+        # Elements that stopped unconverged, or far out in a rotation chart (where the
+        # exponential map's Jacobian degrades and can even vanish, making spurious
+        # stationary points), continue alone from where they stopped, in a chart
+        # centred there, while they have iterations left.
+        far = _chart_stretch(chart, res.delta[todo]) > settings.recenter_angle
+        todo = todo[(~res.converged[todo] | far) & res.solved[todo]
                     & (res.iterations[todo] < settings.max_iterations)]
         if not todo.size or attempt == settings.max_restarts:
             break
@@ -328,6 +335,19 @@ def _absorb(res: BatchResult, rows: np.ndarray, raw: dict[str, Any],
     res.converged[rows] = res.solved[rows] & (
         (raw["status"] in SUCCESS) | (res.kkt_error[rows] <= acceptable_tol)
     )
+
+
+def _chart_stretch(chart, delta: np.ndarray) -> np.ndarray:
+    """Largest rotation angle (tangent norm of the rotation part) of any rotation-carrying
+    variable in its chart, per row; Vector/Point charts never degrade."""
+    far = np.zeros(delta.shape[0])
+    for v in chart.vars:
+        rot = _ROTATION_COORDS.get(type(v))
+        if rot is not None:
+            start = chart.offsets[v.name].start
+            part = delta[:, start + rot.start : start + rot.stop]
+            far = np.maximum(far, np.linalg.norm(part, axis=1))
+    return far
 
 
 def write_solution(nlp: BatchNlp, res: BatchResult) -> None:

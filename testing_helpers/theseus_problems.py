@@ -184,8 +184,7 @@ def synthetic_pose_graph(
     np.random.seed(seed)
     random.seed(seed)
     g = torch.Generator().manual_seed(seed)
-    make = theg.PoseGraphDataset.generate_synthetic_3D if dims == 3 else \
-        theg.PoseGraphDataset.generate_synthetic_2D
+    make = theg.PoseGraphDataset.generate_synthetic_3D if dims == 3 else _synthetic_2d
     pg, _ = make(num_poses=num_poses, translation_noise=0.05, rotation_noise=0.02,
                  loop_closure_ratio=loop_closure_ratio,
                  loop_closure_outlier_ratio=outlier_ratio, batch_size=batch_size,
@@ -205,3 +204,53 @@ def synthetic_pose_graph(
     inputs.update({e.relative_pose.name: e.relative_pose.tensor for e in batch.edges})
     inputs["log_loss_radius"] = torch.full((1, 1), 3.0, dtype=torch.float64)
     return obj, inputs, list(batch.poses), list(batch.gt_poses)
+
+
+def _synthetic_2d(num_poses, translation_noise, rotation_noise, loop_closure_ratio,
+                  loop_closure_outlier_ratio, batch_size, dataset_size, generator, dtype,
+                  max_num_loop_closures=10):
+    """Theseus' ``PoseGraphDataset.generate_synthetic_3D`` in SE2 (Theseus has no 2-D
+    generator): the same random odometry, loop closures and outliers."""
+    import numpy as np
+    from theseus.utils.examples.pose_graph.dataset import PoseGraphDataset, PoseGraphEdge
+
+    def noise(rows):
+        return th.SE2.exp_map(torch.cat([
+            translation_noise * (2.0 * torch.rand(rows, 2, dtype=dtype) - 1),
+            rotation_noise * (2.0 * torch.rand(rows, 1, dtype=dtype) - 1)], dim=1))
+
+    info = torch.tensor([1 / translation_noise] * 2 + [1 / rotation_noise],
+                        dtype=dtype).view(1, -1)
+    eye = th.SE2(x_y_theta=torch.zeros(dataset_size, 3, dtype=dtype)).tensor
+    poses = [th.SE2(tensor=eye.clone(), name="VERTEX_SE2__0")]
+    gt_poses = [th.SE2(tensor=eye.clone(), name="VERTEX_SE2_GT__0")]
+    edges = []
+    for n in range(1, num_poses):
+        gt_rel = th.SE2.exp_map(torch.cat([torch.rand(dataset_size, 2, dtype=dtype) - 0.5,
+                                           2.0 * torch.rand(dataset_size, 1, dtype=dtype) - 1],
+                                          dim=1))
+        rel = gt_rel.compose(noise(dataset_size))
+        rel.name = f"EDGE_SE2__{n - 1}_{n}"
+        weight = th.DiagonalCostWeight(th.Variable(info), name=f"EDGE_WEIGHT__{n - 1}_{n}")
+        gt_pose = gt_poses[-1].compose(gt_rel)
+        gt_pose.name = f"VERTEX_SE2_GT__{n}"
+        pose = poses[-1].compose(rel)
+        pose.name = f"VERTEX_SE2__{n}"
+        gt_poses.append(gt_pose)
+        poses.append(pose)
+        edges.append(PoseGraphEdge(n - 1, n, relative_pose=rel, weight=weight))
+        if np.random.rand(1) <= loop_closure_ratio and n - 1 > 0:
+            count = np.random.randint(max_num_loop_closures) + 1
+            for i in set(np.random.randint(0, n - 1, count)):
+                gt_rel = gt_poses[i].inverse().compose(gt_poses[n])
+                if np.random.rand(1) > loop_closure_outlier_ratio:
+                    wrong = noise(1)
+                else:
+                    wrong = th.SE2.rand(dataset_size, generator=generator, dtype=dtype)
+                rel = gt_rel.compose(wrong)
+                rel.name = f"EDGE_SE2__{i}_{n}"
+                weight = th.DiagonalCostWeight(th.Variable(info), name=f"EDGE_WEIGHT__{i}_{n}")
+                edges.append(PoseGraphEdge(i, n, relative_pose=rel, weight=weight))
+    for pose, gt in zip(poses, gt_poses, strict=True):
+        pose.tensor = gt.compose(noise(1)).tensor
+    return PoseGraphDataset(poses, edges, gt_poses, batch_size=batch_size), None

@@ -39,7 +39,7 @@ from pounce_kkt.validation import (
 
 BACKWARDS = ("auto", "dense", "sparse")
 # Default tolerances (SolveOptions.tol=None), measured in docs/design.md "Default tolerance".
-TOL_CONIC = 1e-10
+TOL_CONIC = 1e-8
 TOL_QP = 1e-8
 ON_FAILURE = ("raise", "nan")
 
@@ -50,10 +50,10 @@ class SolveOptions:
 
     tol, max_iter, time_limit (seconds per item, None = none): the native solve. tol=None
     (the default) picks the tol per problem class (docs/design.md, "Default tolerance"):
-    TOL_QP when every row is a zero or nonneg row (LP/QP: within ~3e-8 of the exact solution
-    there already), TOL_CONIC with any SOC, PSD, exp or power cone (SOC and PSD converge like
-    sqrt(tol) and need it for 1e-6; exp solutions are accurate at 1e-8 but two nearby solves
-    differ by ~1e-9, which finite-difference checks of gradients see).
+    TOL_QP when every row is a zero or nonneg row, TOL_CONIC with any SOC, PSD, exp or power
+    cone; both 1e-8, because solution refinement (``refine``) takes the solve from there to
+    ~1e-15 and the active-set backward's gradients are then as accurate as from a 1e-12
+    solve (measured per class in docs/design.md, "Default tolerance").
     backward: "dense" (Torch, differentiable again), "sparse" (native sparse LDL'),
     or "auto": dense when n + m <= dense_max_dim or when the backward itself is being
     differentiated (create_graph=True), sparse otherwise. (Measured on B = 64 cvxpylayers

@@ -12,6 +12,11 @@ thread count; at the end the RSS growth between solve 2,000 (or the first report
 fifth of the run) and the last, which should stay under 5% with flat thread counts.
 
     python benchmarks/soak.py [--solves 10000] [--every 1000]
+
+Measured 2026-11-30 (2 shared cores, ~13 min): RSS 966.7 MB at solve 2,000 and 966.8 MB at
+10,000 (+0.01%), 6 OS threads and 1 Python thread throughout. The same script on the code
+before the float64 CvxpyLayer leak was fixed (commit ac5148c) grew 4.8 MB per 500 solves
+(+1.98% from solve 1,000 to 3,000, about 24 KB per float64 layer call).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import torch
 from pounce_kkt.nlp_kkt import implicit_step_with_limits
 
 from .batch_nlp import BatchNlp, Evaluation, ProblemStructure
-from .compat import error_metric
+from .compat import error_metric, weighted_error
 from .constraints import Bound
 from .hessian import ExactHessian
 from .solve import BatchResult
@@ -71,7 +71,7 @@ def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchR
     with torch.enable_grad():
         delta0 = chart.zeros(bsz).requires_grad_(True)
         chart.apply(delta0)
-        e = objective.error()
+        e = weighted_error(objective, chart.sources)
         f = error_metric(objective, e)
         c = structure.constraint_values()
         lam = torch.as_tensor(res.lam, dtype=dtype, device=delta0.device)

@@ -21,7 +21,7 @@ import torch
 from pounce_kkt.nlp_kkt import INF
 
 from .chart import TangentChart
-from .compat import error_metric, error_row_blocks, is_least_squares
+from .compat import error_metric, error_row_blocks, is_least_squares, weighted_error
 from .constraints import Bound, Constraint
 from .hessian import (
     BatchedVjp,
@@ -274,7 +274,7 @@ class BatchNlp:
         d = torch.tensor(delta, dtype=self.dtype, device=self.device).requires_grad_(True)
         with torch.enable_grad():
             self.chart.apply(d)
-            e = self.th_objective.error()
+            e = weighted_error(self.th_objective, self.chart.sources)
             f = error_metric(self.th_objective, e)
             c = self.s.constraint_values()
         ev = Evaluation(d, e, f, c, self.s.vjp, self.least_squares)

@@ -29,6 +29,7 @@ class TangentChart:
             self.offsets[v.name] = slice(start, start + v.dof())
             start += v.dof()
         self.dim = start
+        self._dofs = [v.dof() for v in self.vars]
         # Variables whose retract is Theseus' plain Vector one (x0 + delta) are set
         # directly; the others go through Theseus' (possibly vectorised) retract.
         self._plain = [has_vector_retract(v) for v in self.vars]
@@ -46,6 +47,10 @@ class TangentChart:
         self._stacked_for: list[torch.Tensor] | None = None
         self._stacked: list = []
         self.base: list[torch.Tensor] = []
+        # name -> (stacked tensor, position, the variable's tensor) of the group-retracted
+        # variables of the last apply(): a consumer may gather many variables from the
+        # stacked tensor in one op (see compat.weighted_error)
+        self.sources: dict[str, tuple] = {}
         self.recenter()
 
     def recenter(self) -> None:
@@ -56,11 +61,16 @@ class TangentChart:
         ]
 
     def apply(self, delta: torch.Tensor) -> None:
-        """Set every optim var to ``base (+) delta`` (differentiable in ``delta``)."""
-        for v, t, plain in zip(self.vars, self.base, self._plain, strict=True):
-            if plain:
-                sl = self.offsets[v.name]
-                v.update(torch.add(t, delta[:, sl]))
+        """Set every optim var to ``base (+) delta`` (differentiable in ``delta``).
+
+        Pieces are cut with one ``split`` per tensor, whose backward assembles the
+        gradient once; a slice per variable would materialise a full-size gradient per
+        variable in every backward pass (quadratic in the number of variables)."""
+        if any(self._plain):
+            parts = delta.split(self._dofs, dim=1)
+            for v, t, plain, part in zip(self.vars, self.base, self._plain, parts, strict=True):
+                if plain:
+                    v.update(torch.add(t, part))
         if not self._groups:
             return
         if self._stacked_for is not self.base:  # a new base (recentred or swapped in)
@@ -71,12 +81,14 @@ class TangentChart:
                 self._stacked.append(stacked)
             self._stacked_for = self.base
         b = delta.shape[0]
+        self.sources = {}
         for (ks, cols), stacked in zip(self._groups, self._stacked, strict=True):
             dof = cols.numel() // len(ks)
             d = delta[:, cols.to(delta.device)].view(b, len(ks), dof).transpose(0, 1)
             new = stacked.retract(d.reshape(len(ks) * b, dof)).tensor
-            for i, k in enumerate(ks):
-                self.vars[k].update(new[i * b : (i + 1) * b])
+            for pos, (k, piece) in enumerate(zip(ks, new.split(b), strict=True)):
+                self.vars[k].update(piece)
+                self.sources[self.vars[k].name] = (new, pos, piece)
 
     def restore(self) -> None:
         """Put the base values back into the variables."""

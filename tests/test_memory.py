@@ -114,9 +114,23 @@ CHILD = textwrap.dedent(r'''
 
     import theseus as th
     from pounce_theseus import PounceOptimizer
-    from testing_helpers.theseus_problems import curve_fit
 
-    obj, inputs = curve_fit(4)
+    # y = a exp(b x) fitted to 20 samples, a batch of 4 (float64).
+    xs = torch.linspace(0.0, 1.0, 20, dtype=torch.float64).expand(4, 20).clone()
+    ys = 1.5 * torch.exp(-xs) + 0.05 * torch.randn(4, 20, dtype=torch.float64)
+    a, b = th.Vector(1, name="a", dtype=torch.float64), th.Vector(1, name="b", dtype=torch.float64)
+
+    def fit_error(optim_vars, aux_vars):
+        return optim_vars[0].tensor * torch.exp(optim_vars[1].tensor * aux_vars[0].tensor) \
+            - aux_vars[1].tensor
+
+    obj = th.Objective(dtype=torch.float64)
+    weight = th.ScaleCostWeight(th.Variable(torch.ones(1, 1, dtype=torch.float64), name="w"))
+    obj.add(th.AutoDiffCostFunction([a, b], fit_error, 20, name="fit", cost_weight=weight,
+                                    aux_vars=[th.Variable(xs, name="x"),
+                                              th.Variable(ys, name="y")]))
+    inputs = {"a": torch.ones(4, 1, dtype=torch.float64),
+              "b": torch.zeros(4, 1, dtype=torch.float64), "x": xs, "y": ys}
     layer = th.TheseusLayer(PounceOptimizer(obj, tol=1e-10))
 
     def theseus_step(i):

@@ -67,6 +67,7 @@ from pounce_cvxpy.solver_interface import LayerSolverError
 from pounce_kkt import ConicState, conic_forward, conic_jvp, conic_vjp
 from pounce_kkt.accuracy import enforce_accuracy
 from pounce_kkt.user_warnings import warn_user
+from pounce_kkt.validation import scaling_hint
 
 ZERO, POS, SOC, PSD, EXP, EXP_DUAL, POWER = "z", "l", "q", "s", "ep", "ed", "p"
 MODES = ("dense", "lsqr", "lsmr", "lpgd", "lpgd_right", "lpgd_left")
@@ -144,7 +145,10 @@ def _solve(programs: list[ProgramData], warm_starts: Sequence[Any] | None,
         warn_user("Solved/Inaccurate.")  # diffcp's own warning text
     failed = [i for i, st in enumerate(statuses) if st not in pounce_kkt.SOLVED_STATUSES]
     if failed and on_failure == "raise":
-        raise SolverError(failed[0], statuses[failed[0]], statuses)
+        bad = programs[failed[0]]
+        hint = scaling_hint({"A": bad.A.data, "b": bad.b, "c": bad.c,
+                             "P": None if bad.P is None else bad.P.data}, failed[0])
+        raise SolverError(failed[0], statuses[failed[0]], statuses, hint=hint)
     return groups
 
 

@@ -251,7 +251,8 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
     ok = torch.tensor([st_ in SOLVED_STATUSES for st_ in status], dtype=torch.bool)
     if options.on_failure == "raise" and not bool(ok.all()):
         first = int((~ok).nonzero()[0, 0])
-        raise SolverError(first, status[first], status, hint=scaling_hint(v, first))
+        item = {k: None if t is None else t[first] for k, t in v.items()}
+        raise SolverError(first, status[first], status, hint=scaling_hint(item, first))
     x = torch.from_numpy(np.asarray(out["x"], dtype=np.float64).copy())
     y = torch.from_numpy(np.asarray(out["y"], dtype=np.float64).copy())
     s = torch.from_numpy(np.asarray(out["s"], dtype=np.float64).copy())

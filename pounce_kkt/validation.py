@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -87,18 +89,19 @@ def batch_size(named: dict[str, torch.Tensor | None]) -> int | None:
 EXTREME_SCALE = 1e12
 
 
-def scaling_hint(values: dict[str, torch.Tensor | None], item: int) -> str:
+def scaling_hint(values: dict[str, Any], item: int) -> str:
     """A note for a failed solve of batch item `item` when its data is extremely scaled.
 
-    `values` maps array names to (B, k) tensors. Returns "" for well-scaled data, else a
-    sentence naming the arrays holding the largest and smallest nonzero |entry|.
+    `values` maps array names to that item's values (tensors or arrays, any shape; None
+    skipped). Returns "" for well-scaled data, else a sentence naming the arrays holding the
+    largest and smallest nonzero |entry|.
     """
     big = (0.0, "")
     small = (np.inf, "")
     for name, t in values.items():
-        if t is None or t.shape[-1] == 0:
+        if t is None:
             continue
-        a = np.abs(t[item].detach().numpy())
+        a = np.abs(t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t))
         nz = a[a > 0]
         if nz.size:
             big = max(big, (float(nz.max()), name))

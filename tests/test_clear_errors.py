@@ -157,3 +157,11 @@ def test_psd_with_exp_cone_fails_when_the_layer_is_built():
         CvxpyLayer(problem, [c], [X], solver="pounce")
     with pytest.raises(ValueError, match="cannot solve PSD cones"):
         ConicStructure(2, 6, [0, 0, 0], [], {"s": [2], "p": [0.5]})
+
+
+def test_diffcp_api_failure_of_extremely_scaled_data_hints_at_scaling():
+    c = 1e200
+    A = sp.csc_matrix(np.array([[c, c], [-1.0, 0.0], [0.0, -1.0]]))
+    with pytest.raises(pounce_diffcp.SolverError, match="extremely scaled.*1.0e\\+200"):
+        pounce_diffcp.solve_and_derivative(A, np.array([c, 0.0, 0.0]), np.array([-2.0, -2.0]),
+                                           {"l": 3}, P=sp.csc_matrix(2.0 * np.eye(2)))

@@ -274,6 +274,7 @@ def _scale_case(dims, n, bsz, repeats):
     for r in rows.values():
         r["grad_err"] = abs(r["grad"] - fd) / max(abs(fd), 1e-300)
         r["ref_err"] = info.last_err.mean().item()
+        r["fd"] = fd
     return rows
 
 
@@ -295,7 +296,7 @@ def scale_main(args) -> None:
     hdr = (f"{'graph':6s} {'poses':>5s} {'B':>2s} {'Pounce fwd/bwd s':>17s} "
            f"{'LM fwd/bwd s':>14s} {'ratio':>6s} {'err Pounce':>11s} {'err LM':>11s} "
            f"{'err ref':>11s} {'grad err P':>10s} {'grad err LM':>11s} {'H calls':>7s} "
-           f"{'ms/H':>7s} {'load':>5s}")
+           f"{'ms/H':>7s} {'load':>5s}  dL/dr: Pounce, LM, central diff.")
     print(hdr)
     print("-" * len(hdr))
     for dims, n, bsz, p, lm, load in table:
@@ -303,7 +304,8 @@ def scale_main(args) -> None:
         print(f"SE{dims:<4d} {n:5d} {bsz:2d} {p['fwd']:8.2f}/{p['bwd']:<8.2f} "
               f"{lm['fwd']:6.2f}/{lm['bwd']:<7.2f} {ratio:6.1f} {p['err']:11.3f} "
               f"{lm['err']:11.3f} {p['ref_err']:11.3f} {p['grad_err']:10.1e} "
-              f"{lm['grad_err']:11.1e} {p['hess_calls']:7.0f} {p['hess_ms']:7.1f} {load:5.1f}")
+              f"{lm['grad_err']:11.1e} {p['hess_calls']:7.0f} {p['hess_ms']:7.1f} {load:5.1f}  "
+              f"{p['grad']:.6e}, {lm['grad']:.6e}, {p['fd']:.6e}")
     _plot_scale(table)
 
 

@@ -13,8 +13,9 @@ fifth of the run) and the last, which should stay under 5% with flat thread coun
 
     python benchmarks/soak.py [--solves 10000] [--every 1000]
 
-Measured 2026-11-30 (2 shared cores, ~13 min): RSS 966.7 MB at solve 2,000 and 966.8 MB at
-10,000 (+0.01%), 6 OS threads and 1 Python thread throughout. The same script on the code
+Measured 2026-11-30 (2 shared cores, commit aa0dbf7, 586 s): RSS 967.1 MB at solve 2,000 and
+at 10,000 (+0.01% as printed), 6 OS threads and 1 Python thread throughout (an earlier run,
+13 min under heavier load: 966.7 -> 966.8 MB). The same script on the code
 before the float64 CvxpyLayer leak was fixed (commit ac5148c) grew 4.8 MB per 500 solves
 (+1.98% from solve 1,000 to 3,000, about 24 KB per float64 layer call).
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +37,22 @@ def _is_empty(v: Any) -> bool:
     return len(v) == 0
 
 
-def _count(v: Any) -> int:
-    return 0 if _is_empty(v) else int(v)
+def _count(v: Any) -> Any:
+    # Converted (and checked: 2.7 is refused, never truncated) in ConeDims.__post_init__.
+    return 0 if _is_empty(v) else v
+
+
+def _whole(name: str, v: Any) -> int:
+    """A cone count or size as an int; a non-integer raises naming the entry."""
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"cone size {name} must be an integer, got {v!r}")
+    try:
+        return operator.index(v)
+    except TypeError:
+        pass
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return int(v)
+    raise TypeError(f"cone size {name} must be an integer, got {type(v).__name__} {v!r}")
 
 
 def _sizes(v: Any) -> tuple:
@@ -75,11 +90,11 @@ class ConeDims:
     p: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "z", int(self.z))
-        object.__setattr__(self, "l", int(self.l))
-        object.__setattr__(self, "ep", int(self.ep))
-        object.__setattr__(self, "q", tuple(int(d) for d in self.q))
-        object.__setattr__(self, "s", tuple(int(d) for d in self.s))
+        object.__setattr__(self, "z", _whole("z", self.z))
+        object.__setattr__(self, "l", _whole("l", self.l))
+        object.__setattr__(self, "ep", _whole("ep", self.ep))
+        object.__setattr__(self, "q", tuple(_whole(f"q[{i}]", d) for i, d in enumerate(self.q)))
+        object.__setattr__(self, "s", tuple(_whole(f"s[{i}]", d) for i, d in enumerate(self.s)))
         object.__setattr__(self, "p", tuple(float(a) for a in self.p))
         if min(self.z, self.l, self.ep) < 0:
             raise ValueError(f"cone counts must be >= 0: {self}")

@@ -48,7 +48,8 @@ ON_FAILURE = ("raise", "nan")
 class SolveOptions:
     """Options of the forward solve and the backward.
 
-    tol, max_iter, time_limit (seconds per item, None = none): the native solve. tol=None
+    tol, max_iter, time_limit (seconds for the whole batch call, None = none): the native
+    solve; items not started by then get status "time_limit". tol=None
     (the default) picks the tol per problem class (docs/design.md, "Default tolerance"):
     TOL_QP when every row is a zero or nonneg row, TOL_CONIC with any SOC, PSD, exp or power
     cone; both 1e-8, because solution refinement (``refine``) takes the solve from there to
@@ -248,6 +249,15 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
         warm_x=warm[0], warm_y=warm[1], warm_s=warm[2],
     )
     status = list(out["status"])
+    nonconvex = [i for i, st_ in enumerate(status) if st_ == "nonconvex"]
+    if nonconvex:
+        # Not a solver failure but a wrong input: raised whatever on_failure says.
+        more = f" (items {nonconvex[:10]})" if len(nonconvex) > 1 else ""
+        raise ValueError(
+            f"P is not positive semidefinite at batch index {nonconvex[0]}{more}: the problem "
+            "is not convex (status 'nonconvex'; P_eff = (P + P')/2 has an eigenvalue below "
+            "-1e-9 * max|P_eff|)"
+        )
     ok = torch.tensor([st_ in SOLVED_STATUSES for st_ in status], dtype=torch.bool)
     if options.on_failure == "raise" and not bool(ok.all()):
         first = int((~ok).nonzero()[0, 0])

@@ -1,12 +1,16 @@
 //! Batched conic forward solves: one structure, many value sets, rayon across items.
 use crate::certificates::{self, Certificate};
 use crate::cone_layout::{dual_to_scs, slack_scs, warm_to_pounce, ProblemClass};
+use crate::convexity::PsdCheck;
+use crate::interrupt::{self, Cancel};
 use crate::options::{
     backend, fast_qp_options, feral_config, feral_config_fast, kkt_backend, robust_options,
     SolveOptions,
 };
-use crate::structure::{batch_size, ConicStructure};
-use crate::validate::{expect_shape, f64_array, value_error};
+use crate::panic_guard::{catch, guard, TestPanic};
+use crate::pool::threads;
+use crate::structure::{batch_size, p_values as p_values_checked, ConicStructure};
+use crate::validate::{expect_shape, f64_array, value_error, Shared};
 use numpy::{PyArray1, PyArrayMethods};
 use pounce_convex::{
     solve_qp_ipm, solve_socp_ipm, solve_socp_ipm_warm, QpFactorization, QpOptions, QpProblem,
@@ -31,10 +35,25 @@ pub fn status_name(s: QpStatus) -> &'static str {
     }
 }
 
+/// The status of an item whose `P_eff` is not positive semidefinite (convexity.rs); it is
+/// not solved.
+pub const NONCONVEX: &str = "nonconvex";
+
 struct ItemOut {
-    status: QpStatus,
+    status: &'static str,
     iters: usize,
     secs: f64,
+}
+
+impl ItemOut {
+    /// An item that was not solved (its outputs stay zero).
+    fn skipped(status: &'static str) -> Self {
+        ItemOut {
+            status,
+            iters: 0,
+            secs: 0.0,
+        }
+    }
 }
 
 /// The values of one item, borrowed from the batch arrays.
@@ -49,58 +68,112 @@ struct ItemData<'a> {
 /// Everything an item solve needs that is shared by the batch.
 struct Engine<'a> {
     st: &'a ConicStructure,
-    so: SolveOptions,
     robust: QpOptions,
     fast: QpOptions,
     cfg: FeralConfig,
     cfg_fast: FeralConfig,
     /// The QP engine's KKT dimension and approximate lower-triangle nnz (`qp_kkt_size`).
     kkt_size: (usize, usize),
+    /// The end of the call's `time_limit` (one deadline for the whole batch).
+    deadline: Option<Instant>,
+    /// How far a worker's reusable factorization's own time limit may exceed what is left
+    /// before the deadline (see `Engine::solve_qp`).
+    slack: Duration,
 }
 
 /// A rayon worker's reusable QP factorization (symbolic analysis kept across its items).
 enum WorkerFactor {
     Untried,
     Failed,
-    Ready(Box<QpFactorization>),
+    /// With the time limit it was built with (`QpFactorization` keeps its options).
+    Ready(Box<QpFactorization>, Option<Duration>),
+}
+
+/// What one worker keeps across the items of its chunk.
+struct Worker {
+    factor: WorkerFactor,
+    psd: Option<PsdCheck>,
+    /// How long the worker's last item took.
+    last_item: Duration,
+}
+
+impl Worker {
+    fn new(st: &ConicStructure) -> Self {
+        Worker {
+            factor: WorkerFactor::Untried,
+            psd: st
+                .p
+                .as_ref()
+                .map(|_| PsdCheck::new(st.n(), st.map.p_slots())),
+            last_item: Duration::ZERO,
+        }
+    }
 }
 
 impl Engine<'_> {
-    /// What is left of the per-item time limit after `spent`; `None` = no limit.
-    fn remaining(&self, spent: Duration) -> Option<Duration> {
-        self.so.time_limit.map(|t| t.saturating_sub(spent))
+    /// Time left before the batch's deadline; `None` = no limit.
+    fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    fn expired(&self) -> bool {
+        self.remaining() == Some(Duration::ZERO)
     }
 
     /// QP class: the fast reusable-factor direct IPM, then the robust HSDE solve for any item
     /// it does not finish `Optimal` (see options.rs).
+    ///
+    /// Under a time limit, the reusable factorization carries the time left when it was
+    /// built (pounce-convex fixes a `QpFactorization`'s options at build). An item can
+    /// overshoot the batch deadline by no more than its own length, nor by more than that
+    /// stale limit exceeds what is left; so the factorization is rebuilt (a symbolic
+    /// analysis) only when both exceed `slack`, i.e. for items long enough to matter: an
+    /// item then overshoots by at most about `slack` plus one IPM iteration.
     fn solve_qp(
         &self,
         prob: &QpProblem,
         warm: Option<&QpWarmStart>,
-        wf: &mut WorkerFactor,
+        wk: &mut Worker,
     ) -> QpSolution {
-        let t0 = Instant::now();
-        if matches!(wf, WorkerFactor::Untried) {
-            *wf = match QpFactorization::build(prob, &self.fast, || {
+        let left = self.remaining();
+        if let (WorkerFactor::Ready(_, built), Some(left)) = (&wk.factor, left) {
+            if wk.last_item > self.slack && built.is_none_or(|b| b > left + self.slack) {
+                wk.factor = WorkerFactor::Untried;
+            }
+        }
+        if matches!(wk.factor, WorkerFactor::Untried) {
+            let fast = QpOptions {
+                time_limit: left,
+                ..self.fast
+            };
+            wk.factor = match QpFactorization::build(prob, &fast, || {
                 kkt_backend(self.kkt_size.0, self.kkt_size.1, &self.cfg_fast, true)
             }) {
-                Some(f) => WorkerFactor::Ready(Box::new(f)),
+                Some(f) => WorkerFactor::Ready(Box::new(f), left),
                 None => WorkerFactor::Failed,
             };
+            // The build (symbolic analysis and a first factorization) cannot be interrupted;
+            // past the deadline nothing more is started.
+            if self.expired() {
+                return not_started(prob);
+            }
         }
         let mut spent_iters = 0;
-        if let WorkerFactor::Ready(f) = wf {
+        if let WorkerFactor::Ready(f, _) = &mut wk.factor {
             let sol = match warm {
                 Some(w) => f.solve_warm(prob, w),
                 None => f.solve(prob),
             };
-            if sol.status == QpStatus::Optimal {
+            // Past the deadline the robust engine would only spend its setup (equilibration,
+            // a first factorization) before it stops.
+            if sol.status == QpStatus::Optimal || self.expired() {
                 return sol;
             }
             spent_iters = sol.iters;
         }
         let opts = QpOptions {
-            time_limit: self.remaining(t0.elapsed()),
+            time_limit: self.remaining(),
             ..self.robust
         };
         let mut sol = solve_qp_ipm(prob, &opts, || backend(&self.cfg));
@@ -112,7 +185,7 @@ impl Engine<'_> {
     fn solve_item(
         &self,
         d: &ItemData<'_>,
-        wf: &mut WorkerFactor,
+        wk: &mut Worker,
         x: &mut [f64],
         y: &mut [f64],
         s: &mut [f64],
@@ -120,14 +193,33 @@ impl Engine<'_> {
         let t0 = Instant::now();
         let st = self.st;
         let lay = &st.layout;
-        let prob = st.map.problem(lay, d.p, d.a, d.q, d.b);
+        let p_low = st.map.p_lower_values(d.p);
+        if let Some(chk) = wk.psd.as_mut() {
+            if !chk.is_psd(&p_low) {
+                return ItemOut {
+                    secs: t0.elapsed().as_secs_f64(),
+                    ..ItemOut::skipped(NONCONVEX)
+                };
+            }
+        }
+        let prob = st.map.problem(lay, &p_low, d.a, d.q, d.b);
+        if self.expired() {
+            return ItemOut {
+                secs: t0.elapsed().as_secs_f64(),
+                ..ItemOut::skipped(status_name(QpStatus::TimeLimit))
+            };
+        }
         let warm = d.warm.map(|(wx, wy)| warm_to_pounce(lay, wx, wy));
         let mk = || backend(&self.cfg);
+        let robust = QpOptions {
+            time_limit: self.remaining(),
+            ..self.robust
+        };
         let sol = match (lay.class, &warm) {
-            (ProblemClass::Qp, w) => self.solve_qp(&prob, w.as_ref(), wf),
-            (ProblemClass::Conic, None) => solve_socp_ipm(&prob, &lay.specs, &self.robust, mk),
+            (ProblemClass::Qp, w) => self.solve_qp(&prob, w.as_ref(), wk),
+            (ProblemClass::Conic, None) => solve_socp_ipm(&prob, &lay.specs, &robust, mk),
             (ProblemClass::Conic, Some(w)) => {
-                solve_socp_ipm_warm(&prob, &lay.specs, w, &self.robust, mk)
+                solve_socp_ipm_warm(&prob, &lay.specs, w, &robust, mk)
             }
         };
         x.copy_from_slice(&sol.x);
@@ -136,7 +228,7 @@ impl Engine<'_> {
         let (mut status, mut iters) = (sol.status, sol.iters);
         if certificates::wanted(st, status) {
             let opts = QpOptions {
-                time_limit: self.remaining(t0.elapsed()),
+                time_limit: self.remaining(),
                 ..self.robust
             };
             match certificates::find(st, d.p, d.a, d.q, d.b, &opts, mk) {
@@ -153,10 +245,25 @@ impl Engine<'_> {
         }
         certificates::normalize(st, status, d.a, d.q, d.b, x, y, s);
         ItemOut {
-            status,
+            status: status_name(status),
             iters,
             secs: t0.elapsed().as_secs_f64(),
         }
+    }
+}
+
+/// The solution of an item the deadline stopped before its first iteration.
+fn not_started(prob: &QpProblem) -> QpSolution {
+    QpSolution {
+        status: QpStatus::TimeLimit,
+        x: vec![0.0; prob.n],
+        y: vec![0.0; prob.b.len()],
+        z: vec![0.0; prob.h.len()],
+        z_lb: Vec::new(),
+        z_ub: Vec::new(),
+        obj: 0.0,
+        iters: 0,
+        iterates: Vec::new(),
     }
 }
 
@@ -169,17 +276,163 @@ fn qp_kkt_size(st: &ConicStructure) -> (usize, usize) {
     (n + m, p_lower + n + st.a.nnz() + m)
 }
 
+/// The value arrays of a batch, held by its job (validate.rs `Shared`).
+struct Inputs {
+    p: Option<Shared<f64>>,
+    a: Shared<f64>,
+    q: Shared<f64>,
+    b: Shared<f64>,
+    warm: Option<(Shared<f64>, Shared<f64>)>,
+}
+
+/// One call's batch, owned by its job on the pool (interrupt.rs).
+struct Batch {
+    st: ConicStructure,
+    so: SolveOptions,
+    bsz: usize,
+    inputs: Inputs,
+    deadline: Option<Instant>,
+    test_panic: TestPanic,
+}
+
+struct BatchOut {
+    xs: Vec<f64>,
+    ys: Vec<f64>,
+    ss: Vec<f64>,
+    outs: Vec<ItemOut>,
+    /// Handed back so that the array references are released with the GIL held.
+    _inputs: Inputs,
+}
+
+impl Batch {
+    fn run(self, cancel: &Cancel) -> BatchOut {
+        let Batch {
+            st,
+            so,
+            bsz,
+            inputs,
+            deadline,
+            test_panic,
+        } = self;
+        let (n, m) = (st.n(), st.m());
+        let slack = so.time_limit.map_or(Duration::ZERO, |t| {
+            (t / 20).clamp(Duration::from_millis(1), Duration::from_millis(250))
+        });
+        let engine = Engine {
+            st: &st,
+            robust: robust_options(&so),
+            fast: fast_qp_options(&so),
+            cfg: feral_config(),
+            cfg_fast: feral_config_fast(),
+            kkt_size: qp_kkt_size(&st),
+            deadline,
+            slack,
+        };
+        let (qs, bs, avs) = (&*inputs.q, &*inputs.b, &*inputs.a);
+        let pvs = inputs.p.as_deref();
+        let warm = inputs.warm.as_ref().map(|(x, y)| (&**x, &**y));
+        let nnz_a = st.a.nnz();
+        let nnz_p = st.p.as_ref().map_or(0, |p| p.nnz());
+
+        // Chunks are at least 1 wide so that n = 0 or m = 0 still yields B items.
+        let (nw, mw) = (n.max(1), m.max(1));
+        let mut xs = vec![0.0; bsz * nw];
+        let mut ys = vec![0.0; bsz * mw];
+        let mut ss = vec![0.0; bsz * mw];
+        // Contiguous chunks of items, a few per pool thread: each chunk is solved in order by
+        // one worker with one reusable QP factorization, whose symbolic analysis (~2x the
+        // cost of a small solve) is then paid per chunk rather than per rayon split or per
+        // item.
+        let chunks_per_thread = 2;
+        let per = bsz.div_ceil(threads() * chunks_per_thread).max(1);
+        let outs: Vec<ItemOut> = xs
+            .par_chunks_mut(per * nw)
+            .zip(ys.par_chunks_mut(per * mw))
+            .zip(ss.par_chunks_mut(per * mw))
+            .enumerate()
+            .flat_map_iter(|(c, ((xc, yc), sc))| {
+                let mut wk = Worker::new(&st);
+                let count = xc.len() / nw;
+                let mut outs = Vec::with_capacity(count);
+                for j in 0..count {
+                    if cancel.is_set() {
+                        outs.push(ItemOut::skipped(status_name(QpStatus::NumericalFailure)));
+                        continue;
+                    }
+                    if engine.expired() {
+                        outs.push(ItemOut::skipped(status_name(QpStatus::TimeLimit)));
+                        continue;
+                    }
+                    let i = c * per + j;
+                    let d = ItemData {
+                        p: pvs.map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
+                        a: &avs[i * nnz_a..(i + 1) * nnz_a],
+                        q: &qs[i * n..(i + 1) * n],
+                        b: &bs[i * m..(i + 1) * m],
+                        warm: warm
+                            .map(|(wx, wy)| (&wx[i * n..(i + 1) * n], &wy[i * m..(i + 1) * m])),
+                    };
+                    let (x, y, s) = (
+                        &mut xc[j * nw..j * nw + n],
+                        &mut yc[j * mw..j * mw + m],
+                        &mut sc[j * mw..j * mw + m],
+                    );
+                    let t0 = Instant::now();
+                    let solved = catch(|| {
+                        test_panic.at_item(i);
+                        engine.solve_item(&d, &mut wk, &mut *x, &mut *y, &mut *s)
+                    });
+                    match solved {
+                        Ok(o) => {
+                            wk.last_item = t0.elapsed();
+                            outs.push(o)
+                        }
+                        Err(_) => {
+                            // The panic message went to stderr (the panic hook); the item
+                            // fails, its outputs are zeroed and the worker's state rebuilt.
+                            wk = Worker::new(&st);
+                            for v in x.iter_mut().chain(y.iter_mut()).chain(s.iter_mut()) {
+                                *v = 0.0;
+                            }
+                            outs.push(ItemOut {
+                                secs: t0.elapsed().as_secs_f64(),
+                                ..ItemOut::skipped(status_name(QpStatus::NumericalFailure))
+                            });
+                        }
+                    }
+                }
+                outs
+            })
+            .collect();
+        xs.truncate(bsz * n);
+        ys.truncate(bsz * m);
+        ss.truncate(bsz * m);
+        BatchOut {
+            xs,
+            ys,
+            ss,
+            outs,
+            _inputs: inputs,
+        }
+    }
+}
+
 /// Solve a batch of conic programs sharing one sparsity structure.
 ///
 /// Problem (SCS form): minimize 1/2 x'P_eff x + q'x s.t. A x + s = b, s in K, with
 /// P_eff = (P + P')/2 from the values of P's FULL symmetric CSC pattern. Cones `K` in SCS
-/// order: `{"z", "l", "q", "s", "ep", "p"}` (see cone_layout.rs for the mapping to POUNCE).
+/// order: `{"z", "l", "q", "s", "ep", "p"}` (see cone_layout.rs for the mapping to POUNCE);
+/// counts and sizes are ints (a float raises `TypeError`).
 ///
 /// Arrays: `p_values (B, nnzP)` or None with `p_indptr = p_indices = None`; `a_values
 /// (B, nnzA)`, `q (B, n)`, `b (B, m)`, all float64 C-contiguous; int64 index arrays.
-/// Options: `tol`, `max_iter`, `time_limit` (seconds, per item, None = none). Optional warm
-/// start `warm_x (B, n)`, `warm_y (B, m)`; `warm_s (B, m)` is accepted for API symmetry and
-/// only validated (POUNCE re-derives the slack from `x` and recentres it).
+/// Options: `tol`, `max_iter`, `time_limit` (seconds for the WHOLE call, None = none: one
+/// deadline for the batch; an item started before it stops at it, within about one IPM
+/// iteration plus `min(time_limit / 20, 0.25 s)` (see `Engine::solve_qp`), with status
+/// "time_limit" unless it finished; an item not started before it is not solved and gets
+/// "time_limit" with 0 iterations). Optional warm start `warm_x (B, n)`,
+/// `warm_y (B, m)`; `warm_s (B, m)` is accepted for API symmetry and only validated (POUNCE
+/// re-derives the slack from `x` and recentres it).
 ///
 /// Returns `{"x" (B, n), "y" (B, m), "s" (B, m), "status" list[str], "iterations" (B,),
 /// "solve_time" (B,) seconds}` with `y` in K* and `s = b - A x` (0 on zero rows).
@@ -190,10 +443,15 @@ fn qp_kkt_size(st: &ConicStructure) -> (usize, usize) {
 /// unbounded items are certified by the latter); conic problems run the embedding directly.
 /// `iterations` counts every IPM iteration an item spent, over both legs.
 ///
-/// The batch runs on rayon's global pool with the GIL released; each item is solved
-/// single-threaded (feral's serial backend), so no OS threads are created per solve.
-/// Statuses: optimal, optimal_inaccurate, primal_infeasible, dual_infeasible,
-/// iteration_limit, time_limit, numerical_failure.
+/// Convexity: an item whose `P_eff` is not positive semidefinite (to within
+/// `1e-9 * max|P_eff|`, convexity.rs) is not solved and gets the status "nonconvex".
+///
+/// The batch runs on the module's own fork-safe rayon pool (pool.rs) with the GIL released;
+/// each item is solved single-threaded (feral's serial backend), so no OS threads are
+/// created per solve. Ctrl-C raises `KeyboardInterrupt` within about 0.2 s (interrupt.rs).
+/// A Rust panic in an item fails that item ("numerical_failure"); anywhere else it raises
+/// `RuntimeError`. Statuses: optimal, optimal_inaccurate, primal_infeasible,
+/// dual_infeasible, iteration_limit, time_limit, numerical_failure, nonconvex.
 #[pyfunction]
 #[pyo3(signature = (n, m, p_indptr, p_indices, p_values, a_indptr, a_indices, a_values, q, b,
                     cones, tol=1e-8, max_iter=200, time_limit=None, warm_x=None, warm_y=None,
@@ -219,136 +477,98 @@ pub fn conic_solve_batch<'py>(
     warm_y: Option<Bound<'py, PyAny>>,
     warm_s: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    if !(tol > 0.0 && tol.is_finite()) {
-        return Err(value_error(format!(
-            "`tol` must be positive and finite, got {tol}"
-        )));
-    }
-    let time_limit = match time_limit {
-        None => None,
-        Some(t) if t.is_nan() || t < 0.0 => {
-            return Err(value_error(format!("`time_limit` must be >= 0, got {t}")))
+    let started = Instant::now();
+    guard("conic_solve_batch", || {
+        let test_panic = TestPanic::from_env();
+        test_panic.at_call("conic_solve_batch");
+        if !(tol > 0.0 && tol.is_finite()) {
+            return Err(value_error(format!(
+                "`tol` must be positive and finite, got {tol}"
+            )));
         }
-        Some(t) => Duration::try_from_secs_f64(t).ok(),
-    };
-    let st = ConicStructure::from_py(
-        n,
-        m,
-        p_indptr.as_ref(),
-        p_indices.as_ref(),
-        &a_indptr,
-        &a_indices,
-        &cones,
-    )?;
-    let q_arr = f64_array(&q, "q", 2)?;
-    let bsz = batch_size(&q_arr, "q", n)?;
-    let b_arr = f64_array(&b, "b", 2)?;
-    expect_shape("b", &b_arr.shape, &[bsz, m])?;
-    let a_arr = f64_array(&a_values, "a_values", 2)?;
-    expect_shape("a_values", &a_arr.shape, &[bsz, st.a.nnz()])?;
-    let p_arr = st.p_values(p_values.as_ref(), bsz)?;
-    let wx = warm_x
-        .as_ref()
-        .map(|o| f64_array(o, "warm_x", 2))
-        .transpose()?;
-    let wy = warm_y
-        .as_ref()
-        .map(|o| f64_array(o, "warm_y", 2))
-        .transpose()?;
-    let ws = warm_s
-        .as_ref()
-        .map(|o| f64_array(o, "warm_s", 2))
-        .transpose()?;
-    if let Some(a) = &wx {
-        expect_shape("warm_x", &a.shape, &[bsz, n])?;
-    }
-    if let Some(a) = &wy {
-        expect_shape("warm_y", &a.shape, &[bsz, m])?;
-    }
-    if let Some(a) = &ws {
-        expect_shape("warm_s", &a.shape, &[bsz, m])?;
-    }
-    let warm = match (&wx, &wy) {
-        (Some(x), Some(y)) => Some((x.slice(), y.slice())),
-        (None, None) => None,
-        _ => return Err(value_error("a warm start needs both `warm_x` and `warm_y`")),
-    };
+        let time_limit = match time_limit {
+            None => None,
+            Some(t) if t.is_nan() || t < 0.0 => {
+                return Err(value_error(format!("`time_limit` must be >= 0, got {t}")))
+            }
+            Some(t) => Duration::try_from_secs_f64(t).ok(),
+        };
+        let parsed = ConicStructure::parse(
+            n,
+            m,
+            p_indptr.as_ref(),
+            p_indices.as_ref(),
+            &a_indptr,
+            &a_indices,
+            &cones,
+        )?;
+        let q_arr = f64_array(&q, "q", 2)?;
+        let bsz = batch_size(&q_arr, "q", n)?;
+        let b_arr = f64_array(&b, "b", 2)?;
+        expect_shape("b", &b_arr.shape, &[bsz, m])?;
+        let a_arr = f64_array(&a_values, "a_values", 2)?;
+        expect_shape("a_values", &a_arr.shape, &[bsz, parsed.a().nnz()])?;
+        let p_arr = p_values_checked(parsed.p(), p_values.as_ref(), bsz)?;
+        let mut warm_arrs = Vec::new();
+        for (obj, name, w) in [
+            (&warm_x, "warm_x", n),
+            (&warm_y, "warm_y", m),
+            (&warm_s, "warm_s", m),
+        ] {
+            let arr = obj.as_ref().map(|o| f64_array(o, name, 2)).transpose()?;
+            if let Some(a) = &arr {
+                expect_shape(name, &a.shape, &[bsz, w])?;
+            }
+            warm_arrs.push(arr);
+        }
+        let warm = match (&warm_arrs[0], &warm_arrs[1]) {
+            (Some(x), Some(y)) => Some((x.share(), y.share())),
+            (None, None) => None,
+            _ => return Err(value_error("a warm start needs both `warm_x` and `warm_y`")),
+        };
+        if bsz == 0 {
+            // Nothing of size m is built for an empty batch (validate.rs `check_sizes`).
+            return result(py, bsz, n, m, Vec::new(), Vec::new(), Vec::new(), &[]);
+        }
+        let batch = Batch {
+            st: parsed.build()?,
+            so: SolveOptions {
+                tol,
+                max_iter,
+                time_limit,
+            },
+            bsz,
+            inputs: Inputs {
+                p: p_arr.as_ref().map(|a| a.share()),
+                a: a_arr.share(),
+                q: q_arr.share(),
+                b: b_arr.share(),
+                warm,
+            },
+            deadline: time_limit.and_then(|t| started.checked_add(t)),
+            test_panic,
+        };
+        let out = interrupt::run(py, "conic_solve_batch", move |cancel| batch.run(cancel))?;
+        result(py, bsz, n, m, out.xs, out.ys, out.ss, &out.outs)
+    })
+}
 
-    let so = SolveOptions {
-        tol,
-        max_iter,
-        time_limit,
-    };
-    let engine = Engine {
-        st: &st,
-        so,
-        robust: robust_options(&so),
-        fast: fast_qp_options(&so),
-        cfg: feral_config(),
-        cfg_fast: feral_config_fast(),
-        kkt_size: qp_kkt_size(&st),
-    };
-    let (qs, bs, avs) = (q_arr.slice(), b_arr.slice(), a_arr.slice());
-    let pvs = p_arr.as_ref().map(|a| a.slice());
-    let nnz_a = st.a.nnz();
-    let nnz_p = st.p.as_ref().map_or(0, |p| p.nnz());
-
-    // Chunks are at least 1 wide so that n = 0 or m = 0 still yields B items.
-    let (nw, mw) = (n.max(1), m.max(1));
-    let mut xs = vec![0.0; bsz * nw];
-    let mut ys = vec![0.0; bsz * mw];
-    let mut ss = vec![0.0; bsz * mw];
-    // Contiguous chunks of items, a few per pool thread: each chunk is solved in order by one
-    // worker with one reusable QP factorization, whose symbolic analysis (~2x the cost of a
-    // small solve) is then paid per chunk rather than per rayon split or per item.
-    let chunks_per_thread = 2;
-    let per = bsz
-        .div_ceil(rayon::current_num_threads().max(1) * chunks_per_thread)
-        .max(1);
-    let outs: Vec<ItemOut> = py.detach(|| {
-        xs.par_chunks_mut(per * nw)
-            .zip(ys.par_chunks_mut(per * mw))
-            .zip(ss.par_chunks_mut(per * mw))
-            .enumerate()
-            .flat_map_iter(|(c, ((xc, yc), sc))| {
-                let mut wf = WorkerFactor::Untried;
-                let count = xc.len() / nw;
-                let mut outs = Vec::with_capacity(count);
-                for j in 0..count {
-                    let i = c * per + j;
-                    let d = ItemData {
-                        p: pvs.map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
-                        a: &avs[i * nnz_a..(i + 1) * nnz_a],
-                        q: &qs[i * n..(i + 1) * n],
-                        b: &bs[i * m..(i + 1) * m],
-                        warm: warm
-                            .map(|(wx, wy)| (&wx[i * n..(i + 1) * n], &wy[i * m..(i + 1) * m])),
-                    };
-                    let (x, y, s) = (
-                        &mut xc[j * nw..j * nw + n],
-                        &mut yc[j * mw..j * mw + m],
-                        &mut sc[j * mw..j * mw + m],
-                    );
-                    outs.push(engine.solve_item(&d, &mut wf, x, y, s));
-                }
-                outs
-            })
-            .collect()
-    });
-    xs.truncate(bsz * n);
-    ys.truncate(bsz * m);
-    ss.truncate(bsz * m);
-
+#[allow(clippy::too_many_arguments)]
+fn result<'py>(
+    py: Python<'py>,
+    bsz: usize,
+    n: usize,
+    m: usize,
+    xs: Vec<f64>,
+    ys: Vec<f64>,
+    ss: Vec<f64>,
+    outs: &[ItemOut],
+) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
     out.set_item("x", PyArray1::from_vec(py, xs).reshape([bsz, n])?)?;
     out.set_item("y", PyArray1::from_vec(py, ys).reshape([bsz, m])?)?;
     out.set_item("s", PyArray1::from_vec(py, ss).reshape([bsz, m])?)?;
-    out.set_item(
-        "status",
-        outs.iter()
-            .map(|o| status_name(o.status))
-            .collect::<Vec<_>>(),
-    )?;
+    out.set_item("status", outs.iter().map(|o| o.status).collect::<Vec<_>>())?;
     out.set_item(
         "iterations",
         PyArray1::from_vec(py, outs.iter().map(|o| o.iters as i64).collect()),

@@ -31,8 +31,9 @@
 //! rows.
 use crate::validate::{value_error, CscPattern};
 use pounce_convex::{ConeSpec, QpProblem, QpWarmStart, Triplet};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyFloat, PyList};
 
 /// Cone dimensions in SCS order.
 #[derive(Debug, Clone, Default)]
@@ -45,49 +46,71 @@ pub struct ConeDims {
     pub p: Vec<f64>,
 }
 
+/// The Python type name of `v`, for error messages.
+fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type()
+        .name()
+        .map_or_else(|_| "?".to_string(), |n| n.to_string())
+}
+
+/// A cone count or size: a Python int (or numpy integer) >= 0. Floats are refused, never
+/// truncated (2.7 must not become 2).
+fn cone_count(v: &Bound<'_, PyAny>, what: &str) -> PyResult<usize> {
+    if v.is_instance_of::<PyFloat>() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be an int, got float {}",
+            v.repr().map_or_else(|_| "?".to_string(), |r| r.to_string())
+        )));
+    }
+    let x: i128 = v.extract().map_err(|_| {
+        PyTypeError::new_err(format!("{what} must be an int, got {}", type_name(v)))
+    })?;
+    if x < 0 {
+        return Err(value_error(format!("{what} must be >= 0, got {x}")));
+    }
+    usize::try_from(x).map_err(|_| value_error(format!("{what} = {x} is too large")))
+}
+
 fn dict_usize(d: &Bound<'_, PyDict>, key: &str) -> PyResult<usize> {
     match d.get_item(key)? {
         None => Ok(0),
         Some(v) if v.is_none() => Ok(0),
-        Some(v) => {
-            let x: i64 = v
-                .extract()
-                .map_err(|_| value_error(format!("cones[{key:?}] must be an int")))?;
-            if x < 0 {
-                return Err(value_error(format!("cones[{key:?}] must be >= 0, got {x}")));
-            }
-            Ok(x as usize)
-        }
+        Some(v) => cone_count(&v, &format!("cones[{key:?}]")),
     }
 }
 
-fn dict_list<T: for<'a, 'py> FromPyObject<'a, 'py>>(
+/// The entries of the list `cones[key]`, each read by `read(item, "cones[key][i]")`.
+fn dict_list<T>(
     d: &Bound<'_, PyDict>,
     key: &str,
+    read: impl Fn(&Bound<'_, PyAny>, &str) -> PyResult<T>,
 ) -> PyResult<Vec<T>> {
     match d.get_item(key)? {
         None => Ok(Vec::new()),
         Some(v) if v.is_none() => Ok(Vec::new()),
         Some(v) => {
             let mut out = Vec::new();
-            for item in v
+            for (i, item) in v
                 .try_iter()
                 .map_err(|_| value_error(format!("cones[{key:?}] must be a list")))?
+                .enumerate()
             {
-                out.push(
-                    item?
-                        .extract::<T>()
-                        .map_err(|_| value_error(format!("cones[{key:?}] has a bad entry")))?,
-                );
+                out.push(read(&item?, &format!("cones[{key:?}][{i}]"))?);
             }
             Ok(out)
         }
     }
 }
 
+fn alpha(v: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
+    v.extract::<f64>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a float, got {}", type_name(v))))
+}
+
 impl ConeDims {
     /// Parse the SCS cone dict `{"z", "l", "q", "s", "ep", "p"}` (missing keys = empty;
-    /// `"f"` is accepted as an alias of `"z"`).
+    /// `"f"` is accepted as an alias of `"z"`). Counts and sizes must be ints (a float
+    /// raises `TypeError`, a negative one `ValueError`).
     pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
         let d = obj
             .cast::<PyDict>()
@@ -100,34 +123,43 @@ impl ConeDims {
                 )));
             }
         }
-        let q: Vec<i64> = dict_list(d, "q")?;
-        let s: Vec<i64> = dict_list(d, "s")?;
-        if q.iter().chain(s.iter()).any(|&v| v < 0) {
-            return Err(value_error("cone sizes in 'q' and 's' must be >= 0"));
-        }
-        let p: Vec<f64> = dict_list(d, "p")?;
+        let q = dict_list(d, "q", cone_count)?;
+        let s = dict_list(d, "s", cone_count)?;
+        let p = dict_list(d, "p", alpha)?;
         if let Some(a) = p.iter().find(|a| !(**a > 0.0 && **a < 1.0)) {
             return Err(value_error(format!(
                 "power cone alpha must lie in (0, 1), got {a}"
             )));
         }
+        let (zf, f) = (dict_usize(d, "z")?, dict_usize(d, "f")?);
         Ok(ConeDims {
-            z: dict_usize(d, "z")? + dict_usize(d, "f")?,
+            z: zf
+                .checked_add(f)
+                .ok_or_else(|| value_error("cones['z'] + cones['f'] overflows"))?,
             l: dict_usize(d, "l")?,
-            q: q.into_iter().map(|v| v as usize).collect(),
-            s: s.into_iter().map(|v| v as usize).collect(),
+            q,
+            s,
             ep: dict_usize(d, "ep")?,
             p,
         })
     }
 
+    /// The rows the cones cover, or `None` when that count overflows.
+    pub fn rows_checked(&self) -> Option<usize> {
+        let mut r = self.z.checked_add(self.l)?;
+        for &d in &self.q {
+            r = r.checked_add(d)?;
+        }
+        for &k in &self.s {
+            r = r.checked_add(psd_rows(k)?)?;
+        }
+        r = r.checked_add(self.ep.checked_mul(3)?)?;
+        r.checked_add(self.p.len().checked_mul(3)?)
+    }
+
     pub fn rows(&self) -> usize {
-        self.z
-            + self.l
-            + self.q.iter().sum::<usize>()
-            + self.s.iter().map(|&k| k * (k + 1) / 2).sum::<usize>()
-            + 3 * self.ep
-            + 3 * self.p.len()
+        self.rows_checked()
+            .expect("cone rows checked in ConeLayout::new")
     }
 
     /// Only zero and nonneg rows: a linear or quadratic program.
@@ -137,6 +169,16 @@ impl ConeDims {
             && self.ep == 0
             && self.p.is_empty()
     }
+}
+
+/// svec rows of an order-`k` PSD cone, `k (k + 1) / 2`, or `None` on overflow.
+pub fn psd_rows(k: usize) -> Option<usize> {
+    let (a, b) = if k.is_multiple_of(2) {
+        (k / 2, k + 1)
+    } else {
+        (k, k.div_ceil(2))
+    };
+    a.checked_mul(b)
 }
 
 /// Problem class, which decides the POUNCE engine and its options (see `options.rs`).
@@ -193,7 +235,12 @@ pub struct ConeLayout {
 
 impl ConeLayout {
     pub fn new(n: usize, m: usize, dims: ConeDims) -> PyResult<Self> {
-        let rows = dims.rows();
+        let Some(rows) = dims.rows_checked() else {
+            return Err(value_error(format!(
+                "cone dimensions overflow: their row count does not fit in 64 bits (A has \
+                 m = {m} rows)"
+            )));
+        };
         if rows != m {
             return Err(value_error(format!(
                 "cone dimensions cover {rows} rows but A has m = {m} rows"
@@ -377,20 +424,19 @@ impl DataMap {
         p_low
     }
 
-    /// Assemble the POUNCE problem of one item.
+    /// Assemble the POUNCE problem of one item; `p_low` from [`Self::p_lower_values`].
     pub fn problem(
         &self,
         layout: &ConeLayout,
-        p_values: Option<&[f64]>,
+        p_low: &[f64],
         a_values: &[f64],
         q: &[f64],
         b: &[f64],
     ) -> QpProblem {
-        let p_low = self.p_lower_values(p_values);
         let p_lower = self
             .p_slots
             .iter()
-            .zip(&p_low)
+            .zip(p_low)
             .map(|(&(r, c), &v)| Triplet::new(r, c, v))
             .collect();
         let mut a_eq = Vec::with_capacity(self.n_a_eq);
@@ -523,7 +569,16 @@ fn cone_layout_py<'py>(
     m: usize,
     cones: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    crate::panic_guard::guard("cone_layout", || cone_layout_impl(py, m, cones))
+}
+
+fn cone_layout_impl<'py>(
+    py: Python<'py>,
+    m: usize,
+    cones: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
     let dims = ConeDims::from_py(cones)?;
+    crate::validate::check_sizes(0, m)?;
     let layout = ConeLayout::new(0, m, dims)?;
     let out = PyDict::new(py);
     out.set_item("m_eq", layout.m_eq())?;
@@ -555,12 +610,14 @@ fn cone_layout_py<'py>(
 /// the tests can pin the SCS == POUNCE svec convention against the crate itself.
 #[pyfunction]
 fn pounce_svec(mat: Vec<f64>, order: usize) -> PyResult<Vec<f64>> {
-    if mat.len() != order * order {
-        return Err(value_error("`mat` must have order**2 entries"));
-    }
-    let mut out = vec![0.0; order * (order + 1) / 2];
-    pounce_convex::cones::psd::svec(&mat, order, &mut out);
-    Ok(out)
+    crate::panic_guard::guard("pounce_svec", || {
+        if order.checked_mul(order) != Some(mat.len()) {
+            return Err(value_error("`mat` must have order**2 entries"));
+        }
+        let mut out = vec![0.0; order * (order + 1) / 2];
+        pounce_convex::cones::psd::svec(&mat, order, &mut out);
+        Ok(out)
+    })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

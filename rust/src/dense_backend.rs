@@ -17,6 +17,7 @@
 //! blocks of B), returns `Singular` for a pivot below `ZERO_PIVOT_REL * max|K|` and
 //! `WrongInertia` when `check_neg_evals` and the count differs, and solves the `nrhs`
 //! right-hand sides stored one after another in `rhs_vals`.
+use crate::panic_guard::guard;
 use crate::validate::{expect_shape, f64_array, f64_array_unchecked, i64_array, value_error};
 use dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::lblt::factor::{LbltParams, PivotingStrategy};
@@ -404,10 +405,34 @@ pub fn dense_lblt_probe<'py>(
     rhs: Bound<'py, PyAny>,
     quasi_definite: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let (r, c) = (i64_array(&rows, "rows")?, i64_array(&cols, "cols")?);
-    let v = f64_array_unchecked(&values, "values", 1)?;
-    let b = f64_array(&rhs, "rhs", 2)?;
+    guard("dense_lblt_probe", || {
+        probe(py, dim, &rows, &cols, &values, &rhs, quasi_definite)
+    })
+}
+
+fn probe<'py>(
+    py: Python<'py>,
+    dim: usize,
+    rows: &Bound<'py, PyAny>,
+    cols: &Bound<'py, PyAny>,
+    values: &Bound<'py, PyAny>,
+    rhs: &Bound<'py, PyAny>,
+    quasi_definite: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    if dim > DENSE_MAX_DIM {
+        return Err(value_error(format!(
+            "`dim` = {dim} exceeds the dense backend's largest dimension {DENSE_MAX_DIM}"
+        )));
+    }
+    let (r, c) = (i64_array(rows, "rows")?, i64_array(cols, "cols")?);
+    let v = f64_array_unchecked(values, "values", 1)?;
+    let b = f64_array(rhs, "rhs", 2)?;
     let nnz = v.slice().len();
+    if nnz > Index::MAX as usize || b.shape[0] > Index::MAX as usize {
+        return Err(value_error(
+            "`values` or `rhs` is too long for 32-bit indices",
+        ));
+    }
     expect_shape("rows", &r.shape, &[nnz])?;
     expect_shape("cols", &c.shape, &[nnz])?;
     expect_shape("rhs", &b.shape[1..], &[dim])?;

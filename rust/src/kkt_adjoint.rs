@@ -1,7 +1,11 @@
 //! Batched sparse KKT adjoints: the backward of `conic_solve_batch`.
+use crate::cone_layout::{psd_rows, ConeDims};
+use crate::interrupt::{self, Cancel};
 use crate::options::{feral_config_adjoint, kkt_backend};
-use crate::structure::{batch_size, ConicStructure};
-use crate::validate::{expect_shape, f64_array_unchecked, value_error, Array};
+use crate::panic_guard::{catch, guard, TestPanic};
+use crate::pool::threads;
+use crate::structure::{batch_size, p_values_unchecked, ConicStructure};
+use crate::validate::{checked_mul, expect_shape, f64_array_unchecked, value_error, Array, Shared};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pounce_feral::FeralConfig;
 use pounce_linsol::Factorization;
@@ -345,8 +349,10 @@ fn parse_statuses_ok(obj: &Bound<'_, PyAny>, batch: usize) -> PyResult<Vec<bool>
 /// a dense matrix. It is factored with a small static regularisation (`+delta` on the x
 /// block, `-delta` on the y block) and the solve is iteratively refined against the
 /// unregularised K. Each rayon worker owns one `Factorization` and `refactor`s it for its
-/// next item, reusing the symbolic analysis. The GIL is released; every factorization runs
-/// serial.
+/// next item, reusing the symbolic analysis. The batch runs on the module's fork-safe pool
+/// (pool.rs) with the GIL released; every factorization runs serial. Ctrl-C raises
+/// `KeyboardInterrupt` within about 0.2 s (interrupt.rs); a Rust panic in an item leaves that
+/// item unsolved, anywhere else it raises `RuntimeError`.
 ///
 /// Arrays (float64, C-contiguous, batch-first): `h_diag (B, z + l)`, `h_blocks (B, sum d_k^2)`
 /// with each SOC, PSD, exp and power block dense row-major in cone order, `x (B, n)`,
@@ -378,67 +384,164 @@ pub fn kkt_adjoint_batch<'py>(
     gs: Bound<'py, PyAny>,
     statuses_ok: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let st = ConicStructure::from_py(
-        n,
-        m,
-        p_indptr.as_ref(),
-        p_indices.as_ref(),
-        &a_indptr,
-        &a_indices,
-        &cones,
-    )?;
-    let gx_a = f64_array_unchecked(&gx, "gx", 2)?;
-    let bsz = batch_size(&gx_a, "gx", n)?;
-    let ok = parse_statuses_ok(&statuses_ok, bsz)?;
-    let lay = &st.layout;
-    let named = [
-        (&h_diag, "h_diag", lay.h_diag_len()),
-        (&h_blocks, "h_blocks", lay.h_blocks_len()),
-        (&x, "x", n),
-        (&y, "y", m),
-        (&gy, "gy", m),
-        (&gs, "gs", m),
-        (&a_values, "a_values", st.a.nnz()),
-    ];
-    let mut arrs = Vec::new();
-    for (obj, name, w) in named {
-        let a = f64_array_unchecked(obj, name, 2)?;
-        expect_shape(name, &a.shape, &[bsz, w])?;
-        check_finite_rows(&a, name, &ok)?;
-        arrs.push(a);
-    }
-    check_finite_rows(&gx_a, "gx", &ok)?;
-    let p_arr = st.p_values_unchecked(p_values.as_ref(), bsz)?;
-    if let Some(a) = &p_arr {
-        check_finite_rows(a, "p_values", &ok)?;
-    }
-    let [hd, hb, xs, ys, gys, gss, avs] = [0, 1, 2, 3, 4, 5, 6].map(|i| arrs[i].slice());
-    let gxs = gx_a.slice();
-    let pvs = p_arr.as_ref().map(|a| a.slice());
-    let (nnz_p, nnz_a) = (st.p.as_ref().map_or(0, |p| p.nnz()), st.a.nnz());
-    let (hdl, hbl) = (lay.h_diag_len(), lay.h_blocks_len());
+    guard("kkt_adjoint_batch", || {
+        let test_panic = TestPanic::from_env();
+        test_panic.at_call("kkt_adjoint_batch");
+        let parsed = ConicStructure::parse(
+            n,
+            m,
+            p_indptr.as_ref(),
+            p_indices.as_ref(),
+            &a_indptr,
+            &a_indices,
+            &cones,
+        )?;
+        let gx_a = f64_array_unchecked(&gx, "gx", 2)?;
+        let bsz = batch_size(&gx_a, "gx", n)?;
+        let ok = parse_statuses_ok(&statuses_ok, bsz)?;
+        let (hdl, hbl) = h_lens(parsed.dims())?;
+        let named = [
+            (&h_diag, "h_diag", hdl),
+            (&h_blocks, "h_blocks", hbl),
+            (&x, "x", n),
+            (&y, "y", m),
+            (&gy, "gy", m),
+            (&gs, "gs", m),
+            (&a_values, "a_values", parsed.a().nnz()),
+        ];
+        let mut arrs = Vec::new();
+        for (obj, name, w) in named {
+            let a = f64_array_unchecked(obj, name, 2)?;
+            expect_shape(name, &a.shape, &[bsz, w])?;
+            check_finite_rows(&a, name, &ok)?;
+            arrs.push(a.share());
+        }
+        check_finite_rows(&gx_a, "gx", &ok)?;
+        let p_arr = p_values_unchecked(parsed.p(), p_values.as_ref(), bsz)?;
+        if let Some(a) = &p_arr {
+            check_finite_rows(a, "p_values", &ok)?;
+        }
+        let nnz_p = parsed.p().map_or(0, |p| p.nnz());
+        let nnz_a = parsed.a().nnz();
+        if bsz == 0 {
+            return result(
+                py,
+                parsed.p().is_some(),
+                bsz,
+                (nnz_p, n, nnz_a, m),
+                Grads::default(),
+            );
+        }
+        let [hd, hb, xs, ys, gys, gss, avs] =
+            <[Shared<f64>; 7]>::try_from(arrs).unwrap_or_else(|_| unreachable!("seven arrays"));
+        let job = AdjointJob {
+            st: parsed.build()?,
+            bsz,
+            ok,
+            test_panic,
+            inputs: AdjointInputs {
+                p: p_arr.as_ref().map(|a| a.share()),
+                a: avs,
+                h_diag: hd,
+                h_blocks: hb,
+                x: xs,
+                y: ys,
+                gx: gx_a.share(),
+                gy: gys,
+                gs: gss,
+            },
+        };
+        let has_p = job.st.p.is_some();
+        let out = interrupt::run(py, "kkt_adjoint_batch", move |cancel| job.run(cancel))?;
+        result(py, has_p, bsz, (nnz_p, n, nnz_a, m), out)
+    })
+}
 
-    let pat = KktPattern::new(&st);
-    let cfg = feral_config_adjoint();
-    let mut dp = vec![0.0; bsz * nnz_p];
-    let mut dq = vec![0.0; bsz * n];
-    let mut da = vec![0.0; bsz * nnz_a];
-    let mut db = vec![0.0; bsz * m];
-    // One chunk of consecutive items per worker: one symbolic analysis per worker.
-    let threads = rayon::current_num_threads().max(1);
-    let per = bsz.div_ceil(threads).max(1);
-    let item_in = |i: usize| ItemIn {
-        p: pvs.map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
-        a: &avs[i * nnz_a..(i + 1) * nnz_a],
-        h_diag: &hd[i * hdl..(i + 1) * hdl],
-        h_blocks: &hb[i * hbl..(i + 1) * hbl],
-        x: &xs[i * n..(i + 1) * n],
-        y: &ys[i * m..(i + 1) * m],
-        gx: &gxs[i * n..(i + 1) * n],
-        gy: &gys[i * m..(i + 1) * m],
-        gs: &gss[i * m..(i + 1) * m],
-    };
-    let solved: Vec<bool> = py.detach(|| {
+/// Lengths of `h_diag` and `h_blocks` for these cones, checked for overflow.
+fn h_lens(dims: &ConeDims) -> PyResult<(usize, usize)> {
+    let hdl = dims.z + dims.l;
+    let mut hbl: usize = 0;
+    let psd = dims.s.iter().map(|&k| psd_rows(k).unwrap_or(usize::MAX));
+    let blocks = dims
+        .q
+        .iter()
+        .copied()
+        .chain(psd)
+        .chain(std::iter::repeat_n(3, dims.ep + dims.p.len()));
+    for d in blocks {
+        hbl = hbl
+            .checked_add(checked_mul(d, d, "the length of `h_blocks`")?)
+            .ok_or_else(|| value_error("the length of `h_blocks` overflows"))?;
+    }
+    Ok((hdl, hbl))
+}
+
+/// The arrays of an adjoint batch, held by its job (validate.rs `Shared`).
+struct AdjointInputs {
+    p: Option<Shared<f64>>,
+    a: Shared<f64>,
+    h_diag: Shared<f64>,
+    h_blocks: Shared<f64>,
+    x: Shared<f64>,
+    y: Shared<f64>,
+    gx: Shared<f64>,
+    gy: Shared<f64>,
+    gs: Shared<f64>,
+}
+
+struct AdjointJob {
+    st: ConicStructure,
+    bsz: usize,
+    ok: Vec<bool>,
+    test_panic: TestPanic,
+    inputs: AdjointInputs,
+}
+
+#[derive(Default)]
+struct Grads {
+    dp: Vec<f64>,
+    dq: Vec<f64>,
+    da: Vec<f64>,
+    db: Vec<f64>,
+    solved: Vec<bool>,
+    /// Handed back so that the array references are released with the GIL held.
+    _inputs: Option<AdjointInputs>,
+}
+
+impl AdjointJob {
+    fn run(self, cancel: &Cancel) -> Grads {
+        let AdjointJob {
+            st,
+            bsz,
+            ok,
+            test_panic,
+            inputs,
+        } = self;
+        let (n, m) = (st.n(), st.m());
+        let lay = &st.layout;
+        let inp = &inputs;
+        let (nnz_p, nnz_a) = (st.p.as_ref().map_or(0, |p| p.nnz()), st.a.nnz());
+        let (hdl, hbl) = (lay.h_diag_len(), lay.h_blocks_len());
+
+        let pat = KktPattern::new(&st);
+        let cfg = feral_config_adjoint();
+        let mut dp = vec![0.0; bsz * nnz_p];
+        let mut dq = vec![0.0; bsz * n];
+        let mut da = vec![0.0; bsz * nnz_a];
+        let mut db = vec![0.0; bsz * m];
+        // One chunk of consecutive items per worker: one symbolic analysis per worker.
+        let per = bsz.div_ceil(threads()).max(1);
+        let item_in = |i: usize| ItemIn {
+            p: inp.p.as_deref().map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
+            a: &inp.a[i * nnz_a..(i + 1) * nnz_a],
+            h_diag: &inp.h_diag[i * hdl..(i + 1) * hdl],
+            h_blocks: &inp.h_blocks[i * hbl..(i + 1) * hbl],
+            x: &inp.x[i * n..(i + 1) * n],
+            y: &inp.y[i * m..(i + 1) * m],
+            gx: &inp.gx[i * n..(i + 1) * n],
+            gy: &inp.gy[i * m..(i + 1) * m],
+            gs: &inp.gs[i * m..(i + 1) * m],
+        };
         let chunks = |v: &mut Vec<f64>, w: usize| {
             // Width-0 outputs still need one chunk per item group.
             let w = w.max(1);
@@ -453,7 +556,8 @@ pub fn kkt_adjoint_batch<'py>(
             chunks(&mut da, nnz_a),
             chunks(&mut db, m),
         );
-        dp.par_chunks_mut(cp)
+        let solved: Vec<bool> = dp
+            .par_chunks_mut(cp)
             .zip(dq.par_chunks_mut(cq))
             .zip(da.par_chunks_mut(ca))
             .zip(db.par_chunks_mut(cb))
@@ -465,38 +569,81 @@ pub fn kkt_adjoint_batch<'py>(
                 let mut flags = Vec::with_capacity(count);
                 for j in 0..count {
                     let i = first + j;
-                    if !ok[i] {
+                    if !ok[i] || cancel.is_set() {
                         flags.push(false);
                         continue;
                     }
-                    let o = ItemOut {
-                        dp: &mut dp[j * nnz_p.max(1)..j * nnz_p.max(1) + nnz_p],
-                        dq: &mut dq[j * n.max(1)..j * n.max(1) + n],
-                        da: &mut da[j * nnz_a.max(1)..j * nnz_a.max(1) + nnz_a],
-                        db: &mut db[j * m.max(1)..j * m.max(1) + m],
-                    };
-                    flags.push(adjoint_item(&st, &mut w, &item_in(i), o));
+                    let (sp, sq, sa, sb) = (
+                        j * nnz_p.max(1)..j * nnz_p.max(1) + nnz_p,
+                        j * n.max(1)..j * n.max(1) + n,
+                        j * nnz_a.max(1)..j * nnz_a.max(1) + nnz_a,
+                        j * m.max(1)..j * m.max(1) + m,
+                    );
+                    let solved = catch(|| {
+                        test_panic.at_item(i);
+                        let o = ItemOut {
+                            dp: &mut dp[sp.clone()],
+                            dq: &mut dq[sq.clone()],
+                            da: &mut da[sa.clone()],
+                            db: &mut db[sb.clone()],
+                        };
+                        adjoint_item(&st, &mut w, &item_in(i), o)
+                    });
+                    match solved {
+                        Ok(done) => flags.push(done),
+                        Err(_) => {
+                            // The panic message went to stderr (the panic hook): the item is
+                            // not solved (the core raises for it), its gradients are zeroed
+                            // and the worker's factorization rebuilt.
+                            w = Worker::new(&pat, &cfg);
+                            for (v, r) in [
+                                (&mut *dp, sp),
+                                (&mut *dq, sq),
+                                (&mut *da, sa),
+                                (&mut *db, sb),
+                            ] {
+                                v[r].iter_mut().for_each(|g| *g = 0.0);
+                            }
+                            flags.push(false);
+                        }
+                    }
                 }
                 flags
             })
-            .collect()
-    });
-    dp.truncate(bsz * nnz_p);
-    dq.truncate(bsz * n);
-    da.truncate(bsz * nnz_a);
-    db.truncate(bsz * m);
+            .collect();
+        dp.truncate(bsz * nnz_p);
+        dq.truncate(bsz * n);
+        da.truncate(bsz * nnz_a);
+        db.truncate(bsz * m);
+        Grads {
+            dp,
+            dq,
+            da,
+            db,
+            solved,
+            _inputs: Some(inputs),
+        }
+    }
+}
 
+fn result<'py>(
+    py: Python<'py>,
+    has_p: bool,
+    bsz: usize,
+    (nnz_p, n, nnz_a, m): (usize, usize, usize, usize),
+    g: Grads,
+) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
-    if st.p.is_some() {
-        out.set_item("dP", PyArray1::from_vec(py, dp).reshape([bsz, nnz_p])?)?;
+    if has_p {
+        out.set_item("dP", PyArray1::from_vec(py, g.dp).reshape([bsz, nnz_p])?)?;
     } else {
         out.set_item("dP", py.None())?;
     }
-    out.set_item("dq", PyArray1::from_vec(py, dq).reshape([bsz, n])?)?;
-    out.set_item("dA", PyArray1::from_vec(py, da).reshape([bsz, nnz_a])?)?;
-    out.set_item("db", PyArray1::from_vec(py, db).reshape([bsz, m])?)?;
+    out.set_item("dq", PyArray1::from_vec(py, g.dq).reshape([bsz, n])?)?;
+    out.set_item("dA", PyArray1::from_vec(py, g.da).reshape([bsz, nnz_a])?)?;
+    out.set_item("db", PyArray1::from_vec(py, g.db).reshape([bsz, m])?)?;
     // Which items got a gradient (False: not ok, or K could not be factored).
-    out.set_item("solved", solved)?;
+    out.set_item("solved", g.solved)?;
     Ok(out)
 }
 

@@ -42,7 +42,8 @@ use std::time::Duration;
 pub struct SolveOptions {
     pub tol: f64,
     pub max_iter: usize,
-    /// Per item, like pounce-convex's own batch entry points.
+    /// For the whole call (batch.rs keeps one deadline for the batch; pounce-convex's own
+    /// batch entry points give each item the full limit instead).
     pub time_limit: Option<Duration>,
 }
 
@@ -65,7 +66,7 @@ pub fn fast_qp_options(o: &SolveOptions) -> QpOptions {
 }
 
 /// The linear-solver backend configuration for one item: feral with its internal
-/// parallelism OFF. The batch is parallel across items on rayon's global pool, so every
+/// parallelism OFF. The batch is parallel across items on the module's pool (pool.rs), so every
 /// factorization runs single-threaded on the worker that owns the item (outer-parallel,
 /// inner-serial; pounce-convex `batch.rs`). A parallel feral solver builds its own rayon
 /// pool per `Solver`, i.e. new OS threads per solve, which this avoids.

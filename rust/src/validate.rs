@@ -3,12 +3,43 @@
 //! Every array crossing the Python boundary is checked here, before any solve starts, so a
 //! malformed call fails with a `ValueError` naming the offending argument instead of a panic
 //! or a silently wrong answer deep inside a rayon worker.
-use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use std::ops::Deref;
 
 pub fn value_error(msg: impl Into<String>) -> PyErr {
     PyValueError::new_err(msg.into())
+}
+
+/// The largest `n`, `m` and `n + m` the native core takes: POUNCE's linear solvers index
+/// the KKT system (dimension `n + m` and more) with `i32`.
+pub const MAX_DIM: usize = i32::MAX as usize;
+
+/// Check the problem sizes before anything is allocated from them (`m = 2**40` must be a
+/// `ValueError`, not an allocation failure that aborts the process).
+pub fn check_sizes(n: usize, m: usize) -> PyResult<()> {
+    for (name, v) in [("n", n), ("m", m)] {
+        if v > MAX_DIM {
+            return Err(value_error(format!(
+                "`{name}` = {v} exceeds the largest size the solver takes ({MAX_DIM}: \
+                 POUNCE's linear solvers index with 32-bit integers)"
+            )));
+        }
+    }
+    if n + m > MAX_DIM {
+        return Err(value_error(format!(
+            "`n + m` = {} exceeds the largest KKT dimension the solver takes ({MAX_DIM})",
+            n + m
+        )));
+    }
+    Ok(())
+}
+
+/// `a * b`, or a `ValueError` naming `what` when it overflows.
+pub fn checked_mul(a: usize, b: usize, what: &str) -> PyResult<usize> {
+    a.checked_mul(b)
+        .ok_or_else(|| value_error(format!("{what} overflows ({a} x {b})")))
 }
 
 /// A borrowed, C-contiguous numpy array of a fixed element type.
@@ -22,6 +53,43 @@ impl<'py, T: numpy::Element> Array<'py, T> {
         // Contiguity was checked at extraction.
         self.arr.as_slice().expect("contiguous array")
     }
+
+    /// A view of the data that a job on the thread pool may hold past this call (see
+    /// [`Shared`]).
+    pub fn share(&self) -> Shared<T> {
+        let s = self.slice();
+        Shared {
+            _owner: self.arr.as_any().clone().unbind(),
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
+    }
+}
+
+/// A read-only view of a numpy array's data that owns a reference to the array, so the
+/// data stays allocated for as long as the view lives: a batch job on the pool (pool.rs)
+/// may outlive the call that started it when the caller is interrupted (interrupt.rs).
+/// The data is read without the GIL, as every GIL-released solve reads its inputs; the
+/// array must not be written meanwhile (the Python side hands over private contiguous
+/// copies or arrays it does not write).
+pub struct Shared<T> {
+    _owner: Py<PyAny>,
+    ptr: *const T,
+    len: usize,
+}
+
+// SAFETY: the view only reads plain numeric data that `_owner` keeps alive; `Py<PyAny>` is
+// itself Send + Sync.
+unsafe impl<T: Sync> Send for Shared<T> {}
+unsafe impl<T: Sync> Sync for Shared<T> {}
+
+impl<T> Deref for Shared<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `ptr`/`len` describe the C-contiguous buffer of the array `_owner` holds
+        // a reference to (checked at extraction); a referenced numpy array is never resized.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 fn extract<'py, T: numpy::Element>(
@@ -30,9 +98,18 @@ fn extract<'py, T: numpy::Element>(
     dtype: &str,
     ndim: usize,
 ) -> PyResult<Array<'py, T>> {
-    let arr: PyReadonlyArrayDyn<'py, T> = obj
-        .extract()
-        .map_err(|_| value_error(format!("`{name}` must be a numpy array of dtype {dtype}")))?;
+    let arr: PyReadonlyArrayDyn<'py, T> = obj.extract().map_err(|_| {
+        let got = match obj.cast::<PyUntypedArray>() {
+            Ok(a) => format!("an array of dtype {}", a.dtype()),
+            Err(_) => format!(
+                "a {}",
+                obj.get_type().name().map_or("?".into(), |n| n.to_string())
+            ),
+        };
+        value_error(format!(
+            "`{name}` must be a numpy array of dtype {dtype}, got {got}"
+        ))
+    })?;
     if arr.ndim() != ndim {
         return Err(value_error(format!(
             "`{name}` must have {ndim} dimension(s), got shape {:?}",
@@ -120,11 +197,11 @@ impl CscPattern {
         indices: &[i64],
         what: &str,
     ) -> PyResult<Self> {
-        if indptr.len() != ncols + 1 {
+        if ncols.checked_add(1) != Some(indptr.len()) {
             return Err(value_error(format!(
                 "`{what}_indptr` has length {}, expected n + 1 = {}",
                 indptr.len(),
-                ncols + 1
+                ncols as u128 + 1
             )));
         }
         if indptr[0] != 0 {
@@ -135,7 +212,7 @@ impl CscPattern {
                 "`{what}_indptr` is not monotone non-decreasing"
             )));
         }
-        if indptr[ncols] as usize != indices.len() {
+        if usize::try_from(indptr[ncols]).ok() != Some(indices.len()) {
             return Err(value_error(format!(
                 "`{what}_indptr[-1]` = {} does not match len(`{what}_indices`) = {}",
                 indptr[ncols],
@@ -150,16 +227,22 @@ impl CscPattern {
         let indptr: Vec<usize> = indptr.iter().map(|&v| v as usize).collect();
         let indices: Vec<usize> = indices.iter().map(|&v| v as usize).collect();
         // Duplicate (row, col) entries would make "the value of entry k" ambiguous for the
-        // gradient, so they are refused rather than summed.
-        let mut seen = vec![usize::MAX; nrows];
+        // gradient, so they are refused rather than summed. Checked per column on a sorted
+        // copy, so the memory is that of the pattern, never O(nrows).
+        let mut col = Vec::new();
         for c in 0..ncols {
-            for &r in &indices[indptr[c]..indptr[c + 1]] {
-                if seen[r] == c {
-                    return Err(value_error(format!(
-                        "`{what}` pattern has a duplicate entry at ({r}, {c}); sum duplicates first"
-                    )));
-                }
-                seen[r] = c;
+            let rows = &indices[indptr[c]..indptr[c + 1]];
+            if rows.windows(2).all(|w| w[0] < w[1]) {
+                continue;
+            }
+            col.clear();
+            col.extend_from_slice(rows);
+            col.sort_unstable();
+            if let Some(w) = col.windows(2).find(|w| w[0] == w[1]) {
+                let r = w[0];
+                return Err(value_error(format!(
+                    "`{what}` pattern has a duplicate entry at ({r}, {c}); sum duplicates first"
+                )));
             }
         }
         Ok(CscPattern {

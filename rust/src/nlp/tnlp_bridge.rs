@@ -11,12 +11,16 @@
 //!
 //! Index patterns are 0-based (C style). The solve runs with the GIL released; each
 //! callback re-attaches to the interpreter for exactly its own duration. A Python
-//! exception inside a callback makes that evaluation fail (the line search then cuts the
-//! step, as Ipopt does for evaluation errors); the first such exception is handed back
-//! to the caller in the result.
+//! exception inside a callback (`KeyboardInterrupt` from Ctrl-C included) aborts the solve:
+//! that evaluation fails, every later one fails without calling Python, the next
+//! intermediate callback stops the solver, and `nlp_solve` re-raises the exception. The
+//! intermediate callback also runs Python's pending signal handlers, so Ctrl-C lands within
+//! one iteration even when no callback runs Python code. A non-finite value returned by a
+//! callback is an evaluation error as in Ipopt (the line search cuts the step).
 //!
 //! The restoration phase is pounce-restoration's default (`MinC1Norm`) provider, the same
 //! wiring `pounce-py` uses; the linear solver is an inner-serial FERAL backend.
+use crate::validate::MAX_DIM;
 use numpy::{PyArray1, PyReadonlyArray1, PyUntypedArrayMethods};
 use pounce_algorithm::application::{
     default_backend_factory, feral_config_from_options, ma57_config_from_options,
@@ -69,6 +73,7 @@ struct SolveOutcome {
     solution: Option<Finalized>,
     iterations: i32,
     kkt_error: f64,
+    /// The exception that aborted the solve, re-raised by `nlp_solve`.
     callback_error: Option<PyErr>,
     option_error: Option<String>,
 }
@@ -82,12 +87,15 @@ struct PyTnlp {
 }
 
 impl PyTnlp {
-    /// Run one Python callback with the GIL held; on an exception remember the first one
-    /// and return `None`.
+    /// Run one Python callback with the GIL held; on an exception remember it (which
+    /// aborts the solve) and return `None`. After an exception no callback runs.
     fn call<T>(
         &mut self,
         f: impl FnOnce(Python<'_>, &Bound<'_, PyAny>) -> PyResult<T>,
     ) -> Option<T> {
+        if self.error.is_some() {
+            return None;
+        }
         let problem = &self.problem;
         let result = Python::attach(|py| f(py, problem.bind(py)));
         match result {
@@ -267,6 +275,8 @@ impl TNLP for PyTnlp {
         };
         let restoration = stats.mode as i32 != 0;
         self.call(|py, p| {
+            // Ctrl-C (or any signal handler's exception) stops the solve here.
+            py.check_signals()?;
             let xa = x.map(|v| PyArray1::from_vec(py, v));
             p.call_method1(
                 "iteration",
@@ -449,12 +459,28 @@ fn index_vec(a: &PyReadonlyArray1<'_, i64>, name: &str, bound: usize) -> PyResul
         .collect()
 }
 
+/// Bounds may be +-inf (no bound) but not NaN.
+fn bounds_vec(a: &PyReadonlyArray1<'_, f64>, name: &str) -> PyResult<Vec<f64>> {
+    let v = a.as_slice()?.to_vec();
+    if let Some(i) = v.iter().position(|x| x.is_nan()) {
+        return Err(PyValueError::new_err(format!(
+            "{name}: NaN at index {i} (use -inf / inf for a missing bound)"
+        )));
+    }
+    Ok(v)
+}
+
 /// Solve `min f(x) s.t. g_l <= g(x) <= g_u, x_l <= x <= x_u` with POUNCE's NLP
 /// interior-point method; `problem` supplies the functions (see the module docs).
 ///
+/// Bounds are float64 (+-inf for none; NaN raises `ValueError` naming the array and the
+/// index); `jac_rows` lie in `[0, m)`, the other patterns in `[0, n)`.
+///
 /// Returns a dict with `x`, `z_l`, `z_u`, `lambda`, `g` (numpy arrays, or None when the
 /// solve ended before `finalize_solution`), `obj`, `status` (str), `iterations`,
-/// `kkt_error` and `callback_error` (the first exception a callback raised, or None).
+/// `kkt_error` and `callback_error` (always None: an exception raised by a callback,
+/// `KeyboardInterrupt` included, aborts the solve and is re-raised from here). A Rust
+/// panic raises `RuntimeError`.
 #[pyfunction]
 #[pyo3(signature = (problem, x0, x_l, x_u, g_l, g_u, jac_rows, jac_cols, hess_rows, hess_cols,
                     options=None, track_iterates=false))]
@@ -474,6 +500,54 @@ pub fn nlp_solve<'py>(
     options: Option<&Bound<'py, PyDict>>,
     track_iterates: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
+    crate::panic_guard::guard("nlp_solve", move || {
+        crate::panic_guard::TestPanic::from_env().at_call("nlp_solve");
+        let arrays = NlpArrays {
+            x0,
+            x_l,
+            x_u,
+            g_l,
+            g_u,
+            jac_rows,
+            jac_cols,
+            hess_rows,
+            hess_cols,
+        };
+        nlp_solve_impl(py, problem, arrays, options, track_iterates)
+    })
+}
+
+/// The array arguments of `nlp_solve`.
+struct NlpArrays<'py> {
+    x0: PyReadonlyArray1<'py, f64>,
+    x_l: PyReadonlyArray1<'py, f64>,
+    x_u: PyReadonlyArray1<'py, f64>,
+    g_l: PyReadonlyArray1<'py, f64>,
+    g_u: PyReadonlyArray1<'py, f64>,
+    jac_rows: PyReadonlyArray1<'py, i64>,
+    jac_cols: PyReadonlyArray1<'py, i64>,
+    hess_rows: PyReadonlyArray1<'py, i64>,
+    hess_cols: PyReadonlyArray1<'py, i64>,
+}
+
+fn nlp_solve_impl<'py>(
+    py: Python<'py>,
+    problem: Py<PyAny>,
+    arrays: NlpArrays<'py>,
+    options: Option<&Bound<'py, PyDict>>,
+    track_iterates: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let NlpArrays {
+        x0,
+        x_l,
+        x_u,
+        g_l,
+        g_u,
+        jac_rows,
+        jac_cols,
+        hess_rows,
+        hess_cols,
+    } = arrays;
     let n = x0.len();
     let m = g_l.len();
     for (name, len, want) in [
@@ -489,17 +563,31 @@ pub fn nlp_solve<'py>(
             )));
         }
     }
+    for (name, len) in [
+        ("x0", n),
+        ("g_l", m),
+        ("jac_rows", jac_rows.len()),
+        ("hess_rows", hess_rows.len()),
+    ] {
+        if len > MAX_DIM {
+            return Err(PyValueError::new_err(format!(
+                "{name}: length {len} exceeds the solver's 32-bit index range"
+            )));
+        }
+    }
     let x0v = x0.as_slice()?.to_vec();
-    if x0v.iter().any(|v| !v.is_finite()) {
-        return Err(PyValueError::new_err("x0: contains non-finite values"));
+    if let Some(i) = x0v.iter().position(|v| !v.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "x0: non-finite value at index {i}"
+        )));
     }
     let data = NlpData {
         x0: x0v,
-        x_l: x_l.as_slice()?.to_vec(),
-        x_u: x_u.as_slice()?.to_vec(),
-        g_l: g_l.as_slice()?.to_vec(),
-        g_u: g_u.as_slice()?.to_vec(),
-        jac_rows: index_vec(&jac_rows, "jac_rows", m.max(1))?,
+        x_l: bounds_vec(&x_l, "x_l")?,
+        x_u: bounds_vec(&x_u, "x_u")?,
+        g_l: bounds_vec(&g_l, "g_l")?,
+        g_u: bounds_vec(&g_u, "g_u")?,
+        jac_rows: index_vec(&jac_rows, "jac_rows", m)?,
         jac_cols: index_vec(&jac_cols, "jac_cols", n)?,
         hess_rows: index_vec(&hess_rows, "hess_rows", n)?,
         hess_cols: index_vec(&hess_cols, "hess_cols", n)?,
@@ -518,6 +606,9 @@ pub fn nlp_solve<'py>(
     let outcome = py.detach(move || run_solve(problem, data, opts, track_iterates));
     if let Some(msg) = outcome.option_error {
         return Err(PyValueError::new_err(msg));
+    }
+    if let Some(e) = outcome.callback_error {
+        return Err(e);
     }
     let out = PyDict::new(py);
     match outcome.solution {
@@ -538,9 +629,6 @@ pub fn nlp_solve<'py>(
     out.set_item("status", status_name(outcome.status))?;
     out.set_item("iterations", outcome.iterations)?;
     out.set_item("kkt_error", outcome.kkt_error)?;
-    match outcome.callback_error {
-        Some(e) => out.set_item("callback_error", e.into_value(py))?,
-        None => out.set_item("callback_error", py.None())?,
-    }
+    out.set_item("callback_error", py.None())?;
     Ok(out)
 }

@@ -50,6 +50,11 @@ BATCH_SOLVES = ("auto", "elementwise", "joint")
 # thread hand-off (about 0.1 ms on a loaded 2-core machine), so larger batches of small
 # problems are solved jointly first (curve fit, B=64: 0.18 s elementwise, 0.014 s joint).
 ELEMENTWISE_MAX_BATCH = 8
+# A solve without constraints or bounds that ends this much (relative) above its best
+# iterate's objective has jumped (see _absorb); far above rounding, far below the jumps
+# seen (10x).
+ROSE_SLACK = 1e-4
+OBJECTIVE_ROSE = "objective_rose_above_an_earlier_iterate"
 # Rotation coordinates inside each group's tangent vector (Theseus' ordering).
 _ROTATION_COORDS = {SO2: slice(0, 1), SE2: slice(2, 3), SO3: slice(0, 3), SE3: slice(3, 6)}
 
@@ -99,15 +104,22 @@ class _Aborted(Exception):
 
 
 class _Problem:
-    """What ``nlp_solve`` calls back into for the elements ``rows``."""
+    """What ``nlp_solve`` calls back into for the elements ``rows``. It keeps the iterate
+    with the lowest objective (``best``: objective, x), outside the restoration phase."""
 
     def __init__(self, hub: Hub, rows: np.ndarray, offset: int, track: bool):
         self.hub, self.rows, self.offset, self.track = hub, rows, offset, track
         self.restoration_iterations = 0
         self._last_it = -1
+        self.best: tuple[float, np.ndarray] | None = None
+        self._recent: dict[bytes, float] = {}  # objective at the last points asked for
 
     def objective(self, x):  # noqa: D102 (names fixed by the native bridge)
-        return self.hub.call(Request(self.rows, "objective", x))
+        f = self.hub.call(Request(self.rows, "objective", x))
+        if len(self._recent) > 16:
+            self._recent.clear()
+        self._recent[np.ascontiguousarray(x).tobytes()] = f
+        return f
 
     def gradient(self, x):  # noqa: D102
         return self.hub.call(Request(self.rows, "gradient", x))
@@ -125,6 +137,13 @@ class _Problem:
         self.restoration_iterations += int(bool(restoration))
         if self.hub.error is not None:
             return False  # stop: another callback raised
+        if x is not None and not restoration:
+            # the objective as this problem defines it (the callback's obj may be scaled)
+            f = self._recent.get(np.ascontiguousarray(x).tobytes())
+            if f is None:
+                f = self.objective(x)
+            if self.best is None or f < self.best[0]:
+                self.best = (float(f), np.array(x, dtype=np.float64))
         # POUNCE may run a short second pass from the converged point (its iteration count
         # restarts at 0); only the first pass's iterates are the history.
         if self.track and x is not None and not restoration and it > self._last_it:
@@ -268,7 +287,8 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         # centred there, while they have iterations left.
         far = _chart_stretch(chart, res.delta[todo]) > settings.recenter_angle
         todo = todo[(~res.converged[todo] | far) & res.solved[todo]
-                    & (res.iterations[todo] < settings.max_iterations)]
+                    & (res.iterations[todo] < settings.max_iterations)
+                    & (res.status[todo] != OBJECTIVE_ROSE)]
         if not todo.size or attempt == settings.max_restarts:
             break
         d_full = np.zeros((bsz, n))
@@ -301,10 +321,11 @@ def _job(nlp: BatchNlp, hub: Hub, rows: np.ndarray, settings: SolveSettings, use
     problem = _Problem(hub, rows, used, settings.track_iterates)
 
     def run() -> dict[str, Any]:
-        raw = nlp_solve(problem, x0, xl, xu, gl, gu, jr, jc, hr, hc, options,
-                        settings.track_iterates)
+        raw = nlp_solve(problem, x0, xl, xu, gl, gu, jr, jc, hr, hc, options, True)
         raw["restoration_iterations"] = problem.restoration_iterations
         raw["bounds"] = (xl, xu)
+        raw["best"] = problem.best
+        raw["monotone"] = nlp.m == 0 and not nlp.bounds
         return raw
 
     return run
@@ -321,6 +342,22 @@ def _absorb(res: BatchResult, rows: np.ndarray, raw: dict[str, Any],
     res.iterations[rows] += int(raw["iterations"])
     res.restoration_iterations += raw["restoration_iterations"]
     if raw["x"] is None:
+        return
+    best = raw.get("best")
+    if raw.get("monotone") and best is not None and raw["obj"] is not None and (
+        raw["obj"] > best[0] + ROSE_SLACK * (1.0 + abs(best[0]))
+    ):
+        # Without constraints or bounds every accepted step must lower the objective. The
+        # filter line search accepts any trial point when the step is not a descent
+        # direction and the constraint violation is zero (Ipopt's h-type test,
+        # 0 <= (1 - gamma) * 0); near a flat, nearly singular minimiser (a robust loss
+        # with a weak gauge prior) a full step can jump onto the loss' plateau, whose
+        # vanishing gradient then passes the convergence test at a far worse objective.
+        # Keep the best iterate, reported as not converged.
+        res.status[rows] = OBJECTIVE_ROSE
+        res.delta[rows] = best[1].reshape(k, n)
+        res.solved[rows] = np.isfinite(res.delta[rows]).all(axis=1)
+        res.converged[rows] = False
         return
     x = raw["x"].reshape(k, n)
     xl, xu = (b.reshape(k, n) for b in raw["bounds"])

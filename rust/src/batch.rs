@@ -4,8 +4,8 @@ use crate::cone_layout::{dual_to_scs, slack_scs, warm_to_pounce, ProblemClass};
 use crate::convexity::PsdCheck;
 use crate::interrupt::{self, Cancel};
 use crate::options::{
-    backend, fast_qp_options, feral_config, feral_config_fast, kkt_backend, robust_options,
-    SolveOptions,
+    backend, fast_qp_options, feral_config, feral_config_fast, kkt_backend, meets_tol,
+    robust_options, staged_nonsym_options, SolveOptions,
 };
 use crate::panic_guard::{catch, guard, TestPanic};
 use crate::pool::threads;
@@ -13,8 +13,8 @@ use crate::structure::{batch_size, p_values as p_values_checked, ConicStructure}
 use crate::validate::{expect_shape, f64_array, value_error, Shared};
 use numpy::{PyArray1, PyArrayMethods};
 use pounce_convex::{
-    solve_qp_ipm, solve_socp_ipm, solve_socp_ipm_warm, QpFactorization, QpOptions, QpProblem,
-    QpSolution, QpStatus, QpWarmStart,
+    solve_qp_ipm, solve_socp_ipm, solve_socp_ipm_warm, ConeSpec, QpFactorization, QpOptions,
+    QpProblem, QpSolution, QpStatus, QpWarmStart,
 };
 use pounce_feral::FeralConfig;
 use pyo3::prelude::*;
@@ -181,6 +181,51 @@ impl Engine<'_> {
         sol
     }
 
+    /// Conic class: `solve_socp_ipm` (`_warm` with a warm start) with POUNCE's defaults at
+    /// the caller's tol. With exp or power cones, first the staged solve at
+    /// `NONSYM_STAGE_TOL`, kept when it meets the caller's tol on its own residuals
+    /// (options.rs, "Exp / power cones"); otherwise the solve at the caller's tol, its
+    /// iterations added to the staged ones. When the deadline leaves no time for that
+    /// solve, the staged point is returned, as `optimal_inaccurate` if it was `Optimal`.
+    fn solve_conic(
+        &self,
+        prob: &QpProblem,
+        specs: &[ConeSpec],
+        warm: Option<&QpWarmStart>,
+    ) -> QpSolution {
+        let solve = |opts: &QpOptions| {
+            let mk = || backend(&self.cfg);
+            match warm {
+                None => solve_socp_ipm(prob, specs, opts, mk),
+                Some(w) => solve_socp_ipm_warm(prob, specs, w, opts, mk),
+            }
+        };
+        let robust = QpOptions {
+            time_limit: self.remaining(),
+            ..self.robust
+        };
+        let Some(staged) = staged_nonsym_options(&robust, specs) else {
+            return solve(&robust);
+        };
+        let first = solve(&staged);
+        if meets_tol(prob, specs, &first, robust.tol) {
+            return first;
+        }
+        if self.expired() {
+            let status = match first.status {
+                QpStatus::Optimal => QpStatus::OptimalInaccurate,
+                s => s,
+            };
+            return QpSolution { status, ..first };
+        }
+        let mut sol = solve(&QpOptions {
+            time_limit: self.remaining(),
+            ..self.robust
+        });
+        sol.iters += first.iters;
+        sol
+    }
+
     /// Solve one item and write `(x, y, s)` in SCS convention.
     fn solve_item(
         &self,
@@ -211,16 +256,9 @@ impl Engine<'_> {
         }
         let warm = d.warm.map(|(wx, wy)| warm_to_pounce(lay, wx, wy));
         let mk = || backend(&self.cfg);
-        let robust = QpOptions {
-            time_limit: self.remaining(),
-            ..self.robust
-        };
-        let sol = match (lay.class, &warm) {
-            (ProblemClass::Qp, w) => self.solve_qp(&prob, w.as_ref(), wk),
-            (ProblemClass::Conic, None) => solve_socp_ipm(&prob, &lay.specs, &robust, mk),
-            (ProblemClass::Conic, Some(w)) => {
-                solve_socp_ipm_warm(&prob, &lay.specs, w, &robust, mk)
-            }
+        let sol = match lay.class {
+            ProblemClass::Qp => self.solve_qp(&prob, warm.as_ref(), wk),
+            ProblemClass::Conic => self.solve_conic(&prob, &lay.specs, warm.as_ref()),
         };
         x.copy_from_slice(&sol.x);
         dual_to_scs(lay, &sol.y, &sol.z, y);

@@ -50,9 +50,12 @@ def limit_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """H at the active set of w = s - y: cone_scaling at :func:`snap` (same layout), with the
     nonneg rows set to their limit exactly, INACTIVE_H where w_i > 0 and 0 elsewhere (the
-    recentred formula's floors would leave H ~ w_i^2 / 1e-20 on a row with tiny w_i)."""
-    h_diag, h_blocks = cone_scaling(*snap(s, y, cones), cones)
+    recentred formula's floors would leave H ~ w_i^2 / 1e-20 on a row with tiny w_i).
+    With zero and nonneg rows only, H is that diagonal alone (constant in s and y)."""
     z, nd = cones.z, cones.n_diag
     w = (s[:, z:nd] - y[:, z:nd]).detach()
-    h_nonneg = torch.where(w > 0, INACTIVE_H, 0.0).to(h_diag.dtype)
+    h_nonneg = torch.where(w > 0, INACTIVE_H, 0.0).to(s.dtype)
+    if nd == cones.m:
+        return torch.cat([s.new_zeros(s.shape[0], z), h_nonneg], dim=1), s.new_zeros(s.shape[0], 0)
+    h_diag, h_blocks = cone_scaling(*snap(s, y, cones), cones)
     return torch.cat([h_diag[:, :z], h_nonneg], dim=1), h_blocks

@@ -289,8 +289,12 @@ def _refined(structure: ConicStructure, options: SolveOptions,
     P, A = (None if v["P"] is None else v["P"].detach()), v["A"].detach()
 
     def solve(xc, yc, sc, rx, ry, items):
-        _, dq, _, db = _kkt_vjp(structure, path, P, A, xc, yc, sc, items, rx, ry, None)
-        return -dq, db
+        # The KKT solve of the stepping items alone; the others get zeros.
+        idx = items.nonzero().flatten()
+        _, dq, _, db = _kkt_vjp(structure, path, None if P is None else P[idx], A[idx],
+                                xc[idx], yc[idx], sc[idx], items[idx], rx[idx], ry[idx], None)
+        return (xc.new_zeros(xc.shape).index_copy(0, idx, -dq),
+                yc.new_zeros(yc.shape).index_copy(0, idx, db))
 
     try:
         r = refine(structure, P, v["q"].detach(), A, v["b"].detach(), x, y, s, ok, solve)

@@ -15,7 +15,8 @@ point (strict complementarity and a unique solution). With ``dy = (D - I) dw`` a
 
 with H the active-set scaling (pounce_kkt/active_set.py), so it runs through the same dense
 or sparse path as the backward. The given point is first snapped to ``(Pi_K(w), Pi_K(w) - w)``;
-Newton steps follow where that point's residual is above a target (:func:`default_target`).
+Newton steps follow where that point's residual is above a target (:func:`default_target`),
+for LP/QP only where the given point's is too (the smaller of the two bounds the error there).
 A point (snapped or stepped) is kept only if the residual ``res`` (below) falls, a step
 halved up to twice; an item stops when no step is kept or its residual is below
 REFINE_FLOOR, so refinement never returns a worse point than it was given:
@@ -41,8 +42,10 @@ from pounce_kkt.cones import project
 from pounce_kkt.dense_kkt import dense_matrix
 from pounce_kkt.structure import ConicStructure
 
-# Snapped residual below which no Newton step is taken: LP/QP (zero and nonneg rows only: a
-# piecewise-affine solution map, where the snapped residual bounds the error) and problems
+# Residual below which no Newton step is taken: LP/QP (zero and nonneg rows only: a
+# piecewise-affine solution map, where the given or the snapped residual bounds the error,
+# 1e-10 leaving a margin for the 1e-9 error target: 1e-9 left 1.3e-9 on test_refine's LP
+# family) and, on the snapped residual, problems
 # with a curved cone (SOC, PSD, exp, power: an iterate's error there is ~sqrt of its
 # residual, so they get at least one Newton step); then the floor below which steps stop,
 # and the step budget.
@@ -75,9 +78,10 @@ class Refinement:
 DENSE_OPERATOR_ENTRIES = 4_000_000
 
 
-class _Operators:
-    """x -> P_eff x, x -> A x, y -> A'y for a batch of values on the structure's patterns
-    (dense batched products when small, index_add over the patterns otherwise)."""
+class KktOperators:
+    """x -> P_eff x, x -> A x, y -> A'y, P_eff = (P + P')/2, for a batch of values (B, nnz)
+    on the structure's patterns (dense batched products when small, index_add over the
+    patterns otherwise)."""
 
     def __init__(self, structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor):
         self.st, self.P, self.A = structure, P, A
@@ -89,6 +93,17 @@ class _Operators:
             if P is not None:
                 Pd = _dense(P, structure.p_rows, structure.p_cols, (n, n))
                 self.Pd = 0.5 * (Pd + Pd.transpose(1, 2))
+
+    def take(self, idx: torch.Tensor) -> KktOperators:
+        """The operators of the batch items idx (a 1-D index tensor)."""
+        sub = object.__new__(KktOperators)  # the same fields, batch rows idx
+        sub.st, sub.dense = self.st, self.dense
+        sub.P = None if self.P is None else self.P[idx]
+        sub.A = self.A[idx]
+        if self.dense:
+            sub.Ad = self.Ad[idx]
+            sub.Pd = None if self.Pd is None else self.Pd[idx]
+        return sub
 
     def p(self, x: torch.Tensor) -> torch.Tensor:
         if self.P is None:
@@ -128,37 +143,53 @@ def _spmv(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, v: torch
     return out.reshape(B, n_out)
 
 
-def kkt_map(ops: _Operators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
-            y: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P_eff x + q + A'y, A x + s - b), batch-first float64."""
-    return ops.p(x) + q + ops.at(y), ops.a(x) + s - b
+def _inf(t: torch.Tensor) -> torch.Tensor:
+    """Row-wise max |t| of a (B, k) tensor, (B,); 0 where k = 0."""
+    return t.abs().amax(1) if t.shape[1] else t.new_zeros(t.shape[0])
+
+
+def kkt_residual(ops: KktOperators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
+                 y: torch.Tensor, s: torch.Tensor, px: torch.Tensor | None = None,
+                 ax: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(res, F_1, F_2) of the stationarity and primal rows, batch-first float64:
+
+        F_1 = P_eff x + q + A'y,   F_2 = A x + s - b,
+        res = max(|F_1|_inf / (1 + max(|P_eff x|_inf, |q|_inf, |A'y|_inf)),
+                  |F_2|_inf / (1 + max(|A x|_inf, |s|_inf, |b|_inf)))      (B,)
+
+    px, ax: P_eff x and A x when the caller has them (x unchanged, only y or s moved).
+    """
+    px = ops.p(x) if px is None else px
+    ax = ops.a(x) if ax is None else ax
+    aty = ops.at(y)
+    r1, r2 = px + q + aty, ax + s - b
+    dual = _inf(r1) / (1 + torch.maximum(torch.maximum(_inf(px), _inf(q)), _inf(aty)))
+    primal = _inf(r2) / (1 + torch.maximum(torch.maximum(_inf(ax), _inf(s)), _inf(b)))
+    return torch.maximum(dual, primal), r1, r2
+
+
+def _moreau(s: torch.Tensor, y: torch.Tensor, cones: ConeDims) -> torch.Tensor:
+    """The complementarity term |s - Pi_K(s - y)|_inf / (1 + max(|s|_inf, |y|_inf)), (B,)."""
+    return _inf(s - project(s - y, cones)[0]) / (1 + torch.maximum(_inf(s), _inf(y)))
 
 
 def residual(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
              A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
              s: torch.Tensor) -> torch.Tensor:
     """The relative residual ``res`` of the module docstring, (B,)."""
-    return _residual(_Operators(structure, P, A), q, b, x, y, s)
+    res = kkt_residual(KktOperators(structure, P, A), q, b, x, y, s)[0]
+    return torch.maximum(res, _moreau(s, y, structure.cones))
 
 
-def _residual(ops: _Operators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
-              y: torch.Tensor, s: torch.Tensor, snapped: bool = False) -> torch.Tensor:
-    """``res``; ``snapped``: (s, y) came from active_set.snap, whose last term is 0."""
-    px, aty, ax = ops.p(x), ops.at(y), ops.a(x)
-    comp = torch.zeros_like(s) if snapped else s - project(s - y, ops.st.cones)[0]
-
-    def inf(*ts):
-        return torch.stack([t.abs().amax(1) if t.shape[1] else t.new_zeros(t.shape[0])
-                            for t in ts], 1).amax(1)
-
-    return torch.stack([inf(px + q + aty) / (1 + inf(px, q, aty)),
-                        inf(ax + s - b) / (1 + inf(ax, s, b)),
-                        inf(comp) / (1 + inf(s, y))], 1).amax(1)
+def _curved(cones: ConeDims) -> bool:
+    """Whether any SOC, PSD, exp or power cone is present (not LP/QP rows only)."""
+    return bool(cones.q or cones.s or cones.ep or cones.p)
 
 
 def default_target(cones: ConeDims) -> float:
     """REFINE_TARGET for LP/QP cones, REFINE_TARGET_CURVED with any SOC, PSD, exp, power."""
-    return REFINE_TARGET_CURVED if (cones.q or cones.s or cones.ep or cones.p) else REFINE_TARGET
+    return REFINE_TARGET_CURVED if _curved(cones) else REFINE_TARGET
 
 
 def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
@@ -169,51 +200,61 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
 
     All tensors batch-first float64 on one device, no graph. Items not ok come back
     unchanged; no Newton step is taken where the snapped point's residual is below
-    ``target`` (None: :func:`default_target`).
+    ``target`` (None: :func:`default_target`), nor for LP/QP where the given point's is.
+    Each step's KKT solve sees only the items still stepping (``solve``'s mask), and its
+    trial points are evaluated on them alone.
     """
     target = default_target(structure.cones) if target is None else target
+    cones = structure.cones
     with torch.no_grad():
-        ops = _Operators(structure, P, A)
+        ops = KktOperators(structure, P, A)
         best = [x.clone(), y.clone(), s.clone()]
         x, y, s = (torch.where(ok[:, None], t, 0.0) for t in (x, y, s))
-        before = _residual(ops, q, b, x, y, s)
+        px, ax = ops.p(x), ops.a(x)  # x is the same at the given and the snapped point
+        before = torch.maximum(kkt_residual(ops, q, b, x, y, s, px, ax)[0],
+                               _moreau(s, y, cones))
         before = torch.where(ok, before, torch.nan)
         best_res = before.clone()
         steps = torch.zeros_like(ok, dtype=torch.int64)
         cx = x
-        cs, cy = snap(s, y, structure.cones)
-        cres = _residual(ops, q, b, cx, cy, cs, snapped=True)
+        cs, cy = snap(s, y, cones)
+        cres, cr1, cr2 = kkt_residual(ops, q, b, cx, cy, cs, px, ax)
         _keep(best, best_res, ok & (cres < best_res), (cx, cy, cs), cres)
-        # The snapped point's residual decides: it sees the error of an iterate's
-        # complementarity (y_i ~ mu / s_i on a row 1e-4 from its kink) that the raw one hides.
-        live = ok & (cres > target)
+        # LP/QP (a piecewise-affine map: either residual bounds the error linearly) step where
+        # both the given and the snapped point are above target, curved cones where the
+        # snapped one is (both terms see an iterate's complementarity error, y_i ~ mu / s_i
+        # on a row 1e-4 from its kink, through Moreau's term min(s_i, y_i) of the given point).
+        live = ok & ((cres if _curved(cones) else best_res) > target)
         for _ in range(max_steps):
             live = live & (cres > REFINE_FLOOR)
-            if not bool(live.any()):
+            idx = live.nonzero().flatten()
+            if idx.numel() == 0:
                 break
-            r1, r2 = kkt_map(ops, q, b, cx, cy, cs)
-            dx, dy = solve(cx, cy, cs, -r1, -r2, live)
-            ds = -r2 - ops.a(dx)
-            dw = ds - dy
-            w = cs - cy
-            taken = torch.zeros_like(live)
+            dx, dy = (t[idx] for t in solve(cx, cy, cs, -cr1, -cr2, live))
+            sub = ops.take(idx)
+            x0, y0, s0, res0 = cx[idx], cy[idx], cs[idx], cres[idx]
+            qi, bi = q[idx], b[idx]
+            w, dw = s0 - y0, -cr2[idx] - sub.a(dx) - dy  # dw = ds - dy, ds = -F_2 - A dx
+            new = [x0, y0, s0, res0, cr1[idx], cr2[idx]]
+            taken = torch.zeros_like(res0, dtype=torch.bool)
             t = 1.0
             for _ in range(BACKTRACKS + 1):
-                tx = cx + t * dx
-                ts_, ty = snap(w + t * dw, torch.zeros_like(w), structure.cones)
-                tres = _residual(ops, q, b, tx, ty, ts_, snapped=True)
-                better = live & ~taken & torch.isfinite(tres) & (tres < cres)
-                cx = torch.where(better[:, None], tx, cx)
-                cy = torch.where(better[:, None], ty, cy)
-                cs = torch.where(better[:, None], ts_, cs)
-                cres = torch.where(better, tres, cres)
+                tx = x0 + t * dx
+                ts_, ty = snap(w + t * dw, torch.zeros_like(w), cones)
+                tres, tr1, tr2 = kkt_residual(sub, qi, bi, tx, ty, ts_)
+                better = ~taken & torch.isfinite(tres) & (tres < res0)
+                new = [torch.where(better[:, None] if v.dim() == 2 else better, v, c)
+                       for v, c in zip((tx, ty, ts_, tres, tr1, tr2), new, strict=True)]
                 taken = taken | better
-                if bool((taken | ~live).all()):
+                if bool(taken.all()):
                     break
                 t *= 0.5
-            steps = steps + taken.to(torch.int64)
-            live = live & taken
-            _keep(best, best_res, taken & (cres < best_res), (cx, cy, cs), cres)
+            cx, cy, cs, cres, cr1, cr2 = (c.index_copy(0, idx, v) for c, v in
+                                          zip((cx, cy, cs, cres, cr1, cr2), new, strict=True))
+            steps = steps.index_add(0, idx, taken.to(torch.int64))
+            live = live.index_copy(0, idx, taken)
+            kept = torch.zeros_like(live).index_copy(0, idx, taken)
+            _keep(best, best_res, kept & (cres < best_res), (cx, cy, cs), cres)
         return Refinement(*best, before, best_res, steps)
 
 

@@ -243,8 +243,9 @@ FD_CASES = [(f, s) for f in FD_STEPS for s in (1, 2) if (f, s) != ("psd", 2)]
 def _refined(bt):
     """The point and H the core's backward uses: the native forward refined by
     pounce_kkt.refine, and H at its active set (pounce_kkt.active_set.limit_scaling)."""
-    import pounce_kkt as pk
     import torch
+
+    import pounce_kkt as pk
     from pounce_kkt.active_set import limit_scaling
     from pounce_kkt.cone_dims import ConeDims
 

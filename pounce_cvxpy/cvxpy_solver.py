@@ -22,6 +22,9 @@ from cvxpy.utilities.psd_utils import TriangleKind
 
 from pounce_cvxpy.solver_args import PounceArgs, resolve
 
+# The solver name cvxpy and cvxpylayers know us by (any case is accepted from users).
+NAME = "POUNCE"
+
 # The core's statuses (docs/design.md) in cvxpy's words.
 STATUS_MAP = {
     "optimal": s.OPTIMAL,
@@ -45,7 +48,7 @@ class POUNCE(ConicSolver):
     EXP_CONE_ORDER = [0, 1, 2]
 
     def name(self) -> str:
-        return "POUNCE"
+        return NAME
 
     def import_solver(self) -> None:
         import pounce_kkt  # noqa: F401

@@ -21,7 +21,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-NAME = "POUNCE"
+from pounce_cvxpy.cvxpy_solver import NAME, POUNCE
+from pounce_cvxpy.solver_interface import PounceSolver
+
 _HOOK_MARK = "__pounce_cvxpy_hook__"
 
 
@@ -33,8 +35,6 @@ def is_pounce_name(solver: Any) -> bool:
 def register_cvxpy_solver() -> None:
     """Add the POUNCE conic solver to cvxpy's name table (once)."""
     from cvxpy.reductions.solvers import defines
-
-    from pounce_cvxpy.cvxpy_solver import POUNCE
 
     if not isinstance(defines.SOLVER_MAP_CONIC.get(NAME), POUNCE):
         defines.SOLVER_MAP_CONIC[NAME] = POUNCE()
@@ -49,8 +49,6 @@ def _wrap_parse_args(original: Callable[..., Any]) -> Callable[..., Any]:
         if is_pounce_name(bound.arguments.get("solver")) and (
             bound.arguments.get("custom_solver") is None
         ):
-            from pounce_cvxpy.solver_interface import PounceSolver
-
             solver_args = bound.arguments.get("solver_args") or {}
             bound.arguments["custom_solver"] = PounceSolver(**solver_args)
             bound.arguments["solver"] = None

@@ -18,7 +18,7 @@ import torch
 from cvxpylayers.interfaces.base import SolverInterface
 
 from pounce_cvxpy.canon_layout import CanonLayout
-from pounce_cvxpy.registration import NAME
+from pounce_cvxpy.cvxpy_solver import NAME
 from pounce_cvxpy.solver_args import PounceArgs, resolve
 from pounce_kkt import SolverError, conic_forward, conic_vjp
 from pounce_kkt.accuracy import SolveInfo

@@ -19,7 +19,10 @@ Newton steps follow where that point's residual is above a target (:func:`defaul
 for LP/QP only where the given point's is too (the smaller of the two bounds the error there).
 A point (snapped or stepped) is kept only if the residual ``res`` (below) falls, a step
 halved up to twice; an item stops when no step is kept or its residual is below
-REFINE_FLOOR, so refinement never returns a worse point than it was given:
+REFINE_FLOOR, except that once per item, above target, it continues from the full step
+(semismooth Newton on a row the iterate left ambiguous: the first step flips it and may
+raise ``res``, the next lands on the right piece). The best point is kept apart, so
+refinement never returns a worse point than it was given:
 
     res = max(|F_1|_inf / (1 + max(|P_eff x|_inf, |q|_inf, |A'y|_inf)),
               |F_2|_inf / (1 + max(|A x|_inf, |s|_inf, |b|_inf)),
@@ -64,7 +67,7 @@ KktSolve = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass
 class Refinement:
-    """Refined x, y, s (B, ...), the residual before and after (B,), steps kept (B,)."""
+    """Refined x, y, s (B, ...), the residual before and after (B,), Newton steps (B,)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -225,6 +228,7 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
         # snapped one is (both terms see an iterate's complementarity error, y_i ~ mu / s_i
         # on a row 1e-4 from its kink, through Moreau's term min(s_i, y_i) of the given point).
         live = ok & ((cres if _curved(cones) else best_res) > target)
+        spare = ok.clone()  # one step per item that may raise the residual
         for _ in range(max_steps):
             live = live & (cres > REFINE_FLOOR)
             idx = live.nonzero().flatten()
@@ -237,11 +241,12 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
             w, dw = s0 - y0, -cr2[idx] - sub.a(dx) - dy  # dw = ds - dy, ds = -F_2 - A dx
             new = [x0, y0, s0, res0, cr1[idx], cr2[idx]]
             taken = torch.zeros_like(res0, dtype=torch.bool)
-            t = 1.0
+            t, full = 1.0, None
             for _ in range(BACKTRACKS + 1):
                 tx = x0 + t * dx
                 ts_, ty = snap(w + t * dw, torch.zeros_like(w), cones)
                 tres, tr1, tr2 = kkt_residual(sub, qi, bi, tx, ty, ts_)
+                full = full or (tx, ty, ts_, tres, tr1, tr2)
                 better = ~taken & torch.isfinite(tres) & (tres < res0)
                 new = [torch.where(better[:, None] if v.dim() == 2 else better, v, c)
                        for v, c in zip((tx, ty, ts_, tres, tr1, tr2), new, strict=True)]
@@ -249,11 +254,19 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
                 if bool(taken.all()):
                     break
                 t *= 0.5
+            # An item still above target that no trial point improved continues once from
+            # the full step: a step that flips a row the iterate left ambiguous (s_i, y_i both
+            # ~sqrt(mu)) can raise the residual before the next one ends on the right piece.
+            jump = ~taken & spare[idx] & torch.isfinite(full[3]) & (res0 > target)
+            new = [torch.where(jump[:, None] if v.dim() == 2 else jump, v, c)
+                   for v, c in zip(full, new, strict=True)]
+            spare = spare.index_copy(0, idx, spare[idx] & ~jump)
+            moved = taken | jump
             cx, cy, cs, cres, cr1, cr2 = (c.index_copy(0, idx, v) for c, v in
                                           zip((cx, cy, cs, cres, cr1, cr2), new, strict=True))
-            steps = steps.index_add(0, idx, taken.to(torch.int64))
-            live = live.index_copy(0, idx, taken)
-            kept = torch.zeros_like(live).index_copy(0, idx, taken)
+            steps = steps.index_add(0, idx, moved.to(torch.int64))
+            live = live.index_copy(0, idx, moved)
+            kept = torch.zeros_like(live).index_copy(0, idx, moved)
             _keep(best, best_res, kept & (cres < best_res), (cx, cy, cs), cres)
         return Refinement(*best, before, best_res, steps)
 

@@ -12,7 +12,8 @@ Our options:
 | `tol_cap`       | core's  | upper bound on the tol chosen per problem class (where the  |
 |                 |         | foreign tolerances below go)                                |
 | `max_iter`      | core's  | interior-point iteration limit                              |
-| `time_limit`    | core's  | wall-clock limit per problem, seconds (None: no limit)      |
+| `time_limit`    | core's  | wall-clock limit of the whole batch call, seconds (None: no |
+|                 |         | limit); items not started by then end "time_limit"          |
 | `backward`      | core's  | KKT adjoint: "auto", "dense" (Torch) or "sparse" (native)   |
 | `dense_max_dim` | core's  | "auto" takes the dense adjoint up to n + m = this           |
 | `on_failure`    | core's  | "raise": SolverError naming the batch index and status;     |
@@ -20,6 +21,8 @@ Our options:
 | `on_inaccurate` | core's  | an item solved only to "optimal_inaccurate": "warn" names   |
 |                 |         | the items and residuals, "raise" makes it a SolverError,    |
 |                 |         | "ignore"; per-item statuses: `last_solve_info(layer)`       |
+| `refine`        | core's  | Newton refinement of each solved item (True); False keeps   |
+|                 |         | the interior-point point as returned                        |
 | `warm_start`    | False   | start each solve from the previous call's solution (same    |
 |                 |         | batch size); cvxpylayers 1.2 accepts `layer(warm_start=...)`|
 |                 |         | only for MOREAU, so this is the switch for POUNCE           |
@@ -111,7 +114,7 @@ _TOLERANCES = ("eps", "eps_abs", "eps_rel", "tol_gap_abs", "tol_gap_rel", "tol_f
                "tol_ktratio", "feastol", "abstol", "reltol")
 _TRANSLATED = (*_TOLERANCES, "time_limit_secs", "raise_on_error")
 _OURS = ("tol", "tol_cap", "max_iter", "time_limit", "backward", "dense_max_dim", "on_failure",
-         "on_inaccurate", "warm_start")
+         "on_inaccurate", "refine", "warm_start")
 
 _warned: set[str] = set()
 

@@ -19,10 +19,12 @@ def _fresh_warnings():
 
 def test_ours_pass_through_to_solve_options():
     args = resolve(PounceArgs(), {"tol": 1e-7, "max_iter": 31, "time_limit": 2.5,
-                                  "backward": "dense", "on_failure": "nan", "warm_start": True})
+                                  "backward": "dense", "on_failure": "nan", "warm_start": True,
+                                  "refine": False})
     opts = args.solve_options()
     assert (opts.tol, opts.max_iter, opts.time_limit) == (1e-7, 31, 2.5)
     assert (opts.backward, opts.on_failure, args.warm_start) == ("dense", "nan", True)
+    assert opts.refine is False and resolve(PounceArgs(), {}).solve_options().refine is True
 
 
 def test_later_arguments_override_earlier_ones():

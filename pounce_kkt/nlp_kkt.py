@@ -31,21 +31,49 @@ active rows the solved system is
     [ M A   -(I - M) ] [v] = [ M r_c ],
 
 which forces v_i = 0 on inactive rows and reduces to the system above on the active ones.
+
+Degenerate K. The derivative above exists when the reduced Hessian (H on the null space of
+the active rows A) is positive definite and A has full row rank: then K has n positive and
+p negative eigenvalues (inertia). At an iterate short of a minimum (an element stopped by its
+iteration limit on a robust cost's concave side, near an inflection) or at a gauge freedom
+K can be indefinite or (nearly) singular, and ``K^-1 r`` is meaningless or explodes (1e27).
+An element is degenerate when K's inertia is not (n, p) or an eigenvalue of K is at most
+``SINGULAR_EPS`` machine epsilons times its largest in magnitude (2.2e-13 in float64:
+below it LU's solution along that direction is roundoff, relative error 1e-3 or worse; a
+weak prior pinning a gauge freedom above it stays regular and keeps its LU solution). Its
+step uses instead the bounded choice
+
+    [u; v] = pinv(K_+) r,   K_+ = K with H replaced by H_+ = V diag(l_i if l_i > t else 0) V',
+
+H = V diag(l) V', t = PINV_RTOL max|l| (``PINV_RTOL`` of pounce_kkt/singular_kkt.py): the
+Hessian's negative and near-zero curvature directions are dropped and the minimum-norm
+least-squares solution of what remains is taken (``singular_kkt.min_norm``; without
+constraints, the Newton step restricted to H's positive curvature directions).
+A :class:`pounce_kkt.errors.DegenerateGradientWarning` names those batch elements. Other
+elements keep the LU solution of K unchanged.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
+from pounce_kkt.errors import DegenerateGradientWarning
+from pounce_kkt.singular_kkt import PINV_RTOL, min_norm
+
 __all__ = [
-    "active_constraints", "implicit_step", "implicit_step_with_limits", "kkt_matrix",
-    "project_onto_bounds",
+    "SINGULAR_EPS", "active_constraints", "implicit_step", "implicit_step_with_limits",
+    "kkt_matrix", "project_onto_bounds",
 ]
 
 # Magnitude from which a variable or constraint limit counts as absent (Ipopt's 1e19
 # default, with margin).
 INF = 1e20
+# K is numerically singular when an eigenvalue is at most this many machine epsilons of the
+# largest in magnitude (module docstring).
+SINGULAR_EPS = 1e3
 
 
 def kkt_matrix(hessian: torch.Tensor, jac: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
@@ -72,36 +100,95 @@ def implicit_step(
     jac: torch.Tensor | None = None,
     residual: torch.Tensor | None = None,
     active: torch.Tensor | None = None,
+    used: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Return ``delta = -[K^-1 r]_x`` (B, n) with K detached (see the module docstring).
 
     ``grad_lagrangian`` (B, n) is grad_x L at the solution and ``residual`` (B, p) the
     constraint rows c_A, both still attached to the parameters' autograd graph;
     ``hessian`` (B, n, n) and ``jac`` (B, p, n) are the values at the solution (detached
-    here). Elements whose K is singular use the least-squares (pseudo-inverse) solution.
+    here). Degenerate elements (K indefinite on the active rows' null space or singular)
+    get the minimum-norm step of the module docstring and are named in a
+    ``DegenerateGradientWarning``; ``used`` (B,) bool limits the check and the warning to
+    the elements whose step the caller keeps (default all).
     """
     b, n = grad_lagrangian.shape
     h = hessian.detach()
     if jac is None or jac.shape[1] == 0:
         k = h
         rhs = grad_lagrangian
+        act = h.new_zeros(b, 0, dtype=torch.bool)
     else:
         act = active if active is not None else torch.ones(jac.shape[:2], dtype=torch.bool)
         act = act.to(jac.device)
         k = kkt_matrix(h, jac.detach(), act)
         rhs = torch.cat([grad_lagrangian, torch.where(act, residual, 0.0)], dim=1)
-    sol = _solve(k, rhs)
+    sol = _solve(k, rhs, n, act, used)
     return -sol[:, :n]
 
 
-def _solve(k: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve K u = rhs per element (K constant); pseudo-inverse where K is singular."""
-    lu, piv, info = torch.linalg.lu_factor_ex(k)
-    ok = info == 0
-    if bool(ok.all()):
-        return torch.linalg.lu_solve(lu, piv, rhs.unsqueeze(-1)).squeeze(-1)
-    pinv = torch.linalg.pinv(k)
-    return (pinv @ rhs.unsqueeze(-1)).squeeze(-1)
+def _solve(k: torch.Tensor, rhs: torch.Tensor, n: int, active: torch.Tensor,
+           used: torch.Tensor | None) -> torch.Tensor:
+    """Solve K u = rhs per element (K constant) by LU; the degenerate elements among
+    ``used`` get ``pinv(K_+) rhs`` instead (module docstring) and a warning; the elements
+    not ``used`` get ``rhs`` (a placeholder the caller discards)."""
+    bad = _degenerate(k, n, active)
+    skip = bad  # K replaced by I in the LU: no inf/NaN from a singular K reaches the graph
+    if used is not None:
+        bad = bad & used.to(bad.device)
+        skip = bad | ~used.to(bad.device)
+    eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
+    lu, piv, _ = torch.linalg.lu_factor_ex(torch.where(skip[:, None, None], eye, k))
+    sol = torch.linalg.lu_solve(lu, piv, rhs.unsqueeze(-1)).squeeze(-1)
+    if not bool(bad.any()):
+        return sol
+    idx = bad.nonzero().flatten()
+    kp = _scaled_inactive(k[idx], n, active[idx])
+    kp[:, :n, :n] = _positive_part(kp[:, :n, :n])
+    out = sol.clone()
+    out[idx] = min_norm(kp, rhs[idx])
+    warnings.warn(f"implicit step: batch items {idx.tolist()} have a KKT matrix that is "
+                  "singular or indefinite on the active constraints' null space (e.g. an "
+                  "iterate short of a minimum); their gradient drops the Hessian's negative "
+                  "and near-zero curvature directions and is the minimum-norm solution of "
+                  "what remains (pounce_kkt/nlp_kkt.py)", DegenerateGradientWarning,
+                  stacklevel=3)
+    return out
+
+
+def _scaled_inactive(k: torch.Tensor, n: int, active: torch.Tensor) -> torch.Tensor:
+    """K with the inactive rows' diagonal -1 replaced by -max|K[:n]| (the same solution,
+    since their rows of rhs are 0; a scale that leaves K's spectrum comparable to H's)."""
+    out = k.clone()
+    if active.shape[1] == 0:
+        return out
+    scale = k[:, :n].abs().flatten(1).amax(1).clamp_min(torch.finfo(k.dtype).tiny)
+    rows = torch.arange(n, k.shape[-1], device=k.device)
+    out[:, rows, rows] = torch.where(active, out[:, rows, rows], -scale[:, None])
+    return out
+
+
+def _degenerate(k: torch.Tensor, n: int, active: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: finite elements whose K's inertia is not (n, p) or whose smallest
+    eigenvalue in magnitude is at most SINGULAR_EPS eps times the largest."""
+    finite = torch.isfinite(k).flatten(1).all(1)
+    bad = torch.zeros_like(finite)
+    if not bool(finite.any()):
+        return bad
+    lam = torch.linalg.eigvalsh(_scaled_inactive(k[finite], n, active[finite]))
+    mag = lam.abs()
+    tiny = mag.amin(1) <= SINGULAR_EPS * torch.finfo(k.dtype).eps * mag.amax(1)
+    inertia = ((lam > 0).sum(1) != n) | ((lam < 0).sum(1) != k.shape[-1] - n)
+    bad[finite] = tiny | inertia
+    return bad
+
+
+def _positive_part(h: torch.Tensor) -> torch.Tensor:
+    """H_+ = V diag(l_i if l_i > PINV_RTOL max|l| else 0) V' for symmetric H (B, n, n)."""
+    lam, vec = torch.linalg.eigh(0.5 * (h + h.transpose(1, 2)))
+    keep = lam > PINV_RTOL * lam.abs().amax(1, keepdim=True)
+    lam = torch.where(keep, lam, torch.zeros_like(lam))
+    return (vec * lam[:, None, :]) @ vec.transpose(1, 2)
 
 
 def project_onto_bounds(
@@ -145,13 +232,15 @@ def implicit_step_with_limits(
     x_hi: torch.Tensor | None = None,
     at_lo: torch.Tensor | None = None,
     at_hi: torch.Tensor | None = None,
+    used: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """:func:`implicit_step` for ``min f`` s.t. ``c_lo <= c(x) <= c_hi``,
     ``x_lo <= x <= x_hi``: the active rows are the constraints picked by
     :func:`active_constraints` (values ``c`` (B, p), Jacobian ``c_jac`` (B, p, n),
     multipliers ``lam``) held at the limit they touch, and the bounds marked ``at_lo`` /
     ``at_hi`` (B, n), held at ``x_lo`` / ``x_hi``. ``c``, the limits and ``x`` stay
-    attached to the parameters' graph; infinite limits of inactive rows are unused."""
+    attached to the parameters' graph; infinite limits of inactive rows are unused.
+    ``used`` is passed on to :func:`implicit_step`."""
     rows, resid, active = [], [], []
     if c is not None:
         act, upper = active_constraints(c.detach(), lam, c_lo.detach(), c_hi.detach())
@@ -166,6 +255,6 @@ def implicit_step_with_limits(
         resid.append(x - torch.where(at_hi, x_hi, x_lo))
         active.append(at_lo | at_hi)
     if not rows:
-        return implicit_step(grad_lagrangian, hessian)
+        return implicit_step(grad_lagrangian, hessian, used=used)
     return implicit_step(grad_lagrangian, hessian, torch.cat(rows, 1), torch.cat(resid, 1),
-                         torch.cat(active, 1))
+                         torch.cat(active, 1), used=used)

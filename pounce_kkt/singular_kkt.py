@@ -49,12 +49,19 @@ def min_norm_where_singular(K: torch.Tensor, rhs: torch.Tensor, sol: torch.Tenso
     if not bool(bad.any()):
         return sol, bad
     idx = bad.nonzero().flatten()
-    Kb = K[idx]
-    Kb = 0.5 * (Kb + Kb.transpose(1, 2))
-    fixed = (torch.linalg.pinv(Kb, rtol=PINV_RTOL, hermitian=True) @ rhs[idx][:, :, None])
     out = sol.clone()
-    out[idx] = fixed[:, :, 0]
+    out[idx] = min_norm(K[idx], rhs[idx])
     return out, bad
+
+
+def min_norm(K: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """pinv(K) rhs per item: the minimum-norm least-squares solution of K sol = rhs, with
+    singular values below PINV_RTOL of the largest taken as zero.
+
+    K (B, N, N) symmetric (its symmetric part is used), rhs (B, N); differentiable in both.
+    """
+    Ks = 0.5 * (K + K.transpose(1, 2))
+    return (torch.linalg.pinv(Ks, rtol=PINV_RTOL, hermitian=True) @ rhs[:, :, None])[:, :, 0]
 
 
 def exploded(sol: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -64,4 +71,4 @@ def exploded(sol: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["GROWTH_LIMIT", "PINV_RTOL", "RESIDUAL_RTOL", "exploded", "failed_solves",
-           "min_norm_where_singular"]
+           "min_norm", "min_norm_where_singular"]

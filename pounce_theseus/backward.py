@@ -89,7 +89,7 @@ def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchR
             lo_b, hi_b = _bound_limits(chart, bounds, bsz, n, dtype)
             kw.update(x=delta0, x_lo=lo_b, x_hi=hi_b, at_lo=torch.as_tensor(res.at_lo),
                       at_hi=torch.as_tensor(res.at_hi))
-        step = implicit_step_with_limits(grad_l, h, **kw)
+        step = implicit_step_with_limits(grad_l, h, used=ok, **kw)
         step = torch.where(ok.unsqueeze(1).to(step.device), step, torch.zeros_like(step))
         # value: exactly the solution written (0 + 0); derivative: the step's
         chart.apply(delta0.detach() + (step - step.detach()))

@@ -45,11 +45,11 @@ def _reference_step(h, jac, active, g, r):
 
 
 def test_degenerate_kkt_matrices_get_the_min_norm_step_and_a_warning():
-    """Item 0: positive definite. Item 1: a near-zero curvature (1e-14), the constraint
-    inactive: K^-1 r is ~1e14. Item 2: negative curvature on the active row's null space.
+    """Item 0: positive definite. Item 1: a near-zero curvature (1e-17), the constraint
+    inactive: K^-1 r is ~1e17. Item 2: negative curvature on the active row's null space.
     Item 3: the same Hessian with the negative direction constrained (reduced Hessian
     positive definite: regular, untouched)."""
-    h = np.array([np.diag([2.0, 1.0, 3.0]), np.diag([1.0, 2.0, 1e-14]),
+    h = np.array([np.diag([2.0, 1.0, 3.0]), np.diag([1.0, 2.0, 1e-17]),
                   np.diag([1.0, -0.5, 2.0]), np.diag([1.0, -0.5, 2.0])])
     h[0, 0, 1] = h[0, 1, 0] = 0.3
     jac = np.array([[[1.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]], [[1.0, 0.0, 0.0]],
@@ -123,10 +123,11 @@ def _one_iteration(x0: list[float], grad: bool = False):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_unconverged_iterate_at_an_inflection_gets_a_bounded_gradient():
     """The bench_theseus failure in small: an element stopped by its iteration limit where
-    the robust loss's curvature crosses zero (found by bisection on the start) had
-    d x / d log_loss_radius ~ 1e14 and no warning; one on the concave side a finite but
-    meaningless value. Both now get 0 (x's curvature dropped; z is unaffected by the
-    radius) and are named; element 0 keeps exactly the gradient it gets alone."""
+    the robust loss's curvature crosses zero (found by bisection on the start; the side of
+    tiny negative curvature) had d x / d log_loss_radius ~ -5e14 and no warning; one deep
+    on the concave side a finite but meaningless value. Both now get 0 (x's curvature
+    dropped; z is unaffected by the radius) and are named; element 0 keeps exactly the
+    gradient it gets alone."""
     inflection = -1.0 / math.sqrt(2.0)
     lo, hi = 0.5, 1.5
     x, _, _ = _one_iteration([lo, hi])
@@ -135,7 +136,7 @@ def test_unconverged_iterate_at_an_inflection_gets_a_bounded_gradient():
         mid = 0.5 * (lo + hi)
         x, _, _ = _one_iteration([lo, mid])
         lo, hi = (lo, mid) if x[1] <= inflection else (mid, hi)
-    x, grad, msgs = _one_iteration([0.5, lo, 1.5], grad=True)
+    x, grad, msgs = _one_iteration([0.5, hi, 1.5], grad=True)
     assert abs(x[1] - inflection) < 1e-12 and x[2] < inflection - 0.1
     assert torch.isfinite(grad).all()
     assert grad[1].item() == 0.0 and grad[2].item() == 0.0

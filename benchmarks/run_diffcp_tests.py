@@ -19,11 +19,10 @@ Not part of the CI suite.
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
+
+from suite_runner import run_suite
 
 SOLVER_NAMES = ("solve_and_derivative", "solve_and_derivative_batch", "solve_only",
                 "solve_only_batch", "SolverError")
@@ -46,11 +45,6 @@ def pytest_configure(config) -> None:  # noqa: ANN001  (pytest plugin hook)
     _swap_in_pounce()
 
 
-def _counts(summary: str) -> dict[str, int]:
-    found = re.findall(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)", summary)
-    return {k: int(v) for v, k in found}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkout", type=Path, help="path of a diffcp checkout (with tests/)")
@@ -61,29 +55,8 @@ def main() -> int:
     if not tests.is_dir() or not list(tests.glob("test_*.py")):
         print(f"not a diffcp checkout, no tests/test_*.py under {a.checkout}", file=sys.stderr)
         return 2
-    cmd = [sys.executable, "-m", "pytest", "-c", os.devnull, "--rootdir", str(a.checkout),
-           "-p", "no:cacheprovider", "-q", "-rfE", "-W", "ignore::DeprecationWarning"]
-    env = dict(os.environ)
-    if not a.baseline:
-        here = str(Path(__file__).resolve().parent)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
-        cmd += ["-p", Path(__file__).stem]
-    cmd += [str(tests), *a.pytest_args]
-    print("$", " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    out_dir = Path(__file__).resolve().parent / "out"
-    out_dir.mkdir(exist_ok=True)
-    log = out_dir / f"diffcp_tests_{'diffcp' if a.baseline else 'pounce'}.log"
-    log.write_text(proc.stdout + proc.stderr)
-    print(proc.stdout[-20000:])
-    print(f"full log: {log}")
-    if proc.returncode not in (0, 1):
-        print(proc.stderr[-5000:], file=sys.stderr)
-    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-    label = "diffcp (baseline)" if a.baseline else "pounce"
-    print(f"[{label}] counts: {_counts(tail)}")
-    return proc.returncode
-
+    return run_suite(a.checkout, [str(tests)], Path(__file__).stem, "diffcp_tests", a.baseline,
+                     a.pytest_args)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -12,13 +12,11 @@ methods.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from child_process import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
@@ -110,18 +108,9 @@ def run_script(tmp_path: Path, body: str, timeout: float = TIMEOUT) -> str:
     non-zero exit or when it has not finished within `timeout` seconds (a hang)."""
     path = tmp_path / "script.py"
     path.write_text(PRELUDE + textwrap.dedent(body))
-    proc = subprocess.Popen(
-        [sys.executable, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"hung: no result after {timeout} s (a forked child never returned?)\n{out}")
-    assert proc.returncode == 0, out
-    assert "ALL OK" in out, out
+    code, out, err = run_child(path, timeout, " (hung: a forked child never returned?)")
+    assert code == 0, f"{out}\n{err}"
+    assert "ALL OK" in out, f"{out}\n{err}"
     return out
 
 

@@ -17,9 +17,6 @@ whether the call was interrupted and how long after the signal the exception arr
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -27,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from child_process import run_child
 
 from pounce_kkt import _native
 
@@ -134,17 +132,8 @@ def run_script(tmp_path: Path, body: str, timeout: float = TIMEOUT, extra: str =
     """Run PRELUDE + extra + body (which prints one JSON line last) in a fresh interpreter."""
     path = tmp_path / "script.py"
     path.write_text(PRELUDE + extra + textwrap.dedent(body))
-    proc = subprocess.Popen(
-        [sys.executable, str(path)], cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"no result after {timeout} s\n{out}\n{err}")
-    assert proc.returncode == 0, f"{out}\n{err}"
+    code, out, err = run_child(path, timeout)
+    assert code == 0, f"{out}\n{err}"
     return json.loads(out.strip().splitlines()[-1])
 
 

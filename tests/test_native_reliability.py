@@ -15,8 +15,6 @@ solve correctly (issue 11: item 6, item 5's non-convex P and its input types, Na
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from child_process import run_child
 
 from pounce_kkt import ConicStructure, SolveOptions, _native, conic_forward, conic_solve
 
@@ -137,14 +136,8 @@ def test_bad_sizes_raise_value_error(tmp_path, case):
         except BaseException as e:
             print("OTHER", type(e).__name__, e)
     '''))
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("no result after 120 s")
-    assert proc.returncode == 0, f"process died ({proc.returncode}): {out}\n{err[-2000:]}"
+    code, out, err = run_child(script, 120)
+    assert code == 0, f"process died ({code}): {out}\n{err[-2000:]}"
     assert out.startswith("VALUEERROR"), out
     assert named in out, out
 

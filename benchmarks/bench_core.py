@@ -7,10 +7,15 @@
 (b) One sparse QP, n = 5000, m = 5000, 5 nonzeros per column of A (rows drawn near the
     diagonal, as in discretised / staged models; P = tridiagonal-plus-diagonal, PD): forward
     and backward complete, backward no slower than forward, peak RSS (ru_maxrss) < 2 GB.
+(c) Per-call cost of the native boundary as pounce_kkt.conic calls it (`conic._native_solve`
+    and `conic._native_adjoint` on one ConicStructure built beforehand, as a layer holds it):
+    B = 1 dense QP with n = m = 50 and B = 1024 dense QPs with n = m = 10, forward and
+    backward, medians over many calls. For B = 1 the forward's overhead is also given as
+    the call's wall time minus the item's own solve time.
 
 Prints a table of medians and ratios and writes benchmarks/out/bench_core.png.
 
-    python benchmarks/bench_core.py [--repeats 5] [--skip-large]
+    python benchmarks/bench_core.py [--repeats 5] [--skip-large] [--only-overhead]
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from pounce_kkt import _native
+from pounce_kkt import ConicStructure, SolveOptions, _native, conic
 
 I64 = np.int64
 OUT = Path(__file__).resolve().parent / "out"
@@ -178,6 +183,62 @@ def bench_large() -> dict:
     }
 
 
+def _overhead_case(batch: int, n: int, calls: int) -> dict:
+    prob = dense_qp_batch(batch, n=n, m=n, z=n // 5)
+    st = ConicStructure(n, n, prob["a_indptr"], prob["a_indices"], prob["cones"],
+                        prob["p_indptr"], prob["p_indices"])
+    opts = SolveOptions(tol=1e-8)
+    vals = [np.ascontiguousarray(prob[k]) for k in ("p_values", "a_values", "q", "b")]
+    fwd = lambda: conic._native_solve(st, opts, *vals)  # noqa: E731
+    res = fwd()
+    assert all(s == "optimal" for s in res["status"]), set(res["status"])
+    z = prob["cones"]["z"]
+    h = np.zeros((batch, n))
+    h[:, z:] = np.maximum(res["s"][:, z:], 0) / np.maximum(res["y"][:, z:], 1e-300)
+    ok = np.ones(batch, bool)
+    g = [np.ones((batch, n)) for _ in range(3)]
+    bwd = lambda: conic._native_adjoint(st, vals[0], vals[1], h, np.zeros((batch, 0)),  # noqa: E731
+                                        res["x"], res["y"], *g, ok)
+    assert all(bwd()["solved"])
+    walls, solves = [], []
+    for _ in range(calls):
+        t = time.perf_counter()
+        r = fwd()
+        walls.append(time.perf_counter() - t)
+        solves.append(float(np.max(r["solve_time"])))
+    t_b, _ = timed(bwd, calls)
+    return {
+        "forward_s": statistics.median(walls),
+        "forward_outside_solve_s": statistics.median(np.subtract(walls, solves)),
+        "backward_s": t_b,
+    }
+
+
+def bench_overhead(calls: int) -> dict:
+    """(c): per-call medians for B = 1, n = m = 50 and B = 1024, n = m = 10."""
+    return {
+        "b1_n50": _overhead_case(1, 50, calls),
+        "b1024_n10": _overhead_case(1024, 10, max(calls // 10, 5)),
+    }
+
+
+def report_overhead(ov: dict) -> None:
+    a, b = ov["b1_n50"], ov["b1024_n10"]
+    rows = [
+        ("(c) B=1 n=m=50: forward call", f"{a['forward_s'] * 1e3:9.3f} ms"),
+        ("(c) B=1 n=m=50: forward, outside the item's solve",
+         f"{a['forward_outside_solve_s'] * 1e3:9.3f} ms"),
+        ("(c) B=1 n=m=50: backward call", f"{a['backward_s'] * 1e3:9.3f} ms"),
+        ("(c) B=1024 n=m=10: forward call", f"{b['forward_s'] * 1e3:9.2f} ms"),
+        ("(c) B=1024 n=m=10: backward call", f"{b['backward_s'] * 1e3:9.2f} ms"),
+    ]
+    w = max(len(r[0]) for r in rows)
+    print(f"{'per-call cost (medians)':<{w}}  value")
+    print("-" * (w + 20))
+    for name, val in rows:
+        print(f"{name:<{w}}  {val}")
+
+
 def report(small: dict, large: dict | None) -> None:
     cores = os.cpu_count()
     rows = [
@@ -206,15 +267,30 @@ def report(small: dict, large: dict | None) -> None:
         print(f"{name:<{w}}  {val}")
 
 
-def plot(small: dict, large: dict | None) -> Path:
+def plot(small: dict | None, large: dict | None, ov: dict | None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     OUT.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2 if large else 1, figsize=(10 if large else 5, 4))
-    axes = np.atleast_1d(axes)
+    panels = [p for p in (small, large, ov) if p]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    axes = list(np.atleast_1d(axes))
+    if ov:
+        ax = axes.pop()
+        names = ["B=1 fwd", "B=1 bwd", "B=1024 fwd", "B=1024 bwd"]
+        vals = [ov["b1_n50"]["forward_s"], ov["b1_n50"]["backward_s"],
+                ov["b1024_n10"]["forward_s"], ov["b1024_n10"]["backward_s"]]
+        ax.bar(names, np.array(vals) * 1e3, color=["#1f77b4", "#ff7f0e"] * 2)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per call (median)")
+        ax.set_title("per call: B=1 n=m=50, B=1024 n=m=10")
+    if not small:
+        fig.tight_layout()
+        path = OUT / "bench_core.png"
+        fig.savefig(path, dpi=120)
+        return path
     ax = axes[0]
     names = ["loop of B=1", "batched fwd", "batched adjoint"]
     vals = [small["loop_forward_s"], small["batch_forward_s"], small["adjoint_s"]]
@@ -239,11 +315,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--only-overhead", action="store_true", help="run (c) only")
+    ap.add_argument("--calls", type=int, default=200, help="calls per median in (c)")
     args = ap.parse_args()
-    small = bench_small(args.repeats)
-    large = None if args.skip_large else bench_large()
-    report(small, large)
-    print(f"wrote {plot(small, large)}")
+    small = large = None
+    if not args.only_overhead:
+        small = bench_small(args.repeats)
+        large = None if args.skip_large else bench_large()
+        report(small, large)
+    ov = bench_overhead(args.calls)
+    report_overhead(ov)
+    print(f"wrote {plot(small, large, ov)}")
 
 
 if __name__ == "__main__":

@@ -235,19 +235,38 @@ def _np(t: torch.Tensor | None) -> np.ndarray | None:
 # ------------------------------------------------------------------------------ forward
 
 
+def _native_solve(st: ConicStructure, options: SolveOptions, P: np.ndarray | None,
+                  A: np.ndarray, q: np.ndarray, b: np.ndarray,
+                  warm: tuple[Any, Any, Any] = (None, None, None)) -> dict[str, Any]:
+    """The native batch solve of float64 C-contiguous (B, k) value arrays: the dict of
+    x, y, s, status, iterations, solve_time (rust/src/batch.rs)."""
+    return _native.conic_solve_batch(
+        st.n, st.m, st.p_indptr, st.p_indices, P, st.a_indptr, st.a_indices, A, q, b,
+        st.cones.to_dict(), tol=options.tol_for(st.cones), max_iter=int(options.max_iter),
+        time_limit=None if options.time_limit is None else float(options.time_limit),
+        warm_x=warm[0], warm_y=warm[1], warm_s=warm[2],
+    )
+
+
+def _native_adjoint(st: ConicStructure, P: np.ndarray | None, A: np.ndarray,
+                    h_diag: np.ndarray, h_blocks: np.ndarray, x: np.ndarray, y: np.ndarray,
+                    gx: np.ndarray, gy: np.ndarray, gs: np.ndarray, ok: np.ndarray
+                    ) -> dict[str, Any]:
+    """The native sparse KKT adjoint of float64 C-contiguous (B, k) arrays (ok: (B,) bool):
+    the dict of dP, dq, dA, db, solved (rust/src/kkt_adjoint.rs)."""
+    return _native.kkt_adjoint_batch(
+        st.n, st.m, st.p_indptr, st.p_indices, P, st.a_indptr, st.a_indices, A,
+        st.cones.to_dict(), h_diag, h_blocks, x, y, gx, gy, gs, ok,
+    )
+
+
 def _solve_native(structure: ConicStructure, options: SolveOptions,
                   v: dict[str, torch.Tensor | None], warm: tuple[Any, Any, Any]
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                              list[str], torch.Tensor, torch.Tensor]:
     """Native batch solve; applies on_failure. Returns x, y, s, ok, status, iters, times."""
-    st = structure
-    out = _native.conic_solve_batch(
-        st.n, st.m, st.p_indptr, st.p_indices, _np(v["P"]), st.a_indptr, st.a_indices,
-        _np(v["A"]), _np(v["q"]), _np(v["b"]), st.cones.to_dict(),
-        tol=options.tol_for(st.cones), max_iter=int(options.max_iter),
-        time_limit=None if options.time_limit is None else float(options.time_limit),
-        warm_x=warm[0], warm_y=warm[1], warm_s=warm[2],
-    )
+    out = _native_solve(structure, options, _np(v["P"]), _np(v["A"]), _np(v["q"]), _np(v["b"]),
+                        warm)
     status = list(out["status"])
     nonconvex = [i for i, st_ in enumerate(status) if st_ == "nonconvex"]
     if nonconvex:
@@ -441,12 +460,9 @@ def _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs):
         g = [torch.zeros(B, k, dtype=torch.float64) if t is None
              else torch.where(okc, t.detach().to(torch.float64), 0.0)
              for t, k in ((gx, n), (gy, m), (gs, m))]
-        st = structure
-        out = _native.kkt_adjoint_batch(
-            st.n, st.m, st.p_indptr, st.p_indices, _np(P), st.a_indptr, st.a_indices,
-            _np(A), st.cones.to_dict(), _np(h_diag), _np(h_blocks), _np(xs), _np(ys),
-            _np(g[0]), _np(g[1]), _np(g[2]), np.ascontiguousarray(ok.numpy()),
-        )
+        out = _native_adjoint(structure, _np(P), _np(A), _np(h_diag), _np(h_blocks), _np(xs),
+                              _np(ys), _np(g[0]), _np(g[1]), _np(g[2]),
+                              np.ascontiguousarray(ok.numpy()))
     unsolved = [i for i, (k, done) in enumerate(zip(ok.tolist(), out["solved"], strict=True))
                 if k and not done]
     if unsolved:

@@ -7,7 +7,7 @@ Prints, for CvxpyLayer(solver="pounce") at the default tol and cvxpylayers' defa
 the solution and of the gradient against closed forms: the "ReLU Layers" notebook layer at
 its starting weights (torch.relu), a clipping layer with inputs within 1e-5 of the bounds
 (torch.clamp) and a sparsemax layer (its closed-form Jacobian); then the near-degenerate QPs
-of tests/conftest.py (a non-binding row with slack 3e-4..7e-4) through the core against
+of testing_helpers (a non-binding row with slack 3e-4..7e-4) through the core against
 central differences (h = 1e-6) of tol=1e-12 solves.
 """
 
@@ -23,11 +23,11 @@ import torch
 from cvxpylayers.torch import CvxpyLayer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import near_degenerate_qp_batch  # noqa: E402
 from test_active_set_gradients import _sparsemax  # noqa: E402
 
 import pounce_cvxpy  # noqa: E402,F401  (registers "pounce")
 import pounce_kkt as pk  # noqa: E402
+from testing_helpers.conic_problems import near_degenerate_qp_batch  # noqa: E402
 
 DT = torch.float64
 DIFFCP = {"eps": 1e-12, "mode": "dense", "max_iters": 100_000}

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/default_tol_accuracy.py [--batch 8] [--tols 1e-8 1e-10 1e-12]
 
 For the LP, QP, near-degenerate QP (a non-binding row with slack 3e-4..7e-4), SOCP, exp,
-power and PSD families of tests/conftest.py (each item built around a known exact solution
+power and PSD families of testing_helpers (each item built around a known exact solution
 x*, y*), with solution refinement and the active-set backward (the core's defaults; pass
 --no-refine for POUNCE's own point), prints per family and tol: the max relative error of
 x and y against x* / y* and against Clarabel at 1e-12 (SCS at eps=1e-14 where Clarabel does
@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import clarabel_solve, rel_err, suite_batch  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pounce_kkt as pk  # noqa: E402
+from testing_helpers.compare import rel_err  # noqa: E402
+from testing_helpers.conic_problems import suite_batch  # noqa: E402
+from testing_helpers.reference_solvers import clarabel_solve  # noqa: E402
 
 FAMILIES = ["lp", "qp", "qp_degenerate", "socp", "exp", "power", "psd"]
 # Central-difference step: the near-degenerate QPs take 1e-6 (their solution map is

@@ -8,7 +8,7 @@ For each family, at the default tol, solves the batch with ``SolveOptions(refine
 families are built around one) and against Clarabel at 1e-12 on the same SCS data, the
 refinement residual (max), POUNCE's mean iterations, the mean Newton steps refinement keeps
 (on the row without it: the steps it takes from that point), the statuses and the median
-forward time. Families: the tests/conftest.py suite (LP, QP, SOCP, exp, power, PSD,
+forward time. Families: the testing_helpers/conic_problems.py suite (LP, QP, SOCP, exp, power, PSD,
 SOC+exp+power), the SOC+exp epigraph fixture of tests/test_conic_backward.py, the PSD+SOC
 problem of tests/test_diffcp_compat.py (socp_psd, seeds 0 and 1, one item each) and an
 l2-regularised logistic regression built by cvxpy (exp + SOC, SCS data from
@@ -30,17 +30,12 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import (  # noqa: E402
-    ConicProblem,
-    clarabel_solve,
-    rel_err,
-    stack_batch,
-    suite_batch,
-)
-
 import pounce_kkt as pk  # noqa: E402
 from pounce_kkt.conic import _kkt_vjp  # noqa: E402
 from pounce_kkt.refine import refine, residual  # noqa: E402
+from testing_helpers.compare import rel_err  # noqa: E402
+from testing_helpers.conic_problems import ConicProblem, stack_batch, suite_batch  # noqa: E402
+from testing_helpers.reference_solvers import clarabel_solve  # noqa: E402
 
 SUITE = ["lp", "qp", "socp", "exp", "power", "psd", "mixed_soc_exp_pow"]
 

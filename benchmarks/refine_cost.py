@@ -8,7 +8,7 @@ Cases (forward only, float64, one process, A/B interleaved: each repeat runs
            conic_forward, the problem of benchmarks/refine_accuracy.py's cost line)
   layer    the same size through a CvxpyLayer (benchmarks/bench_cvxpylayers.py case (a):
            parameters q, G, h batched), forward only
-  lp64     B=64 LPs of tests/conftest.py's random_lp_batch (n = 8, 2 equalities, 14 rows)
+  lp64     B=64 LPs of testing_helpers' random_lp_batch (n = 8, 2 equalities, 14 rows)
   lp64big  B=64 LPs n = 40, 10 equalities, 60 nonneg rows (random_lp_batch's construction)
 Prints per case the median wall and process-CPU ms of each, their ratios, the mean Newton
 steps kept and the max residual after, and the load average. ``--profile`` prints cProfile's
@@ -32,11 +32,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import random_lp_batch  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pounce_kkt as pk  # noqa: E402
 from pounce_kkt.refine import residual  # noqa: E402
+from testing_helpers.conic_problems import random_lp_batch  # noqa: E402
 
 B, N, M = 64, 50, 50
 

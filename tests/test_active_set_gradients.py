@@ -15,11 +15,12 @@ import cvxpy as cp
 import numpy as np
 import pytest
 import torch
-from conftest import near_degenerate_qp_batch, rel_err
 from cvxpylayers.torch import CvxpyLayer
 
 import pounce_cvxpy  # noqa: F401  (registers "pounce")
 import pounce_kkt as pk
+from testing_helpers.compare import rel_err
+from testing_helpers.conic_problems import near_degenerate_qp_batch
 
 DT = torch.float64
 

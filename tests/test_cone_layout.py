@@ -11,9 +11,12 @@ import math
 
 import numpy as np
 import pytest
-from conftest import check_against_clarabel, random_problem_batch, rel_err, smat, svec
 
 from pounce_kkt import _native
+from testing_helpers.compare import rel_err
+from testing_helpers.conic_problems import random_problem_batch
+from testing_helpers.reference_solvers import check_against_clarabel
+from testing_helpers.svec import smat, svec
 
 
 def test_zero_rows_become_equalities():
@@ -90,7 +93,7 @@ def test_power_orientation_known_optimum():
     a = 0.3
     # Variable t = z; rows: s = b - A t with s = (2, 0.5, t)  ->  A = [0, 0, -1]', b = (2, .5, 0)
     A = sp.csc_matrix((np.array([-1.0]), (np.array([2]), np.array([0]))), shape=(3, 1))
-    from conftest import ConicProblem, stack_batch
+    from testing_helpers.conic_problems import ConicProblem, stack_batch
 
     # A needs one entry per column at least; rows 0 and 1 are constant.
     prob = ConicProblem(None, np.array([-1.0]), A, np.array([2.0, 0.5, 0.0]), {"p": [a]})

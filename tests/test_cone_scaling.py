@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import _pair_exp, _pair_power, _pair_psd, _pair_soc, smat, svec
 from diffcp.cones import pi as diffcp_pi
 
 from pounce_kkt.cone_dims import ConeDims
@@ -41,6 +40,8 @@ from pounce_kkt.cone_scaling import (
     svec_to_mat,
 )
 from pounce_kkt.structure import ConicStructure
+from testing_helpers.cone_pairs import pair_exp, pair_power, pair_psd, pair_soc
+from testing_helpers.svec import smat, svec
 
 DT = torch.float64
 
@@ -140,7 +141,7 @@ def test_soc_of_size_one_is_nonneg():
 def test_soc_limit_matches_projection_derivative(mode):
     rng = np.random.default_rng(3)
     for _ in range(4):
-        s, y = _pair_soc(rng, 4, mode)
+        s, y = pair_soc(rng, 4, mode)
         H = soc_scaling(_t(s)[None], _t(y)[None])[0]
         _check_sym_psd(H)
         D = _projection_jacobian(s - y, {"q": [4]})
@@ -220,7 +221,7 @@ def test_psd_limit_matches_projection_derivative():
     rng = np.random.default_rng(7)
     k = 3
     for _ in range(4):
-        s, y = _pair_psd(rng, k)
+        s, y = pair_psd(rng, k)
         H = psd_scaling(_t(s)[None], _t(y)[None], k)[0]
         _check_sym_psd(H)
         D = _projection_jacobian(s - y, {"s": [k]})
@@ -297,7 +298,7 @@ def test_exp_and_power_central_path():
 def test_exp_limit_matches_projection_derivative():
     rng = np.random.default_rng(11)
     for _ in range(6):
-        s, y = _pair_exp(rng)
+        s, y = pair_exp(rng)
         H = exp_scaling(_t(s)[None], _t(y)[None])[0]
         _check_sym_psd(H, tol=1e-8)
         # diffcp's exp projection is a Newton solve accurate to ~1e-9: a wide step
@@ -310,7 +311,7 @@ def test_power_boundary_pair_and_outside_point():
     rng = np.random.default_rng(13)
     for a in (0.3, 0.6):
         for _ in range(4):
-            s, y = _pair_power(rng, a)
+            s, y = pair_power(rng, a)
             at = torch.tensor([a], dtype=DT)
             H = power_scaling(_t(s)[None], _t(y)[None], at)[0]
             assert torch.isfinite(H).all()
@@ -334,8 +335,8 @@ def test_composite_layout_and_equilibration():
     parts_s, parts_y = [np.zeros(1)], [rng.standard_normal(1)]
     parts_s.append(rng.uniform(0.1, 1, 2))
     parts_y.append(rng.uniform(0.1, 1, 2))
-    for pair in (_pair_soc(rng, 3, "boundary"), _pair_psd(rng, 2), _pair_exp(rng),
-                 _pair_power(rng, 0.4)):
+    for pair in (pair_soc(rng, 3, "boundary"), pair_psd(rng, 2), pair_exp(rng),
+                 pair_power(rng, 0.4)):
         parts_s.append(pair[0])
         parts_y.append(pair[1])
     s, y = _t(np.concatenate(parts_s))[None], _t(np.concatenate(parts_y))[None]

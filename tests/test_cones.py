@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import _pair_exp, _pair_power, _pair_psd, _pair_soc
 from diffcp.cones import pi as diffcp_pi
 
 from pounce_kkt.cone_dims import ConeDims
@@ -27,6 +26,7 @@ from pounce_kkt.cones import (
     apply_derivative,
     project,
 )
+from testing_helpers.cone_pairs import pair_exp, pair_power, pair_psd, pair_soc
 
 DT = torch.float64
 H = 1e-6
@@ -40,11 +40,11 @@ def _t(a):
 CONES = [
     ("zero", ZeroCone(), 3, ("z", 3), None),
     ("nonneg", NonnegCone(), 4, ("l", 4), None),
-    ("soc", SecondOrderCone(), 4, ("q", [4]), lambda rng: _pair_soc(rng, 4, "boundary")),
-    ("psd3", PsdCone(3), 6, ("s", [3]), lambda rng: _pair_psd(rng, 3, rank=1)),
-    ("exp", ExpCone(), 3, ("ep", 1), lambda rng: _pair_exp(rng, "boundary")),
-    ("pow0.3", PowerCone(0.3), 3, None, lambda rng: _pair_power(rng, 0.3, "boundary")),
-    ("pow0.7", PowerCone(0.7), 3, None, lambda rng: _pair_power(rng, 0.7, "boundary")),
+    ("soc", SecondOrderCone(), 4, ("q", [4]), lambda rng: pair_soc(rng, 4, "boundary")),
+    ("psd3", PsdCone(3), 6, ("s", [3]), lambda rng: pair_psd(rng, 3, rank=1)),
+    ("exp", ExpCone(), 3, ("ep", 1), lambda rng: pair_exp(rng, "boundary")),
+    ("pow0.3", PowerCone(0.3), 3, None, lambda rng: pair_power(rng, 0.3, "boundary")),
+    ("pow0.7", PowerCone(0.7), 3, None, lambda rng: pair_power(rng, 0.7, "boundary")),
 ]
 IDS = [c[0] for c in CONES]
 

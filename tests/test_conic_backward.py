@@ -15,9 +15,15 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import CONE_SUITE, ConicProblem, random_lp_batch, stack_batch, suite_batch
 
 import pounce_kkt as pk
+from testing_helpers.conic_problems import (
+    CONE_SUITE,
+    ConicProblem,
+    random_lp_batch,
+    stack_batch,
+    suite_batch,
+)
 
 FAMILIES = ["lp", "qp", "socp", "exp", "power", "psd"]
 TIGHT = pk.SolveOptions(tol=1e-12, max_iter=500)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import suite_batch
 
 import pounce_kkt as pk
 from pounce_kkt import _native, dense_kkt
+from testing_helpers.conic_problems import suite_batch
 
 FD_FAMILIES = ["lp", "qp", "socp", "exp", "power", "psd"]
 # The mixed family stops at "optimal_inaccurate" (~1e-9) at tol=1e-12: too noisy for central

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import (
-    clarabel_solve,
+
+import pounce_kkt as pk
+from testing_helpers.compare import rel_err
+from testing_helpers.conic_problems import (
     dual_infeasible,
     primal_infeasible,
-    rel_err,
     stack_batch,
     suite_batch,
 )
-
-import pounce_kkt as pk
+from testing_helpers.reference_solvers import clarabel_solve
 
 OPTS = pk.SolveOptions(tol=1e-10)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import suite_batch
 
 import pounce_kkt as pk
+from testing_helpers.conic_problems import suite_batch
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import random_problem_batch, rel_err
 
 import pounce_kkt as pk
 from pounce_kkt import _native
+from testing_helpers.compare import rel_err
+from testing_helpers.conic_problems import random_problem_batch
 
 
 def _triplets(K: np.ndarray, split: bool = False):

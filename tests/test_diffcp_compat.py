@@ -17,10 +17,11 @@ import diffcp as real_diffcp
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import complementary_pair, rel_err
 
 import pounce_kkt
 from pounce_cvxpy import diffcp as pounce_diffcp
+from testing_helpers.compare import rel_err
+from testing_helpers.cone_pairs import complementary_pair
 
 REF = {"mode": "dense", "eps": 1e-12, "solve_method": "SCS", "max_iters": 200_000}
 
@@ -48,7 +49,7 @@ def linear_cone_program(seed: int, n: int, z: int = 1, q=(), s=(), ep: int = 0, 
                         l_inactive: int = 3):
     """A linear-objective cone program with a unique, strictly complementary solution.
 
-    The non-LP blocks come from conftest.complementary_pair; nonneg rows are then added so
+    The non-LP blocks come from cone_pairs.complementary_pair; nonneg rows are then added so
     that the face of K at s* pins exactly n directions of x (x* and y* unique for a generic A).
     Returns (A, b, c, cone_dict, x*, y*, s*) in SCS form.
     """

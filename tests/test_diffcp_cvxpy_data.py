@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import rel_err
 
 from pounce_cvxpy import diffcp as pounce_diffcp
 from pounce_cvxpy import solver_args
+from testing_helpers.compare import rel_err
 
 # The programs (each with a unique, strictly complementary solution: cvxpy's auxiliary
 # variables are pinned, the SOC constraints are written as cp.SOC on affine arguments).

@@ -13,9 +13,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import (
+
+from pounce_kkt import _native
+from testing_helpers.conic_problems import (
     ConicProblem,
-    clarabel_solve,
     dual_infeasible,
     primal_infeasible,
     random_conic_lp_batch,
@@ -23,8 +24,7 @@ from conftest import (
     stack_batch,
     suite_batch,
 )
-
-from pounce_kkt import _native
+from testing_helpers.reference_solvers import clarabel_solve
 
 FWD_TOL = 1e-12
 

@@ -1,7 +1,7 @@
 """The native batched conic forward (`pounce_kkt._native.conic_solve_batch`).
 
 References: the known constructed solution ``(x*, y*, s*)`` of each random problem (unique,
-strictly complementary; see conftest.py) and Clarabel at tight tolerance, directly and
+strictly complementary; see testing_helpers/) and Clarabel at tight tolerance, directly and
 through cvxpy.
 """
 
@@ -13,20 +13,18 @@ import time
 
 import numpy as np
 import pytest
-from conftest import (
+
+from pounce_kkt import _native
+from testing_helpers.compare import rel_err
+from testing_helpers.conic_problems import (
     CONE_SUITE,
-    check_against_clarabel,
-    clarabel_solve,
-    cvxpy_solve,
     dual_infeasible,
     primal_infeasible,
     random_problem_batch,
-    rel_err,
     stack_batch,
     suite_batch,
 )
-
-from pounce_kkt import _native
+from testing_helpers.reference_solvers import check_against_clarabel, clarabel_solve, cvxpy_solve
 
 EXP_FAMILIES = {"exp", "mixed_soc_exp_pow"}
 # POUNCE's non-symmetric (exp/power) driver stops near 1e-8 KKT error and reports
@@ -166,7 +164,8 @@ def test_lp_without_p_and_p_with_one_triangle():
 
 def test_unconstrained_and_equality_only():
     import scipy.sparse as sp
-    from conftest import ConicProblem
+
+    from testing_helpers.conic_problems import ConicProblem
 
     n = 4
     rng = np.random.default_rng(3)

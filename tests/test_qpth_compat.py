@@ -14,10 +14,10 @@ import warnings
 import pytest
 import qpth.qp as qpth_qp  # a dev dependency, installed with pip --no-deps (see scripts/dev)
 import torch
-from conftest import rel_err
 
 import pounce_kkt
 from pounce_cvxpy.qpth import QPFunction, qp_structure
+from testing_helpers.compare import rel_err
 
 NAMES = ("Q", "p", "G", "h", "A", "b")
 

@@ -1,6 +1,6 @@
 """Solution refinement (pounce_kkt/refine.py) through the core's forward.
 
-References: the exact solution (x*, y*) every tests/conftest.py family is built around (and
+References: the exact solution (x*, y*) every testing_helpers family is built around (and
 the one it gives the SOC+exp epigraph fixture of tests/test_conic_backward.py). Relative
 errors |a - b|_inf / max(1, |b|_inf).
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import CONE_SUITE, rel_err, stack_batch, suite_batch
 from test_conic_backward import _epigraph
 
 import pounce_kkt as pk
 from pounce_kkt.conic import _kkt_vjp
 from pounce_kkt.refine import refine, residual
+from testing_helpers.compare import rel_err
+from testing_helpers.conic_problems import CONE_SUITE, stack_batch, suite_batch
 
 TARGET = 1e-9
 

@@ -79,8 +79,14 @@ def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchR
         (grad_l,) = torch.autograd.grad(lag, delta0, create_graph=True, allow_unused=True)
         if grad_l is None or not grad_l.requires_grad:
             return False  # nothing upstream requires grad
-        ev = Evaluation(delta0, e, f, c, structure.vjp, nlp.least_squares)
-        h = structure.hess.dense(nlp.hessian_values(ev, 1.0, lam if c is not None else None))
+        if structure.linearization is not None:
+            # each cost function's exact block from Theseus' linearisation (the chart is at
+            # its base, so exact); the error graph above stays as it is
+            h = structure.hess.dense(structure.linearization.at(delta0.detach()).exact())
+        else:
+            ev = Evaluation(delta0, e, f, c, structure.vjp, nlp.least_squares)
+            h = structure.hess.dense(
+                nlp.hessian_values(ev, 1.0, lam if c is not None else None))
         kw: dict = {}
         if c is not None:
             lo, hi = _constraint_limits(structure, bsz, chart.base[0])

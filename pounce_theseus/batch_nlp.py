@@ -25,9 +25,11 @@ from .compat import error_metric, error_row_blocks, is_least_squares, weighted_e
 from .constraints import Bound, Constraint
 from .hessian import (
     BatchedVjp,
+    GaussNewtonHessian,
     HessianLayout,
     gauss_newton_values,
 )
+from .linearization import CostLinearization, LinearizedPoint
 from .structure import GaussNewtonPattern, HessianPattern, JacobianPattern
 
 __all__ = ["BatchNlp", "Evaluation", "ProblemStructure", "Request"]
@@ -37,6 +39,10 @@ HYBRID_MAX_DIM = 200
 # Relative decrease of an element's objective per iterate above which its Hessian block
 # stays Gauss-Newton (Fletcher and Xu's 0.2).
 GN_PROGRESS = 0.2
+# Largest difference, relative to max(1, |g|_inf), between the linearisation's gradient and
+# autograd's at the start for the linearisation to be used (SE2's closed forms differ from
+# autograd's by ~1e-11 relative on pose graphs).
+LINEARIZATION_RTOL = 1e-7
 
 
 @dataclass
@@ -115,6 +121,11 @@ class ProblemStructure:
         self._gn: GaussNewtonPattern | None | bool = None
         self._gn_vectorized: bool | None = None
         self.vjp = BatchedVjp()
+        # Theseus' linearisation (None where it does not apply); ``linearization_checked``:
+        # its gradient was compared with autograd's once (BatchNlp.finite_start)
+        self.linearization = CostLinearization(self) if CostLinearization.applies(self) \
+            else None
+        self.linearization_checked = False
 
     @property
     def n(self) -> int:
@@ -198,10 +209,12 @@ class BatchNlp:
         # block (see _hybrid_values); with constraints or bounds only the reduced
         # Hessian needs to be positive definite, so the full one is left alone; J'J is
         # the Gauss-Newton Hessian only of Theseus' default 1/2 |e|^2 metric.
+        self.lin = structure.linearization if self.m == 0 else None
+        self._lin_point: tuple[bytes, LinearizedPoint] | None = None
         self._hybrid = bool(
             getattr(hessian, "least_squares_hybrid", False)
-            and self.m == 0 and not bounds and self.n <= HYBRID_MAX_DIM
-            and self.least_squares
+            and self.m == 0 and not bounds and self.least_squares
+            and (self.lin is not None or self.n <= HYBRID_MAX_DIM)
         )
         self._bounds_cache: tuple[np.ndarray, np.ndarray] | None = None
         self._point = np.zeros((self.batch_size, self.n))
@@ -248,13 +261,21 @@ class BatchNlp:
         starts afresh."""
         self._bounds_cache = None
         self._cache_key = self._cache = None
+        self._lin_point = None
         self._f_prev[rows] = float("nan")
         self._hess_at[rows] = float("nan")
         self._point[rows] = 0.0
 
     def finite_start(self) -> np.ndarray:
         """Per element: objective, errors, gradient and constraints are finite at the
-        starting point."""
+        starting point. The first time on a structure with Theseus' linearisation, its
+        gradient there is compared with autograd's (a cost function whose ``jacobians``
+        or robust loss' ``linearize`` is not the derivative fails the comparison), and the
+        linearisation is dropped when they differ by more than ``LINEARIZATION_RTOL``."""
+        if self.lin is not None:
+            ok = self._check_linearization()
+            if self.lin is not None:
+                return ok
         ev = self.evaluate(self.start())
         with torch.no_grad():
             ok = torch.isfinite(ev.f.detach()) & torch.isfinite(ev.e.detach()).all(dim=1)
@@ -265,7 +286,32 @@ class BatchNlp:
         self.chart.restore()
         return ok.cpu().numpy()
 
+    def _check_linearization(self) -> np.ndarray:
+        pt = self.linearized(self.start())
+        ok = torch.isfinite(pt.f) & torch.isfinite(pt.gradient()).all(dim=1)
+        if not self.s.linearization_checked:
+            ev = self.evaluate(self.start())
+            want = ev.objective_gradient(create_graph=False).detach()
+            got = pt.gradient()
+            good = ok & torch.isfinite(want).all(dim=1)
+            if bool(good.any()):
+                err = (got[good] - want[good]).abs().amax(1)
+                if bool((err > LINEARIZATION_RTOL * want[good].abs().amax(1).clamp(min=1)).any()):
+                    self.s.linearization = self.lin = None
+                self.s.linearization_checked = True
+        self.chart.restore()
+        self._lin_point = None
+        return ok.cpu().numpy()
+
     # ----- evaluation ---------------------------------------------------------------
+    def linearized(self, delta: np.ndarray) -> LinearizedPoint:
+        """Theseus' linearisation at ``delta`` (B, n), cached for the last point."""
+        key = np.ascontiguousarray(delta).tobytes()
+        if self._lin_point is None or self._lin_point[0] != key:
+            d = torch.tensor(delta, dtype=self.dtype, device=self.device)
+            self._lin_point = (key, self.lin.at(d))
+        return self._lin_point[1]
+
     def evaluate(self, delta: np.ndarray) -> Evaluation:
         """The objective and constraints at ``delta`` (B, n), with their graph."""
         key = np.ascontiguousarray(delta).tobytes()
@@ -287,16 +333,25 @@ class BatchNlp:
         n = self.n
         for r in requests:
             self._point[r.rows] = np.asarray(r.x, dtype=np.float64).reshape(len(r.rows), n)
-        ev = self.evaluate(self._point)
         kinds = {r.kind for r in requests}
-        f = ev.f.detach().double().cpu().numpy()
+        hess_requests = [r for r in requests if r.kind == "hessian"]
         grad = jac = hess = None
-        if "gradient" in kinds:
-            grad = _numpy(ev.objective_gradient())
-        if "jacobian" in kinds:
-            jac = _numpy(self.s.jac.gather(self.dense_jacobian(ev)))
-        if "hessian" in kinds:
-            hess = _numpy(self._requested_hessian(ev, [r for r in requests if r.kind == "hessian"]))
+        if self.lin is not None:
+            pt = self.linearized(self._point)
+            f = _numpy(pt.f)
+            if "gradient" in kinds:
+                grad = _numpy(pt.gradient())
+            if hess_requests:
+                hess = _numpy(self._linearized_hessian(pt, hess_requests))
+        else:
+            ev = self.evaluate(self._point)
+            f = _numpy(ev.f)
+            if "gradient" in kinds:
+                grad = _numpy(ev.objective_gradient())
+            if "jacobian" in kinds:
+                jac = _numpy(self.s.jac.gather(self.dense_jacobian(ev)))
+            if hess_requests:
+                hess = _numpy(self._requested_hessian(ev, hess_requests))
         out = []
         for r in requests:
             if r.kind == "objective":
@@ -304,7 +359,7 @@ class BatchNlp:
             elif r.kind == "gradient":
                 out.append(grad[r.rows].reshape(-1))
             elif r.kind == "constraints":
-                out.append(_numpy(ev.c)[r.rows].reshape(-1))
+                out.append(_numpy(self.evaluate(self._point).c)[r.rows].reshape(-1))
             elif r.kind == "jacobian":
                 out.append(jac[r.rows].reshape(-1))
             elif r.kind == "hessian":
@@ -361,6 +416,40 @@ class BatchNlp:
             )
         return self._layout
 
+    def _linearized_hessian(self, pt: LinearizedPoint, requests: Sequence[Request]
+                            ) -> torch.Tensor:
+        """The Hessian callbacks' values from Theseus' linearisation: ``obj_factor``
+        times A'A (``hessian="gauss-newton"``), the exact Hessian, or in a forward solve of
+        ``hessian="exact"`` the hybrid rule of :meth:`_hybrid_values` with exact blocks
+        where each cost function's block is positive semidefinite (``LinearizedPoint.convex``;
+        no dense check)."""
+        factor = torch.zeros(self.batch_size, 1, dtype=self.dtype, device=self.device)
+        for r in requests:
+            factor[r.rows] = r.obj_factor
+        if isinstance(self.hessian_strategy, GaussNewtonHessian):
+            return factor * pt.gauss_newton()
+        if not self._hybrid:
+            return factor * pt.exact()
+        rows = np.concatenate([r.rows for r in requests])
+        use_gn = self._hybrid_rule(pt.f, pt.delta, rows)
+        if bool(use_gn[torch.as_tensor(rows)].all()):
+            return factor * pt.gauss_newton()
+        convex, _ = pt.convex()
+        return factor * torch.where(use_gn.unsqueeze(1), pt.gauss_newton(), convex)
+
+    def _hybrid_rule(self, f: torch.Tensor, d: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """Per element, whether its next Hessian block is Gauss-Newton by the progress
+        part of the hybrid rule (see :meth:`_hybrid_values`); advances the rule for the
+        elements ``rows`` at a new iterate."""
+        r = torch.as_tensor(rows)
+        new = r[~(d[r] == self._hess_at[r]).all(dim=1)]  # a new iterate of these elements
+        if new.numel():
+            prev = self._f_prev[new]
+            self._use_gn[new] = torch.isnan(prev) | ((prev - f[new]) >= GN_PROGRESS * prev.abs())
+            self._f_prev[new] = f[new]
+            self._hess_at[new] = d[new]
+        return self._use_gn.clone()
+
     def _hybrid_values(self, ev: Evaluation, obj_factor, rows: np.ndarray) -> torch.Tensor:
         """Per element, the Gauss-Newton block ``obj_factor * J'J`` or the exact one
         (Fletcher and Xu's hybrid rule for least squares): Gauss-Newton at the first
@@ -374,16 +463,8 @@ class BatchNlp:
         definite, so the last iterations are exact Newton ones; with zero residuals the
         two blocks coincide in the limit. Both blocks come from the same seeded products
         (exact = J'J plus the residual curvature)."""
-        f = ev.f.detach()
         r = torch.as_tensor(rows)
-        d = ev.delta.detach()
-        new = r[~(d[r] == self._hess_at[r]).all(dim=1)]  # a new iterate of these elements
-        if new.numel():
-            prev = self._f_prev[new]
-            self._use_gn[new] = torch.isnan(prev) | ((prev - f[new]) >= GN_PROGRESS * prev.abs())
-            self._f_prev[new] = f[new]
-            self._hess_at[new] = d[new]
-        use_gn = self._use_gn.clone()
+        use_gn = self._hybrid_rule(ev.f.detach(), ev.delta.detach(), rows)
         exact_needed = not bool(use_gn[r].all())
         layout = self.layout()
         sv, jv = ev.residual_products(layout.seeds, second_order=exact_needed)

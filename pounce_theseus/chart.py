@@ -10,9 +10,13 @@ concatenation of the variables' tangent vectors in the objective's ``optim_vars`
 from __future__ import annotations
 
 import torch
-from theseus import Objective
+from theseus import SE2, SE3, SO2, SO3, Objective
 
 from .compat import has_vector_retract
+
+# Groups whose retract is ``x * exp(delta)`` and whose ``exp_map(.., jacobians)`` gives the
+# right Jacobian of exp (``exp(d)^-1 exp(d + e) = exp(Jr(d) e + O(e^2))``).
+EXP_GROUPS = (SE2, SE3, SO2, SO3)
 
 __all__ = ["TangentChart"]
 
@@ -73,6 +77,18 @@ class TangentChart:
                     v.update(torch.add(t, part))
         if not self._groups:
             return
+        b = delta.shape[0]
+        self.sources = {}
+        for (ks, cols), stacked in zip(self._groups, self._stacked_groups(), strict=True):
+            dof = cols.numel() // len(ks)
+            d = delta[:, cols.to(delta.device)].view(b, len(ks), dof).transpose(0, 1)
+            new = stacked.retract(d.reshape(len(ks) * b, dof)).tensor
+            for pos, (k, piece) in enumerate(zip(ks, new.split(b), strict=True)):
+                self.vars[k].update(piece)
+                self.sources[self.vars[k].name] = (new, pos, piece)
+
+    def _stacked_groups(self) -> list:
+        """Per retract group, one variable holding its members' base values stacked."""
         if self._stacked_for is not self.base:  # a new base (recentred or swapped in)
             self._stacked = []
             for ks, _ in self._groups:
@@ -80,15 +96,75 @@ class TangentChart:
                 stacked.update(torch.cat([self.base[k] for k in ks]))
                 self._stacked.append(stacked)
             self._stacked_for = self.base
+        return self._stacked
+
+    @property
+    def has_tangent_maps(self) -> bool:
+        """Every variable is a Vector-like one or one of ``EXP_GROUPS`` (exactly)."""
+        return all(plain or type(v) in EXP_GROUPS
+                   for v, plain in zip(self.vars, self._plain, strict=True))
+
+    @property
+    def groups(self) -> list[list[int]]:
+        """The retract groups: variable indices (into ``vars``) per group."""
+        return [ks for ks, _ in self._groups]
+
+    def apply_with_maps(self, delta: torch.Tensor) -> list[torch.Tensor]:
+        """Set every optim var to ``base (+) delta`` (no graph) and return, per retract
+        group, the right Jacobians of exp at the group's tangent pieces, (len(group) * B,
+        dof, dof), group-member-major: the tangent map ``d e / d delta`` of a perturbation
+        ``e`` at the new point (``x (+) e``) with respect to the chart coordinates. Needs
+        :attr:`has_tangent_maps`."""
+        with torch.no_grad():
+            if any(self._plain):
+                parts = delta.split(self._dofs, dim=1)
+                for v, t, plain, part in zip(self.vars, self.base, self._plain, parts,
+                                             strict=True):
+                    if plain:
+                        v.update(torch.add(t, part))
+            b = delta.shape[0]
+            maps = []
+            self.sources = {}
+            for (ks, cols), stacked in zip(self._groups, self._stacked_groups(), strict=True):
+                dof = cols.numel() // len(ks)
+                d = delta[:, cols.to(delta.device)].view(b, len(ks), dof).transpose(0, 1)
+                jac: list[torch.Tensor] = []
+                step = type(stacked).exp_map(d.reshape(len(ks) * b, dof), jacobians=jac)
+                new = stacked.compose(step).tensor
+                maps.append(jac[0])
+                for pos, (k, piece) in enumerate(zip(ks, new.split(b), strict=True)):
+                    self.vars[k].update(piece)
+                    self.sources[self.vars[k].name] = (new, pos, piece)
+        return maps
+
+    def group_columns(self) -> list[torch.Tensor]:
+        """Per retract group, its members' tangent columns (len(group) * dof,), member-major."""
+        return [cols for _, cols in self._groups]
+
+    def exp_curvature(self, delta: torch.Tensor, grads: list[torch.Tensor],
+                      vjp) -> list[torch.Tensor]:
+        """Per retract group, the Hessians (len(group) * B, dof, dof) in ``delta`` of
+        ``g . log(x^-1 (base (+) delta'))`` at ``delta' = delta``, ``x = base (+) delta``,
+        for the per-member gradients ``grads[group]`` (len(group) * B, dof) with respect
+        to a perturbation at ``x``: the chart's own curvature term of the Hessian in
+        chart coordinates (zero at ``delta = 0``). ``vjp``: a BatchedVjp."""
+        out = []
         b = delta.shape[0]
-        self.sources = {}
-        for (ks, cols), stacked in zip(self._groups, self._stacked, strict=True):
+        for (ks, cols), stacked, g in zip(self._groups, self._stacked_groups(), grads,
+                                          strict=True):
             dof = cols.numel() // len(ks)
             d = delta[:, cols.to(delta.device)].view(b, len(ks), dof).transpose(0, 1)
-            new = stacked.retract(d.reshape(len(ks) * b, dof)).tensor
-            for pos, (k, piece) in enumerate(zip(ks, new.split(b), strict=True)):
-                self.vars[k].update(piece)
-                self.sources[self.vars[k].name] = (new, pos, piece)
+            d = d.reshape(len(ks) * b, dof).detach()
+            with torch.no_grad():
+                here = stacked.retract(d)
+            with torch.enable_grad():
+                dd = d.clone().requires_grad_(True)
+                local = here.local(stacked.retract(dd))
+                (gd,) = torch.autograd.grad((local * g).sum(), dd, create_graph=True)
+                seeds = torch.eye(dof, dtype=d.dtype).unsqueeze(1).expand(dof, d.shape[0], dof)
+                h = vjp.one(gd, dd, seeds).detach().transpose(0, 1)
+            out.append(0.5 * (h + h.transpose(1, 2)))
+        return out
 
     def restore(self) -> None:
         """Put the base values back into the variables."""

@@ -15,11 +15,13 @@ here and in tests/test_theseus_*.py.
 - :func:`defer_vectorized_jacobians`: ``Objective._vectorized_jacobians_iter``,
   ``Objective._vectorization_run`` and the wrappers' ``_cached_error`` /
   ``_cached_jacobians``.
-- :func:`weighted_error`: a vectorised objective's ``Vectorize`` instance (the object
+- :func:`weighted_error`, :func:`cost_function_groups`: a vectorised objective's
+  ``Vectorize`` instance (the object
   behind ``Objective._get_error_iter``) and its ``_schema_dict``, ``_var_names``,
   ``_vectorized_cost_fns``, ``_get_all_vars``, ``_update_all_cost_fns_var_tensors`` and
   ``_update_vectorized_vars``.
-- :func:`register_optimizer`: adds the class to the ``theseus`` namespace (public).
+- :func:`register_optimizer`: adds the class to the ``theseus`` namespace and registers it
+  as a virtual ``th.NonlinearLeastSquares`` (both public API).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from theseus.core.objective import error_squared_norm_fn
 from theseus.core.vectorizer import Vectorize
 
 __all__ = [
-    "FROM_LAYER_TOKEN", "SUPPORTED_VERSIONS", "defer_vectorized_jacobians", "error_metric",
+    "FROM_LAYER_TOKEN", "SUPPORTED_VERSIONS", "cost_function_groups",
+    "defer_vectorized_jacobians", "error_metric",
     "error_row_blocks", "has_vector_retract", "init_info", "is_least_squares",
     "register_optimizer", "weighted_error",
 ]
@@ -68,9 +71,26 @@ def weighted_error(objective: Objective, sources: dict | None = None) -> torch.T
         return objective.error()
     bsz = objective.batch_size
     parts = []
+    for cost_fns, evaluator in cost_function_groups(objective, sources):
+        err = evaluator.weighted_error()  # (K * B, dim), cost-function-major
+        parts.append(err.view(len(cost_fns), bsz, -1).transpose(0, 1).reshape(bsz, -1))
+    return torch.cat(parts, dim=1)
+
+
+def cost_function_groups(objective: Objective, sources: dict | None = None) -> list[tuple]:
+    """``(cost functions, evaluator)`` per group, in the order of ``error()``'s rows: a
+    vectorised objective's schemas, each evaluator the schema's vectorised cost function
+    with its variables set to the K cost functions' tensors stacked cost-function-major
+    (K * B rows; ``sources`` as in :func:`weighted_error`), or the cost function itself
+    for a schema of one; a plain objective's cost functions one by one (K = 1)."""
+    vec = getattr(objective._get_error_iter, "__self__", None)
+    if not isinstance(vec, Vectorize):
+        return [([cf], cf) for cf in objective._get_error_iter()]
+    bsz = objective.batch_size
+    out = []
     for schema, wrappers in vec._schema_dict.items():
         if len(wrappers) == 1:
-            parts.append(wrappers[0].cost_fn.weighted_error())
+            out.append(([wrappers[0].cost_fn], wrappers[0].cost_fn))
             continue
         var_names = vec._var_names[schema]
         vectorized = vec._vectorized_cost_fns[schema]
@@ -80,9 +100,8 @@ def weighted_error(objective: Objective, sources: dict | None = None) -> torch.T
         Vectorize._update_vectorized_vars(slots, tensors, var_names, bsz, len(wrappers))
         if sources:
             _gather_slots(slots, wrappers, sources, bsz)
-        err = vectorized.weighted_error()  # (K * B, dim), wrapper-major
-        parts.append(err.view(len(wrappers), bsz, -1).transpose(0, 1).reshape(bsz, -1))
-    return torch.cat(parts, dim=1)
+        out.append(([w.cost_fn for w in wrappers], vectorized))
+    return out
 
 
 def _gather_slots(slots: list, wrappers: list, sources: dict, bsz: int) -> None:
@@ -128,9 +147,17 @@ def init_info(optimizer, track_best_solution: bool, track_err_history: bool,
 
 def register_optimizer(cls: type) -> None:
     """Make ``cls`` reachable as ``theseus.<name>`` (configs pick optimizers with
-    ``getattr(th, name)``); a name Theseus itself defines is never replaced."""
+    ``getattr(th, name)``); a name Theseus itself defines is never replaced.
+
+    ``cls`` is also registered as a virtual subclass of ``th.NonlinearLeastSquares`` (an
+    ``abc`` registration: ``issubclass`` holds, nothing is inherited), because Theseus'
+    ``MotionPlanner`` (used by its motion-planning examples) asserts
+    ``issubclass(optimizer_cls, th.NonlinearLeastSquares)`` on the class its config names;
+    no Theseus code dispatches on that relation otherwise (0.2.3)."""
     if not hasattr(theseus, cls.__name__):
         setattr(theseus, cls.__name__, cls)
+    if not issubclass(cls, theseus.NonlinearLeastSquares):
+        theseus.NonlinearLeastSquares.register(cls)
 
 
 class _LazyJacobians:

@@ -1,0 +1,310 @@
+"""Theseus' own linearisation of a least-squares objective, on the NLP's Hessian pattern.
+
+At a point ``delta`` of the tangent chart, every cost function's weighted error ``e_k`` and
+analytic Jacobians come from Theseus' ``weighted_jacobians_error`` (one call per
+vectorised schema; for a ``RobustCostFunction`` both rescaled by ``sqrt(rho'(|e|^2))``,
+Theseus' iteratively-reweighted linearisation). Stacked they are ``A`` and ``-b`` of
+``th.SparseLinearization``, and give:
+
+- the gradient of ``f = sum_k 1/2 rho_k(|e_k|^2)`` (``1/2 |weighted error|^2``): ``A'(-b)``,
+  exact (``d/dx 1/2 rho(|e|^2) = rho' J'e``);
+- the Gauss-Newton Hessian ``A'A``, what LM+CHOLMOD factors each iteration;
+- per cost function, the exact Hessian of its term ``f_k`` in its own variables (``D``
+  tangent coordinates, 12 for an SE3 edge): one gradient with graph and ``D`` seeded
+  products through the vectorised cost function, a cost independent of the graph's
+  colouring.
+
+Blocks are scattered onto the pattern (:class:`~pounce_theseus.structure.HessianPattern`)
+by index maps built once. Theseus' Jacobians are with respect to a perturbation ``eps`` at
+the point (``x (+) eps``); chart coordinates enter through the right Jacobian of exp of
+each Lie-group variable, ``J_delta = J_eps Jr(delta)`` and ``H_delta = Jr' H_eps Jr``. The
+latter drops ``g_eps . d^2 eps / d delta^2``, which vanishes at ``delta = 0`` (so the
+Hessian the backward forms at the solution is exact) and with the gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .compat import cost_function_groups, error_metric, is_least_squares
+from .hessian import BatchedVjp
+
+__all__ = ["CostLinearization", "LinearizedPoint"]
+
+# A cost function's exact block counts as positive semidefinite when its smallest
+# eigenvalue is at least -PSD_RTOL times its largest in magnitude (rounding of a
+# rank-deficient J'J block).
+PSD_RTOL = 1e-9
+
+
+def _block_scatter(cols: np.ndarray, n: int, hess_key: np.ndarray
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """For blocks (K, D, D) over the columns ``cols`` (K, D): the flat entries on or below
+    the diagonal (``keep``) and their pattern positions (``pos``)."""
+    d = cols.shape[1]
+    gi = cols[:, :, None].repeat(d, axis=2)
+    gj = cols[:, None, :].repeat(d, axis=1)
+    keep = (gi >= gj).reshape(-1)
+    key = (gj * n + gi).reshape(-1)[keep]
+    return torch.as_tensor(np.flatnonzero(keep)), torch.as_tensor(np.searchsorted(hess_key, key))
+
+
+class _GroupLayout:
+    """Index maps of one group of cost functions (a vectorised schema): their tangent
+    columns, where their Lie-group variables' tangent maps sit, and where their ``D x D``
+    blocks land on the Hessian pattern."""
+
+    def __init__(self, cost_fns: list, chart, hess_key: np.ndarray, bsz: int):
+        offs = chart.offsets
+        first = cost_fns[0]
+        self.k = len(cost_fns)
+        self.dofs = [v.dof() for v in first.optim_vars]
+        self.d = sum(self.dofs)
+        cols = np.stack([
+            np.concatenate([np.arange(offs[v.name].start, offs[v.name].stop)
+                            for v in cf.optim_vars]) if self.dofs else np.zeros(0, np.int64)
+            for cf in cost_fns
+        ]).astype(np.int64)  # (K, D)
+        self.cols = torch.as_tensor(cols.reshape(-1))
+        where = {}
+        for g, ks in enumerate(chart.groups):
+            for pos, k in enumerate(ks):
+                where[chart.vars[k].name] = (g, pos)
+        # per slot: None (Vector-like) or (group, rows into the group's maps (K * B))
+        self.slot_maps: list[tuple[int, torch.Tensor] | None] = []
+        for s in range(len(self.dofs)):
+            found = [where.get(list(cf.optim_vars)[s].name) for cf in cost_fns]
+            if found[0] is None:
+                self.slot_maps.append(None)
+                continue
+            pos = torch.as_tensor([f[1] for f in found])
+            rows = (pos[:, None] * bsz + torch.arange(bsz)).reshape(-1)
+            self.slot_maps.append((found[0][0], rows))
+        self.keep, self.pos = _block_scatter(cols, chart.dim, hess_key)
+
+
+class CostLinearization:
+    """Theseus' linearisation of one objective on one problem's pattern (see the module
+    docstring): layouts built on first use, a :class:`LinearizedPoint` per point."""
+
+    def __init__(self, structure):
+        self.chart = structure.chart
+        self.hess = structure.hess
+        h = structure.hess
+        self._hess_key = h.cols.astype(np.int64) * structure.n + h.rows.astype(np.int64)
+        self._layouts: dict[tuple, list[_GroupLayout]] = {}
+        self.vjp = BatchedVjp()
+        # per retract group: its columns (member-major) and its diagonal blocks' scatter
+        self.group_cols = self.chart.group_columns()
+        self.group_scatter = [
+            _block_scatter(c.numpy().reshape(len(ks), -1), structure.n, self._hess_key)
+            for c, ks in zip(self.group_cols, self.chart.groups, strict=True)
+        ]
+
+    @staticmethod
+    def applies(structure) -> bool:
+        """An unconstrained least-squares objective over Vector-like and exp-chart
+        Lie-group variables, each cost function's variables distinct."""
+        chart = structure.chart
+        obj = chart.objective
+        if structure.constraints or not chart.has_tangent_maps or not is_least_squares(obj):
+            return False
+        return all(len({v.name for v in cf.optim_vars}) == len(list(cf.optim_vars))
+                   for cf in obj.cost_functions.values())
+
+    def layouts(self, groups: list) -> list[_GroupLayout]:
+        obj = self.chart.objective
+        key = (obj.vectorized, obj.batch_size, tuple(len(c) for c, _ in groups))
+        if key not in self._layouts:
+            self._layouts[key] = [_GroupLayout(cfs, self.chart, self._hess_key, obj.batch_size)
+                                  for cfs, _ in groups]
+        return self._layouts[key]
+
+    def at(self, delta: torch.Tensor) -> LinearizedPoint:
+        """The linearisation at ``delta`` (B, n); sets the optim vars there."""
+        return LinearizedPoint(self, delta)
+
+
+class LinearizedPoint:
+    """Objective, gradient and Hessian blocks at one point, each computed once, on
+    first request (the optim vars are set back to this point when another was set in
+    between)."""
+
+    def __init__(self, lin: CostLinearization, delta: torch.Tensor):
+        self.lin, self.delta = lin, delta.detach()
+        self.bsz, self.n = delta.shape
+        self.at_base = not bool(self.delta.any())
+        self._activate(force=True)
+        with torch.no_grad():
+            errs = [ev.weighted_error() for _, ev in self.groups]
+            parts = [e.expand(len(c) * self.bsz, -1).reshape(len(c), self.bsz, -1)
+                     .transpose(0, 1).reshape(self.bsz, -1)
+                     for (c, _), e in zip(self.groups, errs, strict=True)]
+            self.f = error_metric(lin.chart.objective, torch.cat(parts, dim=1))
+        self._grad = self._grad_eps = self._gn = self._gn_blocks = self._exact = None
+
+    def _activate(self, force: bool = False) -> None:
+        chart = self.lin.chart
+        if not force and getattr(chart, "_linearized_at", None) is self:
+            return
+        self.maps = chart.apply_with_maps(self.delta)
+        self.groups = cost_function_groups(chart.objective, chart.sources)
+        self.layouts = self.lin.layouts(self.groups)
+        chart._linearized_at = self
+
+    def _tangent_map(self, lay: _GroupLayout) -> torch.Tensor | None:
+        """blockdiag of the slots' tangent maps (K * B, D, D); None at the chart's base
+        or when every slot is Vector-like."""
+        if self.at_base or all(m is None for m in lay.slot_maps):
+            return None
+        rows = lay.k * self.bsz
+        t = self.delta.new_zeros(rows, lay.d, lay.d)
+        c0 = 0
+        for dof, m in zip(lay.dofs, lay.slot_maps, strict=True):
+            if m is None:
+                t[:, c0 : c0 + dof, c0 : c0 + dof] = torch.eye(dof, dtype=t.dtype)
+            else:
+                t[:, c0 : c0 + dof, c0 : c0 + dof] = self.maps[m[0]][m[1]]
+            c0 += dof
+        return t
+
+    def _linearize(self) -> None:
+        """Gradient and Gauss-Newton blocks from the analytic Jacobians."""
+        self._activate()
+        b = self.bsz
+        grad = self.delta.new_zeros(b, self.n)
+        blocks = []
+        with torch.no_grad():
+            for (_, ev), lay in zip(self.groups, self.layouts, strict=True):
+                rows = lay.k * b
+                if lay.d == 0:
+                    blocks.append(self.delta.new_zeros(rows, 0, 0))
+                    continue
+                jacs, err = ev.weighted_jacobians_error()
+                jac = torch.cat([j.expand(rows, -1, -1) for j in jacs], dim=2)
+                g = (jac.transpose(1, 2) @ err.expand(rows, -1).unsqueeze(-1)).squeeze(-1)
+                grad.index_add_(1, lay.cols, _element_major(g, lay.k, b))
+                blocks.append(jac.transpose(1, 2) @ jac)
+        # grad is with respect to perturbations at the point; the chart's: Jr' g per member
+        self._grad_eps, self._gn_blocks = grad, blocks
+        if self.at_base:
+            self._grad = grad
+            return
+        self._grad = grad.clone()
+        for cols, jr, ks in zip(self.lin.group_cols, self.maps, self.lin.chart.groups,
+                                strict=True):
+            g = self._members(grad, cols, len(ks))
+            gd = (jr.transpose(1, 2) @ g.unsqueeze(-1)).squeeze(-1)
+            self._grad[:, cols] = _element_major(gd, gd.shape[0] // b, b)
+
+    def _members(self, values: torch.Tensor, cols: torch.Tensor, k: int) -> torch.Tensor:
+        """(B, n) -> the pieces (k * B, dof) of a retract group of k members, member-major."""
+        return values[:, cols].view(self.bsz, k, -1).transpose(0, 1).reshape(k * self.bsz, -1)
+
+    def _chart_curvature(self) -> torch.Tensor | None:
+        """Pattern values of the chart's curvature term (None at the base)."""
+        if self.at_base or not self.maps:
+            return None
+        if self._grad is None:
+            self._linearize()
+        grads = [self._members(self._grad_eps, cols, len(ks))
+                 for cols, ks in zip(self.lin.group_cols, self.lin.chart.groups, strict=True)]
+        hs = self.lin.chart.exp_curvature(self.delta, grads, self.lin.vjp)
+        vals = self.delta.new_zeros(self.bsz, self.lin.hess.nnz)
+        for h, (keep, pos), ks in zip(hs, self.lin.group_scatter, self.lin.chart.groups,
+                                      strict=True):
+            vals.index_add_(1, pos, _element_major(h, len(ks), self.bsz)[:, keep])
+        return vals
+
+    def gradient(self) -> torch.Tensor:
+        """grad_delta f (B, n)."""
+        if self._grad is None:
+            self._linearize()
+        return self._grad
+
+    def gauss_newton(self) -> torch.Tensor:
+        """Pattern values (B, nnz) of Theseus' A'A in chart coordinates."""
+        if self._gn is None:
+            if self._gn_blocks is None:
+                self._linearize()
+            self._gn = self._scatter(self._gn_blocks)
+        return self._gn
+
+    def exact_blocks(self) -> list[torch.Tensor]:
+        """Per group, each cost function's exact Hessian block (K * B, D, D) in chart
+        coordinates (module docstring)."""
+        if self._exact is None:
+            self._activate()
+            self._exact = [self._group_hessian(ev, lay)
+                           for (_, ev), lay in zip(self.groups, self.layouts, strict=True)]
+        return self._exact
+
+    def _group_hessian(self, ev, lay: _GroupLayout) -> torch.Tensor:
+        rows = lay.k * self.bsz
+        if lay.d == 0:
+            return self.delta.new_zeros(rows, 0, 0)
+        slots = list(ev.optim_vars)
+        saved = [v.tensor for v in slots]
+        try:
+            with torch.enable_grad():
+                eps = [self.delta.new_zeros(rows, dof).requires_grad_(True) for dof in lay.dofs]
+                for v, t, e in zip(slots, saved, eps, strict=True):
+                    base = v.copy()
+                    base.update(t.expand(rows, *t.shape[1:]))
+                    v.update(base.retract(e).tensor)
+                we = ev.weighted_error().expand(rows, -1)
+                fk = 0.5 * (we * we).sum()
+                grads = torch.autograd.grad(fk, eps, create_graph=True, allow_unused=True)
+                g = torch.cat([torch.zeros_like(e) if x is None else x
+                               for x, e in zip(grads, eps, strict=True)], dim=1)
+                seeds = torch.eye(lay.d, dtype=g.dtype).unsqueeze(1).expand(lay.d, rows, lay.d)
+                h = torch.cat(self.lin.vjp(g, tuple(eps), seeds), dim=2)  # (D, rows, D)
+        finally:
+            for v, t in zip(slots, saved, strict=True):
+                v.update(t)
+        h = h.detach().transpose(0, 1)
+        return 0.5 * (h + h.transpose(1, 2))
+
+    def exact(self) -> torch.Tensor:
+        """Pattern values (B, nnz) of hess f in chart coordinates."""
+        return _plus(self._scatter(self.exact_blocks()), self._chart_curvature())
+
+    def convex(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pattern values (B, nnz) of the sum over cost functions of the exact block where
+        it is positive semidefinite and the Gauss-Newton block elsewhere (so the sum is
+        positive semidefinite), and per element whether any block was replaced."""
+        if self._gn_blocks is None:
+            self._linearize()
+        gn_blocks = self._gn_blocks
+        out, replaced = [], torch.zeros(self.bsz, dtype=torch.bool)
+        for h, g, lay in zip(self.exact_blocks(), gn_blocks, self.layouts, strict=True):
+            if lay.d == 0:
+                out.append(h)
+                continue
+            lam = torch.linalg.eigvalsh(h)
+            bad = lam[:, 0] < -PSD_RTOL * lam.abs().amax(1)
+            out.append(torch.where(bad[:, None, None], g, h))
+            replaced |= bad.view(lay.k, self.bsz).any(0)
+        return _plus(self._scatter(out), self._chart_curvature()), replaced
+
+    def _scatter(self, blocks: list[torch.Tensor]) -> torch.Tensor:
+        """Pattern values of blocks given at the point (per group (K * B, D, D)), mapped
+        to chart coordinates (``T' H T``)."""
+        vals = self.delta.new_zeros(self.bsz, self.lin.hess.nnz)
+        for h, lay in zip(blocks, self.layouts, strict=True):
+            if lay.d:
+                t = self._tangent_map(lay)
+                if t is not None:
+                    h = t.transpose(1, 2) @ h @ t
+                vals.index_add_(1, lay.pos, _element_major(h, lay.k, self.bsz)[:, lay.keep])
+        return vals
+
+
+def _plus(values: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+    return values if extra is None else values + extra
+
+
+def _element_major(t: torch.Tensor, k: int, bsz: int) -> torch.Tensor:
+    """(K * B, ...) cost-function-major to (B, K * prod(...))."""
+    return t.reshape(k, bsz, -1).transpose(0, 1).reshape(bsz, -1)

@@ -14,7 +14,7 @@ with ``H = D (I - D)^-1``: 0 on active directions, infinite on inactive ones, fi
 curvature directions of a curved face. :func:`limit_scaling` is H of cone_scaling evaluated at
 ``(s~, y~)``, where ``<s~, y~> = 0`` leaves only cone_scaling's floors: nonneg rows get 0 or
 1e20 exactly (a diagonal holds that spread), SOC/PSD/exp/power blocks hold it within ~1e-8
-(cone_scaling.TAU_REL_MIXED and its interior push), so K stays factorable by both backward
+(cones.centring.TAU_REL_MIXED and its interior push), so K stays factorable by both backward
 paths.
 """
 

@@ -185,22 +185,11 @@ class ConeDims:
         return self.z + self.l
 
     def blocks(self) -> list[ConeBlock]:
-        """The non-diagonal cones in row order (SOC, PSD, exp, power)."""
-        out: list[ConeBlock] = []
-        r = self.n_diag
-        for d in self.q:
-            out.append(ConeBlock("q", r, d, float(d)))
-            r += d
-        for k in self.s:
-            out.append(ConeBlock("s", r, svec_dim(k), float(k)))
-            r += svec_dim(k)
-        for _ in range(self.ep):
-            out.append(ConeBlock("ep", r, 3, 3.0))
-            r += 3
-        for a in self.p:
-            out.append(ConeBlock("p", r, 3, a))
-            r += 3
-        return out
+        """The non-diagonal cones in row order (SOC, PSD, exp, power); each cone class in
+        pounce_kkt.cones gives its own rows."""
+        from pounce_kkt.cones.registry import blocks
+
+        return blocks(self)
 
     @property
     def n_block_entries(self) -> int:

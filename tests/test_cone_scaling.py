@@ -1,4 +1,4 @@
-"""The cone scaling H of ``ds = -H dy`` (pounce_kkt/cone_scaling.py), cone by cone.
+"""The cone scaling H of ``ds = -H dy`` (pounce_kkt/cones/, cone_scaling.py), cone by cone.
 
 Each cone's H is checked for symmetry and positive semidefiniteness, for ``H y = s`` where
 the design says it holds (NT cones at any interior pair through ``soc_nt_scaling``; every
@@ -19,26 +19,12 @@ import torch
 from diffcp.cones import pi as diffcp_pi
 
 from pounce_kkt.cone_dims import ConeDims
-from pounce_kkt.cone_scaling import (
-    cone_scaling,
-    dense_h,
-    equilibration,
-    exp_barrier,
-    exp_hess_inv,
-    exp_interior,
-    exp_scaling,
-    mat_to_svec,
-    nonneg_scaling,
-    power_barrier,
-    power_hess_inv,
-    power_interior,
-    power_scaling,
-    psd_nt_operator,
-    psd_scaling,
-    soc_nt_scaling,
-    soc_scaling,
-    svec_to_mat,
-)
+from pounce_kkt.cone_scaling import cone_scaling, dense_h, equilibration
+from pounce_kkt.cones.exp import exp_barrier, exp_hess_inv, exp_interior, exp_scaling
+from pounce_kkt.cones.nonneg import nonneg_scaling
+from pounce_kkt.cones.power import power_barrier, power_hess_inv, power_interior, power_scaling
+from pounce_kkt.cones.psd import mat_to_svec, psd_nt_operator, psd_scaling, svec_to_mat
+from pounce_kkt.cones.soc import soc_nt_scaling, soc_scaling
 from pounce_kkt.structure import ConicStructure
 from testing_helpers.cone_pairs import pair_exp, pair_power, pair_psd, pair_soc
 from testing_helpers.svec import smat, svec

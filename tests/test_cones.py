@@ -1,4 +1,4 @@
-"""Cone projections and their derivatives (pounce_kkt/cones.py).
+"""Cone projections and their derivatives (pounce_kkt/cones/).
 
 Projections are checked against diffcp's (an independent implementation; it has no power
 cone) and against Moreau's conditions (p in K, p - w in K*, <p, p - w> = 0); derivatives

@@ -1,0 +1,181 @@
+"""Projection onto a 3-dimensional homogeneous cone through its boundary ray family, shared
+by the exponential and power cones.
+
+Both cones' smooth boundary is a ray family F(r, t) = t g(r), t > 0. For w outside K and
+outside the polar cone -K* (and not in a case with a closed form), Pi(w) = t* g(r*) with r*
+maximising phi(r) = <g(r), w> / |g(r)| and t* = <g, w> / |g|^2. With e = F - w,
+J = [t g', g] and the stationarity J'e = 0, implicit differentiation gives
+
+    D = J M^-1 J',   M = J'J + [[t <e, g''>, <e, g'>], [<e, g'>, 0]].
+
+A ray is a function r -> (g, g', g'') on tensors of r, each (..., 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+Ray = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+# float64 exp and log on a CPU tensor of more than 2048 entries run through MKL's vector
+# library inside torch's thread pool, whose nested threading costs milliseconds per call on
+# a busy machine (docs/design.md, "Solution refinement"): both are applied in chunks of at
+# most _CHUNK entries, which stay on the calling thread. Likewise the ray search keeps its
+# elementwise ops under torch's parallel grain where it can.
+_CHUNK = 2048
+
+
+def chunked_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) elementwise, computed on flat chunks of at most _CHUNK entries on CPU."""
+    return _chunked(torch.exp, x)
+
+
+def chunked_log(x: torch.Tensor) -> torch.Tensor:
+    """log(x) elementwise, computed on flat chunks of at most _CHUNK entries on CPU."""
+    return _chunked(torch.log, x)
+
+
+def _chunked(fn, x: torch.Tensor) -> torch.Tensor:
+    """fn(x) for an elementwise fn, applied to flat chunks of at most _CHUNK entries on CPU."""
+    if x.device.type != "cpu" or x.numel() <= _CHUNK:
+        return fn(x)
+    return torch.cat([fn(c) for c in x.reshape(-1).split(_CHUNK)]).reshape(x.shape)
+
+
+# r = sinh(grid): dense near 0, reaching |r| ~ 300 (e^r stays finite).
+_GRID = torch.sinh(torch.linspace(-6.4, 6.4, 321, dtype=torch.float64))
+_BRACKET_STEPS = 80
+
+
+# Rows per block of the shared grid search: rows x grid points stay below torch's parallel
+# grain (32768 entries), where an elementwise op runs on one thread (a parallel one waits
+# milliseconds for a time slice on a busy machine).
+_GRID_ROWS = max(1, 32768 // _GRID.shape[0])
+
+
+def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """<u, v> over the last dimension (3), broadcast, as elementwise products (no reduction
+    kernel)."""
+    return u[..., 0] * v[..., 0] + u[..., 1] * v[..., 1] + u[..., 2] * v[..., 2]
+
+
+def _best(a: torch.Tensor, inv_norm: torch.Tensor) -> torch.Tensor:
+    """argmax_k of a_k inv_norm_k over the entries with a_k > 0, per row of a (n, G)."""
+    return torch.where(a > 0, a * inv_norm, -torch.inf).argmax(-1)
+
+
+def _ray_argmax(w: torch.Tensor, ray: Ray, shared: bool = False) -> torch.Tensor:
+    """r maximising <g(r), w> / |g(r)| (g, g', g'' = ray(r)), per row of w (N, 3).
+
+    A grid brackets the maximiser; safeguarded Newton on phi'(r) ~ N(r) =
+    <g', w>|g|^2 - <g, w><g, g'> (positive left of the maximiser) then converges in it.
+    shared: g is the same function of r for every row (ray then maps a (1, G) grid to
+    (1, G, 3), computed once; the rows are searched in blocks of _GRID_ROWS).
+    """
+    grid = _GRID.to(w.device)
+    if shared:
+        g = ray(grid[None, :])[0][0]
+        inv = 1.0 / torch.linalg.vector_norm(g, dim=-1)
+        k = torch.cat([_best(_dot(c[:, None, :], g), inv) for c in w.split(_GRID_ROWS)])
+    else:
+        g, _, _ = ray(grid[None, :].expand(w.shape[0], -1))
+        k = _best(_dot(g, w[:, None, :]), 1.0 / torch.linalg.vector_norm(g, dim=-1))
+    last = grid.shape[0] - 1
+    lo = grid[torch.clamp(k - 1, min=0)]
+    hi = grid[torch.clamp(k + 1, max=last)]
+    r = grid[k]
+    done = torch.zeros_like(r, dtype=torch.bool)
+    for _ in range(_BRACKET_STEPS):
+        g, g1, g2 = ray(r)
+        gw, g1w, g2w = (_dot(v, w) for v in (g, g1, g2))
+        nn, gg1 = _dot(g, g), _dot(g, g1)
+        N = g1w * nn - gw * gg1
+        dN = g2w * nn + g1w * gg1 - gw * (_dot(g1, g1) + _dot(g, g2))
+        lo = torch.where(N > 0, r, lo)
+        hi = torch.where(N > 0, hi, r)
+        step = r - N / torch.where(dN < 0, dN, -1.0)
+        ok = (dN < 0) & (step > lo) & (step < hi)
+        # a Newton step below 1e-8 (or N = 0) leaves r at rounding (quadratic convergence);
+        # r is then a bracket end, and a step that rounds onto it is no bisection's business
+        tiny = (N == 0) | ((dN < 0) & ((step - r).abs() <= 1e-8 * (1.0 + r.abs())))
+        r_new = torch.where(ok, step, torch.where(tiny, r, 0.5 * (lo + hi)))
+        conv = tiny | (hi - lo <= 1e-15 * (1.0 + r.abs()))
+        r = torch.where(done, r, r_new)
+        done = done | conv
+        if bool(done.all()):
+            break
+    return r
+
+
+# Within this distance (relative to |w|) of K or of the polar cone, w is taken to be in it:
+# there the ray maximiser is ill-determined (a kink of the projection).
+KINK_REL = 1e-12
+
+
+def ray_projection(w: torch.Tensor, ray: Ray, shared: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projection onto the ray family and its derivative (N, 3), (N, 3, 3); shared as in
+    :func:`_ray_argmax`."""
+    r = _ray_argmax(w, ray, shared)
+    g, g1, g2 = ray(r)
+    t = _dot(g, w) / _dot(g, g)
+    p = t[:, None] * g
+    norm = torch.linalg.vector_norm(w, dim=-1)
+    polar = ~(t * torch.linalg.vector_norm(g, dim=-1) > KINK_REL * norm)
+    in_k = torch.linalg.vector_norm(p - w, dim=-1) <= KINK_REL * norm
+    e = p - w
+    a = t[:, None] * g1  # J = [a, g]
+    m00 = _dot(a, a) + t * _dot(e, g2)
+    m01 = _dot(a, g) + _dot(e, g1)
+    m11 = _dot(g, g)
+    i00, i01, i11 = _inv2(m00, m01, m11)
+
+    def outer(u, v):
+        return u[:, :, None] * v[:, None, :]
+
+    D = i00[:, None, None] * outer(a, a) + i01[:, None, None] * (outer(a, g) + outer(g, a)) \
+        + i11[:, None, None] * outer(g, g)
+    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(D)
+    p = select_rows([(in_k, w), (polar, torch.zeros_like(w))], p)
+    D = select_rows([(in_k, eye), (polar, torch.zeros_like(D))], D)
+    return p, D
+
+
+def _inv2(m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Entries (00, 01, 11) of the inverse of the symmetric 2x2 M = [[m00, m01], [m01, m11]]:
+    [[m11, -m01], [-m01, m00]] / det, det = m00 m11 - m01^2; where |det| <= 1e-13 |M|_F^2
+    the pseudo-inverse instead. M is singular only where the maximiser runs off to the ray
+    family's limit (the projection lands on an edge of K, a kink), where any generalised
+    inverse is a choice."""
+    det = m00 * m11 - m01 * m01
+    regular = det.abs() > 1e-13 * (m00 * m00 + 2 * m01 * m01 + m11 * m11)
+    safe = torch.where(regular, det, 1.0)
+    inv = (m11 / safe, -m01 / safe, m00 / safe)
+    if bool(regular.all()):
+        return inv
+    M = torch.stack([torch.stack([m00, m01], -1), torch.stack([m01, m11], -1)], -2)
+    P = torch.linalg.pinv(M, hermitian=True)
+    return tuple(torch.where(regular, v, P[:, i, j])
+                 for v, (i, j) in zip(inv, ((0, 0), (0, 1), (1, 1)), strict=True))
+
+
+def on_rows(mask: torch.Tensor, w: torch.Tensor, stand_in: tuple[float, float, float],
+            fn) -> tuple[torch.Tensor, torch.Tensor]:
+    """fn(v) -> (p (N, 3), D (N, 3, 3)) on v = w where mask holds and the point stand_in
+    elsewhere (one the smooth case handles; the caller overwrites those rows): every row is
+    computed, none gathered or scattered."""
+    if bool(mask.all()):
+        return fn(w)
+    return fn(torch.where(mask[:, None], w, w.new_tensor(stand_in)))
+
+
+def select_rows(cases: list[tuple[torch.Tensor, torch.Tensor]], default: torch.Tensor
+                ) -> torch.Tensor:
+    """The first case whose mask holds, per row; `default` where none does."""
+    out = default
+    for mask, val in reversed(cases):
+        out = torch.where(mask.reshape(mask.shape + (1,) * (val.dim() - 1)), val, out)
+    return out

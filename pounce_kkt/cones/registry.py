@@ -1,0 +1,75 @@
+"""Every cone class, keyed by its SCS cone-dict key, in row order; and the walk over a
+:class:`~pounce_kkt.cone_dims.ConeDims` that gives each cone its rows.
+
+Rows follow SCS/cvxpy: zero, nonneg, SOC, PSD, exp, power (docs/design.md). The zero and
+nonneg rows form one diagonal run ``[0, z + l)``; every other cone is one block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pounce_kkt.cone_dims import ConeBlock, ConeDims
+from pounce_kkt.cones.base import BlockCone, Cone, DiagonalCone
+from pounce_kkt.cones.exp import ExpCone
+from pounce_kkt.cones.nonneg import NonnegCone
+from pounce_kkt.cones.power import PowerCone
+from pounce_kkt.cones.psd import PsdCone
+from pounce_kkt.cones.soc import SecondOrderCone
+from pounce_kkt.cones.zero import ZeroCone
+
+ROW_ORDER: tuple[type[Cone], ...] = (
+    ZeroCone, NonnegCone, SecondOrderCone, PsdCone, ExpCone, PowerCone)
+REGISTRY: dict[str, type[Cone]] = {cls.key: cls for cls in ROW_ORDER}
+DIAGONAL_CONES: tuple[type[DiagonalCone], ...] = tuple(
+    cls for cls in ROW_ORDER if issubclass(cls, DiagonalCone))
+BLOCK_CONES: tuple[type[BlockCone], ...] = tuple(
+    cls for cls in ROW_ORDER if issubclass(cls, BlockCone))
+
+
+def blocks(cones: ConeDims) -> list[ConeBlock]:
+    """The block cones of ``cones`` in row order: kind (the key), first row, rows, param."""
+    out: list[ConeBlock] = []
+    r = sum(cls.rows(cones) for cls in DIAGONAL_CONES)
+    for cls in BLOCK_CONES:
+        for param in cls.params(cones):
+            d = cls.dim(param)
+            out.append(ConeBlock(cls.key, r, d, float(param)))
+            r += d
+    return out
+
+
+@dataclass(frozen=True)
+class BlockGroup:
+    """The blocks of one kind and size, computed together.
+
+    members: the blocks in row order; rows: (G, d) their row indices; h_offsets: where each
+    member's d x d block starts in the row-major ``h_blocks`` layout (cone order).
+    """
+
+    cone_type: type[BlockCone]
+    dim: int
+    members: tuple[ConeBlock, ...]
+    h_offsets: tuple[int, ...]
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return torch.tensor([[b.start + i for i in range(self.dim)] for b in self.members])
+
+    def cone(self, repeat: int) -> BlockCone:
+        """The cone instance for these blocks stacked over a batch of ``repeat`` items."""
+        return self.cone_type.for_group([b.param for b in self.members], repeat)
+
+
+def block_groups(cones: ConeDims) -> list[BlockGroup]:
+    """The block cones of ``cones`` grouped by (kind, size), in order of first appearance."""
+    found: dict[tuple[str, int], list[tuple[ConeBlock, int]]] = {}
+    offset = 0
+    for blk in blocks(cones):
+        found.setdefault((blk.kind, blk.dim), []).append((blk, offset))
+        offset += blk.dim * blk.dim
+    return [BlockGroup(REGISTRY[kind], d, tuple(b for b, _ in members),
+                       tuple(off for _, off in members))
+            for (kind, d), members in found.items()]

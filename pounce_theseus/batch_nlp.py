@@ -39,6 +39,10 @@ HYBRID_MAX_DIM = 200
 # Relative decrease of an element's objective per iterate above which its Hessian block
 # stays Gauss-Newton (Fletcher and Xu's 0.2).
 GN_PROGRESS = 0.2
+# ... or its gradient's largest entry by at least this fraction of itself (Gauss-Newton
+# converging linearly at rate 1/4 or better: on robust pose graphs it gains 8x per iterate,
+# where the exact Hessian's inertia correction gains no more).
+GN_GRADIENT_PROGRESS = 0.75
 # Largest difference, relative to max(1, |g|_inf), between the linearisation's gradient and
 # autograd's at the start for the linearisation to be used (SE2's closed forms differ from
 # autograd's by ~1e-11 relative on pose graphs).
@@ -220,6 +224,7 @@ class BatchNlp:
         self._point = np.zeros((self.batch_size, self.n))
         # hybrid rule, per element: the objective at, and the point of, its last new iterate
         self._f_prev = torch.full((self.batch_size,), float("nan"), dtype=self.dtype)
+        self._g_prev = torch.full((self.batch_size,), float("nan"), dtype=self.dtype)
         self._hess_at = torch.full((self.batch_size, self.n), float("nan"), dtype=self.dtype)
         self._use_gn = torch.ones(self.batch_size, dtype=torch.bool)
 
@@ -263,6 +268,7 @@ class BatchNlp:
         self._cache_key = self._cache = None
         self._lin_point = None
         self._f_prev[rows] = float("nan")
+        self._g_prev[rows] = float("nan")
         self._hess_at[rows] = float("nan")
         self._point[rows] = 0.0
 
@@ -431,22 +437,27 @@ class BatchNlp:
         if not self._hybrid:
             return factor * pt.exact()
         rows = np.concatenate([r.rows for r in requests])
-        use_gn = self._hybrid_rule(pt.f, pt.delta, rows)
+        use_gn = self._hybrid_rule(pt.f, pt.gradient(), pt.delta, rows)
         if bool(use_gn[torch.as_tensor(rows)].all()):
             return factor * pt.gauss_newton()
         convex, _ = pt.convex()
         return factor * torch.where(use_gn.unsqueeze(1), pt.gauss_newton(), convex)
 
-    def _hybrid_rule(self, f: torch.Tensor, d: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    def _hybrid_rule(self, f: torch.Tensor, g: torch.Tensor, d: torch.Tensor,
+                     rows: np.ndarray) -> torch.Tensor:
         """Per element, whether its next Hessian block is Gauss-Newton by the progress
-        part of the hybrid rule (see :meth:`_hybrid_values`); advances the rule for the
-        elements ``rows`` at a new iterate."""
+        part of the hybrid rule (see :meth:`_hybrid_values`): the objective fell by at
+        least ``GN_PROGRESS`` of itself or the gradient's largest entry by at least
+        ``GN_GRADIENT_PROGRESS`` of itself over the last iterate. Advances the rule for
+        the elements ``rows`` at a new iterate."""
         r = torch.as_tensor(rows)
         new = r[~(d[r] == self._hess_at[r]).all(dim=1)]  # a new iterate of these elements
         if new.numel():
-            prev = self._f_prev[new]
-            self._use_gn[new] = torch.isnan(prev) | ((prev - f[new]) >= GN_PROGRESS * prev.abs())
-            self._f_prev[new] = f[new]
+            prev, g_prev = self._f_prev[new], self._g_prev[new]
+            g_now = g[new].abs().amax(dim=1)
+            self._use_gn[new] = (torch.isnan(prev) | ((prev - f[new]) >= GN_PROGRESS * prev.abs())
+                                 | ((g_prev - g_now) >= GN_GRADIENT_PROGRESS * g_prev))
+            self._f_prev[new], self._g_prev[new] = f[new], g_now
             self._hess_at[new] = d[new]
         return self._use_gn.clone()
 
@@ -454,17 +465,18 @@ class BatchNlp:
         """Per element, the Gauss-Newton block ``obj_factor * J'J`` or the exact one
         (Fletcher and Xu's hybrid rule for least squares): Gauss-Newton at the first
         iterate and while the element's objective still falls by at least
-        ``GN_PROGRESS`` of itself per iterate (a small-residual regime where it converges
-        fast and stays positive semidefinite), the exact block once progress slows (the
-        residual curvature then matters: quadratic instead of linear convergence), and
-        Gauss-Newton again where the exact block is not positive definite. Per element:
-        an indefinite block of one element must not shift another's Hessian. At a
-        minimiser with nonzero residuals progress stalls and the exact block is positive
-        definite, so the last iterations are exact Newton ones; with zero residuals the
-        two blocks coincide in the limit. Both blocks come from the same seeded products
-        (exact = J'J plus the residual curvature)."""
+        ``GN_PROGRESS`` of itself per iterate or its gradient by ``GN_GRADIENT_PROGRESS``
+        (a small-residual regime where it converges fast and stays positive semidefinite),
+        the exact block once progress slows (the residual curvature then matters:
+        quadratic instead of linear convergence), and Gauss-Newton again where the exact
+        block is not positive definite. Per element: an indefinite block of one element
+        must not shift another's Hessian. At a minimiser with nonzero residuals progress
+        stalls and the exact block is positive definite, so the last iterations are exact
+        Newton ones; with zero residuals the two blocks coincide in the limit. Both blocks
+        come from the same seeded products (exact = J'J plus the residual curvature)."""
         r = torch.as_tensor(rows)
-        use_gn = self._hybrid_rule(ev.f.detach(), ev.delta.detach(), rows)
+        use_gn = self._hybrid_rule(ev.f.detach(), ev.objective_gradient().detach(),
+                                   ev.delta.detach(), rows)
         exact_needed = not bool(use_gn[r].all())
         layout = self.layout()
         sv, jv = ev.residual_products(layout.seeds, second_order=exact_needed)

@@ -35,6 +35,8 @@ from .solve import BATCH_SOLVES, SolveSettings, solve_batch, write_solution
 
 __all__ = ["PounceOptimizer"]
 
+DEFAULT_TOL = 1e-8
+
 # optimize() keywords Theseus' own optimizers use that mean nothing for an interior-point
 # solve; each is accepted with a one-time warning.
 _IGNORED_KEYS = {
@@ -57,6 +59,10 @@ class PounceOptimizer(NonlinearOptimizer):
         vectorize, abs_err_tolerance, rel_err_tolerance: as in Theseus.
         max_iterations: interior-point iteration budget of each element per call.
         tol: interior-point convergence tolerance (Ipopt's ``tol``, scaled KKT error).
+            Given, the solve converges on Ipopt's tests alone; None (default): ``tol``
+            is 1e-8 and an unconstrained, unbounded solve also stops when Theseus' own
+            test holds (the error changed by less than ``abs_err_tolerance`` or
+            ``rel_err_tolerance`` of itself over one iteration), as Theseus' optimizers do.
         hessian: ``"exact"`` (default; Lagrangian Hessian with residual curvature) or
             ``"gauss-newton"`` (J'J, cheaper; the backward stays exact).
         bounds: ``{var_or_name: (lower, upper)}`` on Vector variables.
@@ -88,7 +94,7 @@ class PounceOptimizer(NonlinearOptimizer):
         max_iterations: int = 100,
         step_size: float = 1.0,
         *,
-        tol: float = 1e-8,
+        tol: float | None = None,
         hessian: str = "exact",
         bounds: dict | None = None,
         constraints: Sequence[Constraint] | None = None,
@@ -116,7 +122,8 @@ class PounceOptimizer(NonlinearOptimizer):
         super().__init__(objective, vectorize=vectorize, abs_err_tolerance=abs_err_tolerance,
                          rel_err_tolerance=rel_err_tolerance, max_iterations=max_iterations,
                          step_size=1.0)
-        self.tol = float(tol)
+        self.tol = DEFAULT_TOL if tol is None else float(tol)
+        self.error_test = tol is None
         self.acceptable_tol = float(acceptable_tol)
         self.hessian = make_hessian(hessian)
         self.bounds_spec = dict(bounds or {})
@@ -176,6 +183,8 @@ class PounceOptimizer(NonlinearOptimizer):
                      **self.solver_options},
             max_restarts=self.max_restarts, recenter_angle=self.recenter_angle,
             batch_solve=self.batch_solve,
+            error_tolerances=(float(self.params.abs_err_tolerance),
+                              float(self.params.rel_err_tolerance)) if self.error_test else None,
             track_iterates=bool(verbose or end_iter_callback is not None
                                 or track_err_history or track_state_history),
         )

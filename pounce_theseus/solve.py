@@ -19,7 +19,11 @@ Budget: an element's iterations over its solves never exceed ``max_iterations``.
 Status: an element is converged when its solve ended with Ipopt's convergence test
 (``solve_succeeded``) or its acceptable-level test (``solved_to_acceptable_level``), or when
 the KKT error at its final point is at most ``acceptable_tol`` (e.g. a stop on a search
-direction too small to matter); any other end (iteration limit, a stall with a larger KKT
+direction too small to matter), or, in an unconstrained, unbounded solve, when Theseus' own
+test held (``SolveSettings.error_tolerances``: the error metric changed by less than
+``abs_err_tolerance`` or ``rel_err_tolerance`` of itself over one iteration, at a scaled
+dual infeasibility of at most ``ERROR_TEST_MAX_INF_DU``; status ``ERROR_CONVERGED``); any
+other end (iteration limit, a stall with a larger KKT
 error, a restoration failure) is not converged.
 
 Interrupts: an exception raised while answering a callback (``KeyboardInterrupt``
@@ -45,6 +49,11 @@ from .native import require_nlp_solve
 __all__ = ["BATCH_SOLVES", "BatchResult", "SolveSettings", "solve_batch", "write_solution"]
 
 SUCCESS = {"solve_succeeded", "solved_to_acceptable_level"}
+# An unconstrained, unbounded solve stopped by Theseus' own convergence test (see _Problem).
+ERROR_CONVERGED = "error_change_converged"
+# ... once the iterate's scaled dual infeasibility is at most this as well (a tiny change
+# of the error from a cut-back line-search step is not convergence).
+ERROR_TEST_MAX_INF_DU = 1e-2
 BATCH_SOLVES = ("auto", "elementwise", "joint")
 # "auto": the largest batch solved elementwise. Each callback of each element costs a
 # thread hand-off (about 0.1 ms on a loaded 2-core machine), so larger batches of small
@@ -69,6 +78,9 @@ class SolveSettings:
     recenter_angle: float = 1.0
     batch_solve: str = "auto"
     track_iterates: bool = False
+    # Theseus' (abs_err_tolerance, rel_err_tolerance), applied to unconstrained,
+    # unbounded solves; None: Ipopt's tests only
+    error_tolerances: tuple[float, float] | None = None
 
 
 @dataclass
@@ -107,8 +119,12 @@ class _Problem:
     """What ``nlp_solve`` calls back into for the elements ``rows``. It keeps the iterate
     with the lowest objective (``best``: objective, x), outside the restoration phase."""
 
-    def __init__(self, hub: Hub, rows: np.ndarray, offset: int, track: bool):
+    def __init__(self, hub: Hub, rows: np.ndarray, offset: int, track: bool,
+                 error_tolerances: tuple[float, float] | None = None):
         self.hub, self.rows, self.offset, self.track = hub, rows, offset, track
+        self.error_tolerances = error_tolerances
+        self.error_converged = False
+        self._f_last: float | None = None
         self.restoration_iterations = 0
         self._last_it = -1
         self.best: tuple[float, np.ndarray] | None = None
@@ -123,6 +139,14 @@ class _Problem:
 
     def gradient(self, x):  # noqa: D102
         return self.hub.call(Request(self.rows, "gradient", x))
+
+    def _error_test(self, f: float, inf_du: float) -> bool:
+        """Theseus' error-change test on consecutive iterates, once the scaled dual
+        infeasibility is at most ``ERROR_TEST_MAX_INF_DU``."""
+        if self.error_tolerances is None:
+            return False
+        last, self._f_last = self._f_last, f
+        return inf_du <= ERROR_TEST_MAX_INF_DU and _theseus_test(f, last, *self.error_tolerances)
 
     def constraints(self, x):  # noqa: D102
         return self.hub.call(Request(self.rows, "constraints", x))
@@ -144,17 +168,34 @@ class _Problem:
                 f = self.objective(x)
             if self.best is None or f < self.best[0]:
                 self.best = (float(f), np.array(x, dtype=np.float64))
+            converged = self._error_test(float(f), float(inf_du))
+        else:
+            converged = False
         # POUNCE may run a short second pass from the converged point (its iteration count
         # restarts at 0); only the first pass's iterates are the history.
         if self.track and x is not None and not restoration and it > self._last_it:
             self._last_it = it
-            f, values = self.hub.call(Request(self.rows, "iteration", x))
+            fs, values = self.hub.call(Request(self.rows, "iteration", x))
             xs = np.asarray(x).reshape(len(self.rows), -1)
             for j, b in enumerate(self.rows):
                 self.hub.result.iterates[b][self.offset + int(it)] = (
-                    float(f[j]), {k: v[j] for k, v in values.items()}, xs[j].copy()
+                    float(fs[j]), {k: v[j] for k, v in values.items()}, xs[j].copy()
                 )
+        if converged:
+            self.error_converged = True
+            return False
         return self.hub.error is None
+
+
+def _theseus_test(f: float, f_last: float | None, abs_tol: float, rel_tol: float) -> bool:
+    """Theseus' convergence test (``NonlinearOptimizer._check_convergence``) on the error
+    metric ``f`` of an iterate after one of ``f_last``."""
+    if abs(f) < abs_tol:
+        return True
+    if f_last is None:
+        return False
+    change = abs(f_last - f)
+    return change < abs_tol or change / max(abs(f_last), 1e-300) < rel_tol
 
 
 class _Slot:
@@ -318,14 +359,18 @@ def _job(nlp: BatchNlp, hub: Hub, rows: np.ndarray, settings: SolveSettings, use
         "honor_original_bounds": "yes", **settings.options,
         "max_iter": int(settings.max_iterations - used),
     }
-    problem = _Problem(hub, rows, used, settings.track_iterates)
+    monotone = nlp.m == 0 and not nlp.bounds
+    problem = _Problem(hub, rows, used, settings.track_iterates,
+                       settings.error_tolerances if monotone else None)
 
     def run() -> dict[str, Any]:
         raw = nlp_solve(problem, x0, xl, xu, gl, gu, jr, jc, hr, hc, options, True)
         raw["restoration_iterations"] = problem.restoration_iterations
         raw["bounds"] = (xl, xu)
         raw["best"] = problem.best
-        raw["monotone"] = nlp.m == 0 and not nlp.bounds
+        raw["monotone"] = monotone
+        if problem.error_converged:
+            raw["status"] = ERROR_CONVERGED
         return raw
 
     return run
@@ -370,7 +415,8 @@ def _absorb(res: BatchResult, rows: np.ndarray, raw: dict[str, Any],
     res.solved[rows] = np.isfinite(x).all(axis=1)
     res.kkt_error[rows] = float(raw["kkt_error"])
     res.converged[rows] = res.solved[rows] & (
-        (raw["status"] in SUCCESS) | (res.kkt_error[rows] <= acceptable_tol)
+        (raw["status"] in SUCCESS) | (raw["status"] == ERROR_CONVERGED)
+        | (res.kkt_error[rows] <= acceptable_tol)
     )
 
 

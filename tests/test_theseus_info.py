@@ -66,16 +66,18 @@ def test_histories_best_solution_and_callbacks(capsys):
             track_best_solution=True, verbose=True, end_iter_callback=cb,
         )
     assert all(s == S.CONVERGED for s in info.status)
-    n_it = int(info.converged_iter[0])
     assert info.err_history.shape == (3, 31)
     init_err = obj.error_metric({"a": inputs["a"], "b": inputs["b"]})
     hist = info.err_history.double()  # Theseus allocates the history in the default dtype
     assert torch.allclose(hist[:, 0], init_err.float().double())
-    assert torch.allclose(hist[:, n_it], info.last_err.float().double())
-    assert torch.isinf(info.err_history[:, n_it + 1 :]).all()
-    assert torch.all(info.err_history[:, 1 : n_it + 1].isfinite())
     assert info.state_history["a"].shape == (3, 1, 31)
-    assert torch.allclose(info.state_history["a"][..., n_it], sol["a"].float())
+    for b in range(3):  # each element's own iterations
+        it = int(info.converged_iter[b])
+        assert torch.allclose(hist[b, it], info.last_err[b].double())
+        assert torch.isinf(info.err_history[b, it + 1 :]).all()
+        assert torch.all(info.err_history[b, 1 : it + 1].isfinite())
+        assert torch.allclose(info.state_history["a"][b, :, it], sol["a"][b].float())
+    n_it = int(info.converged_iter.max())
     assert torch.allclose(info.best_solution["b"], sol["b"]) and torch.equal(
         info.best_err, info.last_err
     )

@@ -124,10 +124,10 @@ def _one_iteration(x0: list[float], grad: bool = False, iterations: int = 1):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_unconverged_iterate_at_an_inflection_gets_a_bounded_gradient():
     """The bench_theseus failure in small: an element stopped by its iteration limit where
-    the robust loss's curvature crosses zero (placed there with no iterations left) had d x / d log_loss_radius ~ -5e14 and no warning; one deep
-    on the concave side a finite but meaningless value. Both now get 0 (x's curvature
-    dropped; z is unaffected by the radius) and are named; element 0 keeps exactly the
-    gradient it gets alone."""
+    the robust loss's curvature crosses zero (placed there with no iterations left) had
+    d x / d log_loss_radius ~ -5e14 and no warning; one deep on the concave side a finite
+    but meaningless value. Both now get 0 (x's curvature dropped; z is unaffected by the
+    radius) and are named; element 0 keeps exactly the gradient it gets alone."""
     inflection = -1.0 / math.sqrt(2.0)
     x, _, _ = _one_iteration([0.5, 1.5])
     # the first (Gauss-Newton, Theseus' reweighted) step of a lone residual solves it

@@ -1,11 +1,15 @@
-"""Rerun Theseus' generic optimizer checks with PounceOptimizer (not part of CI).
+"""Rerun Theseus' own optimizer tests with PounceOptimizer (not part of CI).
 
 Usage::
 
-    git clone /work/.mirror/facebookresearch+theseus/repo /tmp/theseus-src
-    python benchmarks/run_theseus_tests.py /tmp/theseus-src
+    python benchmarks/run_theseus_tests.py [THESEUS_CHECKOUT] [--suite helpers|pytest|all]
+        [--linear-solver-attribute] [--baseline] [-- PYTEST_ARGS]
 
-Imports, from that checkout (nothing of it is copied here):
+Without a checkout, ``examples``/``tests`` of the bare mirror
+``/work/.mirror/facebookresearch+theseus/repo`` are extracted to a temporary folder (as
+benchmarks/run_theseus_examples.py does); nothing of Theseus is copied here.
+
+``--suite helpers`` imports, from that checkout, and calls with ``PounceOptimizer``:
 
 - ``_run_optimizer_test`` in tests/theseus_tests/test_theseus_layer.py: learns a cost
   weight through ``TheseusLayer`` by backpropagating through the optimizer until the loss
@@ -17,6 +21,15 @@ Imports, from that checkout (nothing of it is copied here):
 
 Each case runs in-process; the script prints one line per case and the counts.
 
+``--suite pytest`` runs Theseus' own files tests/theseus_tests/test_theseus_layer.py and
+tests/theseus_tests/optimizer/nonlinear/ under pytest (benchmarks/suite_runner.py) with this
+file loaded as a plugin that rebinds ``th.GaussNewton`` and ``th.LevenbergMarquardt`` to
+subclasses of ``PounceOptimizer`` of the same names before collection, so every test that
+names either class runs ours (Dogleg, DCEM and the linear solvers stay Theseus'). With
+``--linear-solver-attribute`` those subclasses carry an unused ``linear_solver`` built as
+Gauss-Newton builds it (see below); ``--baseline`` runs the same files unswapped. The
+failures are printed grouped by their message; the full log goes to benchmarks/out/.
+
 Failures that are about Theseus' linear-solver optimizers rather than about the contract
 (measured on the checkout at c8583de4, theseus-ai 0.2.3 installed):
 
@@ -24,8 +37,10 @@ Failures that are about Theseus' linear-solver optimizers rather than about the 
   ``optimizer.linear_solver`` (``solve()``, ``linearization.hessian_approx()``);
   PounceOptimizer has no linear solver (Theseus skips LEO for Dogleg and DCEM likewise).
 - ``run_nonlinear_least_squares_check`` asserts ``isinstance(optimizer.linear_solver,
-  th.CholeskyDenseSolver)`` before solving; with an unused attribute the check passes.
-- its singular case swaps ``optimizer.linear_solver.linearization`` for a singular one
+  th.CholeskyDenseSolver)`` before solving, and ``create_qf_theseus_layer`` asserts
+  ``isinstance(optimizer.linear_solver, linear_solver_cls)`` whenever the optimizer has
+  that attribute; with an unused attribute the checks pass.
+- the singular case swaps ``optimizer.linear_solver.linearization`` for a singular one
   and expects FAIL plus a RuntimeWarning; PounceOptimizer never reads that linearization,
   and the mock objective (constant error, zero gradient) is optimal at the start, so the
   element is CONVERGED and nothing warns.
@@ -36,9 +51,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
+import re
 import sys
+import tempfile
 import traceback
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import theseus as th
@@ -47,19 +66,48 @@ from theseus.constants import __FROM_THESEUS_LAYER_TOKEN__
 
 from pounce_theseus import PounceOptimizer
 
+PYTEST_TARGETS = ("tests/theseus_tests/test_theseus_layer.py",
+                  "tests/theseus_tests/optimizer/nonlinear")
+SWAPPED = ("GaussNewton", "LevenbergMarquardt")
+_SWAP_ENV = "POUNCE_THESEUS_TESTS_SWAP"  # "plain" or "linear_solver", read by the plugin
+
 
 class PounceWithLinearSolverAttribute(PounceOptimizer):
-    """PounceOptimizer plus an (unused) ``linear_solver`` attribute.
+    """PounceOptimizer plus an (unused) ``linear_solver``, built as Theseus' Gauss-Newton
+    builds it (``linear_solver_cls`` or ``th.CholeskyDenseSolver``, with the linearization
+    class and keyword arguments given).
 
-    ``run_nonlinear_least_squares_check`` asserts ``isinstance(optimizer.linear_solver,
-    th.CholeskyDenseSolver)`` before it solves anything, an assertion about Gauss-Newton's
-    internals. This variant carries such an object so the rest of the check runs; the
-    solve never reads it.
+    ``run_nonlinear_least_squares_check`` and ``create_qf_theseus_layer`` assert
+    ``isinstance(optimizer.linear_solver, <the class passed>)``, assertions about
+    Gauss-Newton's internals. This variant carries such an object so the rest of each test
+    runs; the solve never reads it (LEO's sampling does).
     """
 
-    def __init__(self, objective, *args, **kwargs):
-        super().__init__(objective, *args, **kwargs)
-        self.linear_solver = th.CholeskyDenseSolver(objective)
+    def __init__(self, objective, linear_solver_cls=None, *args, **kwargs):
+        super().__init__(objective, linear_solver_cls, *args, **kwargs)
+        self.linear_solver = (linear_solver_cls or th.CholeskyDenseSolver)(
+            objective, linearization_cls=kwargs.get("linearization_cls"),
+            linearization_kwargs=kwargs.get("linearization_kwargs"),
+            **(kwargs.get("linear_solver_kwargs") or {}),
+        )
+
+
+def swap_in(base: type) -> None:
+    """Rebind ``th.GaussNewton`` and ``th.LevenbergMarquardt`` (and their names in
+    ``theseus.optimizer.nonlinear``) to subclasses of ``base`` with the same names."""
+    import theseus.optimizer.nonlinear as nonlinear
+
+    for name in SWAPPED:
+        cls = type(name, (base,), {"__module__": __name__,
+                                   "__doc__": f"{base.__name__} standing in for {name}."})
+        setattr(th, name, cls)
+        setattr(nonlinear, name, cls)
+
+
+def pytest_configure(config) -> None:  # noqa: ANN001  (pytest plugin hook)
+    """Before collection: Theseus' own tests name our classes from here on."""
+    variant = os.environ.get(_SWAP_ENV, "plain")
+    swap_in(PounceWithLinearSolverAttribute if variant == "linear_solver" else PounceOptimizer)
 
 
 def _cases(layer_mod, nls_mod):
@@ -97,15 +145,8 @@ def _cases(layer_mod, nls_mod):
     )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("theseus_checkout", type=Path)
-    ap.add_argument("-v", "--verbose", action="store_true", help="show the tests' output")
-    args = ap.parse_args()
-    root = args.theseus_checkout.resolve()
-    if not (root / "tests" / "theseus_tests").is_dir():
-        print(f"{root} has no tests/theseus_tests", file=sys.stderr)
-        return 2
+def run_helpers(root: Path, verbose: bool) -> int:
+    """The helper cases in-process; returns the number of failures."""
     sys.path.insert(0, str(root))
     from tests.theseus_tests import test_theseus_layer as layer_mod  # noqa: E402
     from tests.theseus_tests.optimizer.nonlinear import common as nls_mod  # noqa: E402
@@ -116,7 +157,7 @@ def main() -> int:
         out = io.StringIO()
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(
-                sys.stdout if args.verbose else out
+                sys.stdout if verbose else out
             ):
                 warnings.simplefilter("ignore")
                 fn()
@@ -128,7 +169,65 @@ def main() -> int:
             failed.append(name)
             print(f"FAIL  {name}\n      {type(exc).__name__}: {str(exc)[:200]}\n"
                   f"      at {Path(where.filename).name}:{where.lineno}: {where.line}")
-    print(f"\n{len(passed)} passed, {len(failed)} failed")
+    print(f"\nhelpers: {len(passed)} passed, {len(failed)} failed")
+    return len(failed)
+
+
+def failures_by_message(log: str) -> dict[str, list[str]]:
+    """pytest's ``FAILED test - message`` short-summary lines, grouped by message."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)(?: - (.*))?$", log, flags=re.M):
+        test = m.group(1).split("::", 1)[-1]
+        groups[(m.group(2) or "(no message)")[:160]].append(test)
+    return groups
+
+
+def run_pytest(root: Path, variant: str, baseline: bool, pytest_args: list[str]) -> int:
+    """Theseus' own layer and nonlinear-optimizer test files with our classes swapped in
+    (unless ``baseline``); prints the failures grouped by message."""
+    from suite_runner import run_suite
+
+    os.environ[_SWAP_ENV] = variant
+    stem = "theseus_tests" + ("" if baseline else f"_{variant}")
+    rc = run_suite(root, [str(root / t) for t in PYTEST_TARGETS], Path(__file__).stem, stem,
+                   baseline, pytest_args)
+    log = Path(__file__).resolve().parent / "out" / (
+        f"{stem}_{'baseline' if baseline else 'pounce'}.log")
+    groups = failures_by_message(log.read_text()) if log.exists() else {}
+    print(f"\nfailures by message ({sum(map(len, groups.values()))}):")
+    for msg, tests in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        print(f"  {len(tests):3d} x {msg}")
+        for t in tests:
+            print(f"        {t}")
+    return rc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("theseus_checkout", type=Path, nargs="?",
+                    help="a Theseus checkout (default: extracted from the mirror)")
+    ap.add_argument("--suite", choices=("helpers", "pytest", "all"), default="all")
+    ap.add_argument("--linear-solver-attribute", action="store_true",
+                    help="pytest: the swapped classes carry an unused linear_solver")
+    ap.add_argument("--baseline", action="store_true", help="pytest: Theseus' own classes")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show the helpers' output")
+    ap.add_argument("pytest_args", nargs="*", help="extra arguments for pytest (after --)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="theseus-tests-") as tmp:
+        if args.theseus_checkout is None:
+            from run_theseus_examples import extract_mirror
+            root = extract_mirror(Path(tmp))
+        else:
+            root = args.theseus_checkout.resolve()
+        if not (root / "tests" / "theseus_tests").is_dir():
+            print(f"{root} has no tests/theseus_tests", file=sys.stderr)
+            return 2
+        failed = 0
+        if args.suite in ("helpers", "all"):
+            failed += run_helpers(root, args.verbose)
+        if args.suite in ("pytest", "all"):
+            variant = "linear_solver" if args.linear_solver_attribute else "plain"
+            failed += run_pytest(root, variant, args.baseline, args.pytest_args) != 0
     return 0 if not failed else 1
 
 

@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -241,13 +242,13 @@ def prepare(checkout: Path, run_dir: Path, case: Case, ours: bool, quick: bool) 
     return run_dir / case.script
 
 
-def run_one(case: Case, checkout: Path, work: Path, ours: bool, quick: bool, timeout: float,
-            threads: int) -> dict:
+def run_one(case: Case, checkout: Path, work: Path, out: Path, ours: bool, quick: bool,
+            timeout: float, threads: int) -> dict:
     tag = "ours" if ours else "theirs"
     run_dir = work / f"{case.name}_{tag}"
     script = prepare(checkout, run_dir, case, ours, quick)
-    record_path = OUT / f"{case.name}_{tag}.json"
-    log_path = OUT / f"{case.name}_{tag}.log"
+    record_path = out / f"{case.name}_{tag}.json"
+    log_path = out / f"{case.name}_{tag}.log"
     record_path.unlink(missing_ok=True)
     argv = [*case.args, *(case.quick_args if quick else [])]
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(script),
@@ -275,6 +276,7 @@ def run_one(case: Case, checkout: Path, work: Path, ours: bool, quick: bool, tim
         "case": case.name, "variant": tag, "rc": rc, "timed_out": timed_out,
         "elapsed_s": elapsed, "wall_s": record.get("wall_s") if not timed_out else None,
         "optimize_s": sum(c["s"] for c in calls), "calls": len(calls),
+        "median_solve_s": statistics.median(c["s"] for c in calls) if calls else None,
         "optimizers": sorted({c["optimizer"] for c in calls}),
         "final_err": calls[-1]["err"] if calls else None,
         "converged": sum(s == "CONVERGED" for c in calls for s in c["status"]),
@@ -334,8 +336,9 @@ def table(results: list[dict]) -> str:
     by = {(r["case"], r["variant"]): r for r in results}
     lines = [
         "| example | wall s theirs / ours (ratio) | optimize s theirs / ours (ratio) | "
-        "final error theirs / ours | outer loss & learned, theirs / ours | status theirs / ours |",
-        "|---|---|---|---|---|---|",
+        "solves; median s per solve theirs / ours (ratio) | final error theirs / ours | "
+        "outer loss & learned, theirs / ours | status theirs / ours |",
+        "|---|---|---|---|---|---|---|",
     ]
     for case in CASES:
         t, o = by.get((case.name, "theirs")), by.get((case.name, "ours"))
@@ -358,11 +361,14 @@ def table(results: list[dict]) -> str:
             f"| {case.name} | {_fmt(t.get('wall_s'), '.2f')} / {_fmt(o.get('wall_s'), '.2f')}"
             f" ({ratio('wall_s')}) | {_fmt(t.get('optimize_s'), '.2f')} / "
             f"{_fmt(o.get('optimize_s'), '.2f')} ({ratio('optimize_s')}) | "
+            f"{t.get('calls', '-')}, {o.get('calls', '-')}; "
+            f"{_fmt(t.get('median_solve_s'), '.3g')} / {_fmt(o.get('median_solve_s'), '.3g')} "
+            f"({ratio('median_solve_s')}) | "
             f"{_fmt(t.get('final_err'))} / {_fmt(o.get('final_err'))} | "
             f"{'; '.join(sorted(outs)) or '-'} | {t.get('status', '-')} / "
             f"{o.get('status', '-')} [{opt_o}{conv}] |")
     for name, why in UNRUNNABLE.items():
-        lines.append(f"| {name} | - | - | - | - | not run: {why} |")
+        lines.append(f"| {name} | - | - | - | - | - | not run: {why} |")
     return "\n".join(lines)
 
 
@@ -427,10 +433,13 @@ def main() -> int:
     ap.add_argument("--timeout-theirs", type=float, default=900.0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--doc", type=Path, help="write the table into this markdown file")
+    ap.add_argument("--section", help="the doc's section (default: quick or full)")
     args = ap.parse_args()
 
     cases = [c for c in CASES if not args.only or c.name in args.only]
-    OUT.mkdir(parents=True, exist_ok=True)
+    tag = args.section or ("quick" if args.quick else "full")
+    out = OUT / tag
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="theseus-examples-") as tmp:
         work = Path(tmp)
         checkout = args.theseus.resolve() if args.theseus else extract_mirror(work / "src")
@@ -438,18 +447,18 @@ def main() -> int:
         for case in cases:
             for variant in args.variants:
                 ours = variant == "ours"
-                res = run_one(case, checkout, work, ours, args.quick,
+                res = run_one(case, checkout, work, out, ours, args.quick,
                               args.timeout if ours else args.timeout_theirs, args.threads)
                 results.append(res)
                 print(f"{case.name:22s} {variant:6s} wall {_fmt(res['wall_s'], '.2f'):>8s} s "
                       f"optimize {res['optimize_s']:8.2f} s  solves {res['calls']:4d}  "
                       f"final err {_fmt(res['final_err'])}  {res['status']}", flush=True)
-    (OUT / f"results_{'quick' if args.quick else 'full'}.json").write_text(
+    (out / "results.json").write_text(
         json.dumps(results, indent=1))
     tbl = table(results)
     print()
     print(tbl)
-    png = OUT / f"theseus_examples_{'quick' if args.quick else 'full'}.png"
+    png = out / "theseus_examples.png"
     plot(results, png)
     print(f"\nplot: {png}")
     if args.doc:
@@ -460,7 +469,7 @@ def main() -> int:
                 f"`{' '.join(['.venv/bin/python', *sys.argv])}` "
                 f"(load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, "
                 f"{args.threads} torch thread(s) per run), at\n\n```\n{head}\n```\n\n{tbl}\n")
-        write_doc(args.doc, "quick" if args.quick else "full", body)
+        write_doc(args.doc, tag, body)
         print(f"wrote {args.doc}")
     return 0 if all(r["status"] == "ok" for r in results) else 1
 

@@ -174,11 +174,16 @@ def run_helpers(root: Path, verbose: bool) -> int:
 
 
 def failures_by_message(log: str) -> dict[str, list[str]]:
-    """pytest's ``FAILED test - message`` short-summary lines, grouped by message."""
+    """The tests of pytest's FAILURES/ERRORS sections grouped by their first ``E`` line and
+    the ``file:line`` the traceback ends at."""
     groups: dict[str, list[str]] = defaultdict(list)
-    for m in re.finditer(r"^(?:FAILED|ERROR) (\S+)(?: - (.*))?$", log, flags=re.M):
-        test = m.group(1).split("::", 1)[-1]
-        groups[(m.group(2) or "(no message)")[:160]].append(test)
+    parts = re.split(r"^_+ (\S+) _+$", log, flags=re.M)
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        first = next((ln[1:].strip() for ln in body.splitlines() if ln.startswith("E ")),
+                     "(no E line)")
+        where = re.findall(r"^(\S+\.py):(\d+): \w+", body, flags=re.M)
+        at = f" at {Path(where[-1][0]).name}:{where[-1][1]}" if where else ""
+        groups[f"{first[:140]}{at}"].append(name)
     return groups
 
 

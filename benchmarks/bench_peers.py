@@ -59,11 +59,17 @@ Cases (`--only KEY[,KEY]`; `--skip-large` drops qp500):
 
 Output: the per-case rows, the ratio table (peer time / our `CvxpyLayer` time: above 1 the
 peer is slower than us; for the OptNet-style peers also against our qpth-compatible
-`QPFunction` when it exists), a flop-floor column (an IPM's dense factorizations at that size:
-10 iterations of an (n+m)^3/3 LDL' per item, n and m of the canonical cone program, at the
-dense throughput measured here with LAPACK's dsytrf on a 500x500 matrix: the best of a
-measurement at start and one after each case, the load being what it is), the load average
-(`os.getloadavg()`) at start and end, benchmarks/out/bench_peers.png and .json.
+`QPFunction` when it exists), two floors beside our time (`flop_floors`): "IPM floor", 10
+LDL' factorizations per item of the dense (n+m)-square KKT matrix (n, m of the canonical cone
+program), each at the time LAPACK's sytrf takes at that size on this machine (measured after
+the case, batched, one thread: small sizes run far below peak GFlop/s), and "active-set
+floor", one such factorization per item (an active-set method started at the final working
+set); "ours / IPM floor" says how far above the first we are. The JSON also holds the older
+estimate at the peak rate (dsytrf on a 500x500 matrix, best of a measurement at start and
+one after each case). Then the load average (`os.getloadavg()`) at start and end,
+benchmarks/out/bench_peers.png and .json. `--torch-threads N` sets torch's threads first;
+`--ours-alt-args JSON` adds a second `CvxpyLayer` row of ours with other solver_args, timed
+interleaved with the first (an A/B in one process).
 
 Set-up (the peers are NOT project dependencies; they live in the `bench` extra):
 
@@ -119,9 +125,11 @@ X_ERR_WRONG = 1e-3
 GRAD_ERR_OFF = 1e-1
 ROW_BUDGET_S = 30.0  # fewer repeats when one run is slow
 IPM_ITERS = 10
-PEERS = ("ours", "ours_qpfn", "diffcp", "moreau", "moreau_soc", "proxsuite", "qpth", "qpax")
+PEERS = ("ours", "ours_alt", "ours_qpfn", "diffcp", "moreau", "moreau_soc", "proxsuite", "qpth",
+         "qpax")
 PEER_LABEL = {
     "ours": "pounce CvxpyLayer",
+    "ours_alt": "pounce CvxpyLayer, alt args",
     "ours_qpfn": "pounce QPFunction",
     "diffcp": "cvxpylayers diffcp",
     "moreau": "cvxpylayers MOREAU",
@@ -138,6 +146,7 @@ class Settings:
     """Command-line switches that reach the runners: our layer's solver_args, profiling."""
 
     ours_args: dict = field(default_factory=dict)
+    alt_args: dict | None = None
     profile: bool = False
 
 
@@ -667,7 +676,7 @@ def run_case(case: Case, peers: list[str], repeats: int, n_items: int,
         _print_row(row, ours)
     if SETTINGS.profile:
         for row, run in runners:
-            if row.peer in ("ours", "ours_qpfn"):
+            if row.peer in ("ours", "ours_alt", "ours_qpfn"):
                 _profile(run, f"{case.key}, {PEER_LABEL[row.peer]}")
     return ref, rows
 
@@ -699,6 +708,13 @@ def _runner(case: Case, ref: Reference, row: Row) -> Runner:
 
         return _cvxpylayer_runner(case.build, case, ref, "pounce",
                                   solver_args=SETTINGS.ours_args)
+    if peer == "ours_alt":
+        if SETTINGS.alt_args is None:
+            raise ImportError("no --ours-alt-args given")
+        import pounce_cvxpy  # noqa: F401
+
+        return _cvxpylayer_runner(case.build, case, ref, "pounce",
+                                  solver_args=SETTINGS.alt_args)
     if peer == "diffcp":
         return _cvxpylayer_runner(case.build, case, ref, None)
     if peer == "moreau":
@@ -752,25 +768,53 @@ def dense_throughput() -> float:
     return (n**3 / 3) / min(times)  # the best run: a floor should be optimistic
 
 
-def flop_floor(batch: int, dims: tuple[int, int], rate: float) -> float:
-    """Seconds for IPM_ITERS dense (n+m)^3/3 LDL' factorizations per item at `rate`."""
+def factor_seconds(k: int, rounds: int = 5) -> float:
+    """Best per-matrix seconds of LAPACK's LDL' (sytrf, through torch.linalg.ldl_factor_ex on
+    one thread) on a batch of k x k symmetric indefinite matrices: the dense throughput at
+    that size, call and memory overheads included."""
+    from pounce_kkt.torch_threads import serial_torch
+
+    batch = max(1, min(512, 4_000_000 // (k * k)))
+    g = torch.Generator().manual_seed(9)
+    M = torch.randn(batch, k, k, generator=g, dtype=torch.float64)
+    S = M + M.transpose(1, 2)
+    best = float("inf")
+    with serial_torch():
+        torch.linalg.ldl_factor_ex(S)
+        for _ in range(rounds):
+            t = time.perf_counter()
+            torch.linalg.ldl_factor_ex(S)
+            best = min(best, (time.perf_counter() - t) / batch)
+    return best
+
+
+def flop_floors(batch: int, dims: tuple[int, int], per_factor: float, rate: float
+                ) -> dict[str, float]:
+    """Seconds per case: "ipm" = IPM_ITERS LDL' of the (n+m) KKT matrix per item at the
+    measured per-size time `per_factor`; "active_set" = one such factorization per item (an
+    active-set method started at the final working set); "peak" = IPM_ITERS (n+m)^3/3 flop
+    per item at the n=500 rate `rate`."""
     k = dims[0] + dims[1]
-    return batch * IPM_ITERS * (k**3 / 3) / rate
+    return {"ipm": batch * IPM_ITERS * per_factor, "active_set": batch * per_factor,
+            "peak": batch * IPM_ITERS * (k**3 / 3) / rate}
 
 
-def ratio_table(cases: list[Case], rows: list[Row], floors: dict[str, float],
+def ratio_table(cases: list[Case], rows: list[Row], floors: dict[str, dict[str, float]],
                 base_peer: str, columns: list[str]) -> str:
-    """Markdown: per case, each peer's time / base_peer's time; unranked rows bracketed."""
+    """Markdown: per case, base_peer's time, the floors (flop_floors) and each peer's time /
+    base_peer's time; unranked rows bracketed."""
     by = {(r.case, r.peer): r for r in rows}
-    head = ["case", f"{PEER_LABEL[base_peer]} (ms)", "flop floor (ms)"] + [
-        PEER_LABEL[c] for c in columns]
+    head = ["case", f"{PEER_LABEL[base_peer]} (ms)", "IPM floor (ms)", "active-set floor (ms)",
+            "ours / IPM floor"] + [PEER_LABEL[c] for c in columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for case in cases:
         base = by.get((case.key, base_peer))
         if base is None:
             continue
+        fl = floors[case.key]
         cells = [case.label, _fmt_ms(base.seconds) + ("" if base.ranked else f" ({base.status})"),
-                 f"{floors[case.key] * 1e3:.2g}"]
+                 f"{fl['ipm'] * 1e3:.2g}", f"{fl['active_set'] * 1e3:.2g}",
+                 f"{base.seconds / fl['ipm']:.1f}" if base.seconds else "-"]
         for c in columns:
             r = by.get((case.key, c))
             if r is None:
@@ -808,8 +852,9 @@ def error_table(cases: list[Case], rows: list[Row], noise: dict[str, float]) -> 
     return "\n".join(lines)
 
 
-def plot(cases: list[Case], rows: list[Row], floors: dict[str, float], path: Path) -> None:
-    """Grouped log-scale bars per case; unranked rows hatched, the flop floor as a tick."""
+def plot(cases: list[Case], rows: list[Row], floors: dict[str, dict[str, float]],
+         path: Path) -> None:
+    """Grouped log-scale bars per case; unranked rows hatched, the IPM floor as a tick."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -831,19 +876,20 @@ def plot(cases: list[Case], rows: list[Row], floors: dict[str, float], path: Pat
                    linewidth=0.3, label=None if labelled else PEER_LABEL[p])
             labelled = True
     for i, case in enumerate(cases):
-        ax.hlines(floors[case.key] * 1e3, xs[i] - 0.42, xs[i] + 0.42, colors="k",
+        ax.hlines(floors[case.key]["ipm"] * 1e3, xs[i] - 0.42, xs[i] + 0.42, colors="k",
                   linestyles=":", label="flop floor" if i == 0 else None)
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
     ax.legend(uniq.values(), uniq.keys(), fontsize=7, ncol=3)
     ax.set_yscale("log")
-    lows = [r.seconds * 1e3 for r in rows if r.seconds] + [f * 1e3 for f in floors.values()]
+    lows = [r.seconds * 1e3 for r in rows if r.seconds] + [f["ipm"] * 1e3
+                                                            for f in floors.values()]
     ax.set_ylim(bottom=min(lows) / 2)
     ax.set_ylabel("forward + backward, ms (median)")
     ax.set_xticks(xs, [c.label for c in cases], rotation=20, ha="right", fontsize=7)
     load = os.getloadavg()
     ax.set_title(f"bench_peers.py, float64 CPU, load average {load[0]:.1f} {load[1]:.1f}; "
-                 "hatched: wrong x, failed or gradient off (not ranked); dotted: flop floor",
+                 "hatched: wrong x, failed or gradient off (not ranked); dotted: IPM floor",
                  fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -859,19 +905,28 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
     ap.add_argument("--only", default="", help="comma-separated case keys (see above)")
     ap.add_argument("--skip-large", action="store_true", help="skip the n=m=500 QP")
-    ap.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of "
+    ap.add_argument("--peers", default=",".join(p for p in PEERS if p != "ours_alt"),
+                    help="comma-separated subset of "
                     + ",".join(PEERS))
     ap.add_argument("--check-items", type=int, default=3, help="batch items checked")
     ap.add_argument("--directions", type=int, default=3, help="random directions per case")
     ap.add_argument("--ours-args", default="{}",
                     help='JSON solver_args for our CvxpyLayer row, e.g. \'{"tol": 1e-10}\'')
+    ap.add_argument("--ours-alt-args", default="",
+                    help="JSON solver_args of a second CvxpyLayer row ('ours_alt'), timed "
+                         "interleaved with ours: an A/B of an option in one process")
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="torch.set_num_threads(N) before anything runs (0: torch's default)")
     ap.add_argument("--profile", action="store_true",
                     help="after timing, cProfile one run of each of our rows")
     ap.add_argument("--out-name", default="bench_peers",
                     help="file stem of the PNG and JSON written to benchmarks/out/")
     a = ap.parse_args()
     warnings.simplefilter("ignore")
+    if a.torch_threads:
+        torch.set_num_threads(a.torch_threads)
     SETTINGS.ours_args = json.loads(a.ours_args)
+    SETTINGS.alt_args = json.loads(a.ours_alt_args) if a.ours_alt_args else None
     SETTINGS.profile = a.profile
     if SETTINGS.ours_args:
         print(f"our CvxpyLayer row runs with solver_args={SETTINGS.ours_args}")
@@ -882,6 +937,8 @@ def main() -> int:
     except ImportError:
         pass
     peers = [p.strip() for p in a.peers.split(",") if p.strip()]
+    if SETTINGS.alt_args is not None and "ours_alt" not in peers:
+        peers.insert(1, "ours_alt")
     unknown = set(peers) - set(PEERS)
     if unknown:
         ap.error(f"unknown peers {sorted(unknown)}")
@@ -900,7 +957,8 @@ def main() -> int:
           f"(dsytrf, n=500) {rate / 1e9:.2f} GFlop/s", flush=True)
     _print_versions()
     rows: list[Row] = []
-    floors: dict[str, float] = {}
+    floors: dict[str, dict[str, float]] = {}
+    per_factor: dict[str, float] = {}
     noise: dict[str, float] = {}
     dims: dict[str, tuple[int, int]] = {}
     rates = [rate]
@@ -910,13 +968,21 @@ def main() -> int:
         dims[case.key] = ref.dims
         rows += case_rows
         rates.append(dense_throughput())  # re-measured between cases: the load comes and goes
+        per_factor[case.key] = factor_seconds(sum(ref.dims))
     rate = max(rates)
+    print(f"\nfloors: IPM = {IPM_ITERS} LDL' factorizations of the (n+m)-square KKT matrix per "
+          "item, active set = one per item, each at the time measured at that size after the "
+          "case (sytrf, one thread); the peak rate (dsytrf n=500) was the best of "
+          f"{len(rates)} measurements, {min(rates) / 1e9:.2f} to {rate / 1e9:.2f} GFlop/s")
     for case in cases:
-        floors[case.key] = flop_floor(case.batch, dims[case.key], rate)
+        k = sum(dims[case.key])
+        floors[case.key] = flop_floors(case.batch, dims[case.key], per_factor[case.key], rate)
+        print(f"  {case.key:8s} n+m={k:4d}: LDL' {per_factor[case.key] * 1e6:9.1f} us "
+              f"({k**3 / 3 / per_factor[case.key] / 1e9:5.2f} GFlop/s); IPM floor "
+              f"{floors[case.key]['ipm'] * 1e3:.3g} ms, active-set floor "
+              f"{floors[case.key]['active_set'] * 1e3:.3g} ms, at the peak rate "
+              f"{floors[case.key]['peak'] * 1e3:.3g} ms")
     load1 = os.getloadavg()
-    print(f"\nflop floor: {IPM_ITERS} dense LDL' of (n+m)^3/3 flop per item at "
-          f"{rate / 1e9:.2f} GFlop/s, the best of {len(rates)} dsytrf measurements "
-          f"(n=500; they ranged {min(rates) / 1e9:.2f} to {rate / 1e9:.2f})")
     cols = [p for p in PEERS if p not in ("ours",) and any(r.peer == p for r in rows)]
     print("\nRatios: peer time / pounce CvxpyLayer time (above 1: the peer is slower). "
           "[bracketed]: wrong or failed rows, not ranked.")
@@ -938,7 +1004,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{a.out_name}.json").write_text(json.dumps({
         "load_start": load0, "load_end": load1, "dense_flops": rate, "dense_flops_all": rates,
-        "floors": floors, "fd_noise": noise, "canonical_dims": dims,
+        "floors": floors, "ldl_seconds": per_factor, "fd_noise": noise, "canonical_dims": dims,
         "rows": [r.__dict__ for r in rows]}, indent=1, default=str))
     print(f"wrote {png} and {OUT / (a.out_name + '.json')}")
     return 0

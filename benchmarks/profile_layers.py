@@ -64,7 +64,7 @@ from bench_peers import qp_case  # noqa: E402
 import pounce_cvxpy  # noqa: E402,F401  (registers "pounce")
 import pounce_cvxpy.qpth as our_qpth  # noqa: E402
 import pounce_cvxpy.solver_interface as si  # noqa: E402
-from pounce_kkt import conic  # noqa: E402
+from pounce_kkt import conic, torch_threads  # noqa: E402
 
 CASES = {
     "qp64": lambda: qp_case("qp64", "B=64 QPs n=m=50", 50, 50, 64),
@@ -237,6 +237,8 @@ def main() -> int:
     ap.add_argument("--paths", default="cvxpylayer,qpfunction")
     ap.add_argument("--solver-args", default="{}", help="JSON solver_args for the CvxpyLayer")
     ap.add_argument("--cprofile", action="store_true")
+    ap.add_argument("--torch-serial", default="on", choices=("on", "off", "ab"),
+                    help="pounce_kkt.torch_threads.serial_torch on, off, or both interleaved")
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch.set_num_threads (0: leave torch's default)")
     ap.add_argument("--json", default="", help="write the medians to this JSON file")
@@ -254,24 +256,30 @@ def main() -> int:
         for path in [p.strip() for p in a.paths.split(",") if p.strip()]:
             run, _ = make_runner(case, path, json.loads(a.solver_args))
             run()  # warm-up (caches, pools)
-            per_run: list[list[tuple[str, float]]] = []
+            # serial: pounce_kkt.torch_threads.ENABLED per setting, interleaved run by run
+            settings = {"on": [True], "off": [False], "ab": [True, False]}[a.torch_serial]
+            per_run: dict[bool, list[list[tuple[str, float]]]] = {s_: [] for s_ in settings}
             for _ in range(a.repeats):
-                TIMERS.reset()
-                run()
-                per_run.append(breakdown(TIMERS.t, TIMERS.item_time, threads, path)
-                               + [("total", TIMERS.t["total"])])
-            names = [n for n, _ in per_run[0]]
-            # stage means add up to the mean total; the median total is printed beside it
-            mean = {n: statistics.fmean(r[i][1] for r in per_run) for i, n in enumerate(names)}
-            med = statistics.median(r[-1][1] for r in per_run)
-            total = mean["total"]
-            print(f"\n== {key} ({case.label}), {path}: total median {med * 1e3:.1f} ms, "
-                  f"mean {total * 1e3:.1f} ms over {a.repeats} runs (per item "
-                  f"{med / case.batch * 1e3:.3f} ms)")
-            for n in names[:-1]:
-                print(f"  {n:45s} {mean[n] * 1e3:9.2f} ms  {100 * mean[n] / total:5.1f}%")
-            mean["total median"] = med
-            results[f"{key}/{path}"] = mean
+                for serial in settings:
+                    torch_threads.ENABLED = serial
+                    TIMERS.reset()
+                    run()
+                    per_run[serial].append(breakdown(TIMERS.t, TIMERS.item_time, threads, path)
+                                           + [("total", TIMERS.t["total"])])
+            torch_threads.ENABLED = True
+            for serial, runs in per_run.items():
+                names = [n for n, _ in runs[0]]
+                # stage means add up to the mean total; the median total is printed beside it
+                mean = {n: statistics.fmean(r[i][1] for r in runs) for i, n in enumerate(names)}
+                med = statistics.median(r[-1][1] for r in runs)
+                total = mean["total"]
+                print(f"\n== {key} ({case.label}), {path}, serial_torch {serial}: total median "
+                      f"{med * 1e3:.1f} ms, mean {total * 1e3:.1f} ms over {a.repeats} runs "
+                      f"(per item {med / case.batch * 1e3:.3f} ms)")
+                for n in names[:-1]:
+                    print(f"  {n:45s} {mean[n] * 1e3:9.2f} ms  {100 * mean[n] / total:5.1f}%")
+                mean["total median"] = med
+                results[f"{key}/{path}/serial={serial}"] = mean
             if a.cprofile:
                 prof = cProfile.Profile()
                 prof.enable()

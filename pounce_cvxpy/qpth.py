@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from pounce_kkt import ConicStructure, SolveOptions, conic_solve
+from pounce_kkt.torch_threads import serial_torch
 from pounce_kkt.user_warnings import warn_user
 from pounce_kkt.validation import check_finite
 
@@ -135,8 +136,6 @@ def _solve(options: SolveOptions, check_Q_spd: bool, Q, p, G, h, A, b) -> torch.
     if len(set(sizes.values())) > 1:
         raise ValueError(f"batch sizes disagree: {sizes}")
     B = next(iter(sizes.values()), None)
-    if check_Q_spd:
-        _check_positive_definite(Q)
 
     def stacked(parts: list[torch.Tensor], shared_dim: int) -> torch.Tensor:
         if B is None or all(t.dim() == shared_dim for t in parts):
@@ -147,8 +146,11 @@ def _solve(options: SolveOptions, check_Q_spd: bool, Q, p, G, h, A, b) -> torch.
     rows_M = stacked([M for M, _ in rows], 2)
     rows_v = stacked([v for _, v in rows], 1)
     P = 0.5 * (Q + Q.transpose(-1, -2))
-    sol = conic_solve(qp_structure(nz, neq, nineq), _csc_values(P), p, _csc_values(rows_M),
-                      rows_v, options)
+    with serial_torch():
+        if check_Q_spd:
+            _check_positive_definite(Q)
+        sol = conic_solve(qp_structure(nz, neq, nineq), _csc_values(P), p,
+                          _csc_values(rows_M), rows_v, options)
     return sol.x if sol.x.dim() == 2 else sol.x.unsqueeze(0)
 
 

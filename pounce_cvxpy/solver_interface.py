@@ -18,10 +18,12 @@ import torch
 from cvxpylayers.interfaces.base import SolverInterface
 
 from pounce_cvxpy.canon_layout import CanonLayout
+from pounce_cvxpy.compat import layer_problem, layer_solver
 from pounce_cvxpy.cvxpy_solver import NAME
 from pounce_cvxpy.solver_args import PounceArgs, resolve
 from pounce_kkt import SolverError, conic_forward, conic_vjp
 from pounce_kkt.accuracy import SolveInfo
+from pounce_kkt.torch_threads import serial_torch
 from pounce_kkt.validation import check_finite, check_real
 
 try:
@@ -114,9 +116,10 @@ class PounceSolver(SolverInterface):
                 "this PounceSolver is already attached to a CvxpyLayer; create one "
                 "PounceSolver(**options) per layer"
             )
-        self._layout = CanonLayout.from_layers_context(ctx)
-        self._parameters = tuple((p.name(), len(p.shape)) for p in ctx.parameters)
-        self._gp = bool(getattr(ctx, "gp", False))
+        problem = layer_problem(ctx)
+        self._layout = CanonLayout.from_layer_problem(problem)
+        self._parameters = tuple((p.name(), len(p.shape)) for p in problem.parameters)
+        self._gp = problem.gp
 
     def set_params(self, params: list) -> None:
         """Check the parameter values and note their floating dtype before a solve.
@@ -173,19 +176,20 @@ class PounceSolver(SolverInterface):
         calls.info = None
         args = resolve(self._args, solver_args)
         layout = self.layout
-        P_c, q_c, A_c, b_c = layout.to_core(P, q, A)
-        batch = q_c.shape[0]
-        warm = calls.warm.get(batch) if args.warm_start else None
         try:
-            solution, state = conic_forward(
-                layout.structure, P_c, q_c, A_c, b_c, args.solve_options(), warm_start=warm
-            )
+            with serial_torch():
+                P_c, q_c, A_c, b_c = layout.to_core(P, q, A)
+                warm = calls.warm.get(q_c.shape[0]) if args.warm_start else None
+                solution, state = conic_forward(
+                    layout.structure, P_c, q_c, A_c, b_c, args.solve_options(),
+                    warm_start=warm)
         except SolverError as err:
             raise LayerSolverError(err.batch_index, err.status, err.statuses,
                                    message=str(err)) from None
         calls.info = solution.info
         if args.warm_start:
-            calls.warm[batch] = (solution.x.detach(), solution.y.detach(), solution.s.detach())
+            calls.warm[q_c.shape[0]] = (solution.x.detach(), solution.y.detach(),
+                                        solution.s.detach())
         x, y = solution.x, solution.y
         if out_dtype is not None:
             x, y = x.to(out_dtype), y.to(out_dtype)
@@ -197,8 +201,9 @@ class PounceSolver(SolverInterface):
         """Pull (dx, dy) back to cvxpylayers' (dP, dq, d[A_c | b]) with the KKT adjoint."""
         if saved_state is None:
             raise RuntimeError("PounceSolver: backward called on a solve run without gradients")
-        dP, dq, dA, db = conic_vjp(saved_state, dprimal, ddual, None)
-        return self.layout.to_layers(dP, dq, dA, db)
+        with serial_torch():
+            dP, dq, dA, db = conic_vjp(saved_state, dprimal, ddual, None)
+            return self.layout.to_layers(dP, dq, dA, db)
 
 
 def last_solve_info(layer: Any) -> SolveInfo | None:
@@ -210,8 +215,7 @@ def last_solve_info(layer: Any) -> SolveInfo | None:
     the index lists `inaccurate` and `failed`. Each thread reads its own last call; a call
     that raised leaves None (the error carries the statuses).
     """
-    solver = layer if isinstance(layer, PounceSolver) else getattr(
-        getattr(layer, "ctx", None), "solver", None)
+    solver = layer if isinstance(layer, PounceSolver) else layer_solver(layer)
     if not isinstance(solver, PounceSolver):
         raise TypeError(f"last_solve_info needs a CvxpyLayer built with solver='pounce' or a "
                         f"PounceSolver; got {type(layer).__name__}")

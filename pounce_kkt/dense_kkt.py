@@ -16,18 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from pounce_kkt import _native
 from pounce_kkt.active_set import limit_scaling
 from pounce_kkt.cone_scaling import dense_h, equilibration
+from pounce_kkt.kkt_solve import REG_REL, solve_kkt
 from pounce_kkt.singular_kkt import min_norm_where_singular
 from pounce_kkt.structure import ConicStructure
-
-# Read from the native sparse adjoint (rust/src/kkt_adjoint.rs, their one definition), so
-# both paths regularise and refine alike: delta = REG_REL * max(1, max|P_eff|, max|A|) per
-# item, at most REFINE_STEPS refinement steps down to REFINE_TOL of the right-hand side.
-REG_REL: float = _native.KKT_REG_REL
-REFINE_STEPS: int = _native.KKT_REFINE_STEPS
-REFINE_TOL: float = _native.KKT_REFINE_TOL
 
 
 def dense_matrix(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
@@ -58,44 +51,6 @@ def _assemble(structure: ConicStructure, P: torch.Tensor | None, Ad: torch.Tenso
     else:
         K[:, n:, n:] = -H22
     return K
-
-
-def regularised_solve(K: torch.Tensor, rhs: torch.Tensor, n: int, delta: torch.Tensor
-                      ) -> torch.Tensor:
-    """Solve the (B, N, N) quasi-definite K sol = rhs (B, N) as the native sparse adjoint does.
-
-    LU of ``K + diag(+delta I_n, -delta I_(N-n))`` (delta (B,), held constant), then
-    iterative refinement against the unregularised K, per item, until the max-abs residual
-    is below REFINE_TOL max|rhs| or stops halving. On a singular, consistent K (a
-    non-unique primal or dual solution) this converges to the solution with no component
-    in K's null space, which is also what the native path returns (for K's shape the null
-    space is (null P ∩ null A) x (null A' ∩ null H), invariant under the sign flip of the
-    regularisation). Every step is a Torch op, so the result stays differentiable.
-    """
-    N = K.shape[-1]
-    sign = torch.ones(N, dtype=K.dtype, device=K.device)
-    sign[n:] = -1.0
-    reg = torch.diag_embed(delta.to(K)[:, None] * sign)
-    lu, piv = torch.linalg.lu_factor(K + reg)
-
-    def lu_apply(r: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.lu_solve(lu, piv, r[:, :, None])[:, :, 0]
-
-    sol = lu_apply(rhs)
-    with torch.no_grad():
-        target = REFINE_TOL * rhs.abs().amax(1).clamp_min(torch.finfo(K.dtype).tiny)
-    active = torch.ones(K.shape[0], dtype=torch.bool, device=K.device)
-    last = torch.full_like(target, float("inf"))
-    for _ in range(REFINE_STEPS):
-        res = rhs - (K @ sol[:, :, None])[:, :, 0]
-        with torch.no_grad():
-            rn = res.abs().amax(1)
-            active = active & (rn > target) & (rn < 0.5 * last)
-            last = rn
-        if not bool(active.any()):
-            break
-        sol = torch.where(active[:, None], sol + lu_apply(res), sol)
-    return sol
 
 
 def dense_kkt_vjp(structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor,
@@ -145,7 +100,7 @@ def dense_kkt_vjp(structure: ConicStructure, P: torch.Tensor | None, A: torch.Te
         delta = REG_REL * torch.cat([K[:, :n, :n].abs().flatten(1), A.abs(),
                                      A.new_ones(B, 1)], dim=1).amax(1)
     rhs = torch.cat([gx, rhs2], dim=1)
-    sol, bad = min_norm_where_singular(K, rhs, regularised_solve(K, rhs, n, delta))
+    sol, bad = min_norm_where_singular(K, rhs, solve_kkt(K, rhs, n, delta))
     if singular is not None:  # singular K (a non-unique solution): pounce_kkt/singular_kkt.py
         singular.extend((bad & ok.to(bad.device)).nonzero().flatten().tolist())
     u, v2 = sol[:, :n], sol[:, n:]

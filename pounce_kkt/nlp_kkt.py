@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from pounce_kkt.errors import DegenerateGradientWarning
+from pounce_kkt.kkt_solve import solve_kkt
 from pounce_kkt.singular_kkt import PINV_RTOL, min_norm
 
 __all__ = [
@@ -130,17 +131,19 @@ def implicit_step(
 
 def _solve(k: torch.Tensor, rhs: torch.Tensor, n: int, active: torch.Tensor,
            used: torch.Tensor | None) -> torch.Tensor:
-    """Solve K u = rhs per element (K constant) by LU; the degenerate elements among
-    ``used`` get ``pinv(K_+) rhs`` instead (module docstring) and a warning; the elements
-    not ``used`` get ``rhs`` (a placeholder the caller discards)."""
+    """Solve K u = rhs per element (K constant) with the shared dense KKT solve
+    (pounce_kkt/kkt_solve.py), unregularised: a regularisation above a weak prior's
+    eigenvalue (~4e-13 relative) would change the answer, and the singular elements are set
+    aside here. The degenerate elements among ``used`` get ``pinv(K_+) rhs`` instead
+    (module docstring) and a warning; the elements not ``used`` get ``rhs`` (a placeholder
+    the caller discards)."""
     bad = _degenerate(k, n, active)
     skip = bad  # K replaced by I in the LU: no inf/NaN from a singular K reaches the graph
     if used is not None:
         bad = bad & used.to(bad.device)
         skip = bad | ~used.to(bad.device)
     eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
-    lu, piv, _ = torch.linalg.lu_factor_ex(torch.where(skip[:, None, None], eye, k))
-    sol = torch.linalg.lu_solve(lu, piv, rhs.unsqueeze(-1)).squeeze(-1)
+    sol = solve_kkt(torch.where(skip[:, None, None], eye, k), rhs, n)
     if not bool(bad.any()):
         return sol
     idx = bad.nonzero().flatten()

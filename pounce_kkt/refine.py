@@ -44,6 +44,7 @@ from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.cones import project
 from pounce_kkt.dense_kkt import dense_matrix
 from pounce_kkt.structure import ConicStructure
+from pounce_kkt.torch_threads import serial_torch
 
 # Residual below which no Newton step is taken: LP/QP (zero and nonneg rows only: a
 # piecewise-affine solution map, where the given or the snapped residual bounds the error,
@@ -205,11 +206,12 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     unchanged; no Newton step is taken where the snapped point's residual is below
     ``target`` (None: :func:`default_target`), nor for LP/QP where the given point's is.
     Each step's KKT solve sees only the items still stepping (``solve``'s mask), and its
-    trial points are evaluated on them alone.
+    trial points are evaluated on them alone. Runs on one Torch thread
+    (pounce_kkt/torch_threads.py).
     """
     target = default_target(structure.cones) if target is None else target
     cones = structure.cones
-    with torch.no_grad():
+    with torch.no_grad(), serial_torch():
         ops = KktOperators(structure, P, A)
         best = [x.clone(), y.clone(), s.clone()]
         x, y, s = (torch.where(ok[:, None], t, 0.0) for t in (x, y, s))

@@ -3,7 +3,7 @@
 At a non-unique solution (an LP optimal along an edge, a QP whose P is singular on the
 optimal face, redundant active constraints) the adjoint system ``K [u; v] = rhs`` of
 docs/design.md is singular. Where ``rhs`` has a component outside range(K) the regularised
-solve's refinement (pounce_kkt/dense_kkt.py) cannot remove it: that component stays in the
+solve's refinement (pounce_kkt/kkt_solve.py) cannot remove it: that component stays in the
 residual and the solution grows like 1/delta (about 1e10 |g|), so the gradients come back
 as +-1e10. The derivative of the solution map does not exist there; the choice made instead
 is documented and bounded:

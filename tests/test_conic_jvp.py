@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import pounce_kkt as pk
-from pounce_kkt import _native, dense_kkt
 from testing_helpers.conic_problems import suite_batch
 
 FD_FAMILIES = ["lp", "qp", "socp", "exp", "power", "psd"]
@@ -156,11 +155,3 @@ def test_bad_directions_raise_naming_the_array():
         pk.conic_jvp(state, dq=torch.full((st.n,), float("nan")))
     with pytest.raises(ValueError, match="dP"):
         pk.conic_jvp(state, dP=torch.ones(2, 3))
-
-
-def test_dense_path_reads_the_native_regularisation_constants():
-    """One source for the KKT solve's constants: the dense path's are the native module's."""
-    assert dense_kkt.REG_REL == _native.KKT_REG_REL > 0
-    assert dense_kkt.REFINE_STEPS == _native.KKT_REFINE_STEPS >= 1
-    assert dense_kkt.REFINE_TOL == _native.KKT_REFINE_TOL > 0
-    assert isinstance(_native.KKT_REFINE_STEPS, int)

@@ -1,7 +1,7 @@
 """cvxpylayers' canonical data layout, and its translation to and from the core's.
 
 cvxpylayers (1.2) hands a `SolverInterface` three batch-first value arrays whose sparsity
-lives in the `LayersContext` given to `setup(ctx)`:
+lives in the `LayersContext` given to `setup(ctx)` (read by pounce_cvxpy.compat.layer_problem):
 
 - `P` (B, nnz_P): a FULL symmetric n x n CSC pattern, `ctx.reduced_P.problem_data_index`
   (None for an LP); the objective is 1/2 x'Px + q'x.
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pounce_cvxpy.compat import LayerProblem
 from pounce_kkt import ConicStructure
 
 
@@ -79,17 +80,13 @@ class CanonLayout:
         return cls(structure=structure, nnz_a=nnz_a, b_rows=b_rows)
 
     @classmethod
-    def from_layers_context(cls, ctx: Any) -> CanonLayout:
-        """Build from the `LayersContext` cvxpylayers passes to `SolverInterface.setup`."""
-        reduced_p = ctx.reduced_P
-        has_p = getattr(reduced_p, "reduced_mat", None) is not None
-        a_index = ctx.reduced_A.problem_data_index
+    def from_layer_problem(cls, problem: LayerProblem) -> CanonLayout:
+        """Build from a layer's canonical problem (pounce_cvxpy.compat.layer_problem)."""
+        a_index = problem.a_index
         if a_index is None:  # no constraints: [A_c | b] is 0 x (n+1)
-            n1 = ctx.q.shape[0]
+            n1 = problem.n + 1
             a_index = (np.zeros(0, np.int64), np.zeros(n1 + 1, np.int64), (0, n1))
-        return cls.from_indices(
-            a_index, reduced_p.problem_data_index if has_p else None, ctx.cone_dims
-        )
+        return cls.from_indices(a_index, problem.p_index, problem.cone_dims)
 
     def to_core(
         self, P: torch.Tensor | None, q: torch.Tensor, A: torch.Tensor

@@ -23,10 +23,11 @@ def scs_data_from_cvxpy_problem(problem: Any) -> tuple[sp.csc_matrix, np.ndarray
     drops their P, which silently changes a QP's objective.
     """
     import cvxpy as cp
-    from cvxpy.reductions.solvers.conic_solvers.scs_conif import dims_to_solver_dict
+
+    from pounce_cvxpy.compat import scs_cone_dict
 
     data = problem.get_problem_data(cp.SCS, solver_opts={"use_quad_obj": False})[0]
-    return data["A"], data["b"], data["c"], dims_to_solver_dict(data["dims"])
+    return data["A"], data["b"], data["c"], scs_cone_dict(data["dims"])
 
 
 def get_random_like(A: sp.spmatrix, randomness: Callable[[int], np.ndarray]) -> sp.csc_matrix:

@@ -12,6 +12,7 @@
   (built from the layer's `solver_args`) and leaves every other solver untouched.
 
 Both steps are idempotent: importing or reloading `pounce_cvxpy` twice changes nothing.
+The writes into cvxpy and cvxpylayers themselves are in pounce_cvxpy/compat.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from pounce_cvxpy.compat import install_parse_args_hook, register_conic_solver
 from pounce_cvxpy.cvxpy_solver import NAME, POUNCE
 from pounce_cvxpy.solver_interface import PounceSolver
 
@@ -34,10 +36,7 @@ def is_pounce_name(solver: Any) -> bool:
 
 def register_cvxpy_solver() -> None:
     """Add the POUNCE conic solver to cvxpy's name table (once)."""
-    from cvxpy.reductions.solvers import defines
-
-    if not isinstance(defines.SOLVER_MAP_CONIC.get(NAME), POUNCE):
-        defines.SOLVER_MAP_CONIC[NAME] = POUNCE()
+    register_conic_solver(NAME, POUNCE())
 
 
 def _wrap_parse_args(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,10 +59,7 @@ def _wrap_parse_args(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def install_layer_hook() -> None:
     """Wrap cvxpylayers' `parse_args` so the string "pounce" selects `PounceSolver` (once)."""
-    import cvxpylayers.utils.parse_args as pa
-
-    if not getattr(pa.parse_args, _HOOK_MARK, False):
-        pa.parse_args = _wrap_parse_args(pa.parse_args)
+    install_parse_args_hook(_wrap_parse_args, _HOOK_MARK)
 
 
 def register() -> None:

@@ -7,6 +7,7 @@ unbatched inputs broadcast over the batch.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,6 +236,27 @@ def _np(t: torch.Tensor | None) -> np.ndarray | None:
 # ------------------------------------------------------------------------------ forward
 
 
+# The environment switches of the native backends, for comparisons (unset in normal use):
+# read here, in one place, and passed to the native side, which reads no environment.
+_BACKEND_ENV = (
+    ("kkt_backend", "POUNCE_LAYERS_KKT_BACKEND", str),  # "dense" | "feral" | "auto"
+    ("feral_scaling", "POUNCE_FERAL_SCALING", str),  # "auto" | "infnorm" | "mc64" | "none"
+    ("feral_refine", "POUNCE_FERAL_REFINE", lambda v: v.lower() in ("1", "on", "true", "yes")),
+    ("feral_min_par_flops", "POUNCE_FERAL_MIN_PAR_FLOPS", lambda v: int(float(v))),
+)
+
+
+def native_backend_options() -> dict[str, Any] | None:
+    """The backend overrides set in the environment, as the native `backend` dict (None when
+    none is set): POUNCE_LAYERS_KKT_BACKEND forces the dense or the feral KKT solver over
+    the size/fill policy, POUNCE_FERAL_SCALING / POUNCE_FERAL_REFINE replace every engine's
+    feral scaling / refinement pass, POUNCE_FERAL_MIN_PAR_FLOPS sets feral's threshold for
+    threads (every native factorization runs serial)."""
+    out = {key: parse(os.environ[var]) for key, var, parse in _BACKEND_ENV
+           if os.environ.get(var)}
+    return out or None
+
+
 def _native_solve(st: ConicStructure, options: SolveOptions, P: np.ndarray | None,
                   A: np.ndarray, q: np.ndarray, b: np.ndarray,
                   warm: tuple[Any, Any, Any] = (None, None, None)) -> dict[str, Any]:
@@ -244,7 +266,7 @@ def _native_solve(st: ConicStructure, options: SolveOptions, P: np.ndarray | Non
         st.n, st.m, st.p_indptr, st.p_indices, P, st.a_indptr, st.a_indices, A, q, b,
         st.cones.to_dict(), tol=options.tol_for(st.cones), max_iter=int(options.max_iter),
         time_limit=None if options.time_limit is None else float(options.time_limit),
-        warm_x=warm[0], warm_y=warm[1], warm_s=warm[2],
+        warm_x=warm[0], warm_y=warm[1], warm_s=warm[2], backend=native_backend_options(),
     )
 
 
@@ -257,6 +279,7 @@ def _native_adjoint(st: ConicStructure, P: np.ndarray | None, A: np.ndarray,
     return _native.kkt_adjoint_batch(
         st.n, st.m, st.p_indptr, st.p_indices, P, st.a_indptr, st.a_indices, A,
         st.cones.to_dict(), h_diag, h_blocks, x, y, gx, gy, gs, ok,
+        backend=native_backend_options(),
     )
 
 

@@ -115,10 +115,10 @@ SIZE_CASES = {
     "soc_list_overflow": ("conic(6, {'l': 2, 'q': [2**64 - 1, 5]})", "overflow"),
     "psd_rows_overflow": ("conic(6, {'l': 6, 's': [2**32, 2**32]})", "overflow"),
     "adjoint_rows_wrap": ("adjoint(6, {'l': 6, 'q': [2**63, 2**63]})", "overflow"),
-    "cone_layout_m_2_40": ("_native.cone_layout(2**40, {'l': 2**40})", "`m`"),
-    "probe_65536_rows": ("_native.dense_lblt_probe(65536, np.zeros(1, I64), np.zeros(1, I64), "
-                         "np.ones(1), np.ones((1, 65536)))", "dim"),
-    "svec_order_overflow": ("_native.pounce_svec([], 2**32)", "order"),
+    "problem_m_2_40": ("_native.ConicProblem(n, 2**40, None, None, a_indptr, a_indices, "
+                       "{'l': 2**40})", "`m`"),
+    "problem_psd_rows_overflow": ("_native.ConicProblem(n, 6, None, None, a_indptr, a_indices, "
+                                  "{'l': 6, 's': [2**32, 2**32]})", "overflow"),
     "nlp_m0_jacobian_entry": ("nlp_m0_jacobian_entry()", "jac_rows"),
 }
 

@@ -14,8 +14,7 @@
 //!   stationarity  P x + c + A_eq' y + G' z = 0.
 //! ```
 //!
-//! Per cone (each conversion is a named function below and has a test in
-//! tests/test_cone_layout.py):
+//! Per cone (each conversion is a named function below and has a unit test below):
 //! - zero: rows become the equality block `(A_eq, b_eq)`; their dual is POUNCE's `y`, their
 //!   slack is 0.
 //! - nonneg, SOC (`t` first): identical; the rows go to `G x <= h` with `G = A`, `h = b`.
@@ -29,11 +28,9 @@
 //! `P_eff = (P + P')/2` is what is solved; POUNCE takes its lower triangle. The SCS dual is
 //! `y = (y_eq, z)` un-permuted and the SCS slack `s = b - A x` on the cone rows, 0 on zero
 //! rows.
-use crate::validate::{value_error, CscPattern};
+use crate::error::{value_error, Result};
+use crate::pattern::CscPattern;
 use pounce_convex::{ConeSpec, QpProblem, QpWarmStart, Triplet};
-use pyo3::exceptions::PyTypeError;
-use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyList};
 
 /// Cone dimensions in SCS order.
 #[derive(Debug, Clone, Default)]
@@ -46,102 +43,29 @@ pub struct ConeDims {
     pub p: Vec<f64>,
 }
 
-/// The Python type name of `v`, for error messages.
-fn type_name(v: &Bound<'_, PyAny>) -> String {
-    v.get_type()
-        .name()
-        .map_or_else(|_| "?".to_string(), |n| n.to_string())
-}
-
-/// A cone count or size: a Python int (or numpy integer) >= 0. Floats are refused, never
-/// truncated (2.7 must not become 2).
-fn cone_count(v: &Bound<'_, PyAny>, what: &str) -> PyResult<usize> {
-    if v.is_instance_of::<PyFloat>() {
-        return Err(PyTypeError::new_err(format!(
-            "{what} must be an int, got float {}",
-            v.repr().map_or_else(|_| "?".to_string(), |r| r.to_string())
-        )));
-    }
-    let x: i128 = v.extract().map_err(|_| {
-        PyTypeError::new_err(format!("{what} must be an int, got {}", type_name(v)))
-    })?;
-    if x < 0 {
-        return Err(value_error(format!("{what} must be >= 0, got {x}")));
-    }
-    usize::try_from(x).map_err(|_| value_error(format!("{what} = {x} is too large")))
-}
-
-fn dict_usize(d: &Bound<'_, PyDict>, key: &str) -> PyResult<usize> {
-    match d.get_item(key)? {
-        None => Ok(0),
-        Some(v) if v.is_none() => Ok(0),
-        Some(v) => cone_count(&v, &format!("cones[{key:?}]")),
-    }
-}
-
-/// The entries of the list `cones[key]`, each read by `read(item, "cones[key][i]")`.
-fn dict_list<T>(
-    d: &Bound<'_, PyDict>,
-    key: &str,
-    read: impl Fn(&Bound<'_, PyAny>, &str) -> PyResult<T>,
-) -> PyResult<Vec<T>> {
-    match d.get_item(key)? {
-        None => Ok(Vec::new()),
-        Some(v) if v.is_none() => Ok(Vec::new()),
-        Some(v) => {
-            let mut out = Vec::new();
-            for (i, item) in v
-                .try_iter()
-                .map_err(|_| value_error(format!("cones[{key:?}] must be a list")))?
-                .enumerate()
-            {
-                out.push(read(&item?, &format!("cones[{key:?}][{i}]"))?);
-            }
-            Ok(out)
-        }
-    }
-}
-
-fn alpha(v: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
-    v.extract::<f64>()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a float, got {}", type_name(v))))
-}
-
 impl ConeDims {
-    /// Parse the SCS cone dict `{"z", "l", "q", "s", "ep", "p"}` (missing keys = empty;
-    /// `"f"` is accepted as an alias of `"z"`). Counts and sizes must be ints (a float
-    /// raises `TypeError`, a negative one `ValueError`).
-    pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let d = obj
-            .cast::<PyDict>()
-            .map_err(|_| value_error("`cones` must be a dict like {'z': 0, 'l': 3, 'q': [..]}"))?;
-        for key in d.keys() {
-            let k: String = key.extract().unwrap_or_default();
-            if !["z", "f", "l", "q", "s", "ep", "p"].contains(&k.as_str()) {
-                return Err(value_error(format!(
-                    "unknown cone key {k:?} (expected z, l, q, s, ep, p; 'ed' is not supported)"
-                )));
-            }
-        }
-        let q = dict_list(d, "q", cone_count)?;
-        let s = dict_list(d, "s", cone_count)?;
-        let p = dict_list(d, "p", alpha)?;
-        if let Some(a) = p.iter().find(|a| !(**a > 0.0 && **a < 1.0)) {
-            return Err(value_error(format!(
+    /// Every power-cone alpha lies in (0, 1).
+    fn check_alphas(&self) -> Result<()> {
+        match self.p.iter().find(|a| !(**a > 0.0 && **a < 1.0)) {
+            Some(a) => Err(value_error(format!(
                 "power cone alpha must lie in (0, 1), got {a}"
-            )));
+            ))),
+            None => Ok(()),
         }
-        let (zf, f) = (dict_usize(d, "z")?, dict_usize(d, "f")?);
-        Ok(ConeDims {
-            z: zf
-                .checked_add(f)
-                .ok_or_else(|| value_error("cones['z'] + cones['f'] overflows"))?,
-            l: dict_usize(d, "l")?,
-            q,
-            s,
-            ep: dict_usize(d, "ep")?,
-            p,
-        })
+    }
+
+    /// The alphas, and a combination POUNCE solves (no PSD cone with exp / power cones).
+    pub fn check(&self) -> Result<()> {
+        self.check_alphas()?;
+        let has_psd = self.s.iter().any(|&k| k > 0);
+        if has_psd && (self.ep > 0 || !self.p.is_empty()) {
+            return Err(value_error(
+                "POUNCE limit: PSD cones cannot be combined with exponential or power cones in \
+                 one problem (pounce-convex 0.14 solves PSD on its symmetric-cone driver and \
+                 exp/power on its non-symmetric one)",
+            ));
+        }
+        Ok(())
     }
 
     /// The rows the cones cover, or `None` when that count overflows.
@@ -234,7 +158,7 @@ pub struct ConeLayout {
 }
 
 impl ConeLayout {
-    pub fn new(n: usize, m: usize, dims: ConeDims) -> PyResult<Self> {
+    pub fn new(n: usize, m: usize, dims: ConeDims) -> Result<Self> {
         let Some(rows) = dims.rows_checked() else {
             return Err(value_error(format!(
                 "cone dimensions overflow: their row count does not fit in 64 bits (A has \
@@ -246,14 +170,7 @@ impl ConeLayout {
                 "cone dimensions cover {rows} rows but A has m = {m} rows"
             )));
         }
-        let has_psd = dims.s.iter().any(|&k| k > 0);
-        if has_psd && (dims.ep > 0 || !dims.p.is_empty()) {
-            return Err(value_error(
-                "POUNCE limit: PSD cones cannot be combined with exponential or power cones in \
-                 one problem (pounce-convex 0.14 solves PSD on its symmetric-cone driver and \
-                 exp/power on its non-symmetric one)",
-            ));
-        }
+        dims.check()?;
         let z = dims.z;
         let mut specs = Vec::new();
         let mut scs_row_of_ineq = Vec::with_capacity(m - z);
@@ -547,81 +464,4 @@ pub fn slack_scs(
     for v in &mut s_out[..layout.m_eq()] {
         *v = 0.0;
     }
-}
-
-fn spec_to_py(py: Python<'_>, spec: &ConeSpec) -> PyResult<Py<PyAny>> {
-    let t = match spec {
-        ConeSpec::Nonneg(d) => ("nonneg", *d as f64),
-        ConeSpec::SecondOrder(d) => ("soc", *d as f64),
-        ConeSpec::Psd(k) => ("psd", *k as f64),
-        ConeSpec::Exponential => ("exp", 3.0),
-        ConeSpec::Power(a) => ("power", *a),
-    };
-    Ok(t.into_pyobject(py)?.into_any().unbind())
-}
-
-/// Introspection of the mapping, for tests: `{"m_eq", "specs", "scs_row_of_ineq",
-/// "dense_blocks", "class"}`.
-#[pyfunction]
-#[pyo3(name = "cone_layout")]
-fn cone_layout_py<'py>(
-    py: Python<'py>,
-    m: usize,
-    cones: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyDict>> {
-    crate::panic_guard::guard("cone_layout", || cone_layout_impl(py, m, cones))
-}
-
-fn cone_layout_impl<'py>(
-    py: Python<'py>,
-    m: usize,
-    cones: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let dims = ConeDims::from_py(cones)?;
-    crate::validate::check_sizes(0, m)?;
-    let layout = ConeLayout::new(0, m, dims)?;
-    let out = PyDict::new(py);
-    out.set_item("m_eq", layout.m_eq())?;
-    let specs = PyList::empty(py);
-    for s in &layout.specs {
-        specs.append(spec_to_py(py, s)?)?;
-    }
-    out.set_item("specs", specs)?;
-    out.set_item("scs_row_of_ineq", layout.scs_row_of_ineq.clone())?;
-    out.set_item(
-        "dense_blocks",
-        layout
-            .dense_blocks
-            .iter()
-            .map(|b| (b.start, b.dim))
-            .collect::<Vec<_>>(),
-    )?;
-    out.set_item(
-        "class",
-        match layout.class {
-            ProblemClass::Qp => "qp",
-            ProblemClass::Conic => "conic",
-        },
-    )?;
-    Ok(out)
-}
-
-/// POUNCE's own svec of a row-major symmetric matrix (pounce_convex::cones::psd::svec), so
-/// the tests can pin the SCS == POUNCE svec convention against the crate itself.
-#[pyfunction]
-fn pounce_svec(mat: Vec<f64>, order: usize) -> PyResult<Vec<f64>> {
-    crate::panic_guard::guard("pounce_svec", || {
-        if order.checked_mul(order) != Some(mat.len()) {
-            return Err(value_error("`mat` must have order**2 entries"));
-        }
-        let mut out = vec![0.0; order * (order + 1) / 2];
-        pounce_convex::cones::psd::svec(&mat, order, &mut out);
-        Ok(out)
-    })
-}
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(cone_layout_py, m)?)?;
-    m.add_function(wrap_pyfunction!(pounce_svec, m)?)?;
-    Ok(())
 }

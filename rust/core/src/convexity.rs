@@ -21,7 +21,7 @@
 //! A worker keeps the last values it checked, so a P broadcast over the batch is checked
 //! once per worker.
 use crate::dense_backend::use_dense;
-use crate::options::{backend, feral_config_fast};
+use crate::options::{backend, BackendOptions};
 use dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt::factor::{cholesky_in_place, cholesky_in_place_scratch};
 use faer::{Mat, Par};
@@ -229,7 +229,7 @@ impl PsdCheck {
                         irn.clone(),
                         jcn.clone(),
                         vals.clone(),
-                        backend(&feral_config_fast()),
+                        backend(&BackendOptions::default().feral_fast()),
                     )
                     .map(|f| *fact = Some(Box::new(f))),
                 };

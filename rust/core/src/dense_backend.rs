@@ -17,8 +17,6 @@
 //! blocks of B), returns `Singular` for a pivot below `ZERO_PIVOT_REL * max|K|` and
 //! `WrongInertia` when `check_neg_evals` and the count differs, and solves the `nrhs`
 //! right-hand sides stored one after another in `rhs_vals`.
-use crate::panic_guard::guard;
-use crate::validate::{expect_shape, f64_array, f64_array_unchecked, i64_array, value_error};
 use dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::lblt::factor::{LbltParams, PivotingStrategy};
 use faer::linalg::cholesky::lblt::{factor, solve};
@@ -26,10 +24,7 @@ use faer::linalg::cholesky::ldlt::factor as ldlt_factor;
 use faer::linalg::cholesky::ldlt::solve as ldlt_solve;
 use faer::Spec;
 use faer::{Conj, Mat, MatMut, Par};
-use numpy::{PyArray1, PyArrayMethods};
 use pounce_linsol::{EMatrixFormat, ESymSolverStatus, SparseSymLinearSolverInterface};
-use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 type Index = i32;
 
@@ -121,6 +116,11 @@ impl DenseLbltBackend {
             unpivoted_first: true,
             ..Self::new()
         }
+    }
+
+    /// Whether the held factor is the unpivoted LDL' (else the rook-pivoted LBL').
+    pub fn kept_unpivoted(&self) -> bool {
+        self.unpivoted
     }
 
     /// Workspace for the factorization and for solves with up to `nrhs` right-hand sides.
@@ -383,90 +383,4 @@ impl SparseSymLinearSolverInterface for DenseLbltBackend {
     fn matrix_format(&self) -> EMatrixFormat {
         EMatrixFormat::TripletFormat
     }
-}
-
-/// Factor and solve one symmetric system through [`DenseLbltBackend`], exactly as POUNCE's
-/// IPM drives it (for tests of the backend against numpy).
-///
-/// `rows`, `cols` (int64, 0-based, either triangle, duplicates summed) and `values`
-/// (float64) are the triplets of K (dim x dim); `rhs` is (k, dim), one right-hand side per
-/// row. `quasi_definite`: the backend the QP forward uses, which tries the unpivoted LDL'
-/// first. Returns `{"status": "success" | "singular" | "fatal_error", "negative": int,
-/// "unpivoted": bool (which factorization was kept), "x": (k, dim)}` (`x` is the solve's
-/// output, meaningful only on success).
-#[pyfunction]
-#[pyo3(signature = (dim, rows, cols, values, rhs, quasi_definite=false))]
-pub fn dense_lblt_probe<'py>(
-    py: Python<'py>,
-    dim: usize,
-    rows: Bound<'py, PyAny>,
-    cols: Bound<'py, PyAny>,
-    values: Bound<'py, PyAny>,
-    rhs: Bound<'py, PyAny>,
-    quasi_definite: bool,
-) -> PyResult<Bound<'py, PyDict>> {
-    guard("dense_lblt_probe", || {
-        probe(py, dim, &rows, &cols, &values, &rhs, quasi_definite)
-    })
-}
-
-fn probe<'py>(
-    py: Python<'py>,
-    dim: usize,
-    rows: &Bound<'py, PyAny>,
-    cols: &Bound<'py, PyAny>,
-    values: &Bound<'py, PyAny>,
-    rhs: &Bound<'py, PyAny>,
-    quasi_definite: bool,
-) -> PyResult<Bound<'py, PyDict>> {
-    if dim > DENSE_MAX_DIM {
-        return Err(value_error(format!(
-            "`dim` = {dim} exceeds the dense backend's largest dimension {DENSE_MAX_DIM}"
-        )));
-    }
-    let (r, c) = (i64_array(rows, "rows")?, i64_array(cols, "cols")?);
-    let v = f64_array_unchecked(values, "values", 1)?;
-    let b = f64_array(rhs, "rhs", 2)?;
-    let nnz = v.slice().len();
-    if nnz > Index::MAX as usize || b.shape[0] > Index::MAX as usize {
-        return Err(value_error(
-            "`values` or `rhs` is too long for 32-bit indices",
-        ));
-    }
-    expect_shape("rows", &r.shape, &[nnz])?;
-    expect_shape("cols", &c.shape, &[nnz])?;
-    expect_shape("rhs", &b.shape[1..], &[dim])?;
-    let one_based = |a: &[i64]| -> PyResult<Vec<Index>> {
-        a.iter()
-            .map(|&i| match usize::try_from(i) {
-                Ok(u) if u < dim => Ok(u as Index + 1),
-                _ => Err(value_error(format!("index {i} outside 0..{dim}"))),
-            })
-            .collect()
-    };
-    let (ia, ja) = (one_based(r.slice())?, one_based(c.slice())?);
-    let mut be = if quasi_definite {
-        DenseLbltBackend::quasi_definite_first()
-    } else {
-        DenseLbltBackend::new()
-    };
-    be.initialize_structure(dim as Index, nnz as Index, &ia, &ja);
-    be.values_array_mut().copy_from_slice(v.slice());
-    let mut x = b.slice().to_vec();
-    let status = be.multi_solve(true, &ia, &ja, b.shape[0] as Index, &mut x, false, 0);
-    let out = PyDict::new(py);
-    let name = match status {
-        ESymSolverStatus::Success => "success",
-        ESymSolverStatus::Singular => "singular",
-        _ => "fatal_error",
-    };
-    out.set_item("status", name)?;
-    out.set_item("negative", be.number_of_neg_evals())?;
-    out.set_item("unpivoted", be.unpivoted)?;
-    out.set_item("x", PyArray1::from_vec(py, x).reshape(b.shape.clone())?)?;
-    Ok(out)
-}
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(dense_lblt_probe, m)?)
 }

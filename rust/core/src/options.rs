@@ -1,62 +1,39 @@
 //! Engine options per problem class, and the per-item linear-solver backends.
 //!
-//! One place decides how POUNCE is driven, so the choice and its measurements live here.
+//! One place decides how POUNCE is driven. The measurements behind each choice are in
+//! docs/native-core.md ("Engines per problem class"), with the commands that made them.
 //!
 //! QP class (zero + nonneg rows only): a FAST path, then a ROBUST fallback.
 //! - Fast: pounce-convex's `QpFactorization` (the direct infeasible-start Mehrotra IPM on a
-//!   KKT whose symbolic analysis is built once per rayon worker and reused for every item of
-//!   the batch, which shares one structure). Its linear solver is the dense Bunch-Kaufman
-//!   backend (dense_backend.rs) when the KKT is small and filled, otherwise feral with
-//!   `ScalingStrategy::Identity` ([`kkt_backend`]). Accepted only when it ends `Optimal`; its convergence test is on the caller's own
-//!   (unequilibrated) residuals.
+//!   KKT whose symbolic analysis is built once per worker and reused for every item, which
+//!   shares one structure). Its linear solver is the dense Bunch-Kaufman backend
+//!   (dense_backend.rs) when the KKT is small and filled, otherwise feral without matrix
+//!   scaling or its own refinement pass ([`kkt_backend`]). Accepted only when it ends
+//!   `Optimal`; its convergence test is on the caller's own (unequilibrated) residuals.
 //! - Robust: `solve_qp_ipm` with POUNCE's defaults (homogeneous self-dual embedding, feral's
-//!   adaptive scaling, Ruiz retry), which certifies infeasibility / unboundedness. Any item the
-//!   fast path does not finish `Optimal` is re-solved here; its status is the one reported.
-//!
-//! Measured on 64 dense QPs, n = m = 50, one core (median per item): POUNCE defaults
-//! 4.6 ms (~10 iterations); feral scaling off 2.9 ms; + direct driver 1.9 ms (8.3
-//! iterations); + `QpFactorization` 1.7 ms; + feral refinement pass off ~1.5 ms. The MC64
-//! matching of feral's adaptive scaling alone was ~11% of the default profile, and
-//! pounce-convex's per-solve KKT pattern build ~11% (paid inside `QpFactorization::solve` as
-//! its structure check, so not avoidable from here). The dense backend then took it to
-//! 1.0 ms (0.105 ms per iteration, the same 9.5 iterations): feral's factorization was ~46%
-//! of the profile and faer's dense rook-pivoted LBL' is about twice as fast at this size; an
-//! unpivoted LDL' tried first on these quasi-definite systems took it to ~0.83 ms.
+//!   adaptive scaling, Ruiz retry), which certifies infeasibility / unboundedness. Any item
+//!   the fast path does not finish `Optimal` is re-solved here; its status is the one
+//!   reported.
 //!
 //! Conic class (any SOC / PSD / exp / power row): POUNCE's defaults through
-//! `solve_socp_ipm`: HSDE is the only driver for exp/power and the one that certifies
-//! infeasibility; the direct driver took more iterations (14.2 vs 10.6) and lost accuracy
-//! (1.4e-5 vs 3.2e-6 in x at tol 1e-8) on 32 SOCPs (n = 52, 20 nonneg rows, 6 SOC(5)), and
-//! dropping feral's scaling there gained only ~6% (3.40 -> 3.20 ms per item), not worth
-//! its robustness. The dense backend gained nothing measurable on the SOCP and exp-cone
-//! layers of benchmarks/bench_cvxpylayers.py (c) and moved the SOC + exp + power fixture
-//! past its 5e-5 accuracy, so the conic class keeps feral.
+//! `solve_socp_ipm` with feral: HSDE is the only driver for exp/power and the one that
+//! certifies infeasibility; the direct driver and the dense backend lost accuracy there.
 //!
-//! Exp / power cones: a staged solve. pounce-convex sends any exp or power cone to its
-//! non-symmetric HSDE driver, whose per-iteration scaling solves, per cone, for the
-//! conjugate-barrier point by a damped Newton iteration that stops at a Newton decrement
-//! lambda^2 <= 1e-24 or after 200 steps. Its Armijo test compares barrier values whose
-//! rounding (~1e-16 |G|) exceeds the decrease it asks for once lambda^2 < ~1e-15, so a cone
-//! whose iteration lands in between runs all 200 steps with ~20 step halvings each: ~30% of
-//! the cones from the first iterations, nearly all of them once mu < ~1e-5, where the
-//! inexact scaling also stalls the IPM. Measured (scratch profile of one B=64
-//! logistic-regression item, 40 exp cones, one core): 90% of the time in that scaling (libm
-//! `log`), the linear solver 4%; 88 iterations (Clarabel: 21), 10.9 ms per iteration; the
-//! IPM reached a residual of 7e-7 in 7 iterations and spent 80 more below 4e-7. The driver
-//! ends with an active-set polish (Newton on the KKT equations of the identified active
-//! set) that lands at machine precision from a much looser IPM point. So with exp / power
-//! cones the item is first solved at [`NONSYM_STAGE_TOL`] and that solve is kept only if it
-//! is `Optimal` and its own scale-relative residuals ([`meets_tol`]) are within the
-//! caller's tol; otherwise it is solved again at the caller's tol (iterations added).
-//! Measured on 64 + 64 items of the bench_peers logreg / softmax cases, one core, serial:
-//! 25.6 -> 0.87 s (29x) and 5.2 -> 0.47 s (11x), no re-solve, x within 2e-16 of the 1e-8
-//! solve, residuals <= 9e-16; on 40 other exp / SOC + exp items (scaled logistic with l1
-//! and a box, log-sum-exp, KL, entropy, exp sums over an SOC ball) 6.5 -> 2.5 s, 11
-//! re-solved (those whose polish does not reach 1e-8 at either tol, up to 1.25x their old
-//! time). 1e-2 re-solved 14 of the 40 and was no faster on logreg / softmax; 1e-4 1.5x
-//! slower there.
+//! Exp / power cones: a staged solve. pounce-convex's non-symmetric driver computes its
+//! per-cone scaling by a damped Newton iteration whose Armijo test cannot pass below a
+//! Newton decrement of ~1e-15 (rounding), so late iterations run its 200-step cap and the
+//! IPM stalls, while its final active-set polish lands at machine precision from a much
+//! looser IPM point. So an item with exp / power cones is first solved at
+//! [`NONSYM_STAGE_TOL`]; that solve is kept only if it is `Optimal` and its own
+//! scale-relative residuals ([`meets_tol`]) are within the caller's tol, otherwise the item
+//! is solved again at the caller's tol (iterations added).
+//!
+//! Configuration is explicit: [`BackendOptions`] (the KKT backend override and feral's
+//! scaling / refinement overrides, for comparisons) is passed in by the caller; nothing
+//! here reads the environment.
 use crate::dense_backend::{use_dense, DenseLbltBackend};
 use pounce_convex::{ConeSpec, QpOptions, QpProblem, QpSolution, QpStatus};
+pub use pounce_feral::parse_scaling_strategy;
 use pounce_feral::{FeralConfig, FeralSolverInterface, ScalingStrategy};
 use pounce_linsol::SparseSymLinearSolverInterface;
 use std::time::Duration;
@@ -89,46 +66,76 @@ pub fn fast_qp_options(o: &SolveOptions) -> QpOptions {
     }
 }
 
-/// The linear-solver backend configuration for one item: feral with its internal
-/// parallelism OFF. The batch is parallel across items on the module's pool (pool.rs), so every
-/// factorization runs single-threaded on the worker that owns the item (outer-parallel,
-/// inner-serial; pounce-convex `batch.rs`). A parallel feral solver builds its own rayon
-/// pool per `Solver`, i.e. new OS threads per solve, which this avoids.
-pub fn feral_config() -> FeralConfig {
-    FeralConfig {
-        parallel: Some(false),
-        ..FeralConfig::from_env()
-    }
+/// Which linear solver factors the KKT systems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KktBackend {
+    /// The size and fill policy of [`use_dense`].
+    #[default]
+    Auto,
+    /// The dense LBL' whatever the size (for comparisons).
+    Dense,
+    /// feral whatever the size (for comparisons).
+    Feral,
 }
 
-/// The fast path's backend: serial, no matrix scaling and no feral-side refinement pass
-/// (its residual check was ~8% of the profile; the IPM tests convergence on its own true
-/// residuals and hands anything short of `Optimal` to the robust path).
-pub fn feral_config_fast() -> FeralConfig {
-    feral_config_unrefined(ScalingStrategy::Identity)
+/// The backend choices a caller may override (all `None` / `Auto` in normal use).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendOptions {
+    pub kkt_backend: KktBackend,
+    /// feral's matrix scaling for every engine, in place of each engine's own choice.
+    pub feral_scaling: Option<ScalingStrategy>,
+    /// feral's own refinement pass for every engine, in place of each engine's choice.
+    pub feral_refine: Option<bool>,
+    /// feral's `min_par_flops` (the work above which a parallel feral factorization starts
+    /// threads; every backend here is serial, so it only matters to tests of that).
+    pub feral_min_par_flops: Option<u64>,
 }
 
-/// The adjoint's backend: serial, with feral's infinity-norm equilibration rather than its
-/// adaptive default (which picks MC64 matching for KKT-shaped matrices: 3.5x slower on the
-/// n = m = 50 QP adjoint, 1.0 vs 0.28 ms per item, for no accuracy gain once our own
-/// refinement runs). The adjoint refines against the unregularised K itself, so feral's
-/// extra pass is off.
-pub fn feral_config_adjoint() -> FeralConfig {
-    feral_config_unrefined(ScalingStrategy::InfNorm)
-}
+impl BackendOptions {
+    /// The robust engines' backend (and the conic class's): feral with POUNCE's defaults
+    /// and its internal parallelism OFF. The batch is parallel across items on the pool
+    /// (pool.rs), so every factorization runs single-threaded on the worker that owns the
+    /// item (outer-parallel, inner-serial); a parallel feral solver would build its own
+    /// thread pool per `Solver`, i.e. new OS threads per solve.
+    pub fn feral_robust(&self) -> FeralConfig {
+        self.feral(ScalingStrategy::Auto, true)
+    }
 
-/// Serial feral with `scaling` and without its own refinement pass, for callers that
-/// refine (or test residuals) themselves. `POUNCE_FERAL_SCALING` / `POUNCE_FERAL_REFINE`
-/// environment settings still win.
-fn feral_config_unrefined(scaling: ScalingStrategy) -> FeralConfig {
-    let mut cfg = feral_config();
-    if std::env::var_os("POUNCE_FERAL_SCALING").is_none() {
-        cfg.scaling = scaling;
+    /// The fast QP path's backend: serial, no matrix scaling and no feral-side refinement
+    /// pass (the IPM tests convergence on its own true residuals and hands anything short
+    /// of `Optimal` to the robust path).
+    pub fn feral_fast(&self) -> FeralConfig {
+        self.feral(ScalingStrategy::Identity, false)
     }
-    if std::env::var_os("POUNCE_FERAL_REFINE").is_none() {
-        cfg.refine = false;
+
+    /// The adjoint's backend: serial, with feral's infinity-norm equilibration rather than
+    /// its adaptive default (which picks MC64 matching for KKT-shaped matrices, ~3.5x
+    /// slower there for no accuracy gain once the adjoint's own refinement runs); feral's
+    /// refinement pass is off because the adjoint refines against the unregularised K.
+    pub fn feral_adjoint(&self) -> FeralConfig {
+        self.feral(ScalingStrategy::InfNorm, false)
     }
-    cfg
+
+    fn feral(&self, scaling: ScalingStrategy, refine: bool) -> FeralConfig {
+        FeralConfig {
+            parallel: Some(false),
+            scaling: self.feral_scaling.clone().unwrap_or(scaling),
+            refine: self.feral_refine.unwrap_or(refine),
+            min_par_flops: self.feral_min_par_flops,
+            ..FeralConfig::default()
+        }
+    }
+
+    /// Whether a KKT system of dimension `dim` with about `nnz_lower` lower-triangle
+    /// entries goes to the dense backend: the one dense/sparse policy ([`use_dense`]),
+    /// unless overridden.
+    pub fn dense_kkt(&self, dim: usize, nnz_lower: usize) -> bool {
+        match self.kkt_backend {
+            KktBackend::Auto => use_dense(dim, nnz_lower),
+            KktBackend::Dense => true,
+            KktBackend::Feral => false,
+        }
+    }
 }
 
 pub fn backend(cfg: &FeralConfig) -> Box<dyn SparseSymLinearSolverInterface> {
@@ -136,25 +143,19 @@ pub fn backend(cfg: &FeralConfig) -> Box<dyn SparseSymLinearSolverInterface> {
 }
 
 /// The backend for a KKT system of dimension `dim` with about `nnz_lower` lower-triangle
-/// entries: the dense backend when [`use_dense`] says the system is small and filled enough
-/// (measured on 64 dense QPs, n = m = 50, one core: 1.54 -> 1.0 ms per item with the
-/// rook-pivoted LBL', same iterations), otherwise feral with `cfg`. `quasi_definite`: the
-/// matrices are an IPM's KKT systems, for which the dense backend first tries an unpivoted
-/// LDL' (a further ~15%: 0.85 ms per item); the adjoint's K, whose H block spans 1/mu..mu,
-/// fails that attempt's checks too often to gain from it. The environment variable
-/// `POUNCE_LAYERS_KKT_BACKEND=dense|feral` overrides the choice (for comparisons).
+/// entries: the dense backend when [`BackendOptions::dense_kkt`] says so, otherwise feral
+/// with `cfg`. `quasi_definite`: the matrices are an IPM's KKT systems, for which the
+/// dense backend first tries an unpivoted LDL' (about half the cost of the pivoted LBL');
+/// the adjoint's K, whose H block spans 1/mu..mu, fails that attempt's checks too often to
+/// gain from it.
 pub fn kkt_backend(
+    opts: &BackendOptions,
     dim: usize,
     nnz_lower: usize,
     cfg: &FeralConfig,
     quasi_definite: bool,
 ) -> Box<dyn SparseSymLinearSolverInterface> {
-    let dense = match std::env::var("POUNCE_LAYERS_KKT_BACKEND").as_deref() {
-        Ok("dense") => true,
-        Ok("feral") => false,
-        _ => use_dense(dim, nnz_lower),
-    };
-    match (dense, quasi_definite) {
+    match (opts.dense_kkt(dim, nnz_lower), quasi_definite) {
         (true, true) => Box::new(DenseLbltBackend::quasi_definite_first()),
         (true, false) => Box::new(DenseLbltBackend::new()),
         (false, _) => backend(cfg),

@@ -9,36 +9,20 @@
 //! skipped, and the exception is returned after at most [`GRACE`] more: an item already
 //! running cannot be stopped inside POUNCE (it has no cancel hook), so the job is left to
 //! finish that item in the background. That is safe because the job owns everything it
-//! touches (the structure, `Shared` views that keep the input arrays alive, its outputs),
+//! touches (the problem handle's structure through an `Arc`, `Shared` views that keep the input arrays alive, its outputs),
 //! and its result is then dropped.
 use crate::panic_guard::panic_error;
-use crate::pool::pool;
+use pounce_layers_core::cancel::Cancel;
+use pounce_layers_core::pool::pool;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How often a waiting caller checks for signals.
 pub const POLL: Duration = Duration::from_millis(50);
 /// How long an interrupted caller waits for the batch to wind down before returning.
 pub const GRACE: Duration = Duration::from_millis(100);
-
-/// A batch's cancel flag: set when the caller was interrupted; items check it before they
-/// start.
-#[derive(Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
-
-impl Cancel {
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
 
 /// Run `job` on the pool and wait for it, interruptibly (see the module docs). A panic in
 /// the job becomes a `RuntimeError` naming `what`; a signal handler's exception is returned

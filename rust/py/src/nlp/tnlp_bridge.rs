@@ -20,13 +20,13 @@
 //!
 //! The restoration phase is pounce-restoration's default (`MinC1Norm`) provider, the same
 //! wiring `pounce-py` uses; the linear solver is an inner-serial FERAL backend.
-use crate::validate::MAX_DIM;
 use numpy::{PyArray1, PyReadonlyArray1, PyUntypedArrayMethods};
 use pounce_algorithm::application::{
     default_backend_factory, feral_config_from_options, ma57_config_from_options,
 };
 use pounce_algorithm::batch::install_serial_feral_backend;
 use pounce_algorithm::IpoptApplication;
+use pounce_layers_core::pattern::MAX_DIM;
 use pounce_nlp::return_codes::ApplicationReturnStatus;
 use pounce_nlp::tnlp::{
     BoundsInfo, IndexStyle, IpoptCq, IpoptData, IterStats, NlpInfo, Solution, SparsityRequest,
@@ -501,7 +501,7 @@ pub fn nlp_solve<'py>(
     track_iterates: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     crate::panic_guard::guard("nlp_solve", move || {
-        crate::panic_guard::TestPanic::from_env().at_call("nlp_solve");
+        crate::panic_guard::test_panic_from_env().at_call("nlp_solve");
         let arrays = NlpArrays {
             x0,
             x_l,

@@ -1,0 +1,30 @@
+//! Pure-Rust core of pounce-layers: batched POUNCE conic solves in the SCS convention and
+//! their sparse KKT adjoints (no PyO3; the binding crate `pounce-layers-native` wraps it as
+//! `pounce_kkt._native`).
+//!
+//! - `cone_layout`: the one mapping between the SCS/cvxpy conic layout and POUNCE's.
+//! - `pattern`, `structure`: checked sizes and CSC patterns; one problem structure.
+//! - `batch`: batched conic forward solves (items in parallel, each serial).
+//! - `kkt_adjoint`: batched sparse KKT adjoint solves.
+//! - `options`: the engine per problem class and the linear-solver backends.
+//! - `dense_backend`: the dense LBL' linear solver for small, filled KKT systems.
+//! - `certificates`: infeasibility / unboundedness certificates for exp/power problems.
+//! - `convexity`: the check that each item's P is positive semidefinite.
+//! - `pool`: the fork-safe rayon pool every batch runs on.
+//! - `cancel`: cancel flags and per-item panic isolation; `workspaces`: per-worker state
+//!   kept across the calls of one problem handle.
+pub mod batch;
+pub mod cancel;
+pub mod certificates;
+pub mod cone_layout;
+pub mod convexity;
+pub mod dense_backend;
+pub mod error;
+pub mod kkt_adjoint;
+pub mod options;
+pub mod pattern;
+pub mod pool;
+pub mod structure;
+pub mod workspaces;
+
+pub use error::{Error, Result};

@@ -1,0 +1,731 @@
+//! The native problem handle, `ConicProblem`: one conic structure, built once, solved and
+//! differentiated many times with values only.
+//!
+//! Built from the sizes, the CSC patterns of P (full symmetric, optional) and A, and the
+//! SCS cone dict, it holds the checked patterns and cones, the cone layout and the data
+//! maps to POUNCE (core `ConicStructure`, built on the first non-empty call), the
+//! adjoint's KKT pattern (built on the first `adjoint`), and the per-worker states (QP factorizations with their symbolic analyses,
+//! the P check, KKT factorizations) that every later call reuses. Each call passes only
+//! batch-first float64 value arrays; they are checked here (shapes, finiteness), then the
+//! batch runs on the pool with the GIL released (interrupt.rs).
+//!
+//! The free functions `conic_solve_batch` / `kkt_adjoint_batch` (batch.rs, kkt_adjoint.rs)
+//! build a handle for one call and use these same methods.
+use crate::cones::cone_dims_from_py;
+use crate::interrupt;
+use crate::panic_guard::{guard, test_panic_from_env};
+use crate::validate::{
+    check_all_finite, csc_from_py, expect_shape, f64_array, f64_array_unchecked, py_err,
+    value_error, Array, Shared,
+};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
+use pounce_layers_core::batch::{solve_batch, BatchInput, ForwardWorkspaces, ItemOut, RunControl};
+use pounce_layers_core::cancel::{Cancel, TestPanic};
+use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::kkt_adjoint::{
+    adjoint_batch, h_lens, AdjointInput, AdjointWorkspaces, Grads, KktPattern,
+};
+use pounce_layers_core::options::{
+    parse_scaling_strategy, BackendOptions, KktBackend, SolveOptions,
+};
+use pounce_layers_core::pattern::{check_sizes, CscPattern};
+use pounce_layers_core::structure::{check_cone_rows, ConicStructure};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The checked inputs of a structure: sizes, patterns, cones (their row count checked for
+/// overflow and against `m`). Memory proportional to the patterns, never to `m`.
+struct Parsed {
+    n: usize,
+    m: usize,
+    p: Option<CscPattern>,
+    a: CscPattern,
+    dims: ConeDims,
+    /// (h_diag, h_blocks) lengths per item.
+    h_lens: (usize, usize),
+}
+
+/// What a handle owns; shared with the batch jobs it starts (a job may outlive an
+/// interrupted call). The structure's layout and maps (memory proportional to `m`) are
+/// built on the first call with a non-empty batch, so an empty batch of the largest `m`
+/// allocates nothing of that size.
+pub struct Problem {
+    parsed: Parsed,
+    st: OnceLock<ConicStructure>,
+    pat: OnceLock<KktPattern>,
+    fwd: ForwardWorkspaces,
+    adj: AdjointWorkspaces,
+}
+
+impl Problem {
+    /// Check sizes, cones (their row count against `m` before anything of size `m` is
+    /// allocated, the combinations POUNCE takes) and patterns.
+    pub fn from_py(
+        n: usize,
+        m: usize,
+        p_indptr: Option<&Bound<'_, PyAny>>,
+        p_indices: Option<&Bound<'_, PyAny>>,
+        a_indptr: &Bound<'_, PyAny>,
+        a_indices: &Bound<'_, PyAny>,
+        cones: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        check_sizes(n, m).map_err(py_err)?;
+        let dims = cone_dims_from_py(cones)?;
+        dims.check().map_err(py_err)?;
+        check_cone_rows(&dims, m).map_err(py_err)?;
+        let h_lens = h_lens(&dims).map_err(py_err)?;
+        let p = match (p_indptr, p_indices) {
+            (Some(ip), Some(ix)) => Some(csc_from_py(n, n, ip, ix, "p")?),
+            (None, None) => None,
+            _ => {
+                return Err(value_error(
+                    "`p_indptr` and `p_indices` must both be given or both be None",
+                ))
+            }
+        };
+        let a = csc_from_py(m, n, a_indptr, a_indices, "a")?;
+        Ok(Problem {
+            parsed: Parsed {
+                n,
+                m,
+                p,
+                a,
+                dims,
+                h_lens,
+            },
+            st: OnceLock::new(),
+            pat: OnceLock::new(),
+            fwd: ForwardWorkspaces::new(),
+            adj: AdjointWorkspaces::new(),
+        })
+    }
+
+    /// The structure (layout, data maps), built on first use.
+    fn structure(&self) -> PyResult<&ConicStructure> {
+        if let Some(st) = self.st.get() {
+            return Ok(st);
+        }
+        let p = &self.parsed;
+        let st = ConicStructure::new(p.n, p.m, p.p.clone(), p.a.clone(), p.dims.clone())
+            .map_err(py_err)?;
+        // Another thread may have built it meanwhile: either copy is the same.
+        let _ = self.st.set(st);
+        Ok(self.st.get().expect("set above"))
+    }
+
+    fn nnz_p(&self) -> usize {
+        self.parsed.p.as_ref().map_or(0, |p| p.nnz())
+    }
+
+    fn nnz_a(&self) -> usize {
+        self.parsed.a.nnz()
+    }
+}
+
+/// The backend overrides of one call: `None` or a dict with any of `"kkt_backend"`
+/// ("auto" | "dense" | "feral"), `"feral_scaling"` ("auto" | "infnorm" | "mc64" |
+/// "identity"/"none"), `"feral_refine"` (bool), `"feral_min_par_flops"` (int) (for
+/// comparisons; pounce_kkt/conic.py reads them from the environment in one place).
+fn backend_options(obj: Option<&Bound<'_, PyDict>>) -> PyResult<BackendOptions> {
+    let mut o = BackendOptions::default();
+    let Some(d) = obj else { return Ok(o) };
+    for (k, v) in d.iter() {
+        let key: String = k.extract()?;
+        if v.is_none() {
+            continue;
+        }
+        match key.as_str() {
+            "kkt_backend" => {
+                let s: String = v.extract()?;
+                o.kkt_backend = match s.as_str() {
+                    "auto" => KktBackend::Auto,
+                    "dense" => KktBackend::Dense,
+                    "feral" => KktBackend::Feral,
+                    _ => {
+                        return Err(value_error(format!(
+                            "backend['kkt_backend'] must be 'auto', 'dense' or 'feral', got {s:?}"
+                        )))
+                    }
+                }
+            }
+            "feral_scaling" => {
+                let s: String = v.extract()?;
+                o.feral_scaling = Some(parse_scaling_strategy(&s).ok_or_else(|| {
+                    value_error(format!("backend['feral_scaling'] = {s:?} is not a scaling"))
+                })?);
+            }
+            "feral_refine" => o.feral_refine = Some(v.extract()?),
+            "feral_min_par_flops" => o.feral_min_par_flops = Some(v.extract()?),
+            _ => return Err(value_error(format!("unknown backend option {key:?}"))),
+        }
+    }
+    Ok(o)
+}
+
+/// Batch size from a batch-first 2-D array (`q` or `gx`), with a named error.
+fn batch_size(arr: &Array<'_, f64>, name: &str, width: usize) -> PyResult<usize> {
+    if arr.shape[1] != width {
+        return Err(value_error(format!(
+            "`{name}` has shape {:?}, expected (B, {width})",
+            arr.shape
+        )));
+    }
+    Ok(arr.shape[0])
+}
+
+/// The P values array: `(B, nnzP)` when P has a pattern, must be None otherwise.
+fn p_values_unchecked<'py>(
+    prob: &Problem,
+    obj: Option<&Bound<'py, PyAny>>,
+    batch: usize,
+) -> PyResult<Option<Array<'py, f64>>> {
+    match (&prob.parsed.p, obj) {
+        (Some(p), Some(o)) => {
+            let arr = f64_array_unchecked(o, "p_values", 2)?;
+            expect_shape("p_values", &arr.shape, &[batch, p.nnz()])?;
+            Ok(Some(arr))
+        }
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(value_error("`p_values` is None but a P pattern was given")),
+        (None, Some(_)) => Err(value_error("`p_values` given without a P pattern")),
+    }
+}
+
+// ------------------------------------------------------------------------------ forward
+
+/// The value arrays of a forward batch, held by its job (validate.rs `Shared`).
+struct SolveInputs {
+    p: Option<Shared<f64>>,
+    a: Shared<f64>,
+    q: Shared<f64>,
+    b: Shared<f64>,
+    warm: Option<(Shared<f64>, Shared<f64>)>,
+}
+
+struct SolveJob {
+    prob: Arc<Problem>,
+    so: SolveOptions,
+    backends: BackendOptions,
+    bsz: usize,
+    inputs: SolveInputs,
+    ctl: RunControl,
+}
+
+struct SolveDone {
+    xs: Vec<f64>,
+    ys: Vec<f64>,
+    ss: Vec<f64>,
+    outs: Vec<ItemOut>,
+    /// Handed back so that the array references are released with the GIL held.
+    _inputs: SolveInputs,
+}
+
+impl SolveJob {
+    fn run(self, cancel: &Cancel) -> SolveDone {
+        let inp = &self.inputs;
+        let batch = BatchInput {
+            bsz: self.bsz,
+            p: inp.p.as_deref(),
+            a: &inp.a,
+            q: &inp.q,
+            b: &inp.b,
+            warm: inp.warm.as_ref().map(|(x, y)| (&**x, &**y)),
+        };
+        let ctl = RunControl {
+            cancel: cancel.clone(),
+            ..self.ctl.clone()
+        };
+        let st = self.prob.st.get().expect("built before the job starts");
+        let out = solve_batch(st, &self.so, &self.backends, &batch, &ctl, &self.prob.fwd);
+        SolveDone {
+            xs: out.xs,
+            ys: out.ys,
+            ss: out.ss,
+            outs: out.outs,
+            _inputs: self.inputs,
+        }
+    }
+}
+
+/// The forward of one call (see `ConicProblem.solve`); `started` is when the call began
+/// (the time limit counts from it).
+#[allow(clippy::too_many_arguments)]
+pub fn solve<'py>(
+    py: Python<'py>,
+    prob: &Arc<Problem>,
+    started: Instant,
+    test_panic: TestPanic,
+    p_values: Option<&Bound<'py, PyAny>>,
+    a_values: &Bound<'py, PyAny>,
+    q: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+    tol: f64,
+    max_iter: usize,
+    time_limit: Option<f64>,
+    warm: [Option<&Bound<'py, PyAny>>; 3],
+    backend: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (n, m) = (prob.parsed.n, prob.parsed.m);
+    if !(tol > 0.0 && tol.is_finite()) {
+        return Err(value_error(format!(
+            "`tol` must be positive and finite, got {tol}"
+        )));
+    }
+    let time_limit = match time_limit {
+        None => None,
+        Some(t) if t.is_nan() || t < 0.0 => {
+            return Err(value_error(format!("`time_limit` must be >= 0, got {t}")))
+        }
+        Some(t) => Duration::try_from_secs_f64(t).ok(),
+    };
+    let backends = backend_options(backend)?;
+    let q_arr = f64_array(q, "q", 2)?;
+    let bsz = batch_size(&q_arr, "q", n)?;
+    let b_arr = f64_array(b, "b", 2)?;
+    expect_shape("b", &b_arr.shape, &[bsz, m])?;
+    let a_arr = f64_array(a_values, "a_values", 2)?;
+    expect_shape("a_values", &a_arr.shape, &[bsz, prob.nnz_a()])?;
+    let p_arr = p_values_unchecked(prob, p_values, bsz)?;
+    if let Some(a) = &p_arr {
+        check_all_finite(a, "p_values")?;
+    }
+    let mut warm_arrs = Vec::new();
+    for (obj, name, w) in [
+        (warm[0], "warm_x", n),
+        (warm[1], "warm_y", m),
+        (warm[2], "warm_s", m),
+    ] {
+        let arr = obj.map(|o| f64_array(o, name, 2)).transpose()?;
+        if let Some(a) = &arr {
+            expect_shape(name, &a.shape, &[bsz, w])?;
+        }
+        warm_arrs.push(arr);
+    }
+    let warm = match (&warm_arrs[0], &warm_arrs[1]) {
+        (Some(x), Some(y)) => Some((x.share(), y.share())),
+        (None, None) => None,
+        _ => return Err(value_error("a warm start needs both `warm_x` and `warm_y`")),
+    };
+    if bsz == 0 {
+        return solve_result(py, bsz, n, m, Vec::new(), Vec::new(), Vec::new(), &[]);
+    }
+    prob.structure()?;
+    let job = SolveJob {
+        prob: prob.clone(),
+        so: SolveOptions {
+            tol,
+            max_iter,
+            time_limit,
+        },
+        backends,
+        bsz,
+        inputs: SolveInputs {
+            p: p_arr.as_ref().map(|a| a.share()),
+            a: a_arr.share(),
+            q: q_arr.share(),
+            b: b_arr.share(),
+            warm,
+        },
+        ctl: RunControl {
+            deadline: time_limit.and_then(|t| started.checked_add(t)),
+            cancel: Cancel::default(),
+            test_panic,
+        },
+    };
+    let out = interrupt::run(py, "conic_solve_batch", move |cancel| job.run(cancel))?;
+    solve_result(py, bsz, n, m, out.xs, out.ys, out.ss, &out.outs)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn solve_result<'py>(
+    py: Python<'py>,
+    bsz: usize,
+    n: usize,
+    m: usize,
+    xs: Vec<f64>,
+    ys: Vec<f64>,
+    ss: Vec<f64>,
+    outs: &[ItemOut],
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    out.set_item("x", PyArray1::from_vec(py, xs).reshape([bsz, n])?)?;
+    out.set_item("y", PyArray1::from_vec(py, ys).reshape([bsz, m])?)?;
+    out.set_item("s", PyArray1::from_vec(py, ss).reshape([bsz, m])?)?;
+    out.set_item("status", outs.iter().map(|o| o.status).collect::<Vec<_>>())?;
+    out.set_item(
+        "iterations",
+        PyArray1::from_vec(py, outs.iter().map(|o| o.iters as i64).collect()),
+    )?;
+    out.set_item(
+        "solve_time",
+        PyArray1::from_vec(py, outs.iter().map(|o| o.secs).collect()),
+    )?;
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------ adjoint
+
+/// The arrays of an adjoint batch, held by its job (validate.rs `Shared`).
+struct AdjointInputs {
+    p: Option<Shared<f64>>,
+    a: Shared<f64>,
+    h_diag: Shared<f64>,
+    h_blocks: Shared<f64>,
+    x: Shared<f64>,
+    y: Shared<f64>,
+    gx: Shared<f64>,
+    gy: Shared<f64>,
+    gs: Shared<f64>,
+}
+
+struct AdjointJob {
+    prob: Arc<Problem>,
+    backends: BackendOptions,
+    bsz: usize,
+    ok: Vec<bool>,
+    test_panic: TestPanic,
+    inputs: AdjointInputs,
+}
+
+struct AdjointDone {
+    grads: Grads,
+    /// Handed back so that the array references are released with the GIL held.
+    _inputs: Option<AdjointInputs>,
+}
+
+impl AdjointJob {
+    fn run(self, cancel: &Cancel) -> AdjointDone {
+        let prob = &self.prob;
+        let st = prob.st.get().expect("built before the job starts");
+        let pat = prob.pat.get_or_init(|| KktPattern::new(st));
+        let i = &self.inputs;
+        let inp = AdjointInput {
+            bsz: self.bsz,
+            p: i.p.as_deref(),
+            a: &i.a,
+            h_diag: &i.h_diag,
+            h_blocks: &i.h_blocks,
+            x: &i.x,
+            y: &i.y,
+            gx: &i.gx,
+            gy: &i.gy,
+            gs: &i.gs,
+            ok: &self.ok,
+        };
+        let grads = adjoint_batch(
+            st,
+            pat,
+            &self.backends,
+            &inp,
+            cancel,
+            self.test_panic,
+            &prob.adj,
+        );
+        AdjointDone {
+            grads,
+            _inputs: Some(self.inputs),
+        }
+    }
+}
+
+fn check_finite_rows(arr: &Array<'_, f64>, name: &str, ok: &[bool]) -> PyResult<()> {
+    let w = arr.shape[1];
+    for (i, row) in arr.slice().chunks(w.max(1)).enumerate() {
+        if ok[i] {
+            if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+                return Err(value_error(format!(
+                    "`{name}` contains a non-finite value (NaN or Inf) at [{i}, {j}]"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_statuses_ok(obj: &Bound<'_, PyAny>, batch: usize) -> PyResult<Vec<bool>> {
+    let v: Vec<bool> = if let Ok(a) = obj.extract::<PyReadonlyArray1<'_, bool>>() {
+        a.as_array().to_vec()
+    } else {
+        obj.extract().map_err(|_| {
+            value_error("`statuses_ok` must be a 1-D bool numpy array or a list of bools")
+        })?
+    };
+    if v.len() != batch {
+        return Err(value_error(format!(
+            "`statuses_ok` has length {}, expected B = {batch}",
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
+/// The adjoint of one call (see `ConicProblem.adjoint`).
+#[allow(clippy::too_many_arguments)]
+pub fn adjoint<'py>(
+    py: Python<'py>,
+    prob: &Arc<Problem>,
+    test_panic: TestPanic,
+    p_values: Option<&Bound<'py, PyAny>>,
+    a_values: &Bound<'py, PyAny>,
+    h_diag: &Bound<'py, PyAny>,
+    h_blocks: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    gx: &Bound<'py, PyAny>,
+    gy: &Bound<'py, PyAny>,
+    gs: &Bound<'py, PyAny>,
+    statuses_ok: &Bound<'py, PyAny>,
+    backend: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (n, m) = (prob.parsed.n, prob.parsed.m);
+    let backends = backend_options(backend)?;
+    let gx_a = f64_array_unchecked(gx, "gx", 2)?;
+    let bsz = batch_size(&gx_a, "gx", n)?;
+    let ok = parse_statuses_ok(statuses_ok, bsz)?;
+    let (hdl, hbl) = prob.parsed.h_lens;
+    let named = [
+        (h_diag, "h_diag", hdl),
+        (h_blocks, "h_blocks", hbl),
+        (x, "x", n),
+        (y, "y", m),
+        (gy, "gy", m),
+        (gs, "gs", m),
+        (a_values, "a_values", prob.nnz_a()),
+    ];
+    let mut arrs = Vec::new();
+    for (obj, name, w) in named {
+        let a = f64_array_unchecked(obj, name, 2)?;
+        expect_shape(name, &a.shape, &[bsz, w])?;
+        check_finite_rows(&a, name, &ok)?;
+        arrs.push(a.share());
+    }
+    check_finite_rows(&gx_a, "gx", &ok)?;
+    let p_arr = p_values_unchecked(prob, p_values, bsz)?;
+    if let Some(a) = &p_arr {
+        check_finite_rows(a, "p_values", &ok)?;
+    }
+    let dims = (prob.nnz_p(), n, prob.nnz_a(), m);
+    let has_p = prob.parsed.p.is_some();
+    if bsz == 0 {
+        return adjoint_result(py, has_p, bsz, dims, Grads::default());
+    }
+    prob.structure()?;
+    let [hd, hb, xs, ys, gys, gss, avs] =
+        <[Shared<f64>; 7]>::try_from(arrs).unwrap_or_else(|_| unreachable!("seven arrays"));
+    let job = AdjointJob {
+        prob: prob.clone(),
+        backends,
+        bsz,
+        ok,
+        test_panic,
+        inputs: AdjointInputs {
+            p: p_arr.as_ref().map(|a| a.share()),
+            a: avs,
+            h_diag: hd,
+            h_blocks: hb,
+            x: xs,
+            y: ys,
+            gx: gx_a.share(),
+            gy: gys,
+            gs: gss,
+        },
+    };
+    let out = interrupt::run(py, "kkt_adjoint_batch", move |cancel| job.run(cancel))?;
+    adjoint_result(py, has_p, bsz, dims, out.grads)
+}
+
+fn adjoint_result<'py>(
+    py: Python<'py>,
+    has_p: bool,
+    bsz: usize,
+    (nnz_p, n, nnz_a, m): (usize, usize, usize, usize),
+    g: Grads,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    if has_p {
+        out.set_item("dP", PyArray1::from_vec(py, g.dp).reshape([bsz, nnz_p])?)?;
+    } else {
+        out.set_item("dP", py.None())?;
+    }
+    out.set_item("dq", PyArray1::from_vec(py, g.dq).reshape([bsz, n])?)?;
+    out.set_item("dA", PyArray1::from_vec(py, g.da).reshape([bsz, nnz_a])?)?;
+    out.set_item("db", PyArray1::from_vec(py, g.db).reshape([bsz, m])?)?;
+    // Which items got a gradient (False: not ok, or K could not be factored).
+    out.set_item("solved", g.solved)?;
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------ the class
+
+/// A conic problem structure, built once: `ConicProblem(n, m, p_indptr, p_indices,
+/// a_indptr, a_indices, cones)`.
+///
+/// Problem (SCS form): minimize 1/2 x'P_eff x + q'x s.t. A x + s = b, s in K, dual y in K*,
+/// with P_eff = (P + P')/2 from the values of P's FULL symmetric CSC pattern (`p_indptr =
+/// p_indices = None`: no P). `a_indptr`, `a_indices`: A's (m x n) CSC pattern, int64,
+/// 0-based, no duplicates. `cones`: the SCS dict `{"z", "l", "q", "s", "ep", "p"}` (counts
+/// and sizes are ints: a float raises `TypeError`). Everything is checked here, once; the
+/// methods take batch-first float64 C-contiguous value arrays on these patterns.
+#[pyclass(name = "ConicProblem", module = "pounce_kkt._native", frozen)]
+pub struct ConicProblem {
+    inner: Arc<Problem>,
+}
+
+#[pymethods]
+impl ConicProblem {
+    #[new]
+    #[pyo3(signature = (n, m, p_indptr, p_indices, a_indptr, a_indices, cones))]
+    fn new(
+        n: usize,
+        m: usize,
+        p_indptr: Option<Bound<'_, PyAny>>,
+        p_indices: Option<Bound<'_, PyAny>>,
+        a_indptr: Bound<'_, PyAny>,
+        a_indices: Bound<'_, PyAny>,
+        cones: Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        guard("ConicProblem", || {
+            test_panic_from_env().at_call("ConicProblem");
+            let p = Problem::from_py(
+                n,
+                m,
+                p_indptr.as_ref(),
+                p_indices.as_ref(),
+                &a_indptr,
+                &a_indices,
+                &cones,
+            )?;
+            Ok(ConicProblem { inner: Arc::new(p) })
+        })
+    }
+
+    #[getter]
+    fn n(&self) -> usize {
+        self.inner.parsed.n
+    }
+
+    #[getter]
+    fn m(&self) -> usize {
+        self.inner.parsed.m
+    }
+
+    /// Length of `h_diag` per item (zero and nonneg rows).
+    #[getter]
+    fn h_diag_len(&self) -> usize {
+        self.inner.parsed.h_lens.0
+    }
+
+    /// Length of `h_blocks` per item (sum of d_k^2 over the SOC, PSD, exp, power cones).
+    #[getter]
+    fn h_blocks_len(&self) -> usize {
+        self.inner.parsed.h_lens.1
+    }
+
+    /// Solve a batch: `p_values (B, nnzP)` or None, `a_values (B, nnzA)`, `q (B, n)`,
+    /// `b (B, m)`; see `conic_solve_batch` for the options, the engines, the statuses and
+    /// the result dict `{"x", "y", "s", "status", "iterations", "solve_time"}`. `backend`:
+    /// None or a dict of backend overrides (`kkt_backend`, `feral_scaling`,
+    /// `feral_refine`, `feral_min_par_flops`; for comparisons).
+    #[pyo3(signature = (p_values, a_values, q, b, tol=1e-8, max_iter=200, time_limit=None,
+                        warm_x=None, warm_y=None, warm_s=None, backend=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn solve<'py>(
+        &self,
+        py: Python<'py>,
+        p_values: Option<Bound<'py, PyAny>>,
+        a_values: Bound<'py, PyAny>,
+        q: Bound<'py, PyAny>,
+        b: Bound<'py, PyAny>,
+        tol: f64,
+        max_iter: usize,
+        time_limit: Option<f64>,
+        warm_x: Option<Bound<'py, PyAny>>,
+        warm_y: Option<Bound<'py, PyAny>>,
+        warm_s: Option<Bound<'py, PyAny>>,
+        backend: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let started = Instant::now();
+        guard("ConicProblem.solve", || {
+            let test_panic = test_panic_from_env();
+            test_panic.at_call("ConicProblem.solve");
+            solve(
+                py,
+                &self.inner,
+                started,
+                test_panic,
+                p_values.as_ref(),
+                &a_values,
+                &q,
+                &b,
+                tol,
+                max_iter,
+                time_limit,
+                [warm_x.as_ref(), warm_y.as_ref(), warm_s.as_ref()],
+                backend.as_ref(),
+            )
+        })
+    }
+
+    /// The KKT adjoint of a batch: `p_values (B, nnzP)` or None, `a_values (B, nnzA)`,
+    /// `h_diag (B, h_diag_len)`, `h_blocks (B, h_blocks_len)`, `x (B, n)`, `y (B, m)`,
+    /// upstream `gx (B, n)`, `gy (B, m)`, `gs (B, m)`, `statuses_ok (B,)` bool; see
+    /// `kkt_adjoint_batch` for the method and the result dict `{"dP", "dq", "dA", "db",
+    /// "solved"}`.
+    #[pyo3(signature = (p_values, a_values, h_diag, h_blocks, x, y, gx, gy, gs, statuses_ok,
+                        backend=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn adjoint<'py>(
+        &self,
+        py: Python<'py>,
+        p_values: Option<Bound<'py, PyAny>>,
+        a_values: Bound<'py, PyAny>,
+        h_diag: Bound<'py, PyAny>,
+        h_blocks: Bound<'py, PyAny>,
+        x: Bound<'py, PyAny>,
+        y: Bound<'py, PyAny>,
+        gx: Bound<'py, PyAny>,
+        gy: Bound<'py, PyAny>,
+        gs: Bound<'py, PyAny>,
+        statuses_ok: Bound<'py, PyAny>,
+        backend: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        guard("ConicProblem.adjoint", || {
+            let test_panic = test_panic_from_env();
+            test_panic.at_call("ConicProblem.adjoint");
+            adjoint(
+                py,
+                &self.inner,
+                test_panic,
+                p_values.as_ref(),
+                &a_values,
+                &h_diag,
+                &h_blocks,
+                &x,
+                &y,
+                &gx,
+                &gy,
+                &gs,
+                &statuses_ok,
+                backend.as_ref(),
+            )
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        let p = &self.inner.parsed;
+        format!(
+            "ConicProblem(n={}, m={}, nnz_a={}, nnz_p={})",
+            p.n,
+            p.m,
+            p.a.nnz(),
+            p.p.as_ref()
+                .map_or("None".to_string(), |p| p.nnz().to_string())
+        )
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ConicProblem>()
+}

@@ -14,7 +14,7 @@ regularisation, refinement and path selection as :func:`pounce_kkt.conic_vjp`) i
 Why ``ds = r2 - A dx`` rather than ``-H dy``: on an inactive row H ~ s/y reaches ~1e13, and
 ``dy`` there is ~1e-13 carrying the solve's absolute rounding (~1e-16 |sol|), which ``-H dy``
 multiplies back up to ~1e-3; ``r2 - A dx`` only adds rounding of the size of ``A dx``.
-Measured on the tests/conftest.py LP/QP families against central differences (docs/design.md).
+Measured on the LP/QP families of testing_helpers against central differences (docs/design.md).
 """
 
 from __future__ import annotations

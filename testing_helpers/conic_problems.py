@@ -163,6 +163,15 @@ def _csc_from_mask(mask, values_fn):
     return M
 
 
+def _random_a(srng, cones: dict, n: int, density: float, seed: int, batch: int):
+    """Per item ``(rng, A)``: A's values drawn from ``rng`` (seeded by ``seed``, shared by
+    the items in turn) on ONE pattern of the given density drawn from ``srng``."""
+    mask = _pattern(srng, cone_rows(cones), n, density, cones.get("z", 0))
+    rng = np.random.default_rng(seed)
+    for _ in range(batch):
+        yield rng, _csc_from_mask(mask, lambda k: rng.standard_normal(k))
+
+
 def random_problem_batch(
     cones: dict,
     n: int,
@@ -181,13 +190,9 @@ def random_problem_batch(
     ``quadratic`` P is dense (full pattern) and positive definite (``p_rank_deficient``
     makes it PSD of rank n/2, the solution then unique only through the constraints).
     """
-    srng = np.random.default_rng(structure_seed)
-    m = cone_rows(cones)
-    mask = _pattern(srng, m, n, density, cones.get("z", 0))
-    rng = np.random.default_rng(seed)
     problems = []
-    for _ in range(batch):
-        A = _csc_from_mask(mask, lambda k: rng.standard_normal(k))
+    for rng, A in _random_a(np.random.default_rng(structure_seed), cones, n, density, seed,
+                            batch):
         if quadratic:
             r = n // 2 if p_rank_deficient else n
             L = rng.standard_normal((n, r)) / math.sqrt(n)
@@ -212,13 +217,8 @@ def random_lp_batch(n=8, z=2, l=14, batch=4, structure_seed=0, seed=1) -> ConicB
     """
     assert l >= n - z >= 0
     cones = {"z": z, "l": l}
-    m = z + l
-    srng = np.random.default_rng(structure_seed)
-    mask = _pattern(srng, m, n, 0.7, z)
-    rng = np.random.default_rng(seed)
     problems = []
-    for _ in range(batch):
-        A = _csc_from_mask(mask, lambda k: rng.standard_normal(k))
+    for rng, A in _random_a(np.random.default_rng(structure_seed), cones, n, 0.7, seed, batch):
         x = rng.standard_normal(n)
         active = np.zeros(l, bool)
         active[rng.choice(l, n - z, replace=False)] = True
@@ -265,12 +265,8 @@ def random_conic_lp_batch(
     n = face_codim(cones, modes)
     if n == 0:
         raise ValueError("the chosen faces pin nothing; pick another structure_seed")
-    m = cone_rows(cones)
-    mask = _pattern(srng, m, n, density, cones.get("z", 0))
-    rng = np.random.default_rng(seed)
     problems = []
-    for _ in range(batch):
-        A = _csc_from_mask(mask, lambda k: rng.standard_normal(k))
+    for rng, A in _random_a(srng, cones, n, density, seed, batch):
         x = rng.standard_normal(n)
         s, y = complementary_pair(rng, cones, modes)
         problems.append(ConicProblem(None, -(A.T @ y), A, A @ x + s, dict(cones), x, y, s))

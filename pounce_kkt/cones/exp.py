@@ -10,13 +10,13 @@ import torch
 
 from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.cones.barrier import barrier_scaling, log_barrier_parts, push_inside
-from pounce_kkt.cones.base import BlockCone
 from pounce_kkt.cones.ray import (
+    RayCone,
     chunked_exp,
     chunked_log,
     on_rows,
     ray_projection,
-    select_rows,
+    with_closed_forms,
 )
 
 
@@ -81,7 +81,7 @@ def exp_scaling(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return barrier_scaling(st, y, grad, exp_hess_inv(st))
 
 
-class ExpCone(BlockCone):
+class ExpCone(RayCone):
     """K = cl{(x, y, z): y exp(x/y) <= z, y > 0}; K* = cl{(u, v, w): -u exp(v/u) <= e w, u < 0};
     one block of 3 rows per count of "ep".
 
@@ -95,10 +95,6 @@ class ExpCone(BlockCone):
     @staticmethod
     def params(cones: ConeDims) -> Sequence[float]:
         return [3.0] * cones.ep
-
-    @staticmethod
-    def dim(param: float) -> int:
-        return 3
 
     @staticmethod
     def _ray(r):
@@ -128,16 +124,7 @@ class ExpCone(BlockCone):
         p_face = torch.stack([x, torch.zeros_like(x), torch.clamp(z, min=0.0)], -1)
         D_face = torch.diag_embed(torch.stack([torch.ones_like(x), torch.zeros_like(x),
                                                (z > 0).to(w.dtype)], -1))
-        eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(D)
-        p = select_rows([(in_k, w), (in_polar, torch.zeros_like(w)), (face, p_face)], p)
-        D = select_rows([(in_k, eye), (in_polar, torch.zeros_like(D)), (face, D_face)], D)
-        return p, D
-
-    def project(self, w: torch.Tensor) -> torch.Tensor:
-        return self.project_and_derivative(w)[0].reshape(w.shape)
-
-    def derivative(self, w: torch.Tensor) -> torch.Tensor:
-        return self.project_and_derivative(w)[1].reshape(w.shape + (3,))
+        return with_closed_forms(w, p, D, in_k, in_polar, face, p_face, D_face)
 
     def scaling(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return exp_scaling(s, y)

@@ -16,13 +16,13 @@ from pounce_kkt.cones.barrier import (
     push_inside,
     sherman_morrison,
 )
-from pounce_kkt.cones.base import BlockCone
 from pounce_kkt.cones.ray import (
+    RayCone,
     chunked_exp,
     chunked_log,
     on_rows,
     ray_projection,
-    select_rows,
+    with_closed_forms,
 )
 
 
@@ -99,7 +99,7 @@ def power_scaling(s: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor) -> torc
     return barrier_scaling(st, y, grad, power_hess_inv(st, alpha))
 
 
-class PowerCone(BlockCone):
+class PowerCone(RayCone):
     """K = {(x, y, z): x, y >= 0, x^a y^(1-a) >= |z|}; K* = {(u, v, w): u, v >= 0,
     (u/a)^a (v/(1-a))^(1-a) >= |w|}; one block of 3 rows per alpha of "p".
     alpha: a float or an (N,) tensor.
@@ -117,10 +117,6 @@ class PowerCone(BlockCone):
     @staticmethod
     def params(cones: ConeDims) -> Sequence[float]:
         return list(cones.p)
-
-    @staticmethod
-    def dim(param: float) -> int:
-        return 3
 
     @classmethod
     def for_group(cls, params: Sequence[float], repeat: int) -> PowerCone:
@@ -167,16 +163,7 @@ class PowerCone(BlockCone):
         zero = torch.zeros_like(x)
         p_flat = torch.stack([torch.clamp(x, min=0.0), torch.clamp(y, min=0.0), zero], -1)
         D_flat = torch.diag_embed(torch.stack([(x > 0).to(w.dtype), (y > 0).to(w.dtype), zero], -1))
-        eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(D)
-        p = select_rows([(in_k, w), (in_polar, torch.zeros_like(w)), (flat, p_flat)], p)
-        D = select_rows([(in_k, eye), (in_polar, torch.zeros_like(D)), (flat, D_flat)], D)
-        return p, D
-
-    def project(self, w: torch.Tensor) -> torch.Tensor:
-        return self.project_and_derivative(w)[0].reshape(w.shape)
-
-    def derivative(self, w: torch.Tensor) -> torch.Tensor:
-        return self.project_and_derivative(w)[1].reshape(w.shape + (3,))
+        return with_closed_forms(w, p, D, in_k, in_polar, flat, p_flat, D_flat)
 
     def scaling(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return power_scaling(s, y, self._alpha(s))

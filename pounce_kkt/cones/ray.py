@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import torch
 
+from pounce_kkt.cones.base import BlockCone
+
 Ray = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 # float64 exp and log on a CPU tensor of more than 2048 entries run through MKL's vector
@@ -179,3 +181,30 @@ def select_rows(cases: list[tuple[torch.Tensor, torch.Tensor]], default: torch.T
     for mask, val in reversed(cases):
         out = torch.where(mask.reshape(mask.shape + (1,) * (val.dim() - 1)), val, out)
     return out
+
+
+def with_closed_forms(w: torch.Tensor, p: torch.Tensor, D: torch.Tensor, in_k: torch.Tensor,
+                      in_polar: torch.Tensor, other: torch.Tensor, p_other: torch.Tensor,
+                      D_other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p, D) of the smooth case with the closed forms in their rows: w and I where w is
+    in K, 0 and 0 where -w is in K*, (p_other, D_other) where ``other`` holds."""
+    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(D)
+    p = select_rows([(in_k, w), (in_polar, torch.zeros_like(w)), (other, p_other)], p)
+    D = select_rows([(in_k, eye), (in_polar, torch.zeros_like(D)), (other, D_other)], D)
+    return p, D
+
+
+class RayCone(BlockCone):
+    """A 3-row block cone projected through its ray family: subclasses give
+    ``project_and_derivative`` ((N, 3) -> (N, 3), (N, 3, 3)); ``project`` and ``derivative``
+    keep the input's leading shape."""
+
+    @staticmethod
+    def dim(param: float) -> int:
+        return 3
+
+    def project(self, w: torch.Tensor) -> torch.Tensor:
+        return self.project_and_derivative(w)[0].reshape(w.shape)
+
+    def derivative(self, w: torch.Tensor) -> torch.Tensor:
+        return self.project_and_derivative(w)[1].reshape(w.shape + (3,))

@@ -234,7 +234,7 @@ def near_degenerate_qp_batch(batch: int = 4, n: int = 8, m: int = 12, seed: int 
     """QPs (dense P and A) with a unique solution next to a kink: rows 0..n/2-1 active
     (``s = 0, y > 0``), row n/2 NOT binding with slack 3e-4..7e-4 (``y = 0``), the rest
     inactive with slack O(1). An interior-point adjoint smooths over ~sqrt(tol) and sees the
-    near row as partly active (issue 12: 3e-3..7e-2 off central differences at tol=1e-8)."""
+    near row as partly active (docs/design.md, "The active-set derivative")."""
     rng = np.random.default_rng(seed)
     problems = []
     for _ in range(batch):

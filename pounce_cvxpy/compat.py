@@ -16,6 +16,9 @@ tests/test_cvxpy_*.py. diffcp is used only through its public API (``SolverError
   ``problem_data_index``, ``q``, ``cone_dims``, ``parameters``, ``gp``.
 - :func:`layer_solver`: ``CvxpyLayer.ctx.solver`` (the solver a layer was built with).
 - :func:`scs_cone_dict`: cvxpy's ``scs_conif.dims_to_solver_dict`` (cone dims to SCS's dict).
+- :func:`constraint_duals`: cvxpy's ``reductions.solvers.utilities.get_dual_values`` /
+  ``extract_dual_value`` (a solver's dual vector split over cvxpy's constraints, as cvxpy's
+  own conic interfaces do it).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any
 import cvxpy
 
 __all__ = [
-    "SUPPORTED_VERSIONS", "LayerProblem", "install_parse_args_hook", "layer_problem",
+    "SUPPORTED_VERSIONS", "LayerProblem", "constraint_duals", "install_parse_args_hook",
+    "layer_problem",
     "layer_solver", "register_conic_solver", "scs_cone_dict", "unsupported_versions",
 ]
 
@@ -124,3 +128,11 @@ def scs_cone_dict(dims: Any) -> dict[str, Any]:
     from cvxpy.reductions.solvers.conic_solvers.scs_conif import dims_to_solver_dict
 
     return dims_to_solver_dict(dims)
+
+
+def constraint_duals(y: Any, constraints: Any) -> dict:
+    """cvxpy's constraint id -> dual value for the dual vector ``y`` over ``constraints``
+    (in row order), as cvxpy's conic solver interfaces split it."""
+    from cvxpy.reductions.solvers import utilities
+
+    return utilities.get_dual_values(y, utilities.extract_dual_value, constraints)

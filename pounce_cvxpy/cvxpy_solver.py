@@ -16,10 +16,10 @@ import torch
 from cvxpy import settings as s
 from cvxpy.constraints import SOC, ExpCone, PowCone3D, SvecPSD
 from cvxpy.reductions.solution import Solution, failure_solution
-from cvxpy.reductions.solvers import utilities
 from cvxpy.reductions.solvers.conic_solvers.conic_solver import ConicSolver
 from cvxpy.utilities.psd_utils import TriangleKind
 
+from pounce_cvxpy.compat import constraint_duals
 from pounce_cvxpy.solver_args import PounceArgs, resolve
 
 # The solver name cvxpy and cvxpylayers know us by (any case is accepted from users).
@@ -114,14 +114,8 @@ class POUNCE(ConicSolver):
         if status not in s.SOLUTION_PRESENT:
             return failure_solution(status, attr)
         zero = inverse_data[ConicSolver.DIMS].zero
-        duals = utilities.get_dual_values(
-            solution["y"][:zero], utilities.extract_dual_value, inverse_data[self.EQ_CONSTR]
-        )
-        duals.update(
-            utilities.get_dual_values(
-                solution["y"][zero:], utilities.extract_dual_value, inverse_data[self.NEQ_CONSTR]
-            )
-        )
+        duals = constraint_duals(solution["y"][:zero], inverse_data[self.EQ_CONSTR])
+        duals.update(constraint_duals(solution["y"][zero:], inverse_data[self.NEQ_CONSTR]))
         primal = {inverse_data[self.VAR_ID]: solution["x"]}
         return Solution(status, solution["value"] + inverse_data[s.OFFSET], primal, duals, attr)
 

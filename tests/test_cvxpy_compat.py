@@ -64,7 +64,7 @@ def test_scs_cone_dict_is_cvxpys():
 
 # What only compat.py may name among the shipped modules: the internals it documents.
 INTERNALS = re.compile(r"SOLVER_MAP_CONIC|parse_args\.parse_args|\bpa\.parse_args|reduced_[AP]"
-                       r"|problem_data_index|reduced_mat|dims_to_solver_dict|\.ctx\.solver"
+                       r"|problem_data_index|reduced_mat|dims_to_solver_dict|\.ctx\.solver|get_dual_values"
                        r"|\bdefines\.|_error_metric_fn|_get_error_iter|_retract_impl|_init_info"
                        r"|_vectorized_jacobians_iter|_vectorization_run|_schema_dict")
 

@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/profile_layers.py [--repeats 7] [--only qp64,qp1024]
         [--paths cvxpylayer,qpfunction] [--solver-args JSON] [--cprofile]
 
-Cases: bench_peers.py's `qp64` (B=64 QPs n=m=50, parameters q, G, h; Q fixed) and `qp1024`
-(B=1024 QPs n=m=10), each through `CvxpyLayer(..., solver="pounce")` and through the
-qpth-compatible `pounce_cvxpy.qpth.QPFunction`, with loss sum(w * x) and backward().
+Cases: bench_peers.py's `qp64` (B=64 QPs n=m=50, parameters q, G, h; Q fixed), `qp1024`
+(B=1024 QPs n=m=10) and, with `--only qp1`, its single QP n=m=50; each through
+`CvxpyLayer(..., solver="pounce")` and through the qpth-compatible
+`pounce_cvxpy.qpth.QPFunction`, with loss sum(w * x) and backward().
 
 Each stage is timed by wrapping the function that owns it (inclusive wall time, summed
 per call; a stage entered inside another is listed under it):
@@ -69,6 +70,7 @@ from pounce_kkt import conic, torch_threads  # noqa: E402
 CASES = {
     "qp64": lambda: qp_case("qp64", "B=64 QPs n=m=50", 50, 50, 64),
     "qp1024": lambda: qp_case("qp1024", "B=1024 QPs n=m=10", 10, 10, 1024),
+    "qp1": lambda: qp_case("qp1", "B=1 QP n=m=50", 50, 50, 1),
 }
 
 

@@ -290,7 +290,11 @@ def run_one(case: Case, checkout: Path, work: Path, out: Path, ours: bool, quick
     if timed_out:
         res["status"] = f"timeout at {timeout:.0f} s ({len(calls)} solves done)"
     elif rc != 0:
-        res["status"] = "error: " + (record.get("error") or _last_line(text))
+        raised = re.findall(r"^([A-Z]\w*(?:Error|Exception): .*)$", text, flags=re.M)
+        err = record.get("error")
+        if raised and (not err or err.startswith("SystemExit")):  # hydra exits with 1
+            err = raised[-1][:300]
+        res["status"] = "error: " + (err or _last_line(text))
     else:
         res["status"] = "ok"
     return res

@@ -9,7 +9,9 @@ Without a checkout, ``examples``/``tests`` of the bare mirror
 ``/work/.mirror/facebookresearch+theseus/repo`` are extracted to a temporary folder (as
 benchmarks/run_theseus_examples.py does); nothing of Theseus is copied here.
 
-``--suite helpers`` imports, from that checkout, and calls with ``PounceOptimizer``:
+``--suite helpers`` imports, from that checkout, and calls with ``PounceOptimizer`` (the
+variant below that carries a linearised ``linear_solver``, so the helpers' assertions on
+Gauss-Newton's attribute pass):
 
 - ``_run_optimizer_test`` in tests/theseus_tests/test_theseus_layer.py: learns a cost
   weight through ``TheseusLayer`` by backpropagating through the optimizer until the loss
@@ -73,14 +75,16 @@ _SWAP_ENV = "POUNCE_THESEUS_TESTS_SWAP"  # "plain" or "linear_solver", read by t
 
 
 class PounceWithLinearSolverAttribute(PounceOptimizer):
-    """PounceOptimizer plus an (unused) ``linear_solver``, built as Theseus' Gauss-Newton
-    builds it (``linear_solver_cls`` or ``th.CholeskyDenseSolver``, with the linearization
-    class and keyword arguments given).
+    """PounceOptimizer plus a ``linear_solver`` built as Theseus' Gauss-Newton builds it
+    (``linear_solver_cls`` or ``th.CholeskyDenseSolver``, with the linearization class and
+    keyword arguments given), linearised at the returned point after each solve.
 
     ``run_nonlinear_least_squares_check`` and ``create_qf_theseus_layer`` assert
     ``isinstance(optimizer.linear_solver, <the class passed>)``, assertions about
     Gauss-Newton's internals. This variant carries such an object so the rest of each test
-    runs; the solve never reads it (LEO's sampling does).
+    runs; the solve never reads it. LEO (``TheseusLayer.compute_samples``) samples from its
+    Gauss-Newton covariance, which Theseus' own optimizers leave linearised at their last
+    iterate; here it is linearised at the solution.
     """
 
     def __init__(self, objective, linear_solver_cls=None, *args, **kwargs):
@@ -90,6 +94,12 @@ class PounceWithLinearSolverAttribute(PounceOptimizer):
             linearization_kwargs=kwargs.get("linearization_kwargs"),
             **(kwargs.get("linear_solver_kwargs") or {}),
         )
+
+    def _optimize_impl(self, *args, **kwargs):
+        info = super()._optimize_impl(*args, **kwargs)
+        with torch.no_grad():
+            self.linear_solver.linearization.linearize()
+        return info
 
 
 def swap_in(base: type) -> None:
@@ -120,18 +130,16 @@ def _cases(layer_mod, nls_mod):
                 name = (f"_run_optimizer_test[{model}, learnable_error={learnable}, "
                         f"{method}]")
                 yield name, lambda m=model, le=learnable, me=method: layer_mod._run_optimizer_test(
-                    PounceOptimizer, th.CholeskyDenseSolver, {}, m, use_learnable_error=le,
-                    learning_method=me, max_iterations=10,
+                    PounceWithLinearSolverAttribute, th.CholeskyDenseSolver, {}, m,
+                    use_learnable_error=le, learning_method=me, max_iterations=10,
                 )
     # the keywords test_backward passes to LevenbergMarquardt
     lm_kwargs = {"damping": 0.01, "adaptive_damping": True}
     yield "_run_optimizer_test[direct, LM keywords, default]", (
         lambda: layer_mod._run_optimizer_test(
-            PounceOptimizer, th.CholeskyDenseSolver, lm_kwargs, "direct", max_iterations=10
+            PounceWithLinearSolverAttribute, th.CholeskyDenseSolver, lm_kwargs, "direct",
+            max_iterations=10,
         )
-    )
-    yield "run_nonlinear_least_squares_check[PounceOptimizer]", (
-        lambda: nls_mod.run_nonlinear_least_squares_check(PounceOptimizer, dict(token))
     )
     yield "run_nonlinear_least_squares_check[with linear_solver attribute]", (
         lambda: nls_mod.run_nonlinear_least_squares_check(

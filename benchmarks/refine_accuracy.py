@@ -34,16 +34,19 @@ import pounce_kkt as pk  # noqa: E402
 from pounce_kkt.conic import _kkt_vjp  # noqa: E402
 from pounce_kkt.refine import refine, residual  # noqa: E402
 from testing_helpers.compare import rel_err  # noqa: E402
-from testing_helpers.conic_problems import ConicProblem, stack_batch, suite_batch  # noqa: E402
+from testing_helpers.conic_problems import (  # noqa: E402
+    ConicProblem,
+    soc_epigraph,
+    stack_batch,
+    suite_batch,
+)
 from testing_helpers.reference_solvers import clarabel_solve  # noqa: E402
 
 SUITE = ["lp", "qp", "socp", "exp", "power", "psd", "mixed_soc_exp_pow"]
 
 
 def _epigraph_exp(batch: int):
-    from test_conic_backward import _epigraph
-
-    return stack_batch([_epigraph(p) for p in suite_batch("exp", batch=batch).problems])
+    return stack_batch([soc_epigraph(p) for p in suite_batch("exp", batch=batch).problems])
 
 
 def _socp_psd(seed: int):

@@ -273,6 +273,28 @@ def random_conic_lp_batch(
     return stack_batch(problems)
 
 
+def soc_epigraph(p: ConicProblem) -> ConicProblem:
+    """The QP ``p`` as a conic LP: min q'x + t s.t. the original constraints and
+    (t+1, t-1, sqrt2 L'x) in an SOC (P = L L'), that SOC first among the SOCs (diffcp's
+    solvers take no P). Same x* as ``p``."""
+    n, m = p.n, p.m
+    Pd = 0.5 * (p.P.toarray() + p.P.toarray().T)
+    lam, V = np.linalg.eigh(Pd)
+    L = V * np.sqrt(np.clip(lam, 0, None))
+    c = p.cones
+    r0 = c.get("z", 0) + c.get("l", 0)
+    A = p.A.toarray()
+    soc = np.zeros((n + 2, n + 1))
+    soc[0, n] = soc[1, n] = -1.0
+    soc[2:, :n] = -math.sqrt(2.0) * L.T
+    A_new = np.vstack([np.hstack([A[:r0], np.zeros((r0, 1))]), soc,
+                       np.hstack([A[r0:], np.zeros((m - r0, 1))])])
+    b_new = np.concatenate([p.b[:r0], [1.0, -1.0], np.zeros(n), p.b[r0:]])
+    cones = dict(c)
+    cones["q"] = [n + 2] + list(c.get("q", []))
+    return ConicProblem(None, np.append(p.q, 1.0), sp.csc_matrix(A_new), b_new, cones)
+
+
 def primal_infeasible(prob: ConicProblem) -> ConicProblem:
     """Same structure, infeasible values: the first two nonneg rows say ``x0 <= -1`` and
     ``x0 >= 1`` (their other entries are set to 0; the generators give both rows column 0).

@@ -8,7 +8,6 @@ no P, so quadratic fixtures are compared in their epigraph form (one more SOC:
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -19,8 +18,8 @@ import torch
 import pounce_kkt as pk
 from testing_helpers.conic_problems import (
     CONE_SUITE,
-    ConicProblem,
     random_lp_batch,
+    soc_epigraph,
     stack_batch,
     suite_batch,
 )
@@ -112,30 +111,10 @@ def test_gradients_match_central_differences(family):
 # --------------------------------------------------------------------------- diffcp
 
 
-def _epigraph(p: ConicProblem) -> ConicProblem:
-    """min q'x + t s.t. the original constraints and (t+1, t-1, sqrt2 L'x) in SOC (P = L L')."""
-    n, m = p.n, p.m
-    Pd = 0.5 * (p.P.toarray() + p.P.toarray().T)
-    lam, V = np.linalg.eigh(Pd)
-    L = V * np.sqrt(np.clip(lam, 0, None))
-    c = p.cones
-    r0 = c.get("z", 0) + c.get("l", 0)
-    A = p.A.toarray()
-    soc = np.zeros((n + 2, n + 1))
-    soc[0, n] = soc[1, n] = -1.0
-    soc[2:, :n] = -math.sqrt(2.0) * L.T
-    A_new = np.vstack([np.hstack([A[:r0], np.zeros((r0, 1))]), soc,
-                       np.hstack([A[r0:], np.zeros((m - r0, 1))])])
-    b_new = np.concatenate([p.b[:r0], [1.0, -1.0], np.zeros(n), p.b[r0:]])
-    cones = dict(c)
-    cones["q"] = [n + 2] + list(c.get("q", []))
-    return ConicProblem(None, np.append(p.q, 1.0), sp.csc_matrix(A_new), b_new, cones)
-
-
 def _diffcp_case(family):
     if family == "lp":
         return random_lp_batch(batch=2)
-    return stack_batch([_epigraph(p) for p in suite_batch(family, batch=2).problems])
+    return stack_batch([soc_epigraph(p) for p in suite_batch(family, batch=2).problems])
 
 
 @pytest.mark.parametrize("family", ["lp", "qp", "socp", "exp", "psd"])

@@ -10,13 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_conic_backward import _epigraph
 
 import pounce_kkt as pk
 from pounce_kkt.conic import _kkt_vjp
 from pounce_kkt.refine import refine, residual
 from testing_helpers.compare import rel_err
-from testing_helpers.conic_problems import CONE_SUITE, stack_batch, suite_batch
+from testing_helpers.conic_problems import CONE_SUITE, soc_epigraph, stack_batch, suite_batch
 
 TARGET = 1e-9
 
@@ -47,7 +46,7 @@ def test_soc_exp_epigraph_fixture_is_exact():
     """The SOC+exp epigraph problems POUNCE leaves ~1e-5 off ("optimal_inaccurate"). Their
     solution is the exp family's: x = (x*, x*'Px*/2), and the original rows keep y*."""
     base = suite_batch("exp", batch=2).problems
-    bt = stack_batch([_epigraph(p) for p in base])
+    bt = stack_batch([soc_epigraph(p) for p in base])
     st, vals = _structure_values(bt)
     raw, _ = pk.conic_forward(st, *vals, pk.SolveOptions(refine=False, on_inaccurate="ignore"))
     sol, _ = pk.conic_forward(st, *vals, pk.SolveOptions(on_inaccurate="ignore"))

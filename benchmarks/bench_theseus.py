@@ -22,11 +22,14 @@ writes benchmarks/out/bench_theseus.png (all problems only).
 examples/pose_graph/pose_graph_synthetic.py builds them (robust Welsch edge costs, loop
 closures with outliers, a weak prior; testing_helpers/theseus_problems.py) at
 ``--sizes`` poses and ``--batches`` batch sizes: PounceOptimizer against
-th.LevenbergMarquardt with th.CholmodSparseSolver (step 1, adaptive damping, Theseus'
-implicit backward, run to convergence), forward and backward time, the final error, the
-gradient of the example's pose loss w.r.t. ``log_loss_radius`` against central
-differences through a tightly converged LM+CHOLMOD, PounceOptimizer's Hessian callbacks
-(count and mean time), the load average, and benchmarks/out/bench_theseus_scale.png.
+th.LevenbergMarquardt with th.CholmodSparseSolver (step 1, Theseus' implicit backward,
+run to convergence; and with th.CholeskyDenseSolver up to ``--dense-max-poses``): forward
+and backward time (median of ``--repeats`` runs after one warm-up run), ratios
+(Pounce / LM, forward+backward), mean iterations, the final error, the gradient of the
+example's pose loss w.r.t. ``log_loss_radius`` against central differences through a
+tightly converged solve (PounceOptimizer at tol 1e-12; up to ``--fd-max-poses``; LM's
+column is Theseus' implicit mode), PounceOptimizer's Hessian callbacks (count and mean
+time), the load average, and benchmarks/out/bench_theseus_scale.png.
 """
 
 from __future__ import annotations
@@ -113,7 +116,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run problems whose label contains this")
     parser.add_argument("--scale", action="store_true", help="the pose-graph scale table")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 200, 400])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 200, 400, 800])
+    parser.add_argument("--fd-max-poses", type=int, default=200,
+                        help="--scale: central-difference gradient check up to this size")
+    parser.add_argument("--dense-max-poses", type=int, default=100,
+                        help="--scale: LM with th.CholeskyDenseSolver up to this size")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per case (median)")
@@ -194,26 +201,33 @@ def _plot(rows) -> None:
 
 
 class _HessianTimer:
-    """Counts and times PounceOptimizer's Hessian callbacks (BatchNlp.hessian_values)."""
+    """Counts and times PounceOptimizer's Hessian callbacks (``BatchNlp.hessian_values``
+    on the autograd path, ``BatchNlp._linearized_hessian`` on Theseus' linearisation)."""
+
+    NAMES = ("hessian_values", "_linearized_hessian")
 
     def __init__(self):
         self.times: list[float] = []
-        self._orig = BatchNlp.hessian_values
+        self._orig = {name: getattr(BatchNlp, name) for name in self.NAMES}
 
     def __enter__(self):
-        orig, times = self._orig, self.times
+        times = self.times
 
-        def timed(nlp, *a, **k):
-            t0 = time.perf_counter()
-            out = orig(nlp, *a, **k)
-            times.append(time.perf_counter() - t0)
-            return out
+        def wrap(orig):
+            def timed(nlp, *a, **k):
+                t0 = time.perf_counter()
+                out = orig(nlp, *a, **k)
+                times.append(time.perf_counter() - t0)
+                return out
+            return timed
 
-        BatchNlp.hessian_values = timed
+        for name, orig in self._orig.items():
+            setattr(BatchNlp, name, wrap(orig))
         return self
 
     def __exit__(self, *exc):
-        BatchNlp.hessian_values = self._orig
+        for name, orig in self._orig.items():
+            setattr(BatchNlp, name, orig)
 
 
 def _pose_loss(sol, poses, gt_poses, group) -> torch.Tensor:
@@ -222,8 +236,8 @@ def _pose_loss(sol, poses, gt_poses, group) -> torch.Tensor:
                for p, gt in zip(poses, gt_poses, strict=True))
 
 
-def _scale_methods():
-    return {
+def _scale_methods(n: int, dense_max: int):
+    methods = {
         "Pounce": (lambda o: PounceOptimizer(o), {}),
         "LM+CHOLMOD": (
             lambda o: th.LevenbergMarquardt(o, th.CholmodSparseSolver, max_iterations=100,
@@ -231,18 +245,27 @@ def _scale_methods():
             {"backward_mode": "implicit"},
         ),
     }
+    if n <= dense_max:
+        methods["LM+dense"] = (
+            lambda o: th.LevenbergMarquardt(o, th.CholeskyDenseSolver, max_iterations=100,
+                                            step_size=1.0),
+            {"backward_mode": "implicit"},
+        )
+    return methods
 
 
-def _scale_case(dims, n, bsz, repeats):
+def _scale_case(dims, n, bsz, repeats, fd_max, dense_max):
     group = th.SE3 if dims == 3 else th.SE2
     _, inputs, _, _ = synthetic_pose_graph(n, bsz, dims=dims)
     rows = {}
-    for name, (make, kwargs) in _scale_methods().items():
+    for name, (make, kwargs) in _scale_methods(n, dense_max).items():
         obj, _, poses, gt_poses = synthetic_pose_graph(n, bsz, dims=dims)
         layer = th.TheseusLayer(make(obj))
         fwd, bwd = [], []
         with _HessianTimer() as hess:
-            for _ in range(repeats):
+            for rep in range(repeats + 1):  # the first run warms up (imports, caches)
+                if rep == 1:
+                    hess.times.clear()
                 radius = inputs["log_loss_radius"].clone().requires_grad_(True)
                 t0 = time.perf_counter()
                 sol, info = layer.forward({**inputs, "log_loss_radius": radius},
@@ -250,18 +273,25 @@ def _scale_case(dims, n, bsz, repeats):
                 t1 = time.perf_counter()
                 (g,) = torch.autograd.grad(_pose_loss(sol, poses, gt_poses, group).sum(), radius)
                 t2 = time.perf_counter()
-                fwd.append(t1 - t0)
-                bwd.append(t2 - t1)
+                if rep:
+                    fwd.append(t1 - t0)
+                    bwd.append(t2 - t1)
         calls = len(hess.times) / repeats if name == "Pounce" else 0
         rows[name] = dict(fwd=statistics.median(fwd), bwd=statistics.median(bwd),
                           err=info.last_err.mean().item(), grad=g.item(),
+                          iters=info.converged_iter.float().mean().item(),
                           hess_calls=calls, hess_ms=1e3 * statistics.mean(hess.times)
                           if hess.times else float("nan"))
-    # the reference: central differences through a tightly converged LM+CHOLMOD
+    if n > fd_max:
+        for r in rows.values():
+            r["grad_err"] = r["fd"] = r["ref_err"] = float("nan")
+        return rows
+    # the reference: central differences through a tightly converged solve (PounceOptimizer
+    # at tol 1e-12, forward only: LM+CHOLMOD at 1e-14 tolerances stops short of it, at an
+    # error 6e-10 higher on the 100-pose SE3 graph, where the gradient is a small
+    # difference of large terms)
     obj, _, poses, gt_poses = synthetic_pose_graph(n, bsz, dims=dims)
-    tight = th.TheseusLayer(th.LevenbergMarquardt(
-        obj, th.CholmodSparseSolver, max_iterations=300, abs_err_tolerance=1e-14,
-        rel_err_tolerance=1e-14))
+    tight = th.TheseusLayer(PounceOptimizer(obj, tol=1e-12, max_iterations=300))
 
     def loss(inp):
         with torch.no_grad():
@@ -285,24 +315,29 @@ def scale_main(args) -> None:
         for bsz in args.batches:
             for n in args.sizes:
                 load0 = os.getloadavg()[0]
-                rows = _scale_case(dims, n, bsz, args.repeats)
+                rows = _scale_case(dims, n, bsz, args.repeats, args.fd_max_poses,
+                                   args.dense_max_poses)
                 load1 = os.getloadavg()[0]
                 p, lm = rows["Pounce"], rows["LM+CHOLMOD"]
-                table.append((dims, n, bsz, p, lm, (load0 + load1) / 2))
+                table.append((dims, n, bsz, p, lm, (load0 + load1) / 2, rows.get("LM+dense")))
                 print(f"SE{dims} {n:4d} poses B={bsz}: Pounce fwd {p['fwd']:.2f} s bwd "
                       f"{p['bwd']:.2f} s err {p['err']:.3f} | LM fwd {lm['fwd']:.2f} s bwd "
                       f"{lm['bwd']:.2f} s err {lm['err']:.3f} | load {load0:.1f}", flush=True)
     print()
     hdr = (f"{'graph':6s} {'poses':>5s} {'B':>2s} {'Pounce fwd/bwd s':>17s} "
-           f"{'LM fwd/bwd s':>14s} {'ratio':>6s} {'err Pounce':>11s} {'err LM':>11s} "
-           f"{'err ref':>11s} {'grad err P':>10s} {'grad err LM':>11s} {'H calls':>7s} "
-           f"{'ms/H':>7s} {'load':>5s}  dL/dr: Pounce, LM, central diff.")
+           f"{'LM fwd/bwd s':>14s} {'ratio':>6s} {'dense':>6s} {'it P/LM':>9s} "
+           f"{'err Pounce':>11s} {'err LM':>11s} {'err ref':>11s} {'grad err P':>10s} "
+           f"{'grad err LM':>11s} {'H calls':>7s} {'ms/H':>7s} {'load':>5s}  "
+           f"dL/dr: Pounce, LM, central diff.")
     print(hdr)
     print("-" * len(hdr))
-    for dims, n, bsz, p, lm, load in table:
+    for dims, n, bsz, p, lm, load, dense in table:
         ratio = (p["fwd"] + p["bwd"]) / (lm["fwd"] + lm["bwd"])
+        dense_ratio = ((p["fwd"] + p["bwd"]) / (dense["fwd"] + dense["bwd"])
+                       if dense else float("nan"))
         print(f"SE{dims:<4d} {n:5d} {bsz:2d} {p['fwd']:8.2f}/{p['bwd']:<8.2f} "
-              f"{lm['fwd']:6.2f}/{lm['bwd']:<7.2f} {ratio:6.1f} {p['err']:11.3f} "
+              f"{lm['fwd']:6.2f}/{lm['bwd']:<7.2f} {ratio:6.2f} {dense_ratio:6.2f} "
+              f"{p['iters']:4.1f}/{lm['iters']:<4.1f} {p['err']:11.3f} "
               f"{lm['err']:11.3f} {p['ref_err']:11.3f} {p['grad_err']:10.1e} "
               f"{lm['grad_err']:11.1e} {p['hess_calls']:7.0f} {p['hess_ms']:7.1f} {load:5.1f}  "
               f"{p['grad']:.6e}, {lm['grad']:.6e}, {p['fd']:.6e}")

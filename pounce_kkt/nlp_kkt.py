@@ -66,7 +66,8 @@ from pounce_kkt.kkt_solve import solve_kkt
 from pounce_kkt.singular_kkt import PINV_RTOL, min_norm
 
 __all__ = [
-    "SINGULAR_EPS", "active_constraints", "implicit_step", "implicit_step_with_limits",
+    "SINGULAR_EPS", "active_constraints", "implicit_step", "implicit_step_sparse",
+    "implicit_step_with_limits",
     "kkt_matrix", "project_onto_bounds",
 ]
 
@@ -103,6 +104,7 @@ def implicit_step(
     residual: torch.Tensor | None = None,
     active: torch.Tensor | None = None,
     used: torch.Tensor | None = None,
+    item_ids: list[int] | None = None,
 ) -> torch.Tensor:
     """Return ``delta = -[K^-1 r]_x`` (B, n) with K detached (see the module docstring).
 
@@ -112,7 +114,8 @@ def implicit_step(
     here). Degenerate elements (K indefinite on the active rows' null space or singular)
     get the minimum-norm step of the module docstring and are named in a
     ``DegenerateGradientWarning``; ``used`` (B,) bool limits the check and the warning to
-    the elements whose step the caller keeps (default all).
+    the elements whose step the caller keeps (default all); ``item_ids`` names the
+    elements in the warning (default their positions).
     """
     b, n = grad_lagrangian.shape
     h = hessian.detach()
@@ -125,12 +128,12 @@ def implicit_step(
         act = act.to(jac.device)
         k = kkt_matrix(h, jac.detach(), act)
         rhs = torch.cat([grad_lagrangian, torch.where(act, residual, 0.0)], dim=1)
-    sol = _solve(k, rhs, n, act, used)
+    sol = _solve(k, rhs, n, act, used, item_ids)
     return -sol[:, :n]
 
 
 def _solve(k: torch.Tensor, rhs: torch.Tensor, n: int, active: torch.Tensor,
-           used: torch.Tensor | None) -> torch.Tensor:
+           used: torch.Tensor | None, item_ids: list[int] | None = None) -> torch.Tensor:
     """Solve K u = rhs per element (K constant) with the shared dense KKT solve
     (pounce_kkt/kkt_solve.py), unregularised: a regularisation above a weak prior's
     eigenvalue (~4e-13 relative) would change the answer, and the singular elements are set
@@ -151,7 +154,8 @@ def _solve(k: torch.Tensor, rhs: torch.Tensor, n: int, active: torch.Tensor,
     kp[:, :n, :n] = _positive_part(kp[:, :n, :n])
     out = sol.clone()
     out[idx] = min_norm(kp, rhs[idx])
-    warnings.warn(f"implicit step: batch items {idx.tolist()} have a KKT matrix that is "
+    names = idx.tolist() if item_ids is None else [item_ids[i] for i in idx.tolist()]
+    warnings.warn(f"implicit step: batch items {names} have a KKT matrix that is "
                   "singular or indefinite on the active constraints' null space (e.g. an "
                   "iterate short of a minimum); their gradient drops the Hessian's negative "
                   "and near-zero curvature directions and is the minimum-norm solution of "
@@ -262,3 +266,86 @@ def implicit_step_with_limits(
         return implicit_step(grad_lagrangian, hessian, used=used)
     return implicit_step(grad_lagrangian, hessian, torch.cat(rows, 1), torch.cat(resid, 1),
                          torch.cat(active, 1), used=used)
+
+
+def implicit_step_sparse(
+    grad_lagrangian: torch.Tensor,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    values: torch.Tensor,
+    used: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`implicit_step` without constraints, for a sparse Hessian: ``values`` (B, nnz)
+    on the lower-triangular pattern ``(rows, cols)`` (rows >= cols) of hess_xx L.
+
+    Each element's H is factored once by a sparse LU with diagonal pivots in a symmetric
+    fill-reducing order (SuperLU, ``SymmetricMode``), so its pivots are those of an LDL'
+    factorisation: all positive means H is positive definite, and each pivot lies between
+    H's smallest and largest eigenvalue, so a pivot ratio at most ``SINGULAR_EPS`` eps
+    proves H numerically singular. Elements that are not positive definite, or proved
+    singular, get :func:`implicit_step` on their dense H (its degenerate-K rule and
+    warning); the others ``-H^-1 grad_lagrangian``, differentiable in ``grad_lagrangian``
+    (first order: H is constant)."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import splu
+
+    b, n = grad_lagrangian.shape
+    vals = values.detach().double().cpu().numpy()
+    off = rows != cols
+    full_r = np.concatenate([rows, cols[off]])
+    full_c = np.concatenate([cols, rows[off]])
+    keep = torch.ones(b, dtype=torch.bool) if used is None else used.cpu().clone()
+    factors: list = [None] * b
+    dense = torch.zeros(b, dtype=torch.bool)
+    eps = np.finfo(np.float64).eps
+    for i in range(b):
+        if not bool(keep[i]):
+            continue
+        v = vals[i]
+        h = sp.csc_matrix((np.concatenate([v, v[off]]), (full_r, full_c)), shape=(n, n))
+        try:
+            lu = splu(h, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                      options={"SymmetricMode": True})
+            piv = lu.U.diagonal()
+            ok = (np.isfinite(piv).all() and (piv > 0).all()
+                  and piv.min() > SINGULAR_EPS * eps * piv.max())
+        except RuntimeError:  # exactly singular
+            ok = False
+        if ok:
+            factors[i] = lu
+        else:
+            dense[i] = True
+    step = -_SparseSolve.apply(grad_lagrangian, factors)
+    if bool(dense.any()):
+        idx = dense.nonzero().flatten()
+        h = values.detach().new_zeros(idx.numel(), n, n)
+        r = torch.as_tensor(rows, device=values.device)
+        c = torch.as_tensor(cols, device=values.device)
+        h[:, r, c] = values.detach()[idx].to(h.dtype)
+        h[:, c, r] = values.detach()[idx].to(h.dtype)
+        step = step.clone()
+        step[idx] = implicit_step(grad_lagrangian[idx], h, item_ids=idx.tolist())
+    return step
+
+
+class _SparseSolve(torch.autograd.Function):
+    """u = H^-1 r per element from given factors (H symmetric and constant); elements
+    without a factor get u = 0."""
+
+    @staticmethod
+    def forward(ctx, rhs, factors):  # noqa: D102
+        ctx.factors = factors
+        return _apply_factors(rhs, factors)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        return _apply_factors(grad, ctx.factors), None
+
+
+def _apply_factors(rhs: torch.Tensor, factors: list) -> torch.Tensor:
+    r = rhs.detach().double().cpu().numpy()
+    out = np.zeros_like(r)
+    for i, lu in enumerate(factors):
+        if lu is not None:
+            out[i] = lu.solve(r[i])
+    return torch.as_tensor(out, dtype=rhs.dtype, device=rhs.device)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pounce_kkt.nlp_kkt import implicit_step_with_limits
+from pounce_kkt.nlp_kkt import implicit_step_sparse, implicit_step_with_limits
 
 from .batch_nlp import BatchNlp, Evaluation, ProblemStructure
 from .compat import error_metric, weighted_error
@@ -82,11 +82,17 @@ def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchR
         if structure.linearization is not None:
             # each cost function's exact block from Theseus' linearisation (the chart is at
             # its base, so exact); the error graph above stays as it is
-            h = structure.hess.dense(structure.linearization.at(delta0.detach()).exact())
+            values = structure.linearization.at(delta0.detach()).exact()
         else:
             ev = Evaluation(delta0, e, f, c, structure.vjp, nlp.least_squares)
-            h = structure.hess.dense(
-                nlp.hessian_values(ev, 1.0, lam if c is not None else None))
+            values = nlp.hessian_values(ev, 1.0, lam if c is not None else None)
+        if c is None and not bounds:
+            step = implicit_step_sparse(grad_l, structure.hess.rows, structure.hess.cols,
+                                        values, used=ok)
+            step = torch.where(ok.unsqueeze(1).to(step.device), step, torch.zeros_like(step))
+            chart.apply(delta0.detach() + (step - step.detach()))
+            return True
+        h = structure.hess.dense(values)
         kw: dict = {}
         if c is not None:
             lo, hi = _constraint_limits(structure, bsz, chart.base[0])

@@ -27,6 +27,7 @@ here and in tests/test_theseus_*.py.
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
@@ -92,22 +93,45 @@ def cost_function_groups(objective: Objective, sources: dict | None = None) -> l
         if len(wrappers) == 1:
             out.append(([wrappers[0].cost_fn], wrappers[0].cost_fn))
             continue
-        var_names = vec._var_names[schema]
         vectorized = vec._vectorized_cost_fns[schema]
-        tensors: dict = defaultdict(list)
-        Vectorize._update_all_cost_fns_var_tensors(wrappers, var_names, bsz, tensors)
         slots = Vectorize._get_all_vars(vectorized)
-        Vectorize._update_vectorized_vars(slots, tensors, var_names, bsz, len(wrappers))
-        if sources:
-            _gather_slots(slots, wrappers, sources, bsz)
+        key = (bsz, torch.is_grad_enabled())  # a fill under no_grad keeps no graph
+        cached = _FILLED.get(vectorized)
+        if cached is None or cached[0] != key or len(cached[1]) != len(wrappers):
+            cached = (key, [Vectorize._get_all_vars(w.cost_fn) for w in wrappers], None)
+        _, per_wrapper, last = cached
+        gathered = _gather_slots(slots, per_wrapper, sources or {}, bsz)
+        if last is None or any(
+            i not in gathered and any(vs[i].tensor is not t for vs, t in zip(per_wrapper,
+                                                                             last[i],
+                                                                             strict=True))
+            for i in range(len(slots))
+        ):  # a slot's tensors changed: Theseus' own fill, then the gathers again
+            var_names = vec._var_names[schema]
+            tensors: dict = defaultdict(list)
+            Vectorize._update_all_cost_fns_var_tensors(wrappers, var_names, bsz, tensors)
+            Vectorize._update_vectorized_vars(slots, tensors, var_names, bsz, len(wrappers))
+            _gather_slots(slots, per_wrapper, sources or {}, bsz)
+            last = [[vs[i].tensor for vs in per_wrapper] for i in range(len(slots))]
+            _FILLED[vectorized] = (key, per_wrapper, last)
         out.append(([w.cost_fn for w in wrappers], vectorized))
     return out
 
 
-def _gather_slots(slots: list, wrappers: list, sources: dict, bsz: int) -> None:
-    """Refill each vectorised slot whose variables all come from one stacked tensor (and
-    still hold their piece of it) by one gather from that tensor."""
-    per_wrapper = [Vectorize._get_all_vars(w.cost_fn) for w in wrappers]
+# vectorised cost function -> ((batch size, grad mode), its cost functions' variables, the
+# tensors those held at its last full fill, per slot): a slot whose tensors are all the
+# same objects again, in the same grad mode, still holds their concatenation
+# (cost_function_groups)
+_FILLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _gather_slots(slots: list, per_wrapper: list, sources: dict, bsz: int) -> set[int]:
+    """Refill each vectorised slot whose variables (``per_wrapper``: each cost function's
+    variables) all come from one stacked tensor (and still hold their piece of it) by one
+    gather from that tensor; returns the slots refilled."""
+    done: set[int] = set()
+    if not sources:
+        return done
     for i, slot in enumerate(slots):
         found = [sources.get(vs[i].name) for vs in per_wrapper]
         if any(f is None or f[2] is not vs[i].tensor for f, vs in zip(found, per_wrapper,
@@ -119,6 +143,8 @@ def _gather_slots(slots: list, wrappers: list, sources: dict, bsz: int) -> None:
         pos = torch.as_tensor([f[1] for f in found], device=stacked.device)
         rows = (pos[:, None] * bsz + torch.arange(bsz, device=stacked.device)).reshape(-1)
         slot.update(stacked[rows])
+        done.add(i)
+    return done
 
 
 def is_least_squares(objective: Objective) -> bool:

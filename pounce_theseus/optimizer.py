@@ -185,6 +185,7 @@ class PounceOptimizer(NonlinearOptimizer):
             batch_solve=self.batch_solve,
             error_tolerances=(float(self.params.abs_err_tolerance),
                               float(self.params.rel_err_tolerance)) if self.error_test else None,
+            polish=torch.is_grad_enabled(),
             track_iterates=bool(verbose or end_iter_callback is not None
                                 or track_err_history or track_state_history),
         )

@@ -81,6 +81,9 @@ class SolveSettings:
     # Theseus' (abs_err_tolerance, rel_err_tolerance), applied to unconstrained,
     # unbounded solves; None: Ipopt's tests only
     error_tolerances: tuple[float, float] | None = None
+    # an element stopped by that test continues, in a chart centred where it stopped, to
+    # Ipopt's tol (the implicit gradient is only as accurate as the solution)
+    polish: bool = False
 
 
 @dataclass
@@ -314,12 +317,15 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
     joint = settings.batch_solve == "joint" or (
         settings.batch_solve == "auto" and bsz > ELEMENTWISE_MAX_BATCH
     )
+    error_tolerances = settings.error_tolerances
+    polishing = False
     for attempt in range(settings.max_restarts + 1):
         if not todo.size:
             break
         groups = [todo] if joint and attempt == 0 else [np.array([b]) for b in todo]
         hub = Hub(nlp, res)
-        jobs = [_job(nlp, hub, g, settings, int(res.iterations[g].max())) for g in groups]
+        jobs = [_job(nlp, hub, g, settings, int(res.iterations[g].max()), error_tolerances,
+                     polishing) for g in groups]
         for g, out in zip(groups, hub.run(jobs), strict=True):
             _absorb(res, g, out, settings.options.get("acceptable_tol", 1e-6))
         # Elements that stopped unconverged, or far out in a rotation chart (where the
@@ -327,6 +333,12 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         # stationary points), continue alone from where they stopped, in a chart
         # centred there, while they have iterations left.
         far = _chart_stretch(chart, res.delta[todo]) > settings.recenter_angle
+        polishing = False
+        if settings.polish and error_tolerances is not None:
+            polishing = res.status[todo] == ERROR_CONVERGED
+            far |= polishing
+            polishing = bool(polishing.all())
+            error_tolerances = None
         todo = todo[(~res.converged[todo] | far) & res.solved[todo]
                     & (res.iterations[todo] < settings.max_iterations)
                     & (res.status[todo] != OBJECTIVE_ROSE)]
@@ -342,8 +354,12 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
     return res
 
 
-def _job(nlp: BatchNlp, hub: Hub, rows: np.ndarray, settings: SolveSettings, used: int):
-    """The native solve of the elements ``rows`` with the iterations they have left."""
+def _job(nlp: BatchNlp, hub: Hub, rows: np.ndarray, settings: SolveSettings, used: int,
+         error_tolerances: tuple[float, float] | None, polishing: bool = False):
+    """The native solve of the elements ``rows`` with the iterations they have left
+    (``error_tolerances``: Theseus' test, see :class:`SolveSettings`; ``polishing``: they
+    all passed it, so every full step is taken: the objective's rounding, ~1e-10 on
+    robust SE3 graphs, fails a line search there)."""
     nlp_solve = require_nlp_solve()
     k, n, s = rows.size, nlp.n, nlp.s
     xl, xu = (b[rows].reshape(-1) for b in nlp.variable_bounds())
@@ -359,9 +375,11 @@ def _job(nlp: BatchNlp, hub: Hub, rows: np.ndarray, settings: SolveSettings, use
         "honor_original_bounds": "yes", **settings.options,
         "max_iter": int(settings.max_iterations - used),
     }
+    if polishing:
+        options["accept_every_trial_step"] = "yes"
     monotone = nlp.m == 0 and not nlp.bounds
     problem = _Problem(hub, rows, used, settings.track_iterates,
-                       settings.error_tolerances if monotone else None)
+                       error_tolerances if monotone else None)
 
     def run() -> dict[str, Any]:
         raw = nlp_solve(problem, x0, xl, xu, gl, gu, jr, jc, hr, hc, options, True)

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from cvxpylayers.torch import CvxpyLayer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_active_set_gradients import _sparsemax  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pounce_cvxpy  # noqa: E402,F401  (registers "pounce")
 import pounce_kkt as pk  # noqa: E402
 from testing_helpers.conic_problems import near_degenerate_qp_batch  # noqa: E402
+from testing_helpers.reference_solvers import sparsemax as sparsemax_closed_form  # noqa: E402
 
 DT = torch.float64
 DIFFCP = {"eps": 1e-12, "mode": "dense", "max_iters": 100_000}
@@ -87,7 +87,7 @@ def sparsemax() -> dict:
     x, zp = cp.Variable(n), cp.Parameter(n)
     prob = cp.Problem(cp.Minimize(cp.sum_squares(x - zp)), [cp.sum(x) == 1, x >= 0])
     return layer_errors(prob, [zp], x, [torch.tensor(0.3 * rng.standard_normal((B, n)))],
-                        _sparsemax, torch.randn(B, n, dtype=DT))
+                        sparsemax_closed_form, torch.randn(B, n, dtype=DT))
 
 
 def near_degenerate_qps(B: int = 16, h: float = 1e-6) -> float:

@@ -29,13 +29,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pounce_kkt as pk  # noqa: E402
 from pounce_kkt.conic import _kkt_vjp  # noqa: E402
 from pounce_kkt.refine import refine, residual  # noqa: E402
 from testing_helpers.compare import rel_err  # noqa: E402
 from testing_helpers.conic_problems import (  # noqa: E402
+    LINEAR_CONE_CASES,
     ConicProblem,
+    linear_cone_program,
     soc_epigraph,
     stack_batch,
     suite_batch,
@@ -50,9 +52,7 @@ def _epigraph_exp(batch: int):
 
 
 def _socp_psd(seed: int):
-    from test_diffcp_compat import CASES, linear_cone_program
-
-    A, b, c, cd, xs, ys, ss = linear_cone_program(seed, **CASES["socp_psd"])
+    A, b, c, cd, xs, ys, ss = linear_cone_program(seed, **LINEAR_CONE_CASES["socp_psd"])
     return [ConicProblem(None, c, sp.csc_matrix(A), b, cd, xs, ys, ss)]
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from testing_helpers.cone_pairs import complementary_pair, face_codim, face_modes
+from testing_helpers.svec import smat
 
 CONE_KEYS = ("z", "l", "q", "s", "ep", "p")
 
@@ -293,6 +294,60 @@ def soc_epigraph(p: ConicProblem) -> ConicProblem:
     cones = dict(c)
     cones["q"] = [n + 2] + list(c.get("q", []))
     return ConicProblem(None, np.append(p.q, 1.0), sp.csc_matrix(A_new), b_new, cones)
+
+
+def _face_codim(kind: str, s: np.ndarray, y: np.ndarray) -> int:
+    """Rows of A the cone block pins down at a strictly complementary pair (s, y)."""
+    if not np.any(y):
+        return 0
+    if kind == "s":
+        k = int(round((np.sqrt(8 * y.size + 1) - 1) / 2))
+        r = int(np.linalg.matrix_rank(smat(y, k), tol=1e-9))
+        return r * (r + 1) // 2
+    return y.size if not np.any(s) else 1
+
+
+def linear_cone_program(seed: int, n: int, z: int = 1, q=(), s=(), ep: int = 0, p=(),
+                        l_inactive: int = 3):
+    """A linear-objective cone program with a unique, strictly complementary solution.
+
+    The non-LP blocks come from :func:`complementary_pair`; nonneg rows are then added so
+    that the face of K at s* pins exactly n directions of x (x* and y* unique for a generic A).
+    Returns (A, b, c, cone_dict, x*, y*, s*) in SCS form.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = [("q", {"q": [d]}) for d in q] + [("s", {"s": [k]}) for k in s]
+    blocks += [("ep", {"ep": 1})] * ep + [("p", {"p": [a]}) for a in p]
+    pairs = [complementary_pair(rng, cd) for _, cd in blocks]
+    codim = z + sum(_face_codim(kind, si, yi)
+                    for (kind, _), (si, yi) in zip(blocks, pairs, strict=True))
+    if codim > n:
+        raise ValueError("cone blocks pin more than n directions; pick another seed or n")
+    l_active = n - codim
+    s_l = np.concatenate([np.zeros(l_active), rng.uniform(0.5, 2.0, l_inactive)])
+    y_l = np.concatenate([rng.uniform(0.5, 2.0, l_active), np.zeros(l_inactive)])
+    perm = rng.permutation(s_l.size)
+    s_star = np.concatenate([np.zeros(z), s_l[perm], *(si for si, _ in pairs)])
+    y_star = np.concatenate([rng.standard_normal(z), y_l[perm], *(yi for _, yi in pairs)])
+    m = s_star.size
+    mask = rng.random((m, n)) < 0.6
+    mask[np.arange(m), rng.integers(0, n, m)] = True
+    A = sp.csc_matrix(np.where(mask, rng.standard_normal((m, n)), 0.0))
+    x_star = rng.standard_normal(n)
+    cone_dict = {"z": z, "l": s_l.size}
+    cone_dict.update({k: v for k, v in (("q", list(q)), ("s", list(s)), ("ep", ep),
+                                        ("p", list(p))) if v})
+    return A, A @ x_star + s_star, -A.T @ y_star, cone_dict, x_star, y_star, s_star
+
+
+# Families for linear_cone_program (keyword arguments), compared with diffcp in the tests.
+LINEAR_CONE_CASES = {
+    "lp": dict(n=6, z=2),
+    "socp": dict(n=8, z=1, q=(3, 4)),
+    "psd": dict(n=7, z=1, s=(3,)),
+    "exp": dict(n=6, z=1, ep=2),
+    "socp_psd": dict(n=9, z=0, q=(3,), s=(2,)),
+}
 
 
 def primal_infeasible(prob: ConicProblem) -> ConicProblem:

@@ -1,11 +1,13 @@
 """Reference solutions of :class:`~testing_helpers.conic_problems.ConicProblem`: Clarabel
 called directly (same ``A x + s = b`` form), and the problem rebuilt cone by cone in cvxpy
-and solved with Clarabel (an independent check of the row-order conventions)."""
+and solved with Clarabel (an independent check of the row-order conventions); and the
+closed-form sparsemax with its Jacobian, the reference of the sparsemax layer."""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from testing_helpers.compare import rel_err
 from testing_helpers.conic_problems import ConicProblem, p_eff
@@ -150,3 +152,20 @@ def check_against_clarabel(res_x, prob: ConicProblem, tol: float) -> bool:
         return False
     assert rel_err(res_x, ref["x"]) < 2 * tol, (rel_err(res_x, ref["x"]), tol)
     return True
+
+
+def sparsemax(z):
+    """Sparsemax (Martins & Astudillo 2016): max(z - tau, 0) with the threshold tau that
+    makes it sum to 1."""
+    u = torch.sort(z, dim=-1, descending=True).values
+    k = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    c = u.cumsum(-1)
+    size = ((u - (c - 1) / k) > 0).sum(-1, keepdim=True)
+    tau = (c.gather(-1, size - 1) - 1) / size
+    return torch.clamp(z - tau, min=0.0)
+
+
+def sparsemax_jacobian_vjp(p, g):
+    """Sparsemax's J'g: with S the support of p, J = diag(1_S) - 1_S 1_S' / |S|."""
+    S = (p > 0).to(p.dtype)
+    return S * (g - (S * g).sum(-1, keepdim=True) / S.sum(-1, keepdim=True))

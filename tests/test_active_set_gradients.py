@@ -21,6 +21,7 @@ import pounce_cvxpy  # noqa: F401  (registers "pounce")
 import pounce_kkt as pk
 from testing_helpers.compare import rel_err
 from testing_helpers.conic_problems import near_degenerate_qp_batch
+from testing_helpers.reference_solvers import sparsemax, sparsemax_jacobian_vjp
 
 DT = torch.float64
 
@@ -77,23 +78,6 @@ def test_clipping_layer_near_both_bounds():
     assert _max_rel(_grads(out, G, (z,)), _grads(exact, G, (z,))) < 1e-6
 
 
-def _sparsemax(z):
-    """Sparsemax (Martins & Astudillo 2016): max(z - tau, 0) with the threshold tau that
-    makes it sum to 1."""
-    u = torch.sort(z, dim=-1, descending=True).values
-    k = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype)
-    c = u.cumsum(-1)
-    size = ((u - (c - 1) / k) > 0).sum(-1, keepdim=True)
-    tau = (c.gather(-1, size - 1) - 1) / size
-    return torch.clamp(z - tau, min=0.0)
-
-
-def _sparsemax_jacobian_vjp(p, g):
-    """Sparsemax's J'g: with S the support of p, J = diag(1_S) - 1_S 1_S' / |S|."""
-    S = (p > 0).to(p.dtype)
-    return S * (g - (S * g).sum(-1, keepdim=True) / S.sum(-1, keepdim=True))
-
-
 def test_sparsemax_layer_matches_its_closed_form_and_diffcp():
     rng = np.random.default_rng(2)
     n, B = 10, 12
@@ -105,11 +89,11 @@ def test_sparsemax_layer_matches_its_closed_form_and_diffcp():
     G = torch.randn(B, n, dtype=DT)
     out = ours(z)[0]
     (g_ours,) = _grads(out, G, (z,))
-    exact = _sparsemax(z.detach())
+    exact = sparsemax(z.detach())
     support = (exact > 0).sum(-1)
     assert (support >= 2).all() and (support < n).all(), support  # kinked: some zero, some not
     assert _max_rel([out], [exact]) < 1e-8
-    assert rel_err(g_ours.numpy(), _sparsemax_jacobian_vjp(exact, G).numpy()) < 1e-7
+    assert rel_err(g_ours.numpy(), sparsemax_jacobian_vjp(exact, G).numpy()) < 1e-7
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = theirs(z, solver_args={"eps": 1e-12, "mode": "dense", "max_iters": 100_000})[0]

@@ -10,11 +10,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 from cvxpylayers.torch import CvxpyLayer
-from test_cvxpy_problems import ALL_CONES, Case, gp
 
 import pounce_cvxpy
 from pounce_cvxpy import PounceSolver
 from pounce_cvxpy.canon_layout import CanonLayout
+from testing_helpers.cvxpy_problems import ALL_CONES, Case, gp
 
 
 class _Captured(Exception):

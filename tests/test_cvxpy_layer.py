@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 from cvxpylayers.torch import CvxpyLayer
-from test_cvxpy_problems import ALL_CONES, Case, gp
 
 import pounce_cvxpy  # noqa: F401  (registers "pounce")
 from pounce_cvxpy import PounceSolver
 from pounce_kkt import SolverError
+from testing_helpers.cvxpy_problems import ALL_CONES, Case, gp
 
 CASES = {**ALL_CONES, "gp": gp}
 # The layer's tolerance in these tests; the exp cone stalls near 1e-8 KKT error whatever

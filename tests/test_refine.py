@@ -111,9 +111,9 @@ def test_layer_gradcheck_at_the_default_tol(name):
     import warnings
 
     from cvxpylayers.torch import CvxpyLayer
-    from test_cvxpy_problems import ALL_CONES
 
     import pounce_cvxpy  # noqa: F401  (registers "pounce")
+    from testing_helpers.cvxpy_problems import ALL_CONES
 
     case = ALL_CONES[name]()
     layer = CvxpyLayer(case.problem, case.parameters, case.variables, solver="pounce")

@@ -7,9 +7,11 @@ The task (OptNet's "learn a QP from data"): targets z_i = argmin 1/2 z'Qz + (W* 
 s.t. G* z <= h*, for inputs a_i; the model learns W (q_i = W a_i), G and h of the layer
     z = argmin 1/2 z'Qz + q_i'z  s.t.  G z <= h
 (`CvxpyLayer(..., solver="pounce")`, q batched, G and h shared) by Adam on the mean squared
-error. Two models start from the same initial point and see the same batches; their steps
-are interleaved in one process, one with `solver_args={"warm_start": True}` (each solve
-starts from the layer's previous solution of the same batch size), one without.
+error. Three models start from the same initial point and see the same batches; their steps
+are interleaved in one process (rotating the order), with `solver_args={"warm_start": X}`,
+X = False (cold), True (each solve starts from the layer's previous solution of the same
+batch size) and "auto" (the default: warm only where the canonical data moved little,
+pounce_cvxpy/solver_interface.py's WARM_AUTO_REL).
 
 Modes:
   full       every step solves the same `--batch` items (full-batch training: the previous
@@ -20,7 +22,7 @@ Modes:
 Prints per mode the median fwd+bwd wall time per step of each, their ratio, the mean
 interior-point iterations per item and the median per-step sum of the items' native solve
 times (`last_solve_info`: the IPM's own time), the final training loss of each
-(the two must agree: a warm start must not change what is learned) and the load average.
+(they must agree: a warm start must not change what is learned) and the load average.
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def run(mode: str, steps: int, batch: int, n: int, m: int, lr: float, seed: int 
     G0 = G_true + 0.3 * torch.tensor(rng.standard_normal((m, n)))
     h0 = h_true + 0.1
     models, opts = {}, {}
-    for name, args in (("cold", {}), ("warm", {"warm_start": True})):
+    for name, args in (("cold", {"warm_start": False}), ("warm", {"warm_start": True}),
+                       ("auto", {"warm_start": "auto"})):
         prob, params, z = _problem(n, m, Q)
         layer = CvxpyLayer(prob, params, [z], solver="pounce")
         models[name] = Model(layer, W0, G0, h0, args)
@@ -100,7 +103,7 @@ def run(mode: str, steps: int, batch: int, n: int, m: int, lr: float, seed: int 
             b = int(order.integers(16))
             idx = torch.arange(b * batch, (b + 1) * batch)
         a, target = a_all[idx], targets[idx]
-        names = ("cold", "warm") if step % 2 == 0 else ("warm", "cold")
+        names = ("cold", "warm", "auto")[step % 3:] + ("cold", "warm", "auto")[:step % 3]
         for name in names:
             model, opt = models[name], opts[name]
             t = time.perf_counter()
@@ -138,12 +141,14 @@ def main() -> int:
         it = {k: statistics.fmean(v[1:]) for k, v in r["iters"].items()}
         ipm = {k: statistics.median(v[1:]) for k, v in r["ipm"].items()}
         print(f"\n== {mode}: fwd+bwd per step, median of {a.steps - 1} steps")
-        for k in ("cold", "warm"):
-            print(f"  warm_start={k == 'warm'!s:5s}  {med[k] * 1e3:8.2f} ms  "
+        for k in ("cold", "warm", "auto"):
+            label = {"cold": "False", "warm": "True", "auto": "'auto'"}[k]
+            print(f"  warm_start={label:6s}  {med[k] * 1e3:8.2f} ms  "
                   f"IPM iterations/item {it[k]:5.2f}  IPM time (sum over items) "
                   f"{ipm[k] * 1e3:7.2f} ms  final loss {r['losses'][k]:.6e}")
-        print(f"  warm / cold: step time {med['warm'] / med['cold']:.3f}, iterations "
-              f"{it['warm'] / it['cold']:.3f}, IPM time {ipm['warm'] / ipm['cold']:.3f}")
+        for k in ("warm", "auto"):
+            print(f"  {k} / cold: step time {med[k] / med['cold']:.3f}, iterations "
+                  f"{it[k] / it['cold']:.3f}, IPM time {ipm[k] / ipm['cold']:.3f}")
     load1 = os.getloadavg()
     print(f"\nload average {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} at end")
     return 0

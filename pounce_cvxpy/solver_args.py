@@ -23,9 +23,15 @@ Our options:
 |                 |         | "ignore"; per-item statuses: `last_solve_info(layer)`       |
 | `refine`        | core's  | Newton refinement of each solved item (True); False keeps   |
 |                 |         | the interior-point point as returned                        |
-| `warm_start`    | False   | start each solve from the previous call's solution (same    |
-|                 |         | batch size); cvxpylayers 1.2 accepts `layer(warm_start=...)`|
-|                 |         | only for MOREAU, so this is the switch for POUNCE           |
+| `warm_start`    | False   | True: start each solve from this thread's previous solution |
+|                 |         | of the same batch size (CPU); "auto": only when every item's|
+|                 |         | canonical data moved by at most WARM_AUTO_REL (1e-2) of its |
+|                 |         | size since then (a training step on the same items), else   |
+|                 |         | cold. Off by default: a warm-started solve ends elsewhere   |
+|                 |         | within tol, so outputs would depend on the previous call.   |
+|                 |         | cvxpylayers 1.2 accepts `layer(warm_start=...)` only for    |
+|                 |         | MOREAU, so this is the switch for POUNCE                    |
+|                 |         | (benchmarks/warm_start_training.py)                         |
 
 "core's" defaults are those of `pounce_kkt.SolveOptions`, the one source of truth; as read
 from it when this module was imported: {core_defaults} (tol=None: chosen per problem
@@ -143,7 +149,7 @@ class PounceArgs:
     """Resolved options of one solve: overrides of the core's `SolveOptions`, and warm_start."""
 
     core: Mapping[str, Any] = field(default_factory=dict)
-    warm_start: bool = False
+    warm_start: bool | str = False
 
     def solve_options(self) -> SolveOptions:
         """The core's options for this solve (its defaults where not overridden)."""
@@ -179,7 +185,10 @@ def resolve(base: PounceArgs, solver_args: Mapping[str, Any] | None) -> PounceAr
             notes[key] = "translated to POUNCE's on_failure ('raise' or 'nan')"
             core["on_failure"] = "raise" if value else "nan"
         elif key == "warm_start":
-            warm_start = bool(value)
+            if value != "auto" and not isinstance(value, (bool, int)):
+                raise ValueError(f"invalid solver_args for POUNCE: warm_start must be True, "
+                                 f"False or 'auto'; got {value!r}")
+            warm_start = value if value == "auto" else bool(value)
         elif key in _OURS:
             core[key] = value
         else:

@@ -289,6 +289,9 @@ def run_one(case: Case, checkout: Path, work: Path, out: Path, ours: bool, quick
         res["outputs"].update(_backward_modes_outputs(text))
     if timed_out:
         res["status"] = f"timeout at {timeout:.0f} s ({len(calls)} solves done)"
+    elif rc < 0:
+        res["status"] = (f"killed by signal {-rc} after {len(calls)} solves"
+                         + (" (out of memory: see dmesg)" if rc == -signal.SIGKILL else ""))
     elif rc != 0:
         raised = re.findall(r"^([A-Z]\w*(?:Error|Exception): .*)$", text, flags=re.M)
         err = record.get("error")

@@ -82,7 +82,8 @@ class SolveSettings:
     # unbounded solves; None: Ipopt's tests only
     error_tolerances: tuple[float, float] | None = None
     # an element stopped by that test continues, in a chart centred where it stopped, to
-    # Ipopt's tol (the implicit gradient is only as accurate as the solution)
+    # Ipopt's tol (the implicit gradient is only as accurate as the solution), with full
+    # Newton steps (BatchNlp.newton_rows)
     polish: bool = False
 
 
@@ -350,6 +351,8 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         chart.recenter()
         res.delta[todo] = 0.0
         nlp.recentred(todo)
+        if polishing:
+            nlp.newton_rows(todo)
     chart.restore()
     return res
 

@@ -39,32 +39,48 @@ def _median_time(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200, 400])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 200, 400, 800])
     parser.add_argument("--dims", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--autograd", action="store_true",
+                        help="also time the seeded-product (autograd) Hessians")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     print(f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'poses':>5s} {'n':>5s} {'seeds':>5s} {'exact ms':>9s} {'GN ms':>8s} "
+    print(f"{'poses':>5s} {'n':>5s} {'seeds':>5s} {'point ms':>9s} {'GN+grad ms':>10s} "
+          f"{'exact ms':>9s} {'autograd exact':>14s} {'autograd GN':>11s} "
           f"{'Theseus lin. ms':>15s}")
     for size in args.sizes:
         obj, inputs, _, _ = synthetic_pose_graph(size, 1, dims=args.dims)
         th.Vectorize(obj)
         obj.update(inputs)
         structure = ProblemStructure(obj, [])
-        point = np.zeros((1, structure.n))
+        point = np.random.default_rng(0).normal(size=(1, structure.n)) * 0.01
+        lin = structure.linearization
+        delta = torch.as_tensor(point)
+        timings = {
+            "point": lambda lin=lin, delta=delta: lin.at(delta),
+            "gn": lambda lin=lin, delta=delta: lin.at(delta).gauss_newton(),
+            "exact": lambda lin=lin, delta=delta: lin.at(delta).exact(),
+        }
+        got = {k: _median_time(fn, args.repeats) for k, fn in timings.items()}
+        got["gn"] -= got["point"]
+        got["exact"] -= got["point"]
+        auto = {"exact": float("nan"), "gauss-newton": float("nan")}
+        if args.autograd:
+            for kind in auto:
+                def hessian(kind=kind, structure=structure, point=point):
+                    nlp = BatchNlp(structure, make_hessian(kind), [])
+                    nlp.hessian_values(nlp.evaluate(point), 1.0, None)
 
-        def hessian(kind, structure=structure, point=point):
-            nlp = BatchNlp(structure, make_hessian(kind), [])
-            nlp.hessian_values(nlp.evaluate(point), 1.0, None)
-
-        exact = _median_time(lambda: hessian("exact"), args.repeats)
-        gn = _median_time(lambda: hessian("gauss-newton"), args.repeats)
-        lin = th.SparseLinearization(obj)
-        theseus = _median_time(lin.linearize, args.repeats)
+                auto[kind] = _median_time(hessian, args.repeats)
+        structure.chart.restore()
+        theseus = _median_time(th.SparseLinearization(obj).linearize, args.repeats)
         print(f"{size:5d} {structure.n:5d} {structure.hess.seeds.shape[0]:5d} "
-              f"{exact * 1e3:9.1f} {gn * 1e3:8.1f} {theseus * 1e3:15.1f}", flush=True)
+              f"{got['point'] * 1e3:9.1f} {got['gn'] * 1e3:10.1f} {got['exact'] * 1e3:9.1f} "
+              f"{auto['exact'] * 1e3:14.1f} {auto['gauss-newton'] * 1e3:11.1f} "
+              f"{theseus * 1e3:15.1f}", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f}")
 
 

@@ -175,9 +175,8 @@ class ConeDims:
 
     @property
     def m(self) -> int:
-        """Total number of rows."""
-        return (self.z + self.l + sum(self.q) + sum(svec_dim(k) for k in self.s)
-                + 3 * self.ep + 3 * len(self.p))
+        """Total number of rows: the diagonal ones and each block cone's own."""
+        return self.n_diag + sum(b.dim for b in self.blocks())
 
     @property
     def n_diag(self) -> int:

@@ -7,7 +7,8 @@ nonneg rows form one diagonal run ``[0, z + l)``; every other cone is one block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 
@@ -31,6 +32,11 @@ BLOCK_CONES: tuple[type[BlockCone], ...] = tuple(
 
 def blocks(cones: ConeDims) -> list[ConeBlock]:
     """The block cones of ``cones`` in row order: kind (the key), first row, rows, param."""
+    return list(_blocks(cones))
+
+
+@lru_cache(maxsize=256)
+def _blocks(cones: ConeDims) -> tuple[ConeBlock, ...]:
     out: list[ConeBlock] = []
     r = sum(cls.rows(cones) for cls in DIAGONAL_CONES)
     for cls in BLOCK_CONES:
@@ -38,38 +44,42 @@ def blocks(cones: ConeDims) -> list[ConeBlock]:
             d = cls.dim(param)
             out.append(ConeBlock(cls.key, r, d, float(param)))
             r += d
-    return out
+    return tuple(out)
 
 
 @dataclass(frozen=True)
 class BlockGroup:
     """The blocks of one kind and size, computed together.
 
-    members: the blocks in row order; rows: (G, d) their row indices; h_offsets: where each
-    member's d x d block starts in the row-major ``h_blocks`` layout (cone order).
+    members: the blocks in row order; h_offsets: where each member's d x d block starts in
+    the row-major ``h_blocks`` layout (cone order); rows: (G, d) their row indices (shared
+    by every call: index with it, never write into it).
     """
 
     cone_type: type[BlockCone]
     dim: int
     members: tuple[ConeBlock, ...]
     h_offsets: tuple[int, ...]
+    rows: torch.Tensor = field(init=False, compare=False)
 
-    @property
-    def rows(self) -> torch.Tensor:
-        return torch.tensor([[b.start + i for i in range(self.dim)] for b in self.members])
+    def __post_init__(self) -> None:
+        rows = torch.tensor([[b.start + i for i in range(self.dim)] for b in self.members])
+        object.__setattr__(self, "rows", rows)
 
     def cone(self, repeat: int) -> BlockCone:
         """The cone instance for these blocks stacked over a batch of ``repeat`` items."""
         return self.cone_type.for_group([b.param for b in self.members], repeat)
 
 
-def block_groups(cones: ConeDims) -> list[BlockGroup]:
-    """The block cones of ``cones`` grouped by (kind, size), in order of first appearance."""
+@lru_cache(maxsize=256)
+def block_groups(cones: ConeDims) -> tuple[BlockGroup, ...]:
+    """The block cones of ``cones`` grouped by (kind, size), in order of first appearance
+    (computed once per cone dims)."""
     found: dict[tuple[str, int], list[tuple[ConeBlock, int]]] = {}
     offset = 0
-    for blk in blocks(cones):
+    for blk in _blocks(cones):
         found.setdefault((blk.kind, blk.dim), []).append((blk, offset))
         offset += blk.dim * blk.dim
-    return [BlockGroup(REGISTRY[kind], d, tuple(b for b, _ in members),
-                       tuple(off for _, off in members))
-            for (kind, d), members in found.items()]
+    return tuple(BlockGroup(REGISTRY[kind], d, tuple(b for b, _ in members),
+                            tuple(off for _, off in members))
+                 for (kind, d), members in found.items())

@@ -41,7 +41,7 @@ def cone_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
         yg = y[:, rows].reshape(B * G, d)
         Hg = group.cone(B).scaling(sg, yg)
         vals.append(Hg.reshape(B, G * d * d))
-        where.append(torch.tensor([off + i for off in group.h_offsets for i in range(d * d)]))
+        where.append(group.h_index)
     idx = torch.cat(where).to(s.device)
     h_blocks = s.new_zeros(B, size).index_copy(1, idx, torch.cat(vals, dim=1))
     return h_diag, h_blocks

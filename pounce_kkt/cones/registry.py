@@ -52,8 +52,9 @@ class BlockGroup:
     """The blocks of one kind and size, computed together.
 
     members: the blocks in row order; h_offsets: where each member's d x d block starts in
-    the row-major ``h_blocks`` layout (cone order); rows: (G, d) their row indices (shared
-    by every call: index with it, never write into it).
+    the row-major ``h_blocks`` layout (cone order). Index tensors, shared by every call
+    (index with them, never write into them): rows (G, d), the members' rows; h_index
+    (G d^2,), the positions of their H entries in ``h_blocks``.
     """
 
     cone_type: type[BlockCone]
@@ -61,10 +62,14 @@ class BlockGroup:
     members: tuple[ConeBlock, ...]
     h_offsets: tuple[int, ...]
     rows: torch.Tensor = field(init=False, compare=False)
+    h_index: torch.Tensor = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        rows = torch.tensor([[b.start + i for i in range(self.dim)] for b in self.members])
+        d = self.dim
+        rows = torch.tensor([[b.start + i for i in range(d)] for b in self.members])
+        h_index = torch.tensor([off + i for off in self.h_offsets for i in range(d * d)])
         object.__setattr__(self, "rows", rows)
+        object.__setattr__(self, "h_index", h_index)
 
     def cone(self, repeat: int) -> BlockCone:
         """The cone instance for these blocks stacked over a batch of ``repeat`` items."""

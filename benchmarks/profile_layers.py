@@ -24,7 +24,7 @@ per call; a stage entered inside another is listed under it):
   prepare            pounce_kkt.conic._prepare (checks, casts, broadcast)
   native solve       the native batch call's wall time (pounce_kkt.conic._native_solve);
                      beside it "per-item IPM": the sum of the per-item solve_time the native
-                     side reports, divided by the native pool's threads, i.e. the busy time
+                     side reports, divided by min(pool threads, B), i.e. the busy time
                      of the IPMs themselves; "native fixed" = native wall - that
   refine             pounce_kkt.refine.refine (its KKT solves included: "refine KKT")
   checked info       pounce_kkt.conic._checked_info (inaccurate items' residuals)
@@ -266,7 +266,9 @@ def main() -> int:
                     torch_threads.ENABLED = serial
                     TIMERS.reset()
                     run()
-                    per_run[serial].append(breakdown(TIMERS.t, TIMERS.item_time, threads, path)
+                    busy_threads = min(threads, case.batch)  # B=1 keeps one thread busy
+                    per_run[serial].append(breakdown(TIMERS.t, TIMERS.item_time, busy_threads,
+                                                     path)
                                            + [("total", TIMERS.t["total"])])
             torch_threads.ENABLED = True
             for serial, runs in per_run.items():

@@ -82,8 +82,8 @@ class SolveSettings:
     # unbounded solves; None: Ipopt's tests only
     error_tolerances: tuple[float, float] | None = None
     # an element stopped by that test continues, in a chart centred where it stopped, to
-    # Ipopt's tol (the implicit gradient is only as accurate as the solution), with full
-    # Newton steps (BatchNlp.newton_rows)
+    # Ipopt's tol (the implicit gradient is only as accurate as the solution), taking full
+    # steps; the whole solve uses Gauss-Newton Hessians (BatchNlp.gauss_newton_only)
     polish: bool = False
 
 
@@ -320,6 +320,7 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
     )
     error_tolerances = settings.error_tolerances
     polishing = False
+    nlp.gauss_newton_only = settings.polish and error_tolerances is not None
     for attempt in range(settings.max_restarts + 1):
         if not todo.size:
             break
@@ -351,9 +352,8 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         chart.recenter()
         res.delta[todo] = 0.0
         nlp.recentred(todo)
-        if polishing:
-            nlp.newton_rows(todo)
     chart.restore()
+    nlp.gauss_newton_only = False
     return res
 
 

@@ -11,7 +11,10 @@
     and `conic._native_adjoint` on one ConicStructure built beforehand, as a layer holds it):
     B = 1 dense QP with n = m = 50 and B = 1024 dense QPs with n = m = 10, forward and
     backward, medians over many calls. For B = 1 the forward's overhead is also given as
-    the call's wall time minus the item's own solve time.
+    the call's wall time minus the item's own solve time. The same calls through the
+    one-call free functions (`_native.conic_solve_batch` / `kkt_adjoint_batch`, which check
+    and map the structure and build every worker's factorization per call), interleaved in
+    the same loop, give the ratio against the handle at one load.
 
 Prints a table of medians and ratios and writes benchmarks/out/bench_core.png.
 
@@ -200,17 +203,34 @@ def _overhead_case(batch: int, n: int, calls: int) -> dict:
     bwd = lambda: conic._native_adjoint(st, vals[0], vals[1], h, np.zeros((batch, 0)),  # noqa: E731
                                         res["x"], res["y"], *g, ok)
     assert all(bwd()["solved"])
-    walls, solves = [], []
+    # The same calls through the one-call free functions, which check and map the
+    # structure and build every worker's factorization on each call (the boundary before
+    # the problem handle), interleaved with the handle's calls so both see the same load.
+    cones = st.cones.to_dict()
+    fwd_free = lambda: _native.conic_solve_batch(  # noqa: E731
+        n, n, st.p_indptr, st.p_indices, vals[0], st.a_indptr, st.a_indices, vals[1],
+        vals[2], vals[3], cones, tol=opts.tol_for(st.cones))
+    bwd_free = lambda: _native.kkt_adjoint_batch(  # noqa: E731
+        n, n, st.p_indptr, st.p_indices, vals[0], st.a_indptr, st.a_indices, vals[1], cones,
+        h, np.zeros((batch, 0)), res["x"], res["y"], *g, ok)
+    walls, solves, free, t_b, t_bf = [], [], [], [], []
     for _ in range(calls):
         t = time.perf_counter()
         r = fwd()
         walls.append(time.perf_counter() - t)
         solves.append(float(np.max(r["solve_time"])))
-    t_b, _ = timed(bwd, calls)
+        t = time.perf_counter()
+        fwd_free()
+        free.append(time.perf_counter() - t)
+        t_b.append(timed(bwd, 1)[0])
+        t_bf.append(timed(bwd_free, 1)[0])
+    med = statistics.median
     return {
-        "forward_s": statistics.median(walls),
-        "forward_outside_solve_s": statistics.median(np.subtract(walls, solves)),
-        "backward_s": t_b,
+        "forward_s": med(walls),
+        "forward_outside_solve_s": med(np.subtract(walls, solves)),
+        "backward_s": med(t_b),
+        "forward_free_s": med(free),
+        "backward_free_s": med(t_bf),
     }
 
 
@@ -232,6 +252,11 @@ def report_overhead(ov: dict) -> None:
         ("(c) B=1024 n=m=10: forward call", f"{b['forward_s'] * 1e3:9.2f} ms"),
         ("(c) B=1024 n=m=10: backward call", f"{b['backward_s'] * 1e3:9.2f} ms"),
     ]
+    for tag, c in (("B=1 n=m=50", a), ("B=1024 n=m=10", b)):
+        for way in ("forward", "backward"):
+            rows.append((f"(c) {tag}: {way}, one-call free function / handle",
+                         f"{c[way + '_free_s'] * 1e3:9.3f} ms / {c[way + '_s'] * 1e3:.3f} ms"
+                         f" = {c[way + '_free_s'] / c[way + '_s']:.2f}x"))
     w = max(len(r[0]) for r in rows)
     print(f"{'per-call cost (medians)':<{w}}  value")
     print("-" * (w + 20))

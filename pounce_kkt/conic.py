@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from pounce_kkt import _native
 from pounce_kkt.accuracy import (
     ON_INACCURATE,
     SolveInfo,
@@ -260,11 +259,10 @@ def native_backend_options() -> dict[str, Any] | None:
 def _native_solve(st: ConicStructure, options: SolveOptions, P: np.ndarray | None,
                   A: np.ndarray, q: np.ndarray, b: np.ndarray,
                   warm: tuple[Any, Any, Any] = (None, None, None)) -> dict[str, Any]:
-    """The native batch solve of float64 C-contiguous (B, k) value arrays: the dict of
-    x, y, s, status, iterations, solve_time (rust/src/batch.rs)."""
-    return _native.conic_solve_batch(
-        st.n, st.m, st.p_indptr, st.p_indices, P, st.a_indptr, st.a_indices, A, q, b,
-        st.cones.to_dict(), tol=options.tol_for(st.cones), max_iter=int(options.max_iter),
+    """The native batch solve of float64 C-contiguous (B, k) value arrays on the structure's
+    native handle: the dict of x, y, s, status, iterations, solve_time (rust/py/src/problem.rs)."""
+    return st.native.solve(
+        P, A, q, b, tol=options.tol_for(st.cones), max_iter=int(options.max_iter),
         time_limit=None if options.time_limit is None else float(options.time_limit),
         warm_x=warm[0], warm_y=warm[1], warm_s=warm[2], backend=native_backend_options(),
     )
@@ -274,13 +272,11 @@ def _native_adjoint(st: ConicStructure, P: np.ndarray | None, A: np.ndarray,
                     h_diag: np.ndarray, h_blocks: np.ndarray, x: np.ndarray, y: np.ndarray,
                     gx: np.ndarray, gy: np.ndarray, gs: np.ndarray, ok: np.ndarray
                     ) -> dict[str, Any]:
-    """The native sparse KKT adjoint of float64 C-contiguous (B, k) arrays (ok: (B,) bool):
-    the dict of dP, dq, dA, db, solved (rust/src/kkt_adjoint.rs)."""
-    return _native.kkt_adjoint_batch(
-        st.n, st.m, st.p_indptr, st.p_indices, P, st.a_indptr, st.a_indices, A,
-        st.cones.to_dict(), h_diag, h_blocks, x, y, gx, gy, gs, ok,
-        backend=native_backend_options(),
-    )
+    """The native sparse KKT adjoint of float64 C-contiguous (B, k) arrays (ok: (B,) bool) on
+    the structure's native handle: the dict of dP, dq, dA, db, solved
+    (rust/core/src/kkt_adjoint.rs)."""
+    return st.native.adjoint(P, A, h_diag, h_blocks, x, y, gx, gy, gs, ok,
+                             backend=native_backend_options())
 
 
 def _solve_native(structure: ConicStructure, options: SolveOptions,
@@ -472,9 +468,6 @@ def _warn_singular(items: list[int]) -> None:
 
 
 def _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs):
-    if not hasattr(_native, "kkt_adjoint_batch"):
-        raise RuntimeError("this build of pounce_kkt._native has no kkt_adjoint_batch; "
-                           "use backward='dense'")
     B, n, m = x.shape[0], structure.n, structure.m
     okc = ok[:, None]
     with torch.no_grad():

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pounce_kkt import _native
 from pounce_kkt.cone_dims import ConeDims
 
 
@@ -87,6 +88,21 @@ class ConicStructure:
             self.p_indptr = self.p_indices = None
         else:
             self.p_indptr, self.p_indices = _check_csc("p", p_indptr, p_indices, self.n, self.n)
+
+    @cached_property
+    def native(self) -> Any:
+        """The native problem handle (`pounce_kkt._native.ConicProblem`), built on first use:
+        the patterns and cones checked and mapped to POUNCE once, its workers'
+        factorizations (and their symbolic analyses) kept across the forward and backward
+        calls, which then pass values only."""
+        return _native.ConicProblem(self.n, self.m, self.p_indptr, self.p_indices,
+                                    self.a_indptr, self.a_indices, self.cones.to_dict())
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The native handle is not picklable; a copy builds its own on first use.
+        state = self.__dict__.copy()
+        state.pop("native", None)
+        return state
 
     @classmethod
     def from_scipy(cls, A: Any, cones: Any, P: Any = None) -> ConicStructure:

@@ -2,7 +2,7 @@
 
 ``pounce_kkt._native.nlp_solve`` exists when the crate is built with its ``nlp`` feature
 (the default; it brings pounce-nlp and pounce-restoration in as direct dependencies, see
-rust/src/nlp.rs). A build without it has no NLP solve, and PounceOptimizer says so.
+rust/py/src/nlp.rs). A build without it has no NLP solve, and PounceOptimizer says so.
 """
 
 from __future__ import annotations

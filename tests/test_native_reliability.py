@@ -8,7 +8,7 @@ solve correctly (issue 11: item 6, item 5's non-convex P and its input types, Na
   instead of taking the machine's memory or the test process down.
 - A Rust panic becomes a `RuntimeError` (never `pyo3_runtime.PanicException`, a
   `BaseException`); one item's panic fails that item and no other. Panics are injected with
-  the `POUNCE_LAYERS_TEST_PANIC` hook (rust/src/panic_guard.rs).
+  the `POUNCE_LAYERS_TEST_PANIC` hook (rust/py/src/panic_guard.rs).
 - An indefinite P is reported (native status "nonconvex"; the core raises ValueError naming
   P and the batch index) instead of "optimal" at a point that is no minimum.
 """

@@ -13,11 +13,9 @@
 //!
 //! A certificate is accepted when the optimum reaches -1 and its defining equations hold to
 //! `CERT_TOL` relative to its own size; it is returned scaled to `b'y = -1` / `q'x = -1`.
-//! The dual cone `K*` is written as a linear image of `K` (cone_layout.rs: nonneg, SOC and
-//! PSD are self-dual; exp and power have `exp_dual_map`, `power_dual_map`).
-use crate::cone_layout::{
-    exp_dual_map, linear_problem_from_triplets, power_dual_map, ConeDims, ConeLayout,
-};
+//! The dual cone `K*` is written as a linear image of `K`: each cone's `dual_map` (cones/:
+//! nonneg, SOC and PSD are self-dual; exp and power map onto themselves).
+use crate::cone_layout::{linear_problem_from_triplets, ConeDims, ConeLayout};
 use crate::structure::ConicStructure;
 use pounce_convex::{solve_socp_ipm, QpOptions, QpSolution, QpStatus};
 use pounce_linsol::SparseSymLinearSolverInterface;
@@ -37,8 +35,7 @@ pub enum Certificate {
 
 /// Worth looking for a certificate: an exp/power problem that ended without a verdict.
 pub fn wanted(st: &ConicStructure, status: QpStatus) -> bool {
-    let d = &st.layout.dims;
-    (d.ep > 0 || !d.p.is_empty())
+    st.layout.product.has_nonsymmetric()
         && matches!(
             status,
             QpStatus::NumericalFailure | QpStatus::IterationLimit
@@ -53,38 +50,24 @@ fn usable(sol: &QpSolution) -> bool {
     matches!(sol.status, QpStatus::Optimal | QpStatus::OptimalInaccurate)
 }
 
-/// Rows that restrict the remaining (non-zero) rows of the original cone to its dual, for the
-/// primal certificate: `s = D y_block in K` with `D` the dual map, i.e. `A_cert = -D`.
-fn dual_cone_rows(dims: &ConeDims, first_row: usize, first_var: usize) -> Vec<(usize, usize, f64)> {
+/// Rows that restrict the cone rows (all but the zero rows) of the original problem to
+/// their dual cone, for the primal certificate: `s = M y_cone in K` with `M` each cone's
+/// dual map, i.e. `A_cert = -M`, on rows from `first_row` (the variables are `y`'s SCS
+/// rows).
+fn dual_cone_rows(st: &ConicStructure, first_row: usize) -> Vec<(usize, usize, f64)> {
+    let z = st.layout.m_eq();
     let mut t = Vec::new();
-    let (mut row, mut var) = (first_row, first_var);
-    let ident = |t: &mut Vec<(usize, usize, f64)>, row: &mut usize, var: &mut usize, d: usize| {
-        for k in 0..d {
-            t.push((*row + k, *var + k, -1.0));
+    for r in &st.layout.product.ranges {
+        if r.cone.pounce().is_none() {
+            continue; // zero rows: y free
         }
-        *row += d;
-        *var += d;
-    };
-    ident(&mut t, &mut row, &mut var, dims.l);
-    for &d in &dims.q {
-        ident(&mut t, &mut row, &mut var, d);
-    }
-    for &k in &dims.s {
-        ident(&mut t, &mut row, &mut var, k * (k + 1) / 2);
-    }
-    for _ in 0..dims.ep {
-        for (r, c, v) in exp_dual_map() {
-            t.push((row + r, var + c, -v));
-        }
-        row += 3;
-        var += 3;
-    }
-    for &a in &dims.p {
-        for (r, c, v) in power_dual_map(a) {
-            t.push((row + r, var + c, -v));
-        }
-        row += 3;
-        var += 3;
+        let row = first_row + r.start - z;
+        t.extend(
+            r.cone
+                .dual_map()
+                .into_iter()
+                .map(|(i, j, v)| (row + i, r.start + j, -v)),
+        );
     }
     t
 }
@@ -112,7 +95,7 @@ where
             .filter(|(_, v)| **v != 0.0)
             .map(|(i, &v)| (n, i, -v)),
     );
-    t.extend(dual_cone_rows(d, n + 1, d.z));
+    t.extend(dual_cone_rows(st, n + 1));
     let dims = ConeDims {
         z: n,
         l: d.l + 1,

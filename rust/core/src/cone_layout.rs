@@ -14,20 +14,16 @@
 //!   stationarity  P x + c + A_eq' y + G' z = 0.
 //! ```
 //!
-//! Per cone (each conversion is a named function below and has a unit test below):
-//! - zero: rows become the equality block `(A_eq, b_eq)`; their dual is POUNCE's `y`, their
-//!   slack is 0.
-//! - nonneg, SOC (`t` first): identical; the rows go to `G x <= h` with `G = A`, `h = b`.
-//! - PSD: both use svec = lower triangle, column-major, off-diagonals x sqrt(2)
-//!   (`pounce_convex::cones::psd::svec`), so [`psd_svec_to_pounce`] is the identity.
-//! - exp: both use `y exp(x/y) <= z` on `(x, y, z)`: identity.
-//! - power: SCS `(x, y, z)` with `x^a y^(1-a) >= |z|`; POUNCE `ConeSpec::Power(a)` is
-//!   `|u| <= v^a w^(1-a)` on `(u, v, w)` (abs entry first). So POUNCE `(u, v, w)` = SCS
-//!   `(z, x, y)` with the same `a`, see [`power_triple_to_pounce`].
+//! Each cone's own conversion (its POUNCE cone, the order of its rows, its dual) lives in
+//! its file under cones/ ([`crate::cones`]); this module lays the product cone out once
+//! ([`ConeLayout`]) and maps the data: zero rows become the equality block `(A_eq, b_eq)`
+//! (dual: POUNCE's `y`; slack 0), every other row goes to `G x + s = h` with `G = A`,
+//! `h = b`, in POUNCE's row order.
 //!
 //! `P_eff = (P + P')/2` is what is solved; POUNCE takes its lower triangle. The SCS dual is
 //! `y = (y_eq, z)` un-permuted and the SCS slack `s = b - A x` on the cone rows, 0 on zero
 //! rows.
+use crate::cones::ProductCone;
 use crate::error::{value_error, Result};
 use crate::pattern::CscPattern;
 use pounce_convex::{ConeSpec, QpProblem, QpWarmStart, Triplet};
@@ -54,8 +50,21 @@ impl ConeDims {
         }
     }
 
-    /// The alphas, and a combination POUNCE solves (no PSD cone with exp / power cones).
+    /// Every SOC size and PSD order at least 1, every alpha in (0, 1), and a combination
+    /// POUNCE solves (no PSD cone with exp / power cones).
     pub fn check(&self) -> Result<()> {
+        if self.q.contains(&0) {
+            return Err(value_error(format!(
+                "SOC sizes must be >= 1: q={:?}",
+                self.q
+            )));
+        }
+        if self.s.contains(&0) {
+            return Err(value_error(format!(
+                "PSD orders must be >= 1: s={:?}",
+                self.s
+            )));
+        }
         self.check_alphas()?;
         let has_psd = self.s.iter().any(|&k| k > 0);
         if has_psd && (self.ep > 0 || !self.p.is_empty()) {
@@ -67,42 +76,6 @@ impl ConeDims {
         }
         Ok(())
     }
-
-    /// The rows the cones cover, or `None` when that count overflows.
-    pub fn rows_checked(&self) -> Option<usize> {
-        let mut r = self.z.checked_add(self.l)?;
-        for &d in &self.q {
-            r = r.checked_add(d)?;
-        }
-        for &k in &self.s {
-            r = r.checked_add(psd_rows(k)?)?;
-        }
-        r = r.checked_add(self.ep.checked_mul(3)?)?;
-        r.checked_add(self.p.len().checked_mul(3)?)
-    }
-
-    pub fn rows(&self) -> usize {
-        self.rows_checked()
-            .expect("cone rows checked in ConeLayout::new")
-    }
-
-    /// Only zero and nonneg rows: a linear or quadratic program.
-    pub fn is_qp(&self) -> bool {
-        self.q.iter().all(|&d| d == 0)
-            && self.s.iter().all(|&d| d == 0)
-            && self.ep == 0
-            && self.p.is_empty()
-    }
-}
-
-/// svec rows of an order-`k` PSD cone, `k (k + 1) / 2`, or `None` on overflow.
-pub fn psd_rows(k: usize) -> Option<usize> {
-    let (a, b) = if k.is_multiple_of(2) {
-        (k / 2, k + 1)
-    } else {
-        (k, k.div_ceil(2))
-    };
-    a.checked_mul(b)
 }
 
 /// Problem class, which decides the POUNCE engine and its options (see `options.rs`).
@@ -114,24 +87,6 @@ pub enum ProblemClass {
     Conic,
 }
 
-/// Power cone: SCS `(x, y, z)` (abs entry last) -> POUNCE `(z, x, y)` (abs entry first).
-/// Returns, for each POUNCE position, the SCS offset inside the triple.
-pub const fn power_triple_to_pounce() -> [usize; 3] {
-    [2, 0, 1]
-}
-
-/// PSD svec: SCS and POUNCE agree (lower triangle, column-major, off-diagonals x sqrt(2)),
-/// so POUNCE svec position `k` is SCS position `k`. Kept as a function so a convention change
-/// in either crate has exactly one place to land.
-pub fn psd_svec_to_pounce(order: usize) -> Vec<usize> {
-    (0..order * (order + 1) / 2).collect()
-}
-
-/// Exponential cone: same `(x, y, z)` orientation in SCS and POUNCE.
-pub const fn exp_triple_to_pounce() -> [usize; 3] {
-    [0, 1, 2]
-}
-
 /// A dense symmetric block of the adjoint's `H` (one per SOC, PSD, exp and power cone),
 /// located by its first SCS row and its dimension.
 #[derive(Debug, Clone, Copy)]
@@ -141,7 +96,7 @@ pub struct DenseBlock {
 }
 
 /// The mapping of one problem structure (shapes, patterns, cones) to POUNCE.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConeLayout {
     pub n: usize,
     pub m: usize,
@@ -155,19 +110,17 @@ pub struct ConeLayout {
     pub ineq_of_scs_row: Vec<usize>,
     /// Non-diagonal `H` blocks (SOC, PSD, exp, power) in SCS order.
     pub dense_blocks: Vec<DenseBlock>,
+    /// The cones in SCS row order.
+    pub product: ProductCone,
 }
 
 impl ConeLayout {
     pub fn new(n: usize, m: usize, dims: ConeDims) -> Result<Self> {
-        let Some(rows) = dims.rows_checked() else {
+        let product = ProductCone::new(&dims)?;
+        if product.rows != m {
             return Err(value_error(format!(
-                "cone dimensions overflow: their row count does not fit in 64 bits (A has \
-                 m = {m} rows)"
-            )));
-        };
-        if rows != m {
-            return Err(value_error(format!(
-                "cone dimensions cover {rows} rows but A has m = {m} rows"
+                "cone dimensions cover {} rows but A has m = {m} rows",
+                product.rows
             )));
         }
         dims.check()?;
@@ -175,49 +128,25 @@ impl ConeLayout {
         let mut specs = Vec::new();
         let mut scs_row_of_ineq = Vec::with_capacity(m - z);
         let mut dense_blocks = Vec::new();
-        let mut row = z;
-        if dims.l > 0 {
-            specs.push(ConeSpec::Nonneg(dims.l));
-            scs_row_of_ineq.extend(row..row + dims.l);
-            row += dims.l;
-        }
-        for &d in &dims.q {
-            if d == 0 {
-                continue;
+        for r in &product.ranges {
+            let Some(spec) = r.cone.pounce() else {
+                continue; // the zero cone: equality rows
+            };
+            specs.push(spec);
+            scs_row_of_ineq.extend(r.cone.pounce_order().into_iter().map(|o| r.start + o));
+            if r.cone.dense_h() {
+                dense_blocks.push(DenseBlock {
+                    start: r.start,
+                    dim: r.rows,
+                });
             }
-            specs.push(ConeSpec::SecondOrder(d));
-            scs_row_of_ineq.extend(row..row + d);
-            dense_blocks.push(DenseBlock { start: row, dim: d });
-            row += d;
         }
-        for &k in &dims.s {
-            if k == 0 {
-                continue;
-            }
-            specs.push(ConeSpec::Psd(k));
-            let d = k * (k + 1) / 2;
-            scs_row_of_ineq.extend(psd_svec_to_pounce(k).into_iter().map(|o| row + o));
-            dense_blocks.push(DenseBlock { start: row, dim: d });
-            row += d;
-        }
-        for _ in 0..dims.ep {
-            specs.push(ConeSpec::Exponential);
-            scs_row_of_ineq.extend(exp_triple_to_pounce().iter().map(|o| row + o));
-            dense_blocks.push(DenseBlock { start: row, dim: 3 });
-            row += 3;
-        }
-        for &a in &dims.p {
-            specs.push(ConeSpec::Power(a));
-            scs_row_of_ineq.extend(power_triple_to_pounce().iter().map(|o| row + o));
-            dense_blocks.push(DenseBlock { start: row, dim: 3 });
-            row += 3;
-        }
-        debug_assert_eq!(row, m);
+        debug_assert_eq!(scs_row_of_ineq.len(), m - z);
         let mut ineq_of_scs_row = vec![0; m - z];
         for (r, &scs) in scs_row_of_ineq.iter().enumerate() {
             ineq_of_scs_row[scs - z] = r;
         }
-        let class = if dims.is_qp() {
+        let class = if product.is_qp() {
             ProblemClass::Qp
         } else {
             ProblemClass::Conic
@@ -231,6 +160,7 @@ impl ConeLayout {
             scs_row_of_ineq,
             ineq_of_scs_row,
             dense_blocks,
+            product,
         })
     }
 
@@ -244,12 +174,12 @@ impl ConeLayout {
 
     /// Total length of the row-major dense `H` blocks, `sum d_k^2`.
     pub fn h_blocks_len(&self) -> usize {
-        self.dense_blocks.iter().map(|b| b.dim * b.dim).sum()
+        self.product.h_blocks_len
     }
 
     /// Rows carried by the diagonal part of `H` (zero + nonneg).
     pub fn h_diag_len(&self) -> usize {
-        self.dims.z + self.dims.l
+        self.product.h_diag_len
     }
 }
 
@@ -411,19 +341,6 @@ pub fn linear_problem_from_triplets(
         lb: Vec::new(),
         ub: Vec::new(),
     }
-}
-
-/// `M` with `(u, v, w) in K_exp*  <=>  M (u, v, w) in K_exp`, in SCS orientation:
-/// `K_exp* = {u < 0, -u exp(v/u) <= e w}`, i.e. `(-v, -u, e w) in K_exp`. As `(row, col,
-/// value)` over the triple.
-pub fn exp_dual_map() -> [(usize, usize, f64); 3] {
-    [(0, 1, -1.0), (1, 0, -1.0), (2, 2, std::f64::consts::E)]
-}
-
-/// The same for the power cone: `K_a* = {(u/a)^a (v/(1-a))^(1-a) >= |w|, u, v >= 0}`, i.e.
-/// `(u/a, v/(1-a), w) in K_a` (SCS orientation, abs entry last).
-pub fn power_dual_map(a: f64) -> [(usize, usize, f64); 3] {
-    [(0, 0, 1.0 / a), (1, 1, 1.0 / (1.0 - a)), (2, 2, 1.0)]
 }
 
 /// SCS `(x, y)` warm start -> POUNCE. The SCS slack is implied by `x` (POUNCE re-derives

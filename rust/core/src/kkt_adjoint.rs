@@ -22,10 +22,10 @@
 //! (no factor, or a non-finite solution) delta escalates by `REG_ESCALATION`, up to
 //! `REG_TRIES` factors; an item that still fails is reported unsolved.
 use crate::cancel::{catch, Cancel, TestPanic};
-use crate::cone_layout::{psd_rows, ConeDims};
-use crate::error::{value_error, Result};
+use crate::cone_layout::ConeDims;
+use crate::cones::ProductCone;
+use crate::error::Result;
 use crate::options::{kkt_backend, BackendOptions};
-use crate::pattern::checked_mul;
 use crate::pool::threads;
 use crate::structure::ConicStructure;
 use crate::workspaces::Workspaces;
@@ -344,21 +344,8 @@ fn adjoint_item(
 
 /// Lengths of `h_diag` and `h_blocks` for these cones, checked for overflow.
 pub fn h_lens(dims: &ConeDims) -> Result<(usize, usize)> {
-    let hdl = dims.z + dims.l;
-    let mut hbl: usize = 0;
-    let psd = dims.s.iter().map(|&k| psd_rows(k).unwrap_or(usize::MAX));
-    let blocks = dims
-        .q
-        .iter()
-        .copied()
-        .chain(psd)
-        .chain(std::iter::repeat_n(3, dims.ep + dims.p.len()));
-    for d in blocks {
-        hbl = hbl
-            .checked_add(checked_mul(d, d, "the length of `h_blocks`")?)
-            .ok_or_else(|| value_error("the length of `h_blocks` overflows"))?;
-    }
-    Ok((hdl, hbl))
+    let p = ProductCone::new(dims)?;
+    Ok((p.h_diag_len, p.h_blocks_len))
 }
 
 /// The adjoint workers a problem handle keeps across its calls (keyed by the backend

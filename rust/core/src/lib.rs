@@ -2,7 +2,8 @@
 //! their sparse KKT adjoints (no PyO3; the binding crate `pounce-layers-native` wraps it as
 //! `pounce_kkt._native`).
 //!
-//! - `cone_layout`: the one mapping between the SCS/cvxpy conic layout and POUNCE's.
+//! - `cones`: one file per cone (its POUNCE cone, row order, H shape, dual) and the product
+//!   cone that lays them out once; `cone_layout`: the mapping of the data to POUNCE.
 //! - `pattern`, `structure`: checked sizes and CSC patterns; one problem structure.
 //! - `batch`: batched conic forward solves (items in parallel, each serial).
 //! - `kkt_adjoint`: batched sparse KKT adjoint solves.
@@ -17,6 +18,7 @@ pub mod batch;
 pub mod cancel;
 pub mod certificates;
 pub mod cone_layout;
+pub mod cones;
 pub mod convexity;
 pub mod dense_backend;
 pub mod error;

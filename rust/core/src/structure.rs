@@ -1,6 +1,7 @@
 //! One validated problem structure, shared by every item of a batch: the sizes, the CSC
 //! patterns of P (full symmetric) and A, the cones, and the precomputed map to POUNCE.
 use crate::cone_layout::{ConeDims, ConeLayout, DataMap};
+use crate::cones::ProductCone;
 use crate::error::{value_error, Result};
 use crate::pattern::{check_sizes, CscPattern};
 
@@ -14,16 +15,13 @@ pub struct ConicStructure {
 /// The cones' row count against `m`, checked for overflow, before anything of size `m` is
 /// allocated.
 pub fn check_cone_rows(dims: &ConeDims, m: usize) -> Result<()> {
-    match dims.rows_checked() {
-        Some(rows) if rows == m => Ok(()),
-        Some(rows) => Err(value_error(format!(
+    let rows = ProductCone::new(dims)?.rows;
+    if rows != m {
+        return Err(value_error(format!(
             "cone dimensions cover {rows} rows but A has m = {m} rows"
-        ))),
-        None => Err(value_error(format!(
-            "cone dimensions overflow: their row count does not fit in 64 bits (A has \
-             m = {m} rows)"
-        ))),
+        )));
     }
+    Ok(())
 }
 
 impl ConicStructure {

@@ -4,8 +4,10 @@ mod common;
 use common::Rng;
 use pounce_convex::ConeSpec;
 use pounce_layers_core::cone_layout::{
-    dual_to_scs, psd_rows, slack_scs, warm_to_pounce, ConeDims, ConeLayout, ProblemClass,
+    dual_to_scs, slack_scs, warm_to_pounce, ConeDims, ConeLayout, ProblemClass,
 };
+use pounce_layers_core::cones::psd::svec_rows;
+use pounce_layers_core::cones::{exp::Exp, power::Power, Cone, ProductCone};
 use pounce_layers_core::pattern::CscPattern;
 use pounce_layers_core::structure::{check_cone_rows, ConicStructure};
 use pounce_layers_core::Error;
@@ -121,7 +123,7 @@ fn psd_svec_is_the_identity_against_pounce() {
                 ours.push(f * sym[i * k + j]);
             }
         }
-        let mut pounce = vec![0.0; psd_rows(k).unwrap()];
+        let mut pounce = vec![0.0; svec_rows(k).unwrap()];
         pounce_convex::cones::psd::svec(&sym, k, &mut pounce);
         for (a, b) in ours.iter().zip(&pounce) {
             assert!((a - b).abs() <= 1e-15);
@@ -198,7 +200,7 @@ fn bad_cones_are_refused() {
         q: vec![1 << 63, 1 << 63],
         ..Default::default()
     };
-    assert!(wrap.rows_checked().is_none());
+    assert!(ProductCone::new(&wrap).is_err());
     assert!(check_cone_rows(&wrap, 6)
         .unwrap_err()
         .message()
@@ -258,4 +260,99 @@ fn data_map_assembles_the_pounce_problem_and_recovers_scs() {
     let mut s = vec![0.0; 4];
     slack_scs(&st.layout, &st.a, &a_vals, &b, &[1.0, 0.0], &mut s);
     assert_eq!(s, vec![0.0, 11.0 - 2.0, 12.0 - 3.0, 13.0 - 4.0]);
+}
+
+/// Zero-size SOC and PSD cones are refused (as pounce_kkt.ConeDims refuses them), not
+/// skipped.
+#[test]
+fn empty_soc_and_psd_cones_are_refused() {
+    let soc = ConeDims {
+        l: 1,
+        q: vec![0],
+        ..Default::default()
+    };
+    assert!(ConeLayout::new(0, 1, soc)
+        .unwrap_err()
+        .message()
+        .contains("SOC sizes must be >= 1"));
+    let psd = ConeDims {
+        l: 1,
+        s: vec![0],
+        ..Default::default()
+    };
+    assert!(ConeLayout::new(0, 1, psd)
+        .unwrap_err()
+        .message()
+        .contains("PSD orders must be >= 1"));
+}
+
+/// The product cone's ranges: one per cone in SCS order, empty zero / nonneg parts left
+/// out, the H lengths of its diagonal and dense parts.
+#[test]
+fn product_cone_ranges() {
+    let dims = ConeDims {
+        l: 2,
+        q: vec![3],
+        s: vec![2],
+        ..Default::default()
+    };
+    let p = ProductCone::new(&dims).unwrap();
+    let ranges: Vec<(&str, usize, usize)> = p
+        .ranges
+        .iter()
+        .map(|r| (r.cone.key(), r.start, r.rows))
+        .collect();
+    assert_eq!(ranges, vec![("l", 0, 2), ("q", 2, 3), ("s", 5, 3)]);
+    assert_eq!((p.rows, p.h_diag_len, p.h_blocks_len), (8, 2, 18));
+    assert!(!p.is_qp() && !p.has_nonsymmetric());
+    let lp = ProductCone::new(&ConeDims {
+        z: 1,
+        l: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(lp.is_qp());
+}
+
+fn in_exp(v: [f64; 3]) -> bool {
+    v[1] > 0.0 && v[1] * (v[0] / v[1]).exp() <= v[2] * (1.0 + 1e-12)
+}
+
+fn in_power(a: f64, v: [f64; 3]) -> bool {
+    v[0] >= 0.0 && v[1] >= 0.0 && v[0].powf(a) * v[1].powf(1.0 - a) >= v[2].abs() * (1.0 - 1e-12)
+}
+
+fn apply(map: &[(usize, usize, f64)], y: [f64; 3]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for &(r, c, v) in map {
+        out[r] += v * y[c];
+    }
+    out
+}
+
+/// Each dual map sends the dual cone into the cone: points on the dual cone's boundary
+/// (from its closed form) map into K, and points outside it do not.
+#[test]
+fn dual_maps_send_the_dual_cone_into_the_cone() {
+    let mut rng = Rng::new(5);
+    for _ in 0..50 {
+        // K_exp* = {u < 0, -u exp(v/u) <= e w}: on the boundary, w = -u exp(v/u) / e.
+        let (u, v) = (-0.1 - rng.uniform().abs(), rng.uniform());
+        let w = -u * (v / u).exp() / std::f64::consts::E;
+        assert!(in_exp(apply(&Exp.dual_map(), [u, v, w * (1.0 + 1e-9)])));
+        assert!(!in_exp(apply(&Exp.dual_map(), [u, v, w * (1.0 - 1e-3)])));
+        // K_a* = {(u/a)^a (v/(1-a))^(1-a) >= |w|, u, v >= 0}.
+        let a = 0.1 + 0.8 * rng.uniform().abs();
+        let (u, v) = (rng.uniform().abs() + 0.1, rng.uniform().abs() + 0.1);
+        let w = (u / a).powf(a) * (v / (1.0 - a)).powf(1.0 - a);
+        let cone = Power(a);
+        assert!(in_power(
+            a,
+            apply(&cone.dual_map(), [u, v, w * (1.0 - 1e-9)])
+        ));
+        assert!(!in_power(
+            a,
+            apply(&cone.dual_map(), [u, v, w * (1.0 + 1e-3)])
+        ));
+    }
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 ///
 /// Problem (SCS form): minimize 1/2 x'P_eff x + q'x s.t. A x + s = b, s in K, with
 /// P_eff = (P + P')/2 from the values of P's FULL symmetric CSC pattern. Cones `K` in SCS
-/// order: `{"z", "l", "q", "s", "ep", "p"}` (see cone_layout.rs for the mapping to POUNCE);
+/// order: `{"z", "l", "q", "s", "ep", "p"}` (see the core's cones/ and cone_layout.rs for the mapping to POUNCE);
 /// counts and sizes are ints (a float raises `TypeError`).
 ///
 /// Arrays: `p_values (B, nnzP)` or None with `p_indptr = p_indices = None`; `a_values
@@ -29,7 +29,7 @@ use std::time::Instant;
 /// Returns `{"x" (B, n), "y" (B, m), "s" (B, m), "status" list[str], "iterations" (B,),
 /// "solve_time" (B,) seconds}` with `y` in K* and `s = b - A x` (0 on zero rows).
 ///
-/// Engines (options.rs): zero + nonneg problems run a direct IPM on a KKT factorization
+/// Engines (the core's options.rs): zero + nonneg problems run a direct IPM on a KKT factorization
 /// whose symbolic analysis each worker reuses across its items, and fall back to POUNCE's
 /// homogeneous self-dual embedding for any item that does not end optimal (so infeasible /
 /// unbounded items are certified by the latter); conic problems run the embedding directly.
@@ -38,7 +38,7 @@ use std::time::Instant;
 /// Convexity: an item whose `P_eff` is not positive semidefinite (to within
 /// `1e-9 * max|P_eff|`, convexity.rs) is not solved and gets the status "nonconvex".
 ///
-/// The batch runs on the module's own fork-safe rayon pool (pool.rs) with the GIL released;
+/// The batch runs on the module's own fork-safe rayon pool (the core's pool.rs) with the GIL released;
 /// each item is solved single-threaded (feral's serial backend), so no OS threads are
 /// created per solve. Ctrl-C raises `KeyboardInterrupt` within about 0.2 s (interrupt.rs).
 /// A Rust panic in an item fails that item ("numerical_failure"); anywhere else it raises

@@ -66,29 +66,31 @@ fn alpha(v: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a float, got {}", type_name(v))))
 }
 
-/// Read the SCS cone dict `{"z", "l", "q", "s", "ep", "p"}` (missing keys = empty;
-/// `"f"` is accepted as an alias of `"z"`). Counts and sizes must be ints (a float
-/// raises `TypeError`, a negative one `ValueError`).
+/// Read the canonical cone dict `{"z", "l", "q", "s", "ep", "p"}` (missing keys = empty)
+/// that `pounce_kkt.ConeDims.to_dict` writes. pounce_kkt's `ConeDims` validates the user's
+/// dict (and reads its dialects: `"f"`, empty `"ed"` / `"pnd"`, ...); this side asserts the
+/// canonical form: any other key is refused, counts and sizes must be ints (a float raises
+/// `TypeError`, a negative one `ValueError`); the sizes themselves are checked by
+/// `ConeDims::check` (SOC sizes and PSD orders >= 1, alphas in (0, 1)).
 pub fn cone_dims_from_py(obj: &Bound<'_, PyAny>) -> PyResult<ConeDims> {
     let d = obj
         .cast::<PyDict>()
         .map_err(|_| value_error("`cones` must be a dict like {'z': 0, 'l': 3, 'q': [..]}"))?;
     for key in d.keys() {
         let k: String = key.extract().unwrap_or_default();
-        if !["z", "f", "l", "q", "s", "ep", "p"].contains(&k.as_str()) {
+        if !["z", "l", "q", "s", "ep", "p"].contains(&k.as_str()) {
             return Err(value_error(format!(
-                "unknown cone key {k:?} (expected z, l, q, s, ep, p; 'ed' is not supported)"
+                "unknown cone key {k:?}: the native side takes the canonical dict with keys z, \
+                 l, q, s, ep, p that pounce_kkt.ConeDims(...).to_dict() writes (ConeDims \
+                 reads the SCS, cvxpy and diffcp dialects, e.g. 'f', 'ed': 0, 'pnd': [])"
             )));
         }
     }
     let q = dict_list(d, "q", cone_count)?;
     let s = dict_list(d, "s", cone_count)?;
     let p = dict_list(d, "p", alpha)?;
-    let (zf, f) = (dict_usize(d, "z")?, dict_usize(d, "f")?);
     Ok(ConeDims {
-        z: zf
-            .checked_add(f)
-            .ok_or_else(|| value_error("cones['z'] + cones['f'] overflows"))?,
+        z: dict_usize(d, "z")?,
         l: dict_usize(d, "l")?,
         q,
         s,

@@ -1,7 +1,7 @@
 //! Running a batch on the pool so that Ctrl-C reaches the caller within a fraction of a
 //! second.
 //!
-//! [`run`] starts the batch as one job on the fork-safe pool (pool.rs) and, with the GIL
+//! [`run`] starts the batch as one job on the fork-safe pool (the core's pool.rs) and, with the GIL
 //! released, waits for it in slices of [`POLL`]. After each slice it re-takes the GIL just
 //! long enough to run Python's pending signal handlers (`PyErr_CheckSignals`, which only
 //! does something on the main thread). When a handler raises (SIGINT's raises

@@ -47,7 +47,7 @@ impl<'py, T: numpy::Element> Array<'py, T> {
 }
 
 /// A read-only view of a numpy array's data that owns a reference to the array, so the
-/// data stays allocated for as long as the view lives: a batch job on the pool (pool.rs)
+/// data stays allocated for as long as the view lives: a batch job on the pool (the core's pool.rs)
 /// may outlive the call that started it when the caller is interrupted (interrupt.rs).
 /// The data is read without the GIL, as every GIL-released solve reads its inputs; the
 /// array must not be written meanwhile (the Python side hands over private contiguous

@@ -11,6 +11,8 @@
 //! - `dense_backend`: the dense LBL' linear solver for small, filled KKT systems.
 //! - `certificates`: infeasibility / unboundedness certificates for exp/power problems.
 //! - `convexity`: the check that each item's P is positive semidefinite.
+//! - `nlp` (feature `nlp`): POUNCE's NLP IPM configured from options, for the binding's
+//!   TNLP over Python callbacks.
 //! - `pool`: the fork-safe rayon pool every batch runs on.
 //! - `cancel`: cancel flags and per-item panic isolation; `workspaces`: per-worker state
 //!   kept across the calls of one problem handle.
@@ -23,6 +25,8 @@ pub mod convexity;
 pub mod dense_backend;
 pub mod error;
 pub mod kkt_adjoint;
+#[cfg(feature = "nlp")]
+pub mod nlp;
 pub mod options;
 pub mod pattern;
 pub mod pool;

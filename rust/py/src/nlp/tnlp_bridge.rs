@@ -18,23 +18,15 @@
 //! one iteration even when no callback runs Python code. A non-finite value returned by a
 //! callback is an evaluation error as in Ipopt (the line search cuts the step).
 //!
-//! The restoration phase is pounce-restoration's default (`MinC1Norm`) provider, the same
-//! wiring `pounce-py` uses; the linear solver is an inner-serial FERAL backend.
+//! The application (options, the restoration phase, the inner-serial FERAL backend, the
+//! per-thread reuse) is the core's `nlp` module; this file is the TNLP over Python.
 use numpy::{PyArray1, PyReadonlyArray1, PyUntypedArrayMethods};
-use pounce_algorithm::application::{
-    default_backend_factory, feral_config_from_options, ma57_config_from_options,
-};
-use pounce_algorithm::batch::install_serial_feral_backend;
-use pounce_algorithm::IpoptApplication;
+use pounce_layers_core::nlp::{solve_tnlp, status_name, with_current_user_iterate, OptValue};
 use pounce_layers_core::pattern::MAX_DIM;
 use pounce_nlp::return_codes::ApplicationReturnStatus;
 use pounce_nlp::tnlp::{
     BoundsInfo, IndexStyle, IpoptCq, IpoptData, IterStats, NlpInfo, Solution, SparsityRequest,
     StartingPoint, TNLP,
-};
-use pounce_restoration::resto_alg_builder::RestoAlgorithmBuilder;
-use pounce_restoration::resto_inner_solver::{
-    make_default_restoration_factory_provider, InnerBackendFactoryFactory,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -269,7 +261,7 @@ impl TNLP for PyTnlp {
         _ip_cq: &IpoptCq,
     ) -> bool {
         let x: Option<Vec<f64>> = if self.track_iterates {
-            pounce_algorithm::intermediate::with_current_user_iterate(|it| it.x.clone())
+            with_current_user_iterate(|it| it.x.clone())
         } else {
             None
         };
@@ -296,41 +288,6 @@ impl TNLP for PyTnlp {
     }
 }
 
-/// Ipopt-style name of an application status (what the Python side maps to Theseus).
-fn status_name(s: ApplicationReturnStatus) -> &'static str {
-    use ApplicationReturnStatus as S;
-    match s {
-        S::SolveSucceeded => "solve_succeeded",
-        S::SolvedToAcceptableLevel => "solved_to_acceptable_level",
-        S::InfeasibleProblemDetected => "infeasible_problem_detected",
-        S::SearchDirectionBecomesTooSmall => "search_direction_becomes_too_small",
-        S::DivergingIterates => "diverging_iterates",
-        S::UserRequestedStop => "user_requested_stop",
-        S::FeasiblePointFound => "feasible_point_found",
-        S::MaximumIterationsExceeded => "maximum_iterations_exceeded",
-        S::RestorationFailed => "restoration_failed",
-        S::ErrorInStepComputation => "error_in_step_computation",
-        S::MaximumCpuTimeExceeded => "maximum_cpu_time_exceeded",
-        S::MaximumWallTimeExceeded => "maximum_wall_time_exceeded",
-        S::NotEnoughDegreesOfFreedom => "not_enough_degrees_of_freedom",
-        S::InvalidProblemDefinition => "invalid_problem_definition",
-        S::InvalidOption => "invalid_option",
-        S::InvalidNumberDetected => "invalid_number_detected",
-        S::UnrecoverableException => "unrecoverable_exception",
-        S::NonIpoptExceptionThrown => "non_ipopt_exception_thrown",
-        S::InsufficientMemory => "insufficient_memory",
-        S::InternalError => "internal_error",
-    }
-}
-
-/// A solver option value as passed from Python.
-#[derive(Debug)]
-enum OptValue {
-    Str(String),
-    Int(i32),
-    Num(f64),
-}
-
 fn read_options(options: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, OptValue)>> {
     let mut out = Vec::new();
     let Some(d) = options else { return Ok(out) };
@@ -354,75 +311,12 @@ fn read_options(options: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Op
     Ok(out)
 }
 
-fn configure(app: &mut IpoptApplication, options: &[(String, OptValue)]) -> Result<(), String> {
-    for (k, v) in options {
-        let r = match v {
-            OptValue::Str(s) => app.options_mut().set_string_value(k, s, true, false),
-            OptValue::Int(i) => app.options_mut().set_integer_value(k, *i, true, false),
-            OptValue::Num(x) => app.options_mut().set_numeric_value(k, *x, true, false),
-        };
-        match r {
-            Ok(true) => {}
-            Ok(false) => return Err(format!("option {k} was rejected")),
-            Err(e) => return Err(format!("option {k}: {e}")),
-        }
-    }
-    app.initialize().map_err(|e| format!("initialize: {e}"))?;
-    install_serial_feral_backend(app);
-    // Restoration phase (and the linear solvers of its inner solves).
-    let mut feral_cfg = feral_config_from_options(app.options());
-    feral_cfg.parallel = Some(false);
-    let opts = app.options().clone();
-    let bff_mint = move || -> InnerBackendFactoryFactory {
-        let feral_cfg = feral_cfg.clone();
-        let opts = opts.clone();
-        Box::new(move || {
-            default_backend_factory(feral_cfg.clone(), ma57_config_from_options(&opts, ""))
-        })
-    };
-    let provider = make_default_restoration_factory_provider(
-        RestoAlgorithmBuilder::new(),
-        app.algorithm_builder_from_options(),
-        bff_mint,
-    );
-    app.set_restoration_factory_provider(provider);
-    Ok(())
-}
-
-thread_local! {
-    /// The last configured application of this thread with the options it was configured
-    /// with. pounce-algorithm supports solving again on one application (each solve
-    /// resets its own state), and building one (registering every option, wiring the
-    /// restoration phase) costs about 0.5 ms, a tenth of a small batch's whole solve.
-    static APP_CACHE: RefCell<Option<(String, IpoptApplication)>> = const { RefCell::new(None) };
-}
-
 fn run_solve(
     problem: Py<PyAny>,
     data: NlpData,
     options: Vec<(String, OptValue)>,
     track_iterates: bool,
 ) -> SolveOutcome {
-    let key = format!("{options:?}");
-    // Taken out while in use, so a solve started from inside a callback builds its own.
-    let cached = APP_CACHE.with(|c| c.borrow_mut().take());
-    let mut app = match cached {
-        Some((k, app)) if k == key => app,
-        _ => {
-            let mut app = IpoptApplication::new();
-            if let Err(msg) = configure(&mut app, &options) {
-                return SolveOutcome {
-                    status: ApplicationReturnStatus::InvalidOption,
-                    solution: None,
-                    iterations: 0,
-                    kkt_error: f64::NAN,
-                    callback_error: None,
-                    option_error: Some(msg),
-                };
-            }
-            app
-        }
-    };
     let tnlp = Rc::new(RefCell::new(PyTnlp {
         problem,
         data,
@@ -430,17 +324,15 @@ fn run_solve(
         error: None,
         solution: None,
     }));
-    let status = app.optimize_tnlp(tnlp.clone());
-    let stats = app.statistics();
-    APP_CACHE.with(|c| *c.borrow_mut() = Some((key, app)));
+    let run = solve_tnlp(tnlp.clone(), &options);
     let mut t = tnlp.borrow_mut();
     SolveOutcome {
-        status,
+        status: run.status,
         solution: t.solution.take(),
-        iterations: stats.iteration_count,
-        kkt_error: stats.final_kkt_error,
+        iterations: run.iterations,
+        kkt_error: run.kkt_error,
         callback_error: t.error.take(),
-        option_error: None,
+        option_error: run.option_error,
     }
 }
 

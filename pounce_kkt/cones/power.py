@@ -10,19 +10,12 @@ from collections.abc import Sequence
 import torch
 
 from pounce_kkt.cone_dims import ConeDims
+from pounce_kkt.cones import ray
 from pounce_kkt.cones.barrier import (
     barrier_scaling,
     log_barrier_parts,
     push_inside,
     sherman_morrison,
-)
-from pounce_kkt.cones.ray import (
-    RayCone,
-    chunked_exp,
-    chunked_log,
-    on_rows,
-    ray_projection,
-    with_closed_forms,
 )
 
 
@@ -99,7 +92,7 @@ def power_scaling(s: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor) -> torc
     return barrier_scaling(st, y, grad, power_hess_inv(st, alpha))
 
 
-class PowerCone(RayCone):
+class PowerCone(ray.RayCone):
     """K = {(x, y, z): x, y >= 0, x^a y^(1-a) >= |z|}; K* = {(u, v, w): u, v >= 0,
     (u/a)^a (v/(1-a))^(1-a) >= |w|}; one block of 3 rows per alpha of "p".
     alpha: a float or an (N,) tensor.
@@ -131,7 +124,8 @@ class PowerCone(RayCone):
         """x^a y^b for x, y >= 0 (0 where either is 0)."""
         ok = (x > 0) & (y > 0)
         xs, ys = torch.where(ok, x, 1.0), torch.where(ok, y, 1.0)
-        return torch.where(ok, chunked_exp(a * chunked_log(xs) + b * chunked_log(ys)), 0.0)
+        return torch.where(
+            ok, ray.chunked_exp(a * ray.chunked_log(xs) + b * ray.chunked_log(ys)), 0.0)
 
     def project_and_derivative(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3) -> (N, 3), (N, 3, 3)."""
@@ -147,23 +141,23 @@ class PowerCone(RayCone):
         def smooth_part(v):
             am, sg = a, torch.sign(v[:, 2])
 
-            def ray(u):
+            def boundary(u):
                 shape = u.shape
                 al = am.reshape(-1, *([1] * (len(shape) - 1))).expand(shape)
                 s_ = sg.reshape(-1, *([1] * (len(shape) - 1))).expand(shape)
-                ex, ey = chunked_exp((1 - al) * u), chunked_exp(-al * u)
+                ex, ey = ray.chunked_exp((1 - al) * u), ray.chunked_exp(-al * u)
                 zero = torch.zeros_like(u)
                 return (torch.stack([ex, ey, s_], -1),
                         torch.stack([(1 - al) * ex, -al * ey, zero], -1),
                         torch.stack([(1 - al) ** 2 * ex, al * al * ey, zero], -1))
 
-            return ray_projection(v, ray)
+            return ray.ray_projection(v, boundary)
 
-        p, D = on_rows(smooth, w, (0.0, 0.0, 1.0), smooth_part)
+        p, D = ray.on_rows(smooth, w, (0.0, 0.0, 1.0), smooth_part)
         zero = torch.zeros_like(x)
         p_flat = torch.stack([torch.clamp(x, min=0.0), torch.clamp(y, min=0.0), zero], -1)
         D_flat = torch.diag_embed(torch.stack([(x > 0).to(w.dtype), (y > 0).to(w.dtype), zero], -1))
-        return with_closed_forms(w, p, D, in_k, in_polar, flat, p_flat, D_flat)
+        return ray.with_closed_forms(w, p, D, in_k, in_polar, flat, p_flat, D_flat)
 
     def scaling(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return power_scaling(s, y, self._alpha(s))

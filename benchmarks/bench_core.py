@@ -1,9 +1,10 @@
 """Benchmark of the native conic core (`pounce_kkt._native`).
 
 (a) 256 dense QPs, n = 50, m = 50 (P dense PD, A dense; 10 equality + 40 inequality rows):
-    the batched forward `conic_solve_batch` against a Python loop over the same native solve
-    called one item at a time (B = 1), and the batched adjoint `kkt_adjoint_batch` against
-    the batched forward. Targets: speed-up >= 1.8x on 2 cores, adjoint <= 0.3x forward.
+    the batched forward (`ConicProblem.solve` on one handle) against a Python loop over the
+    same handle's solve called one item at a time (B = 1), and the batched adjoint
+    (`ConicProblem.adjoint`) against the batched forward. Targets: speed-up >= 1.8x on 2
+    cores, adjoint <= 0.3x forward.
 (b) One sparse QP, n = 5000, m = 5000, 5 nonzeros per column of A (rows drawn near the
     diagonal, as in discretised / staged models; P = tridiagonal-plus-diagonal, PD): forward
     and backward complete, backward no slower than forward, peak RSS (ru_maxrss) < 2 GB.
@@ -11,10 +12,10 @@
     and `conic._native_adjoint` on one ConicStructure built beforehand, as a layer holds it):
     B = 1 dense QP with n = m = 50 and B = 1024 dense QPs with n = m = 10, forward and
     backward, medians over many calls. For B = 1 the forward's overhead is also given as
-    the call's wall time minus the item's own solve time. The same calls through the
-    one-call free functions (`_native.conic_solve_batch` / `kkt_adjoint_batch`, which check
-    and map the structure and build every worker's factorization per call), interleaved in
-    the same loop, give the ratio against the handle at one load.
+    the call's wall time minus the item's own solve time. The same calls on a
+    `_native.ConicProblem` built for each call (which checks and maps the structure and
+    builds every worker's factorization per call: the boundary before the handle),
+    interleaved in the same loop, give the ratio against the reused handle at one load.
 
 Prints a table of medians and ratios and writes benchmarks/out/bench_core.png.
 
@@ -27,13 +28,16 @@ import argparse
 import os
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from pounce_kkt import ConicStructure, SolveOptions, _native, conic
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pounce_kkt import ConicStructure, SolveOptions, _native, conic  # noqa: E402
+from testing_helpers.native_calls import native_problem, value_args  # noqa: E402
 
 I64 = np.int64
 OUT = Path(__file__).resolve().parent / "out"
@@ -109,11 +113,12 @@ def _item(prob: dict, i: int) -> dict:
     return out
 
 
-def forward(prob: dict, **opts) -> dict:
-    return _native.conic_solve_batch(**prob, **opts)
+def forward(handle, prob: dict, **opts) -> dict:
+    """``handle.solve`` on ``prob``'s values."""
+    return handle.solve(**value_args(prob), **opts)
 
 
-def adjoint(prob: dict, res: dict, seed: int = 0) -> dict:
+def adjoint(handle, prob: dict, res: dict) -> dict:
     """The adjoint of L = 1'x + 1'y + 1's with H = diag(s/y) (zero and nonneg rows)."""
     B, n, m = res["x"].shape[0], prob["n"], prob["m"]
     z = prob["cones"]["z"]
@@ -121,11 +126,8 @@ def adjoint(prob: dict, res: dict, seed: int = 0) -> dict:
     h[:, z:] = np.maximum(res["s"][:, z:], 0) / np.maximum(res["y"][:, z:], 1e-300)
     ok = np.array([s in ("optimal", "optimal_inaccurate") for s in res["status"]])
     g = np.ones((B, n)), np.ones((B, m)), np.ones((B, m))
-    return _native.kkt_adjoint_batch(
-        n, m, prob["p_indptr"], prob["p_indices"], prob["p_values"], prob["a_indptr"],
-        prob["a_indices"], prob["a_values"], prob["cones"], h, np.zeros((B, 0)), res["x"],
-        res["y"], *g, ok,
-    )  # fmt: skip
+    return handle.adjoint(prob["p_values"], prob["a_values"], h, np.zeros((B, 0)), res["x"],
+                          res["y"], *g, ok)
 
 
 def _cpu() -> float:
@@ -151,11 +153,12 @@ def timed(fn, repeats: int, cpu: list | None = None) -> tuple[float, object]:
 
 def bench_small(repeats: int) -> dict:
     prob = dense_qp_batch(256)
-    forward(_item(prob, 0))  # warm up rayon's pool and the code paths
+    handle = native_problem(prob)
+    forward(handle, _item(prob, 0))  # warm up rayon's pool and the code paths
     util: list = []
-    t_batch, res = timed(lambda: forward(prob), repeats, util)
-    t_loop, _ = timed(lambda: [forward(_item(prob, i)) for i in range(256)], repeats)
-    t_adj, _ = timed(lambda: adjoint(prob, res), repeats)
+    t_batch, res = timed(lambda: forward(handle, prob), repeats, util)
+    t_loop, _ = timed(lambda: [forward(handle, _item(prob, i)) for i in range(256)], repeats)
+    t_adj, _ = timed(lambda: adjoint(handle, prob, res), repeats)
     assert all(s == "optimal" for s in res["status"]), set(res["status"])
     return {
         "batch_forward_s": t_batch,
@@ -171,9 +174,10 @@ def bench_small(repeats: int) -> dict:
 
 def bench_large() -> dict:
     prob, x_star = sparse_qp()
-    t_f, res = timed(lambda: forward(prob), 1)
+    handle = native_problem(prob)
+    t_f, res = timed(lambda: forward(handle, prob), 1)
     assert res["status"][0] == "optimal", res["status"]
-    t_b, out = timed(lambda: adjoint(prob, res), 1)
+    t_b, out = timed(lambda: adjoint(handle, prob, res), 1)
     assert out["solved"][0]
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
     return {
@@ -203,16 +207,18 @@ def _overhead_case(batch: int, n: int, calls: int) -> dict:
     bwd = lambda: conic._native_adjoint(st, vals[0], vals[1], h, np.zeros((batch, 0)),  # noqa: E731
                                         res["x"], res["y"], *g, ok)
     assert all(bwd()["solved"])
-    # The same calls through the one-call free functions, which check and map the
-    # structure and build every worker's factorization on each call (the boundary before
-    # the problem handle), interleaved with the handle's calls so both see the same load.
+    # The same calls on a handle built for each call, which checks and maps the structure
+    # and builds every worker's factorization on each call (the boundary before the
+    # problem handle), interleaved with the reused handle's calls so both see the same load.
     cones = st.cones.to_dict()
-    fwd_free = lambda: _native.conic_solve_batch(  # noqa: E731
-        n, n, st.p_indptr, st.p_indices, vals[0], st.a_indptr, st.a_indices, vals[1],
-        vals[2], vals[3], cones, tol=opts.tol_for(st.cones))
-    bwd_free = lambda: _native.kkt_adjoint_batch(  # noqa: E731
-        n, n, st.p_indptr, st.p_indices, vals[0], st.a_indptr, st.a_indices, vals[1], cones,
-        h, np.zeros((batch, 0)), res["x"], res["y"], *g, ok)
+
+    def new_handle():
+        return _native.ConicProblem(n, n, st.p_indptr, st.p_indices, st.a_indptr,
+                                    st.a_indices, cones)
+
+    fwd_free = lambda: new_handle().solve(*vals, tol=opts.tol_for(st.cones))  # noqa: E731
+    bwd_free = lambda: new_handle().adjoint(  # noqa: E731
+        vals[0], vals[1], h, np.zeros((batch, 0)), res["x"], res["y"], *g, ok)
     walls, solves, free, t_b, t_bf = [], [], [], [], []
     for _ in range(calls):
         t = time.perf_counter()
@@ -254,7 +260,7 @@ def report_overhead(ov: dict) -> None:
     ]
     for tag, c in (("B=1 n=m=50", a), ("B=1024 n=m=10", b)):
         for way in ("forward", "backward"):
-            rows.append((f"(c) {tag}: {way}, one-call free function / handle",
+            rows.append((f"(c) {tag}: {way}, handle built per call / reused",
                          f"{c[way + '_free_s'] * 1e3:9.3f} ms / {c[way + '_s'] * 1e3:.3f} ms"
                          f" = {c[way + '_free_s'] / c[way + '_s']:.2f}x"))
     w = max(len(r[0]) for r in rows)

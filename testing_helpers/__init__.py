@@ -7,6 +7,7 @@ pounce_kkt, pounce_cvxpy or pounce_theseus imports them; tests/test_package_boun
 - svec: SCS's packed symmetric matrices.
 - reference_solvers: Clarabel directly and through cvxpy; closed-form sparsemax.
 - compare: error measures.
+- native_calls: a keyword dict of structure and values as a native ConicProblem call.
 - cvxpy_problems: small DPP problems, one per cone cvxpy emits.
 - theseus_problems: Theseus problems and finite-difference helpers.
 """

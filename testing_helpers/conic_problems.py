@@ -74,24 +74,17 @@ class ConicBatch:
         """Positional ``(n, m, p_indptr, p_indices)`` + ``(a_indptr, a_indices)`` pieces."""
         return self.n, self.m, self.p_indptr, self.p_indices, self.a_indptr, self.a_indices
 
-    def solve_native(self, **opts):
-        """Forward through ``pounce_kkt._native.conic_solve_batch``."""
+    def native_problem(self):
+        """A new ``pounce_kkt._native.ConicProblem`` of this batch's structure."""
         from pounce_kkt import _native
 
-        return _native.conic_solve_batch(
-            self.n,
-            self.m,
-            self.p_indptr,
-            self.p_indices,
-            self.p_values,
-            self.a_indptr,
-            self.a_indices,
-            self.a_values,
-            self.q,
-            self.b,
-            self.cones,
-            **opts,
-        )
+        return _native.ConicProblem(self.n, self.m, self.p_indptr, self.p_indices,
+                                    self.a_indptr, self.a_indices, self.cones)
+
+    def solve_native(self, **opts):
+        """Forward through a new ``pounce_kkt._native.ConicProblem`` of this structure."""
+        return self.native_problem().solve(self.p_values, self.a_values, self.q, self.b,
+                                           **opts)
 
 
 def stack_batch(problems: list[ConicProblem]) -> ConicBatch:

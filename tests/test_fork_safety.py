@@ -2,7 +2,7 @@
 
 rayon's global pool does not survive ``fork``: after the parent had run a batch of two or
 more items, a forked child's first batch waited forever for the parent's worker threads.
-The core now runs on a pool of its own that a forked child rebuilds (rust/src/pool.rs).
+The core now runs on a pool of its own that a forked child rebuilds (rust/core/src/pool.rs).
 Each scenario runs in a subprocess with a timeout, so a regression fails instead of hanging:
 ``os.fork`` (and a fork of the fork), a ``multiprocessing`` fork pool, a fork-based torch
 ``DataLoader`` whose workers call a ``CvxpyLayer``, and the spawn and forkserver start
@@ -29,6 +29,7 @@ import os, sys
 import numpy as np
 import torch
 from pounce_kkt import _native, ConicStructure, SolveOptions, conic_solve
+from testing_helpers.native_calls import native_solve
 
 
 def box_qp(B=8, n=4, seed=0):
@@ -49,7 +50,7 @@ def box_qp(B=8, n=4, seed=0):
 def solve(B=8, seed=0):
     """A native forward batch; checks the solution."""
     d = box_qp(B, seed=seed)
-    r = _native.conic_solve_batch(**d)
+    r = native_solve(d)
     assert r["status"] == ["optimal"] * B, r["status"]
     assert np.allclose(r["x"], np.clip(-d["q"], -1, 1), atol=1e-6)
     return r["x"]
@@ -89,7 +90,7 @@ def nlp(n=3):
 
 
 def solve_and_backward(B=8, seed=0):
-    """Forward and the native sparse adjoint (kkt_adjoint_batch) through the core."""
+    """Forward and the native sparse adjoint (`ConicProblem.adjoint`) through the core."""
     d = box_qp(B, seed=seed)
     st = ConicStructure(d["n"], d["m"], d["a_indptr"], d["a_indices"], d["cones"],
                         d["p_indptr"], d["p_indices"])

@@ -2,7 +2,7 @@
 
 - SIGINT during a native conic batch, a long single conic solve or a sparse adjoint batch
   raises KeyboardInterrupt within 1 s (the caller waits for the pool in 50 ms slices and
-  runs Python's signal handlers in between; rust/src/interrupt.rs). Before, it surfaced
+  runs Python's signal handlers in between; rust/py/src/interrupt.rs). Before, it surfaced
   only when the whole batch had finished.
 - SIGINT, or any exception, inside a Python callback of `nlp_solve` aborts the solve and is
   re-raised (before, the evaluation just failed, the solve went on and a
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from child_process import run_child
 
-from pounce_kkt import _native
+from testing_helpers.native_calls import native_solve
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 300
@@ -39,6 +39,7 @@ import json, os, signal, sys, threading, time
 import numpy as np
 import scipy.sparse as sp
 from pounce_kkt import _native
+from testing_helpers.native_calls import native_adjoint, native_solve
 
 
 def sparse_qp(n, B=1, seed=0):
@@ -74,11 +75,11 @@ def sparse_qp(n, B=1, seed=0):
 
 
 def forward(d, **kw):
-    return _native.conic_solve_batch(**d, **kw)
+    return native_solve(d, **kw)
 
 
 def adjoint_args(d):
-    """Arguments of kkt_adjoint_batch for d (any positive H and finite x, y do)."""
+    """d with the values of an adjoint (any positive H and finite x, y do)."""
     B, n, m = d["q"].shape[0], d["n"], d["m"]
     rng = np.random.default_rng(1)
     keep = ("n", "m", "p_indptr", "p_indices", "p_values", "a_indptr", "a_indices",
@@ -177,7 +178,7 @@ def test_sigint_during_an_adjoint_batch(tmp_path):
     r = run_script(tmp_path, '''
         def make(k):
             a = adjoint_args(sparse_qp(400, B=k))
-            return lambda: _native.kkt_adjoint_batch(**a)
+            return lambda: native_adjoint(a)
 
         call, k = scaled(make, seconds=8.0)
         r = interrupt(call)
@@ -341,13 +342,13 @@ def test_time_limit_caps_the_whole_batch():
     every item had the whole limit: 0.8 s returned after 2.0 s)."""
     d = _box_qp(4)
     t0 = time.perf_counter()
-    _native.conic_solve_batch(**d)
+    native_solve(d)
     per_item = (time.perf_counter() - t0) / 4
     limit = 0.8
     B = int(min(200000, max(64, 6.0 / max(per_item, 1e-5))))  # ~6 s of work without a limit
     d = _box_qp(B)
     t0 = time.perf_counter()
-    r = _native.conic_solve_batch(**d, time_limit=limit)
+    r = native_solve(d, time_limit=limit)
     wall = time.perf_counter() - t0
     assert wall < limit + 0.5, f"{wall:.2f} s for time_limit={limit} (batch of {B})"
     status = np.array(r["status"])
@@ -357,14 +358,13 @@ def test_time_limit_caps_the_whole_batch():
     assert (np.asarray(r["iterations"])[late] <= 30).all()
     # The items solved before the deadline are the ones a run without a limit gives.
     first = np.flatnonzero(~late)[:8]
-    ref = _native.conic_solve_batch(**{**d, **{k: d[k][first] for k in
-                                                ("p_values", "a_values", "q", "b")}})
+    ref = native_solve({**d, **{k: d[k][first] for k in ("p_values", "a_values", "q", "b")}})
     assert np.allclose(r["x"][first], ref["x"], atol=1e-9)
 
 
 def test_time_limit_zero_solves_nothing():
     d = _box_qp(8)
-    r = _native.conic_solve_batch(**d, time_limit=0.0)
+    r = native_solve(d, time_limit=0.0)
     assert r["status"] == ["time_limit"] * 8
     assert (np.asarray(r["iterations"]) == 0).all()
 

@@ -1,4 +1,4 @@
-"""The native sparse KKT adjoint (`pounce_kkt._native.kkt_adjoint_batch`).
+"""The native sparse KKT adjoint (`pounce_kkt._native.ConicProblem.adjoint`).
 
 References: central finite differences of ``L = gx'x + gy'y + gs's`` through the native
 forward, and diffcp (``mode="dense"``, ``eps=1e-12``) for problems without P. For nonneg and
@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pounce_kkt import _native
 from testing_helpers.conic_problems import (
     ConicProblem,
     dual_infeasible,
@@ -30,13 +29,8 @@ FWD_TOL = 1e-12
 
 
 def _forward(bt, **over):
-    kw = dict(
-        n=bt.n, m=bt.m, p_indptr=bt.p_indptr, p_indices=bt.p_indices, p_values=bt.p_values,
-        a_indptr=bt.a_indptr, a_indices=bt.a_indices, a_values=bt.a_values, q=bt.q, b=bt.b,
-        cones=bt.cones, tol=FWD_TOL,
-    )  # fmt: skip
-    kw.update(over)
-    return _native.conic_solve_batch(**kw)
+    """The native forward of ``bt`` with the value arrays in ``over`` replaced."""
+    return replace(bt, **over).solve_native(tol=FWD_TOL)
 
 
 def _h_nonneg(bt, res):
@@ -66,10 +60,8 @@ def _adjoint(bt, res, h, g, ok=None):
         if ok is None
         else ok
     )
-    return _native.kkt_adjoint_batch(
-        bt.n, bt.m, bt.p_indptr, bt.p_indices, bt.p_values, bt.a_indptr, bt.a_indices,
-        bt.a_values, bt.cones, hd, hb, res["x"], res["y"], g[0], g[1], g[2], ok,
-    )  # fmt: skip
+    return bt.native_problem().adjoint(
+        bt.p_values, bt.a_values, hd, hb, res["x"], res["y"], g[0], g[1], g[2], ok)
 
 
 def _upstream(bt, seed=0):
@@ -326,32 +318,30 @@ def test_adjoint_validation():
     g = _upstream(bt)
     h = _h_nonneg(bt, res)
     ok = np.ones(2, bool)
-    base = [
-        bt.n, bt.m, bt.p_indptr, bt.p_indices, bt.p_values, bt.a_indptr, bt.a_indices,
-        bt.a_values, bt.cones, h[0], h[1], res["x"], res["y"], g[0], g[1], g[2], ok,
-    ]  # fmt: skip
-    names = {9: "h_diag", 10: "h_blocks", 11: "x", 12: "y", 13: "gx", 14: "gy", 15: "gs"}
+    prob = bt.native_problem()
+    base = [bt.p_values, bt.a_values, h[0], h[1], res["x"], res["y"], g[0], g[1], g[2], ok]
+    names = {2: "h_diag", 3: "h_blocks", 4: "x", 5: "y", 6: "gx", 7: "gy", 8: "gs"}
     for pos, name in names.items():
         bad = list(base)
         arr = np.array(base[pos], dtype=float, copy=True)
         if arr.shape[1] == 0:
             bad[pos] = np.zeros((2, 3))
             with pytest.raises(ValueError, match=name):
-                _native.kkt_adjoint_batch(*bad)
+                prob.adjoint(*bad)
             continue
         arr[0, 0] = np.nan
         bad[pos] = arr
         with pytest.raises(ValueError, match=name):
-            _native.kkt_adjoint_batch(*bad)
+            prob.adjoint(*bad)
         bad[pos] = arr[:, :-1].copy()
         with pytest.raises(ValueError, match=name):
-            _native.kkt_adjoint_batch(*bad)
+            prob.adjoint(*bad)
     bad = list(base)
-    bad[16] = np.ones(3, bool)
+    bad[9] = np.ones(3, bool)
     with pytest.raises(ValueError, match="statuses_ok"):
-        _native.kkt_adjoint_batch(*bad)
+        prob.adjoint(*bad)
     bad = list(base)
-    bad[7] = bt.a_values.copy()
-    bad[7][1, 2] = np.inf
+    bad[1] = bt.a_values.copy()
+    bad[1][1, 2] = np.inf
     with pytest.raises(ValueError, match="a_values"):
-        _native.kkt_adjoint_batch(*bad)
+        prob.adjoint(*bad)

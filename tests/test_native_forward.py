@@ -1,4 +1,4 @@
-"""The native batched conic forward (`pounce_kkt._native.conic_solve_batch`).
+"""The native batched conic forward (`pounce_kkt._native.ConicProblem.solve`).
 
 References: the known constructed solution ``(x*, y*, s*)`` of each random problem (unique,
 strictly complementary; see testing_helpers/) and Clarabel at tight tolerance, directly and
@@ -14,7 +14,6 @@ import time
 import numpy as np
 import pytest
 
-from pounce_kkt import _native
 from testing_helpers.compare import rel_err
 from testing_helpers.conic_problems import (
     CONE_SUITE,
@@ -24,6 +23,7 @@ from testing_helpers.conic_problems import (
     stack_batch,
     suite_batch,
 )
+from testing_helpers.native_calls import native_solve
 from testing_helpers.reference_solvers import check_against_clarabel, clarabel_solve, cvxpy_solve
 
 EXP_FAMILIES = {"exp", "mixed_soc_exp_pow"}
@@ -212,7 +212,7 @@ def test_non_finite_values_named(name, bad):
     arr[1, 0] = bad
     kw[name] = arr
     with pytest.raises(ValueError, match=name):
-        _native.conic_solve_batch(**kw)
+        native_solve(kw)
 
 
 def test_non_finite_warm_start_named():
@@ -220,7 +220,7 @@ def test_non_finite_warm_start_named():
     wx = np.zeros((2, bt.n))
     wx[0, 0] = np.nan
     with pytest.raises(ValueError, match="warm_x"):
-        _native.conic_solve_batch(**_args(bt), warm_x=wx, warm_y=np.zeros((2, bt.m)))
+        native_solve(_args(bt), warm_x=wx, warm_y=np.zeros((2, bt.m)))
 
 
 @pytest.mark.parametrize(
@@ -243,7 +243,7 @@ def test_bad_shapes_and_types(name, mutate, match):
     kw = _args(bt)
     kw[name] = mutate(kw[name])
     with pytest.raises(ValueError, match=match):
-        _native.conic_solve_batch(**kw)
+        native_solve(kw)
 
 
 def test_bad_patterns_and_cones():
@@ -252,25 +252,25 @@ def test_bad_patterns_and_cones():
     ip = kw["a_indptr"].copy()
     ip[2], ip[3] = ip[3], ip[2] - 1
     with pytest.raises(ValueError, match="monotone"):
-        _native.conic_solve_batch(**{**kw, "a_indptr": ip})
+        native_solve({**kw, "a_indptr": ip})
     ix = kw["a_indices"].copy()
     ix[0] = bt.m
     with pytest.raises(ValueError, match="out of range"):
-        _native.conic_solve_batch(**{**kw, "a_indices": ix})
+        native_solve({**kw, "a_indices": ix})
     ix = kw["p_indices"].copy()
     ix[-1] = -1
     with pytest.raises(ValueError, match="out of range"):
-        _native.conic_solve_batch(**{**kw, "p_indices": ix})
+        native_solve({**kw, "p_indices": ix})
     with pytest.raises(ValueError, match="rows"):
-        _native.conic_solve_batch(**{**kw, "cones": {"z": 2, "l": 3}})
+        native_solve({**kw, "cones": {"z": 2, "l": 3}})
     with pytest.raises(ValueError, match="alpha"):
-        _native.conic_solve_batch(**{**kw, "cones": {"z": 2, "l": 7, "p": [1.5]}})
+        native_solve({**kw, "cones": {"z": 2, "l": 7, "p": [1.5]}})
     with pytest.raises(ValueError, match="unknown cone key"):
-        _native.conic_solve_batch(**{**kw, "cones": {"z": 2, "l": 10, "ed": 0}})
+        native_solve({**kw, "cones": {"z": 2, "l": 10, "ed": 0}})
     with pytest.raises(ValueError, match="both"):
-        _native.conic_solve_batch(**{**kw, "p_indices": None})
+        native_solve({**kw, "p_indices": None})
     with pytest.raises(ValueError, match="tol"):
-        _native.conic_solve_batch(**kw, tol=-1.0)
+        native_solve(kw, tol=-1.0)
 
 
 def test_psd_with_exp_or_power_names_the_limit():
@@ -303,40 +303,37 @@ def _tiny_qps(count):
     return random_problem_batch({"z": 1, "l": 4}, 3, batch=count, seed=7)
 
 
+# Every KKT system on feral (these tiny QPs go to the dense backend by default), with
+# `min_par_flops` = 0, which makes a *parallel* feral backend start its thread pool for every
+# factorization, however small.
+FERAL_PAR_0 = {"kkt_backend": "feral", "feral_min_par_flops": 0}
+
+
 def _thread_cost_of_1100_solves(bt):
     """(TID counter advance, change in live threads) over 1,000 batched + 100 single solves."""
     tasks0, tid0 = _tasks(), _tid_probe()
-    res = bt.solve_native()  # 1,000 QPs in one batch
+    prob = bt.native_problem()
+    res = prob.solve(bt.p_values, bt.a_values, bt.q, bt.b, backend=FERAL_PAR_0)  # 1,000 QPs
     for i in range(0, 1000, 10):  # and 100 single-item calls
-        _native.conic_solve_batch(
-            bt.n,
-            bt.m,
-            bt.p_indptr,
-            bt.p_indices,
-            bt.p_values[i : i + 1],
-            bt.a_indptr,
-            bt.a_indices,
-            bt.a_values[i : i + 1],
-            bt.q[i : i + 1],
-            bt.b[i : i + 1],
-            bt.cones,
-        )
+        one = slice(i, i + 1)
+        prob.solve(bt.p_values[one], bt.a_values[one], bt.q[one], bt.b[one],
+                   backend=FERAL_PAR_0)
     tid1, tasks1 = _tid_probe(), _tasks()
     assert all(s == "optimal" for s in res["status"])
     return tid1 - tid0, tasks1 - tasks0
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
-def test_no_threads_created_per_solve(monkeypatch):
+def test_no_threads_created_per_solve():
     """1,100 solves creating even one thread each would advance the TID counter by >= 1,100.
 
     The counter is machine-wide, so other processes move it too: a measurement above the
     bound is retried (noise is transient, per-solve threads are not).
-    ``POUNCE_FERAL_MIN_PAR_FLOPS=0`` makes a *parallel* feral backend start its thread pool
-    for every factorization, however small (checked: with ``parallel: Some(true)`` in
-    options.rs this test fails), so it pins that each item runs on feral's serial driver.
+    The solves run every KKT system on feral with the backend option
+    ``feral_min_par_flops = 0``, with which a *parallel* feral backend (``parallel:
+    Some(true)`` in rust/core/src/options.rs) would start its thread pool for every
+    factorization, however small, so it pins that each item runs on feral's serial driver.
     """
-    monkeypatch.setenv("POUNCE_FERAL_MIN_PAR_FLOPS", "0")
     bt = _tiny_qps(1000)
     bt.solve_native()  # warm up rayon's global pool (created once per process)
     seen = []

@@ -26,6 +26,7 @@ import torch
 from child_process import run_child
 
 from pounce_kkt import ConicStructure, SolveOptions, _native, conic_forward, conic_solve
+from testing_helpers.native_calls import native_problem, native_solve, value_args
 
 ROOT = Path(__file__).resolve().parents[1]
 I64 = np.int64
@@ -48,17 +49,13 @@ def box_qp(B: int = 4, n: int = 4, seed: int = 0, P: np.ndarray | None = None) -
     )
 
 
-def solve(d: dict, **kw) -> dict:
-    return _native.conic_solve_batch(**d, **kw)
-
-
 def adjoint_args(d: dict, res: dict) -> dict:
+    """The values of an adjoint of ``d`` at ``res`` (any positive H does)."""
     B, n, m = d["q"].shape[0], d["n"], d["m"]
     rng = np.random.default_rng(2)
-    keep = ("n", "m", "p_indptr", "p_indices", "p_values", "a_indptr", "a_indices",
-            "a_values", "cones")
     return dict(
-        {k: d[k] for k in keep}, h_diag=rng.uniform(0.1, 1.0, (B, m)), h_blocks=np.zeros((B, 0)),
+        p_values=d["p_values"], a_values=d["a_values"], h_diag=rng.uniform(0.1, 1.0, (B, m)),
+        h_blocks=np.zeros((B, 0)),
         x=res["x"], y=res["y"], gx=rng.standard_normal((B, n)), gy=np.zeros((B, m)),
         gs=np.zeros((B, m)), statuses_ok=np.ones(B, bool))
 
@@ -77,18 +74,21 @@ n = 2
 a_indptr, a_indices = np.zeros(n + 1, I64), np.zeros(0, I64)
 
 
+def problem(m, cones):
+    return _native.ConicProblem(n, m, None, None, a_indptr, a_indices, cones)
+
+
 def conic(m, cones, B=1):
-    return _native.conic_solve_batch(
-        n, m, None, None, None, a_indptr, a_indices, np.zeros((B, 0)), np.zeros((B, n)),
-        np.zeros((B, min(m, 8) if B else m)), cones)
+    return problem(m, cones).solve(None, np.zeros((B, 0)), np.zeros((B, n)),
+                                   np.zeros((B, min(m, 8) if B else m)))
 
 
 def adjoint(m, cones, B=1):
     w = min(m, 8)
-    return _native.kkt_adjoint_batch(
-        n, m, None, None, None, a_indptr, a_indices, np.zeros((B, 0)), cones,
-        np.zeros((B, w)), np.zeros((B, 0)), np.zeros((B, n)), np.zeros((B, w)),
-        np.zeros((B, n)), np.zeros((B, w)), np.zeros((B, w)), np.ones(B, bool))
+    return problem(m, cones).adjoint(
+        None, np.zeros((B, 0)), np.zeros((B, w)), np.zeros((B, 0)), np.zeros((B, n)),
+        np.zeros((B, w)), np.zeros((B, n)), np.zeros((B, w)), np.zeros((B, w)),
+        np.ones(B, bool))
 
 
 def nlp_m0_jacobian_entry():
@@ -115,10 +115,6 @@ SIZE_CASES = {
     "soc_list_overflow": ("conic(6, {'l': 2, 'q': [2**64 - 1, 5]})", "overflow"),
     "psd_rows_overflow": ("conic(6, {'l': 6, 's': [2**32, 2**32]})", "overflow"),
     "adjoint_rows_wrap": ("adjoint(6, {'l': 6, 'q': [2**63, 2**63]})", "overflow"),
-    "problem_m_2_40": ("_native.ConicProblem(n, 2**40, None, None, a_indptr, a_indices, "
-                       "{'l': 2**40})", "`m`"),
-    "problem_psd_rows_overflow": ("_native.ConicProblem(n, 6, None, None, a_indptr, a_indices, "
-                                  "{'l': 6, 's': [2**32, 2**32]})", "overflow"),
     "nlp_m0_jacobian_entry": ("nlp_m0_jacobian_entry()", "jac_rows"),
 }
 
@@ -148,9 +144,8 @@ def test_empty_batch_allocates_nothing_of_size_m(tmp_path):
     script = tmp_path / "empty.py"
     script.write_text(SIZE_PRELUDE + textwrap.dedent('''
         m = 2**31 - 1 - n
-        r = _native.conic_solve_batch(n, m, None, None, None, a_indptr, a_indices,
-                                      np.zeros((0, 0)), np.zeros((0, n)), np.zeros((0, m)),
-                                      {"l": m})
+        r = problem(m, {"l": m}).solve(None, np.zeros((0, 0)), np.zeros((0, n)),
+                                       np.zeros((0, m)))
         assert r["x"].shape == (0, n) and r["y"].shape == (0, m) and r["status"] == []
         print("EMPTY OK")
     '''))
@@ -164,12 +159,16 @@ def test_empty_batch_allocates_nothing_of_size_m(tmp_path):
 
 def test_panic_in_the_call_is_a_runtime_error(monkeypatch):
     d = box_qp()
-    res = solve(d)
+    prob = native_problem(d)
+    res = prob.solve(**value_args(d))
     monkeypatch.setenv("POUNCE_LAYERS_TEST_PANIC", "call")
-    with pytest.raises(RuntimeError, match="internal error in conic_solve_batch: test panic"):
-        solve(d)
-    with pytest.raises(RuntimeError, match="internal error in kkt_adjoint_batch: test panic"):
-        _native.kkt_adjoint_batch(**adjoint_args(d, res))
+    with pytest.raises(RuntimeError, match="internal error in ConicProblem: test panic"):
+        native_problem(d)
+    with pytest.raises(RuntimeError, match=r"internal error in ConicProblem\.solve: test panic"):
+        prob.solve(**value_args(d))
+    with pytest.raises(RuntimeError,
+                       match=r"internal error in ConicProblem\.adjoint: test panic"):
+        prob.adjoint(**adjoint_args(d, res))
 
 
 def test_panic_in_nlp_solve_is_a_runtime_error(monkeypatch):
@@ -186,7 +185,7 @@ def test_panic_is_not_a_base_exception_escape(monkeypatch):
     monkeypatch.setenv("POUNCE_LAYERS_TEST_PANIC", "call")
     caught = False
     try:
-        solve(box_qp())
+        native_solve(box_qp())
     except Exception:  # noqa: BLE001
         caught = True
     assert caught
@@ -195,9 +194,9 @@ def test_panic_is_not_a_base_exception_escape(monkeypatch):
 @pytest.mark.parametrize("B", [4, 64])
 def test_one_item_panics_the_others_are_untouched(monkeypatch, B):
     d = box_qp(B=B, seed=3)
-    ref = solve(d)
+    ref = native_solve(d)
     monkeypatch.setenv("POUNCE_LAYERS_TEST_PANIC", "item:1")
-    r = solve(d)
+    r = native_solve(d)
     assert r["status"][1] == "numerical_failure"
     assert (r["x"][1] == 0).all() and (r["y"][1] == 0).all()
     others = [i for i in range(B) if i != 1]
@@ -208,11 +207,12 @@ def test_one_item_panics_the_others_are_untouched(monkeypatch, B):
 
 def test_one_adjoint_item_panics_the_others_are_untouched(monkeypatch):
     d = box_qp(B=6, seed=4)
-    res = solve(d)
+    prob = native_problem(d)
+    res = prob.solve(**value_args(d))
     args = adjoint_args(d, res)
-    ref = _native.kkt_adjoint_batch(**args)
+    ref = prob.adjoint(**args)
     monkeypatch.setenv("POUNCE_LAYERS_TEST_PANIC", "item:2")
-    g = _native.kkt_adjoint_batch(**args)
+    g = prob.adjoint(**args)
     assert g["solved"] == [True, True, False, True, True, True]
     assert (g["dq"][2] == 0).all()
     keep = [0, 1, 3, 4, 5]
@@ -226,11 +226,11 @@ def test_one_adjoint_item_panics_the_others_are_untouched(monkeypatch):
 def test_complex_and_float_index_arrays_are_named():
     d = box_qp()
     with pytest.raises(ValueError, match=r"`q` must be .*float64, got .*complex128"):
-        solve({**d, "q": d["q"].astype(complex)})
+        native_solve({**d, "q": d["q"].astype(complex)})
     with pytest.raises(ValueError, match=r"`a_indices` must be .*int64, got .*float64"):
-        solve({**d, "a_indices": d["a_indices"].astype(float)})
+        native_solve({**d, "a_indices": d["a_indices"].astype(float)})
     with pytest.raises(ValueError, match=r"`p_indptr` must be .*int64, got .*float64"):
-        solve({**d, "p_indptr": d["p_indptr"] + 0.5})
+        native_solve({**d, "p_indptr": d["p_indptr"] + 0.5})
 
 
 @pytest.mark.parametrize("cones, named", [
@@ -243,7 +243,7 @@ def test_complex_and_float_index_arrays_are_named():
 def test_float_cone_sizes_are_refused_not_truncated(cones, named):
     d = box_qp()
     with pytest.raises(TypeError, match=named):
-        solve({**d, "cones": cones})
+        native_solve({**d, "cones": cones})
 
 
 def test_core_structure_refuses_float_sizes_and_indices():
@@ -285,7 +285,7 @@ def test_random_indefinite_box_qps_are_flagged():
     is reported, none comes back "optimal"."""
     rng = np.random.default_rng(0)
     Ps = np.stack([_indefinite(5, rng) for _ in range(200)])
-    r = solve(box_qp(B=200, n=5, P=Ps))
+    r = native_solve(box_qp(B=200, n=5, P=Ps))
     assert r["status"] == ["nonconvex"] * 200
     assert (r["iterations"] == 0).all()
 
@@ -301,7 +301,7 @@ def test_psd_and_singular_p_pass():
         F.T @ F - 1e-13 * np.eye(n),        # rounding-level negative eigenvalues
         np.eye(n) + np.triu(np.ones((n, n)), 1) - np.tril(np.ones((n, n)), -1),  # skew part
     ])
-    r = solve(box_qp(B=len(Ps), n=n, P=Ps))
+    r = native_solve(box_qp(B=len(Ps), n=n, P=Ps))
     assert r["status"] == ["optimal"] * len(Ps)
 
 
@@ -310,7 +310,7 @@ def test_p_eff_is_what_is_checked():
     lower-triangular P (whose diagonal is positive) fails."""
     ok = np.array([[1.0, 3.0], [-1.0, 1.0]])    # P_eff = [[1, 1], [1, 1]]
     bad = np.array([[1.0, 0.0], [4.0, 1.0]])   # P_eff = [[1, 2], [2, 1]]
-    r = solve(box_qp(B=2, n=2, P=np.stack([ok, bad])))
+    r = native_solve(box_qp(B=2, n=2, P=np.stack([ok, bad])))
     assert r["status"] == ["optimal", "nonconvex"]
 
 
@@ -335,11 +335,11 @@ def test_large_and_sparse_p(n):
     for P in (psd, indefinite):
         ip, ix, v = _banded_csc(P)
         m = 2 * n
-        r = _native.conic_solve_batch(
-            n, m, ip, ix, v[None], np.arange(0, 2 * n + 1, 2, dtype=I64),
-            np.array([r for j in range(n) for r in (j, n + j)], dtype=I64),
-            np.tile(np.array([1.0, -1.0] * n), (1, 1)), np.ones((1, n)), np.ones((1, m)),
-            {"l": m})
+        prob = _native.ConicProblem(
+            n, m, ip, ix, np.arange(0, 2 * n + 1, 2, dtype=I64),
+            np.array([r for j in range(n) for r in (j, n + j)], dtype=I64), {"l": m})
+        r = prob.solve(v[None], np.tile(np.array([1.0, -1.0] * n), (1, 1)), np.ones((1, n)),
+                       np.ones((1, m)))
         statuses.append(r["status"][0])
     assert statuses == ["optimal", "nonconvex"]
 

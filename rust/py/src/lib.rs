@@ -4,15 +4,13 @@
 //! converts and checks Python inputs, releases the GIL, turns Ctrl-C and panics into Python
 //! exceptions, and bridges POUNCE's NLP solver to Python callbacks:
 //! - `problem`: the `ConicProblem` handle (one structure, built once; `solve`, `adjoint`).
-//! - `batch`, `kkt_adjoint`: the one-call free functions over a handle, and the adjoint's
-//!   constants.
+//! - `kkt_adjoint`: the adjoint's constants (shared with the dense Torch path).
 //! - `cones`, `validate`: the cone dict and the arrays read from Python.
 //! - `nlp`: the NLP interior-point solve used by the Theseus adapter.
 //! - `interrupt`: running a batch on the pool so that Ctrl-C reaches the caller.
 //! - `panic_guard`: no Rust panic crosses into Python.
 use pyo3::prelude::*;
 
-pub mod batch;
 pub mod cones;
 pub mod interrupt;
 pub mod kkt_adjoint;
@@ -25,7 +23,6 @@ pub mod validate;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     problem::register(m)?;
-    batch::register(m)?;
     kkt_adjoint::register(m)?;
     nlp::register(m)?;
     Ok(())

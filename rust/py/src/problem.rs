@@ -8,9 +8,6 @@
 //! the P check, KKT factorizations) that every later call reuses. Each call passes only
 //! batch-first float64 value arrays; they are checked here (shapes, finiteness), then the
 //! batch runs on the pool with the GIL released (interrupt.rs).
-//!
-//! The free functions `conic_solve_batch` / `kkt_adjoint_batch` (batch.rs, kkt_adjoint.rs)
-//! build a handle for one call and use these same methods.
 use crate::cones::cone_dims_from_py;
 use crate::interrupt;
 use crate::panic_guard::{guard, test_panic_from_env};
@@ -51,7 +48,7 @@ struct Parsed {
 /// interrupted call). The structure's layout and maps (memory proportional to `m`) are
 /// built on the first call with a non-empty batch, so an empty batch of the largest `m`
 /// allocates nothing of that size.
-pub struct Problem {
+struct Problem {
     parsed: Parsed,
     st: OnceLock<ConicStructure>,
     pat: OnceLock<KktPattern>,
@@ -62,7 +59,7 @@ pub struct Problem {
 impl Problem {
     /// Check sizes, cones (their row count against `m` before anything of size `m` is
     /// allocated, the combinations POUNCE takes) and patterns.
-    pub fn from_py(
+    fn from_py(
         n: usize,
         m: usize,
         p_indptr: Option<&Bound<'_, PyAny>>,
@@ -252,7 +249,7 @@ impl SolveJob {
 /// The forward of one call (see `ConicProblem.solve`); `started` is when the call began
 /// (the time limit counts from it).
 #[allow(clippy::too_many_arguments)]
-pub fn solve<'py>(
+fn solve<'py>(
     py: Python<'py>,
     prob: &Arc<Problem>,
     started: Instant,
@@ -334,7 +331,7 @@ pub fn solve<'py>(
             test_panic,
         },
     };
-    let out = interrupt::run(py, "conic_solve_batch", move |cancel| job.run(cancel))?;
+    let out = interrupt::run(py, "ConicProblem.solve", move |cancel| job.run(cancel))?;
     solve_result(py, bsz, n, m, out.xs, out.ys, out.ss, &out.outs)
 }
 
@@ -463,7 +460,7 @@ fn parse_statuses_ok(obj: &Bound<'_, PyAny>, batch: usize) -> PyResult<Vec<bool>
 
 /// The adjoint of one call (see `ConicProblem.adjoint`).
 #[allow(clippy::too_many_arguments)]
-pub fn adjoint<'py>(
+fn adjoint<'py>(
     py: Python<'py>,
     prob: &Arc<Problem>,
     test_panic: TestPanic,
@@ -532,7 +529,7 @@ pub fn adjoint<'py>(
             gs: gss,
         },
     };
-    let out = interrupt::run(py, "kkt_adjoint_batch", move |cancel| job.run(cancel))?;
+    let out = interrupt::run(py, "ConicProblem.adjoint", move |cancel| job.run(cancel))?;
     adjoint_result(py, has_p, bsz, dims, out.grads)
 }
 
@@ -623,11 +620,36 @@ impl ConicProblem {
         self.inner.parsed.h_lens.1
     }
 
-    /// Solve a batch: `p_values (B, nnzP)` or None, `a_values (B, nnzA)`, `q (B, n)`,
-    /// `b (B, m)`; see `conic_solve_batch` for the options, the engines, the statuses and
-    /// the result dict `{"x", "y", "s", "status", "iterations", "solve_time"}`. `backend`:
-    /// None or a dict of backend overrides (`kkt_backend`, `feral_scaling`,
-    /// `feral_refine`, `feral_min_par_flops`; for comparisons).
+    /// Solve a batch: `p_values (B, nnzP)` or None (no P pattern), `a_values (B, nnzA)`,
+    /// `q (B, n)`, `b (B, m)`, all float64 C-contiguous.
+    ///
+    /// Options: `tol`, `max_iter`, `time_limit` (seconds for the WHOLE call, None = none:
+    /// one deadline for the batch; an item started before it stops at it, within about one
+    /// IPM iteration plus `min(time_limit / 20, 0.25 s)`, with status "time_limit" unless
+    /// it finished; an item not started before it is not solved and gets "time_limit" with
+    /// 0 iterations). Optional warm start `warm_x (B, n)`, `warm_y (B, m)`; `warm_s (B, m)`
+    /// is accepted for API symmetry and only validated (POUNCE re-derives the slack from
+    /// `x` and recentres it). `backend`: None or a dict of backend overrides
+    /// (`kkt_backend`, `feral_scaling`, `feral_refine`, `feral_min_par_flops`; for
+    /// comparisons and tests).
+    ///
+    /// Returns `{"x" (B, n), "y" (B, m), "s" (B, m), "status" list[str], "iterations"
+    /// (B,), "solve_time" (B,) seconds}` with `y` in K* and `s = b - A x` (0 on zero rows).
+    ///
+    /// Engines (the core's options.rs): zero + nonneg problems run a direct IPM on a KKT
+    /// factorization whose symbolic analysis each worker keeps across items and calls, and
+    /// fall back to POUNCE's homogeneous self-dual embedding for any item that does not end
+    /// optimal (so infeasible / unbounded items are certified by the latter); conic
+    /// problems run the embedding directly. `iterations` counts every IPM iteration an item
+    /// spent, over both legs. An item whose `P_eff` is not positive semidefinite (to within
+    /// `1e-9 * max|P_eff|`, the core's convexity.rs) is not solved and gets "nonconvex".
+    ///
+    /// The batch runs on the module's fork-safe pool with the GIL released; each item is
+    /// solved single-threaded (feral's serial backend), so no OS threads are created per
+    /// solve. Ctrl-C raises `KeyboardInterrupt` within about 0.2 s (interrupt.rs). A Rust
+    /// panic in an item fails that item ("numerical_failure"); anywhere else it raises
+    /// `RuntimeError`. Statuses: optimal, optimal_inaccurate, primal_infeasible,
+    /// dual_infeasible, iteration_limit, time_limit, numerical_failure, nonconvex.
     #[pyo3(signature = (p_values, a_values, q, b, tol=1e-8, max_iter=200, time_limit=None,
                         warm_x=None, warm_y=None, warm_s=None, backend=None))]
     #[allow(clippy::too_many_arguments)]
@@ -669,10 +691,20 @@ impl ConicProblem {
     }
 
     /// The KKT adjoint of a batch: `p_values (B, nnzP)` or None, `a_values (B, nnzA)`,
-    /// `h_diag (B, h_diag_len)`, `h_blocks (B, h_blocks_len)`, `x (B, n)`, `y (B, m)`,
-    /// upstream `gx (B, n)`, `gy (B, m)`, `gs (B, m)`, `statuses_ok (B,)` bool; see
-    /// `kkt_adjoint_batch` for the method and the result dict `{"dP", "dq", "dA", "db",
-    /// "solved"}`.
+    /// `h_diag (B, h_diag_len)`, `h_blocks (B, h_blocks_len)` (each SOC, PSD, exp and power
+    /// block dense row-major in cone order), `x (B, n)`, `y (B, m)`, upstream `gx (B, n)`,
+    /// `gy (B, m)`, `gs (B, m)`, `statuses_ok (B,)` bool. Items whose `statuses_ok` is
+    /// False get zero gradients, and only ok rows must be finite.
+    ///
+    /// For upstream `(gx, gy, gs)` it solves `K [u; v] = [gx; gy - H gs]` with
+    /// `K = [[P_eff, A'], [A, -H]]`, then `dq = -u`, `db = v`, `dA[i, j] = -(y_i u_j + v_i
+    /// x_j)` on A's pattern and `dP[i, j] = -(u_i x_j + u_j x_i)/2` on P's full pattern (the
+    /// regularisation and the refinement: the core's kkt_adjoint.rs, docs/design.md).
+    /// Returns `{"dP" (B, nnzP) or None, "dq" (B, n), "dA" (B, nnzA), "db" (B, m), "solved"
+    /// list[bool]}` (False: not ok, or K could not be factored). The batch runs on the
+    /// fork-safe pool with the GIL released; Ctrl-C raises `KeyboardInterrupt` within about
+    /// 0.2 s; a Rust panic in an item leaves that item unsolved, anywhere else it raises
+    /// `RuntimeError`. `backend`: as for `solve`.
     #[pyo3(signature = (p_values, a_values, h_diag, h_blocks, x, y, gx, gy, gs, statuses_ok,
                         backend=None))]
     #[allow(clippy::too_many_arguments)]

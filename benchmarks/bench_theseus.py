@@ -298,7 +298,11 @@ def _scale_case(dims, n, bsz, repeats, fd_max, dense_max):
             s, _ = tight.forward(dict(inp))
         return _pose_loss(s, poses, gt_poses, group).sum().reshape(1)
 
-    fd = central_difference(loss, inputs, "log_loss_radius", (0,), h=1e-3).item()
+    # h = 2e-2 (and 1e-2): the weak prior leaves the graph's gauge resolved to ~1e-6 even at
+    # tol 1e-12, so the loss is noisy at ~1e-5 and smaller steps measure that noise (100-pose
+    # SE3 graph: -0.0351 at h=3e-2, -0.0348 at 1e-2, -0.0258 at 3e-3, -0.0428 at 1e-3; the
+    # implicit gradient at tol 1e-12 is -0.035510)
+    fd = central_difference(loss, inputs, "log_loss_radius", (0,), h=2e-2).item()
     with torch.no_grad():
         s, info = tight.forward(dict(inputs))
     for r in rows.values():

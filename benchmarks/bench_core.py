@@ -16,10 +16,17 @@
     `_native.ConicProblem` built for each call (which checks and maps the structure and
     builds every worker's factorization per call: the boundary before the handle),
     interleaved in the same loop, give the ratio against the reused handle at one load.
+(d) Per-call cost of the native NLP boundary (the Theseus path): `_native.nlp_solve`
+    (an `NlpProblem` built for each call: sizes, bounds, patterns and options checked per
+    call) against `NlpProblem.solve` on one handle, interleaved, medians over many calls,
+    on a tiny NLP (n = 2, one nonlinear constraint) and a separable one with n = 20000
+    (diagonal Hessian, one linear constraint over every variable). The same calls' Python
+    callbacks run in both columns.
 
 Prints a table of medians and ratios and writes benchmarks/out/bench_core.png.
 
     python benchmarks/bench_core.py [--repeats 5] [--skip-large] [--only-overhead]
+                                    [--only-nlp] [--calls 200]
 """
 
 from __future__ import annotations
@@ -270,6 +277,99 @@ def report_overhead(ov: dict) -> None:
         print(f"{name:<{w}}  {val}")
 
 
+class _Separable:
+    """min sum_i (x_i - c_i)^2 + (x_0 - x_1)^4 s.t. x_0^2 + x_1^2 <= 1 (n = 2) or
+    sum_i x_i >= 1 (n > 2): the callbacks of (d), as cheap as numpy makes them."""
+
+    def __init__(self, n: int):
+        self.n, self.c = n, np.linspace(-1.0, 1.0, n) + 0.5
+
+    def objective(self, x):
+        return float(((x - self.c) ** 2).sum() + (x[0] - x[1]) ** 4)
+
+    def gradient(self, x):
+        g = 2 * (x - self.c)
+        d = 4 * (x[0] - x[1]) ** 3
+        g[0] += d
+        g[1] -= d
+        return g
+
+    def constraints(self, x):
+        return np.array([x[0] ** 2 + x[1] ** 2]) if self.n == 2 else np.array([x.sum()])
+
+    def jacobian(self, x):
+        return 2 * x if self.n == 2 else np.ones(self.n)
+
+    def hessian(self, x, f, lam):
+        """Lower triangle: the diagonal, then (1, 0)."""
+        h = np.full(self.n + 1, 2.0 * f)
+        e = 12 * (x[0] - x[1]) ** 2 * f
+        h[0] += e
+        h[1] += e
+        h[self.n] = -e
+        if self.n == 2:
+            h[:2] += 2 * lam[0]
+        return h
+
+    def iteration(self, *args):
+        return True
+
+    def layout(self) -> tuple:
+        n, d = self.n, np.arange(self.n, dtype=np.int64)
+        g_l, g_u = (np.array([-np.inf]), np.ones(1)) if n == 2 else (np.ones(1), np.full(1, np.inf))
+        return (np.full(n, -np.inf), np.full(n, np.inf), g_l, g_u, np.zeros(n, np.int64), d,
+                np.append(d, 1), np.append(d, 0))
+
+
+def _nlp_case(n: int, calls: int) -> dict:
+    problem = _Separable(n)
+    lay = problem.layout()
+    options = {"tol": 1e-9, "print_level": 0}
+    x0 = np.zeros(n)
+    handle = _native.NlpProblem(n, 1, *lay, options)
+    ref = handle.solve(problem, x0)
+    assert ref["status"] == "solve_succeeded", ref["status"]
+    one = _native.nlp_solve(problem, x0, *lay, options)
+    assert np.array_equal(one["x"], ref["x"])
+    per_call, held, build, moving = [], [], [], []
+    for _ in range(calls):
+        per_call.append(timed(lambda: _native.nlp_solve(problem, x0, *lay, options), 1)[0])
+        held.append(timed(lambda: handle.solve(problem, x0), 1)[0])
+        build.append(timed(lambda: _native.NlpProblem(n, 1, *lay, options), 1)[0])
+    # A max_iter that changes on every call (the Theseus adapter passes the iterations an
+    # element has left): this thread's configured application is rebuilt each time. Run
+    # apart, since it leaves the thread's application configured for other options.
+    for k in range(calls):
+        over = {"max_iter": 100 + k % 2}
+        moving.append(timed(lambda o=over: handle.solve(problem, x0, options=o), 1)[0])
+    med = statistics.median
+    return {"per_call_s": med(per_call), "handle_s": med(held), "build_s": med(build),
+            "moving_max_iter_s": med(moving), "iterations": int(ref["iterations"])}
+
+
+def bench_nlp(calls: int) -> dict:
+    """(d): per-call medians for the tiny NLP and the n = 20000 one."""
+    return {"n2": _nlp_case(2, calls), "n20000": _nlp_case(20000, max(calls // 10, 5))}
+
+
+def report_nlp(nl: dict) -> None:
+    rows = []
+    for tag, c in (("n=2, m=1", nl["n2"]), ("n=20000, m=1", nl["n20000"])):
+        rows += [
+            (f"(d) NLP {tag} ({c['iterations']} iterations): nlp_solve / handle.solve",
+             f"{c['per_call_s'] * 1e3:9.3f} ms / {c['handle_s'] * 1e3:.3f} ms"
+             f" = {c['per_call_s'] / c['handle_s']:.3f}x"),
+            (f"(d) NLP {tag}: NlpProblem(...) alone", f"{c['build_s'] * 1e3:9.3f} ms"),
+            (f"(d) NLP {tag}: handle.solve, max_iter changed every call",
+             f"{c['moving_max_iter_s'] * 1e3:9.3f} ms"),
+        ]
+    w = max(len(r[0]) for r in rows)
+    print(f"{'NLP per-call cost (medians)':<{w}}  value")
+    print("-" * (w + 20))
+    for name, val in rows:
+        print(f"{name:<{w}}  {val}")
+
+
 def report(small: dict, large: dict | None) -> None:
     cores = os.cpu_count()
     rows = [
@@ -347,8 +447,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--only-overhead", action="store_true", help="run (c) only")
+    ap.add_argument("--only-nlp", action="store_true", help="run (d) only")
     ap.add_argument("--calls", type=int, default=200, help="calls per median in (c)")
     args = ap.parse_args()
+    if args.only_nlp:
+        report_nlp(bench_nlp(args.calls))
+        return
     small = large = None
     if not args.only_overhead:
         small = bench_small(args.repeats)
@@ -356,6 +460,8 @@ def main() -> None:
         report(small, large)
     ov = bench_overhead(args.calls)
     report_overhead(ov)
+    if not args.only_overhead:
+        report_nlp(bench_nlp(args.calls))
     print(f"wrote {plot(small, large, ov)}")
 
 

@@ -18,10 +18,16 @@
 //! one iteration even when no callback runs Python code. A non-finite value returned by a
 //! callback is an evaluation error as in Ipopt (the line search cuts the step).
 //!
-//! The application (options, the restoration phase, the inner-serial FERAL backend, the
-//! per-thread reuse) is the core's `nlp` module; this file is the TNLP over Python.
+//! `NlpProblem` is the problem handle: sizes, bounds, the Jacobian and Hessian patterns and
+//! the options, checked once (the options by configuring this thread's application with
+//! them), then solved any number of times from a starting point. `nlp_solve` builds one
+//! for a single call. The application (options, the restoration phase, the inner-serial
+//! FERAL backend, the per-thread reuse) is the core's `nlp` module; this file is the TNLP
+//! over Python.
 use numpy::{PyArray1, PyReadonlyArray1, PyUntypedArrayMethods};
-use pounce_layers_core::nlp::{solve_tnlp, status_name, with_current_user_iterate, OptValue};
+use pounce_layers_core::nlp::{
+    prepare, solve_tnlp, status_name, with_current_user_iterate, NlpOptions, OptValue,
+};
 use pounce_layers_core::pattern::MAX_DIM;
 use pounce_nlp::return_codes::ApplicationReturnStatus;
 use pounce_nlp::tnlp::{
@@ -33,10 +39,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
-/// Problem data that does not change during a solve (plain data, `Send`).
-struct NlpData {
-    x0: Vec<f64>,
+/// What an `NlpProblem` holds, checked once (plain data, shared with its solves).
+struct NlpLayout {
+    n: usize,
+    m: usize,
     x_l: Vec<f64>,
     x_u: Vec<f64>,
     g_l: Vec<f64>,
@@ -45,6 +53,7 @@ struct NlpData {
     jac_cols: Vec<i32>,
     hess_rows: Vec<i32>,
     hess_cols: Vec<i32>,
+    options: NlpOptions,
 }
 
 /// The final iterate as `finalize_solution` reports it (unscaled multipliers:
@@ -72,7 +81,8 @@ struct SolveOutcome {
 
 struct PyTnlp {
     problem: Py<PyAny>,
-    data: NlpData,
+    data: Arc<NlpLayout>,
+    x0: Vec<f64>,
     track_iterates: bool,
     error: Option<PyErr>,
     solution: Option<Finalized>,
@@ -137,8 +147,8 @@ fn read_vector(obj: &Bound<'_, PyAny>, name: &str, expected: usize) -> PyResult<
 impl TNLP for PyTnlp {
     fn get_nlp_info(&mut self) -> Option<NlpInfo> {
         Some(NlpInfo {
-            n: self.data.x0.len() as i32,
-            m: self.data.g_l.len() as i32,
+            n: self.data.n as i32,
+            m: self.data.m as i32,
             nnz_jac_g: self.data.jac_rows.len() as i32,
             nnz_h_lag: self.data.hess_rows.len() as i32,
             index_style: IndexStyle::C,
@@ -155,7 +165,7 @@ impl TNLP for PyTnlp {
 
     fn get_starting_point(&mut self, sp: StartingPoint<'_>) -> bool {
         if sp.init_x {
-            sp.x.copy_from_slice(&self.data.x0);
+            sp.x.copy_from_slice(&self.x0);
         }
         // No dual warm start: the initializer computes its own multipliers.
         !sp.init_z && !sp.init_lambda
@@ -219,7 +229,7 @@ impl TNLP for PyTnlp {
             }
             SparsityRequest::Values { values } => {
                 let Some(x) = x else { return false };
-                let m = self.data.g_l.len();
+                let m = self.data.m;
                 let lam: Vec<f64> = lambda.map_or_else(|| vec![0.0; m], <[f64]>::to_vec);
                 let expected = values.len();
                 let got = self.call(|py, p| {
@@ -288,38 +298,17 @@ impl TNLP for PyTnlp {
     }
 }
 
-fn read_options(options: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, OptValue)>> {
-    let mut out = Vec::new();
-    let Some(d) = options else { return Ok(out) };
-    for (k, v) in d.iter() {
-        let key: String = k.extract()?;
-        let val = if let Ok(s) = v.extract::<String>() {
-            OptValue::Str(s)
-        } else if v.is_instance_of::<pyo3::types::PyBool>() {
-            OptValue::Str(if v.extract::<bool>()? { "yes" } else { "no" }.to_string())
-        } else if v.is_instance_of::<pyo3::types::PyInt>() {
-            OptValue::Int(v.extract::<i32>()?)
-        } else if let Ok(x) = v.extract::<f64>() {
-            OptValue::Num(x)
-        } else {
-            return Err(PyValueError::new_err(format!(
-                "options[{key:?}]: expected str, bool, int or float"
-            )));
-        };
-        out.push((key, val));
-    }
-    Ok(out)
-}
-
 fn run_solve(
     problem: Py<PyAny>,
-    data: NlpData,
-    options: Vec<(String, OptValue)>,
+    data: Arc<NlpLayout>,
+    x0: Vec<f64>,
+    options: NlpOptions,
     track_iterates: bool,
 ) -> SolveOutcome {
     let tnlp = Rc::new(RefCell::new(PyTnlp {
         problem,
         data,
+        x0,
         track_iterates,
         error: None,
         solution: None,
@@ -362,110 +351,132 @@ fn bounds_vec(a: &PyReadonlyArray1<'_, f64>, name: &str) -> PyResult<Vec<f64>> {
     Ok(v)
 }
 
-/// Solve `min f(x) s.t. g_l <= g(x) <= g_u, x_l <= x <= x_u` with POUNCE's NLP
-/// interior-point method; `problem` supplies the functions (see the module docs).
-///
-/// Bounds are float64 (+-inf for none; NaN raises `ValueError` naming the array and the
-/// index); `jac_rows` lie in `[0, m)`, the other patterns in `[0, n)`.
-///
-/// Returns a dict with `x`, `z_l`, `z_u`, `lambda`, `g` (numpy arrays, or None when the
-/// solve ended before `finalize_solution`), `obj`, `status` (str), `iterations`,
-/// `kkt_error` and `callback_error` (always None: an exception raised by a callback,
-/// `KeyboardInterrupt` included, aborts the solve and is re-raised from here). A Rust
-/// panic raises `RuntimeError`.
-#[pyfunction]
-#[pyo3(signature = (problem, x0, x_l, x_u, g_l, g_u, jac_rows, jac_cols, hess_rows, hess_cols,
-                    options=None, track_iterates=false))]
-#[allow(clippy::too_many_arguments)]
-pub fn nlp_solve<'py>(
-    py: Python<'py>,
-    problem: Py<PyAny>,
-    x0: PyReadonlyArray1<'py, f64>,
-    x_l: PyReadonlyArray1<'py, f64>,
-    x_u: PyReadonlyArray1<'py, f64>,
-    g_l: PyReadonlyArray1<'py, f64>,
-    g_u: PyReadonlyArray1<'py, f64>,
-    jac_rows: PyReadonlyArray1<'py, i64>,
-    jac_cols: PyReadonlyArray1<'py, i64>,
-    hess_rows: PyReadonlyArray1<'py, i64>,
-    hess_cols: PyReadonlyArray1<'py, i64>,
-    options: Option<&Bound<'py, PyDict>>,
-    track_iterates: bool,
-) -> PyResult<Bound<'py, PyDict>> {
-    crate::panic_guard::guard("nlp_solve", move || {
-        crate::panic_guard::test_panic_from_env().at_call("nlp_solve");
-        let arrays = NlpArrays {
-            x0,
-            x_l,
-            x_u,
-            g_l,
-            g_u,
-            jac_rows,
-            jac_cols,
-            hess_rows,
-            hess_cols,
-        };
-        nlp_solve_impl(py, problem, arrays, options, track_iterates)
-    })
-}
-
-/// The array arguments of `nlp_solve`.
-struct NlpArrays<'py> {
-    x0: PyReadonlyArray1<'py, f64>,
-    x_l: PyReadonlyArray1<'py, f64>,
-    x_u: PyReadonlyArray1<'py, f64>,
-    g_l: PyReadonlyArray1<'py, f64>,
-    g_u: PyReadonlyArray1<'py, f64>,
-    jac_rows: PyReadonlyArray1<'py, i64>,
-    jac_cols: PyReadonlyArray1<'py, i64>,
-    hess_rows: PyReadonlyArray1<'py, i64>,
-    hess_cols: PyReadonlyArray1<'py, i64>,
-}
-
-fn nlp_solve_impl<'py>(
-    py: Python<'py>,
-    problem: Py<PyAny>,
-    arrays: NlpArrays<'py>,
-    options: Option<&Bound<'py, PyDict>>,
-    track_iterates: bool,
-) -> PyResult<Bound<'py, PyDict>> {
-    let NlpArrays {
-        x0,
-        x_l,
-        x_u,
-        g_l,
-        g_u,
-        jac_rows,
-        jac_cols,
-        hess_rows,
-        hess_cols,
-    } = arrays;
-    let n = x0.len();
-    let m = g_l.len();
-    for (name, len, want) in [
-        ("x_l", x_l.len(), n),
-        ("x_u", x_u.len(), n),
-        ("g_u", g_u.len(), m),
-        ("jac_cols", jac_cols.len(), jac_rows.len()),
-        ("hess_cols", hess_cols.len(), hess_rows.len()),
-    ] {
-        if len != want {
-            return Err(PyValueError::new_err(format!(
-                "{name}: length {len}, expected {want}"
-            )));
-        }
+/// A lower bound above its upper bound, named.
+fn check_ordered(lo: &[f64], hi: &[f64], names: (&str, &str)) -> PyResult<()> {
+    match lo.iter().zip(hi).position(|(l, u)| l > u) {
+        Some(i) => Err(PyValueError::new_err(format!(
+            "{}[{i}] = {} exceeds {}[{i}] = {}",
+            names.0, lo[i], names.1, hi[i]
+        ))),
+        None => Ok(()),
     }
-    for (name, len) in [
-        ("x0", n),
-        ("g_l", m),
-        ("jac_rows", jac_rows.len()),
-        ("hess_rows", hess_rows.len()),
-    ] {
-        if len > MAX_DIM {
+}
+
+fn read_options(options: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, OptValue)>> {
+    let mut out = Vec::new();
+    let Some(d) = options else { return Ok(out) };
+    for (k, v) in d.iter() {
+        let key: String = k.extract()?;
+        let val = if let Ok(s) = v.extract::<String>() {
+            OptValue::Str(s)
+        } else if v.is_instance_of::<pyo3::types::PyBool>() {
+            OptValue::Str(if v.extract::<bool>()? { "yes" } else { "no" }.to_string())
+        } else if v.is_instance_of::<pyo3::types::PyInt>() {
+            OptValue::Int(v.extract::<i32>()?)
+        } else if let Ok(x) = v.extract::<f64>() {
+            OptValue::Num(x)
+        } else {
             return Err(PyValueError::new_err(format!(
-                "{name}: length {len} exceeds the solver's 32-bit index range"
+                "options[{key:?}]: expected str, bool, int or float"
             )));
+        };
+        out.push((key, val));
+    }
+    Ok(out)
+}
+
+/// The pattern and bound arrays of a problem.
+struct LayoutArrays<'py> {
+    x_l: PyReadonlyArray1<'py, f64>,
+    x_u: PyReadonlyArray1<'py, f64>,
+    g_l: PyReadonlyArray1<'py, f64>,
+    g_u: PyReadonlyArray1<'py, f64>,
+    jac_rows: PyReadonlyArray1<'py, i64>,
+    jac_cols: PyReadonlyArray1<'py, i64>,
+    hess_rows: PyReadonlyArray1<'py, i64>,
+    hess_cols: PyReadonlyArray1<'py, i64>,
+}
+
+impl NlpLayout {
+    /// Check sizes, bounds, patterns and options (the latter by configuring this thread's
+    /// application with them).
+    fn new(
+        n: usize,
+        m: usize,
+        a: LayoutArrays<'_>,
+        options: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        for (name, len) in [
+            ("n", n),
+            ("m", m),
+            ("jac_rows", a.jac_rows.len()),
+            ("hess_rows", a.hess_rows.len()),
+        ] {
+            if len > MAX_DIM {
+                return Err(PyValueError::new_err(format!(
+                    "{name}: {len} exceeds the solver's 32-bit index range"
+                )));
+            }
         }
+        for (name, len, want) in [
+            ("x_l", a.x_l.len(), n),
+            ("x_u", a.x_u.len(), n),
+            ("g_l", a.g_l.len(), m),
+            ("g_u", a.g_u.len(), m),
+            ("jac_cols", a.jac_cols.len(), a.jac_rows.len()),
+            ("hess_cols", a.hess_cols.len(), a.hess_rows.len()),
+        ] {
+            if len != want {
+                return Err(PyValueError::new_err(format!(
+                    "{name}: length {len}, expected {want}"
+                )));
+            }
+        }
+        let layout = NlpLayout {
+            n,
+            m,
+            x_l: bounds_vec(&a.x_l, "x_l")?,
+            x_u: bounds_vec(&a.x_u, "x_u")?,
+            g_l: bounds_vec(&a.g_l, "g_l")?,
+            g_u: bounds_vec(&a.g_u, "g_u")?,
+            jac_rows: index_vec(&a.jac_rows, "jac_rows", m)?,
+            jac_cols: index_vec(&a.jac_cols, "jac_cols", n)?,
+            hess_rows: index_vec(&a.hess_rows, "hess_rows", n)?,
+            hess_cols: index_vec(&a.hess_cols, "hess_cols", n)?,
+            options: NlpOptions::new(read_options(options)?),
+        };
+        check_ordered(&layout.x_l, &layout.x_u, ("x_l", "x_u"))?;
+        check_ordered(&layout.g_l, &layout.g_u, ("g_l", "g_u"))?;
+        if layout
+            .hess_rows
+            .iter()
+            .zip(&layout.hess_cols)
+            .any(|(r, c)| c > r)
+        {
+            return Err(PyValueError::new_err(
+                "hess_rows/hess_cols: entries must lie in the lower triangle (row >= col)",
+            ));
+        }
+        prepare(&layout.options).map_err(PyValueError::new_err)?;
+        Ok(layout)
+    }
+}
+
+/// One solve of `layout` from `x0` (see `NlpProblem.solve`).
+fn solve_layout<'py>(
+    py: Python<'py>,
+    layout: &Arc<NlpLayout>,
+    problem: Py<PyAny>,
+    x0: PyReadonlyArray1<'py, f64>,
+    overrides: Option<&Bound<'py, PyDict>>,
+    track_iterates: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    if x0.len() != layout.n {
+        return Err(PyValueError::new_err(format!(
+            "x0: length {}, expected n = {}",
+            x0.len(),
+            layout.n
+        )));
     }
     let x0v = x0.as_slice()?.to_vec();
     if let Some(i) = x0v.iter().position(|v| !v.is_finite()) {
@@ -473,29 +484,12 @@ fn nlp_solve_impl<'py>(
             "x0: non-finite value at index {i}"
         )));
     }
-    let data = NlpData {
-        x0: x0v,
-        x_l: bounds_vec(&x_l, "x_l")?,
-        x_u: bounds_vec(&x_u, "x_u")?,
-        g_l: bounds_vec(&g_l, "g_l")?,
-        g_u: bounds_vec(&g_u, "g_u")?,
-        jac_rows: index_vec(&jac_rows, "jac_rows", m)?,
-        jac_cols: index_vec(&jac_cols, "jac_cols", n)?,
-        hess_rows: index_vec(&hess_rows, "hess_rows", n)?,
-        hess_cols: index_vec(&hess_cols, "hess_cols", n)?,
+    let options = match overrides {
+        None => layout.options.clone(),
+        Some(d) => layout.options.with_overrides(&read_options(Some(d))?),
     };
-    if data
-        .hess_rows
-        .iter()
-        .zip(&data.hess_cols)
-        .any(|(r, c)| c > r)
-    {
-        return Err(PyValueError::new_err(
-            "hess_rows/hess_cols: entries must lie in the lower triangle (row >= col)",
-        ));
-    }
-    let opts = read_options(options)?;
-    let outcome = py.detach(move || run_solve(problem, data, opts, track_iterates));
+    let data = layout.clone();
+    let outcome = py.detach(move || run_solve(problem, data, x0v, options, track_iterates));
     if let Some(msg) = outcome.option_error {
         return Err(PyValueError::new_err(msg));
     }
@@ -523,4 +517,147 @@ fn nlp_solve_impl<'py>(
     out.set_item("kkt_error", outcome.kkt_error)?;
     out.set_item("callback_error", py.None())?;
     Ok(out)
+}
+
+/// An NLP layout, checked once: `NlpProblem(n, m, x_l, x_u, g_l, g_u, jac_rows, jac_cols,
+/// hess_rows, hess_cols, options=None)`, for `min f(x) s.t. g_l <= g(x) <= g_u,
+/// x_l <= x <= x_u` solved by POUNCE's NLP interior-point method.
+///
+/// Bounds are float64 of lengths n, m (+-inf for none; NaN, or a lower bound above its
+/// upper bound, raises `ValueError` naming the array and the index). Patterns are int64,
+/// 0-based: the Jacobian's `jac_rows` in `[0, m)`, `jac_cols` in `[0, n)`; the Hessian of
+/// the Lagrangian's lower triangle `hess_rows >= hess_cols`, both in `[0, n)`. `options`:
+/// POUNCE (Ipopt) options as a dict of str, bool ("yes"/"no"), int or float; an option
+/// POUNCE rejects raises `ValueError` here. Immutable; one handle may be solved from
+/// several threads at once (each thread keeps its own configured application).
+#[pyclass(name = "NlpProblem", module = "pounce_kkt._native", frozen)]
+pub struct NlpProblem {
+    inner: Arc<NlpLayout>,
+}
+
+#[pymethods]
+impl NlpProblem {
+    #[new]
+    #[pyo3(signature = (n, m, x_l, x_u, g_l, g_u, jac_rows, jac_cols, hess_rows, hess_cols,
+                        options=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new<'py>(
+        n: usize,
+        m: usize,
+        x_l: PyReadonlyArray1<'py, f64>,
+        x_u: PyReadonlyArray1<'py, f64>,
+        g_l: PyReadonlyArray1<'py, f64>,
+        g_u: PyReadonlyArray1<'py, f64>,
+        jac_rows: PyReadonlyArray1<'py, i64>,
+        jac_cols: PyReadonlyArray1<'py, i64>,
+        hess_rows: PyReadonlyArray1<'py, i64>,
+        hess_cols: PyReadonlyArray1<'py, i64>,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Self> {
+        crate::panic_guard::guard("NlpProblem", move || {
+            crate::panic_guard::test_panic_from_env().at_call("NlpProblem");
+            let arrays = LayoutArrays {
+                x_l,
+                x_u,
+                g_l,
+                g_u,
+                jac_rows,
+                jac_cols,
+                hess_rows,
+                hess_cols,
+            };
+            let layout = NlpLayout::new(n, m, arrays, options)?;
+            Ok(NlpProblem {
+                inner: Arc::new(layout),
+            })
+        })
+    }
+
+    #[getter]
+    fn n(&self) -> usize {
+        self.inner.n
+    }
+
+    #[getter]
+    fn m(&self) -> usize {
+        self.inner.m
+    }
+
+    /// Solve from `x0` (n,), float64 and finite; `problem` supplies the functions (see the
+    /// module docs). `track_iterates`: pass each iterate's x to `problem.iteration`.
+    /// `options`: None, or options for this solve only, set over the handle's (e.g. a
+    /// `max_iter` that changes per call; an option POUNCE rejects raises `ValueError`).
+    ///
+    /// Returns a dict with `x`, `z_l`, `z_u`, `lambda`, `g` (numpy arrays, or None when the
+    /// solve ended before `finalize_solution`), `obj`, `status` (str), `iterations`,
+    /// `kkt_error` and `callback_error` (always None: an exception raised by a callback,
+    /// `KeyboardInterrupt` included, aborts the solve and is re-raised from here). The
+    /// multipliers are unscaled: `grad f + J' lambda - z_l + z_u = 0`. A Rust panic raises
+    /// `RuntimeError`.
+    #[pyo3(signature = (problem, x0, track_iterates=false, options=None))]
+    fn solve<'py>(
+        &self,
+        py: Python<'py>,
+        problem: Py<PyAny>,
+        x0: PyReadonlyArray1<'py, f64>,
+        track_iterates: bool,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        crate::panic_guard::guard("NlpProblem.solve", move || {
+            crate::panic_guard::test_panic_from_env().at_call("NlpProblem.solve");
+            solve_layout(py, &self.inner, problem, x0, options, track_iterates)
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        let l = &self.inner;
+        format!(
+            "NlpProblem(n={}, m={}, nnz_jac={}, nnz_hess={})",
+            l.n,
+            l.m,
+            l.jac_rows.len(),
+            l.hess_rows.len()
+        )
+    }
+}
+
+/// Solve one NLP: an `NlpProblem` of these arrays built for this call (n = len(x0),
+/// m = len(g_l)), then its `solve(problem, x0, track_iterates)`; see `NlpProblem` for the
+/// arguments, the checks and the result. A caller solving one layout repeatedly holds an
+/// `NlpProblem` instead.
+#[pyfunction]
+#[pyo3(signature = (problem, x0, x_l, x_u, g_l, g_u, jac_rows, jac_cols, hess_rows, hess_cols,
+                    options=None, track_iterates=false))]
+#[allow(clippy::too_many_arguments)]
+pub fn nlp_solve<'py>(
+    py: Python<'py>,
+    problem: Py<PyAny>,
+    x0: PyReadonlyArray1<'py, f64>,
+    x_l: PyReadonlyArray1<'py, f64>,
+    x_u: PyReadonlyArray1<'py, f64>,
+    g_l: PyReadonlyArray1<'py, f64>,
+    g_u: PyReadonlyArray1<'py, f64>,
+    jac_rows: PyReadonlyArray1<'py, i64>,
+    jac_cols: PyReadonlyArray1<'py, i64>,
+    hess_rows: PyReadonlyArray1<'py, i64>,
+    hess_cols: PyReadonlyArray1<'py, i64>,
+    options: Option<&Bound<'py, PyDict>>,
+    track_iterates: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    crate::panic_guard::guard("nlp_solve", move || {
+        crate::panic_guard::test_panic_from_env().at_call("nlp_solve");
+        let (n, m) = (x0.len(), g_l.len());
+        let arrays = LayoutArrays {
+            x_l,
+            x_u,
+            g_l,
+            g_u,
+            jac_rows,
+            jac_cols,
+            hess_rows,
+            hess_cols,
+        };
+        let layout = Arc::new(NlpLayout::new(n, m, arrays, options)?);
+        solve_layout(py, &layout, problem, x0, None, track_iterates)
+    })
 }

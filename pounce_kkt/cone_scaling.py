@@ -7,7 +7,7 @@ barrier-based one for exp and power); this module lays them out for the whole co
 equilibrates them. Everything is batched over a leading dimension B and written in
 differentiable Torch ops, so the dense backward can be differentiated again.
 
-The compact layout, shared with the native ``kkt_adjoint_batch``: ``h_diag (B, z + l)`` (0 on
+The compact layout, shared with the native ``ConicProblem.adjoint``: ``h_diag (B, z + l)`` (0 on
 zero-cone rows) and ``h_blocks (B, sum d_k^2)``, each SOC, PSD, exp and power block dense
 row-major, in cone order.
 """

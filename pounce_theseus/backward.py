@@ -90,6 +90,8 @@ def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchR
             step = implicit_step_sparse(grad_l, structure.hess.rows, structure.hess.cols,
                                         values, used=ok)
             step = torch.where(ok.unsqueeze(1).to(step.device), step, torch.zeros_like(step))
+            if not _depends_on_more_than(step, delta0):
+                return False  # nothing upstream (aux data, weights) requires grad
             chart.apply(delta0.detach() + (step - step.detach()))
             return True
         h = structure.hess.dense(values)
@@ -103,6 +105,8 @@ def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchR
                       at_hi=torch.as_tensor(res.at_hi))
         step = implicit_step_with_limits(grad_l, h, used=ok, **kw)
         step = torch.where(ok.unsqueeze(1).to(step.device), step, torch.zeros_like(step))
+        if not _depends_on_more_than(step, delta0):
+            return False  # nothing upstream (aux data, weights, bounds, limits) requires grad
         # value: exactly the solution written (0 + 0); derivative: the step's
         chart.apply(delta0.detach() + (step - step.detach()))
     return True
@@ -128,3 +132,23 @@ def _bound_limits(chart, bounds: list[Bound], bsz: int, n: int, dtype):
         lo[:, sl] = torch.where(torch.isfinite(bnd.lower), bnd.lower - x0, 0.0)
         hi[:, sl] = torch.where(torch.isfinite(bnd.upper), bnd.upper - x0, 0.0)
     return lo, hi
+
+
+def _depends_on_more_than(t: torch.Tensor, leaf: torch.Tensor) -> bool:
+    """``t``'s autograd graph reaches a leaf other than ``leaf``.
+
+    The gradient of the Lagrangian is taken with ``create_graph=True``, so it always
+    depends on the chart's own ``leaf`` (``delta0``); ``requires_grad`` alone cannot say
+    whether anything upstream of the layer (aux data, cost weights, bounds) does.
+    """
+    stack, seen = [t.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        var = getattr(fn, "variable", None)
+        if var is not None and var is not leaf:
+            return True
+        stack.extend(f for f, _ in fn.next_functions)
+    return False

@@ -36,6 +36,7 @@ import os
 import resource
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -331,20 +332,36 @@ def _nlp_case(n: int, calls: int) -> dict:
     assert ref["status"] == "solve_succeeded", ref["status"]
     one = _native.nlp_solve(problem, x0, *lay, options)
     assert np.array_equal(one["x"], ref["x"])
-    per_call, held, build, moving = [], [], [], []
+    per_call, held, build = [], [], []
     for _ in range(calls):
         per_call.append(timed(lambda: _native.nlp_solve(problem, x0, *lay, options), 1)[0])
         held.append(timed(lambda: handle.solve(problem, x0), 1)[0])
         build.append(timed(lambda: _native.NlpProblem(n, 1, *lay, options), 1)[0])
     # A max_iter that changes on every call (the Theseus adapter passes the iterations an
-    # element has left): this thread's configured application is rebuilt each time. Run
-    # apart, since it leaves the thread's application configured for other options.
+    # element has left) leaves this thread's configured application on other options, so
+    # the next solve with the handle's own options rebuilds it ("rebuilt"); the solve after
+    # that reuses it ("reused"). Interleaved, so a drift of the process' speed cancels.
+    rebuilt, reused = [], []
     for k in range(calls):
-        over = {"max_iter": 100 + k % 2}
-        moving.append(timed(lambda o=over: handle.solve(problem, x0, options=o), 1)[0])
+        handle.solve(problem, x0, options={"max_iter": 100 + k % 2})
+        rebuilt.append(timed(lambda: handle.solve(problem, x0), 1)[0])
+        reused.append(timed(lambda: handle.solve(problem, x0), 1)[0])
+    # Each solve on a new thread (as pounce_theseus' Hub runs its jobs): the thread has no
+    # configured application yet. Timed inside the thread, interleaved with this thread's.
+    fresh, same = [], []
+
+    def on_new_thread():
+        fresh.append(timed(lambda: handle.solve(problem, x0), 1)[0])
+
+    for _ in range(max(calls // 2, 5)):
+        th = threading.Thread(target=on_new_thread)
+        th.start()
+        th.join()
+        same.append(timed(lambda: handle.solve(problem, x0), 1)[0])
     med = statistics.median
     return {"per_call_s": med(per_call), "handle_s": med(held), "build_s": med(build),
-            "moving_max_iter_s": med(moving), "iterations": int(ref["iterations"])}
+            "rebuilt_s": med(rebuilt), "reused_s": med(reused), "new_thread_s": med(fresh),
+            "same_thread_s": med(same), "iterations": int(ref["iterations"])}
 
 
 def bench_nlp(calls: int) -> dict:
@@ -360,8 +377,10 @@ def report_nlp(nl: dict) -> None:
              f"{c['per_call_s'] * 1e3:9.3f} ms / {c['handle_s'] * 1e3:.3f} ms"
              f" = {c['per_call_s'] / c['handle_s']:.3f}x"),
             (f"(d) NLP {tag}: NlpProblem(...) alone", f"{c['build_s'] * 1e3:9.3f} ms"),
-            (f"(d) NLP {tag}: handle.solve, max_iter changed every call",
-             f"{c['moving_max_iter_s'] * 1e3:9.3f} ms"),
+            (f"(d) NLP {tag}: handle.solve on a rebuilt / reused application",
+             f"{c['rebuilt_s'] * 1e3:9.3f} ms / {c['reused_s'] * 1e3:.3f} ms"),
+            (f"(d) NLP {tag}: handle.solve on a new thread / on this one",
+             f"{c['new_thread_s'] * 1e3:9.3f} ms / {c['same_thread_s'] * 1e3:.3f} ms"),
         ]
     w = max(len(r[0]) for r in rows)
     print(f"{'NLP per-call cost (medians)':<{w}}  value")

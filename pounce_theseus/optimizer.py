@@ -31,6 +31,7 @@ from .constraints import Constraint, resolve_bounds
 from .float64 import Float64Copy
 from .hessian import make_hessian
 from .info import fill_info, replay_iterations
+from .linear_solver import LinearSolverAtSolution
 from .solve import BATCH_SOLVES, SolveSettings, solve_batch, write_solution
 
 __all__ = ["PounceOptimizer"]
@@ -79,7 +80,15 @@ class PounceOptimizer(NonlinearOptimizer):
             (elementwise up to 8 elements; see :mod:`pounce_theseus.solve`).
     """
 
-    linear_solver = None  # no linear solver: Theseus' LEO code takes its documented fallback
+    @property
+    def linear_solver(self) -> Any:
+        """A Theseus linear solver linearised at the current point (for LEO's sampling
+        and models that read it); the solve never uses it (pounce_theseus.linear_solver)."""
+        return self._linear_solver.read()
+
+    @linear_solver.setter
+    def linear_solver(self, solver: Any) -> None:
+        self._linear_solver.replace(solver)
 
     def __init__(
         self,
@@ -111,9 +120,11 @@ class PounceOptimizer(NonlinearOptimizer):
         ignored = sorted(k for k, v in linear.items() if v is not None)
         ignored += ["step_size"] if step_size != 1.0 else []
         if ignored:
-            warnings.warn(f"PounceOptimizer ignores {ignored}: it solves with POUNCE's "
-                          "interior-point method, not a linear solver/step-size loop.",
-                          stacklevel=2)
+            warnings.warn(f"PounceOptimizer ignores {ignored} in its solve: it uses POUNCE's "
+                          "interior-point method, not a linear solver/step-size loop (the "
+                          "linear-solver arguments only build `linear_solver`, read by "
+                          "LEO-style code at the solution).", stacklevel=2)
+        self._linear_solver = LinearSolverAtSolution(objective, **linear)
         if kwargs:
             warnings.warn(f"PounceOptimizer ignores unknown keyword argument(s) "
                           f"{sorted(kwargs)}.", stacklevel=2)

@@ -137,7 +137,8 @@ def test_theseus_positional_signature_and_lookup_by_name():
     name = "PounceOptimizer"  # as a config names it
     assert getattr(th, name) is PounceOptimizer  # noqa: B009
     assert th.GaussNewton.__module__.startswith("theseus")  # nothing else replaced
-    assert opt.params.max_iterations == 7 and opt.linear_solver is None
+    assert opt.params.max_iterations == 7
+    assert isinstance(opt.linear_solver, th.CholeskyDenseSolver)  # built as GN builds it
     with pytest.warns(UserWarning, match="max_optim_iters"):
         PounceOptimizer(obj, max_optim_iters=10)
     with torch.no_grad():

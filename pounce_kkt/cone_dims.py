@@ -9,11 +9,9 @@ from typing import Any
 
 import numpy as np
 
-
-def svec_dim(order: int) -> int:
-    """Rows of the svec of an order x order symmetric matrix (lower triangle)."""
-    return order * (order + 1) // 2
-
+from pounce_kkt.cones.base import ConeBlock
+from pounce_kkt.cones.psd import svec_dim
+from pounce_kkt.cones.registry import blocks as _registry_blocks
 
 # Cone-dict keys solved here, and the keys of SCS 3 / cvxpy / diffcp cones that are not
 # (accepted only when empty: cvxpy 1.9 always writes "pnd": [], diffcp may write "ed": 0).
@@ -57,19 +55,6 @@ def _whole(name: str, v: Any) -> int:
 
 def _sizes(v: Any) -> tuple:
     return () if _is_empty(v) else tuple(np.asarray(v).reshape(-1).tolist())
-
-
-@dataclass(frozen=True)
-class ConeBlock:
-    """One cone of a product cone: `kind` in {"q", "s", "ep", "p"}, rows [start, start + dim).
-
-    `param` is the matrix order for "s", alpha for "p", and the dimension otherwise.
-    """
-
-    kind: str
-    start: int
-    dim: int
-    param: float
 
 
 @dataclass(frozen=True)
@@ -186,9 +171,7 @@ class ConeDims:
     def blocks(self) -> list[ConeBlock]:
         """The non-diagonal cones in row order (SOC, PSD, exp, power); each cone class in
         pounce_kkt.cones gives its own rows."""
-        from pounce_kkt.cones.registry import blocks
-
-        return blocks(self)
+        return _registry_blocks(self)
 
     @property
     def n_block_entries(self) -> int:

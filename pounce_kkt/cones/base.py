@@ -15,11 +15,39 @@ work in float64 Torch ops.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import torch
 
-from pounce_kkt.cone_dims import ConeDims
+
+class ConeCounts(Protocol):
+    """The cone dict's entries a cone class reads (:class:`pounce_kkt.cone_dims.ConeDims`
+    holds them, validated): counts of zero, nonneg and exp cones, SOC dimensions, PSD
+    orders, power-cone alphas, and the diagonal rows (zero + nonneg)."""
+
+    z: int
+    l: int  # noqa: E741 (SCS's key)
+    q: tuple[int, ...]
+    s: tuple[int, ...]
+    ep: int
+    p: tuple[float, ...]
+
+    @property
+    def n_diag(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ConeBlock:
+    """One cone of a product cone: `kind` in {"q", "s", "ep", "p"}, rows [start, start + dim).
+
+    `param` is the matrix order for "s", alpha for "p", and the dimension otherwise.
+    """
+
+    kind: str
+    start: int
+    dim: int
+    param: float
 
 
 class Cone:
@@ -48,7 +76,7 @@ class DiagonalCone(Cone):
     """A cone whose H is diagonal, covering one run of ``rows(cones)`` rows."""
 
     @staticmethod
-    def rows(cones: ConeDims) -> int:
+    def rows(cones: ConeCounts) -> int:
         raise NotImplementedError
 
 
@@ -56,7 +84,7 @@ class BlockCone(Cone):
     """A cone with one dense H block per cone-dict entry."""
 
     @staticmethod
-    def params(cones: ConeDims) -> Sequence[float]:
+    def params(cones: ConeCounts) -> Sequence[float]:
         """One parameter per block of this kind in ``cones``, in row order."""
         raise NotImplementedError
 

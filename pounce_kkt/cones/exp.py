@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import torch
 
-from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.cones.barrier import barrier_scaling, log_barrier_parts, push_inside
+from pounce_kkt.cones.base import ConeCounts
 from pounce_kkt.cones.ray import (
     RayCone,
     chunked_exp,
@@ -93,7 +93,7 @@ class ExpCone(RayCone):
     key = "ep"
 
     @staticmethod
-    def params(cones: ConeDims) -> Sequence[float]:
+    def params(cones: ConeCounts) -> Sequence[float]:
         return [3.0] * cones.ep
 
     @staticmethod

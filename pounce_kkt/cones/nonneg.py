@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pounce_kkt.cone_dims import ConeDims
-from pounce_kkt.cones.base import DiagonalCone
+from pounce_kkt.cones.base import ConeCounts, DiagonalCone
 from pounce_kkt.cones.centring import log_nt_ratio, tau
 
 
@@ -21,7 +20,7 @@ class NonnegCone(DiagonalCone):
     key = "l"
 
     @staticmethod
-    def rows(cones: ConeDims) -> int:
+    def rows(cones: ConeCounts) -> int:
         return cones.l
 
     def project(self, w: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import torch
 
-from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.cones import ray
 from pounce_kkt.cones.barrier import (
     barrier_scaling,
@@ -17,6 +16,7 @@ from pounce_kkt.cones.barrier import (
     push_inside,
     sherman_morrison,
 )
+from pounce_kkt.cones.base import ConeCounts
 
 
 def power_barrier(s: torch.Tensor, alpha: torch.Tensor) -> tuple[
@@ -108,7 +108,7 @@ class PowerCone(ray.RayCone):
         self.alpha = alpha
 
     @staticmethod
-    def params(cones: ConeDims) -> Sequence[float]:
+    def params(cones: ConeCounts) -> Sequence[float]:
         return list(cones.p)
 
     @classmethod

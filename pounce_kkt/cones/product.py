@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import torch
 
-from pounce_kkt.cone_dims import ConeDims
+from pounce_kkt.cones.base import ConeCounts
 from pounce_kkt.cones.nonneg import NonnegCone
 from pounce_kkt.cones.registry import block_groups
 
 
-def project(w: torch.Tensor, cones: ConeDims, derivative: bool = False
+def project(w: torch.Tensor, cones: ConeCounts, derivative: bool = False
             ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]] | None]:
     """Pi_K(w) for the product cone, w (B, m) in SCS row order.
 
@@ -57,7 +57,7 @@ def _columns(rows: torch.Tensor) -> torch.Tensor | slice:
     return rows
 
 
-def apply_derivative(dw: torch.Tensor, w: torch.Tensor, cones: ConeDims,
+def apply_derivative(dw: torch.Tensor, w: torch.Tensor, cones: ConeCounts,
                      parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """D dw for the product cone (B, m), D from :func:`project` at w (differentiable in dw)."""
     B = dw.shape[0]

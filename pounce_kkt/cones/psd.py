@@ -11,9 +11,13 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from pounce_kkt.cone_dims import ConeDims, svec_dim
-from pounce_kkt.cones.base import BlockCone
+from pounce_kkt.cones.base import BlockCone, ConeCounts
 from pounce_kkt.cones.centring import log_nt_ratio, tau, tau_rel
+
+
+def svec_dim(order: int) -> int:
+    """Rows of the svec of an order x order symmetric matrix (lower triangle)."""
+    return order * (order + 1) // 2
 
 
 @lru_cache(maxsize=32)
@@ -96,7 +100,7 @@ class PsdCone(BlockCone):
         self.k = int(k)
 
     @staticmethod
-    def params(cones: ConeDims) -> Sequence[float]:
+    def params(cones: ConeCounts) -> Sequence[float]:
         return [float(k) for k in cones.s]
 
     @staticmethod

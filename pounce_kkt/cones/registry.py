@@ -12,8 +12,7 @@ from functools import lru_cache
 
 import torch
 
-from pounce_kkt.cone_dims import ConeBlock, ConeDims
-from pounce_kkt.cones.base import BlockCone, Cone, DiagonalCone
+from pounce_kkt.cones.base import BlockCone, Cone, ConeBlock, ConeCounts, DiagonalCone
 from pounce_kkt.cones.exp import ExpCone
 from pounce_kkt.cones.nonneg import NonnegCone
 from pounce_kkt.cones.power import PowerCone
@@ -30,13 +29,13 @@ BLOCK_CONES: tuple[type[BlockCone], ...] = tuple(
     cls for cls in ROW_ORDER if issubclass(cls, BlockCone))
 
 
-def blocks(cones: ConeDims) -> list[ConeBlock]:
+def blocks(cones: ConeCounts) -> list[ConeBlock]:
     """The block cones of ``cones`` in row order: kind (the key), first row, rows, param."""
     return list(_blocks(cones))
 
 
 @lru_cache(maxsize=256)
-def _blocks(cones: ConeDims) -> tuple[ConeBlock, ...]:
+def _blocks(cones: ConeCounts) -> tuple[ConeBlock, ...]:
     out: list[ConeBlock] = []
     r = sum(cls.rows(cones) for cls in DIAGONAL_CONES)
     for cls in BLOCK_CONES:
@@ -77,7 +76,7 @@ class BlockGroup:
 
 
 @lru_cache(maxsize=256)
-def block_groups(cones: ConeDims) -> tuple[BlockGroup, ...]:
+def block_groups(cones: ConeCounts) -> tuple[BlockGroup, ...]:
     """The block cones of ``cones`` grouped by (kind, size), in order of first appearance
     (computed once per cone dims)."""
     found: dict[tuple[str, int], list[tuple[ConeBlock, int]]] = {}

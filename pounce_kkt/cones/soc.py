@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from pounce_kkt.cone_dims import ConeDims
-from pounce_kkt.cones.base import BlockCone
+from pounce_kkt.cones.base import BlockCone, ConeCounts
 from pounce_kkt.cones.centring import log_nt_ratio, tau, tau_rel
 
 
@@ -83,7 +82,7 @@ class SecondOrderCone(BlockCone):
     key = "q"
 
     @staticmethod
-    def params(cones: ConeDims) -> Sequence[float]:
+    def params(cones: ConeCounts) -> Sequence[float]:
         return [float(d) for d in cones.q]
 
     @staticmethod

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pounce_kkt.cone_dims import ConeDims
-from pounce_kkt.cones.base import DiagonalCone
+from pounce_kkt.cones.base import ConeCounts, DiagonalCone
 
 
 class ZeroCone(DiagonalCone):
@@ -14,7 +13,7 @@ class ZeroCone(DiagonalCone):
     key = "z"
 
     @staticmethod
-    def rows(cones: ConeDims) -> int:
+    def rows(cones: ConeCounts) -> int:
         return cones.z
 
     def project(self, w: torch.Tensor) -> torch.Tensor:

@@ -84,6 +84,8 @@ class SolveSettings:
     # an element stopped by that test continues, in a chart centred where it stopped, to
     # Ipopt's tol (the implicit gradient is only as accurate as the solution), taking full
     # steps; the whole solve uses Gauss-Newton Hessians (BatchNlp.gauss_newton_only)
+    # and, once past Theseus' test, autograd gradients where Theseus' Jacobians are less
+    # accurate than tol (BatchNlp.autograd_gradient)
     polish: bool = False
 
 
@@ -325,6 +327,10 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         if not todo.size:
             break
         groups = [todo] if joint and attempt == 0 else [np.array([b]) for b in todo]
+        # a solve that ends at Ipopt's tol takes its gradients by autograd where Theseus'
+        # linearisation is not that accurate (BatchNlp.linearization_inaccurate)
+        nlp.autograd_gradient = error_tolerances is None and nlp.linearization_inaccurate(
+            float(settings.options.get("tol") or 1e-8))
         hub = Hub(nlp, res)
         jobs = [_job(nlp, hub, g, settings, int(res.iterations[g].max()), error_tolerances,
                      polishing) for g in groups]
@@ -353,7 +359,7 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         res.delta[todo] = 0.0
         nlp.recentred(todo)
     chart.restore()
-    nlp.gauss_newton_only = False
+    nlp.gauss_newton_only = nlp.autograd_gradient = False
     return res
 
 

@@ -22,19 +22,30 @@
     on a tiny NLP (n = 2, one nonlinear constraint) and a separable one with n = 20000
     (diagonal Hessian, one linear constraint over every variable). The same calls' Python
     callbacks run in both columns.
+(e) With ``--against PATH`` (another build's ``_native.abi3.so``, e.g. a copy made before a
+    change): the B = 1, n = m = 50 forward and backward of (c) on a handle of this build
+    and on one of that build, interleaved in one process: wall time, and the forward's wall
+    minus the item's own solve time.
+
+``--busy K`` runs K busy-looping processes while the benchmark runs (the load under which
+a hand-off between threads costs most; they are stopped at the end).
 
 Prints a table of medians and ratios and writes benchmarks/out/bench_core.png.
 
     python benchmarks/bench_core.py [--repeats 5] [--skip-large] [--only-overhead]
-                                    [--only-nlp] [--calls 200]
+                                    [--only-nlp] [--calls 200] [--busy K]
+                                    [--against PATH [--only-against]]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
+import importlib.util
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -278,6 +289,64 @@ def report_overhead(ov: dict) -> None:
         print(f"{name:<{w}}  {val}")
 
 
+def _load_native(path: str):
+    """The extension module at ``path`` (another build of ``pounce_kkt._native``), loaded
+    under its own name beside this build's."""
+    name = "bench_core_against._native"
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def bench_against(path: str, calls: int) -> dict:
+    """(e): B = 1, n = m = 50 forward and backward on a handle of this build and on one of
+    the build at ``path``, interleaved; medians."""
+    other = _load_native(path)
+    prob = dense_qp_batch(1, n=50, m=50, z=10)
+    handles = {"this": native_problem(prob), "other": other.ConicProblem(
+        *(prob[k] for k in ("n", "m", "p_indptr", "p_indices", "a_indptr", "a_indices", "cones")))}
+    res = {k: forward(h, prob) for k, h in handles.items()}
+    for k, h in handles.items():  # a second call of each: the handles' workers are built
+        res[k] = forward(h, prob)
+        adjoint(h, prob, res[k])
+    rows: dict = {k: {"fwd": [], "out": [], "bwd": []} for k in handles}
+    for _ in range(calls):
+        for k, h in handles.items():
+            t = time.perf_counter()
+            r = forward(h, prob)
+            wall = time.perf_counter() - t
+            rows[k]["fwd"].append(wall)
+            rows[k]["out"].append(wall - float(r["solve_time"][0]))
+            t = time.perf_counter()
+            adjoint(h, prob, res[k])
+            rows[k]["bwd"].append(time.perf_counter() - t)
+    return {k: {c: statistics.median(v) for c, v in r.items()} for k, r in rows.items()}
+
+
+def report_against(ag: dict) -> None:
+    t, o = ag["this"], ag["other"]
+    print(f"{'(e) B=1 n=m=50, this build / --against build (medians)':<56}  value")
+    print("-" * 90)
+    for name, c in (("forward call", "fwd"), ("forward, outside the item's solve", "out"),
+                    ("backward call", "bwd")):
+        print(f"{name:<56}  {t[c] * 1e3:8.3f} ms / {o[c] * 1e3:8.3f} ms")
+
+
+class _Busy:
+    """K processes spinning in a loop while the benchmark runs."""
+
+    def __init__(self, k: int):
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                      for _ in range(k)]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
 class _Separable:
     """min sum_i (x_i - c_i)^2 + (x_0 - x_1)^4 s.t. x_0^2 + x_1^2 <= 1 (n = 2) or
     sum_i x_i >= 1 (n > 2): the callbacks of (d), as cheap as numpy makes them."""
@@ -467,8 +536,23 @@ def main() -> None:
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--only-overhead", action="store_true", help="run (c) only")
     ap.add_argument("--only-nlp", action="store_true", help="run (d) only")
-    ap.add_argument("--calls", type=int, default=200, help="calls per median in (c)")
+    ap.add_argument("--calls", type=int, default=200, help="calls per median in (c), (d), (e)")
+    ap.add_argument("--busy", type=int, default=0, help="busy-looping processes meanwhile")
+    ap.add_argument("--against", help="(e): another build's _native.abi3.so")
+    ap.add_argument("--only-against", action="store_true", help="run (e) only")
     args = ap.parse_args()
+    busy = _Busy(args.busy)
+    try:
+        _run(args)
+    finally:
+        busy.stop()
+
+
+def _run(args) -> None:
+    if args.against:
+        report_against(bench_against(args.against, args.calls))
+        if args.only_against:
+            return
     if args.only_nlp:
         report_nlp(bench_nlp(args.calls))
         return

@@ -381,7 +381,8 @@ pub struct RunControl {
 
 /// Solve a batch of conic programs sharing the structure `st` (SCS form, see
 /// cone_layout.rs). Items run in contiguous chunks, a few per pool thread, each chunk in
-/// order on one worker whose reusable QP factorization (symbolic analysis ~2x the cost of a
+/// order on one worker (a batch of one chunk, e.g. one item, runs on the calling thread and
+/// never touches a rayon pool, so any thread may call it) whose reusable QP factorization (symbolic analysis ~2x the cost of a
 /// small solve) is paid per chunk, or taken from `workspaces` when an earlier call left one.
 /// Items not started when `ctl.cancel` is set get "numerical_failure", items not started
 /// before the deadline "time_limit"; an item that panics fails ("numerical_failure") with
@@ -424,72 +425,79 @@ pub fn solve_batch(
     let mut ss = vec![0.0; bsz * mw];
     let chunks_per_thread = 2;
     let per = bsz.div_ceil(threads() * chunks_per_thread).max(1);
-    let outs: Vec<ItemOut> = xs
-        .par_chunks_mut(per * nw)
-        .zip(ys.par_chunks_mut(per * mw))
-        .zip(ss.par_chunks_mut(per * mw))
-        .enumerate()
-        .flat_map_iter(|(c, ((xc, yc), sc))| {
-            let mut wk = key
-                .as_ref()
-                .and_then(|k| workspaces.take(k))
-                .unwrap_or_else(|| Worker::new(st));
-            let count = xc.len() / nw;
-            let mut outs = Vec::with_capacity(count);
-            for j in 0..count {
-                if ctl.cancel.is_set() {
-                    outs.push(ItemOut::skipped(status_name(QpStatus::NumericalFailure)));
-                    continue;
+    let chunk = |c: usize, xc: &mut [f64], yc: &mut [f64], sc: &mut [f64]| {
+        let mut wk = key
+            .as_ref()
+            .and_then(|k| workspaces.take(k))
+            .unwrap_or_else(|| Worker::new(st));
+        let count = xc.len() / nw;
+        let mut outs = Vec::with_capacity(count);
+        for j in 0..count {
+            if ctl.cancel.is_set() {
+                outs.push(ItemOut::skipped(status_name(QpStatus::NumericalFailure)));
+                continue;
+            }
+            if engine.expired() {
+                outs.push(ItemOut::skipped(status_name(QpStatus::TimeLimit)));
+                continue;
+            }
+            let i = c * per + j;
+            let d = ItemData {
+                p: inp.p.map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
+                a: &inp.a[i * nnz_a..(i + 1) * nnz_a],
+                q: &inp.q[i * n..(i + 1) * n],
+                b: &inp.b[i * m..(i + 1) * m],
+                warm: inp
+                    .warm
+                    .map(|(wx, wy)| (&wx[i * n..(i + 1) * n], &wy[i * m..(i + 1) * m])),
+            };
+            let (x, y, s) = (
+                &mut xc[j * nw..j * nw + n],
+                &mut yc[j * mw..j * mw + m],
+                &mut sc[j * mw..j * mw + m],
+            );
+            let t0 = Instant::now();
+            let solved = catch(|| {
+                ctl.test_panic.at_item(i);
+                engine.solve_item(&d, &mut wk, &mut *x, &mut *y, &mut *s)
+            });
+            match solved {
+                Ok(o) => {
+                    wk.last_item = t0.elapsed();
+                    outs.push(o)
                 }
-                if engine.expired() {
-                    outs.push(ItemOut::skipped(status_name(QpStatus::TimeLimit)));
-                    continue;
-                }
-                let i = c * per + j;
-                let d = ItemData {
-                    p: inp.p.map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
-                    a: &inp.a[i * nnz_a..(i + 1) * nnz_a],
-                    q: &inp.q[i * n..(i + 1) * n],
-                    b: &inp.b[i * m..(i + 1) * m],
-                    warm: inp
-                        .warm
-                        .map(|(wx, wy)| (&wx[i * n..(i + 1) * n], &wy[i * m..(i + 1) * m])),
-                };
-                let (x, y, s) = (
-                    &mut xc[j * nw..j * nw + n],
-                    &mut yc[j * mw..j * mw + m],
-                    &mut sc[j * mw..j * mw + m],
-                );
-                let t0 = Instant::now();
-                let solved = catch(|| {
-                    ctl.test_panic.at_item(i);
-                    engine.solve_item(&d, &mut wk, &mut *x, &mut *y, &mut *s)
-                });
-                match solved {
-                    Ok(o) => {
-                        wk.last_item = t0.elapsed();
-                        outs.push(o)
+                Err(_) => {
+                    // The panic message went to stderr (the panic hook); the item
+                    // fails, its outputs are zeroed and the worker's state rebuilt.
+                    wk = Worker::new(st);
+                    for v in x.iter_mut().chain(y.iter_mut()).chain(s.iter_mut()) {
+                        *v = 0.0;
                     }
-                    Err(_) => {
-                        // The panic message went to stderr (the panic hook); the item
-                        // fails, its outputs are zeroed and the worker's state rebuilt.
-                        wk = Worker::new(st);
-                        for v in x.iter_mut().chain(y.iter_mut()).chain(s.iter_mut()) {
-                            *v = 0.0;
-                        }
-                        outs.push(ItemOut {
-                            secs: t0.elapsed().as_secs_f64(),
-                            ..ItemOut::skipped(status_name(QpStatus::NumericalFailure))
-                        });
-                    }
+                    outs.push(ItemOut {
+                        secs: t0.elapsed().as_secs_f64(),
+                        ..ItemOut::skipped(status_name(QpStatus::NumericalFailure))
+                    });
                 }
             }
-            if let Some(k) = &key {
-                workspaces.put(k.clone(), wk);
-            }
-            outs
-        })
-        .collect();
+        }
+        if let Some(k) = &key {
+            workspaces.put(k.clone(), wk);
+        }
+        outs
+    };
+    let outs: Vec<ItemOut> = if bsz == 0 {
+        Vec::new()
+    } else if bsz <= per {
+        // One chunk: it runs here, without the pool.
+        chunk(0, &mut xs, &mut ys, &mut ss)
+    } else {
+        xs.par_chunks_mut(per * nw)
+            .zip(ys.par_chunks_mut(per * mw))
+            .zip(ss.par_chunks_mut(per * mw))
+            .enumerate()
+            .flat_map_iter(|(c, ((xc, yc), sc))| chunk(c, xc, yc, sc))
+            .collect()
+    };
     xs.truncate(bsz * n);
     ys.truncate(bsz * m);
     ss.truncate(bsz * m);

@@ -383,7 +383,8 @@ pub struct Grads {
 }
 
 /// The adjoint of a batch sharing the structure `st` and its KKT pattern `pat`. One chunk
-/// of consecutive items per pool thread, each on one worker (one symbolic analysis per
+/// of consecutive items per pool thread, each on one worker (a batch of one chunk, e.g. one
+/// item, runs on the calling thread and never touches a rayon pool) (one symbolic analysis per
 /// worker, or none when `workspaces` holds one from an earlier call). An item that panics
 /// is unsolved, with zero gradients, and its worker rebuilt.
 pub fn adjoint_batch(
@@ -435,63 +436,70 @@ pub fn adjoint_batch(
         chunks(&mut da, nnz_a),
         chunks(&mut db, m),
     );
-    let solved: Vec<bool> = dp
-        .par_chunks_mut(cp)
-        .zip(dq.par_chunks_mut(cq))
-        .zip(da.par_chunks_mut(ca))
-        .zip(db.par_chunks_mut(cb))
-        .enumerate()
-        .flat_map_iter(|(c, (((dp, dq), da), db))| {
-            let mut w = workspaces
-                .take(backends)
-                .unwrap_or_else(|| Worker::new(pat));
-            let first = c * per;
-            let count = dq.len() / n.max(1);
-            let mut flags = Vec::with_capacity(count);
-            for j in 0..count {
-                let i = first + j;
-                if !inp.ok[i] || cancel.is_set() {
-                    flags.push(false);
-                    continue;
-                }
-                let (sp, sq, sa, sb) = (
-                    j * nnz_p.max(1)..j * nnz_p.max(1) + nnz_p,
-                    j * n.max(1)..j * n.max(1) + n,
-                    j * nnz_a.max(1)..j * nnz_a.max(1) + nnz_a,
-                    j * m.max(1)..j * m.max(1) + m,
-                );
-                let solved = catch(|| {
-                    test_panic.at_item(i);
-                    let o = ItemOut {
-                        dp: &mut dp[sp.clone()],
-                        dq: &mut dq[sq.clone()],
-                        da: &mut da[sa.clone()],
-                        db: &mut db[sb.clone()],
-                    };
-                    adjoint_item(st, &env, &mut w, &item_in(i), o)
-                });
-                match solved {
-                    Ok(done) => flags.push(done),
-                    Err(_) => {
-                        // The panic message went to stderr (the panic hook): the item is
-                        // not solved, its gradients are zeroed and the worker rebuilt.
-                        w = Worker::new(pat);
-                        for (v, r) in [
-                            (&mut *dp, sp),
-                            (&mut *dq, sq),
-                            (&mut *da, sa),
-                            (&mut *db, sb),
-                        ] {
-                            v[r].iter_mut().for_each(|g| *g = 0.0);
-                        }
-                        flags.push(false);
+    let chunk = |c: usize, dp: &mut [f64], dq: &mut [f64], da: &mut [f64], db: &mut [f64]| {
+        let mut w = workspaces
+            .take(backends)
+            .unwrap_or_else(|| Worker::new(pat));
+        let first = c * per;
+        let count = dq.len() / n.max(1);
+        let mut flags = Vec::with_capacity(count);
+        for j in 0..count {
+            let i = first + j;
+            if !inp.ok[i] || cancel.is_set() {
+                flags.push(false);
+                continue;
+            }
+            let (sp, sq, sa, sb) = (
+                j * nnz_p.max(1)..j * nnz_p.max(1) + nnz_p,
+                j * n.max(1)..j * n.max(1) + n,
+                j * nnz_a.max(1)..j * nnz_a.max(1) + nnz_a,
+                j * m.max(1)..j * m.max(1) + m,
+            );
+            let solved = catch(|| {
+                test_panic.at_item(i);
+                let o = ItemOut {
+                    dp: &mut dp[sp.clone()],
+                    dq: &mut dq[sq.clone()],
+                    da: &mut da[sa.clone()],
+                    db: &mut db[sb.clone()],
+                };
+                adjoint_item(st, &env, &mut w, &item_in(i), o)
+            });
+            match solved {
+                Ok(done) => flags.push(done),
+                Err(_) => {
+                    // The panic message went to stderr (the panic hook): the item is
+                    // not solved, its gradients are zeroed and the worker rebuilt.
+                    w = Worker::new(pat);
+                    for (v, r) in [
+                        (&mut *dp, sp),
+                        (&mut *dq, sq),
+                        (&mut *da, sa),
+                        (&mut *db, sb),
+                    ] {
+                        v[r].iter_mut().for_each(|g| *g = 0.0);
                     }
+                    flags.push(false);
                 }
             }
-            workspaces.put(backends.clone(), w);
-            flags
-        })
-        .collect();
+        }
+        workspaces.put(backends.clone(), w);
+        flags
+    };
+    let solved: Vec<bool> = if bsz == 0 {
+        Vec::new()
+    } else if bsz <= per {
+        // One chunk: it runs here, without the pool.
+        chunk(0, &mut dp, &mut dq, &mut da, &mut db)
+    } else {
+        dp.par_chunks_mut(cp)
+            .zip(dq.par_chunks_mut(cq))
+            .zip(da.par_chunks_mut(ca))
+            .zip(db.par_chunks_mut(cb))
+            .enumerate()
+            .flat_map_iter(|(c, (((dp, dq), da), db))| chunk(c, dp, dq, da, db))
+            .collect()
+    };
     dp.truncate(bsz * nnz_p);
     dq.truncate(bsz * n);
     da.truncate(bsz * nnz_a);

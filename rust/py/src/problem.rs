@@ -9,7 +9,7 @@
 //! batch-first float64 value arrays; they are checked here (shapes, finiteness), then the
 //! batch runs on the pool with the GIL released (interrupt.rs).
 use crate::cones::cone_dims_from_py;
-use crate::interrupt;
+use crate::interrupt::{self, Pace};
 use crate::panic_guard::{guard, test_panic_from_env};
 use crate::validate::{
     check_all_finite, csc_from_py, expect_shape, f64_array, f64_array_unchecked, py_err,
@@ -54,6 +54,9 @@ struct Problem {
     pat: OnceLock<KktPattern>,
     fwd: ForwardWorkspaces,
     adj: AdjointWorkspaces,
+    /// Where the next batch of one item runs (interrupt.rs), per kind of call.
+    fwd_pace: Pace,
+    adj_pace: Pace,
 }
 
 impl Problem {
@@ -96,6 +99,8 @@ impl Problem {
             pat: OnceLock::new(),
             fwd: ForwardWorkspaces::new(),
             adj: AdjointWorkspaces::new(),
+            fwd_pace: Pace::default(),
+            adj_pace: Pace::default(),
         })
     }
 
@@ -331,7 +336,13 @@ fn solve<'py>(
             test_panic,
         },
     };
-    let out = interrupt::run(py, "ConicProblem.solve", move |cancel| job.run(cancel))?;
+    let out = interrupt::run(
+        py,
+        "ConicProblem.solve",
+        &prob.fwd_pace,
+        bsz,
+        move |cancel| job.run(cancel),
+    )?;
     solve_result(py, bsz, n, m, out.xs, out.ys, out.ss, &out.outs)
 }
 
@@ -529,7 +540,13 @@ fn adjoint<'py>(
             gs: gss,
         },
     };
-    let out = interrupt::run(py, "ConicProblem.adjoint", move |cancel| job.run(cancel))?;
+    let out = interrupt::run(
+        py,
+        "ConicProblem.adjoint",
+        &prob.adj_pace,
+        bsz,
+        move |cancel| job.run(cancel),
+    )?;
     adjoint_result(py, has_p, bsz, dims, out.grads)
 }
 
@@ -646,7 +663,9 @@ impl ConicProblem {
     ///
     /// The batch runs on the module's fork-safe pool with the GIL released; each item is
     /// solved single-threaded (feral's serial backend), so no OS threads are created per
-    /// solve. Ctrl-C raises `KeyboardInterrupt` within about 0.2 s (interrupt.rs). A Rust
+    /// solve. Ctrl-C raises `KeyboardInterrupt` within about 0.2 s (interrupt.rs), except
+    /// that a batch of one item, when this handle's last solve took at most 20 ms per item,
+    /// runs on the calling thread (GIL released) and raises it when the item ends. A Rust
     /// panic in an item fails that item ("numerical_failure"); anywhere else it raises
     /// `RuntimeError`. Statuses: optimal, optimal_inaccurate, primal_infeasible,
     /// dual_infeasible, iteration_limit, time_limit, numerical_failure, nonconvex.
@@ -703,7 +722,7 @@ impl ConicProblem {
     /// Returns `{"dP" (B, nnzP) or None, "dq" (B, n), "dA" (B, nnzA), "db" (B, m), "solved"
     /// list[bool]}` (False: not ok, or K could not be factored). The batch runs on the
     /// fork-safe pool with the GIL released; Ctrl-C raises `KeyboardInterrupt` within about
-    /// 0.2 s; a Rust panic in an item leaves that item unsolved, anywhere else it raises
+    /// 0.2 s (a batch of one short item runs on the calling thread, as for `solve`); a Rust panic in an item leaves that item unsolved, anywhere else it raises
     /// `RuntimeError`. `backend`: as for `solve`.
     #[pyo3(signature = (p_values, a_values, h_diag, h_blocks, x, y, gx, gy, gs, statuses_ok,
                         backend=None))]

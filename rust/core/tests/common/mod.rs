@@ -1,5 +1,14 @@
-//! Helpers of the core's integration tests: a seeded generator, dense references.
+//! Helpers of the core's integration tests: a seeded generator, dense references, small LPs
+//! and their batch solve.
 #![allow(dead_code, clippy::needless_range_loop)] // index loops read as the algebra
+
+use pounce_layers_core::batch::{
+    solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl,
+};
+use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::options::{BackendOptions, SolveOptions};
+use pounce_layers_core::pattern::CscPattern;
+use pounce_layers_core::structure::ConicStructure;
 
 /// A small seeded generator (64-bit LCG, the high bits), uniform in [-1, 1).
 pub struct Rng(u64);
@@ -88,4 +97,78 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
         .zip(b)
         .fold(0.0_f64, |m, (x, y)| m.max((x - y).abs()))
         / scale
+}
+
+/// Solve options at `tol`: 200 iterations, no time limit.
+pub fn opts(tol: f64) -> SolveOptions {
+    SolveOptions {
+        tol,
+        max_iter: 200,
+        time_limit: None,
+    }
+}
+
+/// A structure with `n` variables, `m` rows (`dims`), no P and A's CSC pattern
+/// (`a_indptr`, `a_indices`).
+pub fn lp(
+    n: usize,
+    m: usize,
+    a_indptr: &[i64],
+    a_indices: &[i64],
+    dims: ConeDims,
+) -> ConicStructure {
+    let a = CscPattern::new(m, n, a_indptr, a_indices, "a").unwrap();
+    ConicStructure::new(n, m, None, a, dims).unwrap()
+}
+
+/// One variable, one nonneg row: `a x + s = b`, `s >= 0`.
+pub fn one_row_lp() -> ConicStructure {
+    let dims = ConeDims {
+        l: 1,
+        ..Default::default()
+    };
+    lp(1, 1, &[0, 1], &[0], dims)
+}
+
+/// The forward of a batch without P (as many items as `q` holds rows of `st.n()`), default
+/// backends, under `ctl`, on the workers in `ws`.
+pub fn solve_lps(
+    st: &ConicStructure,
+    tol: f64,
+    (av, q, b): (&[f64], &[f64], &[f64]),
+    ctl: &RunControl,
+    ws: &ForwardWorkspaces,
+) -> BatchOutput {
+    let inp = BatchInput {
+        bsz: q.len() / st.n().max(1),
+        p: None,
+        a: av,
+        q,
+        b,
+        warm: None,
+    };
+    solve_batch(st, &opts(tol), &BackendOptions::default(), &inp, ctl, ws)
+}
+
+/// The saddle-point matrix `[[P, G'], [G, C]]` (`P` n x n, `G` m x n, `C` m x m), from
+/// its blocks' entries.
+pub fn saddle(
+    n: usize,
+    m: usize,
+    p: impl Fn(usize, usize) -> f64,
+    g: impl Fn(usize, usize) -> f64,
+    c: impl Fn(usize, usize) -> f64,
+) -> Dense {
+    (0..n + m)
+        .map(|i| {
+            (0..n + m)
+                .map(|j| match (i < n, j < n) {
+                    (true, true) => p(i, j),
+                    (true, false) => g(j - n, i),
+                    (false, true) => g(i - n, j),
+                    (false, false) => c(i - n, j - n),
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -72,6 +72,42 @@ fn dual_cone_rows(st: &ConicStructure, first_row: usize) -> Vec<(usize, usize, f
     t
 }
 
+/// The row `row` of `-c`'s nonzeros: with right-hand side 1 and a nonneg slack it reads
+/// `c'v >= -1`, the normalisation of a certificate problem.
+fn normalising_row(c: &[f64], row: usize) -> impl Iterator<Item = (usize, usize, f64)> + '_ {
+    c.iter()
+        .enumerate()
+        .filter(|(_, v)| **v != 0.0)
+        .map(move |(j, &v)| (row, j, -v))
+}
+
+/// Minimise `c'v` over `v` subject to the SCS-form rows `t` (`rows` of them, in the cones of
+/// `dims`; right-hand side 1 on the normalising row `c_row`, 0 elsewhere). The solution and
+/// `c'v` when the solve is usable and reaches `c'v <= -1` (to `OBJ_TOL`), else `None`.
+fn solve_normalised<F>(
+    t: &[(usize, usize, f64)],
+    c: &[f64],
+    c_row: usize,
+    rows: usize,
+    dims: ConeDims,
+    opts: &QpOptions,
+    make_backend: F,
+) -> Option<(QpSolution, f64)>
+where
+    F: FnMut() -> Box<dyn SparseSymLinearSolverInterface>,
+{
+    let mut rhs = vec![0.0; rows];
+    rhs[c_row] = 1.0;
+    let layout = ConeLayout::new(c.len(), rows, dims).ok()?;
+    let prob = linear_problem_from_triplets(&layout, t, c.to_vec(), &rhs);
+    let sol = solve_socp_ipm(&prob, &layout.specs, opts, make_backend);
+    let cv: f64 = c.iter().zip(&sol.x).map(|(u, v)| u * v).sum();
+    if !usable(&sol) || cv > -1.0 + OBJ_TOL {
+        return None;
+    }
+    Some((sol, cv))
+}
+
 fn primal_certificate<F>(
     st: &ConicStructure,
     a_values: &[f64],
@@ -89,28 +125,15 @@ where
         st.a.entries()
             .map(|(k, r, c)| (c, r, a_values[k]))
             .collect();
-    t.extend(
-        b.iter()
-            .enumerate()
-            .filter(|(_, v)| **v != 0.0)
-            .map(|(i, &v)| (n, i, -v)),
-    );
+    t.extend(normalising_row(b, n));
     t.extend(dual_cone_rows(st, n + 1));
     let dims = ConeDims {
         z: n,
         l: d.l + 1,
         ..d.clone()
     };
-    let mut rhs = vec![0.0; n + 1 + (m - d.z)];
-    rhs[n] = 1.0;
-    let layout = ConeLayout::new(m, rhs.len(), dims).ok()?;
-    let prob = linear_problem_from_triplets(&layout, &t, b.to_vec(), &rhs);
-    let sol = solve_socp_ipm(&prob, &layout.specs, opts, make_backend);
+    let (sol, by) = solve_normalised(&t, b, n, n + 1 + (m - d.z), dims, opts, make_backend)?;
     let y = &sol.x;
-    let by: f64 = b.iter().zip(y).map(|(u, v)| u * v).sum();
-    if !usable(&sol) || by > -1.0 + OBJ_TOL {
-        return None;
-    }
     let mut aty = vec![0.0; n];
     for (k, r, c) in st.a.entries() {
         aty[c] += a_values[k] * y[r];
@@ -167,27 +190,14 @@ where
         let row = if r < z { np + r } else { np + r + 1 };
         t.push((row, c, a_values[k]));
     }
-    t.extend(
-        q.iter()
-            .enumerate()
-            .filter(|(_, v)| **v != 0.0)
-            .map(|(j, &v)| (np + z, j, -v)),
-    );
+    t.extend(normalising_row(q, np + z));
     let dims = ConeDims {
         z: np + z,
         l: d.l + 1,
         ..d.clone()
     };
-    let mut rhs = vec![0.0; np + m + 1];
-    rhs[np + z] = 1.0;
-    let layout = ConeLayout::new(n, rhs.len(), dims).ok()?;
-    let prob = linear_problem_from_triplets(&layout, &t, q.to_vec(), &rhs);
-    let sol = solve_socp_ipm(&prob, &layout.specs, opts, make_backend);
+    let (sol, qx) = solve_normalised(&t, q, np + z, np + m + 1, dims, opts, make_backend)?;
     let x = &sol.x;
-    let qx: f64 = q.iter().zip(x).map(|(u, v)| u * v).sum();
-    if !usable(&sol) || qx > -1.0 + OBJ_TOL {
-        return None;
-    }
     // P x = 0 and A_z x = 0 to CERT_TOL.
     let mut px = vec![0.0; n];
     for (&(r, c), &v) in &p_eff {

@@ -3,25 +3,19 @@
 //! (kkt_adjoint.rs) against a dense reference solve.
 mod common;
 
-use common::{dense_solve, rel_err, Dense, Rng};
-use pounce_layers_core::batch::{solve_batch, BatchInput, ForwardWorkspaces, RunControl};
+use common::{dense_solve, lp, one_row_lp, opts, rel_err, saddle, solve_lps, Rng};
+use pounce_layers_core::batch::{
+    solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl,
+};
 use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::certificates::{find, Certificate};
 use pounce_layers_core::cone_layout::ConeDims;
 use pounce_layers_core::kkt_adjoint::{
     adjoint_batch, h_lens, AdjointInput, AdjointWorkspaces, KktPattern,
 };
-use pounce_layers_core::options::{backend, robust_options, BackendOptions, SolveOptions};
+use pounce_layers_core::options::{backend, robust_options, BackendOptions};
 use pounce_layers_core::pattern::CscPattern;
 use pounce_layers_core::structure::ConicStructure;
-
-fn opts(tol: f64) -> SolveOptions {
-    SolveOptions {
-        tol,
-        max_iter: 200,
-        time_limit: None,
-    }
-}
 
 /// `B` box QPs `min 1/2 |x|^2 - c'x  s.t.  -1 <= x <= 1` (rows `x + s = 1`, `-x + s = 1`):
 /// `x = clip(c, -1, 1)`, `y_up = max(c - 1, 0)`, `y_lo = max(-c - 1, 0)`.
@@ -85,41 +79,15 @@ fn box_qps_reach_their_closed_form_and_workers_are_reused() {
 /// One item's panic fails that item only; a cancelled batch starts no item.
 #[test]
 fn panics_stay_in_their_item_and_cancel_skips_the_rest() {
-    let a = CscPattern::new(1, 1, &[0, 1], &[0], "a").unwrap();
-    let st = ConicStructure::new(
-        1,
-        1,
-        None,
-        a,
-        ConeDims {
-            l: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let st = one_row_lp();
     // min x s.t. x >= -1 (row -x + s = 1): x = -1.
     let (av, q, b) = (vec![-1.0; 3], vec![1.0; 3], vec![1.0; 3]);
-    let inp = BatchInput {
-        bsz: 3,
-        p: None,
-        a: &av,
-        q: &q,
-        b: &b,
-        warm: None,
-    };
     let ctl = RunControl {
         test_panic: TestPanic::Item(1),
         ..Default::default()
     };
     let ws = ForwardWorkspaces::new();
-    let out = solve_batch(
-        &st,
-        &opts(1e-9),
-        &BackendOptions::default(),
-        &inp,
-        &ctl,
-        &ws,
-    );
+    let out = solve_lps(&st, 1e-9, (&av, &q, &b), &ctl, &ws);
     let status: Vec<&str> = out.outs.iter().map(|o| o.status).collect();
     assert_eq!(status, ["optimal", "numerical_failure", "optimal"]);
     assert!((out.xs[0] + 1.0).abs() < 1e-7 && (out.xs[2] + 1.0).abs() < 1e-7);
@@ -130,14 +98,7 @@ fn panics_stay_in_their_item_and_cancel_skips_the_rest() {
         cancel,
         ..Default::default()
     };
-    let out = solve_batch(
-        &st,
-        &opts(1e-9),
-        &BackendOptions::default(),
-        &inp,
-        &ctl,
-        &ws,
-    );
+    let out = solve_lps(&st, 1e-9, (&av, &q, &b), &ctl, &ws);
     assert!(out
         .outs
         .iter()
@@ -147,48 +108,37 @@ fn panics_stay_in_their_item_and_cancel_skips_the_rest() {
 /// `x >= 1` and `x <= 0`: rows `-x + s = -1`, `x + s = 0`. Certificate: `y >= 0`,
 /// `A'y = -y0 + y1 = 0`, `b'y = -y0 = -1`, i.e. `y = (1, 1)`.
 fn infeasible_lp() -> ConicStructure {
-    let a = CscPattern::new(2, 1, &[0, 2], &[0, 1], "a").unwrap();
-    ConicStructure::new(
-        1,
-        2,
-        None,
-        a,
-        ConeDims {
-            l: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    let dims = ConeDims {
+        l: 2,
+        ..Default::default()
+    };
+    lp(1, 2, &[0, 2], &[0, 1], dims)
+}
+
+/// The batch's solve of one LP item at tol 1e-9, and `certificates::find`'s own certificate
+/// for it.
+fn solve_and_certify(
+    st: &ConicStructure,
+    (av, q, b): (&[f64], &[f64], &[f64]),
+) -> (BatchOutput, Option<Certificate>) {
+    let ws = ForwardWorkspaces::new();
+    let out = solve_lps(st, 1e-9, (av, q, b), &RunControl::default(), &ws);
+    let cfg = BackendOptions::default().feral_robust();
+    let sol = find(st, None, av, q, b, &robust_options(&opts(1e-9)), || {
+        backend(&cfg)
+    });
+    (out, sol)
 }
 
 #[test]
 fn infeasible_lp_is_certified() {
     let st = infeasible_lp();
     let (av, b, q) = ([-1.0, 1.0], [-1.0, 0.0], [1.0]);
-    let inp = BatchInput {
-        bsz: 1,
-        p: None,
-        a: &av,
-        q: &q,
-        b: &b,
-        warm: None,
-    };
-    let out = solve_batch(
-        &st,
-        &opts(1e-9),
-        &BackendOptions::default(),
-        &inp,
-        &RunControl::default(),
-        &ForwardWorkspaces::new(),
-    );
+    let (out, sol) = solve_and_certify(&st, (&av, &q, &b));
     assert_eq!(out.outs[0].status, "primal_infeasible");
     // Normalised: b'y = -1, and the certificate's own equations.
     assert!(rel_err(&out.ys, &[1.0, 1.0]) < 1e-6, "{:?}", out.ys);
     assert_eq!((out.xs[0], out.ss.clone()), (0.0, vec![0.0, 0.0]));
-    let cfg = BackendOptions::default().feral_robust();
-    let sol = find(&st, None, &av, &q, &b, &robust_options(&opts(1e-9)), || {
-        backend(&cfg)
-    });
     match sol {
         Some(Certificate::PrimalInfeasible { y, .. }) => assert!(rel_err(&y, &[1.0, 1.0]) < 1e-6),
         _ => panic!("no primal infeasibility certificate"),
@@ -198,43 +148,13 @@ fn infeasible_lp_is_certified() {
 /// `min -x  s.t.  x >= 0` (row `-x + s = 0`): unbounded along `x = 1` (`q'x = -1`).
 #[test]
 fn unbounded_lp_is_certified() {
-    let a = CscPattern::new(1, 1, &[0, 1], &[0], "a").unwrap();
-    let st = ConicStructure::new(
-        1,
-        1,
-        None,
-        a,
-        ConeDims {
-            l: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let st = one_row_lp();
     let (av, b, q) = ([-1.0], [0.0], [-1.0]);
-    let inp = BatchInput {
-        bsz: 1,
-        p: None,
-        a: &av,
-        q: &q,
-        b: &b,
-        warm: None,
-    };
-    let out = solve_batch(
-        &st,
-        &opts(1e-9),
-        &BackendOptions::default(),
-        &inp,
-        &RunControl::default(),
-        &ForwardWorkspaces::new(),
-    );
+    let (out, sol) = solve_and_certify(&st, (&av, &q, &b));
     assert_eq!(out.outs[0].status, "dual_infeasible");
     assert!((out.xs[0] - 1.0).abs() < 1e-6);
     // s = -A x on the cone rows, y = 0.
     assert!((out.ss[0] - 1.0).abs() < 1e-6 && out.ys[0] == 0.0);
-    let cfg = BackendOptions::default().feral_robust();
-    let sol = find(&st, None, &av, &q, &b, &robust_options(&opts(1e-9)), || {
-        backend(&cfg)
-    });
     match sol {
         Some(Certificate::DualInfeasible { x, .. }) => assert!((x[0] - 1.0).abs() < 1e-6),
         _ => panic!("no dual infeasibility certificate"),
@@ -245,27 +165,17 @@ fn unbounded_lp_is_certified() {
 /// the batch looks for the certificate itself when POUNCE's driver gives no verdict.
 #[test]
 fn infeasible_exp_problem_is_certified() {
-    let a = CscPattern::new(4, 1, &[0, 2], &[0, 3], "a").unwrap();
     let dims = ConeDims {
         l: 1,
         ep: 1,
         ..Default::default()
     };
-    let st = ConicStructure::new(1, 4, None, a, dims).unwrap();
+    let st = lp(1, 4, &[0, 2], &[0, 3], dims);
     let (av, b, q) = ([1.0, -1.0], [0.0, 0.0, 1.0, 0.0], [1.0]);
-    let inp = BatchInput {
-        bsz: 1,
-        p: None,
-        a: &av,
-        q: &q,
-        b: &b,
-        warm: None,
-    };
-    let out = solve_batch(
+    let out = solve_lps(
         &st,
-        &opts(1e-8),
-        &BackendOptions::default(),
-        &inp,
+        1e-8,
+        (&av, &q, &b),
         &RunControl::default(),
         &ForwardWorkspaces::new(),
     );
@@ -369,18 +279,7 @@ fn adjoint_matches_a_dense_reference_solve() {
             h[3 + i][3 + j] = h_blocks[i * 3 + j];
         }
     }
-    let k: Dense = (0..n + m)
-        .map(|i| {
-            (0..n + m)
-                .map(|j| match (i < n, j < n) {
-                    (true, true) => pm(i, j),
-                    (true, false) => am(j - n, i),
-                    (false, true) => am(i - n, j),
-                    (false, false) => -h[i - n][j - n],
-                })
-                .collect()
-        })
-        .collect();
+    let k = saddle(n, m, pm, am, |i, j| -h[i][j]);
     let mut rhs = gx[..n].to_vec();
     rhs.extend((0..m).map(|i| gy[i] - (0..m).map(|j| h[i][j] * gs[j]).sum::<f64>()));
     let sol = dense_solve(&k, &rhs);

@@ -2,7 +2,7 @@
 //! POUNCE's IPM drives it: inertia and solves against matrices of known eigenvalues.
 mod common;
 
-use common::{dense_solve, matvec, rel_err, with_eigenvalues, Dense, Rng};
+use common::{dense_solve, matvec, rel_err, saddle, with_eigenvalues, Dense, Rng};
 use pounce_layers_core::dense_backend::{
     use_dense, DenseLbltBackend, DENSE_ALWAYS_DIM, DENSE_MAX_DIM, DENSE_MIN_FILL,
 };
@@ -111,18 +111,7 @@ fn saddle_points_need_two_by_two_pivots() {
             &mut rng,
         );
         let g: Dense = (0..m).map(|_| rng.vec(n)).collect();
-        let k: Dense = (0..n + m)
-            .map(|i| {
-                (0..n + m)
-                    .map(|j| match (i < n, j < n) {
-                        (true, true) => p[i][j],
-                        (true, false) => g[j - n][i],
-                        (false, true) => g[i - n][j],
-                        (false, false) => 0.0,
-                    })
-                    .collect()
-            })
-            .collect();
+        let k = saddle(n, m, |i, j| p[i][j], |r, c| g[r][c], |_, _| 0.0);
         let rhs = rng.vec(n + m);
         for qd in [false, true] {
             let out = solve(&k, &rhs, seed % 2 == 1, qd);
@@ -150,24 +139,8 @@ fn quasi_definite_backend_keeps_the_unpivoted_factor() {
         );
         let g: Dense = (0..m).map(|_| rng.vec(n)).collect();
         let w: Vec<f64> = (0..m).map(|_| 10f64.powf(4.0 * rng.uniform())).collect();
-        let k: Dense = (0..n + m)
-            .map(|i| {
-                (0..n + m)
-                    .map(|j| match (i < n, j < n) {
-                        (true, true) => p[i][j],
-                        (true, false) => g[j - n][i],
-                        (false, true) => g[i - n][j],
-                        (false, false) => {
-                            if i == j {
-                                -w[i - n]
-                            } else {
-                                0.0
-                            }
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
+        let c = |i: usize, j: usize| if i == j { -w[i] } else { 0.0 };
+        let k = saddle(n, m, |i, j| p[i][j], |r, c| g[r][c], c);
         let rhs = rng.vec(2 * (n + m));
         let out = solve(&k, &rhs, false, true);
         assert_eq!(out.status, ESymSolverStatus::Success);

@@ -382,3 +382,28 @@ def test_time_limit_through_the_core():
                       SolveOptions(time_limit=0.0, on_failure="nan"))
     assert sol.status == ["time_limit"] * 2
     assert torch.isnan(sol.x).all()
+
+
+def test_sigint_during_a_second_long_solve_on_one_handle(tmp_path):
+    """A handle runs a one-item call on the calling thread only when its last items were
+    fast (rust/py/src/interrupt.rs); after an item that took seconds, its next call goes to
+    the pool again, where Ctrl-C reaches the caller mid-item."""
+    r = run_script(tmp_path, '''
+        from testing_helpers.native_calls import native_problem, value_args
+
+        d = sparse_qp(60000)
+        h, values = native_problem(d), value_args(d)
+        t0 = time.perf_counter()
+        h.solve(**values)
+        first = time.perf_counter() - t0
+        r = interrupt(lambda: h.solve(**values))
+        r["first"] = first
+        after = forward(sparse_qp(50, B=4))
+        r["after"] = after["status"]
+        print(json.dumps(r))
+    ''')
+    # on the calling thread, the KeyboardInterrupt would come when the item ends, about
+    # first - 0.5 s after the signal: the item must be long enough for that to fail
+    assert r["first"] - 0.5 > 1.5 * LATENCY, r
+    _assert_interrupted(r)
+    assert r["after"] == ["optimal"] * 4

@@ -126,32 +126,27 @@ def test_os_fork_after_a_parent_batch(tmp_path):
 
         nlp()
 
+        def in_fork(depth):
+            """Run child(depth) in a forked process; fail unless it exits 0."""
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    child(depth)
+                except BaseException as e:
+                    print(f"depth {depth} child failed:", repr(e), flush=True)
+                    os._exit(1)
+                os._exit(0)
+            _, code = os.waitpid(pid, 0)
+            assert code == 0, f"depth {depth} child exited with {code}"
+
         def child(depth):
             solve(seed=depth)
             solve_and_backward(seed=depth)
             nlp()
             if depth < 2:
-                pid = os.fork()
-                if pid == 0:
-                    try:
-                        child(depth + 1)
-                    except BaseException as e:
-                        print("grandchild failed:", repr(e), flush=True)
-                        os._exit(1)
-                    os._exit(0)
-                _, code = os.waitpid(pid, 0)
-                assert code == 0, f"depth {depth + 1} child exited with {code}"
+                in_fork(depth + 1)
 
-        pid = os.fork()
-        if pid == 0:
-            try:
-                child(1)
-            except BaseException as e:
-                print("child failed:", repr(e), flush=True)
-                os._exit(1)
-            os._exit(0)
-        _, code = os.waitpid(pid, 0)
-        assert code == 0, f"child exited with {code}"
+        in_fork(1)
         solve(seed=5)
         solve_and_backward(seed=5)
         print("ALL OK")

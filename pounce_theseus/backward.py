@@ -79,6 +79,10 @@ def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchR
         (grad_l,) = torch.autograd.grad(lag, delta0, create_graph=True, allow_unused=True)
         if grad_l is None or not grad_l.requires_grad:
             return False  # nothing upstream requires grad
+        unconstrained = c is None and not bounds
+        if unconstrained and not _depends_on_more_than(grad_l, delta0):
+            # the step's derivative flows through grad_l alone: skip forming the Hessian
+            return False  # nothing upstream (aux data, weights) requires grad
         if structure.linearization is not None:
             # each cost function's exact block from Theseus' linearisation (the chart is at
             # its base, so exact); the error graph above stays as it is
@@ -86,12 +90,10 @@ def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchR
         else:
             ev = Evaluation(delta0, e, f, c, structure.vjp, nlp.least_squares)
             values = nlp.hessian_values(ev, 1.0, lam if c is not None else None)
-        if c is None and not bounds:
+        if unconstrained:
             step = implicit_step_sparse(grad_l, structure.hess.rows, structure.hess.cols,
                                         values, used=ok)
             step = torch.where(ok.unsqueeze(1).to(step.device), step, torch.zeros_like(step))
-            if not _depends_on_more_than(step, delta0):
-                return False  # nothing upstream (aux data, weights) requires grad
             chart.apply(delta0.detach() + (step - step.detach()))
             return True
         h = structure.hess.dense(values)

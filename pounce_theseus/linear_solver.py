@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import theseus as th
+import torch
 
 
 class LinearSolverAtSolution:
@@ -37,7 +38,8 @@ class LinearSolverAtSolution:
             self._solver = self._cls(self._objective, linearization_cls=cls,
                                      linearization_kwargs=kwargs, **self._kwargs)
         if self._objective.batch_size is not None:  # None until the objective holds values
-            self._solver.linearization.linearize()
+            with torch.no_grad():  # as Gauss-Newton's own linearisations: no graph
+                self._solver.linearization.linearize()
         return self._solver
 
     def replace(self, solver: Any) -> None:

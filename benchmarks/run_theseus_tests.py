@@ -3,15 +3,15 @@
 Usage::
 
     python benchmarks/run_theseus_tests.py [THESEUS_CHECKOUT] [--suite helpers|pytest|all]
-        [--linear-solver-attribute] [--baseline] [-- PYTEST_ARGS]
+        [--baseline] [-- PYTEST_ARGS]
 
 Without a checkout, ``examples``/``tests`` of the bare mirror
 ``/work/.mirror/facebookresearch+theseus/repo`` are extracted to a temporary folder (as
 benchmarks/run_theseus_examples.py does); nothing of Theseus is copied here.
 
-``--suite helpers`` imports, from that checkout, and calls with ``PounceOptimizer`` (the
-variant below that carries a linearised ``linear_solver``, so the helpers' assertions on
-Gauss-Newton's attribute pass):
+``--suite helpers`` imports, from that checkout, and calls with ``PounceOptimizer`` (whose
+``linear_solver`` is built as Gauss-Newton builds it, so the helpers' assertions on that
+attribute hold):
 
 - ``_run_optimizer_test`` in tests/theseus_tests/test_theseus_layer.py: learns a cost
   weight through ``TheseusLayer`` by backpropagating through the optimizer until the loss
@@ -27,21 +27,13 @@ Each case runs in-process; the script prints one line per case and the counts.
 tests/theseus_tests/optimizer/nonlinear/ under pytest (benchmarks/suite_runner.py) with this
 file loaded as a plugin that rebinds ``th.GaussNewton`` and ``th.LevenbergMarquardt`` to
 subclasses of ``PounceOptimizer`` of the same names before collection, so every test that
-names either class runs ours (Dogleg, DCEM and the linear solvers stay Theseus'). With
-``--linear-solver-attribute`` those subclasses carry an unused ``linear_solver`` built as
-Gauss-Newton builds it (see below); ``--baseline`` runs the same files unswapped. The
+names either class runs ours (Dogleg, DCEM and the linear solvers stay Theseus');
+``--baseline`` runs the same files unswapped. The
 failures are printed grouped by their message; the full log goes to benchmarks/out/.
 
 Failures that are about Theseus' linear-solver optimizers rather than about the contract
 (measured on the checkout at c8583de4, theseus-ai 0.2.3 installed):
 
-- ``learning_method="leo"`` samples from the Gauss-Newton covariance through
-  ``optimizer.linear_solver`` (``solve()``, ``linearization.hessian_approx()``);
-  PounceOptimizer has no linear solver (Theseus skips LEO for Dogleg and DCEM likewise).
-- ``run_nonlinear_least_squares_check`` asserts ``isinstance(optimizer.linear_solver,
-  th.CholeskyDenseSolver)`` before solving, and ``create_qf_theseus_layer`` asserts
-  ``isinstance(optimizer.linear_solver, linear_solver_cls)`` whenever the optimizer has
-  that attribute; with an unused attribute the checks pass.
 - the singular case swaps ``optimizer.linear_solver.linearization`` for a singular one
   and expects FAIL plus a RuntimeWarning; PounceOptimizer never reads that linearization,
   and the mock objective (constant error, zero gradient) is optimal at the start, so the
@@ -53,7 +45,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import re
 import sys
 import tempfile
@@ -71,35 +62,6 @@ from pounce_theseus import PounceOptimizer
 PYTEST_TARGETS = ("tests/theseus_tests/test_theseus_layer.py",
                   "tests/theseus_tests/optimizer/nonlinear")
 SWAPPED = ("GaussNewton", "LevenbergMarquardt")
-_SWAP_ENV = "POUNCE_THESEUS_TESTS_SWAP"  # "plain" or "linear_solver", read by the plugin
-
-
-class PounceWithLinearSolverAttribute(PounceOptimizer):
-    """PounceOptimizer plus a ``linear_solver`` built as Theseus' Gauss-Newton builds it
-    (``linear_solver_cls`` or ``th.CholeskyDenseSolver``, with the linearization class and
-    keyword arguments given), linearised at the returned point after each solve.
-
-    ``run_nonlinear_least_squares_check`` and ``create_qf_theseus_layer`` assert
-    ``isinstance(optimizer.linear_solver, <the class passed>)``, assertions about
-    Gauss-Newton's internals. This variant carries such an object so the rest of each test
-    runs; the solve never reads it. LEO (``TheseusLayer.compute_samples``) samples from its
-    Gauss-Newton covariance, which Theseus' own optimizers leave linearised at their last
-    iterate; here it is linearised at the solution.
-    """
-
-    def __init__(self, objective, linear_solver_cls=None, *args, **kwargs):
-        super().__init__(objective, linear_solver_cls, *args, **kwargs)
-        self.linear_solver = (linear_solver_cls or th.CholeskyDenseSolver)(
-            objective, linearization_cls=kwargs.get("linearization_cls"),
-            linearization_kwargs=kwargs.get("linearization_kwargs"),
-            **(kwargs.get("linear_solver_kwargs") or {}),
-        )
-
-    def _optimize_impl(self, *args, **kwargs):
-        info = super()._optimize_impl(*args, **kwargs)
-        with torch.no_grad():
-            self.linear_solver.linearization.linearize()
-        return info
 
 
 def swap_in(base: type) -> None:
@@ -116,8 +78,7 @@ def swap_in(base: type) -> None:
 
 def pytest_configure(config) -> None:  # noqa: ANN001  (pytest plugin hook)
     """Before collection: Theseus' own tests name our classes from here on."""
-    variant = os.environ.get(_SWAP_ENV, "plain")
-    swap_in(PounceWithLinearSolverAttribute if variant == "linear_solver" else PounceOptimizer)
+    swap_in(PounceOptimizer)
 
 
 def _cases(layer_mod, nls_mod):
@@ -130,25 +91,25 @@ def _cases(layer_mod, nls_mod):
                 name = (f"_run_optimizer_test[{model}, learnable_error={learnable}, "
                         f"{method}]")
                 yield name, lambda m=model, le=learnable, me=method: layer_mod._run_optimizer_test(
-                    PounceWithLinearSolverAttribute, th.CholeskyDenseSolver, {}, m,
+                    PounceOptimizer, th.CholeskyDenseSolver, {}, m,
                     use_learnable_error=le, learning_method=me, max_iterations=10,
                 )
     # the keywords test_backward passes to LevenbergMarquardt
     lm_kwargs = {"damping": 0.01, "adaptive_damping": True}
     yield "_run_optimizer_test[direct, LM keywords, default]", (
         lambda: layer_mod._run_optimizer_test(
-            PounceWithLinearSolverAttribute, th.CholeskyDenseSolver, lm_kwargs, "direct",
+            PounceOptimizer, th.CholeskyDenseSolver, lm_kwargs, "direct",
             max_iterations=10,
         )
     )
     yield "run_nonlinear_least_squares_check[with linear_solver attribute]", (
         lambda: nls_mod.run_nonlinear_least_squares_check(
-            PounceWithLinearSolverAttribute, dict(token), singular_check=False
+            PounceOptimizer, dict(token), singular_check=False
         )
     )
     yield "run_nonlinear_least_squares_check[with linear_solver attribute, singular]", (
         lambda: nls_mod.run_nonlinear_least_squares_check(
-            PounceWithLinearSolverAttribute, dict(token), singular_check=True
+            PounceOptimizer, dict(token), singular_check=True
         )
     )
 
@@ -195,13 +156,12 @@ def failures_by_message(log: str) -> dict[str, list[str]]:
     return groups
 
 
-def run_pytest(root: Path, variant: str, baseline: bool, pytest_args: list[str]) -> int:
+def run_pytest(root: Path, baseline: bool, pytest_args: list[str]) -> int:
     """Theseus' own layer and nonlinear-optimizer test files with our classes swapped in
     (unless ``baseline``); prints the failures grouped by message."""
     from suite_runner import run_suite
 
-    os.environ[_SWAP_ENV] = variant
-    stem = "theseus_tests" + ("" if baseline else f"_{variant}")
+    stem = "theseus_tests"
     rc = run_suite(root, [str(root / t) for t in PYTEST_TARGETS], Path(__file__).stem, stem,
                    baseline, pytest_args)
     log = Path(__file__).resolve().parent / "out" / (
@@ -220,8 +180,6 @@ def main() -> int:
     ap.add_argument("theseus_checkout", type=Path, nargs="?",
                     help="a Theseus checkout (default: extracted from the mirror)")
     ap.add_argument("--suite", choices=("helpers", "pytest", "all"), default="all")
-    ap.add_argument("--linear-solver-attribute", action="store_true",
-                    help="pytest: the swapped classes carry an unused linear_solver")
     ap.add_argument("--baseline", action="store_true", help="pytest: Theseus' own classes")
     ap.add_argument("-v", "--verbose", action="store_true", help="show the helpers' output")
     ap.add_argument("pytest_args", nargs="*", help="extra arguments for pytest (after --)")
@@ -239,8 +197,7 @@ def main() -> int:
         if args.suite in ("helpers", "all"):
             failed += run_helpers(root, args.verbose)
         if args.suite in ("pytest", "all"):
-            variant = "linear_solver" if args.linear_solver_attribute else "plain"
-            failed += run_pytest(root, variant, args.baseline, args.pytest_args) != 0
+            failed += run_pytest(root, args.baseline, args.pytest_args) != 0
     return 0 if not failed else 1
 
 

@@ -59,3 +59,12 @@ def test_leo_samples_around_the_solution():
     # a tiny temperature: the samples sit on the solution (the Gauss-Newton step there is 0)
     assert (samples.mean(-1) - mean).abs().max() < 1e-4  # samples are float32
     assert (samples.std(-1) > 0).all()
+
+
+def test_linearised_without_a_graph_like_gauss_newtons():
+    """LEO samples from A'A; with a learnable weight upstream, A'A must carry no graph."""
+    obj, inputs = pose_graph(2, n_poses=8)
+    inputs["loop_w"] = inputs["loop_w"].clone().requires_grad_(True)
+    opt = PounceOptimizer(obj, max_iterations=100)
+    solve_with(opt, inputs)
+    assert not opt.linear_solver.linearization.hessian_approx().requires_grad

@@ -4,11 +4,13 @@ use crate::cancel::{catch, Cancel, TestPanic};
 use crate::certificates::{self, Certificate};
 use crate::cone_layout::{dual_to_scs, slack_scs, warm_to_pounce, ProblemClass};
 use crate::convexity::PsdCheck;
+use crate::dense_backend::DenseLbltBackend;
 use crate::options::{
     backend, fast_qp_options, kkt_backend, meets_tol, robust_options, staged_nonsym_options,
-    BackendOptions, SolveOptions,
+    BackendOptions, QpEngine, SolveOptions, AUTO_ACTIVE_SET_MAX_DIM,
 };
 use crate::pool::threads;
+use crate::qp_sessions::{ItemState, SessionStore};
 use crate::structure::ConicStructure;
 use crate::workspaces::Workspaces;
 use pounce_convex::{
@@ -36,12 +38,22 @@ pub fn status_name(s: QpStatus) -> &'static str {
 /// not solved.
 pub const NONCONVEX: &str = "nonconvex";
 
+/// Which engine produced an item's answer: the IPM (every conic item, and a QP item whose
+/// active-set solve was not taken or failed), the active set solved cold, or warm from the
+/// item's previous solve; `ENGINE_NONE` for an item not solved.
+pub const ENGINE_IPM: &str = "ipm";
+pub const ENGINE_ACTIVE_SET: &str = "active_set";
+pub const ENGINE_ACTIVE_SET_WARM: &str = "active_set_warm";
+pub const ENGINE_NONE: &str = "none";
+
 /// One item's outcome.
 #[derive(Debug, Clone, Copy)]
 pub struct ItemOut {
     pub status: &'static str,
     pub iters: usize,
     pub secs: f64,
+    /// One of the `ENGINE_*` names.
+    pub engine: &'static str,
 }
 
 impl ItemOut {
@@ -51,6 +63,7 @@ impl ItemOut {
             status,
             iters: 0,
             secs: 0.0,
+            engine: ENGINE_NONE,
         }
     }
 }
@@ -74,6 +87,8 @@ struct Engine<'a> {
     cfg_fast: FeralConfig,
     /// The QP engine's KKT dimension and approximate lower-triangle nnz (`qp_kkt_size`).
     kkt_size: (usize, usize),
+    /// The QP class's engine.
+    engine: QpEngine,
     /// The end of the call's `time_limit` (one deadline for the whole batch).
     deadline: Option<Instant>,
     /// How far a worker's reusable factorization's own time limit may exceed what is left
@@ -194,6 +209,70 @@ impl Engine<'_> {
         sol
     }
 
+    /// QP class, the engine of `self.engine` (options.rs, `QpEngine`): the item's
+    /// active-set session when the rule takes it, kept when `Optimal` within tol; the IPM
+    /// ([`Self::solve_qp`]) otherwise, its iterations added to the active set's. Returns
+    /// the solution and the `ENGINE_*` name of what produced it. `state` is `None` when
+    /// the call keeps no per-item state (engine `Ipm`).
+    fn solve_qp_engine(
+        &self,
+        prob: &QpProblem,
+        d: &ItemData<'_>,
+        warm: Option<&QpWarmStart>,
+        wk: &mut Worker,
+        state: Option<&mut ItemState>,
+    ) -> (QpSolution, &'static str) {
+        let Some(state) = state else {
+            return (self.solve_qp(prob, warm, wk), ENGINE_IPM);
+        };
+        let active_set = match self.engine {
+            QpEngine::Ipm => false,
+            QpEngine::ActiveSet => true,
+            QpEngine::Auto => {
+                self.kkt_size.0 <= AUTO_ACTIVE_SET_MAX_DIM && state.moved_little(d.p, d.a, d.q, d.b)
+            }
+        };
+        if !active_set {
+            let sol = self.solve_qp(prob, warm, wk);
+            // The session's previous solve is of values far from these: not traced from.
+            state.forget();
+            if self.kkt_size.0 <= AUTO_ACTIVE_SET_MAX_DIM {
+                state.remember(d.p, d.a, d.q, d.b);
+            }
+            return (sol, ENGINE_IPM);
+        }
+        let opts = QpOptions {
+            time_limit: self.remaining(),
+            ..self.robust
+        };
+        // The active-set KKT systems are not quasi-definite: the pivoted dense LBL'.
+        let dense = self.backends.dense_kkt(self.kkt_size.0, self.kkt_size.1);
+        let cfg = self.cfg_fast.clone();
+        let out = state.solve(prob, opts, move || {
+            if dense {
+                Box::new(DenseLbltBackend::new())
+            } else {
+                backend(&cfg)
+            }
+        });
+        if meets_tol(prob, &self.st.layout.specs, &out.sol, self.robust.tol) {
+            state.remember(d.p, d.a, d.q, d.b);
+            let name = if out.warm {
+                ENGINE_ACTIVE_SET_WARM
+            } else {
+                ENGINE_ACTIVE_SET
+            };
+            return (out.sol, name);
+        }
+        state.forget();
+        if self.expired() {
+            return (out.sol, ENGINE_ACTIVE_SET);
+        }
+        let mut sol = self.solve_qp(prob, warm, wk);
+        sol.iters += out.sol.iters;
+        (sol, ENGINE_IPM)
+    }
+
     /// Conic class: `solve_socp_ipm` (`_warm` with a warm start) with POUNCE's defaults at
     /// the caller's tol. With exp or power cones, first the staged solve at
     /// `NONSYM_STAGE_TOL`, kept when it meets the caller's tol on its own residuals
@@ -244,6 +323,7 @@ impl Engine<'_> {
         &self,
         d: &ItemData<'_>,
         wk: &mut Worker,
+        state: Option<&mut ItemState>,
         x: &mut [f64],
         y: &mut [f64],
         s: &mut [f64],
@@ -269,9 +349,12 @@ impl Engine<'_> {
         }
         let warm = d.warm.map(|(wx, wy)| warm_to_pounce(lay, wx, wy));
         let mk = || backend(&self.cfg);
-        let sol = match lay.class {
-            ProblemClass::Qp => self.solve_qp(&prob, warm.as_ref(), wk),
-            ProblemClass::Conic => self.solve_conic(&prob, &lay.specs, warm.as_ref()),
+        let (sol, engine) = match lay.class {
+            ProblemClass::Qp => self.solve_qp_engine(&prob, d, warm.as_ref(), wk, state),
+            ProblemClass::Conic => (
+                self.solve_conic(&prob, &lay.specs, warm.as_ref()),
+                ENGINE_IPM,
+            ),
         };
         x.copy_from_slice(&sol.x);
         dual_to_scs(lay, &sol.y, &sol.z, y);
@@ -299,6 +382,7 @@ impl Engine<'_> {
             status: status_name(status),
             iters,
             secs: t0.elapsed().as_secs_f64(),
+            engine,
         }
     }
 }
@@ -347,8 +431,24 @@ impl WorkerKey {
     }
 }
 
-/// The forward workers a problem handle keeps across its calls.
-pub type ForwardWorkspaces = Workspaces<WorkerKey, Worker>;
+/// What a problem handle keeps across its forward calls: the workers (QP factorizations,
+/// the P check), and the QP class's per-item active-set states (qp_sessions.rs).
+#[derive(Default)]
+pub struct ForwardWorkspaces {
+    workers: Workspaces<WorkerKey, Worker>,
+    pub sessions: SessionStore,
+}
+
+impl ForwardWorkspaces {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many workers are held (for tests).
+    pub fn held(&self) -> usize {
+        self.workers.held()
+    }
+}
 
 /// The value arrays of a batch of `bsz` items, batch-first and row-major: `p (B, nnzP)`
 /// (None without a P pattern), `a (B, nnzA)`, `q (B, n)`, `b (B, m)`, and an optional warm
@@ -407,6 +507,7 @@ pub fn solve_batch(
         cfg: backends.feral_robust(),
         cfg_fast: backends.feral_fast(),
         kkt_size: qp_kkt_size(st),
+        engine: so.engine,
         deadline: ctl.deadline,
         slack,
     };
@@ -425,79 +526,102 @@ pub fn solve_batch(
     let mut ss = vec![0.0; bsz * mw];
     let chunks_per_thread = 2;
     let per = bsz.div_ceil(threads() * chunks_per_thread).max(1);
-    let chunk = |c: usize, xc: &mut [f64], yc: &mut [f64], sc: &mut [f64]| {
-        let mut wk = key
-            .as_ref()
-            .and_then(|k| workspaces.take(k))
-            .unwrap_or_else(|| Worker::new(st));
-        let count = xc.len() / nw;
-        let mut outs = Vec::with_capacity(count);
-        for j in 0..count {
-            if ctl.cancel.is_set() {
-                outs.push(ItemOut::skipped(status_name(QpStatus::NumericalFailure)));
-                continue;
-            }
-            if engine.expired() {
-                outs.push(ItemOut::skipped(status_name(QpStatus::TimeLimit)));
-                continue;
-            }
-            let i = c * per + j;
-            let d = ItemData {
-                p: inp.p.map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
-                a: &inp.a[i * nnz_a..(i + 1) * nnz_a],
-                q: &inp.q[i * n..(i + 1) * n],
-                b: &inp.b[i * m..(i + 1) * m],
-                warm: inp
-                    .warm
-                    .map(|(wx, wy)| (&wx[i * n..(i + 1) * n], &wy[i * m..(i + 1) * m])),
-            };
-            let (x, y, s) = (
-                &mut xc[j * nw..j * nw + n],
-                &mut yc[j * mw..j * mw + m],
-                &mut sc[j * mw..j * mw + m],
-            );
-            let t0 = Instant::now();
-            let solved = catch(|| {
-                ctl.test_panic.at_item(i);
-                engine.solve_item(&d, &mut wk, &mut *x, &mut *y, &mut *s)
-            });
-            match solved {
-                Ok(o) => {
-                    wk.last_item = t0.elapsed();
-                    outs.push(o)
-                }
-                Err(_) => {
-                    // The panic message went to stderr (the panic hook); the item
-                    // fails, its outputs are zeroed and the worker's state rebuilt.
-                    wk = Worker::new(st);
-                    for v in x.iter_mut().chain(y.iter_mut()).chain(s.iter_mut()) {
-                        *v = 0.0;
-                    }
-                    outs.push(ItemOut {
-                        secs: t0.elapsed().as_secs_f64(),
-                        ..ItemOut::skipped(status_name(QpStatus::NumericalFailure))
-                    });
-                }
-            }
-        }
-        if let Some(k) = &key {
-            workspaces.put(k.clone(), wk);
-        }
-        outs
+    // The per-item active-set states, for a QP structure whose engine may use them.
+    let keep_states = so.engine != QpEngine::Ipm && st.layout.class == ProblemClass::Qp;
+    let mut states = if keep_states {
+        workspaces.sessions.take(backends, bsz)
+    } else {
+        Vec::new()
     };
+    let chunk =
+        |c: usize, xc: &mut [f64], yc: &mut [f64], sc: &mut [f64], sts: &mut [ItemState]| {
+            let mut wk = key
+                .as_ref()
+                .and_then(|k| workspaces.workers.take(k))
+                .unwrap_or_else(|| Worker::new(st));
+            let count = xc.len() / nw;
+            let mut outs = Vec::with_capacity(count);
+            for j in 0..count {
+                if ctl.cancel.is_set() {
+                    outs.push(ItemOut::skipped(status_name(QpStatus::NumericalFailure)));
+                    continue;
+                }
+                if engine.expired() {
+                    outs.push(ItemOut::skipped(status_name(QpStatus::TimeLimit)));
+                    continue;
+                }
+                let i = c * per + j;
+                let d = ItemData {
+                    p: inp.p.map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
+                    a: &inp.a[i * nnz_a..(i + 1) * nnz_a],
+                    q: &inp.q[i * n..(i + 1) * n],
+                    b: &inp.b[i * m..(i + 1) * m],
+                    warm: inp
+                        .warm
+                        .map(|(wx, wy)| (&wx[i * n..(i + 1) * n], &wy[i * m..(i + 1) * m])),
+                };
+                let (x, y, s) = (
+                    &mut xc[j * nw..j * nw + n],
+                    &mut yc[j * mw..j * mw + m],
+                    &mut sc[j * mw..j * mw + m],
+                );
+                let t0 = Instant::now();
+                let mut state = sts.get_mut(j);
+                let solved = catch(|| {
+                    ctl.test_panic.at_item(i);
+                    engine.solve_item(&d, &mut wk, state.as_deref_mut(), &mut *x, &mut *y, &mut *s)
+                });
+                match solved {
+                    Ok(o) => {
+                        wk.last_item = t0.elapsed();
+                        outs.push(o)
+                    }
+                    Err(_) => {
+                        // The panic message went to stderr (the panic hook); the item
+                        // fails, its outputs are zeroed and the worker's state rebuilt.
+                        wk = Worker::new(st);
+                        if let Some(state) = state {
+                            *state = ItemState::default();
+                        }
+                        for v in x.iter_mut().chain(y.iter_mut()).chain(s.iter_mut()) {
+                            *v = 0.0;
+                        }
+                        outs.push(ItemOut {
+                            secs: t0.elapsed().as_secs_f64(),
+                            ..ItemOut::skipped(status_name(QpStatus::NumericalFailure))
+                        });
+                    }
+                }
+            }
+            if let Some(k) = &key {
+                workspaces.workers.put(k.clone(), wk);
+            }
+            outs
+        };
     let outs: Vec<ItemOut> = if bsz == 0 {
         Vec::new()
     } else if bsz <= per {
         // One chunk: it runs here, without the pool.
-        chunk(0, &mut xs, &mut ys, &mut ss)
+        chunk(0, &mut xs, &mut ys, &mut ss, &mut states)
+    } else if keep_states {
+        xs.par_chunks_mut(per * nw)
+            .zip(ys.par_chunks_mut(per * mw))
+            .zip(ss.par_chunks_mut(per * mw))
+            .zip(states.par_chunks_mut(per))
+            .enumerate()
+            .flat_map_iter(|(c, (((xc, yc), sc), sts))| chunk(c, xc, yc, sc, sts))
+            .collect()
     } else {
         xs.par_chunks_mut(per * nw)
             .zip(ys.par_chunks_mut(per * mw))
             .zip(ss.par_chunks_mut(per * mw))
             .enumerate()
-            .flat_map_iter(|(c, ((xc, yc), sc))| chunk(c, xc, yc, sc))
+            .flat_map_iter(|(c, ((xc, yc), sc))| chunk(c, xc, yc, sc, &mut []))
             .collect()
     };
+    if keep_states {
+        workspaces.sessions.put(backends.clone(), states);
+    }
     xs.truncate(bsz * n);
     ys.truncate(bsz * m);
     ss.truncate(bsz * m);

@@ -13,6 +13,7 @@
 //! - `convexity`: the check that each item's P is positive semidefinite.
 //! - `nlp` (feature `nlp`): POUNCE's NLP IPM configured from options, for the binding's
 //!   TNLP over Python callbacks.
+//! - `qp_sessions`: the QP class's per-item active-set sessions, kept across calls.
 //! - `pool`: the fork-safe rayon pool every batch runs on.
 //! - `cancel`: cancel flags and per-item panic isolation; `workspaces`: per-worker state
 //!   kept across the calls of one problem handle.
@@ -30,6 +31,7 @@ pub mod nlp;
 pub mod options;
 pub mod pattern;
 pub mod pool;
+pub mod qp_sessions;
 pub mod structure;
 pub mod workspaces;
 

@@ -15,6 +15,15 @@
 //!   the fast path does not finish `Optimal` is re-solved here; its status is the one
 //!   reported.
 //!
+//! QP class, the engine ([`QpEngine`]): the IPM above, or pounce-convex's parametric
+//! active-set engine through one `ActiveSetSession` per batch item kept on the problem
+//! handle (qp_sessions.rs), warm-started from the item's previous working set. An
+//! active-set answer is kept only when it is `Optimal` and meets the caller's tol on its
+//! own residuals ([`meets_tol`]); anything else is solved again by the IPM (fast, then
+//! robust), whose status is reported. `Auto` takes the active set for an item whose values
+//! moved by at most [`AUTO_ACTIVE_SET_REL`] since its previous solve (the warm session's
+//! regime) when the KKT is at most [`AUTO_ACTIVE_SET_MAX_DIM`]; the IPM otherwise.
+//!
 //! Conic class (any SOC / PSD / exp / power row): POUNCE's defaults through
 //! `solve_socp_ipm` with feral: HSDE is the only driver for exp/power and the one that
 //! certifies infeasibility; the direct driver and the dense backend lost accuracy there.
@@ -38,7 +47,7 @@ use pounce_feral::{FeralConfig, FeralSolverInterface, ScalingStrategy};
 use pounce_linsol::SparseSymLinearSolverInterface;
 use std::time::Duration;
 
-/// User-facing solve options (the native API's `tol`, `max_iter`, `time_limit`).
+/// User-facing solve options (the native API's `tol`, `max_iter`, `time_limit`, `engine`).
 #[derive(Debug, Clone, Copy)]
 pub struct SolveOptions {
     pub tol: f64,
@@ -46,7 +55,47 @@ pub struct SolveOptions {
     /// For the whole call (batch.rs keeps one deadline for the batch; pounce-convex's own
     /// batch entry points give each item the full limit instead).
     pub time_limit: Option<Duration>,
+    /// The QP class's engine (ignored for the conic class).
+    pub engine: QpEngine,
 }
+
+/// The QP class's engine (module docs; measurements in docs/native-core.md, "The active-set
+/// engine").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QpEngine {
+    /// The active set for an item whose values moved little since its previous solve
+    /// ([`AUTO_ACTIVE_SET_REL`]) and whose KKT is at most [`AUTO_ACTIVE_SET_MAX_DIM`];
+    /// the IPM otherwise.
+    #[default]
+    Auto,
+    /// The IPM for every item.
+    Ipm,
+    /// The active set for every item (warm from its previous solve when there is one),
+    /// the IPM where it fails.
+    ActiveSet,
+}
+
+impl QpEngine {
+    /// `"auto"`, `"ipm"` or `"active_set"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(QpEngine::Auto),
+            "ipm" => Some(QpEngine::Ipm),
+            "active_set" => Some(QpEngine::ActiveSet),
+            _ => None,
+        }
+    }
+}
+
+/// `Auto` takes the active set for an item whose values (P, A, q, b) moved by at most this
+/// fraction of their largest magnitude since the item's previous solve. Measured on dense
+/// QPs (n = m = 50 and 10, docs/native-core.md): a warm session beat the IPM 2.5x at
+/// perturbations of 1e-2 (relative), broke even near 1e-1 at n = 50, and lost up to 25x on
+/// unrelated problems (its homotopy then crosses many working-set changes).
+pub const AUTO_ACTIVE_SET_REL: f64 = 2e-2;
+
+/// `Auto` uses the active set only when the QP's KKT dimension `n + m` is at most this.
+pub const AUTO_ACTIVE_SET_MAX_DIM: usize = 400;
 
 /// POUNCE's defaults with the caller's tolerance and limits: the robust engine.
 pub fn robust_options(o: &SolveOptions) -> QpOptions {

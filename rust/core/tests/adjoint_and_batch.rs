@@ -13,7 +13,9 @@ use pounce_layers_core::cone_layout::ConeDims;
 use pounce_layers_core::kkt_adjoint::{
     adjoint_batch, h_lens, AdjointInput, AdjointWorkspaces, KktPattern,
 };
-use pounce_layers_core::options::{backend, robust_options, BackendOptions};
+use pounce_layers_core::options::{
+    backend, robust_options, BackendOptions, QpEngine, SolveOptions,
+};
 use pounce_layers_core::pattern::CscPattern;
 use pounce_layers_core::structure::ConicStructure;
 
@@ -47,10 +49,16 @@ fn box_qps_reach_their_closed_form_and_workers_are_reused() {
         warm: None,
     };
     let ws = ForwardWorkspaces::new();
+    // The IPM engine: the second call repeats the first's values (under `auto` it would
+    // take the active set, qp_engine.rs).
+    let so = SolveOptions {
+        engine: QpEngine::Ipm,
+        ..opts(1e-10)
+    };
     let run = || {
         solve_batch(
             &st,
-            &opts(1e-10),
+            &so,
             &BackendOptions::default(),
             &inp,
             &RunControl::default(),

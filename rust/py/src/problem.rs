@@ -23,7 +23,7 @@ use pounce_layers_core::kkt_adjoint::{
     adjoint_batch, h_lens, AdjointInput, AdjointWorkspaces, Grads, KktPattern,
 };
 use pounce_layers_core::options::{
-    parse_scaling_strategy, BackendOptions, KktBackend, SolveOptions,
+    parse_scaling_strategy, BackendOptions, KktBackend, QpEngine, SolveOptions,
 };
 use pounce_layers_core::pattern::{check_sizes, CscPattern};
 use pounce_layers_core::structure::{check_cone_rows, ConicStructure};
@@ -268,8 +268,14 @@ fn solve<'py>(
     time_limit: Option<f64>,
     warm: [Option<&Bound<'py, PyAny>>; 3],
     backend: Option<&Bound<'py, PyDict>>,
+    engine: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (n, m) = (prob.parsed.n, prob.parsed.m);
+    let engine = QpEngine::parse(engine).ok_or_else(|| {
+        value_error(format!(
+            "`engine` must be 'auto', 'ipm' or 'active_set', got {engine:?}"
+        ))
+    })?;
     if !(tol > 0.0 && tol.is_finite()) {
         return Err(value_error(format!(
             "`tol` must be positive and finite, got {tol}"
@@ -320,6 +326,7 @@ fn solve<'py>(
             tol,
             max_iter,
             time_limit,
+            engine,
         },
         backends,
         bsz,
@@ -370,6 +377,7 @@ fn solve_result<'py>(
         "solve_time",
         PyArray1::from_vec(py, outs.iter().map(|o| o.secs).collect()),
     )?;
+    out.set_item("engine", outs.iter().map(|o| o.engine).collect::<Vec<_>>())?;
     Ok(out)
 }
 
@@ -651,14 +659,23 @@ impl ConicProblem {
     /// comparisons and tests).
     ///
     /// Returns `{"x" (B, n), "y" (B, m), "s" (B, m), "status" list[str], "iterations"
-    /// (B,), "solve_time" (B,) seconds}` with `y` in K* and `s = b - A x` (0 on zero rows).
+    /// (B,), "solve_time" (B,) seconds, "engine" list[str]}` with `y` in K* and
+    /// `s = b - A x` (0 on zero rows); `engine` names what produced each item's answer:
+    /// "ipm", "active_set" (solved cold), "active_set_warm" (from the item's previous
+    /// solve on this handle), "none" (not solved).
     ///
     /// Engines (the core's options.rs): zero + nonneg problems run a direct IPM on a KKT
     /// factorization whose symbolic analysis each worker keeps across items and calls, and
     /// fall back to POUNCE's homogeneous self-dual embedding for any item that does not end
     /// optimal (so infeasible / unbounded items are certified by the latter); conic
-    /// problems run the embedding directly. `iterations` counts every IPM iteration an item
-    /// spent, over both legs. An item whose `P_eff` is not positive semidefinite (to within
+    /// problems run the embedding directly. `engine` ("auto" | "ipm" | "active_set")
+    /// chooses for zero + nonneg problems: "active_set" solves every item with POUNCE's
+    /// parametric active-set engine, through one session per item index kept on this handle
+    /// and warm-started from that item's previous solve, and hands any item it does not
+    /// finish optimal within `tol` to the IPM above; "auto" does so only for an item whose
+    /// values moved by at most 2% (of their largest magnitude) since its previous solve on
+    /// this handle, with n + m <= 400; "ipm" never. `iterations` counts every IPM and
+    /// active-set iteration an item spent, over all legs. An item whose `P_eff` is not positive semidefinite (to within
     /// `1e-9 * max|P_eff|`, the core's convexity.rs) is not solved and gets "nonconvex".
     ///
     /// The batch runs on the module's fork-safe pool with the GIL released; each item is
@@ -670,7 +687,7 @@ impl ConicProblem {
     /// `RuntimeError`. Statuses: optimal, optimal_inaccurate, primal_infeasible,
     /// dual_infeasible, iteration_limit, time_limit, numerical_failure, nonconvex.
     #[pyo3(signature = (p_values, a_values, q, b, tol=1e-8, max_iter=200, time_limit=None,
-                        warm_x=None, warm_y=None, warm_s=None, backend=None))]
+                        warm_x=None, warm_y=None, warm_s=None, backend=None, engine="auto"))]
     #[allow(clippy::too_many_arguments)]
     fn solve<'py>(
         &self,
@@ -686,6 +703,7 @@ impl ConicProblem {
         warm_y: Option<Bound<'py, PyAny>>,
         warm_s: Option<Bound<'py, PyAny>>,
         backend: Option<Bound<'py, PyDict>>,
+        engine: &str,
     ) -> PyResult<Bound<'py, PyDict>> {
         let started = Instant::now();
         guard("ConicProblem.solve", || {
@@ -705,6 +723,7 @@ impl ConicProblem {
                 time_limit,
                 [warm_x.as_ref(), warm_y.as_ref(), warm_s.as_ref()],
                 backend.as_ref(),
+                engine,
             )
         })
     }

@@ -6,7 +6,7 @@ use pounce_layers_core::batch::{
     solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl,
 };
 use pounce_layers_core::cone_layout::ConeDims;
-use pounce_layers_core::options::{BackendOptions, SolveOptions};
+use pounce_layers_core::options::{BackendOptions, QpEngine, SolveOptions};
 use pounce_layers_core::pattern::CscPattern;
 use pounce_layers_core::structure::ConicStructure;
 
@@ -105,6 +105,7 @@ pub fn opts(tol: f64) -> SolveOptions {
         tol,
         max_iter: 200,
         time_limit: None,
+        engine: QpEngine::Auto,
     }
 }
 

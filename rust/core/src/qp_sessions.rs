@@ -1,0 +1,175 @@
+//! The QP class's active-set engine: one pounce-convex `ActiveSetSession` per batch item,
+//! kept on the problem handle across its calls, so that item `i` of a call is warm-started
+//! from item `i`'s working set of the previous call (a training step moves the parameters
+//! little, and which constraints bind moves less).
+//!
+//! [`ItemState`] is what one item keeps: its session (built on the item's first active-set
+//! solve) and the item's values at its last solve, which the `auto` engine rule compares
+//! with the new values ([`ItemState::moved_little`], options.rs `QpEngine`).
+//! [`SessionStore`] holds the states of a handle between calls, like `Workspaces`: it
+//! never blocks (a busy lock, or one a `fork` left held in a child, means fresh states),
+//! and a child process never reuses its parent's states (the pid is checked).
+use crate::options::{BackendOptions, AUTO_ACTIVE_SET_REL};
+use pounce_convex::{ActiveSetSession, QpOptions, QpProblem, QpSolution, Reuse};
+use pounce_feral::FeralConfig;
+use pounce_linsol::SparseSymLinearSolverInterface;
+use std::sync::Mutex;
+
+/// One batch item's active-set state.
+#[derive(Default)]
+pub struct ItemState {
+    session: Option<ActiveSetSession>,
+    /// The item's values (P, A, q, b, in that order) at its last solve; empty before one.
+    last: Vec<f64>,
+}
+
+// SAFETY: an `ActiveSetSession` is not `Send` for two reasons. (1) It boxes its backend
+// factory as `dyn FnMut` without a `Send` bound; the factory built here captures a
+// `FeralConfig` and a flag (both `Send`, checked below) and builds backends that
+// workspaces.rs checks are `Send`. (2) The previous problem it keeps (pounce-convex's
+// `ActiveSetQp`) holds pounce-linalg triplet matrices whose shape ("space") is an `Rc`.
+// Those `Rc`s are created by the session's own translation of each problem and cloned only
+// into values that live inside one `solve` call (pounce-qp and pounce-convex keep no
+// `Rc` in a static or a thread-local: theirs hold only scalars, `Cell<Option<Instant>>`
+// deadlines and flags), so when `solve` has returned every clone is owned by the session
+// itself, and moving the session moves all of them together. A state is used by one
+// thread at a time (taken out of the store, one item each), so no two threads touch the
+// reference counts at once.
+unsafe impl Send for ItemState {}
+
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<FeralConfig>();
+    send::<QpSolution>();
+};
+
+/// A session's solve, and whether it reused the previous call's working set or path.
+pub struct ActiveSetOut {
+    pub sol: QpSolution,
+    pub warm: bool,
+}
+
+impl ItemState {
+    /// The item's values in the order [`Self::remember`] keeps them.
+    fn values<'a>(
+        p: Option<&'a [f64]>,
+        a: &'a [f64],
+        q: &'a [f64],
+        b: &'a [f64],
+    ) -> impl Iterator<Item = f64> + 'a {
+        p.unwrap_or(&[]).iter().chain(a).chain(q).chain(b).copied()
+    }
+
+    /// Keep the item's values of this solve (for the next call's [`Self::moved_little`]).
+    pub fn remember(&mut self, p: Option<&[f64]>, a: &[f64], q: &[f64], b: &[f64]) {
+        self.last.clear();
+        self.last.extend(Self::values(p, a, q, b));
+    }
+
+    /// Whether the item was solved before and its values moved by at most
+    /// [`AUTO_ACTIVE_SET_REL`] of their largest magnitude since (infinity norms).
+    pub fn moved_little(&self, p: Option<&[f64]>, a: &[f64], q: &[f64], b: &[f64]) -> bool {
+        let len = p.map_or(0, <[f64]>::len) + a.len() + q.len() + b.len();
+        if self.last.is_empty() || self.last.len() != len {
+            return false;
+        }
+        let scale = self.last.iter().fold(0.0_f64, |s, v| s.max(v.abs()));
+        let moved = Self::values(p, a, q, b)
+            .zip(&self.last)
+            .fold(0.0_f64, |s, (v, w)| s.max((v - w).abs()));
+        moved <= AUTO_ACTIVE_SET_REL * scale
+    }
+
+    /// Solve `prob` with the item's session (built on first use, presolve off: the
+    /// reduction would change shape between members of a family and make every solve
+    /// cold), warm from its previous solve when pounce-convex finds it reusable.
+    /// `make_backend` builds the engine's linear solvers.
+    pub fn solve<F>(&mut self, prob: &QpProblem, opts: QpOptions, make_backend: F) -> ActiveSetOut
+    where
+        F: FnMut() -> Box<dyn SparseSymLinearSolverInterface> + 'static,
+    {
+        let session = self.session.get_or_insert_with(|| {
+            ActiveSetSession::new(make_backend)
+                .with_options(opts)
+                .with_presolve(false)
+        });
+        session.set_options(opts);
+        let sol = session.solve(prob);
+        let warm = session.last_reuse().is_warm();
+        ActiveSetOut { sol, warm }
+    }
+
+    /// Forget the session's previous solve and values (after a failed or abandoned
+    /// active-set solve, so the next call does not trace from it).
+    pub fn forget(&mut self) {
+        if let Some(s) = self.session.as_mut() {
+            s.reset();
+        }
+        self.last.clear();
+    }
+
+    /// Where the session's last answer came from (for tests).
+    pub fn last_reuse(&self) -> Option<Reuse> {
+        self.session.as_ref().map(ActiveSetSession::last_reuse)
+    }
+}
+
+struct Slot {
+    pid: u32,
+    key: Option<BackendOptions>,
+    items: Vec<ItemState>,
+}
+
+/// The per-item states a problem handle keeps across its calls.
+pub struct SessionStore {
+    slot: Mutex<Slot>,
+}
+
+impl Default for SessionStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SessionStore {
+    pub fn new() -> Self {
+        SessionStore {
+            slot: Mutex::new(Slot {
+                pid: std::process::id(),
+                key: None,
+                items: Vec::new(),
+            }),
+        }
+    }
+
+    /// The states of items `0..bsz` for a call with backends `key`: those an earlier call
+    /// of this process left (its sessions built their backends with the same options),
+    /// fresh ones for the rest. A concurrent call on the same handle gets fresh states.
+    pub fn take(&self, key: &BackendOptions, bsz: usize) -> Vec<ItemState> {
+        let mut items = match self.slot.try_lock() {
+            Ok(mut slot) if slot.pid == std::process::id() && slot.key.as_ref() == Some(key) => {
+                std::mem::take(&mut slot.items)
+            }
+            _ => Vec::new(),
+        };
+        items.resize_with(bsz, ItemState::default);
+        items
+    }
+
+    /// Hand back the states of a call with backends `key` (replacing any held).
+    pub fn put(&self, key: BackendOptions, items: Vec<ItemState>) {
+        let Ok(mut slot) = self.slot.try_lock() else {
+            return;
+        };
+        slot.pid = std::process::id();
+        slot.key = Some(key);
+        slot.items = items;
+    }
+
+    /// How many items have a session (for tests).
+    pub fn sessions(&self) -> usize {
+        self.slot.try_lock().map_or(0, |s| {
+            s.items.iter().filter(|i| i.session.is_some()).count()
+        })
+    }
+}

@@ -18,7 +18,7 @@ from .compat import has_vector_retract
 # right Jacobian of exp (``exp(d)^-1 exp(d + e) = exp(Jr(d) e + O(e^2))``).
 EXP_GROUPS = (SE2, SE3, SO2, SO3)
 
-__all__ = ["TangentChart"]
+__all__ = ["TangentChart", "bracket_matrix"]
 
 
 class TangentChart:
@@ -174,3 +174,39 @@ class TangentChart:
     def zeros(self, batch_size: int) -> torch.Tensor:
         ref = self.base[0]
         return torch.zeros(batch_size, self.dim, dtype=ref.dtype, device=ref.device)
+
+
+def _hat3(v: torch.Tensor) -> torch.Tensor:
+    """Skew matrices (N, 3, 3) of vectors (N, 3): ``hat(v) u = v x u``."""
+    z = torch.zeros_like(v[:, 0])
+    return torch.stack([
+        torch.stack([z, -v[:, 2], v[:, 1]], 1),
+        torch.stack([v[:, 2], z, -v[:, 0]], 1),
+        torch.stack([-v[:, 1], v[:, 0], z], 1),
+    ], 1)
+
+
+def bracket_matrix(group: type, g: torch.Tensor) -> torch.Tensor:
+    """The matrices ``M`` (N, dof, dof) with ``g . [u, v] = u' M v`` for the Lie bracket
+    ``[u, v]`` (the commutator of the hat matrices, so that
+    ``log(exp(u) exp(v)) = u + v + 1/2 [u, v] + O(3)``) of ``group``'s Lie algebra in
+    Theseus' tangent ordering (SE2: x, y, theta; SE3: translation, then rotation), for
+    covectors ``g`` (N, dof). Abelian SO2 gives zeros."""
+    n, dof = g.shape
+    if group is SO2:
+        return g.new_zeros(n, 1, 1)
+    if group is SO3:
+        return -_hat3(g)
+    if group is SE2:  # [(v1, t1), (v2, t2)] = (t1 J v2 - t2 J v1, 0), J = [[0, -1], [1, 0]]
+        m = g.new_zeros(n, 3, 3)
+        m[:, 2, 0], m[:, 2, 1] = g[:, 1], -g[:, 0]
+        m[:, 0, 2], m[:, 1, 2] = -g[:, 1], g[:, 0]
+        return m
+    if group is SE3:  # [(v1, w1), (v2, w2)] = (w1 x v2 - w2 x v1, w1 x w2)
+        m = g.new_zeros(n, 6, 6)
+        hv = _hat3(g[:, :3])
+        m[:, :3, 3:] = -hv
+        m[:, 3:, :3] = -hv
+        m[:, 3:, 3:] = -_hat3(g[:, 3:])
+        return m
+    raise TypeError(f"no Lie bracket for {group.__name__}")

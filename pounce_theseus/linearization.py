@@ -12,7 +12,8 @@ Theseus' iteratively-reweighted linearisation). Stacked they are ``A`` and ``-b`
 - per cost function, the exact Hessian of its term ``f_k`` in its own variables (``D``
   tangent coordinates, 12 for an SE3 edge): one gradient with graph and ``D`` seeded
   products through the vectorised cost function, a cost independent of the graph's
-  colouring.
+  colouring. A ``th.Between`` of two Lie-group variables (robust or not) takes ``D / 2``
+  products through its second variable alone (:func:`_between_hessian`).
 
 Blocks are scattered onto the pattern (:class:`~pounce_theseus.structure.HessianPattern`)
 by index maps built once. Theseus' Jacobians are with respect to a perturbation ``eps`` at
@@ -25,8 +26,10 @@ Hessian the backward forms at the solution is exact) and with the gradient.
 from __future__ import annotations
 
 import numpy as np
+import theseus as th
 import torch
 
+from .chart import EXP_GROUPS, bracket_matrix
 from .compat import cost_function_groups, error_metric, is_least_squares
 from .hessian import BatchedVjp
 
@@ -244,6 +247,9 @@ class LinearizedPoint:
         rows = lay.k * self.bsz
         if lay.d == 0:
             return self.delta.new_zeros(rows, 0, 0)
+        pair = _between_pair(ev)
+        if pair is not None:
+            return _between_hessian(ev, pair, rows, self.lin.vjp)
         slots = list(ev.optim_vars)
         saved = [v.tensor for v in slots]
         try:
@@ -299,6 +305,56 @@ class LinearizedPoint:
                     h = t.transpose(1, 2) @ h @ t
                 vals.index_add_(1, lay.pos, _element_major(h, lay.k, self.bsz)[:, lay.keep])
         return vals
+
+
+def _between_pair(ev) -> tuple | None:
+    """``(v0, v1)`` when ``ev`` (a cost function or a vectorised one, possibly inside a
+    ``th.RobustCostFunction``) is a ``th.Between`` whose two optimisation variables, in
+    that order, are of one group of ``EXP_GROUPS``; else None."""
+    cf = ev.cost_function if isinstance(ev, th.RobustCostFunction) else ev
+    if not isinstance(cf, th.Between) or type(cf.v0) not in EXP_GROUPS:
+        return None
+    slots = list(ev.optim_vars)
+    if len(slots) != 2 or slots[0] is not cf.v0 or slots[1] is not cf.v1:
+        return None
+    return cf.v0, cf.v1
+
+
+def _between_hessian(ev, pair: tuple, rows: int, vjp: BatchedVjp) -> torch.Tensor:
+    """Exact Hessian blocks (rows, 2 d, 2 d) of ``f_k = 1/2 |weighted error|^2`` of a
+    ``Between`` (``e = log(Z^-1 X0^-1 X1)``, robust or not) in the perturbations
+    ``(a, b)`` of ``X0 exp(a)``, ``X1 exp(b)``, from d seeded products in ``b`` alone.
+
+    With ``D = X0^-1 X1`` and ``A = -Ad(D^-1)``, ``Z^-1 (X0 exp(a))^-1 X1 exp(b)`` equals
+    ``Z^-1 D exp(A a) exp(b) = Z^-1 D exp(c)`` with ``c = A a + b + 1/2 [A a, b] + O(3)``
+    (Baker-Campbell-Hausdorff), so ``f_k(a, b) = psi(c)`` with ``psi(c) = f_k(0, c)`` and,
+    for ``H = hess psi`` and ``g = grad psi`` at 0 and ``M`` the bracket's matrix of ``g``
+    (:func:`~pounce_theseus.chart.bracket_matrix`):
+    ``H_aa = A' H A``, ``H_ab = A' (H + M / 2)``, ``H_bb = H``."""
+    v0, v1 = pair
+    t0, t1 = v0.tensor, v1.tensor
+    base = v1.copy()
+    base.update(t1.expand(rows, *t1.shape[1:]))
+    d = v1.dof()
+    try:
+        with torch.enable_grad():
+            eps = t1.new_zeros(rows, d).requires_grad_(True)
+            v1.update(base.retract(eps).tensor)
+            we = ev.weighted_error().expand(rows, -1)
+            (g,) = torch.autograd.grad(0.5 * (we * we).sum(), eps, create_graph=True)
+            seeds = torch.eye(d, dtype=g.dtype).unsqueeze(1).expand(d, rows, d)
+            h = vjp.one(g, eps, seeds).detach().transpose(0, 1)
+    finally:
+        v1.update(t1)
+    with torch.no_grad():
+        first = v0.copy()
+        first.update(t0.expand(rows, *t0.shape[1:]))
+        a = -first.between(base).inverse().adjoint()
+    h = 0.5 * (h + h.transpose(1, 2))
+    at = a.transpose(1, 2)
+    h_ab = at @ (h + 0.5 * bracket_matrix(type(v1), g.detach()))
+    return torch.cat([torch.cat([at @ h @ a, h_ab], 2),
+                      torch.cat([h_ab.transpose(1, 2), h], 2)], 1)
 
 
 def _plus(values: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:

@@ -101,13 +101,23 @@ def cost_function_groups(objective: Objective, sources: dict | None = None) -> l
             cached = (key, [Vectorize._get_all_vars(w.cost_fn) for w in wrappers], None)
         _, per_wrapper, last = cached
         gathered = _gather_slots(slots, per_wrapper, sources or {}, bsz)
-        if last is None or any(
-            i not in gathered and any(vs[i].tensor is not t for vs, t in zip(per_wrapper,
-                                                                             last[i],
-                                                                             strict=True))
-            for i in range(len(slots))
-        ):  # a slot's tensors changed: Theseus' own fill, then the gathers again
-            var_names = vec._var_names[schema]
+        var_names = vec._var_names[schema]
+        changed = [] if last is None else [
+            i for i in range(len(slots))
+            if i not in gathered and any(vs[i].tensor is not t
+                                         for vs, t in zip(per_wrapper, last[i], strict=True))
+        ]
+        if changed and all(_own_slot(var_names, i) for i in changed):
+            # only unshared slots changed (e.g. Vector optim vars set one by one): refill
+            # those as Theseus' fill would, without walking every variable of the schema
+            for i in changed:
+                slot_tensors = [vs[i].tensor for vs in per_wrapper]
+                slots[i].update(torch.cat([
+                    t if t.shape[0] > 1 or bsz == 1 else Vectorize._expand(t, bsz)
+                    for t in slot_tensors]))
+                last[i] = slot_tensors
+        elif last is None or changed:
+            # Theseus' own fill, then the gathers again
             tensors: dict = defaultdict(list)
             Vectorize._update_all_cost_fns_var_tensors(wrappers, var_names, bsz, tensors)
             Vectorize._update_vectorized_vars(slots, tensors, var_names, bsz, len(wrappers))
@@ -123,6 +133,14 @@ def cost_function_groups(objective: Objective, sources: dict | None = None) -> l
 # same objects again, in the same grad mode, still holds their concatenation
 # (cost_function_groups)
 _FILLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _own_slot(var_names: list[str], i: int) -> bool:
+    """Slot ``i`` of a schema holds a variable of its own per cost function: not shared
+    between them (Theseus' shared token) and in no other slot of the schema, so its
+    vectorised tensor is the cost functions' tensors concatenated (Theseus' fill)."""
+    name = var_names[i]
+    return Vectorize._SHARED_TOKEN not in name and var_names.count(name) == 1
 
 
 def _gather_slots(slots: list, per_wrapper: list, sources: dict, bsz: int) -> set[int]:

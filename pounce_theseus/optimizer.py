@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from theseus import Objective
 from theseus.optimizer.nonlinear import (
@@ -26,13 +27,19 @@ from theseus.optimizer.nonlinear import (
 
 from .backward import attach_implicit_gradient
 from .batch_nlp import BatchNlp, ProblemStructure
-from .compat import FROM_LAYER_TOKEN, defer_vectorized_jacobians, init_info
+from .compat import (
+    FROM_LAYER_TOKEN,
+    defer_vectorized_jacobians,
+    init_info,
+    is_least_squares,
+)
 from .constraints import Constraint, resolve_bounds
 from .float64 import Float64Copy
 from .hessian import make_hessian
 from .info import fill_info, replay_iterations
 from .linear_solver import LinearSolverAtSolution
 from .solve import BATCH_SOLVES, SolveSettings, solve_batch, write_solution
+from .unrolled import STEP_RTOL, attach_unrolled_gradient, replay_plan
 
 __all__ = ["PounceOptimizer"]
 
@@ -42,7 +49,7 @@ DEFAULT_TOL = 1e-8
 # solve; each is accepted with a one-time warning.
 _IGNORED_KEYS = {
     "damping", "adaptive_damping", "ellipsoidal_damping", "damping_eps", "down_damping_ratio",
-    "up_damping_ratio", "backward_num_iterations", "dlm_epsilon", "num_solver_contexts",
+    "up_damping_ratio", "dlm_epsilon", "num_solver_contexts",
     "trust_region_size", "accept_threshold", "__keep_final_step_size__",
     "__strict_implicit_final_gn__",
 }
@@ -100,7 +107,7 @@ class PounceOptimizer(NonlinearOptimizer):
         linear_solver_kwargs: dict | None = None,
         abs_err_tolerance: float = 1e-10,
         rel_err_tolerance: float = 1e-8,
-        max_iterations: int = 100,
+        max_iterations: int = 20,
         step_size: float = 1.0,
         *,
         tol: float | None = None,
@@ -155,18 +162,14 @@ class PounceOptimizer(NonlinearOptimizer):
 
     def _check_kwargs(self, kwargs: dict[str, Any], backward_mode: BackwardMode) -> None:
         for key in kwargs:
-            if key == FROM_LAYER_TOKEN:
+            if key in (FROM_LAYER_TOKEN, "backward_num_iterations"):
                 continue
             why = "it has no meaning for an interior-point solve" if key in _IGNORED_KEYS \
                 else "unknown key"
             self._warn_once(key, f"PounceOptimizer.optimize ignores {key!r}: {why}.")
-        if backward_mode in (BackwardMode.UNROLL, BackwardMode.TRUNCATED):
-            self._warn_once(
-                "backward_mode",
-                f"PounceOptimizer: backward_mode={backward_mode.name.lower()} gives the "
-                "implicit gradient at the returned point (an interior-point iteration has "
-                "no meaningful unroll).",
-            )
+        if "backward_num_iterations" in kwargs and backward_mode != BackwardMode.TRUNCATED:
+            self._warn_once("backward_num_iterations", "PounceOptimizer.optimize ignores "
+                            "'backward_num_iterations' outside backward_mode=truncated.")
 
     def _optimize_impl(
         self,
@@ -178,7 +181,10 @@ class PounceOptimizer(NonlinearOptimizer):
         end_iter_callback=None,
         **kwargs: Any,
     ) -> NonlinearOptimizerInfo:
-        self._check_kwargs(kwargs, BackwardMode.resolve(backward_mode))
+        backward_mode = BackwardMode.resolve(backward_mode)
+        self._check_kwargs(kwargs, backward_mode)
+        # the optim vars as the layer received them (their graph reaches the start)
+        start = [v.tensor for v in self.objective.optim_vars.values()]
         with torch.no_grad():
             info = init_info(self, track_best_solution, track_err_history, track_state_history)
         bsz = self.objective.batch_size
@@ -188,6 +194,11 @@ class PounceOptimizer(NonlinearOptimizer):
                                                        self._warn_once)
         structure = self._structure_for(solve_obj, constraints)
         nlp = BatchNlp(structure, self.hessian, resolve_bounds(self.bounds_spec, solve_obj, bsz))
+        # unconverged elements are differentiated through their steps (pounce_theseus.unrolled)
+        unrolled = (backward_mode in (BackwardMode.UNROLL, BackwardMode.TRUNCATED)
+                    and torch.is_grad_enabled() and nlp.m == 0 and not nlp.bounds
+                    and is_least_squares(self.objective)
+                    and _requires_grad(self.objective, start))
         settings = SolveSettings(
             max_iterations=int(self.params.max_iterations),
             options={"tol": self.tol, "acceptable_tol": self.acceptable_tol,
@@ -197,11 +208,12 @@ class PounceOptimizer(NonlinearOptimizer):
             error_tolerances=(float(self.params.abs_err_tolerance),
                               float(self.params.rel_err_tolerance)) if self.error_test else None,
             polish=torch.is_grad_enabled(),
-            track_iterates=bool(verbose or end_iter_callback is not None
+            track_iterates=bool(verbose or end_iter_callback is not None or unrolled
                                 or track_err_history or track_state_history),
         )
         with torch.no_grad():
             res = solve_batch(nlp, settings)
+            last_base = [t.clone() for t in structure.chart.base]  # the last chart's base
             write_solution(nlp, res)
         if solve_obj is not self.objective:
             with torch.no_grad():
@@ -218,8 +230,25 @@ class PounceOptimizer(NonlinearOptimizer):
             "restoration_iterations": res.restoration_iterations,
         }
         if torch.is_grad_enabled():
+            plans = {}
+            if unrolled:
+                steps = kwargs.get("backward_num_iterations") \
+                    if backward_mode == BackwardMode.TRUNCATED else None
+                for b in np.flatnonzero(res.solved & ~res.converged):
+                    plan = replay_plan(res.iterates[b], res.delta[b], steps)
+                    if plan is not None:
+                        plans[int(b)] = plan
+            implicit = res.solved.copy()
+            implicit[list(plans)] = False
             bounds = resolve_bounds(self.bounds_spec, self.objective, bsz)
-            attach_implicit_gradient(structure, bounds, res, res.solved)
+            attach_implicit_gradient(structure, bounds, res, implicit)
+            miss = attach_unrolled_gradient(self.objective, start, last_base, plans)
+            if miss > STEP_RTOL:
+                self._warn_once("replay", f"PounceOptimizer: an unconverged element's "
+                                f"recorded step differs from its Gauss-Newton replay by "
+                                f"{miss:.1e} (relative; the solve regularised its Hessian "
+                                "or took exact-Hessian steps): its gradient through the "
+                                "steps is that of the nearest damped Gauss-Newton steps.")
         replay_iterations(self, info, res, verbose, end_iter_callback)
         return info
 
@@ -235,3 +264,9 @@ class PounceOptimizer(NonlinearOptimizer):
         else:
             self._structure.chart.recenter()
         return self._structure
+
+
+def _requires_grad(objective: Objective, start: list[torch.Tensor]) -> bool:
+    """Some starting value or aux variable (data, cost weights) requires grad."""
+    return any(t.requires_grad for t in start) or any(
+        v.tensor.requires_grad for v in objective.aux_vars.values())

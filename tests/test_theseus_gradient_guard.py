@@ -115,7 +115,8 @@ def _one_iteration(x0: list[float], grad: bool = False, iterations: int = 1):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with torch.set_grad_enabled(grad):
-            sol, _ = layer.forward(inputs)
+            # the implicit step at the iterate (unroll would differentiate the steps)
+            sol, _ = layer.forward(inputs, optimizer_kwargs={"backward_mode": "implicit"})
             if grad:
                 sol["x"].sum().backward()
     return sol["x"].detach().flatten(), radius.grad, _degenerate_warnings(caught)

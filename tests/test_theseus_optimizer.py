@@ -129,17 +129,21 @@ def test_backward_modes_give_the_implicit_gradient(mode):
     assert torch.allclose(grads["implicit"], grads[mode], atol=1e-12)
 
 
-def test_unroll_note_and_unknown_keys_warn_once():
+def test_ignored_keys_warn_once():
+    """LM's keys and a truncation length outside truncated mode warn once each; unroll
+    itself is a mode of ours (tests/test_theseus_truncated_unroll.py), without a note."""
     obj, inputs = curve_fit(2)
     opt = PounceOptimizer(obj)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         for _ in range(2):
-            solve_with(opt, inputs, damping=1.0, adaptive_damping=True, backward_mode="unroll")
+            solve_with(opt, inputs, damping=1.0, adaptive_damping=True, backward_mode="unroll",
+                       backward_num_iterations=3)
     msgs = [str(r.message) for r in rec if "PounceOptimizer" in str(r.message)]
     assert sum("'damping'" in m for m in msgs) == 1
     assert sum("'adaptive_damping'" in m for m in msgs) == 1
-    assert sum("unroll" in m for m in msgs) == 1
+    assert sum("'backward_num_iterations'" in m for m in msgs) == 1
+    assert not any("implicit gradient" in m for m in msgs)
 
 
 def test_dlm_mode_through_theseus_layer():

@@ -43,13 +43,14 @@ def _newton_step_gradient(a, b, x, y, w):
 
 
 def test_unconverged_solve_has_the_implicit_step_gradient():
-    """Stopped by its iteration limit, the layer still gives a gradient: the implicit step
-    at the last iterate (one Newton step with the Hessian held), checked densely."""
+    """Stopped by its iteration limit, with backward_mode=implicit the layer gives the
+    implicit step at the last iterate (one Newton step with the Hessian held), checked
+    densely (unroll and truncated: tests/test_theseus_truncated_unroll.py)."""
     bsz = 3
     obj, inputs = curve_fit(bsz)
     y = inputs["y"].clone().requires_grad_(True)
     opt = PounceOptimizer(obj, max_iterations=2)
-    sol, info = solve_with(opt, {**inputs, "y": y})
+    sol, info = solve_with(opt, {**inputs, "y": y}, backward_mode="implicit")
     assert all(s == S.MAX_ITERATIONS for s in info.status)
     assert (opt.last_solve["iterations"] <= 2).all()
     sol["b"].sum().backward()

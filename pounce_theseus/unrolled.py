@@ -1,0 +1,158 @@
+"""The gradient of an unconverged solve through its last steps (Theseus' ``unroll`` and
+``truncated`` backward modes).
+
+An element whose solve stopped before converging (on its ``max_iterations`` budget, or a
+stall) returns the iterate ``x_K`` of the interior-point iteration, not a solution, and
+``x_K`` depends on where the solve started. Without constraints or bounds each step of
+that iteration is a damped Newton step in the chart coordinates ``delta``
+(``x = base (+) delta``, :class:`~pounce_theseus.chart.TangentChart`):
+
+    ``delta_{k+1} = delta_k + alpha_k d_k``,  ``H_k d_k = -g_k``,
+
+with ``g`` the error metric's gradient, ``H`` the Gauss-Newton Hessian ``J'J`` of the
+weighted errors (what the solve uses when a gradient follows and ``tol`` is None) and
+``alpha_k`` the line search's step length, a discrete choice (halvings), constant near
+the point. :func:`attach_unrolled_gradient` replays those steps from the recorded iterates
+with autograd: ``d_k`` recomputed at the replayed ``delta_k`` (through the aux data, cost
+weights and, for ``unroll``, the chart's base, which is the layer's starting values),
+``alpha_k`` read off the recorded step. The returned values stay the solve's; their
+derivative is the replay's, the derivative of the layer's own map (start, inputs) ->
+``x_K`` wherever the step lengths do not change. ``unroll`` replays every step of the
+element's solve when it ran in one chart (a re-centred re-solve cuts the replay at its
+chart's base, detached); ``truncated`` the last ``backward_num_iterations`` steps, from a
+detached iterate, as Theseus' truncated mode does (all of them, from the start, when
+that covers every step).
+
+A recorded step the replay does not reproduce to ``STEP_RTOL`` (the solve regularised
+its Hessian, or took exact-Hessian steps because ``tol`` was given) is replayed as the
+damped Gauss-Newton step closest to it; :func:`attach_unrolled_gradient` reports the
+largest such mismatch so that the caller can warn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .chart import TangentChart
+from .compat import weighted_error
+
+__all__ = ["attach_unrolled_gradient", "replay_plan", "STEP_RTOL"]
+
+# Largest relative difference between a recorded step and the replayed one
+# (|recorded - alpha d| / |recorded|) for the replay to count as the solve's own step.
+STEP_RTOL = 1e-6
+
+
+def replay_plan(iterates: dict[int, tuple], returned: np.ndarray, steps: int | None
+                ) -> tuple[list[np.ndarray], bool] | None:
+    """The recorded chart points to replay for one element: ``(points, from_start)`` with
+    ``points`` the deltas ``delta_r .. delta_K`` (``delta_K`` the returned one) of the
+    element's last chart, and ``from_start`` whether ``delta_r`` is the element's first
+    iterate (iteration 0, the chart's base is the layer's starting values, which then carry
+    their graph). None when the returned point is not a recorded iterate or the record
+    has a gap."""
+    keys = sorted(iterates)
+    ends = [k for k in keys if np.array_equal(iterates[k][2], returned)]
+    if not ends:
+        return None
+    end = ends[-1]
+    zero = [k for k in keys if k <= end and not np.any(iterates[k][2])]
+    if not zero:
+        return None
+    first = zero[-1]  # the last chart's base (a re-solve records delta = 0 first)
+    if steps is not None:
+        first = max(first, end - steps)
+    wanted = list(range(first, end + 1))
+    if any(k not in iterates for k in wanted):
+        return None
+    return [np.asarray(iterates[k][2], dtype=np.float64) for k in wanted], first == 0
+
+
+def attach_unrolled_gradient(objective, start: list[torch.Tensor], base: list[torch.Tensor],
+                             plans: dict[int, tuple[list[np.ndarray], bool]]) -> float:
+    """Give the optim vars of the elements in ``plans`` (row -> :func:`replay_plan`) the
+    replay's derivative, keeping their values (see the module docstring).
+
+    ``start``: the optim vars' tensors as the layer received them (with their graph);
+    ``base``: the last chart's base values (detached); a plan from the element's first
+    iterate takes the base from ``start`` instead. Returns the largest
+    relative mismatch between a recorded step and its replay (0.0 when none)."""
+    if not plans:
+        return 0.0
+    vars_ = list(objective.optim_vars.values())
+    bsz = objective.batch_size
+    rows = sorted(plans)
+    chart = TangentChart(objective)
+    written = [v.tensor for v in vars_]  # the values to return (the implicit step's graph)
+    dtype, device = chart.base[0].dtype, chart.base[0].device
+    with_start = torch.zeros(bsz, dtype=torch.bool)
+    for b in rows:
+        with_start[b] = plans[b][1]
+    mixed = []
+    for s, bs in zip(start, base, strict=True):
+        s = s.to(dtype).expand(bsz, *s.shape[1:])
+        bs = bs.to(dtype=dtype, device=device)
+        mask = with_start.view(-1, *([1] * (bs.ndim - 1))).to(device)
+        mixed.append(torch.where(mask, s, bs.detach()))
+    chart.base = mixed
+    n_steps = {b: len(plans[b][0]) - 1 for b in rows}
+    total = max(n_steps.values())
+    delta = torch.zeros(bsz, chart.dim, dtype=dtype, device=device)
+    for b in rows:  # each row's replay starts at its first point, ends aligned at ``total``
+        delta[b] = torch.as_tensor(plans[b][0][0], dtype=dtype)
+    rows_t = torch.as_tensor(rows)
+    worst = 0.0
+    try:
+        with torch.enable_grad():
+            delta = delta.requires_grad_(True)
+            for t in range(total):
+                active = [b for b in rows if t >= total - n_steps[b]]
+                d = _gauss_newton_direction(objective, chart, delta, rows_t)
+                alpha = torch.zeros(bsz, dtype=dtype, device=device)
+                for b in active:
+                    j = t - (total - n_steps[b])
+                    rec = torch.as_tensor(plans[b][0][j + 1] - plans[b][0][j], dtype=dtype)
+                    db = d[b].detach()
+                    a = float((rec @ db) / (db @ db)) if float(db @ db) > 0 else 0.0
+                    miss = float((rec - a * db).norm() / rec.norm().clamp_min(1e-300))
+                    worst = max(worst, miss if float(rec.norm()) > 0 else 0.0)
+                    alpha[b] = a
+                on = torch.zeros(bsz, 1, dtype=torch.bool, device=device)
+                on[active] = True
+                delta = torch.where(on, delta + alpha.unsqueeze(1) * d, delta)
+            chart.apply(delta)
+            replayed = [v.tensor for v in vars_]
+    finally:
+        for v, w in zip(vars_, written, strict=True):
+            v.update(w)
+    on = torch.zeros(bsz, dtype=torch.bool, device=device)
+    on[rows] = True
+    for v, w, r in zip(vars_, written, replayed, strict=True):
+        mask = on.view(-1, *([1] * (w.ndim - 1)))
+        v.update(torch.where(mask, w.detach() + (r - r.detach()), w))
+    return worst
+
+
+def _gauss_newton_direction(objective, chart: TangentChart, delta: torch.Tensor,
+                            rows: torch.Tensor) -> torch.Tensor:
+    """``-(J'J)^-1 J'e`` (B, n) at ``delta`` for ``rows`` (zero elsewhere), with its graph:
+    ``e`` the weighted errors, ``J`` their Jacobian in ``delta`` (one batched backward
+    pass per error row, with graph)."""
+    chart.apply(delta)
+    e = weighted_error(objective, chart.sources)
+    m = e.shape[1]
+    seeds = torch.eye(m, dtype=e.dtype, device=e.device).unsqueeze(1).expand(m, *e.shape)
+    try:
+        (jt,) = torch.autograd.grad(e, delta, seeds, retain_graph=True, create_graph=True,
+                                    is_grads_batched=True)
+    except (RuntimeError, NotImplementedError):  # no vmap rule: one pass per row
+        jt = torch.stack([torch.autograd.grad(e, delta, s, retain_graph=True,
+                                              create_graph=True)[0] for s in seeds])
+    jac = jt.permute(1, 0, 2)[rows]  # (R, m, n)
+    er = e[rows].unsqueeze(2)
+    h = jac.transpose(1, 2) @ jac
+    g = jac.transpose(1, 2) @ er
+    d = torch.zeros_like(delta)
+    d = d.index_put((rows,), -torch.linalg.solve(h, g).squeeze(2))
+    return d

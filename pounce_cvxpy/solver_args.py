@@ -23,6 +23,8 @@ Our options:
 |                 |         | "ignore"; per-item statuses: `last_solve_info(layer)`       |
 | `refine`        | core's  | Newton refinement of each solved item (True); False keeps   |
 |                 |         | the interior-point point as returned                        |
+| `engine`        | core's  | QP forward engine: "auto", "ipm" or "active_set" (POUNCE's  |
+|                 |         | active set, warm from each item's previous solve)           |
 | `warm_start`    | False   | True: start each solve from this thread's previous solution |
 |                 |         | of the same batch size (CPU); "auto": only when every item's|
 |                 |         | canonical data moved by at most WARM_AUTO_REL (1e-2) of its |
@@ -102,7 +104,7 @@ _ADMM_ONLY = (
 _IGNORED: dict[str, str] = {
     "max_iters": "it counts ADMM iterations, not interior-point ones; use max_iter",
     "mode": "the backward is the KKT adjoint; choose it with backward='auto'|'dense'|'sparse'",
-    "solve_method": "the forward is always POUNCE's interior-point method",
+    "solve_method": "the forward is POUNCE's (choose its QP engine with engine=)",
     "n_jobs_forward": "the batch runs on one native thread pool",
     "n_jobs_backward": "the batch runs on one native thread pool",
     "verbose": "POUNCE's batch solve prints nothing",
@@ -120,7 +122,7 @@ _TOLERANCES = ("eps", "eps_abs", "eps_rel", "tol_gap_abs", "tol_gap_rel", "tol_f
                "tol_ktratio", "feastol", "abstol", "reltol")
 _TRANSLATED = (*_TOLERANCES, "time_limit_secs", "raise_on_error")
 _OURS = ("tol", "tol_cap", "max_iter", "time_limit", "backward", "dense_max_dim", "on_failure",
-         "on_inaccurate", "refine", "warm_start")
+         "on_inaccurate", "refine", "warm_start", "engine")
 
 _warned: set[str] = set()
 

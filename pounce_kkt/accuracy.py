@@ -43,13 +43,17 @@ class SolveInfo:
 
     status: B status strings; iterations (B,) int64; solve_time (B,) float64 seconds;
     residual (B,) float64: the relative KKT residual (module docstring) of every item that
-    ended "optimal_inaccurate", NaN for the others (an "optimal" item met `tol`).
+    ended "optimal_inaccurate", NaN for the others (an "optimal" item met `tol`);
+    engine: B names of what produced each item's answer ("ipm", "active_set",
+    "active_set_warm": warm from the item's previous solve, "none": not solved;
+    `SolveOptions.engine`), None when not recorded.
     """
 
     status: list[str]
     iterations: torch.Tensor
     solve_time: torch.Tensor
     residual: torch.Tensor
+    engine: list[str] | None = None
 
     @property
     def inaccurate(self) -> list[int]:

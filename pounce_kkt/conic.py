@@ -38,6 +38,7 @@ from pounce_kkt.validation import (
 )
 
 BACKWARDS = ("auto", "dense", "sparse")
+ENGINES = ("auto", "ipm", "active_set")
 # Default tolerances (SolveOptions.tol=None), measured in docs/design.md "Default tolerance".
 TOL_CONIC = 1e-8
 TOL_QP = 1e-8
@@ -72,6 +73,13 @@ class SolveOptions:
     loosens it below what accurate gradients need.
     refine: Newton refinement of the solved items (pounce_kkt/refine.py: skipped where the
     residual is already small; never returns a worse point); False returns POUNCE's point.
+    engine: the forward's engine for problems with zero and nonneg rows only (others always
+    run the interior-point method): "ipm"; "active_set", POUNCE's parametric active-set
+    method through one session per batch item kept on the structure's native handle, each
+    warm-started from that item's previous solve (an item it does not solve to tol goes to
+    the IPM); or "auto" (the default): the active set for an item whose values moved by at
+    most 2% since its previous solve on this structure (n + m <= 400), the IPM otherwise
+    (rust/core/src/options.rs, measured in docs/native-core.md).
     """
 
     tol: float | None = None
@@ -83,6 +91,7 @@ class SolveOptions:
     on_inaccurate: str = "warn"
     tol_cap: float | None = None
     refine: bool = True
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         if self.tol is not None and not (self.tol > 0 and np.isfinite(self.tol)):
@@ -97,6 +106,8 @@ class SolveOptions:
             raise ValueError(f"backward must be one of {BACKWARDS}, got {self.backward!r}")
         if self.on_failure not in ON_FAILURE:
             raise ValueError(f"on_failure must be one of {ON_FAILURE}, got {self.on_failure!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.on_inaccurate not in ON_INACCURATE:
             raise ValueError(f"on_inaccurate must be one of {ON_INACCURATE}, "
                              f"got {self.on_inaccurate!r}")
@@ -126,7 +137,8 @@ class ConicSolution:
     """x (B, n), y (B, m), s (B, m) in the input dtype/device (unbatched in, unbatched out);
     status: list of B status strings; iterations (B,) int64; solve_time (B,) float64 seconds;
     residual (B,) float64: the relative KKT residual of "optimal_inaccurate" items, NaN for
-    the others (pounce_kkt/accuracy.py)."""
+    the others (pounce_kkt/accuracy.py); engine: B names of the engine that answered each
+    item (SolveInfo.engine)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -135,6 +147,7 @@ class ConicSolution:
     iterations: torch.Tensor
     solve_time: torch.Tensor
     residual: torch.Tensor | None = None
+    engine: list[str] | None = None
 
     @property
     def info(self) -> SolveInfo:
@@ -142,7 +155,7 @@ class ConicSolution:
         residual = self.residual
         if residual is None:
             residual = torch.full((len(self.status),), float("nan"), dtype=torch.float64)
-        return SolveInfo(self.status, self.iterations, self.solve_time, residual)
+        return SolveInfo(self.status, self.iterations, self.solve_time, residual, self.engine)
 
 
 @dataclass
@@ -265,6 +278,7 @@ def _native_solve(st: ConicStructure, options: SolveOptions, P: np.ndarray | Non
         P, A, q, b, tol=options.tol_for(st.cones), max_iter=int(options.max_iter),
         time_limit=None if options.time_limit is None else float(options.time_limit),
         warm_x=warm[0], warm_y=warm[1], warm_s=warm[2], backend=native_backend_options(),
+        engine=options.engine,
     )
 
 
@@ -282,8 +296,9 @@ def _native_adjoint(st: ConicStructure, P: np.ndarray | None, A: np.ndarray,
 def _solve_native(structure: ConicStructure, options: SolveOptions,
                   v: dict[str, torch.Tensor | None], warm: tuple[Any, Any, Any]
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                             list[str], torch.Tensor, torch.Tensor]:
-    """Native batch solve; applies on_failure. Returns x, y, s, ok, status, iters, times."""
+                             list[str], torch.Tensor, torch.Tensor, list[str]]:
+    """Native batch solve; applies on_failure. Returns x, y, s, ok, status, iters, times and
+    the engine names."""
     out = _native_solve(structure, options, _np(v["P"]), _np(v["A"]), _np(v["q"]), _np(v["b"]),
                         warm)
     status = list(out["status"])
@@ -311,7 +326,7 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
     iters = torch.as_tensor(np.asarray(out["iterations"]), dtype=torch.int64)
     times = torch.as_tensor(np.asarray(out["solve_time"]), dtype=torch.float64)
     x, y, s, status = _refined(structure, options, v, x, y, s, ok, status)
-    return x, y, s, ok, status, iters, times
+    return x, y, s, ok, status, iters, times, list(out["engine"])
 
 
 def _refined(structure: ConicStructure, options: SolveOptions,
@@ -398,11 +413,11 @@ def conic_forward(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any,
     with torch.no_grad():
         v, B, batched, like = _prepare(structure, P, q, A, b)
         warm = _warm_arrays(warm_start, B, structure.n, structure.m)
-        x, y, s, ok, status, iters, times = _solve_native(structure, options, v, warm)
+        x, y, s, ok, status, iters, times, engine = _solve_native(structure, options, v, warm)
         info = _checked_info(structure, options, v, x, y, s, status, iters, times)
     out = _output_like(like)
     sol = ConicSolution(*(_owned(_restore(t, out, batched), t) for t in (x, y, s)),
-                        status, iters, times, info.residual)
+                        status, iters, times, info.residual, engine)
     state = ConicState(structure, options, v["P"], v["A"], x, y, s, ok, status,
                        {**like, "batched": batched})
     return sol, state
@@ -556,8 +571,8 @@ class _ConicSolveFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, structure, options, warm, info, P, q, A, b):
         v = {"P": P, "q": q, "A": A, "b": b}
-        x, y, s, ok, status, iters, times = _solve_native(structure, options, v, warm)
-        info.update(status=status, iterations=iters, solve_time=times, ok=ok)
+        x, y, s, ok, status, iters, times, engine = _solve_native(structure, options, v, warm)
+        info.update(status=status, iterations=iters, solve_time=times, ok=ok, engine=engine)
         ctx.structure, ctx.options, ctx.ok, ctx.has_p = structure, options, ok, P is not None
         ctx.save_for_backward(P if P is not None else torch.empty(0), A, x, y, s)
         return x, y, s
@@ -595,7 +610,7 @@ def conic_solve(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any,
     out = _output_like(like)
     return ConicSolution(_restore(x, out, batched), _restore(y, out, batched),
                          _restore(s, out, batched), info["status"], info["iterations"],
-                         info["solve_time"], checked.residual)
+                         info["solve_time"], checked.residual, info["engine"])
 
 
 __all__ = ["ConicSolution", "ConicState", "SolveOptions", "conic_forward", "conic_solve",

@@ -32,6 +32,7 @@ from .compat import (
     defer_vectorized_jacobians,
     init_info,
     is_least_squares,
+    weighted_error,
 )
 from .constraints import Constraint, resolve_bounds
 from .float64 import Float64Copy
@@ -185,6 +186,7 @@ class PounceOptimizer(NonlinearOptimizer):
         self._check_kwargs(kwargs, backward_mode)
         # the optim vars as the layer received them (their graph reaches the start)
         start = [v.tensor for v in self.objective.optim_vars.values()]
+        grad_follows = torch.is_grad_enabled() and _error_requires_grad(self.objective)
         with torch.no_grad():
             info = init_info(self, track_best_solution, track_err_history, track_state_history)
         bsz = self.objective.batch_size
@@ -196,9 +198,8 @@ class PounceOptimizer(NonlinearOptimizer):
         nlp = BatchNlp(structure, self.hessian, resolve_bounds(self.bounds_spec, solve_obj, bsz))
         # unconverged elements are differentiated through their steps (pounce_theseus.unrolled)
         unrolled = (backward_mode in (BackwardMode.UNROLL, BackwardMode.TRUNCATED)
-                    and torch.is_grad_enabled() and nlp.m == 0 and not nlp.bounds
-                    and is_least_squares(self.objective)
-                    and _requires_grad(self.objective, start))
+                    and grad_follows and nlp.m == 0 and not nlp.bounds
+                    and is_least_squares(self.objective))
         settings = SolveSettings(
             max_iterations=int(self.params.max_iterations),
             options={"tol": self.tol, "acceptable_tol": self.acceptable_tol,
@@ -266,7 +267,9 @@ class PounceOptimizer(NonlinearOptimizer):
         return self._structure
 
 
-def _requires_grad(objective: Objective, start: list[torch.Tensor]) -> bool:
-    """Some starting value or aux variable (data, cost weights) requires grad."""
-    return any(t.requires_grad for t in start) or any(
-        v.tensor.requires_grad for v in objective.aux_vars.values())
+def _error_requires_grad(objective: Objective) -> bool:
+    """The weighted errors at the current values have a graph: a starting value, an aux
+    variable (data, cost weights) or a tensor a cost function closes over requires grad,
+    so the solution will be differentiated."""
+    with torch.enable_grad():
+        return bool(weighted_error(objective).requires_grad)

@@ -85,6 +85,14 @@ class _GroupLayout:
             rows = (pos[:, None] * bsz + torch.arange(bsz)).reshape(-1)
             self.slot_maps.append((found[0][0], rows))
         self.keep, self.pos = _block_scatter(cols, chart.dim, hess_key)
+        # the same scatter on the flat blocks (K * B * D * D, cost-function-major) into
+        # the flat values (B * nnz): source and target of each kept entry, element-major
+        dd = self.d * self.d
+        keep, pos = self.keep.numpy(), self.pos.numpy()
+        b = np.arange(bsz)[:, None]
+        self.flat_src = torch.as_tensor(((keep // dd) * bsz + b) * dd + keep % dd).reshape(-1)
+        self.flat_dst = torch.as_tensor(b * len(hess_key) + pos).reshape(-1)
+        self.slot_cols = np.cumsum([0, *self.dofs])
 
 
 class CostLinearization:
@@ -146,6 +154,7 @@ class LinearizedPoint:
                      for (c, _), e in zip(self.groups, errs, strict=True)]
             self.f = error_metric(lin.chart.objective, torch.cat(parts, dim=1))
         self._grad = self._grad_eps = self._gn = self._gn_blocks = self._exact = None
+        self._jacobians: list[torch.Tensor | None] = []
 
     def _activate(self, force: bool = False) -> None:
         chart = self.lin.chart
@@ -156,41 +165,33 @@ class LinearizedPoint:
         self.layouts = self.lin.layouts(self.groups)
         chart._linearized_at = self
 
-    def _tangent_map(self, lay: _GroupLayout) -> torch.Tensor | None:
-        """blockdiag of the slots' tangent maps (K * B, D, D); None at the chart's base
-        or when every slot is Vector-like."""
+    def _slot_maps(self, lay: _GroupLayout) -> list[torch.Tensor | None] | None:
+        """Per slot, the tangent maps (K * B, dof, dof) of its variables (None: identity,
+        a Vector-like slot); None at the chart's base or when every slot is Vector-like."""
         if self.at_base or all(m is None for m in lay.slot_maps):
             return None
-        rows = lay.k * self.bsz
-        t = self.delta.new_zeros(rows, lay.d, lay.d)
-        c0 = 0
-        for dof, m in zip(lay.dofs, lay.slot_maps, strict=True):
-            if m is None:
-                t[:, c0 : c0 + dof, c0 : c0 + dof] = torch.eye(dof, dtype=t.dtype)
-            else:
-                t[:, c0 : c0 + dof, c0 : c0 + dof] = self.maps[m[0]][m[1]]
-            c0 += dof
-        return t
+        return [None if m is None else self.maps[m[0]][m[1]] for m in lay.slot_maps]
 
     def _linearize(self) -> None:
-        """Gradient and Gauss-Newton blocks from the analytic Jacobians."""
+        """Gradient and weighted Jacobians (per group (K * B, rows, D)) from the analytic
+        Jacobians."""
         self._activate()
         b = self.bsz
         grad = self.delta.new_zeros(b, self.n)
-        blocks = []
+        jacobians = []
         with torch.no_grad():
             for (_, ev), lay in zip(self.groups, self.layouts, strict=True):
                 rows = lay.k * b
                 if lay.d == 0:
-                    blocks.append(self.delta.new_zeros(rows, 0, 0))
+                    jacobians.append(None)
                     continue
                 jacs, err = ev.weighted_jacobians_error()
                 jac = torch.cat([j.expand(rows, -1, -1) for j in jacs], dim=2)
-                g = (jac.transpose(1, 2) @ err.expand(rows, -1).unsqueeze(-1)).squeeze(-1)
+                g = (jac * err.expand(rows, -1).unsqueeze(-1)).sum(1)
                 grad.index_add_(1, lay.cols, _element_major(g, lay.k, b))
-                blocks.append(jac.transpose(1, 2) @ jac)
+                jacobians.append(jac)
         # grad is with respect to perturbations at the point; the chart's: Jr' g per member
-        self._grad_eps, self._gn_blocks = grad, blocks
+        self._grad_eps, self._jacobians = grad, jacobians
         if self.at_base:
             self._grad = grad
             return
@@ -200,6 +201,17 @@ class LinearizedPoint:
             g = self._members(grad, cols, len(ks))
             gd = (jr.transpose(1, 2) @ g.unsqueeze(-1)).squeeze(-1)
             self._grad[:, cols] = _element_major(gd, gd.shape[0] // b, b)
+
+    def _gauss_newton_blocks(self) -> list[torch.Tensor]:
+        """Per group, each cost function's J'J (K * B, D, D) at the point."""
+        if self._gn_blocks is None:
+            if self._grad is None:
+                self._linearize()
+            self._gn_blocks = [
+                self.delta.new_zeros(lay.k * self.bsz, 0, 0) if j is None
+                else j.transpose(1, 2) @ j
+                for j, lay in zip(self._jacobians, self.layouts, strict=True)]
+        return self._gn_blocks
 
     def _members(self, values: torch.Tensor, cols: torch.Tensor, k: int) -> torch.Tensor:
         """(B, n) -> the pieces (k * B, dof) of a retract group of k members, member-major."""
@@ -229,9 +241,20 @@ class LinearizedPoint:
     def gauss_newton(self) -> torch.Tensor:
         """Pattern values (B, nnz) of Theseus' A'A in chart coordinates."""
         if self._gn is None:
-            if self._gn_blocks is None:
+            if self._grad is None:
                 self._linearize()
-            self._gn = self._scatter(self._gn_blocks)
+            vals = self.delta.new_zeros(self.bsz, self.lin.hess.nnz)
+            for j, lay in zip(self._jacobians, self.layouts, strict=True):
+                if j is None:
+                    continue
+                maps = self._slot_maps(lay)
+                if maps is not None:  # J in chart coordinates: J_eps T, T blockdiag
+                    c = lay.slot_cols
+                    j = torch.cat([j[:, :, c[i]:c[i + 1]] if t is None
+                                   else j[:, :, c[i]:c[i + 1]] @ t
+                                   for i, t in enumerate(maps)], dim=2)
+                _scatter_flat(vals, j.transpose(1, 2) @ j, lay)
+            self._gn = vals
         return self._gn
 
     def exact_blocks(self) -> list[torch.Tensor]:
@@ -280,9 +303,7 @@ class LinearizedPoint:
         """Pattern values (B, nnz) of the sum over cost functions of the exact block where
         it is positive semidefinite and the Gauss-Newton block elsewhere (so the sum is
         positive semidefinite), and per element whether any block was replaced."""
-        if self._gn_blocks is None:
-            self._linearize()
-        gn_blocks = self._gn_blocks
+        gn_blocks = self._gauss_newton_blocks()
         out, replaced = [], torch.zeros(self.bsz, dtype=torch.bool)
         for h, g, lay in zip(self.exact_blocks(), gn_blocks, self.layouts, strict=True):
             if lay.d == 0:
@@ -296,15 +317,26 @@ class LinearizedPoint:
 
     def _scatter(self, blocks: list[torch.Tensor]) -> torch.Tensor:
         """Pattern values of blocks given at the point (per group (K * B, D, D)), mapped
-        to chart coordinates (``T' H T``)."""
+        to chart coordinates (``T' H T``, T blockdiag over the slots)."""
         vals = self.delta.new_zeros(self.bsz, self.lin.hess.nnz)
         for h, lay in zip(blocks, self.layouts, strict=True):
             if lay.d:
-                t = self._tangent_map(lay)
-                if t is not None:
-                    h = t.transpose(1, 2) @ h @ t
-                vals.index_add_(1, lay.pos, _element_major(h, lay.k, self.bsz)[:, lay.keep])
+                maps = self._slot_maps(lay)
+                if maps is not None:
+                    c = lay.slot_cols
+                    h = torch.cat([h[:, :, c[i]:c[i + 1]] if t is None
+                                   else h[:, :, c[i]:c[i + 1]] @ t
+                                   for i, t in enumerate(maps)], dim=2)
+                    h = torch.cat([h[:, c[i]:c[i + 1]] if t is None
+                                   else t.transpose(1, 2) @ h[:, c[i]:c[i + 1]]
+                                   for i, t in enumerate(maps)], dim=1)
+                _scatter_flat(vals, h, lay)
         return vals
+
+
+def _scatter_flat(vals: torch.Tensor, blocks: torch.Tensor, lay: _GroupLayout) -> None:
+    """Add the kept entries of ``blocks`` (K * B, D, D) to the pattern values (B, nnz)."""
+    vals.view(-1).index_add_(0, lay.flat_dst, blocks.reshape(-1)[lay.flat_src])
 
 
 def _between_pair(ev) -> tuple | None:

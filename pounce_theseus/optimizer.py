@@ -40,7 +40,7 @@ from .hessian import make_hessian
 from .info import fill_info, replay_iterations
 from .linear_solver import LinearSolverAtSolution
 from .solve import BATCH_SOLVES, SolveSettings, solve_batch, write_solution
-from .unrolled import STEP_RTOL, attach_unrolled_gradient, replay_plan
+from .unrolled import REPLAY_MAX_ENTRIES, STEP_RTOL, attach_unrolled_gradient, replay_plan
 
 __all__ = ["PounceOptimizer"]
 
@@ -239,6 +239,11 @@ class PounceOptimizer(NonlinearOptimizer):
                     plan = replay_plan(res.iterates[b], res.delta[b], steps)
                     if plan is not None:
                         plans[int(b)] = plan
+                if plans and bsz * self.objective.dim() * structure.n > REPLAY_MAX_ENTRIES:
+                    self._warn_once("replay_size", "PounceOptimizer: the problem is too large "
+                                    "to replay its steps densely; unconverged elements get "
+                                    "the implicit step at their last iterate.")
+                    plans = {}
             implicit = res.solved.copy()
             implicit[list(plans)] = False
             bounds = resolve_bounds(self.bounds_spec, self.objective, bsz)

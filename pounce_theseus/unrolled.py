@@ -37,11 +37,15 @@ import torch
 from .chart import TangentChart
 from .compat import weighted_error
 
-__all__ = ["attach_unrolled_gradient", "replay_plan", "STEP_RTOL"]
+__all__ = ["REPLAY_MAX_ENTRIES", "STEP_RTOL", "attach_unrolled_gradient", "replay_plan"]
 
 # Largest relative difference between a recorded step and the replayed one
 # (|recorded - alpha d| / |recorded|) for the replay to count as the solve's own step.
 STEP_RTOL = 1e-6
+# Largest batch size x error rows x chart dimension replayed: the replay forms the dense
+# Jacobian of the errors of the whole batch with its graph (2.5e7 float64 entries: 200 MB
+# per copy); larger problems keep the implicit step at the iterate.
+REPLAY_MAX_ENTRIES = 25_000_000
 
 
 def replay_plan(iterates: dict[int, tuple], returned: np.ndarray, steps: int | None
@@ -145,10 +149,12 @@ def _gauss_newton_direction(objective, chart: TangentChart, delta: torch.Tensor,
     seeds = torch.eye(m, dtype=e.dtype, device=e.device).unsqueeze(1).expand(m, *e.shape)
     try:
         (jt,) = torch.autograd.grad(e, delta, seeds, retain_graph=True, create_graph=True,
-                                    is_grads_batched=True)
+                                    is_grads_batched=True, allow_unused=True)
     except (RuntimeError, NotImplementedError):  # no vmap rule: one pass per row
-        jt = torch.stack([torch.autograd.grad(e, delta, s, retain_graph=True,
-                                              create_graph=True)[0] for s in seeds])
+        jt = torch.stack([_or_zeros(torch.autograd.grad(
+            e, delta, s, retain_graph=True, create_graph=True, allow_unused=True)[0], delta)
+            for s in seeds])
+    jt = _or_zeros(jt, delta.expand(m, *delta.shape))
     jac = jt.permute(1, 0, 2)[rows]  # (R, m, n)
     er = e[rows].unsqueeze(2)
     h = jac.transpose(1, 2) @ jac
@@ -156,3 +162,7 @@ def _gauss_newton_direction(objective, chart: TangentChart, delta: torch.Tensor,
     d = torch.zeros_like(delta)
     d = d.index_put((rows,), -torch.linalg.solve(h, g).squeeze(2))
     return d
+
+
+def _or_zeros(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if g is None else g

@@ -23,7 +23,8 @@ examples/pose_graph/pose_graph_synthetic.py builds them (robust Welsch edge cost
 closures with outliers, a weak prior; testing_helpers/theseus_problems.py) at
 ``--sizes`` poses and ``--batches`` batch sizes: PounceOptimizer against
 th.LevenbergMarquardt with th.CholmodSparseSolver (step 1, Theseus' implicit backward,
-run to convergence; and with th.CholeskyDenseSolver up to ``--dense-max-poses``): forward
+run to convergence; and with th.CholeskyDenseSolver up to ``--dense-max-poses``), both with
+``backward_mode="implicit"``: forward
 and backward time (median of ``--repeats`` runs after one warm-up run), ratios
 (Pounce / LM, forward+backward), mean iterations, the final error, the gradient of the
 example's pose loss w.r.t. ``log_loss_radius`` against central differences through a
@@ -238,7 +239,9 @@ def _pose_loss(sol, poses, gt_poses, group) -> torch.Tensor:
 
 def _scale_methods(n: int, dense_max: int):
     methods = {
-        "Pounce": (lambda o: PounceOptimizer(o), {}),
+        # both in Theseus' implicit mode: under the default "unroll" PounceOptimizer also
+        # records every iterate, to differentiate an unconverged element through its steps
+        "Pounce": (lambda o: PounceOptimizer(o), {"backward_mode": "implicit"}),
         "LM+CHOLMOD": (
             lambda o: th.LevenbergMarquardt(o, th.CholmodSparseSolver, max_iterations=100,
                                             step_size=1.0),

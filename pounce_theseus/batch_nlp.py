@@ -76,12 +76,14 @@ class Evaluation:
         if self.grad_f is None or (create_graph and not self.grad_has_graph):
             with torch.enable_grad():
                 if self.least_squares:
+                    # J' e_hat as the gradient of the scalar e . e_hat (a scalar output:
+                    # torch's first explicit grad_outputs costs a one-time ~1 s import)
                     self.e_hat = self.e.detach().requires_grad_(True)
-                    out, seed = self.e, self.e_hat
+                    out = (self.e * self.e_hat).sum()
                 else:
-                    out, seed = self.f.sum(), None
+                    out = self.f.sum()
                 (g,) = torch.autograd.grad(
-                    out, self.delta, seed, retain_graph=True, create_graph=create_graph
+                    out, self.delta, retain_graph=True, create_graph=create_graph
                 )
             self.grad_f, self.grad_has_graph = g, create_graph
         return self.grad_f

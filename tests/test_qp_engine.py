@@ -1,8 +1,9 @@
-"""The QP forward's engines (`SolveOptions.engine`, rust/core/src/options.rs and
-qp_sessions.rs): POUNCE's active set agrees with the IPM, leaves refinement nothing to do,
-gives the gradients of central differences through the existing KKT adjoint, warm-starts
-each batch item from its previous solve on the same structure (not across a fork), and
-reaches the native side through cvxpylayers' `solver_args` and qpth's `QPFunction`."""
+"""The QP forward's engines (`SolveOptions.engine`, rust/core/src/options.rs, qp_sessions.rs
+and kept_active_set.rs): POUNCE's active set agrees with the IPM, leaves refinement nothing
+to do, gives the gradients of central differences through the existing KKT adjoint, starts
+each batch item from its previous answer on the same structure (its active rows kept, or
+its session warm; not across a fork), and reaches the native side through cvxpylayers'
+`solver_args` and qpth's `QPFunction`."""
 
 from __future__ import annotations
 
@@ -124,18 +125,20 @@ def test_active_set_gradcheck():
     assert torch.autograd.gradcheck(f, ins, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-def test_each_item_is_warm_started_from_its_previous_call():
+def test_each_item_starts_from_its_previous_call():
     bt = _batch(seed=2, batch=5)
     st = _structure(bt)
     opts = pk.SolveOptions(engine="active_set")
     first = pk.conic_solve(st, *_values(bt), opts)
     assert first.engine == ["active_set"] * bt.batch
-    for k in range(2):
-        vals = _values(bt, eps=1e-3, seed=10 + k)
+    for eps, engines in ((1e-3, {"active_set_kept"}),
+                         (0.3, {"active_set_kept", "active_set_warm"})):
+        vals = _values(bt, eps=eps, seed=10)
         warm = pk.conic_solve(st, *vals, opts)
-        assert warm.engine == ["active_set_warm"] * bt.batch
+        assert set(warm.engine) <= engines, warm.engine
         ipm = pk.conic_solve(_structure(bt), *vals, pk.SolveOptions(tol=1e-12, engine="ipm"))
         assert _rel(warm.x, ipm.x) < 1e-9 and _rel(warm.y, ipm.y) < 1e-9
+    assert "active_set_warm" in warm.engine  # the larger move changed some active sets
     # Another structure (handle) has its own sessions.
     assert pk.conic_solve(_structure(bt), *_values(bt), opts).engine == ["active_set"] * 5
 
@@ -148,8 +151,8 @@ def test_auto_takes_the_active_set_for_items_that_moved_little():
         return pk.conic_solve(st, *_values(bt, eps, seed)).engine
 
     assert engines(0.0, 0) == ["ipm"] * 3
-    assert engines(1e-4, 1) == ["active_set"] * 3
-    assert engines(1e-4, 2) == ["active_set_warm"] * 3
+    assert engines(1e-4, 1) == ["active_set_kept"] * 3
+    assert engines(1e-4, 2) == ["active_set_kept"] * 3
     assert engines(1.0, 3) == ["ipm"] * 3
     # Conic problems always run the IPM.
     soc = random_problem_batch({"l": 3, "q": [4]}, 5, batch=2, seed=1)
@@ -244,6 +247,7 @@ def test_a_forked_child_does_not_reuse_the_parents_sessions(tmp_path):
         import pounce_kkt as pk
         from testing_helpers.conic_problems import random_problem_batch
         signal.alarm(120)
+        WARM = {"active_set_kept", "active_set_warm"}  # from the item's previous answer
         bt = random_problem_batch({"z": 2, "l": 12}, 8, batch=8, seed=1)
         st = pk.ConicStructure(bt.n, bt.m, bt.a_indptr, bt.a_indices, bt.cones,
                                bt.p_indptr, bt.p_indices)
@@ -257,7 +261,7 @@ def test_a_forked_child_does_not_reuse_the_parents_sessions(tmp_path):
                 sol = pk.conic_solve(st, *moved, opts)
                 assert sol.engine == ["active_set"] * 8, sol.engine
                 again = pk.conic_solve(st, *vals, opts)
-                assert again.engine == ["active_set_warm"] * 8, again.engine
+                assert set(again.engine) <= WARM, again.engine
                 ref = pk.conic_solve(st, *vals, pk.SolveOptions(engine="ipm", tol=1e-12))
                 assert float((again.x - ref.x).abs().max()) < 1e-8
             except BaseException as e:
@@ -266,7 +270,7 @@ def test_a_forked_child_does_not_reuse_the_parents_sessions(tmp_path):
             os._exit(0)
         _, code = os.waitpid(pid, 0)
         assert code == 0, code
-        assert pk.conic_solve(st, *moved, opts).engine == ["active_set_warm"] * 8
+        assert set(pk.conic_solve(st, *moved, opts).engine) <= WARM
         print("ALL OK")
     '''))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -44,6 +44,8 @@ pub const NONCONVEX: &str = "nonconvex";
 pub const ENGINE_IPM: &str = "ipm";
 pub const ENGINE_ACTIVE_SET: &str = "active_set";
 pub const ENGINE_ACTIVE_SET_WARM: &str = "active_set_warm";
+/// The item's previous active set, kept: one KKT solve (kept_active_set.rs).
+pub const ENGINE_ACTIVE_SET_KEPT: &str = "active_set_kept";
 pub const ENGINE_NONE: &str = "none";
 
 /// One item's outcome.
@@ -209,11 +211,14 @@ impl Engine<'_> {
         sol
     }
 
-    /// QP class, the engine of `self.engine` (options.rs, `QpEngine`): the item's
-    /// active-set session when the rule takes it, kept when `Optimal` within tol; the IPM
-    /// ([`Self::solve_qp`]) otherwise, its iterations added to the active set's. Returns
-    /// the solution and the `ENGINE_*` name of what produced it. `state` is `None` when
-    /// the call keeps no per-item state (engine `Ipm`).
+    /// QP class, the engine of `self.engine` (options.rs, `QpEngine`). When the rule takes
+    /// the active set: first the item's previous active set, kept (one KKT solve,
+    /// kept_active_set.rs); then its session (warm when it has an accepted solve, cold
+    /// otherwise; under `Auto` a cold session is not started, the IPM being cheaper, see
+    /// docs/native-core.md); an answer is kept when `Optimal` within tol, and the IPM
+    /// ([`Self::solve_qp`]) solves what is left, its iterations added. Returns the
+    /// solution and the `ENGINE_*` name of what produced it. `state` is `None` when the
+    /// call keeps no per-item state (engine `Ipm`).
     fn solve_qp_engine(
         &self,
         prob: &QpProblem,
@@ -225,51 +230,63 @@ impl Engine<'_> {
         let Some(state) = state else {
             return (self.solve_qp(prob, warm, wk), ENGINE_IPM);
         };
-        let active_set = match self.engine {
-            QpEngine::Ipm => false,
-            QpEngine::ActiveSet => true,
+        let values = (d.p, d.a, d.q, d.b);
+        let small = self.kkt_size.0 <= AUTO_ACTIVE_SET_MAX_DIM;
+        let (kept, session) = match self.engine {
+            QpEngine::Ipm => (false, false),
+            QpEngine::ActiveSet => (true, true),
             QpEngine::Auto => {
-                self.kkt_size.0 <= AUTO_ACTIVE_SET_MAX_DIM && state.moved_little(d.p, d.a, d.q, d.b)
+                let near = small && state.moved_little(d.p, d.a, d.q, d.b);
+                (near, near && state.session_ready())
             }
         };
-        if !active_set {
-            let sol = self.solve_qp(prob, warm, wk);
-            // The session's previous solve is of values far from these: not traced from.
-            state.forget();
-            if self.kkt_size.0 <= AUTO_ACTIVE_SET_MAX_DIM {
-                state.remember(d.p, d.a, d.q, d.b);
+        let specs = &self.st.layout.specs;
+        let tol = self.robust.tol;
+        if kept {
+            if let Some(sol) = state.solve_kept(prob, specs, tol) {
+                state.remember(values, prob, &sol);
+                return (sol, ENGINE_ACTIVE_SET_KEPT);
             }
-            return (sol, ENGINE_IPM);
         }
-        let opts = QpOptions {
-            time_limit: self.remaining(),
-            ..self.robust
-        };
-        // The active-set KKT systems are not quasi-definite: the pivoted dense LBL'.
-        let dense = self.backends.dense_kkt(self.kkt_size.0, self.kkt_size.1);
-        let cfg = self.cfg_fast.clone();
-        let out = state.solve(prob, opts, move || {
-            if dense {
-                Box::new(DenseLbltBackend::new())
-            } else {
-                backend(&cfg)
-            }
-        });
-        if meets_tol(prob, &self.st.layout.specs, &out.sol, self.robust.tol) {
-            state.remember(d.p, d.a, d.q, d.b);
-            let name = if out.warm {
-                ENGINE_ACTIVE_SET_WARM
-            } else {
-                ENGINE_ACTIVE_SET
+        let mut spent_iters = 0;
+        if session {
+            let opts = QpOptions {
+                time_limit: self.remaining(),
+                ..self.robust
             };
-            return (out.sol, name);
-        }
-        state.forget();
-        if self.expired() {
-            return (out.sol, ENGINE_ACTIVE_SET);
+            // The active-set KKT systems are not quasi-definite: the pivoted dense LBL'.
+            let dense = self.backends.dense_kkt(self.kkt_size.0, self.kkt_size.1);
+            let cfg = self.cfg_fast.clone();
+            let out = state.solve(prob, opts, move || {
+                if dense {
+                    Box::new(DenseLbltBackend::new())
+                } else {
+                    backend(&cfg)
+                }
+            });
+            if meets_tol(prob, specs, &out.sol, tol) {
+                state.remember(values, prob, &out.sol);
+                let name = if out.warm {
+                    ENGINE_ACTIVE_SET_WARM
+                } else {
+                    ENGINE_ACTIVE_SET
+                };
+                return (out.sol, name);
+            }
+            if self.expired() {
+                state.forget();
+                return (out.sol, ENGINE_ACTIVE_SET);
+            }
+            spent_iters = out.sol.iters;
         }
         let mut sol = self.solve_qp(prob, warm, wk);
-        sol.iters += out.sol.iters;
+        sol.iters += spent_iters;
+        // An IPM answer: the item's previous active-set solve is of other values (or failed)
+        // and is not traced from; its active rows and values are kept for the next call.
+        state.forget();
+        if small && sol.status == QpStatus::Optimal {
+            state.remember(values, prob, &sol);
+        }
         (sol, ENGINE_IPM)
     }
 

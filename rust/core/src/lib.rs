@@ -13,6 +13,7 @@
 //! - `convexity`: the check that each item's P is positive semidefinite.
 //! - `nlp` (feature `nlp`): POUNCE's NLP IPM configured from options, for the binding's
 //!   TNLP over Python callbacks.
+//! - `kept_active_set`: the QP solved on an item's previous active set (one KKT solve).
 //! - `qp_sessions`: the QP class's per-item active-set sessions, kept across calls.
 //! - `pool`: the fork-safe rayon pool every batch runs on.
 //! - `cancel`: cancel flags and per-item panic isolation; `workspaces`: per-worker state
@@ -25,6 +26,7 @@ pub mod cones;
 pub mod convexity;
 pub mod dense_backend;
 pub mod error;
+pub mod kept_active_set;
 pub mod kkt_adjoint;
 #[cfg(feature = "nlp")]
 pub mod nlp;

@@ -4,21 +4,31 @@
 //! little, and which constraints bind moves less).
 //!
 //! [`ItemState`] is what one item keeps: its session (built on the item's first active-set
-//! solve) and the item's values at its last solve, which the `auto` engine rule compares
-//! with the new values ([`ItemState::moved_little`], options.rs `QpEngine`).
+//! solve), the active rows of its last answer (whatever engine gave it; the first thing a
+//! warm call tries, kept_active_set.rs) and the item's values at its last solve, which the
+//! `auto` engine rule compares with the new values ([`ItemState::moved_little`], options.rs
+//! `QpEngine`).
 //! [`SessionStore`] holds the states of a handle between calls, like `Workspaces`: it
 //! never blocks (a busy lock, or one a `fork` left held in a child, means fresh states),
 //! and a child process never reuses its parent's states (the pid is checked).
+use crate::kept_active_set::{active_rows, solve_on};
 use crate::options::{BackendOptions, AUTO_ACTIVE_SET_REL};
-use pounce_convex::{ActiveSetSession, QpOptions, QpProblem, QpSolution, Reuse};
+use pounce_convex::{ActiveSetSession, ConeSpec, QpOptions, QpProblem, QpSolution, Reuse};
 use pounce_feral::FeralConfig;
 use pounce_linsol::SparseSymLinearSolverInterface;
 use std::sync::Mutex;
+
+/// One item's values: P (None without a P pattern), A, q, b.
+pub type ItemValues<'a> = (Option<&'a [f64]>, &'a [f64], &'a [f64], &'a [f64]);
 
 /// One batch item's active-set state.
 #[derive(Default)]
 pub struct ItemState {
     session: Option<ActiveSetSession>,
+    /// Whether the session's last solve was accepted (a warm start for its next one).
+    session_ready: bool,
+    /// The active inequality rows of the item's last accepted answer.
+    active: Option<Vec<usize>>,
     /// The item's values (P, A, q, b, in that order) at its last solve; empty before one.
     last: Vec<f64>,
 }
@@ -60,10 +70,23 @@ impl ItemState {
         p.unwrap_or(&[]).iter().chain(a).chain(q).chain(b).copied()
     }
 
-    /// Keep the item's values of this solve (for the next call's [`Self::moved_little`]).
-    pub fn remember(&mut self, p: Option<&[f64]>, a: &[f64], q: &[f64], b: &[f64]) {
+    /// Keep the item's values of this solve (for the next call's [`Self::moved_little`])
+    /// and the active rows of its accepted answer `sol` to `prob`.
+    pub fn remember(&mut self, (p, a, q, b): ItemValues<'_>, prob: &QpProblem, sol: &QpSolution) {
         self.last.clear();
         self.last.extend(Self::values(p, a, q, b));
+        self.active = Some(active_rows(prob, sol));
+    }
+
+    /// The solution of `prob` on the active rows of the item's last answer, when it is
+    /// optimal within `tol` (kept_active_set.rs); `None` without a last answer.
+    pub fn solve_kept(&self, prob: &QpProblem, specs: &[ConeSpec], tol: f64) -> Option<QpSolution> {
+        solve_on(prob, specs, self.active.as_deref()?, tol)
+    }
+
+    /// Whether the session can start from an accepted solve of its own.
+    pub fn session_ready(&self) -> bool {
+        self.session_ready
     }
 
     /// Whether the item was solved before and its values moved by at most
@@ -96,15 +119,19 @@ impl ItemState {
         session.set_options(opts);
         let sol = session.solve(prob);
         let warm = session.last_reuse().is_warm();
+        self.session_ready = sol.status == pounce_convex::QpStatus::Optimal;
         ActiveSetOut { sol, warm }
     }
 
-    /// Forget the session's previous solve and values (after a failed or abandoned
-    /// active-set solve, so the next call does not trace from it).
+    /// Forget the item's previous answer: the session's solve, the active rows and the
+    /// values (after a failed active-set solve, or values far from the last ones, so the
+    /// next call does not start from them).
     pub fn forget(&mut self) {
         if let Some(s) = self.session.as_mut() {
             s.reset();
         }
+        self.session_ready = false;
+        self.active = None;
         self.last.clear();
     }
 

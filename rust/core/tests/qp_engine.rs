@@ -1,16 +1,21 @@
-//! The QP class's engines (options.rs `QpEngine`, qp_sessions.rs): the active set agrees
-//! with the IPM, warm-starts each item from its previous solve across calls, hands what it
-//! cannot solve to the IPM, and `auto` takes it only for items that moved little.
+//! The QP class's engines (options.rs `QpEngine`, qp_sessions.rs, kept_active_set.rs): the
+//! active set agrees with the IPM, starts each item from its previous answer across calls
+//! (its active rows kept, else its session warm), hands what it cannot solve to the IPM,
+//! and `auto` takes it only for items that moved little.
 mod common;
 
 use common::{opts, rel_err, Rng};
+use pounce_convex::{QpOptions, QpProblem, Triplet};
 use pounce_layers_core::batch::{
     solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl, ENGINE_ACTIVE_SET,
-    ENGINE_ACTIVE_SET_WARM, ENGINE_IPM,
+    ENGINE_ACTIVE_SET_KEPT, ENGINE_ACTIVE_SET_WARM, ENGINE_IPM,
 };
 use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::dense_backend::DenseLbltBackend;
+use pounce_layers_core::kept_active_set::{active_rows, solve_on};
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};
 use pounce_layers_core::pattern::CscPattern;
+use pounce_layers_core::qp_sessions::ItemState;
 use pounce_layers_core::structure::ConicStructure;
 
 /// A dense `rows x cols` CSC pattern.
@@ -205,30 +210,101 @@ fn active_set_solution_equals_the_ipm_solution() {
     }
 }
 
-/// Item i of the next call starts from item i's previous solve: warm on every item, with
-/// the session kept on the workspaces, and the answers still the IPM's.
+/// Item i of the next call starts from item i's previous answer: a small move keeps every
+/// item's active rows (one KKT solve each), a larger one changes some and the item's
+/// session traces from its previous solve; the answers are the IPM's.
 #[test]
-fn the_active_set_warm_starts_each_item_from_its_previous_call() {
+fn the_active_set_starts_each_item_from_its_previous_call() {
     let qps = Qps::new(10, 1, 14, 5, 21);
     let ws = ForwardWorkspaces::new();
     let first = qps.solve(QpEngine::ActiveSet, &ws);
     assert!(engines(&first).iter().all(|&e| e == ENGINE_ACTIVE_SET));
     assert_eq!(ws.sessions.sessions(), qps.bsz);
-    for (k, eps) in [1e-3, 1e-2].into_iter().enumerate() {
-        let moved = qps.moved(eps, 40 + k as u64);
-        let warm = moved.solve(QpEngine::ActiveSet, &ws);
-        assert!(
-            engines(&warm).iter().all(|&e| e == ENGINE_ACTIVE_SET_WARM),
-            "{:?}",
-            engines(&warm)
-        );
-        let ipm = moved.solve(QpEngine::Ipm, &ForwardWorkspaces::new());
-        assert_same_solution(&warm, &ipm, 1e-7);
+    let near = qps.moved(1e-3, 40);
+    let kept = near.solve(QpEngine::ActiveSet, &ws);
+    assert!(
+        engines(&kept).iter().all(|&e| e == ENGINE_ACTIVE_SET_KEPT),
+        "{:?}",
+        engines(&kept)
+    );
+    assert_same_solution(
+        &kept,
+        &near.solve(QpEngine::Ipm, &ForwardWorkspaces::new()),
+        1e-7,
+    );
+    let far = near.moved(0.3, 41);
+    let out = far.solve(QpEngine::ActiveSet, &ws);
+    let names = engines(&out);
+    assert!(
+        names
+            .iter()
+            .all(|&e| e == ENGINE_ACTIVE_SET_KEPT || e == ENGINE_ACTIVE_SET_WARM),
+        "{names:?}"
+    );
+    assert!(names.contains(&ENGINE_ACTIVE_SET_WARM), "{names:?}");
+    assert_same_solution(
+        &out,
+        &far.solve(QpEngine::Ipm, &ForwardWorkspaces::new()),
+        1e-7,
+    );
+}
+
+/// `min 1/2 |x|^2 - c'x  s.t.  x <= 1`: `x = min(c, 1)`, `z = max(c - 1, 0)`.
+fn clipped(c: &[f64]) -> QpProblem {
+    let n = c.len();
+    QpProblem {
+        n,
+        p_lower: (0..n).map(|i| Triplet::new(i, i, 1.0)).collect(),
+        c: c.iter().map(|v| -v).collect(),
+        a: vec![],
+        b: vec![],
+        g: (0..n).map(|i| Triplet::new(i, i, 1.0)).collect(),
+        h: vec![1.0; n],
+        lb: vec![],
+        ub: vec![],
     }
 }
 
-/// `auto`: the IPM on an item's first call and after a large move; the active set (cold,
-/// then warm) while the values move by less than `AUTO_ACTIVE_SET_REL`.
+/// The kept active set is accepted only when it is the answer: a row whose multiplier
+/// would turn negative, or an inactive row now violated, sends the item on.
+#[test]
+fn the_kept_active_set_is_checked() {
+    let specs = [pounce_convex::ConeSpec::Nonneg(3)];
+    let prob = clipped(&[2.0, 0.5, -1.0]);
+    let sol = solve_on(&prob, &specs, &[0], 1e-9).expect("row 0 is the active set");
+    assert!(rel_err(&sol.x, &[1.0, 0.5, -1.0]) < 1e-15);
+    assert!(rel_err(&sol.z, &[1.0, 0.0, 0.0]) < 1e-15);
+    assert_eq!(sol.z[1..], [0.0, 0.0]);
+    assert_eq!(active_rows(&prob, &sol), vec![0]);
+    // Row 0 leaves (its multiplier would be -0.5) / row 1 enters (x_1 = 1.5 > 1).
+    assert!(solve_on(&clipped(&[0.5, 0.5, -1.0]), &specs, &[0], 1e-9).is_none());
+    assert!(solve_on(&clipped(&[2.0, 1.5, -1.0]), &specs, &[0], 1e-9).is_none());
+    assert!(solve_on(&clipped(&[2.0, 1.5, -1.0]), &specs, &[0, 1], 1e-9).is_some());
+}
+
+/// An item's session warm-starts from its previous solve (pounce-convex's homotopy), also
+/// when the move changes the active set.
+#[test]
+fn an_item_session_traces_from_its_previous_solve() {
+    let mut state = ItemState::default();
+    let opts = QpOptions {
+        tol: 1e-9,
+        ..QpOptions::default()
+    };
+    let dense = || -> Box<dyn pounce_linsol::SparseSymLinearSolverInterface> {
+        Box::new(DenseLbltBackend::new())
+    };
+    let first = state.solve(&clipped(&[2.0, 0.5, -1.0]), opts, dense);
+    assert!(!first.warm && state.session_ready());
+    let next = state.solve(&clipped(&[0.5, 2.0, -1.0]), opts, dense);
+    assert!(next.warm, "{:?}", state.last_reuse());
+    assert!(rel_err(&next.sol.x, &[0.5, 1.0, -1.0]) < 1e-12);
+    assert!(rel_err(&next.sol.z, &[0.0, 1.0, 0.0]) < 1e-12);
+}
+
+/// `auto`: the IPM on an item's first call and after a large move; while the values move
+/// by less than `AUTO_ACTIVE_SET_REL`, the item's last active rows kept (from the IPM's
+/// answer too).
 #[test]
 fn auto_takes_the_active_set_only_for_items_that_moved_little() {
     let qps = Qps::new(8, 0, 10, 4, 5);
@@ -236,22 +312,18 @@ fn auto_takes_the_active_set_only_for_items_that_moved_little() {
     let run = |q: &Qps| engines(&q.solve(QpEngine::Auto, &ws));
     assert!(run(&qps).iter().all(|&e| e == ENGINE_IPM));
     let near = qps.moved(1e-3, 9);
-    assert!(run(&near).iter().all(|&e| e == ENGINE_ACTIVE_SET));
-    let nearer = near.moved(1e-3, 10);
-    let out = nearer.solve(QpEngine::Auto, &ws);
-    assert!(engines(&out).iter().all(|&e| e == ENGINE_ACTIVE_SET_WARM));
+    let out = near.solve(QpEngine::Auto, &ws);
+    assert!(engines(&out).iter().all(|&e| e == ENGINE_ACTIVE_SET_KEPT));
     assert_same_solution(
         &out,
-        &nearer.solve(QpEngine::Ipm, &ForwardWorkspaces::new()),
+        &near.solve(QpEngine::Ipm, &ForwardWorkspaces::new()),
         1e-7,
     );
-    let far = nearer.moved(0.5, 11);
+    let far = near.moved(0.5, 11);
     assert!(run(&far).iter().all(|&e| e == ENGINE_IPM));
-    // After the IPM, the session's previous solve is forgotten: the next small move is
-    // solved cold.
     assert!(run(&far.moved(1e-3, 12))
         .iter()
-        .all(|&e| e == ENGINE_ACTIVE_SET));
+        .all(|&e| e == ENGINE_ACTIVE_SET_KEPT));
 }
 
 /// An infeasible item: the active set does not finish it, so the IPM's robust leg does and

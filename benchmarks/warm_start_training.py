@@ -7,11 +7,15 @@ The task (OptNet's "learn a QP from data"): targets z_i = argmin 1/2 z'Qz + (W* 
 s.t. G* z <= h*, for inputs a_i; the model learns W (q_i = W a_i), G and h of the layer
     z = argmin 1/2 z'Qz + q_i'z  s.t.  G z <= h
 (`CvxpyLayer(..., solver="pounce")`, q batched, G and h shared) by Adam on the mean squared
-error. Three models start from the same initial point and see the same batches; their steps
-are interleaved in one process (rotating the order), with `solver_args={"warm_start": X}`,
-X = False (cold), True (each solve starts from the layer's previous solution of the same
-batch size) and "auto" (the default: warm only where the canonical data moved little,
-pounce_cvxpy/solver_interface.py's WARM_AUTO_REL).
+error. Five models start from the same initial point and see the same batches; their steps
+are interleaved in one process (rotating the order). Three run the interior-point engine
+(`engine="ipm"`) with `solver_args={"warm_start": X}`, X = False (cold), True (each solve
+starts from the layer's previous solution of the same batch size) and "auto" (warm only
+where the canonical data moved little, pounce_cvxpy/solver_interface.py's WARM_AUTO_REL);
+two run the QP engines of `SolveOptions.engine` with no IPM warm start: "auto" (the
+default: the active set for items that moved little since their previous solve) and
+"active_set" (every item starts from its previous answer: its active rows kept, or its
+active-set session warm).
 
 Modes:
   full       every step solves the same `--batch` items (full-batch training: the previous
@@ -20,14 +24,16 @@ Modes:
              solution is another item's: what a DataLoader-fed training loop gives)
 
 Prints per mode the median fwd+bwd wall time per step of each, their ratio, the mean
-interior-point iterations per item and the median per-step sum of the items' native solve
-times (`last_solve_info`: the IPM's own time), the final training loss of each
-(they must agree: a warm start must not change what is learned) and the load average.
+iterations per item and the median per-step sum of the items' native solve times
+(`last_solve_info`: the engine's own time), the share of items each engine answered, the
+final training loss of each (they must agree: a warm start must not change what is learned)
+and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import time
@@ -65,6 +71,16 @@ class Model(torch.nn.Module):
         return z
 
 
+# name: (label, solver_args); "cold" first (the reference of the ratios).
+VARIANTS = {
+    "cold": ("warm_start=False, engine='ipm'", {"warm_start": False, "engine": "ipm"}),
+    "warm": ("warm_start=True, engine='ipm'", {"warm_start": True, "engine": "ipm"}),
+    "auto": ("warm_start='auto', engine='ipm'", {"warm_start": "auto", "engine": "ipm"}),
+    "engine_auto": ("engine='auto' (default)", {}),
+    "active_set": ("engine='active_set'", {"engine": "active_set"}),
+}
+
+
 def run(mode: str, steps: int, batch: int, n: int, m: int, lr: float, seed: int = 0) -> dict:
     """Train the two models side by side; returns the per-step times, iterations and losses."""
     rng = np.random.default_rng(seed)
@@ -85,13 +101,13 @@ def run(mode: str, steps: int, batch: int, n: int, m: int, lr: float, seed: int 
     G0 = G_true + 0.3 * torch.tensor(rng.standard_normal((m, n)))
     h0 = h_true + 0.1
     models, opts = {}, {}
-    for name, args in (("cold", {"warm_start": False}), ("warm", {"warm_start": True}),
-                       ("auto", {"warm_start": "auto"})):
+    for name, (_, args) in VARIANTS.items():
         prob, params, z = _problem(n, m, Q)
         layer = CvxpyLayer(prob, params, [z], solver="pounce")
         models[name] = Model(layer, W0, G0, h0, args)
         opts[name] = torch.optim.Adam(models[name].parameters(), lr=lr)
     times = {name: [] for name in models}
+    engines: dict[str, collections.Counter] = {name: collections.Counter() for name in models}
     iters = {name: [] for name in models}
     ipm = {name: [] for name in models}
     losses = {name: 0.0 for name in models}
@@ -103,7 +119,8 @@ def run(mode: str, steps: int, batch: int, n: int, m: int, lr: float, seed: int 
             b = int(order.integers(16))
             idx = torch.arange(b * batch, (b + 1) * batch)
         a, target = a_all[idx], targets[idx]
-        names = ("cold", "warm", "auto")[step % 3:] + ("cold", "warm", "auto")[:step % 3]
+        k = step % len(VARIANTS)
+        names = tuple(VARIANTS)[k:] + tuple(VARIANTS)[:k]
         for name in names:
             model, opt = models[name], opts[name]
             t = time.perf_counter()
@@ -115,8 +132,10 @@ def run(mode: str, steps: int, batch: int, n: int, m: int, lr: float, seed: int 
             info = last_solve_info(model.layer)
             iters[name].append(float(info.iterations.double().mean()))
             ipm[name].append(float(info.solve_time.sum()))
+            if step:
+                engines[name].update(info.engine or [])
             losses[name] = float(loss.detach())
-    return {"times": times, "iters": iters, "ipm": ipm, "losses": losses}
+    return {"times": times, "iters": iters, "ipm": ipm, "losses": losses, "engines": engines}
 
 
 def main() -> int:
@@ -141,14 +160,15 @@ def main() -> int:
         it = {k: statistics.fmean(v[1:]) for k, v in r["iters"].items()}
         ipm = {k: statistics.median(v[1:]) for k, v in r["ipm"].items()}
         print(f"\n== {mode}: fwd+bwd per step, median of {a.steps - 1} steps")
-        for k in ("cold", "warm", "auto"):
-            label = {"cold": "False", "warm": "True", "auto": "'auto'"}[k]
-            print(f"  warm_start={label:6s}  {med[k] * 1e3:8.2f} ms  "
-                  f"IPM iterations/item {it[k]:5.2f}  IPM time (sum over items) "
-                  f"{ipm[k] * 1e3:7.2f} ms  final loss {r['losses'][k]:.6e}")
-        for k in ("warm", "auto"):
+        for k, (label, _) in VARIANTS.items():
+            total = sum(r["engines"][k].values()) or 1
+            mix = ", ".join(f"{e} {c / total:.0%}" for e, c in r["engines"][k].most_common())
+            print(f"  {label:30s}  {med[k] * 1e3:8.2f} ms  iterations/item {it[k]:5.2f}  "
+                  f"native time (sum over items) {ipm[k] * 1e3:7.2f} ms  final loss "
+                  f"{r['losses'][k]:.6e}  engines: {mix}")
+        for k in list(VARIANTS)[1:]:
             print(f"  {k} / cold: step time {med[k] / med['cold']:.3f}, iterations "
-                  f"{it[k] / it['cold']:.3f}, IPM time {ipm[k] / ipm['cold']:.3f}")
+                  f"{it[k] / it['cold']:.3f}, native time {ipm[k] / ipm['cold']:.3f}")
     load1 = os.getloadavg()
     print(f"\nload average {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} at end")
     return 0

@@ -76,6 +76,8 @@ def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchR
         c = structure.constraint_values()
         lam = torch.as_tensor(res.lam, dtype=dtype, device=delta0.device)
         lag = f.sum() + ((lam * c).sum() if c is not None else 0.0)
+        if not lag.requires_grad:
+            return False  # constant in the variables and with nothing upstream
         (grad_l,) = torch.autograd.grad(lag, delta0, create_graph=True, allow_unused=True)
         if grad_l is None or not grad_l.requires_grad:
             return False  # nothing upstream requires grad

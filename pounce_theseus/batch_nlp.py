@@ -82,9 +82,13 @@ class Evaluation:
                     out = (self.e * self.e_hat).sum()
                 else:
                     out = self.f.sum()
-                (g,) = torch.autograd.grad(
-                    out, self.delta, retain_graph=True, create_graph=create_graph
-                )
+                # an objective that does not depend on the variables has zero gradient
+                g = torch.autograd.grad(
+                    out, self.delta, retain_graph=True, create_graph=create_graph,
+                    allow_unused=True,
+                )[0] if out.requires_grad else None
+            if g is None:
+                g = torch.zeros_like(self.delta.detach())
             self.grad_f, self.grad_has_graph = g, create_graph
         return self.grad_f
 

@@ -160,3 +160,28 @@ def test_an_unconstrained_solve_never_returns_a_worse_point_than_its_iterates():
     assert float(info.last_err[0]) <= float(best) * (1 + 1e-6)
     if opt.last_solve["status"][0] == "objective_rose_above_an_earlier_iterate":
         assert info.status[0] == S.FAIL
+
+
+@pytest.mark.parametrize("mode", ["implicit", "unroll"])
+def test_a_cost_that_does_not_depend_on_the_variables(mode):
+    """Theseus' mock cost (a constant error) next to a learnable scale: the solve returns
+    the start as CONVERGED and the gradient of the solution to the scale is zero (it used
+    to raise 'does not require grad' in the forward's gradient)."""
+    dt = torch.float64
+    x = th.Vector(2, name="x", dtype=dt)
+    scale = th.Variable(torch.ones(1, 1, dtype=dt), name="scale")
+
+    def constant(optim_vars, aux_vars):
+        return aux_vars[0].tensor * torch.ones(optim_vars[0].tensor.shape[0], 3, dtype=dt)
+
+    obj = th.Objective(dtype=dt)
+    obj.add(th.AutoDiffCostFunction([x], constant, 3, aux_vars=[scale], name="c",
+                                    cost_weight=th.ScaleCostWeight(torch.ones(1, 1, dtype=dt))))
+    start = torch.tensor([[0.5, -1.0], [2.0, 3.0]], dtype=dt)
+    s = torch.full((2, 1), 1.5, dtype=dt, requires_grad=True)
+    sol, info = solve_with(PounceOptimizer(obj), {"x": start, "scale": s}, backward_mode=mode)
+    assert all(st == S.CONVERGED for st in info.status)
+    assert torch.equal(sol["x"].detach(), start)
+    if sol["x"].requires_grad:
+        (g,) = torch.autograd.grad(sol["x"].sum(), s, allow_unused=True)
+        assert g is None or torch.all(g == 0)

@@ -243,8 +243,9 @@ impl Engine<'_> {
         let specs = &self.st.layout.specs;
         let tol = self.robust.tol;
         if kept {
-            if let Some(sol) = state.solve_kept(prob, specs, tol) {
+            if let Some((sol, factor)) = state.solve_kept(prob, specs, tol) {
                 state.remember(values, prob, &sol);
+                state.keep_factor(factor, d.p, d.a);
                 return (sol, ENGINE_ACTIVE_SET_KEPT);
             }
         }

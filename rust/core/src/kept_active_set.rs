@@ -18,9 +18,146 @@
 //! multipliers of the other rows are exactly zero, so complementarity is exact. Anything
 //! else (a changed active set, a singular restricted KKT) returns `None` and the caller
 //! runs the active-set session or the IPM.
+//!
+//! The factor is kept ([`KeptFactor`]) for the backward: at the active set the adjoint's
+//! `K = [[P, A'], [A, -H]]` has `H = 0` on the active rows and `H = inf` on the others
+//! (pounce_kkt/active_set.py `limit_scaling`), and its solve reduces to this same matrix
+//! ([`KeptFactor::adjoint_solve`]); kkt_adjoint.rs takes it when the adjoint's P, A and
+//! active set are the forward's.
+use crate::cone_layout::ConeLayout;
+use crate::kkt_adjoint::{REFINE_STEPS, REFINE_TOL};
 use crate::options::meets_tol;
+use faer::linalg::solvers::{Lblt, Solve};
 use faer::{Mat, Side};
 use pounce_convex::{ConeSpec, QpProblem, QpSolution, QpStatus};
+
+/// An `H` entry at least this large marks an inactive row (pounce_kkt/active_set.py writes
+/// 1e20 there); any other nonzero entry is not an active-set `H`.
+const INACTIVE_H_MIN: f64 = 1e15;
+
+/// The factored restricted KKT of a kept solve, in its row order: x (n), the equality
+/// rows (SCS zero rows, in order), the active inequality rows `active` (POUNCE rows).
+pub struct KeptFactor {
+    n: usize,
+    me: usize,
+    active: Vec<usize>,
+    /// The restricted KKT's lower triangle (for the refinement's residuals).
+    kkt: Mat<f64>,
+    lblt: Lblt<f64>,
+    /// The item's P and A values (SCS layout, P first) the KKT was built from, once known
+    /// ([`Self::set_values`]).
+    values: Vec<f64>,
+}
+
+impl KeptFactor {
+    /// Record the item's P (None without a P pattern) and A values this factor is of.
+    pub fn set_values(&mut self, p: Option<&[f64]>, a: &[f64]) {
+        self.values.clear();
+        self.values.extend_from_slice(p.unwrap_or(&[]));
+        self.values.extend_from_slice(a);
+    }
+
+    /// Whether this factor is of these P and A values (compared exactly).
+    pub fn built_from(&self, p: Option<&[f64]>, a: &[f64]) -> bool {
+        let np = p.map_or(0, <[f64]>::len);
+        self.values.len() == np + a.len()
+            && p.unwrap_or(&[]) == &self.values[..np]
+            && a == &self.values[np..]
+    }
+
+    /// `y = K x` for the symmetric K stored in `kkt`'s lower triangle.
+    fn matvec(&self, x: &[f64], y: &mut [f64]) {
+        let d = x.len();
+        y.iter_mut().for_each(|v| *v = 0.0);
+        for c in 0..d {
+            y[c] += self.kkt[(c, c)] * x[c];
+            for r in c + 1..d {
+                let v = self.kkt[(r, c)];
+                if v != 0.0 {
+                    y[r] += v * x[c];
+                    y[c] += v * x[r];
+                }
+            }
+        }
+    }
+
+    /// The adjoint's solve `K [u; w] = rhs` (`rhs` and the result in the SCS layout: x
+    /// block, then the m rows) at this factor's active set, when `h_diag` (zero and nonneg
+    /// rows, the whole of H for a QP) is that active set's limit: 0 exactly on the
+    /// equality rows and the active rows, at least `INACTIVE_H_MIN` on the others. Then
+    /// `w` is 0 on the inactive rows, and the active block solves the restricted KKT
+    /// (refined as the general solve is). `None` when H is not that.
+    pub fn adjoint_solve(
+        &self,
+        layout: &ConeLayout,
+        h_diag: &[f64],
+        rhs: &[f64],
+    ) -> Option<Vec<f64>> {
+        let (n, me) = (self.n, self.me);
+        let m = layout.m;
+        if h_diag.len() != m || rhs.len() != n + m || layout.n != n || layout.m_eq() != me {
+            return None;
+        }
+        let mut active_scs = vec![false; m];
+        for &r in &self.active {
+            active_scs[layout.scs_row_of_ineq[r]] = true;
+        }
+        for (r, &h) in h_diag.iter().enumerate() {
+            let ok = if r < me || active_scs[r] {
+                h == 0.0
+            } else {
+                h >= INACTIVE_H_MIN
+            };
+            if !ok {
+                return None;
+            }
+        }
+        let rows: Vec<usize> = (0..me)
+            .chain(self.active.iter().map(|&r| layout.scs_row_of_ineq[r]))
+            .collect();
+        let d = n + rows.len();
+        let mut red = Vec::with_capacity(d);
+        red.extend_from_slice(&rhs[..n]);
+        red.extend(rows.iter().map(|&r| rhs[n + r]));
+        let solve = |v: &mut [f64]| {
+            let mut col = Mat::<f64>::from_fn(d, 1, |i, _| v[i]);
+            self.lblt.solve_in_place(col.as_mut());
+            for (i, x) in v.iter_mut().enumerate() {
+                *x = col[(i, 0)];
+            }
+        };
+        let mut sol = red.clone();
+        solve(&mut sol);
+        let norm = red.iter().fold(f64::MIN_POSITIVE, |a, v| a.max(v.abs()));
+        let mut res = vec![0.0; d];
+        let mut last = f64::INFINITY;
+        for _ in 0..REFINE_STEPS {
+            self.matvec(&sol, &mut res);
+            let mut rn = 0.0_f64;
+            for (r, &b) in res.iter_mut().zip(&red) {
+                *r = b - *r;
+                rn = rn.max(r.abs());
+            }
+            if rn <= REFINE_TOL * norm || rn >= 0.5 * last {
+                break;
+            }
+            last = rn;
+            solve(&mut res);
+            for (s, c) in sol.iter_mut().zip(&res) {
+                *s += c;
+            }
+        }
+        if !sol.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        let mut out = vec![0.0; n + m];
+        out[..n].copy_from_slice(&sol[..n]);
+        for (k, &r) in rows.iter().enumerate() {
+            out[n + r] = sol[n + k];
+        }
+        Some(out)
+    }
+}
 
 /// The inequality rows of `prob` active at `sol`: those whose multiplier exceeds the slack
 /// `h - G x` (the side of `w = s - z` that the backward's active set also reads).
@@ -33,13 +170,14 @@ pub fn active_rows(prob: &QpProblem, sol: &QpSolution) -> Vec<usize> {
 }
 
 /// The solution of `prob` on the active set `active` (inequality rows, increasing), if it
-/// is optimal within `tol` (module docs); `specs` is the problem's cone list (nonneg rows).
+/// is optimal within `tol` (module docs), with its factor; `specs` is the problem's cone
+/// list (nonneg rows).
 pub fn solve_on(
     prob: &QpProblem,
     specs: &[ConeSpec],
     active: &[usize],
     tol: f64,
-) -> Option<QpSolution> {
+) -> Option<(QpSolution, KeptFactor)> {
     if !prob.lb.is_empty() || !prob.ub.is_empty() {
         return None;
     }
@@ -78,7 +216,7 @@ pub fn solve_on(
         rhs[(n + me + j, 0)] = prob.h[r];
     }
     let lblt = kkt.lblt(Side::Lower);
-    faer::linalg::solvers::Solve::solve_in_place(&lblt, rhs.as_mut());
+    lblt.solve_in_place(rhs.as_mut());
     let v: Vec<f64> = (0..dim).map(|i| rhs[(i, 0)]).collect();
     if !v.iter().all(|a| a.is_finite()) {
         return None;
@@ -115,5 +253,13 @@ pub fn solve_on(
         iters: 0,
         iterates: Vec::new(),
     };
-    meets_tol(prob, specs, &sol, tol).then_some(sol)
+    let factor = KeptFactor {
+        n,
+        me,
+        active: active.to_vec(),
+        kkt,
+        lblt,
+        values: Vec::new(),
+    };
+    meets_tol(prob, specs, &sol, tol).then_some((sol, factor))
 }

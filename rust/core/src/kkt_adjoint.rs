@@ -25,6 +25,7 @@ use crate::cancel::{catch, Cancel, TestPanic};
 use crate::cone_layout::ConeDims;
 use crate::cones::ProductCone;
 use crate::error::Result;
+use crate::kept_active_set::KeptFactor;
 use crate::options::{kkt_backend, BackendOptions};
 use crate::pool::threads;
 use crate::structure::ConicStructure;
@@ -279,6 +280,7 @@ struct ItemIn<'a> {
     gx: &'a [f64],
     gy: &'a [f64],
     gs: &'a [f64],
+    kept: Option<&'a KeptFactor>,
 }
 
 /// Per-item outputs (written in place, already zeroed).
@@ -309,19 +311,27 @@ fn adjoint_item(
     for (k, r, c) in st.a.entries() {
         rhs[c] -= d.a[k] * d.gs[r];
     }
-    // Regularisation relative to the data (P and A), not to H, whose entries span ~1/mu..mu.
-    let scale = p_low.iter().chain(d.a).fold(1.0_f64, |a, v| a.max(v.abs()));
-    let mut delta = REG_REL * scale;
-    let mut solved = false;
-    for _ in 0..REG_TRIES {
-        if w.factor(env, delta, n) && w.solve(env.pat, &rhs) {
-            solved = true;
-            break;
+    let reused = d
+        .kept
+        .and_then(|f| f.adjoint_solve(&st.layout, d.h_diag, &rhs))
+        .map(|sol| w.sol.copy_from_slice(&sol))
+        .is_some();
+    if !reused {
+        // Regularisation relative to the data (P and A), not to H, whose entries span
+        // ~1/mu..mu.
+        let scale = p_low.iter().chain(d.a).fold(1.0_f64, |a, v| a.max(v.abs()));
+        let mut delta = REG_REL * scale;
+        let mut solved = false;
+        for _ in 0..REG_TRIES {
+            if w.factor(env, delta, n) && w.solve(env.pat, &rhs) {
+                solved = true;
+                break;
+            }
+            delta *= REG_ESCALATION;
         }
-        delta *= REG_ESCALATION;
-    }
-    if !solved {
-        return false;
+        if !solved {
+            return false;
+        }
     }
     let (u, wv) = w.sol.split_at(n);
     for (dq, &ui) in o.dq.iter_mut().zip(u) {
@@ -368,6 +378,10 @@ pub struct AdjointInput<'a> {
     pub gy: &'a [f64],
     pub gs: &'a [f64],
     pub ok: &'a [bool],
+    /// The factors of the forward's kept active sets per item (qp_sessions.rs
+    /// `ItemState::factor`; may be empty or shorter than the batch): an item whose factor
+    /// was built from these P and A values, at this active set, is solved with it.
+    pub kept: &'a [Option<&'a KeptFactor>],
 }
 
 /// Gradients `dp (B, nnzP)` (empty without P), `dq (B, n)`, `da (B, nnzA)`, `db (B, m)`,
@@ -421,6 +435,12 @@ pub fn adjoint_batch(
         gx: &inp.gx[i * n..(i + 1) * n],
         gy: &inp.gy[i * m..(i + 1) * m],
         gs: &inp.gs[i * m..(i + 1) * m],
+        kept: inp.kept.get(i).copied().flatten().filter(|f| {
+            f.built_from(
+                inp.p.map(|p| &p[i * nnz_p..(i + 1) * nnz_p]),
+                &inp.a[i * nnz_a..(i + 1) * nnz_a],
+            )
+        }),
     };
     let chunks = |v: &mut Vec<f64>, w: usize| {
         // Width-0 outputs still need one chunk per item group.

@@ -11,7 +11,7 @@
 //! [`SessionStore`] holds the states of a handle between calls, like `Workspaces`: it
 //! never blocks (a busy lock, or one a `fork` left held in a child, means fresh states),
 //! and a child process never reuses its parent's states (the pid is checked).
-use crate::kept_active_set::{active_rows, solve_on};
+use crate::kept_active_set::{active_rows, solve_on, KeptFactor};
 use crate::options::{BackendOptions, AUTO_ACTIVE_SET_REL};
 use pounce_convex::{ActiveSetSession, ConeSpec, QpOptions, QpProblem, QpSolution, Reuse};
 use pounce_feral::FeralConfig;
@@ -29,6 +29,8 @@ pub struct ItemState {
     session_ready: bool,
     /// The active inequality rows of the item's last accepted answer.
     active: Option<Vec<usize>>,
+    /// The factor of the last answer when the kept active set gave it (for the backward).
+    factor: Option<KeptFactor>,
     /// The item's values (P, A, q, b, in that order) at its last solve; empty before one.
     last: Vec<f64>,
 }
@@ -76,11 +78,30 @@ impl ItemState {
         self.last.clear();
         self.last.extend(Self::values(p, a, q, b));
         self.active = Some(active_rows(prob, sol));
+        self.factor = None;
+    }
+
+    /// Keep the factor of the last answer, given by the kept active set at the item's
+    /// P and A values `p`, `a` (for the backward).
+    pub fn keep_factor(&mut self, mut f: KeptFactor, p: Option<&[f64]>, a: &[f64]) {
+        f.set_values(p, a);
+        self.factor = Some(f);
+    }
+
+    /// The factor of the last answer, if the kept active set gave it.
+    pub fn factor(&self) -> Option<&KeptFactor> {
+        self.factor.as_ref()
     }
 
     /// The solution of `prob` on the active rows of the item's last answer, when it is
-    /// optimal within `tol` (kept_active_set.rs); `None` without a last answer.
-    pub fn solve_kept(&self, prob: &QpProblem, specs: &[ConeSpec], tol: f64) -> Option<QpSolution> {
+    /// optimal within `tol`, with its factor (kept_active_set.rs); `None` without a last
+    /// answer.
+    pub fn solve_kept(
+        &self,
+        prob: &QpProblem,
+        specs: &[ConeSpec],
+        tol: f64,
+    ) -> Option<(QpSolution, KeptFactor)> {
         solve_on(prob, specs, self.active.as_deref()?, tol)
     }
 
@@ -132,6 +153,7 @@ impl ItemState {
         }
         self.session_ready = false;
         self.active = None;
+        self.factor = None;
         self.last.clear();
     }
 
@@ -191,6 +213,15 @@ impl SessionStore {
         slot.pid = std::process::id();
         slot.key = Some(key);
         slot.items = items;
+    }
+
+    /// `f` of the states held (read-only, e.g. the backward reading their factors), or of
+    /// none when another call holds them or they are a parent process's.
+    pub fn peek<R>(&self, f: impl FnOnce(&[ItemState]) -> R) -> R {
+        match self.slot.try_lock() {
+            Ok(slot) if slot.pid == std::process::id() => f(&slot.items),
+            _ => f(&[]),
+        }
     }
 
     /// How many items have a session (for tests).

@@ -260,6 +260,7 @@ fn adjoint_matches_a_dense_reference_solve() {
         gy: &gy,
         gs: &gs,
         ok: &ok,
+        kept: &[],
     };
     let g = adjoint_batch(
         &st,

@@ -71,6 +71,7 @@ fn one_item_runs_on_the_calling_thread() {
                     gy: &ones,
                     gs: &ones,
                     ok: &[true],
+                    kept: &[],
                 };
                 let (c, t) = (Cancel::default(), TestPanic::Item(0));
                 let bo = BackendOptions::default();

@@ -10,9 +10,11 @@ use pounce_layers_core::batch::{
     solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl, ENGINE_ACTIVE_SET,
     ENGINE_ACTIVE_SET_KEPT, ENGINE_ACTIVE_SET_WARM, ENGINE_IPM,
 };
+use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::cone_layout::ConeDims;
 use pounce_layers_core::dense_backend::DenseLbltBackend;
-use pounce_layers_core::kept_active_set::{active_rows, solve_on};
+use pounce_layers_core::kept_active_set::{active_rows, solve_on, KeptFactor};
+use pounce_layers_core::kkt_adjoint::{adjoint_batch, AdjointInput, AdjointWorkspaces, KktPattern};
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};
 use pounce_layers_core::pattern::CscPattern;
 use pounce_layers_core::qp_sessions::ItemState;
@@ -271,7 +273,7 @@ fn clipped(c: &[f64]) -> QpProblem {
 fn the_kept_active_set_is_checked() {
     let specs = [pounce_convex::ConeSpec::Nonneg(3)];
     let prob = clipped(&[2.0, 0.5, -1.0]);
-    let sol = solve_on(&prob, &specs, &[0], 1e-9).expect("row 0 is the active set");
+    let (sol, _) = solve_on(&prob, &specs, &[0], 1e-9).expect("row 0 is the active set");
     assert!(rel_err(&sol.x, &[1.0, 0.5, -1.0]) < 1e-15);
     assert!(rel_err(&sol.z, &[1.0, 0.0, 0.0]) < 1e-15);
     assert_eq!(sol.z[1..], [0.0, 0.0]);
@@ -360,4 +362,99 @@ fn the_ipm_engine_keeps_no_sessions() {
     qps.solve(QpEngine::Ipm, &ws);
     qps.solve(QpEngine::Ipm, &ws);
     assert_eq!(ws.sessions.sessions(), 0);
+}
+
+/// The backward of an item the kept active set answered reuses that answer's factor: the
+/// same gradients as the general adjoint (a fresh factor of K with H at the active set's
+/// limit), for the same P, A and active set only.
+#[test]
+fn the_adjoint_reuses_the_kept_factor() {
+    let qps = Qps::new(9, 2, 12, 4, 31);
+    let (n, m) = (qps.st.n(), qps.st.m());
+    let ws = ForwardWorkspaces::new();
+    qps.solve(QpEngine::ActiveSet, &ws);
+    let out = qps.solve(QpEngine::ActiveSet, &ws);
+    assert!(engines(&out).iter().all(|&e| e == ENGINE_ACTIVE_SET_KEPT));
+    // H at the active set of w = s - y (pounce_kkt/active_set.py `limit_scaling`).
+    let h_diag: Vec<f64> = (0..qps.bsz * m)
+        .map(|k| {
+            let w = out.ss[k] - out.ys[k];
+            if k % m >= 2 && w > 0.0 {
+                1e20
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut rng = Rng::new(3);
+    let (gx, gy, gs) = (
+        rng.vec(qps.bsz * n),
+        rng.vec(qps.bsz * m),
+        rng.vec(qps.bsz * m),
+    );
+    let ok = vec![true; qps.bsz];
+    let pat = KktPattern::new(&qps.st);
+    let adjoint = |kept: &[Option<&KeptFactor>], a: &[f64], h: &[f64]| {
+        let inp = AdjointInput {
+            bsz: qps.bsz,
+            p: Some(&qps.p),
+            a,
+            h_diag: h,
+            h_blocks: &[],
+            x: &out.xs,
+            y: &out.ys,
+            gx: &gx,
+            gy: &gy,
+            gs: &gs,
+            ok: &ok,
+            kept,
+        };
+        adjoint_batch(
+            &qps.st,
+            &pat,
+            &BackendOptions::default(),
+            &inp,
+            &Cancel::default(),
+            TestPanic::Off,
+            &AdjointWorkspaces::new(),
+        )
+    };
+    let general = adjoint(&[], &qps.a, &h_diag);
+    let (reused, factors) = ws.sessions.peek(|states| {
+        let kept: Vec<_> = states.iter().map(|s| s.factor()).collect();
+        assert!(kept.iter().all(Option::is_some));
+        let g = adjoint(&kept, &qps.a, &h_diag);
+        // The factor applies to its own P, A and active set only.
+        let f = kept[0].unwrap();
+        let rhs: Vec<f64> = gx[..n].iter().chain(&gy[..m]).copied().collect();
+        let mine = f
+            .adjoint_solve(&qps.st.layout, &h_diag[..m], &rhs)
+            .is_some();
+        let mut flipped = h_diag[..m].to_vec();
+        let r = (2..m).find(|&r| flipped[r] == 0.0).expect("an active row");
+        flipped[r] = 1e20;
+        let other = f.adjoint_solve(&qps.st.layout, &flipped, &rhs).is_some();
+        let mut a2 = qps.a.clone();
+        a2[0] += 1e-3;
+        (
+            g,
+            (
+                mine,
+                other,
+                f.built_from(Some(&qps.p[..n * n]), &a2[..a2.len() / qps.bsz]),
+            ),
+        )
+    });
+    assert_eq!(factors, (true, false, false));
+    assert_eq!(reused.solved, general.solved);
+    assert!(reused.solved.iter().all(|&s| s));
+    for (name, u, v) in [
+        ("dq", &reused.dq, &general.dq),
+        ("db", &reused.db, &general.db),
+        ("da", &reused.da, &general.da),
+        ("dp", &reused.dp, &general.dp),
+    ] {
+        let e = rel_err(u, v);
+        assert!(e < 1e-9, "{name}: {e:.2e}");
+    }
 }

@@ -417,28 +417,34 @@ impl AdjointJob {
         let st = prob.st.get().expect("built before the job starts");
         let pat = prob.pat.get_or_init(|| KktPattern::new(st));
         let i = &self.inputs;
-        let inp = AdjointInput {
-            bsz: self.bsz,
-            p: i.p.as_deref(),
-            a: &i.a,
-            h_diag: &i.h_diag,
-            h_blocks: &i.h_blocks,
-            x: &i.x,
-            y: &i.y,
-            gx: &i.gx,
-            gy: &i.gy,
-            gs: &i.gs,
-            ok: &self.ok,
-        };
-        let grads = adjoint_batch(
-            st,
-            pat,
-            &self.backends,
-            &inp,
-            cancel,
-            self.test_panic,
-            &prob.adj,
-        );
+        // The forward's kept active-set factors (qp_sessions.rs), read while the adjoint
+        // runs: an item whose forward answer came from one is solved with it.
+        let grads = prob.fwd.sessions.peek(|states| {
+            let kept: Vec<_> = states.iter().map(|s| s.factor()).collect();
+            let inp = AdjointInput {
+                bsz: self.bsz,
+                p: i.p.as_deref(),
+                a: &i.a,
+                h_diag: &i.h_diag,
+                h_blocks: &i.h_blocks,
+                x: &i.x,
+                y: &i.y,
+                gx: &i.gx,
+                gy: &i.gy,
+                gs: &i.gs,
+                ok: &self.ok,
+                kept: &kept,
+            };
+            adjoint_batch(
+                st,
+                pat,
+                &self.backends,
+                &inp,
+                cancel,
+                self.test_panic,
+                &prob.adj,
+            )
+        });
         AdjointDone {
             grads,
             _inputs: Some(self.inputs),

@@ -98,14 +98,16 @@ def cost_function_groups(objective: Objective, sources: dict | None = None) -> l
         key = (bsz, torch.is_grad_enabled())  # a fill under no_grad keeps no graph
         cached = _FILLED.get(vectorized)
         if cached is None or cached[0] != key or len(cached[1]) != len(wrappers):
-            cached = (key, [Vectorize._get_all_vars(w.cost_fn) for w in wrappers], None)
-        _, per_wrapper, last = cached
+            cached = (key, [Vectorize._get_all_vars(w.cost_fn) for w in wrappers], None, None)
+        _, per_wrapper, last, held = cached
         gathered = _gather_slots(slots, per_wrapper, sources or {}, bsz)
         var_names = vec._var_names[schema]
         changed = [] if last is None else [
             i for i in range(len(slots))
-            if i not in gathered and any(vs[i].tensor is not t
-                                         for vs, t in zip(per_wrapper, last[i], strict=True))
+            if i not in gathered and (
+                slots[i].tensor is not held[i]  # refilled since (Theseus' own fill)
+                or any(vs[i].tensor is not t
+                       for vs, t in zip(per_wrapper, last[i], strict=True)))
         ]
         if changed and all(_own_slot(var_names, i) for i in changed):
             # only unshared slots changed (e.g. Vector optim vars set one by one): refill
@@ -123,15 +125,16 @@ def cost_function_groups(objective: Objective, sources: dict | None = None) -> l
             Vectorize._update_vectorized_vars(slots, tensors, var_names, bsz, len(wrappers))
             _gather_slots(slots, per_wrapper, sources or {}, bsz)
             last = [[vs[i].tensor for vs in per_wrapper] for i in range(len(slots))]
-            _FILLED[vectorized] = (key, per_wrapper, last)
+        _FILLED[vectorized] = (key, per_wrapper, last, [v.tensor for v in slots])
         out.append(([w.cost_fn for w in wrappers], vectorized))
     return out
 
 
 # vectorised cost function -> ((batch size, grad mode), its cost functions' variables, the
-# tensors those held at its last full fill, per slot): a slot whose tensors are all the
-# same objects again, in the same grad mode, still holds their concatenation
-# (cost_function_groups)
+# tensors those held at its last fill per slot, the slots' own tensors as left then): a slot
+# whose tensors are all the same objects again, in the same grad mode, and that still holds
+# the tensor left there (Theseus' own fill, e.g. objective.error_metric() under no_grad,
+# replaces it) still holds their concatenation (cost_function_groups)
 _FILLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -160,3 +160,26 @@ def test_se2_gradient_solve_reaches_tol_past_theseus_jacobians_accuracy():
     assert opt.last_solve["status"] == ["solve_succeeded"] * 4
     assert max(opt.last_solve["kkt_error"]) <= 1e-8
     assert max(opt.last_solve["iterations"]) <= 20
+
+
+def test_a_solve_to_a_tight_tol_keeps_its_gradient():
+    """After a long solve Theseus' own fill of the vectorised slots (the optimizer's
+    ``objective.error_metric()`` under no_grad) replaced the robust schema's radius slot;
+    compat.cost_function_groups took the slot for its own fill and the backward's errors
+    had no graph to ``log_loss_radius``: the layer returned no gradient."""
+    group = th.SE3
+
+    def gradient(tol):
+        obj, inputs, poses, gt = synthetic_pose_graph(30, 2, dims=3)
+        opt = PounceOptimizer(obj, tol=tol, hessian="gauss-newton", max_iterations=300)
+        radius = inputs["log_loss_radius"].clone().requires_grad_(True)
+        sol, _ = th.TheseusLayer(opt).forward({**inputs, "log_loss_radius": radius},
+                                              optimizer_kwargs={"backward_mode": "implicit"})
+        loss = sum(th.local(group(tensor=sol[p.name]), g).norm(dim=1)
+                   for p, g in zip(poses, gt, strict=True)).sum()
+        return torch.autograd.grad(loss, radius)[0].item(), opt.last_solve
+
+    tight, info = gradient(1e-12)
+    assert min(info["iterations"]) > 20  # the long solve that lost the graph
+    default, _ = gradient(None)
+    assert np.isfinite(tight) and abs(tight - default) <= 0.05 * abs(default)

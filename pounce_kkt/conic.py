@@ -74,12 +74,14 @@ class SolveOptions:
     refine: Newton refinement of the solved items (pounce_kkt/refine.py: skipped where the
     residual is already small; never returns a worse point); False returns POUNCE's point.
     engine: the forward's engine for problems with zero and nonneg rows only (others always
-    run the interior-point method): "ipm"; "active_set", POUNCE's parametric active-set
-    method through one session per batch item kept on the structure's native handle, each
-    warm-started from that item's previous solve (an item it does not solve to tol goes to
-    the IPM); or "auto" (the default): the active set for an item whose values moved by at
-    most 2% since its previous solve on this structure (n + m <= 400), the IPM otherwise
-    (rust/core/src/options.rs, measured in docs/native-core.md).
+    run the interior-point method): "ipm"; "active_set": each batch item starts from its
+    previous answer on this structure's native handle (its active rows kept when still
+    optimal: one KKT solve, whose factor the backward reuses; else POUNCE's parametric
+    active-set method through the item's session, warm from its previous solve); an item
+    it does not solve to tol goes to the IPM; or "auto" (the default): that, for an item
+    whose values moved by at most 2% since its previous solve on this structure
+    (n + m <= 400), with no cold session; the IPM otherwise (rust/core/src/options.rs,
+    measured in docs/native-core.md). SolveInfo.engine names what answered each item.
     """
 
     tol: float | None = None

@@ -15,14 +15,16 @@
 //!   the fast path does not finish `Optimal` is re-solved here; its status is the one
 //!   reported.
 //!
-//! QP class, the engine ([`QpEngine`]): the IPM above, or pounce-convex's parametric
-//! active-set engine through one `ActiveSetSession` per batch item kept on the problem
-//! handle (qp_sessions.rs), warm-started from the item's previous working set. An
-//! active-set answer is kept only when it is `Optimal` and meets the caller's tol on its
-//! own residuals ([`meets_tol`]); anything else is solved again by the IPM (fast, then
-//! robust), whose status is reported. `Auto` takes the active set for an item whose values
-//! moved by at most [`AUTO_ACTIVE_SET_REL`] since its previous solve (the warm session's
-//! regime) when the KKT is at most [`AUTO_ACTIVE_SET_MAX_DIM`]; the IPM otherwise.
+//! QP class, the engine ([`QpEngine`]): the IPM above, or the active set, from the item's
+//! previous answer on the same problem handle (qp_sessions.rs): first its active rows kept
+//! (one KKT solve, kept_active_set.rs), then pounce-convex's parametric active-set engine
+//! through the item's `ActiveSetSession`, warm from its previous solve. An active-set
+//! answer is kept only when it is `Optimal` and meets the caller's tol on its own residuals
+//! ([`meets_tol`]); anything else is solved again by the IPM (fast, then robust), whose
+//! status is reported. `Auto` does this for an item whose values moved by at most
+//! [`AUTO_ACTIVE_SET_REL`] since its previous solve when the KKT is at most
+//! [`AUTO_ACTIVE_SET_MAX_DIM`], and runs the session only when it is warm; the IPM
+//! otherwise.
 //!
 //! Conic class (any SOC / PSD / exp / power row): POUNCE's defaults through
 //! `solve_socp_ipm` with feral: HSDE is the only driver for exp/power and the one that
@@ -64,8 +66,8 @@ pub struct SolveOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QpEngine {
     /// The active set for an item whose values moved little since its previous solve
-    /// ([`AUTO_ACTIVE_SET_REL`]) and whose KKT is at most [`AUTO_ACTIVE_SET_MAX_DIM`];
-    /// the IPM otherwise.
+    /// ([`AUTO_ACTIVE_SET_REL`]) and whose KKT is at most [`AUTO_ACTIVE_SET_MAX_DIM`]
+    /// (its previous active rows kept, or its session when warm); the IPM otherwise.
     #[default]
     Auto,
     /// The IPM for every item.

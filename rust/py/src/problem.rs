@@ -667,21 +667,24 @@ impl ConicProblem {
     /// Returns `{"x" (B, n), "y" (B, m), "s" (B, m), "status" list[str], "iterations"
     /// (B,), "solve_time" (B,) seconds, "engine" list[str]}` with `y` in K* and
     /// `s = b - A x` (0 on zero rows); `engine` names what produced each item's answer:
-    /// "ipm", "active_set" (solved cold), "active_set_warm" (from the item's previous
-    /// solve on this handle), "none" (not solved).
+    /// "ipm", "active_set_kept" (the item's previous active rows on this handle, kept: one
+    /// KKT solve), "active_set_warm" (its active-set session, warm from its previous
+    /// solve), "active_set" (the session, cold), "none" (not solved).
     ///
     /// Engines (the core's options.rs): zero + nonneg problems run a direct IPM on a KKT
     /// factorization whose symbolic analysis each worker keeps across items and calls, and
     /// fall back to POUNCE's homogeneous self-dual embedding for any item that does not end
     /// optimal (so infeasible / unbounded items are certified by the latter); conic
     /// problems run the embedding directly. `engine` ("auto" | "ipm" | "active_set")
-    /// chooses for zero + nonneg problems: "active_set" solves every item with POUNCE's
-    /// parametric active-set engine, through one session per item index kept on this handle
-    /// and warm-started from that item's previous solve, and hands any item it does not
-    /// finish optimal within `tol` to the IPM above; "auto" does so only for an item whose
-    /// values moved by at most 2% (of their largest magnitude) since its previous solve on
-    /// this handle, with n + m <= 400; "ipm" never. `iterations` counts every IPM and
-    /// active-set iteration an item spent, over all legs. An item whose `P_eff` is not positive semidefinite (to within
+    /// chooses for zero + nonneg problems: "active_set" starts every item from its previous
+    /// answer on this handle (its active rows kept when that answer is still optimal, else
+    /// POUNCE's parametric active-set engine through one session per item index, warm from
+    /// that item's previous solve) and hands any item it does not finish optimal within
+    /// `tol` to the IPM above; "auto" does so only for an item whose values moved by at most
+    /// 2% (of their largest magnitude) since its previous solve on this handle, with
+    /// n + m <= 400, and runs a session only when it is warm; "ipm" never. `iterations`
+    /// counts every IPM and active-set iteration an item spent, over all legs. The adjoint
+    /// of an item answered by its kept active rows reuses that solve's factor. An item whose `P_eff` is not positive semidefinite (to within
     /// `1e-9 * max|P_eff|`, the core's convexity.rs) is not solved and gets "nonconvex".
     ///
     /// The batch runs on the module's fork-safe pool with the GIL released; each item is

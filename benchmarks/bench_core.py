@@ -27,6 +27,15 @@
     and on one of that build, interleaved in one process: wall time, and the forward's wall
     minus the item's own solve time.
 
+(f) With ``--engines``: the QP forward's engines (``SolveOptions.engine``) on one handle
+    each, interleaved: "ipm", "auto", "active_set", forward only (the native solve), on
+    B = 64 dense QPs n = m = 50 and B = 1024 with n = m = 10 (10 + 40 / 2 + 8 equality +
+    inequality rows), calls with the same values each time and with values moved by 1e-3
+    (relative, a fresh draw per call) from the first call's; medians, and which engine
+    answered the items (the result's ``engine``).
+
+(a) and (c) run ``engine="ipm"`` (repeated values would otherwise take the active set).
+
 ``--busy K`` runs K busy-looping processes while the benchmark runs (the load under which
 a hand-off between threads costs most; they are stopped at the end).
 
@@ -34,7 +43,7 @@ Prints a table of medians and ratios and writes benchmarks/out/bench_core.png.
 
     python benchmarks/bench_core.py [--repeats 5] [--skip-large] [--only-overhead]
                                     [--only-nlp] [--calls 200] [--busy K]
-                                    [--against PATH [--only-against]]
+                                    [--against PATH [--only-against]] [--engines]
 """
 
 from __future__ import annotations
@@ -175,8 +184,9 @@ def bench_small(repeats: int) -> dict:
     handle = native_problem(prob)
     forward(handle, _item(prob, 0))  # warm up rayon's pool and the code paths
     util: list = []
-    t_batch, res = timed(lambda: forward(handle, prob), repeats, util)
-    t_loop, _ = timed(lambda: [forward(handle, _item(prob, i)) for i in range(256)], repeats)
+    t_batch, res = timed(lambda: forward(handle, prob, engine="ipm"), repeats, util)
+    t_loop, _ = timed(lambda: [forward(handle, _item(prob, i), engine="ipm") for i in range(256)],
+                      repeats)
     t_adj, _ = timed(lambda: adjoint(handle, prob, res), repeats)
     assert all(s == "optimal" for s in res["status"]), set(res["status"])
     return {
@@ -213,7 +223,7 @@ def _overhead_case(batch: int, n: int, calls: int) -> dict:
     prob = dense_qp_batch(batch, n=n, m=n, z=n // 5)
     st = ConicStructure(n, n, prob["a_indptr"], prob["a_indices"], prob["cones"],
                         prob["p_indptr"], prob["p_indices"])
-    opts = SolveOptions(tol=1e-8)
+    opts = SolveOptions(tol=1e-8, engine="ipm")
     vals = [np.ascontiguousarray(prob[k]) for k in ("p_values", "a_values", "q", "b")]
     fwd = lambda: conic._native_solve(st, opts, *vals)  # noqa: E731
     res = fwd()
@@ -235,7 +245,8 @@ def _overhead_case(batch: int, n: int, calls: int) -> dict:
         return _native.ConicProblem(n, n, st.p_indptr, st.p_indices, st.a_indptr,
                                     st.a_indices, cones)
 
-    fwd_free = lambda: new_handle().solve(*vals, tol=opts.tol_for(st.cones))  # noqa: E731
+    fwd_free = lambda: new_handle().solve(*vals, tol=opts.tol_for(st.cones),  # noqa: E731
+                                          engine="ipm")
     bwd_free = lambda: new_handle().adjoint(  # noqa: E731
         vals[0], vals[1], h, np.zeros((batch, 0)), res["x"], res["y"], *g, ok)
     walls, solves, free, t_b, t_bf = [], [], [], [], []
@@ -257,6 +268,58 @@ def _overhead_case(batch: int, n: int, calls: int) -> dict:
         "forward_free_s": med(free),
         "backward_free_s": med(t_bf),
     }
+
+
+ENGINES = ("ipm", "auto", "active_set")
+
+
+def _engines_case(batch: int, n: int, calls: int, moved: float) -> dict:
+    prob = dense_qp_batch(batch, n=n, m=n, z=n // 5)
+    handles = {e: native_problem(prob) for e in ENGINES}
+    rng = np.random.default_rng(7)
+
+    def values() -> dict:
+        if not moved:
+            return prob
+        out = dict(prob)
+        for k in ("a_values", "q", "b"):
+            out[k] = prob[k] * (1 + moved * rng.uniform(-1, 1, prob[k].shape))
+        return out
+
+    for e, h in handles.items():
+        forward(h, prob, engine=e)  # the first call: each item's previous answer
+    times: dict = {e: [] for e in ENGINES}
+    answered: dict = {e: {} for e in ENGINES}
+    for _ in range(calls):
+        vals = values()
+        for e, h in handles.items():
+            t = time.perf_counter()
+            r = forward(h, vals, engine=e)
+            times[e].append(time.perf_counter() - t)
+            for name in r["engine"]:
+                answered[e][name] = answered[e].get(name, 0) + 1
+    return {e: (statistics.median(times[e]), answered[e]) for e in ENGINES}
+
+
+def bench_engines(calls: int) -> dict:
+    return {(b, n, moved): _engines_case(b, n, calls, moved)
+            for b, n in ((64, 50), (1024, 10)) for moved in (0.0, 1e-3)}
+
+
+def report_engines(en: dict) -> None:
+    print("(f) QP forward per engine, one handle each, interleaved (medians):")
+    for (b, n, moved), row in en.items():
+        label = f"B={b} n=m={n}, " + ("same values" if not moved else f"moved {moved:g}")
+        ipm = row["ipm"][0]
+        cells = []
+        for e in ENGINES:
+            t, answered = row[e]
+            total = sum(answered.values()) or 1
+            mix = ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(answered.items()))
+            cells.append(f"{e} {t * 1e3:.2f} ms ({ipm / t:.2f}x; {mix})")
+        print(f"  {label:28s} " + " | ".join(cells))
+    la = os.getloadavg()
+    print(f"  load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
 
 
 def bench_overhead(calls: int) -> dict:
@@ -540,6 +603,7 @@ def main() -> None:
     ap.add_argument("--busy", type=int, default=0, help="busy-looping processes meanwhile")
     ap.add_argument("--against", help="(e): another build's _native.abi3.so")
     ap.add_argument("--only-against", action="store_true", help="run (e) only")
+    ap.add_argument("--engines", action="store_true", help="run (f) only")
     args = ap.parse_args()
     busy = _Busy(args.busy)
     try:
@@ -549,6 +613,9 @@ def main() -> None:
 
 
 def _run(args) -> None:
+    if args.engines:
+        report_engines(bench_engines(max(5, args.calls // 20)))
+        return
     if args.against:
         report_against(bench_against(args.against, args.calls))
         if args.only_against:

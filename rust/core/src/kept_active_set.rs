@@ -35,6 +35,10 @@ use pounce_convex::{ConeSpec, QpProblem, QpSolution, QpStatus};
 /// 1e20 there); any other nonzero entry is not an active-set `H`.
 const INACTIVE_H_MIN: f64 = 1e15;
 
+/// Largest restricted KKT whose factor is kept for the backward: it holds two dense
+/// `dim x dim` matrices per batch item (160: 410 KB per item).
+pub const KEEP_FACTOR_MAX_DIM: usize = 160;
+
 /// The factored restricted KKT of a kept solve, in its row order: x (n), the equality
 /// rows (SCS zero rows, in order), the active inequality rows `active` (POUNCE rows).
 pub struct KeptFactor {
@@ -50,6 +54,11 @@ pub struct KeptFactor {
 }
 
 impl KeptFactor {
+    /// The restricted KKT's dimension.
+    pub fn dim(&self) -> usize {
+        self.n + self.me + self.active.len()
+    }
+
     /// Record the item's P (None without a P pattern) and A values this factor is of.
     pub fn set_values(&mut self, p: Option<&[f64]>, a: &[f64]) {
         self.values.clear();

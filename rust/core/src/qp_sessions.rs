@@ -11,7 +11,7 @@
 //! [`SessionStore`] holds the states of a handle between calls, like `Workspaces`: it
 //! never blocks (a busy lock, or one a `fork` left held in a child, means fresh states),
 //! and a child process never reuses its parent's states (the pid is checked).
-use crate::kept_active_set::{active_rows, solve_on, KeptFactor};
+use crate::kept_active_set::{active_rows, solve_on, KeptFactor, KEEP_FACTOR_MAX_DIM};
 use crate::options::{BackendOptions, AUTO_ACTIVE_SET_REL};
 use pounce_convex::{ActiveSetSession, ConeSpec, QpOptions, QpProblem, QpSolution, Reuse};
 use pounce_feral::FeralConfig;
@@ -82,10 +82,13 @@ impl ItemState {
     }
 
     /// Keep the factor of the last answer, given by the kept active set at the item's
-    /// P and A values `p`, `a` (for the backward).
+    /// P and A values `p`, `a` (for the backward), when its dimension is at most
+    /// [`KEEP_FACTOR_MAX_DIM`].
     pub fn keep_factor(&mut self, mut f: KeptFactor, p: Option<&[f64]>, a: &[f64]) {
-        f.set_values(p, a);
-        self.factor = Some(f);
+        if f.dim() <= KEEP_FACTOR_MAX_DIM {
+            f.set_values(p, a);
+            self.factor = Some(f);
+        }
     }
 
     /// The factor of the last answer, if the kept active set gave it.

@@ -458,3 +458,20 @@ fn the_adjoint_reuses_the_kept_factor() {
         assert!(e < 1e-9, "{name}: {e:.2e}");
     }
 }
+
+/// A factor is kept for the backward only up to `KEEP_FACTOR_MAX_DIM` (memory per item).
+#[test]
+fn large_kept_factors_are_not_kept() {
+    use pounce_layers_core::kept_active_set::KEEP_FACTOR_MAX_DIM;
+    for (n, kept) in [(3, true), (KEEP_FACTOR_MAX_DIM, false)] {
+        let specs = [pounce_convex::ConeSpec::Nonneg(n)];
+        let prob = clipped(&vec![2.0; n]);
+        let active: Vec<usize> = (0..n).collect();
+        let (sol, f) = solve_on(&prob, &specs, &active, 1e-9).expect("every row binds");
+        assert!(rel_err(&sol.x, &vec![1.0; n]) < 1e-14);
+        assert_eq!(f.dim(), 2 * n);
+        let mut state = ItemState::default();
+        state.keep_factor(f, None, &[]);
+        assert_eq!(state.factor().is_some(), kept, "n = {n}");
+    }
+}

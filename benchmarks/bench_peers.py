@@ -35,6 +35,10 @@ Timing: each row's first call (build caches, thread pools, jit) is the checked o
 not timed; then up to `--repeats` timed rounds run every row in turn (interleaved, so that a
 shared machine's changing load falls on all rows alike); a row whose runs have taken
 ROW_BUDGET_S (30 s) stops early. The printed `xN` is the number of timed runs in the median.
+By default every timed round solves the checked values again, the regime in which a solver
+that keeps its last answer per item (ours: engine "auto") answers from it; `--move REL` gives
+every round new values (each entry times 1 + REL * N(0,1), the same for every row), e.g. 1e-3
+for a training step on a full batch, 0.1 for new data each step.
 
 A fast wrong answer is not a win: rows whose status is not "ok" are printed with their time
 but never ranked (their ratio is shown in brackets). Traps this catches on cvxpylayers 1.2 +
@@ -148,6 +152,7 @@ class Settings:
     ours_args: dict = field(default_factory=dict)
     alt_args: dict | None = None
     profile: bool = False
+    move: float = 0.0
 
 
 SETTINGS = Settings()
@@ -180,6 +185,11 @@ class Case:
     moreau_soc: Callable[[], Built] | None = None
     large: bool = False
     fd_eps: float = 1e-5
+    round_values: list[np.ndarray] | None = None  # this timed round's values (--move)
+
+    def current(self) -> list[np.ndarray]:
+        """The values a run solves: `values`, or the timed round's moved copy."""
+        return self.values if self.round_values is None else self.round_values
 
     @property
     def batch(self) -> int:
@@ -437,7 +447,7 @@ Runner = Callable[[], Outcome]
 
 
 def _torch_params(case: Case) -> list[torch.Tensor]:
-    return [torch.tensor(v, dtype=torch.float64) for v in case.values]
+    return [torch.tensor(v, dtype=torch.float64) for v in case.current()]
 
 
 def _loss_weights(ref: Reference) -> torch.Tensor:
@@ -456,12 +466,11 @@ def _cvxpylayer_runner(build: Callable[[], Built], case: Case, ref: Reference,
 
     prob, params, var = build()
     layer = CvxpyLayer(prob, params, [var], solver=solver)
-    base = _torch_params(case)
     w = _loss_weights(ref)
     kwargs = {"solver_args": dict(solver_args)} if solver_args else {}
 
     def run() -> Outcome:
-        ps = [p.clone().requires_grad_(True) for p in base]
+        ps = [p.requires_grad_(True) for p in _torch_params(case)]
         (x,) = layer(*ps, **kwargs)
         x = x.reshape(case.batch, -1)
         (x * w).sum().backward()
@@ -494,7 +503,6 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 def _optnet_runner(case: Case, ref: Reference, peer: str) -> Runner:
     assert case.qp_torch is not None
-    base = _torch_params(case)
     w = _loss_weights(ref)
     empty = torch.empty(0, dtype=torch.float64)
 
@@ -528,7 +536,7 @@ def _optnet_runner(case: Case, ref: Reference, peer: str) -> Runner:
     def run() -> Outcome:
         ctx = _default_dtype(torch.float64) if peer == "proxsuite" else contextlib.nullcontext()
         with ctx:
-            ps = [p.clone().requires_grad_(True) for p in base]
+            ps = [p.requires_grad_(True) for p in _torch_params(case)]
             Q, p, G, h = case.qp_torch(ps)
             x = solve(Q, p, G, h)
             status = _prox_status(x) if peer == "proxsuite" else "ok"
@@ -592,7 +600,7 @@ def _qpax_runner(case: Case, ref: Reference, row: Row) -> Runner:
     status = "ok" if not bad else f"qpax not converged on {bad}/{converged.size}"
 
     def run() -> Outcome:
-        (_, x), g = f(*args)
+        (_, x), g = f(*[jnp.asarray(v) for v in case.current()])
         jax.block_until_ready(g)
         return Outcome(np.asarray(x).reshape(case.batch, -1), [np.asarray(gi) for gi in g],
                        status)
@@ -655,7 +663,11 @@ def run_case(case: Case, peers: list[str], repeats: int, n_items: int,
     # timed rounds, interleaved so that the load of a shared machine falls on every row alike;
     # a row stops after `repeats` runs or once its runs have taken ROW_BUDGET_S
     times: dict[str, list[float]] = {row.peer: [] for row, _ in runners}
+    rng = np.random.default_rng(1)
     for _ in range(repeats):
+        if SETTINGS.move > 0:  # every row solves the same moved values this round
+            case.round_values = [v * (1.0 + SETTINGS.move * rng.standard_normal(v.shape))
+                                 for v in case.values]
         for row, run in runners:
             spent = times[row.peer]
             if spent and sum(spent) + row.extra["first_s"] > ROW_BUDGET_S:
@@ -666,6 +678,7 @@ def run_case(case: Case, peers: list[str], repeats: int, n_items: int,
                 spent.append(time.perf_counter() - t)
             except Exception as err:  # noqa: BLE001
                 row.status = f"error (timed run): {type(err).__name__}: {err}"[:100]
+    case.round_values = None
     ours = None
     for row in rows:
         if times.get(row.peer):
@@ -919,6 +932,11 @@ def main() -> int:
                     help="torch.set_num_threads(N) before anything runs (0: torch's default)")
     ap.add_argument("--profile", action="store_true",
                     help="after timing, cProfile one run of each of our rows")
+    ap.add_argument("--move", type=float, default=0.0,
+                    help="each timed round solves new values: every parameter entry times "
+                         "(1 + MOVE * N(0,1)), the same for every row (0: the checked values "
+                         "again each round; 1e-3: a training step on a full batch; 0.1: new "
+                         "data each step)")
     ap.add_argument("--out-name", default="bench_peers",
                     help="file stem of the PNG and JSON written to benchmarks/out/")
     a = ap.parse_args()
@@ -928,6 +946,9 @@ def main() -> int:
     SETTINGS.ours_args = json.loads(a.ours_args)
     SETTINGS.alt_args = json.loads(a.ours_alt_args) if a.ours_alt_args else None
     SETTINGS.profile = a.profile
+    SETTINGS.move = a.move
+    regime = f"values moved by {a.move:g}" if a.move else "the same values"
+    print(f"timed rounds: {regime} each round")
     if SETTINGS.ours_args:
         print(f"our CvxpyLayer row runs with solver_args={SETTINGS.ours_args}")
     try:
@@ -1003,7 +1024,8 @@ def main() -> int:
     plot(cases, rows, floors, png)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{a.out_name}.json").write_text(json.dumps({
-        "load_start": load0, "load_end": load1, "dense_flops": rate, "dense_flops_all": rates,
+        "load_start": load0, "load_end": load1, "move": a.move,
+        "dense_flops": rate, "dense_flops_all": rates,
         "floors": floors, "ldl_seconds": per_factor, "fd_noise": noise, "canonical_dims": dims,
         "rows": [r.__dict__ for r in rows]}, indent=1, default=str))
     print(f"wrote {png} and {OUT / (a.out_name + '.json')}")

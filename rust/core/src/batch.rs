@@ -6,8 +6,8 @@ use crate::cone_layout::{dual_to_scs, slack_scs, warm_to_pounce, ProblemClass};
 use crate::convexity::PsdCheck;
 use crate::dense_backend::DenseLbltBackend;
 use crate::options::{
-    backend, fast_qp_options, kkt_backend, meets_tol, robust_options, staged_nonsym_options,
-    BackendOptions, QpEngine, SolveOptions, AUTO_ACTIVE_SET_MAX_DIM,
+    backend, conic_backend, fast_qp_options, kkt_backend, meets_tol, robust_options,
+    staged_nonsym_options, BackendOptions, QpEngine, SolveOptions, AUTO_ACTIVE_SET_MAX_DIM,
 };
 use crate::pool::threads;
 use crate::qp_sessions::{ItemState, SessionStore};
@@ -303,7 +303,7 @@ impl Engine<'_> {
         warm: Option<&QpWarmStart>,
     ) -> QpSolution {
         let solve = |opts: &QpOptions| {
-            let mk = || backend(&self.cfg);
+            let mk = || conic_backend(&self.backends, &self.cfg);
             match warm {
                 None => solve_socp_ipm(prob, specs, opts, mk),
                 Some(w) => solve_socp_ipm_warm(prob, specs, w, opts, mk),

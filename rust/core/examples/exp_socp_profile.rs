@@ -142,10 +142,13 @@ impl SparseSymLinearSolverInterface for Timed {
     }
 }
 
+/// One item's values: P (full pattern), A, q, b.
+type ItemValues = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+
 /// One problem family: its structure and the B items' values.
 struct Family {
     st: ConicStructure,
-    items: Vec<(Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>)>,
+    items: Vec<ItemValues>,
 }
 
 fn nums<T: std::str::FromStr>(line: &str) -> Vec<T>

@@ -50,7 +50,10 @@ fn socp(k: usize, seed: u64) -> (QpProblem, Vec<ConeSpec>) {
         lb: vec![],
         ub: vec![],
     };
-    (prob, vec![ConeSpec::SecondOrder(k + 1), ConeSpec::SecondOrder(k + 1)])
+    (
+        prob,
+        vec![ConeSpec::SecondOrder(k + 1), ConeSpec::SecondOrder(k + 1)],
+    )
 }
 
 /// min c'x - sum(entr(x)) s.t. sum(x) = 1, over v = (x, t): min c'x - sum(t) with
@@ -155,8 +158,9 @@ fn entropy_through_the_policy_is_softmax() {
     let opts = QpOptions::default();
     for (k, seed) in [(2, 5), (10, 6), (30, 7)] {
         let (prob, specs, soft) = entropy(k, seed);
-        let run =
-            |o: &QpOptions| solve_socp_ipm(&prob, &specs, o, || conic_backend(&bo, &bo.feral_robust()));
+        let run = |o: &QpOptions| {
+            solve_socp_ipm(&prob, &specs, o, || conic_backend(&bo, &bo.feral_robust()))
+        };
         let staged = staged_nonsym_options(&opts, &specs).expect("exp cones stage");
         let mut sol = run(&staged);
         if !meets_tol(&prob, &specs, &sol, opts.tol) {

@@ -340,6 +340,10 @@ fn main() {
         n_soc,
         specs.len()
     );
+    if std::env::var("SHEAR").is_ok() {
+        shear_experiment(&probs, specs, &opts);
+        return;
+    }
     if let Ok(tol) = std::env::var("ITER_PROFILE_TOL") {
         iter_profile(&probs, specs, &opts, tol.parse().unwrap());
         return;
@@ -479,4 +483,95 @@ fn iter_profile(probs: &[QpProblem], specs: &[ConeSpec], opts: &QpOptions, tol: 
             1e6 * median(v)
         );
     }
+}
+
+/// `prob` with every exp cone's slack block (x, y, z) mapped by the cone automorphism
+/// T_c (x, y, z) = (x + ln(c) y, y, c z), c per cone (h' = T h, G' = T G): the same
+/// problem, with the slack's y and z balanced when c = y / z at the solution.
+fn sheared(prob: &QpProblem, specs: &[ConeSpec], cs: &[f64]) -> QpProblem {
+    let mut out = prob.clone();
+    let mut off = 0;
+    let mut k = 0;
+    for c in specs {
+        let d = match c {
+            ConeSpec::Nonneg(d) | ConeSpec::SecondOrder(d) => *d,
+            ConeSpec::Exponential => {
+                let (lc, cz) = (cs[k].ln(), cs[k]);
+                k += 1;
+                out.h[off] += lc * prob.h[off + 1];
+                out.h[off + 2] *= cz;
+                for t in &prob.g {
+                    if t.row == off + 1 {
+                        out.g
+                            .push(pounce_convex::Triplet::new(off, t.col, lc * t.val));
+                    }
+                }
+                for t in out.g.iter_mut() {
+                    if t.row == off + 2 {
+                        t.val *= cz;
+                    }
+                }
+                3
+            }
+            _ => panic!("cone not handled"),
+        };
+        off += d;
+    }
+    out
+}
+
+/// Each item solved staged on feral, then again after the exp-cone shear with c = y / z of
+/// the first solve's slack: time per item of both, iterations, and |x| difference.
+fn shear_experiment(probs: &[QpProblem], specs: &[ConeSpec], opts: &QpOptions) {
+    let (mut t_plain, mut t_shear, mut it_plain, mut it_shear, mut dx) = (0.0, 0.0, 0, 0, 0.0_f64);
+    // SHEAR=first: every item uses the c of item 0's solution (a batch-level choice).
+    let first_only = std::env::var("SHEAR").is_ok_and(|v| v == "first");
+    let mut c_first: Option<Vec<f64>> = None;
+    for p in probs {
+        let t = Instant::now();
+        let (sol, _) = solve(p, specs, opts, Backend::Feral, Some(0.0));
+        t_plain += t.elapsed().as_secs_f64();
+        it_plain += sol.iters;
+        let mut sl = p.h.clone();
+        let mut gx = vec![0.0; p.h.len()];
+        p.g_mul(&sol.x, &mut gx);
+        for (a, b) in sl.iter_mut().zip(&gx) {
+            *a -= b;
+        }
+        let mut cs = Vec::new();
+        let mut off = 0;
+        for c in specs {
+            match c {
+                ConeSpec::Exponential => {
+                    cs.push((sl[off + 1] / sl[off + 2]).clamp(1e-8, 1e8));
+                    off += 3;
+                }
+                ConeSpec::Nonneg(d) | ConeSpec::SecondOrder(d) => off += d,
+                _ => {}
+            }
+        }
+        if first_only {
+            cs = c_first.get_or_insert(cs).clone();
+        }
+        let q = sheared(p, specs, &cs);
+        let t = Instant::now();
+        let (s2, _) = solve(&q, specs, opts, Backend::Feral, Some(0.0));
+        t_shear += t.elapsed().as_secs_f64();
+        it_shear += s2.iters;
+        assert!(meets_tol(&q, specs, &s2, 1e-8) || s2.status == QpStatus::Optimal);
+        dx = dx.max(
+            s2.x.iter()
+                .zip(&sol.x)
+                .fold(0.0, |m, (a, b)| m.max((a - b).abs())),
+        );
+    }
+    let b = probs.len() as f64;
+    println!(
+        "plain {:.3} ms/item {:.2} iters | sheared (c = y/z at the solution) {:.3} ms/item {:.2} iters | max|dx| {:.1e}",
+        1e3 * t_plain / b,
+        it_plain as f64 / b,
+        1e3 * t_shear / b,
+        it_shear as f64 / b,
+        dx
+    );
 }

@@ -10,8 +10,9 @@
 //! What changes is the floating-point conditioning of the driver's per-cone
 //! conjugate-point Newton solve, whose cost dominates exp-cone solves: with c = y / z of
 //! the block's slack at (or near) the solution, the y and z entries are balanced and the
-//! staged solve of the benchmark families ran 1.1-3.7x faster at the same x. Nothing here is
-//! wired into the engine: the slack needs a primal point near the solution (a warm start).
+//! staged solve of the benchmark families ran 1.1-3.7x faster at the same x. The slack needs
+//! a primal point near the solution, so the engine (batch.rs `solve_conic`) shears only
+//! items with a warm start, with c from the warm x.
 use pounce_convex::{ConeSpec, QpProblem, QpSolution, QpWarmStart, Triplet};
 
 /// Bounds on c (a block whose slack gives c outside them is sheared by the bound).

@@ -9,7 +9,7 @@
 //! - `kkt_adjoint`: batched sparse KKT adjoint solves.
 //! - `options`: the engine per problem class and the linear-solver backends.
 //! - `dense_backend`: the dense LBL' linear solver for small, filled KKT systems.
-//! - `exp_shear`: the exp-cone shear (an equivalent, faster-solving form; not wired in).
+//! - `exp_shear`: the exp-cone shear (an equivalent, faster-solving form for warm items).
 //! - `certificates`: infeasibility / unboundedness certificates for exp/power problems.
 //! - `convexity`: the check that each item's P is positive semidefinite.
 //! - `nlp` (feature `nlp`): POUNCE's NLP IPM configured from options, for the binding's

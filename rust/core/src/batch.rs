@@ -5,9 +5,10 @@ use crate::certificates::{self, Certificate};
 use crate::cone_layout::{dual_to_scs, slack_scs, warm_to_pounce, ProblemClass};
 use crate::convexity::PsdCheck;
 use crate::dense_backend::DenseLbltBackend;
+use crate::exp_shear::ExpShear;
 use crate::options::{
-    backend, fast_qp_options, kkt_backend, meets_tol, robust_options, staged_nonsym_options,
-    BackendOptions, QpEngine, SolveOptions, AUTO_ACTIVE_SET_MAX_DIM,
+    backend, conic_backend, fast_qp_options, kkt_backend, meets_tol, robust_options,
+    staged_nonsym_options, BackendOptions, QpEngine, SolveOptions, AUTO_ACTIVE_SET_MAX_DIM,
 };
 use crate::pool::threads;
 use crate::qp_sessions::{ItemState, SessionStore};
@@ -303,12 +304,25 @@ impl Engine<'_> {
         specs: &[ConeSpec],
         warm: Option<&QpWarmStart>,
     ) -> QpSolution {
+        // Exp cones with a warm start: the sheared equivalent (exp_shear.rs), mapped back.
+        let shear = warm.and_then(|w| ExpShear::from_primal(prob, specs, &w.x));
+        let sheared = shear
+            .as_ref()
+            .map(|sh| (sh.problem(prob), warm.map(|w| sh.warm(w))));
         let solve = |opts: &QpOptions| {
-            let mk = || backend(&self.cfg);
-            match warm {
-                None => solve_socp_ipm(prob, specs, opts, mk),
-                Some(w) => solve_socp_ipm_warm(prob, specs, w, opts, mk),
+            let mk = || conic_backend(&self.backends, &self.cfg);
+            let (p, w) = match &sheared {
+                Some((q, w)) => (q, w.as_ref()),
+                None => (prob, warm),
+            };
+            let mut sol = match w {
+                None => solve_socp_ipm(p, specs, opts, mk),
+                Some(w) => solve_socp_ipm_warm(p, specs, w, opts, mk),
+            };
+            if let Some(sh) = &shear {
+                sh.unshear(&mut sol);
             }
+            sol
         };
         let robust = QpOptions {
             time_limit: self.remaining(),

@@ -9,6 +9,7 @@
 //! - `kkt_adjoint`: batched sparse KKT adjoint solves.
 //! - `options`: the engine per problem class and the linear-solver backends.
 //! - `dense_backend`: the dense LBL' linear solver for small, filled KKT systems.
+//! - `exp_shear`: the exp-cone shear (an equivalent, faster-solving form for warm items).
 //! - `certificates`: infeasibility / unboundedness certificates for exp/power problems.
 //! - `convexity`: the check that each item's P is positive semidefinite.
 //! - `nlp` (feature `nlp`): POUNCE's NLP IPM configured from options, for the binding's
@@ -26,6 +27,7 @@ pub mod cones;
 pub mod convexity;
 pub mod dense_backend;
 pub mod error;
+pub mod exp_shear;
 pub mod kept_active_set;
 pub mod kkt_adjoint;
 #[cfg(feature = "nlp")]

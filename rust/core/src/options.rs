@@ -26,9 +26,14 @@
 //! [`AUTO_ACTIVE_SET_MAX_DIM`], and runs the session only when it is warm; the IPM
 //! otherwise.
 //!
-//! Conic class (any SOC / PSD / exp / power row): POUNCE's defaults through
-//! `solve_socp_ipm` with feral: HSDE is the only driver for exp/power and the one that
-//! certifies infeasibility; the direct driver and the dense backend lost accuracy there.
+//! Conic class (any SOC / PSD / exp / power row): POUNCE's defaults (HSDE) through
+//! `solve_socp_ipm`: HSDE is the only driver for exp/power and the one that certifies
+//! infeasibility; the direct driver lost accuracy there. Its linear solver is chosen per
+//! KKT matrix when POUNCE builds it ([`conic_backend`]): the dense LBL' for a small or
+//! filled KKT ([`use_dense_conic`]), otherwise feral with POUNCE's defaults (adaptive
+//! scaling, refinement), whose per-factorization cost at these sizes is 2-3x the dense
+//! one's (docs/exp-socp-profile.md). The dense LBL' is pivoted (not the quasi-definite-first
+//! variant): the same backend also factors the exp/power active-set polish's KKT.
 //!
 //! Exp / power cones: a staged solve. pounce-convex's non-symmetric driver computes its
 //! per-cone scaling by a damped Newton iteration whose Armijo test cannot pass below a
@@ -42,11 +47,11 @@
 //! Configuration is explicit: [`BackendOptions`] (the KKT backend override and feral's
 //! scaling / refinement overrides, for comparisons) is passed in by the caller; nothing
 //! here reads the environment.
-use crate::dense_backend::{use_dense, DenseLbltBackend};
+use crate::dense_backend::{use_dense, DenseLbltBackend, DENSE_ALWAYS_DIM, DENSE_MAX_DIM};
 use pounce_convex::{ConeSpec, QpOptions, QpProblem, QpSolution, QpStatus};
 pub use pounce_feral::parse_scaling_strategy;
 use pounce_feral::{FeralConfig, FeralSolverInterface, ScalingStrategy};
-use pounce_linsol::SparseSymLinearSolverInterface;
+use pounce_linsol::{EMatrixFormat, ESymSolverStatus, SparseSymLinearSolverInterface};
 use std::time::Duration;
 
 /// User-facing solve options (the native API's `tol`, `max_iter`, `time_limit`, `engine`).
@@ -210,6 +215,136 @@ pub fn kkt_backend(
         (true, true) => Box::new(DenseLbltBackend::quasi_definite_first()),
         (true, false) => Box::new(DenseLbltBackend::new()),
         (false, _) => backend(cfg),
+    }
+}
+
+/// Smallest fill of a conic-class KKT's lower triangle (nnz / (dim (dim + 1) / 2)) for the
+/// dense backend above `DENSE_ALWAYS_DIM` (up to `DENSE_MAX_DIM`). Lower than the QP fast
+/// path's `DENSE_MIN_FILL` because the conic class's feral runs with adaptive scaling and
+/// refinement: the SOCP KKTs of docs/exp-socp-profile.md (fill 0.22-0.28, dim 22-247)
+/// solved 1.7-2.8x faster dense; the exp-cone KKTs above dim 64 (fill 0.03-0.05) were as
+/// fast or faster on feral.
+pub const CONIC_DENSE_MIN_FILL: f64 = 0.1;
+
+/// Whether a conic-class KKT of dimension `dim` with `nnz_lower` stored lower-triangle
+/// entries goes to the dense backend.
+pub fn use_dense_conic(dim: usize, nnz_lower: usize) -> bool {
+    if dim <= DENSE_ALWAYS_DIM {
+        return true;
+    }
+    let full = dim * (dim + 1) / 2;
+    dim <= DENSE_MAX_DIM && nnz_lower as f64 >= CONIC_DENSE_MIN_FILL * full as f64
+}
+
+impl BackendOptions {
+    /// Whether a conic-class KKT goes to the dense backend: [`use_dense_conic`] unless
+    /// overridden.
+    pub fn dense_conic_kkt(&self, dim: usize, nnz_lower: usize) -> bool {
+        match self.kkt_backend {
+            KktBackend::Auto => use_dense_conic(dim, nnz_lower),
+            KktBackend::Dense => true,
+            KktBackend::Feral => false,
+        }
+    }
+}
+
+/// The conic class's linear solver: feral with `cfg` until POUNCE hands it the KKT pattern
+/// (`initialize_structure`), which it then keeps or replaces by the dense LBL' when
+/// [`BackendOptions::dense_conic_kkt`] says so for that pattern's dimension and entry count.
+/// pounce-convex builds its conic KKT (cone blocks, auxiliary SOC variables) internally,
+/// so the choice is made on the matrix it actually factors; the exp/power polish's KKT gets
+/// its own choice (each `Factorization` asks for a new backend).
+pub fn conic_backend(
+    opts: &BackendOptions,
+    cfg: &FeralConfig,
+) -> Box<dyn SparseSymLinearSolverInterface> {
+    Box::new(ConicKktBackend {
+        opts: opts.clone(),
+        inner: backend(cfg),
+    })
+}
+
+struct ConicKktBackend {
+    opts: BackendOptions,
+    inner: Box<dyn SparseSymLinearSolverInterface>,
+}
+
+impl SparseSymLinearSolverInterface for ConicKktBackend {
+    fn initialize_structure(
+        &mut self,
+        dim: i32,
+        nonzeros: i32,
+        ia: &[i32],
+        ja: &[i32],
+    ) -> ESymSolverStatus {
+        if self
+            .opts
+            .dense_conic_kkt(dim.max(0) as usize, nonzeros.max(0) as usize)
+        {
+            self.inner = Box::new(DenseLbltBackend::new());
+        }
+        self.inner.initialize_structure(dim, nonzeros, ia, ja)
+    }
+    fn values_array_mut(&mut self) -> &mut [f64] {
+        self.inner.values_array_mut()
+    }
+    fn multi_solve(
+        &mut self,
+        new_matrix: bool,
+        ia: &[i32],
+        ja: &[i32],
+        nrhs: i32,
+        rhs_vals: &mut [f64],
+        check_neg_evals: bool,
+        number_of_neg_evals: i32,
+    ) -> ESymSolverStatus {
+        self.inner.multi_solve(
+            new_matrix,
+            ia,
+            ja,
+            nrhs,
+            rhs_vals,
+            check_neg_evals,
+            number_of_neg_evals,
+        )
+    }
+    fn number_of_neg_evals(&self) -> i32 {
+        self.inner.number_of_neg_evals()
+    }
+    fn increase_quality(&mut self) -> bool {
+        self.inner.increase_quality()
+    }
+    fn provides_inertia(&self) -> bool {
+        self.inner.provides_inertia()
+    }
+    fn matrix_format(&self) -> EMatrixFormat {
+        // feral and the dense backend both take 1-based triplets (the choice is made after
+        // the caller has read this).
+        EMatrixFormat::TripletFormat
+    }
+    fn singularity_certified(&self) -> bool {
+        self.inner.singularity_certified()
+    }
+    fn set_reused_scaling_zero_pivot_recheck(&mut self, on: bool) {
+        self.inner.set_reused_scaling_zero_pivot_recheck(on)
+    }
+    fn multi_solve_matches_single_solve(&self, nrhs: usize) -> bool {
+        self.inner.multi_solve_matches_single_solve(nrhs)
+    }
+    fn provides_degeneracy_detection(&self) -> bool {
+        self.inner.provides_degeneracy_detection()
+    }
+    fn determine_dependent_rows(
+        &mut self,
+        n_rows: i32,
+        n_cols: i32,
+        irn: &[i32],
+        jcn: &[i32],
+        vals: &[f64],
+        c_deps: &mut Vec<i32>,
+    ) -> ESymSolverStatus {
+        self.inner
+            .determine_dependent_rows(n_rows, n_cols, irn, jcn, vals, c_deps)
     }
 }
 

@@ -78,10 +78,12 @@ class SolveOptions:
     previous answer on this structure's native handle (its active rows kept when still
     optimal: one KKT solve, whose factor the backward reuses; else POUNCE's parametric
     active-set method through the item's session, warm from its previous solve); an item
-    it does not solve to tol goes to the IPM; or "auto" (the default): that, for an item
-    whose values moved by at most 2% since its previous solve on this structure
-    (n + m <= 400), with no cold session; the IPM otherwise (rust/core/src/options.rs,
-    measured in docs/native-core.md). SolveInfo.engine names what answered each item.
+    it does not solve to tol goes to the IPM; or "auto" (the default, n + m <= 400): the
+    kept active rows for an item whose values moved by at most 2% since its previous solve
+    on this structure, and for one that moved more unless its recent kept checks failed
+    (a back-off: at most one check in 16 calls then); the session only when warm and near;
+    the IPM otherwise (rust/core/src/options.rs, measured in docs/native-core.md).
+    SolveInfo.engine names what answered each item.
     """
 
     tol: float | None = None

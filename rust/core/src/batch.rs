@@ -237,14 +237,22 @@ impl Engine<'_> {
             QpEngine::Ipm => (false, false),
             QpEngine::ActiveSet => (true, true),
             QpEngine::Auto => {
+                // The kept check costs one KKT solve (an IPM takes ~10) and accepts only a
+                // feasible, optimal answer: tried for every item that moved little, and for
+                // one that moved far unless its recent checks failed (back-off,
+                // qp_sessions.rs); the session only near (a far item pivots longer than
+                // the IPM takes).
                 let near = small && state.moved_little(d.p, d.a, d.q, d.b);
-                (near, near && state.session_ready())
+                let kept = small && state.has_active() && (near || state.kept_due());
+                (kept, near && state.session_ready())
             }
         };
         let specs = &self.st.layout.specs;
         let tol = self.robust.tol;
         if kept {
-            if let Some((sol, factor)) = state.solve_kept(prob, specs, tol) {
+            let out = state.solve_kept(prob, specs, tol);
+            state.kept_outcome(out.is_some());
+            if let Some((sol, factor)) = out {
                 state.remember(values, prob, &sol);
                 state.keep_factor(factor, d.p, d.a);
                 return (sol, ENGINE_ACTIVE_SET_KEPT);

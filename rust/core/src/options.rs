@@ -21,10 +21,11 @@
 //! through the item's `ActiveSetSession`, warm from its previous solve. An active-set
 //! answer is kept only when it is `Optimal` and meets the caller's tol on its own residuals
 //! ([`meets_tol`]); anything else is solved again by the IPM (fast, then robust), whose
-//! status is reported. `Auto` does this for an item whose values moved by at most
-//! [`AUTO_ACTIVE_SET_REL`] since its previous solve when the KKT is at most
-//! [`AUTO_ACTIVE_SET_MAX_DIM`], and runs the session only when it is warm; the IPM
-//! otherwise.
+//! status is reported. `Auto`, when the KKT is at most [`AUTO_ACTIVE_SET_MAX_DIM`], tries
+//! the kept rows for an item whose values moved by at most [`AUTO_ACTIVE_SET_REL`] since its
+//! previous solve, and for one that moved more unless its recent kept checks failed
+//! (qp_sessions.rs, `KEPT_BACKOFF_MAX_EXP`); it runs the session only near and warm; the
+//! IPM otherwise.
 //!
 //! Conic class (any SOC / PSD / exp / power row): POUNCE's defaults (HSDE) through
 //! `solve_socp_ipm`: HSDE is the only driver for exp/power and the one that certifies
@@ -70,9 +71,9 @@ pub struct SolveOptions {
 /// engine").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QpEngine {
-    /// The active set for an item whose values moved little since its previous solve
-    /// ([`AUTO_ACTIVE_SET_REL`]) and whose KKT is at most [`AUTO_ACTIVE_SET_MAX_DIM`]
-    /// (its previous active rows kept, or its session when warm); the IPM otherwise.
+    /// With the KKT at most [`AUTO_ACTIVE_SET_MAX_DIM`]: the item's previous active rows
+    /// kept (near, or far unless its recent kept checks failed), its session when warm and
+    /// the values moved little ([`AUTO_ACTIVE_SET_REL`]); the IPM otherwise.
     #[default]
     Auto,
     /// The IPM for every item.

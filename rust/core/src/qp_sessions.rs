@@ -33,7 +33,16 @@ pub struct ItemState {
     factor: Option<KeptFactor>,
     /// The item's values (P, A, q, b, in that order) at its last solve; empty before one.
     last: Vec<f64>,
+    /// Kept checks in a row that failed (at most [`KEPT_BACKOFF_MAX_EXP`]).
+    kept_misses: u32,
+    /// Calls left that skip the kept check of an item that moved far.
+    kept_skip: u32,
 }
+
+/// After `k` failed kept checks in a row, an item that moved far skips the check for the
+/// next `2^min(k, KEPT_BACKOFF_MAX_EXP)` calls, so an item whose active set keeps changing
+/// pays for a check on at most about 1 call in 16.
+pub const KEPT_BACKOFF_MAX_EXP: u32 = 4;
 
 // SAFETY: an `ActiveSetSession` is not `Send` for two reasons. (1) It boxes its backend
 // factory as `dyn FnMut` without a `Send` bound; the factory built here captures a
@@ -106,6 +115,32 @@ impl ItemState {
         tol: f64,
     ) -> Option<(QpSolution, KeptFactor)> {
         solve_on(prob, specs, self.active.as_deref()?, tol)
+    }
+
+    /// Whether the kept check is due for an item that moved far (see
+    /// [`KEPT_BACKOFF_MAX_EXP`]); counts the call down when it is not.
+    pub fn kept_due(&mut self) -> bool {
+        if self.kept_skip > 0 {
+            self.kept_skip -= 1;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Record a kept check's outcome: a hit clears the back-off, a miss lengthens it.
+    pub fn kept_outcome(&mut self, hit: bool) {
+        if hit {
+            self.kept_misses = 0;
+        } else {
+            self.kept_misses = (self.kept_misses + 1).min(KEPT_BACKOFF_MAX_EXP);
+            self.kept_skip = 1 << self.kept_misses;
+        }
+    }
+
+    /// Whether the item has a previous answer's active rows to try.
+    pub fn has_active(&self) -> bool {
+        self.active.is_some()
     }
 
     /// Whether the session can start from an accepted solve of its own.

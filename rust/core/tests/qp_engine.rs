@@ -17,7 +17,7 @@ use pounce_layers_core::kept_active_set::{active_rows, solve_on, KeptFactor};
 use pounce_layers_core::kkt_adjoint::{adjoint_batch, AdjointInput, AdjointWorkspaces, KktPattern};
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};
 use pounce_layers_core::pattern::CscPattern;
-use pounce_layers_core::qp_sessions::ItemState;
+use pounce_layers_core::qp_sessions::{ItemState, KEPT_BACKOFF_MAX_EXP};
 use pounce_layers_core::structure::ConicStructure;
 
 /// A dense `rows x cols` CSC pattern.
@@ -304,9 +304,10 @@ fn an_item_session_traces_from_its_previous_solve() {
     assert!(rel_err(&next.sol.z, &[0.0, 1.0, 0.0]) < 1e-12);
 }
 
-/// `auto`: the IPM on an item's first call and after a large move; while the values move
-/// by less than `AUTO_ACTIVE_SET_REL`, the item's last active rows kept (from the IPM's
-/// answer too).
+/// `auto`: the IPM on an item's first call; while the values move by less than
+/// `AUTO_ACTIVE_SET_REL`, the item's last active rows kept (from the IPM's answer too);
+/// after a large move, the kept rows where they are still optimal, the IPM elsewhere, and
+/// the same solution as the IPM's either way.
 #[test]
 fn auto_takes_the_active_set_only_for_items_that_moved_little() {
     let qps = Qps::new(8, 0, 10, 4, 5);
@@ -322,7 +323,19 @@ fn auto_takes_the_active_set_only_for_items_that_moved_little() {
         1e-7,
     );
     let far = near.moved(0.5, 11);
-    assert!(run(&far).iter().all(|&e| e == ENGINE_IPM));
+    let out = far.solve(QpEngine::Auto, &ws);
+    assert!(engines(&out)
+        .iter()
+        .all(|&e| e == ENGINE_IPM || e == ENGINE_ACTIVE_SET_KEPT));
+    assert!(
+        engines(&out).contains(&ENGINE_IPM),
+        "the move should change some active sets"
+    );
+    assert_same_solution(
+        &out,
+        &far.solve(QpEngine::Ipm, &ForwardWorkspaces::new()),
+        1e-7,
+    );
     assert!(run(&far.moved(1e-3, 12))
         .iter()
         .all(|&e| e == ENGINE_ACTIVE_SET_KEPT));
@@ -474,4 +487,25 @@ fn large_kept_factors_are_not_kept() {
         state.keep_factor(f, None, &[]);
         assert_eq!(state.factor().is_some(), kept, "n = {n}");
     }
+}
+
+/// The kept check's back-off for items that moved far: due at first; after k misses in a
+/// row the next 2^k calls (at most 2^KEPT_BACKOFF_MAX_EXP) skip it; a hit resets the count.
+#[test]
+fn a_kept_check_that_keeps_missing_backs_off() {
+    let mut state = ItemState::default();
+    assert!(state.kept_due());
+    let skipped = |state: &mut ItemState| (0..64).take_while(|_| !state.kept_due()).count();
+    state.kept_outcome(false);
+    assert_eq!(skipped(&mut state), 2);
+    state.kept_outcome(false);
+    assert_eq!(skipped(&mut state), 4);
+    for _ in 0..6 {
+        state.kept_outcome(false);
+    }
+    assert_eq!(skipped(&mut state), 1 << KEPT_BACKOFF_MAX_EXP);
+    state.kept_outcome(true);
+    assert!(state.kept_due());
+    state.kept_outcome(false);
+    assert_eq!(skipped(&mut state), 2);
 }

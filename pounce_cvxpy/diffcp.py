@@ -28,7 +28,8 @@ Conventions, and where they differ from diffcp:
 | mode: dense/lsqr/lsmr/lpgd*              | accepted and checked, then ignored: D and DT    |
 |                                          | are the exact KKT derivative in every mode (no  |
 |                                          | LPGD smoothing; derivative_kwargs are ignored)  |
-| solve_method: SCS/ECOS/Clarabel          | ignored: the solve is always POUNCE's IPM       |
+| solve_method: SCS/ECOS/Clarabel          | ignored: POUNCE solves it: its IPM, or for      |
+|                                          | LP/QP the active set (SolveOptions.engine)      |
 | kwargs to SCS/ECOS/Clarabel (eps,        | translated or ignored, one warning per call     |
 | max_iters, tol_gap_abs, feastol, ...)    | naming the new keys, see solver_args.py; a      |
 |                                          | tolerance caps our tol, never loosens it        |

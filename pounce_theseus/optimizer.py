@@ -209,12 +209,17 @@ class PounceOptimizer(NonlinearOptimizer):
             error_tolerances=(float(self.params.abs_err_tolerance),
                               float(self.params.rel_err_tolerance)) if self.error_test else None,
             polish=torch.is_grad_enabled(),
-            track_iterates=bool(verbose or end_iter_callback is not None or unrolled
+            track_iterates=bool(verbose or end_iter_callback is not None
                                 or track_err_history or track_state_history),
+            # the replay needs the chart points only; it builds the rest, for the elements
+            # that end unconverged, when a gradient follows
+            record_points=unrolled,
         )
         with torch.no_grad():
             res = solve_batch(nlp, settings)
-            last_base = [t.clone() for t in structure.chart.base]  # the last chart's base
+            # the last chart's base, for the replay of the elements that end unconverged
+            replay = unrolled and bool((res.solved & ~res.converged).any())
+            last_base = [t.clone() for t in structure.chart.base] if replay else []
             write_solution(nlp, res)
         if solve_obj is not self.objective:
             with torch.no_grad():
@@ -236,7 +241,7 @@ class PounceOptimizer(NonlinearOptimizer):
                 steps = kwargs.get("backward_num_iterations") \
                     if backward_mode == BackwardMode.TRUNCATED else None
                 for b in np.flatnonzero(res.solved & ~res.converged):
-                    plan = replay_plan(res.iterates[b], res.delta[b], steps)
+                    plan = replay_plan(res.points[b], res.delta[b], steps)
                     if plan is not None:
                         plans[int(b)] = plan
                 if plans and bsz * self.objective.dim() * structure.n > REPLAY_MAX_ENTRIES:

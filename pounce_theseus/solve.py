@@ -77,7 +77,10 @@ class SolveSettings:
     max_restarts: int = 3
     recenter_angle: float = 1.0
     batch_solve: str = "auto"
+    # every iterate's error metric and optim var values (one callback round per iteration)
     track_iterates: bool = False
+    # every iterate's chart point ``delta`` only (a copy of ``x`` in the native callback)
+    record_points: bool = False
     # Theseus' (abs_err_tolerance, rel_err_tolerance), applied to unconstrained,
     # unbounded solves; None: Ipopt's tests only
     error_tolerances: tuple[float, float] | None = None
@@ -96,13 +99,16 @@ class BatchResult:
     """Per-element outcome: ``delta`` (B, n) around the chart's base, bound multipliers and
     active masks, constraint multipliers ``lam`` (B, m), native status, convergence,
     iterations used and the solver's KKT error; ``iterates[b]`` maps an iteration to
-    (error metric, optim var values, delta) when iterates are tracked."""
+    (error metric, optim var values, delta) when iterates are tracked, ``points[b]`` an
+    iteration to its delta (detached float64, in the chart it was taken in) when they are
+    tracked or points are recorded."""
 
     batch_size: int
     n: int
     m: int
     delta: np.ndarray = field(init=False)
     iterates: list[dict[int, tuple]] = field(init=False)
+    points: list[dict[int, np.ndarray]] = field(init=False)
 
     def __post_init__(self) -> None:
         b, n = self.batch_size, self.n
@@ -117,6 +123,7 @@ class BatchResult:
         self.kkt_error = np.full(b, np.inf)
         self.restoration_iterations = 0
         self.iterates = [{} for _ in range(b)]
+        self.points = [{} for _ in range(b)]
 
 
 class _Aborted(Exception):
@@ -128,8 +135,9 @@ class _Problem:
     with the lowest objective (``best``: objective, x), outside the restoration phase."""
 
     def __init__(self, hub: Hub, rows: np.ndarray, offset: int, track: bool,
-                 error_tolerances: tuple[float, float] | None = None):
+                 error_tolerances: tuple[float, float] | None = None, record: bool = False):
         self.hub, self.rows, self.offset, self.track = hub, rows, offset, track
+        self.record = record or track
         self.error_tolerances = error_tolerances
         self.error_converged = False
         self._f_last: float | None = None
@@ -181,14 +189,17 @@ class _Problem:
             converged = False
         # POUNCE may run a short second pass from the converged point (its iteration count
         # restarts at 0); only the first pass's iterates are the history.
-        if self.track and x is not None and not restoration and it > self._last_it:
+        if self.record and x is not None and not restoration and it > self._last_it:
             self._last_it = it
-            fs, values = self.hub.call(Request(self.rows, "iteration", x))
-            xs = np.asarray(x).reshape(len(self.rows), -1)
+            xs = np.array(x, dtype=np.float64).reshape(len(self.rows), -1)
+            res, k = self.hub.result, self.offset + int(it)
             for j, b in enumerate(self.rows):
-                self.hub.result.iterates[b][self.offset + int(it)] = (
-                    float(fs[j]), {k: v[j] for k, v in values.items()}, xs[j].copy()
-                )
+                res.points[b][k] = xs[j]
+            if self.track:
+                fs, values = self.hub.call(Request(self.rows, "iteration", x))
+                for j, b in enumerate(self.rows):
+                    res.iterates[b][k] = (
+                        float(fs[j]), {n: v[j] for n, v in values.items()}, xs[j])
         if converged:
             self.error_converged = True
             return False
@@ -390,7 +401,7 @@ def _job(nlp: BatchNlp, hub: Hub, rows: np.ndarray, settings: SolveSettings, use
         options["accept_every_trial_step"] = "yes"
     monotone = nlp.m == 0 and not nlp.bounds
     problem = _Problem(hub, rows, used, settings.track_iterates,
-                       error_tolerances if monotone else None)
+                       error_tolerances if monotone else None, settings.record_points)
 
     def run() -> dict[str, Any]:
         raw = nlp_solve(problem, x0, xl, xu, gl, gu, jr, jc, hr, hc, options, True)

@@ -48,29 +48,30 @@ STEP_RTOL = 1e-6
 REPLAY_MAX_ENTRIES = 25_000_000
 
 
-def replay_plan(iterates: dict[int, tuple], returned: np.ndarray, steps: int | None
+def replay_plan(points: dict[int, np.ndarray], returned: np.ndarray, steps: int | None
                 ) -> tuple[list[np.ndarray], bool] | None:
-    """The recorded chart points to replay for one element: ``(points, from_start)`` with
-    ``points`` the deltas ``delta_r .. delta_K`` (``delta_K`` the returned one) of the
-    element's last chart, and ``from_start`` whether ``delta_r`` is the element's first
-    iterate (iteration 0, the chart's base is the layer's starting values, which then carry
-    their graph). None when the returned point is not a recorded iterate or the record
-    has a gap."""
-    keys = sorted(iterates)
-    ends = [k for k in keys if np.array_equal(iterates[k][2], returned)]
+    """The recorded chart points to replay for one element: ``points`` maps an iteration to
+    its ``delta`` (:attr:`~pounce_theseus.solve.BatchResult.points`). Returns
+    ``(deltas, from_start)`` with ``deltas`` the points ``delta_r .. delta_K``
+    (``delta_K`` the returned one) of the element's last chart, and ``from_start`` whether
+    ``delta_r`` is the element's first iterate (iteration 0, the chart's base is the
+    layer's starting values, which then carry their graph). None when the returned point
+    is not a recorded iterate or the record has a gap."""
+    keys = sorted(points)
+    ends = [k for k in keys if np.array_equal(points[k], returned)]
     if not ends:
         return None
     end = ends[-1]
-    zero = [k for k in keys if k <= end and not np.any(iterates[k][2])]
+    zero = [k for k in keys if k <= end and not np.any(points[k])]
     if not zero:
         return None
     first = zero[-1]  # the last chart's base (a re-solve records delta = 0 first)
     if steps is not None:
         first = max(first, end - steps)
     wanted = list(range(first, end + 1))
-    if any(k not in iterates for k in wanted):
+    if any(k not in points for k in wanted):
         return None
-    return [np.asarray(iterates[k][2], dtype=np.float64) for k in wanted], first == 0
+    return [np.asarray(points[k], dtype=np.float64) for k in wanted], first == 0
 
 
 def attach_unrolled_gradient(objective, start: list[torch.Tensor], base: list[torch.Tensor],

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import theseus as th
 import torch
 from test_theseus_support import one_thread  # noqa: F401
 
 from pounce_theseus import PounceOptimizer
+from pounce_theseus.batch_nlp import BatchNlp, ProblemStructure
+from pounce_theseus.constraints import resolve_bounds
+from pounce_theseus.hessian import make_hessian
+from pounce_theseus.solve import SolveSettings, solve_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -178,3 +183,26 @@ def test_se2_start_and_data_gradients_through_the_steps():
     assert xi.grad.abs().max() > 1e-2
     torch.testing.assert_close(xi.grad, fd_xi, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(ob.grad, fd_obs, rtol=1e-6, atol=1e-7)
+
+
+def test_recorded_points_are_the_tracked_iterates_deltas_without_their_values():
+    """``record_points`` (what unroll/truncated use) keeps each iterate's delta, the same
+    as full tracking's, and records no error metric or optim var values."""
+    runs = {}
+    for track in (False, True):
+        obj = _curve_fit_layer(3).optimizer.objective
+        obj.update({"a": torch.tensor(A0, dtype=DT)})
+        nlp = BatchNlp(ProblemStructure(obj, []), make_hessian("gauss-newton"),
+                       resolve_bounds({}, obj, B))
+        settings = SolveSettings(max_iterations=3, options={}, track_iterates=track,
+                                 record_points=not track)
+        with torch.no_grad():
+            runs[track] = solve_batch(nlp, settings)
+    rec, full = runs[False], runs[True]
+    assert all(not its for its in rec.iterates)
+    for b in range(B):
+        assert sorted(rec.points[b]) == sorted(full.iterates[b]) == list(range(4))
+        for k, (_, _, delta) in full.iterates[b].items():
+            np.testing.assert_array_equal(rec.points[b][k], delta)
+        assert not np.any(rec.points[b][0])
+        np.testing.assert_array_equal(rec.points[b][3], rec.delta[b])

@@ -24,7 +24,7 @@ closures with outliers, a weak prior; testing_helpers/theseus_problems.py) at
 ``--sizes`` poses and ``--batches`` batch sizes: PounceOptimizer against
 th.LevenbergMarquardt with th.CholmodSparseSolver (step 1, Theseus' implicit backward,
 run to convergence; and with th.CholeskyDenseSolver up to ``--dense-max-poses``), both with
-``backward_mode="implicit"``: forward
+``backward_mode="implicit"`` (PounceOptimizer's: ``--backward-mode``): forward
 and backward time (median of ``--repeats`` runs after one warm-up run), ratios
 (Pounce / LM, forward+backward), mean iterations, the final error, the gradient of the
 example's pose loss w.r.t. ``log_loss_radius`` against central differences through a
@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per case (median)")
+    parser.add_argument("--backward-mode", default="implicit",
+                        choices=["implicit", "unroll", "truncated"],
+                        help="--scale: PounceOptimizer's backward_mode (LM stays implicit)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
@@ -237,11 +240,12 @@ def _pose_loss(sol, poses, gt_poses, group) -> torch.Tensor:
                for p, gt in zip(poses, gt_poses, strict=True))
 
 
-def _scale_methods(n: int, dense_max: int):
+def _scale_methods(n: int, dense_max: int, pounce_mode: str = "implicit"):
     methods = {
-        # both in Theseus' implicit mode: under the default "unroll" PounceOptimizer also
-        # records every iterate, to differentiate an unconverged element through its steps
-        "Pounce": (lambda o: PounceOptimizer(o), {"backward_mode": "implicit"}),
+        # LM in Theseus' implicit mode; PounceOptimizer in ``pounce_mode`` (under "unroll"
+        # it also records each iterate's chart point, to differentiate an element that ends
+        # unconverged through its steps; a converged one gets the implicit gradient)
+        "Pounce": (lambda o: PounceOptimizer(o), {"backward_mode": pounce_mode}),
         "LM+CHOLMOD": (
             lambda o: th.LevenbergMarquardt(o, th.CholmodSparseSolver, max_iterations=100,
                                             step_size=1.0),
@@ -257,11 +261,11 @@ def _scale_methods(n: int, dense_max: int):
     return methods
 
 
-def _scale_case(dims, n, bsz, repeats, fd_max, dense_max):
+def _scale_case(dims, n, bsz, repeats, fd_max, dense_max, pounce_mode="implicit"):
     group = th.SE3 if dims == 3 else th.SE2
     _, inputs, _, _ = synthetic_pose_graph(n, bsz, dims=dims)
     rows = {}
-    for name, (make, kwargs) in _scale_methods(n, dense_max).items():
+    for name, (make, kwargs) in _scale_methods(n, dense_max, pounce_mode).items():
         obj, _, poses, gt_poses = synthetic_pose_graph(n, bsz, dims=dims)
         layer = th.TheseusLayer(make(obj))
         fwd, bwd = [], []
@@ -323,7 +327,7 @@ def scale_main(args) -> None:
             for n in args.sizes:
                 load0 = os.getloadavg()[0]
                 rows = _scale_case(dims, n, bsz, args.repeats, args.fd_max_poses,
-                                   args.dense_max_poses)
+                                   args.dense_max_poses, args.backward_mode)
                 load1 = os.getloadavg()[0]
                 p, lm = rows["Pounce"], rows["LM+CHOLMOD"]
                 table.append((dims, n, bsz, p, lm, (load0 + load1) / 2, rows.get("LM+dense")))

@@ -4,10 +4,12 @@ method, with exact implicit gradients, bounds and general constraints.
 Forward: each batch element is an NLP in tangent coordinates around the current values
 (:class:`~pounce_theseus.batch_nlp.BatchNlp`), solved natively by the filter line-search
 interior-point method, elementwise in lockstep or jointly (:mod:`pounce_theseus.solve`).
-Backward: the implicit step at the returned point (:mod:`pounce_theseus.backward`).
-Theseus' ``unroll`` and ``truncated`` modes give that same gradient (an interior-point
-iteration has no meaningful unroll; a one-time note says so), ``implicit`` is native and
-``dlm`` works through ``TheseusLayer``.
+Backward: the implicit step at the returned point (:mod:`pounce_theseus.backward`) for
+every element that converged. Under Theseus' ``unroll`` and ``truncated`` modes an element
+that ends unconverged is differentiated through its steps instead
+(:mod:`pounce_theseus.unrolled`, replayed from the iterates' chart points that the solve
+records in those modes); ``implicit`` keeps the implicit step there too, and ``dlm`` works
+through ``TheseusLayer``.
 """
 
 from __future__ import annotations

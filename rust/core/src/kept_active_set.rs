@@ -25,7 +25,7 @@
 //! ([`KeptFactor::adjoint_solve`]); kkt_adjoint.rs takes it when the adjoint's P, A and
 //! active set are the forward's.
 use crate::cone_layout::ConeLayout;
-use crate::kkt_adjoint::{REFINE_STEPS, REFINE_TOL};
+use crate::kkt_constants::{REFINE_STEPS, REFINE_TOL};
 use crate::options::meets_tol;
 use faer::linalg::solvers::{Lblt, Solve};
 use faer::{Mat, Side};

@@ -37,12 +37,7 @@ use rayon::prelude::*;
 /// pounce-linsol's index type (`pounce_common::types::Index`).
 type Index = i32;
 
-/// Static regularisation of the factored K (relative to the data scale): `+delta` on the
-/// x block, `-delta` on the y block keeps K quasi-definite whatever P and H are. Iterative
-/// refinement against the unregularised K removes its effect.
-pub const REG_REL: f64 = 1e-10;
-pub const REFINE_STEPS: usize = 10;
-pub const REFINE_TOL: f64 = 1e-14;
+use crate::kkt_constants::{REFINE_STEPS, REFINE_TOL, REG_REL};
 /// When the regularised K cannot be factored or its refined solve is not finite, `delta`
 /// is multiplied by `REG_ESCALATION` and the item tried again, up to `REG_TRIES` factors in
 /// all (delta up to 1e9 times `REG_REL`); refinement against the unregularised K still

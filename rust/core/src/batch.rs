@@ -317,8 +317,17 @@ impl Engine<'_> {
         let sheared = shear
             .as_ref()
             .map(|sh| (sh.problem(prob), warm.map(|w| sh.warm(w))));
+        // PSD blocks keep feral: the dense LBL' left PSD items short of a tight tol
+        // (tests/test_native_adjoint.py, psd at 1e-10: iteration limit).
+        let psd = specs.iter().any(|s| matches!(s, ConeSpec::Psd(_)));
         let solve = |opts: &QpOptions| {
-            let mk = || conic_backend(&self.backends, &self.cfg);
+            let mk = || {
+                if psd {
+                    backend(&self.cfg)
+                } else {
+                    conic_backend(&self.backends, &self.cfg)
+                }
+            };
             let (p, w) = match &sheared {
                 Some((q, w)) => (q, w.as_ref()),
                 None => (prob, warm),

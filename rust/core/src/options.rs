@@ -31,7 +31,8 @@
 //! `solve_socp_ipm`: HSDE is the only driver for exp/power and the one that certifies
 //! infeasibility; the direct driver lost accuracy there. Its linear solver is chosen per
 //! KKT matrix when POUNCE builds it ([`conic_backend`]): the dense LBL' for a small or
-//! filled KKT ([`use_dense_conic`]), otherwise feral with POUNCE's defaults (adaptive
+//! filled KKT ([`use_dense_conic`]) without PSD blocks (with them it left items short of a
+//! tight tol: batch.rs `solve_conic`), otherwise feral with POUNCE's defaults (adaptive
 //! scaling, refinement), whose per-factorization cost at these sizes is 2-3x the dense
 //! one's (docs/exp-socp-profile.md). The dense LBL' is pivoted (not the quasi-definite-first
 //! variant): the same backend also factors the exp/power active-set polish's KKT.

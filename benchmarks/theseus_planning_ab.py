@@ -10,7 +10,8 @@ and times ``planner.layer.forward`` alternately, LM then ours, ``--repeats`` tim
 as the example calls it (grad mode on, nothing upstream requiring grad, ``damping=0.1``).
 Neither gets ``max_iterations`` from the example (it passes the misspelled
 ``max_optim_iters``), so both run their default budget unless ``--max-iterations`` is
-given. Prints the median forward time of each, their ratio, and the final mean error.
+given. ``--no-grad`` runs the forwards under ``torch.no_grad()``. Prints the median
+forward time of each, their ratio, and the final mean error.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-iterations", type=int)
+    ap.add_argument("--no-grad", action="store_true",
+                    help="run the forwards under torch.no_grad() (an evaluation pass)")
     args = ap.parse_args()
     from run_theseus_examples import extract_mirror
 
@@ -76,7 +79,8 @@ def main() -> int:
     for _ in range(args.repeats):
         for name, (planner, inputs) in runs.items():
             t0 = time.perf_counter()
-            planner.layer.forward(dict(inputs), optimizer_kwargs={"damping": 0.1})
+            with torch.set_grad_enabled(not args.no_grad):
+                planner.layer.forward(dict(inputs), optimizer_kwargs={"damping": 0.1})
             times[name].append(time.perf_counter() - t0)
             with torch.no_grad():
                 errors[name] = float(planner.objective.error_metric().mean())

@@ -88,7 +88,8 @@ class SolveSettings:
     # chart it stopped in, the gradient through the exp map's right Jacobians stalled at a
     # KKT error of 3e-8..1e-7 on an 800-pose SE3 graph: 20 iterations, not 14), to
     # Ipopt's tol (the implicit gradient is only as accurate as the solution), taking full
-    # steps; the whole solve uses Gauss-Newton Hessians (BatchNlp.gauss_newton_only)
+    # steps; a solve under Theseus' test uses Gauss-Newton Hessians throughout, polished or
+    # not (BatchNlp.gauss_newton_only)
     # and, once past Theseus' test, autograd gradients where Theseus' Jacobians are less
     # accurate than tol (BatchNlp.autograd_gradient)
     polish: bool = False
@@ -335,7 +336,10 @@ def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
     )
     error_tolerances = settings.error_tolerances
     polishing = False
-    nlp.gauss_newton_only = settings.polish and error_tolerances is not None
+    # Theseus' test stops on Gauss-Newton iterates, with or without a polish to follow (the
+    # hybrid's exact blocks cost se2_planning 19.5 s and error 3336 without a gradient,
+    # against 2.7 s and 228.6 on Gauss-Newton Hessians, docs/theseus-examples.md)
+    nlp.gauss_newton_only = error_tolerances is not None
     for attempt in range(settings.max_restarts + 1):
         if not todo.size:
             break

@@ -1,43 +1,34 @@
 //! The conic class's linear-solver choice (options.rs `conic_backend`): the policy's
 //! verdicts on the KKT sizes measured in docs/exp-socp-profile.md, and solves through it
 //! against feral and against closed-form answers.
+mod common;
+
+use common::{entropy_problem, Rng};
 use pounce_convex::{solve_socp_ipm, ConeSpec, QpOptions, QpProblem, QpStatus, Triplet};
 use pounce_layers_core::options::{
     backend, conic_backend, meets_tol, staged_nonsym_options, use_dense_conic, BackendOptions,
     KktBackend,
 };
 
-struct Rng(u64);
-impl Rng {
-    /// Uniform on [-1, 1).
-    fn u(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-    }
-}
-
 /// min ||A x - b||_2 + c'x s.t. ||x||_2 <= 1 (A k x k), over v = (x, t): min t + c'x with
 /// (t, A x - b) and (1, x) in second-order cones (slack s = h - G v).
 fn socp(k: usize, seed: u64) -> (QpProblem, Vec<ConeSpec>) {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let (n, t) = (k + 1, k);
     let mut g = vec![Triplet::new(0, t, -1.0)];
     let mut h = vec![0.0];
     for row in 0..k {
         for col in 0..k {
-            g.push(Triplet::new(1 + row, col, -r.u()));
+            g.push(Triplet::new(1 + row, col, -r.uniform()));
         }
-        h.push(-r.u());
+        h.push(-r.uniform());
     }
     h.push(1.0);
     for i in 0..k {
         g.push(Triplet::new(k + 2 + i, i, -1.0));
         h.push(0.0);
     }
-    let mut c: Vec<f64> = (0..k).map(|_| r.u()).collect();
+    let mut c: Vec<f64> = (0..k).map(|_| r.uniform()).collect();
     c.push(1.0);
     let prob = QpProblem {
         n,
@@ -56,37 +47,11 @@ fn socp(k: usize, seed: u64) -> (QpProblem, Vec<ConeSpec>) {
     )
 }
 
-/// min c'x - sum(entr(x)) s.t. sum(x) = 1, over v = (x, t): min c'x - sum(t) with
-/// (t_i, x_i, 1) in the exponential cone (x_i exp(t_i / x_i) <= 1, i.e. t_i <= entr(x_i)).
-/// Its solution is softmax(-c).
+/// The entropy problem (common.rs) with costs uniform in [-2, 2); its x is softmax(-c).
 fn entropy(k: usize, seed: u64) -> (QpProblem, Vec<ConeSpec>, Vec<f64>) {
-    let mut r = Rng(seed);
-    let cx: Vec<f64> = (0..k).map(|_| 2.0 * r.u()).collect();
-    let mut c = cx.clone();
-    c.extend(std::iter::repeat_n(-1.0, k));
-    let a = (0..k).map(|i| Triplet::new(0, i, 1.0)).collect();
-    let mut g = Vec::new();
-    let mut h = Vec::new();
-    for i in 0..k {
-        g.push(Triplet::new(3 * i, k + i, -1.0));
-        g.push(Triplet::new(3 * i + 1, i, -1.0));
-        h.extend([0.0, 0.0, 1.0]);
-    }
-    let prob = QpProblem {
-        n: 2 * k,
-        p_lower: vec![],
-        c,
-        a,
-        b: vec![1.0],
-        g,
-        h,
-        lb: vec![],
-        ub: vec![],
-    };
-    let w: Vec<f64> = cx.iter().map(|v| (-v).exp()).collect();
-    let sum: f64 = w.iter().sum();
-    let soft = w.iter().map(|v| v / sum).collect();
-    (prob, vec![ConeSpec::Exponential; k], soft)
+    let mut r = Rng::new(seed);
+    let cx: Vec<f64> = (0..k).map(|_| 2.0 * r.uniform()).collect();
+    entropy_problem(&cx)
 }
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
@@ -126,7 +91,16 @@ fn socp_through_the_policy_matches_feral() {
         });
         assert_eq!(feral.status, QpStatus::Optimal, "k = {k}");
         assert_eq!(chosen.status, QpStatus::Optimal, "k = {k}");
-        assert!(meets_tol(&prob, &specs, &chosen, 1e-8), "k = {k}");
+        // POUNCE's Optimal is not always within 1e-8 on our residuals (k = 5 here, with
+        // either backend); the chosen backend meets every tol feral meets.
+        for tol in [1e-8, 1e-7] {
+            let feral_meets = meets_tol(&prob, &specs, &feral, tol);
+            assert!(
+                !feral_meets || meets_tol(&prob, &specs, &chosen, tol),
+                "k = {k}"
+            );
+        }
+        assert!(meets_tol(&prob, &specs, &chosen, 1e-7), "k = {k}");
         let d = max_diff(&feral.x, &chosen.x);
         assert!(d < 1e-7, "k = {k}: |x_dense - x_feral| = {d:e}");
         assert!(max_diff(&feral.z, &chosen.z) < 1e-6, "k = {k}");

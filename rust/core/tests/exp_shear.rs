@@ -2,43 +2,20 @@
 //! original's solution once mapped back (x, and z through T'), within tol on the
 //! original's own residuals, for c from that solution's slack and for c from a nearby
 //! problem's solution.
-use pounce_convex::{solve_socp_ipm, ConeSpec, QpOptions, QpProblem, QpStatus, Triplet};
+mod common;
+
+use common::entropy_problem;
+use pounce_convex::{solve_socp_ipm, ConeSpec, QpOptions, QpProblem, QpStatus};
 use pounce_layers_core::exp_shear::ExpShear;
 use pounce_layers_core::options::{backend, meets_tol, staged_nonsym_options, BackendOptions};
 
-/// min c'x - sum(entr(x)) s.t. sum(x) = 1 over (x, t), with `shift` added to c; its x
-/// is softmax(-c). Exp blocks (t_i, x_i, 1).
+/// The entropy problem (common.rs) with costs `((7i mod 5) - 2) 0.7 + shift i`; its x is
+/// softmax(-c).
 fn entropy(k: usize, shift: f64) -> (QpProblem, Vec<ConeSpec>, Vec<f64>) {
     let cx: Vec<f64> = (0..k)
         .map(|i| ((i * 7 % 5) as f64 - 2.0) * 0.7 + shift * i as f64)
         .collect();
-    let mut c = cx.clone();
-    c.extend(std::iter::repeat_n(-1.0, k));
-    let mut g = Vec::new();
-    let mut h = Vec::new();
-    for i in 0..k {
-        g.push(Triplet::new(3 * i, k + i, -1.0));
-        g.push(Triplet::new(3 * i + 1, i, -1.0));
-        h.extend([0.0, 0.0, 1.0]);
-    }
-    let prob = QpProblem {
-        n: 2 * k,
-        p_lower: vec![],
-        c,
-        a: (0..k).map(|i| Triplet::new(0, i, 1.0)).collect(),
-        b: vec![1.0],
-        g,
-        h,
-        lb: vec![],
-        ub: vec![],
-    };
-    let w: Vec<f64> = cx.iter().map(|v| (-v).exp()).collect();
-    let sum: f64 = w.iter().sum();
-    (
-        prob,
-        vec![ConeSpec::Exponential; k],
-        w.iter().map(|v| v / sum).collect(),
-    )
+    entropy_problem(&cx)
 }
 
 fn staged(prob: &QpProblem, specs: &[ConeSpec]) -> pounce_convex::QpSolution {

@@ -2,6 +2,7 @@
 //! and their batch solve.
 #![allow(dead_code, clippy::needless_range_loop)] // index loops read as the algebra
 
+use pounce_convex::{ConeSpec, QpProblem, Triplet};
 use pounce_layers_core::batch::{
     solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl,
 };
@@ -31,6 +32,37 @@ impl Rng {
     pub fn vec(&mut self, n: usize) -> Vec<f64> {
         (0..n).map(|_| self.uniform()).collect()
     }
+}
+
+/// min cx'x - sum(entr(x)) s.t. sum(x) = 1, over v = (x, t): min cx'x - sum(t) with
+/// (t_i, x_i, 1) in the exponential cone (t_i <= entr(x_i)). Returns the problem, its cones
+/// and its closed-form solution x = softmax(-cx).
+pub fn entropy_problem(cx: &[f64]) -> (QpProblem, Vec<ConeSpec>, Vec<f64>) {
+    let k = cx.len();
+    let mut c = cx.to_vec();
+    c.extend(std::iter::repeat_n(-1.0, k));
+    let mut g = Vec::new();
+    let mut h = Vec::new();
+    for i in 0..k {
+        g.push(Triplet::new(3 * i, k + i, -1.0));
+        g.push(Triplet::new(3 * i + 1, i, -1.0));
+        h.extend([0.0, 0.0, 1.0]);
+    }
+    let prob = QpProblem {
+        n: 2 * k,
+        p_lower: vec![],
+        c,
+        a: (0..k).map(|i| Triplet::new(0, i, 1.0)).collect(),
+        b: vec![1.0],
+        g,
+        h,
+        lb: vec![],
+        ub: vec![],
+    };
+    let w: Vec<f64> = cx.iter().map(|v| (-v).exp()).collect();
+    let sum: f64 = w.iter().sum();
+    let soft = w.iter().map(|v| v / sum).collect();
+    (prob, vec![ConeSpec::Exponential; k], soft)
 }
 
 /// Row-major dense `n x n`.

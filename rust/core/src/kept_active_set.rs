@@ -25,7 +25,7 @@
 //! ([`KeptFactor::adjoint_solve`]); kkt_adjoint.rs takes it when the adjoint's P, A and
 //! active set are the forward's.
 use crate::cone_layout::ConeLayout;
-use crate::kkt_constants::{REFINE_STEPS, REFINE_TOL};
+use crate::kkt_refine::refine;
 use crate::options::meets_tol;
 use faer::linalg::solvers::{Lblt, Solve};
 use faer::{Mat, Side};
@@ -137,26 +137,19 @@ impl KeptFactor {
         };
         let mut sol = red.clone();
         solve(&mut sol);
-        let norm = red.iter().fold(f64::MIN_POSITIVE, |a, v| a.max(v.abs()));
-        let mut res = vec![0.0; d];
-        let mut last = f64::INFINITY;
-        for _ in 0..REFINE_STEPS {
-            self.matvec(&sol, &mut res);
-            let mut rn = 0.0_f64;
-            for (r, &b) in res.iter_mut().zip(&red) {
-                *r = b - *r;
-                rn = rn.max(r.abs());
-            }
-            if rn <= REFINE_TOL * norm || rn >= 0.5 * last {
-                break;
-            }
-            last = rn;
-            solve(&mut res);
-            for (s, c) in sol.iter_mut().zip(&res) {
-                *s += c;
-            }
-        }
-        if !sol.iter().all(|v| v.is_finite()) {
+        let (mut res, mut corr) = (vec![0.0; d], vec![0.0; d]);
+        let finite = refine(
+            &mut sol,
+            &red,
+            &mut res,
+            &mut corr,
+            |x, out| self.matvec(x, out),
+            |v| {
+                solve(v);
+                true
+            },
+        );
+        if !finite {
             return None;
         }
         let mut out = vec![0.0; n + m];

@@ -37,7 +37,7 @@ use rayon::prelude::*;
 /// pounce-linsol's index type (`pounce_common::types::Index`).
 type Index = i32;
 
-use crate::kkt_constants::{REFINE_STEPS, REFINE_TOL, REG_REL};
+use crate::kkt_refine::{refine, REG_REL};
 /// When the regularised K cannot be factored or its refined solve is not finite, `delta`
 /// is multiplied by `REG_ESCALATION` and the item tried again, up to `REG_TRIES` factors in
 /// all (delta up to 1e9 times `REG_REL`); refinement against the unregularised K still
@@ -229,31 +229,15 @@ impl Worker {
         if f.solve_one(&mut self.sol).is_err() {
             return false;
         }
-        let rhs_norm = rhs
-            .iter()
-            .fold(0.0_f64, |a, v| a.max(v.abs()))
-            .max(f64::MIN_POSITIVE);
-        let mut last = f64::INFINITY;
-        for _ in 0..REFINE_STEPS {
-            pat.matvec(&self.vals, &self.sol, &mut self.res);
-            let mut rn = 0.0_f64;
-            for (r, &b) in self.res.iter_mut().zip(rhs) {
-                *r = b - *r;
-                rn = rn.max(r.abs());
-            }
-            if rn <= REFINE_TOL * rhs_norm || rn >= 0.5 * last {
-                break;
-            }
-            last = rn;
-            self.corr.copy_from_slice(&self.res);
-            if f.solve_one(&mut self.corr).is_err() {
-                return false;
-            }
-            for (s, c) in self.sol.iter_mut().zip(&self.corr) {
-                *s += c;
-            }
-        }
-        self.sol.iter().all(|v| v.is_finite())
+        let vals = &self.vals;
+        refine(
+            &mut self.sol,
+            rhs,
+            &mut self.res,
+            &mut self.corr,
+            |x, out| pat.matvec(vals, x, out),
+            |v| f.solve_one(v).is_ok(),
+        )
     }
 }
 

@@ -30,7 +30,7 @@ pub mod error;
 pub mod exp_shear;
 pub mod kept_active_set;
 pub mod kkt_adjoint;
-pub mod kkt_constants;
+pub mod kkt_refine;
 #[cfg(feature = "nlp")]
 pub mod nlp;
 pub mod options;

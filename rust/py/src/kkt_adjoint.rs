@@ -1,5 +1,5 @@
 //! The adjoint's solve constants, for the dense Torch path.
-use pounce_layers_core::kkt_constants::{REFINE_STEPS, REFINE_TOL, REG_REL};
+use pounce_layers_core::kkt_refine::{REFINE_STEPS, REFINE_TOL, REG_REL};
 use pyo3::prelude::*;
 
 /// Registers the sparse adjoint's solve constants, so the dense Torch path

@@ -9,7 +9,13 @@ every element that converged. Under Theseus' ``unroll`` and ``truncated`` modes 
 that ends unconverged is differentiated through its steps instead
 (:mod:`pounce_theseus.unrolled`, replayed from the iterates' chart points that the solve
 records in those modes); ``implicit`` keeps the implicit step there too, and ``dlm`` works
-through ``TheseusLayer``.
+through ``TheseusLayer``. Under ``unroll`` and ``truncated`` (Theseus' default is unroll) a
+least-squares solve without constraints or bounds takes Theseus' step, with or without a
+gradient: ``step_size`` times the (LevenbergMarquardt-damped) Gauss-Newton step as the
+interior-point iteration's Newton step, so that a budget too small to converge returns
+the iterate, and the derivative, that Theseus' optimizer configured the same way would
+(``unrolled.StepRule``); under ``implicit`` (and with constraints or bounds) it takes full
+interior-point steps: the path does not change a converged answer or its gradient.
 """
 
 from __future__ import annotations
@@ -42,7 +48,14 @@ from .hessian import make_hessian
 from .info import fill_info, replay_iterations
 from .linear_solver import LinearSolverAtSolution
 from .solve import BATCH_SOLVES, SolveSettings, solve_batch, write_solution
-from .unrolled import REPLAY_MAX_ENTRIES, STEP_RTOL, attach_unrolled_gradient, replay_plan
+from .unrolled import (
+    REPLAY_MAX_ENTRIES,
+    STEP_RTOL,
+    StepRule,
+    TheseusStepNlp,
+    attach_unrolled_gradient,
+    replay_plan,
+)
 
 __all__ = ["PounceOptimizer"]
 
@@ -51,19 +64,25 @@ DEFAULT_TOL = 1e-8
 # optimize() keywords Theseus' own optimizers use that mean nothing for an interior-point
 # solve; each is accepted with a one-time warning.
 _IGNORED_KEYS = {
-    "damping", "adaptive_damping", "ellipsoidal_damping", "damping_eps", "down_damping_ratio",
+    "adaptive_damping", "down_damping_ratio",
     "up_damping_ratio", "dlm_epsilon", "num_solver_contexts",
     "trust_region_size", "accept_threshold", "__keep_final_step_size__",
     "__strict_implicit_final_gn__",
 }
+# LevenbergMarquardt's damping keywords: they shape the steps of a solve whose steps are
+# differentiated (unrolled.StepRule) and are ignored, with a one-time warning, elsewhere.
+_STEP_KEYS = ("damping", "ellipsoidal_damping", "damping_eps")
 
 
 class PounceOptimizer(NonlinearOptimizer):
     """Drop-in replacement for ``th.GaussNewton`` / ``th.LevenbergMarquardt``.
 
     The positional arguments are theirs; the linear-solver ones (``linear_solver_cls``,
-    ``linearization_cls``, their kwargs, ``step_size``) have no meaning here and are
-    ignored with one warning. Unknown keywords warn and are ignored.
+    ``linearization_cls``, their kwargs) have no meaning here and are ignored with one
+    warning. ``step_size`` (and ``optimize``'s ``damping``, ``ellipsoidal_damping``,
+    ``damping_eps``) shape the steps under ``backward_mode`` unroll and truncated (see
+    the module docstring); ``implicit`` solves take full steps. Unknown keywords warn and
+    are ignored.
 
     Args:
         objective: the Theseus objective.
@@ -128,12 +147,13 @@ class PounceOptimizer(NonlinearOptimizer):
                   "linearization_kwargs": linearization_kwargs,
                   "linear_solver_kwargs": linear_solver_kwargs}
         ignored = sorted(k for k, v in linear.items() if v is not None)
-        ignored += ["step_size"] if step_size != 1.0 else []
         if ignored:
             warnings.warn(f"PounceOptimizer ignores {ignored} in its solve: it uses POUNCE's "
-                          "interior-point method, not a linear solver/step-size loop (the "
+                          "interior-point method, not a linear solver (the "
                           "linear-solver arguments only build `linear_solver`, read by "
                           "LEO-style code at the solution).", stacklevel=2)
+        if not float(step_size) > 0.0:
+            raise ValueError(f"step_size: expected a positive number, got {step_size!r}")
         self._linear_solver = LinearSolverAtSolution(objective, **linear)
         if kwargs:
             warnings.warn(f"PounceOptimizer ignores unknown keyword argument(s) "
@@ -142,7 +162,7 @@ class PounceOptimizer(NonlinearOptimizer):
             raise ValueError(f"batch_solve: expected one of {BATCH_SOLVES}, got {batch_solve!r}")
         super().__init__(objective, vectorize=vectorize, abs_err_tolerance=abs_err_tolerance,
                          rel_err_tolerance=rel_err_tolerance, max_iterations=max_iterations,
-                         step_size=1.0)
+                         step_size=float(step_size))
         self.tol = DEFAULT_TOL if tol is None else float(tol)
         self.error_test = tol is None
         self.acceptable_tol = float(acceptable_tol)
@@ -163,12 +183,21 @@ class PounceOptimizer(NonlinearOptimizer):
             self._warned.add(key)
             warnings.warn(message, stacklevel=4)
 
-    def _check_kwargs(self, kwargs: dict[str, Any], backward_mode: BackwardMode) -> None:
+    def _check_kwargs(self, kwargs: dict[str, Any], backward_mode: BackwardMode,
+                      theseus_steps: bool) -> None:
         for key in kwargs:
             if key in (FROM_LAYER_TOKEN, "backward_num_iterations"):
                 continue
-            why = "it has no meaning for an interior-point solve" if key in _IGNORED_KEYS \
-                else "unknown key"
+            if key in _STEP_KEYS:
+                if theseus_steps:
+                    continue
+                why = ("it shapes the steps only under backward_mode unroll or truncated "
+                       "(unconstrained least squares); this solve takes full "
+                       "interior-point steps")
+            elif key in _IGNORED_KEYS:
+                why = "it has no meaning for an interior-point solve"
+            else:
+                why = "unknown key"
             self._warn_once(key, f"PounceOptimizer.optimize ignores {key!r}: {why}.")
         if "backward_num_iterations" in kwargs and backward_mode != BackwardMode.TRUNCATED:
             self._warn_once("backward_num_iterations", "PounceOptimizer.optimize ignores "
@@ -185,7 +214,6 @@ class PounceOptimizer(NonlinearOptimizer):
         **kwargs: Any,
     ) -> NonlinearOptimizerInfo:
         backward_mode = BackwardMode.resolve(backward_mode)
-        self._check_kwargs(kwargs, backward_mode)
         # the optim vars as the layer received them (their graph reaches the start)
         start = [v.tensor for v in self.objective.optim_vars.values()]
         grad_follows = torch.is_grad_enabled() and _error_requires_grad(self.objective)
@@ -197,11 +225,25 @@ class PounceOptimizer(NonlinearOptimizer):
         solve_obj, constraints = self._float64.problem(self.objective, self.constraints,
                                                        self._warn_once)
         structure = self._structure_for(solve_obj, constraints)
-        nlp = BatchNlp(structure, self.hessian, resolve_bounds(self.bounds_spec, solve_obj, bsz))
-        # unconverged elements are differentiated through their steps (pounce_theseus.unrolled)
-        unrolled = (backward_mode in (BackwardMode.UNROLL, BackwardMode.TRUNCATED)
-                    and grad_follows and nlp.m == 0 and not nlp.bounds
-                    and is_least_squares(self.objective))
+        bounds = resolve_bounds(self.bounds_spec, solve_obj, bsz)
+        # In Theseus' unroll and truncated modes the layer is the iteration as configured:
+        # Theseus' steps (pounce_theseus.unrolled.StepRule), with or without a gradient,
+        # so that a budget too small to converge gives the same map in training and under
+        # no_grad; unconverged elements are then differentiated through those steps.
+        theseus_steps = (backward_mode in (BackwardMode.UNROLL, BackwardMode.TRUNCATED)
+                         and not constraints and not bounds
+                         and is_least_squares(self.objective))
+        self._check_kwargs(kwargs, backward_mode, theseus_steps)
+        rule = StepRule(step_size=float(self.params.step_size),
+                        damping=float(kwargs.get("damping", 0.0)),
+                        ellipsoidal=bool(kwargs.get("ellipsoidal_damping", False)),
+                        damping_eps=float(kwargs.get("damping_eps", None) or 1e-8)
+                        ) if theseus_steps else None
+        if rule is not None and not rule.plain:
+            nlp = TheseusStepNlp(structure, self.hessian, bounds, rule)
+        else:
+            nlp = BatchNlp(structure, self.hessian, bounds)
+        unrolled = theseus_steps and grad_follows and nlp.m == 0
         settings = SolveSettings(
             max_iterations=int(self.params.max_iterations),
             options={"tol": self.tol, "acceptable_tol": self.acceptable_tol,
@@ -255,7 +297,7 @@ class PounceOptimizer(NonlinearOptimizer):
             implicit[list(plans)] = False
             bounds = resolve_bounds(self.bounds_spec, self.objective, bsz)
             attach_implicit_gradient(structure, bounds, res, implicit)
-            miss = attach_unrolled_gradient(self.objective, start, last_base, plans)
+            miss = attach_unrolled_gradient(self.objective, start, last_base, plans, rule)
             if miss > STEP_RTOL:
                 self._warn_once("replay", f"PounceOptimizer: an unconverged element's "
                                 f"recorded step differs from its Gauss-Newton replay by "

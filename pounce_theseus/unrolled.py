@@ -23,6 +23,17 @@ chart's base, detached); ``truncated`` the last ``backward_num_iterations`` step
 detached iterate, as Theseus' truncated mode does (all of them, from the start, when
 that covers every step).
 
+Theseus' step: the iterations of an element's first chart take the step Theseus'
+optimizers take, ``delta_{k+1} = delta_k + step_size (H_k + D) ^-1 (-g_k)`` with the
+optimizer's ``step_size`` and LevenbergMarquardt's ``damping`` (``D = damping I``, or
+``damping diag(H_k) + damping_eps`` when ``ellipsoidal_damping``), as the Newton step of the
+interior-point iteration (its line search on top, whose cut-backs the replay reads off as
+above): :class:`StepRule`, served by :class:`TheseusStepNlp`. Solves under these two modes
+take it with or without a gradient (an unconverged element's returned iterate and its
+derivative depend on the path, a converged one's do not; the map must not change with
+``torch.no_grad``); a re-centred re-solve (a stall's restart, the polish past Theseus'
+test) takes full Newton steps.
+
 A recorded step the replay does not reproduce to ``STEP_RTOL`` (the solve regularised
 its Hessian, or took exact-Hessian steps because ``tol`` was given) is replayed as the
 damped Gauss-Newton step closest to it; :func:`attach_unrolled_gradient` reports the
@@ -31,13 +42,20 @@ largest such mismatch so that the caller can warn.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from .batch_nlp import BatchNlp, ProblemStructure
 from .chart import TangentChart
 from .compat import weighted_error
 
-__all__ = ["REPLAY_MAX_ENTRIES", "STEP_RTOL", "attach_unrolled_gradient", "replay_plan"]
+__all__ = [
+    "REPLAY_MAX_ENTRIES", "STEP_RTOL", "StepRule", "TheseusStepNlp",
+    "attach_unrolled_gradient", "replay_plan",
+]
 
 # Largest relative difference between a recorded step and the replayed one
 # (|recorded - alpha d| / |recorded|) for the replay to count as the solve's own step.
@@ -46,6 +64,78 @@ STEP_RTOL = 1e-6
 # Jacobian of the errors of the whole batch with its graph (2.5e7 float64 entries: 200 MB
 # per copy); larger problems keep the implicit step at the iterate.
 REPLAY_MAX_ENTRIES = 25_000_000
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """Theseus' step ``step_size * (H + D)^-1 (-g)`` (see the module docstring):
+    ``D = damping I``, or ``damping diag(H) + damping_eps`` when ``ellipsoidal``
+    (``theseus.optimizer.linear.DenseSolver._apply_damping``)."""
+
+    step_size: float = 1.0
+    damping: float = 0.0
+    ellipsoidal: bool = False
+    damping_eps: float = 1e-8
+
+    @property
+    def plain(self) -> bool:
+        """The full, undamped Newton step."""
+        return self.step_size == 1.0 and self.damping == 0.0
+
+    def damped(self, h: torch.Tensor) -> torch.Tensor:
+        """``H + D`` for dense Hessians ``h`` (..., n, n), with their graph."""
+        if self.damping == 0.0:
+            return h
+        diag = h.diagonal(dim1=-2, dim2=-1)
+        extra = (self.damping * diag + self.damping_eps if self.ellipsoidal
+                 else torch.full_like(diag, self.damping))
+        return h + torch.diag_embed(extra)
+
+    def newton_matrix(self, values: np.ndarray, diag: np.ndarray, obj_factor: np.ndarray
+                      ) -> np.ndarray:
+        """The Newton matrix ``(H + D) / step_size`` from Hessian pattern values (k, nnz)
+        of ``obj_factor * H`` (``diag``: the pattern's diagonal positions; ``obj_factor``
+        (k,)), so that the interior-point iteration's full step is Theseus' step."""
+        out = np.array(values, dtype=np.float64, copy=True)
+        f = np.asarray(obj_factor, dtype=np.float64).reshape(-1, 1)
+        if self.damping != 0.0:
+            if self.ellipsoidal:
+                out[:, diag] += self.damping * out[:, diag] + f * self.damping_eps
+            else:
+                out[:, diag] += f * self.damping
+        return out / self.step_size
+
+
+class TheseusStepNlp(BatchNlp):
+    """:class:`~pounce_theseus.batch_nlp.BatchNlp` whose Hessian callbacks answer the
+    Newton matrix of :class:`StepRule` for every element still in its first chart (a
+    re-centred element takes full Newton steps)."""
+
+    def __init__(self, structure: ProblemStructure, hessian, bounds: Sequence, rule: StepRule):
+        super().__init__(structure, hessian, bounds)
+        self.rule = rule
+        self._diag = np.flatnonzero(structure.hess.rows == structure.hess.cols)
+        self._first_chart = np.ones(self.batch_size, dtype=bool)
+
+    def recentred(self, rows: np.ndarray) -> None:  # noqa: D102 (BatchNlp's)
+        super().recentred(rows)
+        self._first_chart[rows] = False
+
+    def serve(self, requests: Sequence) -> list:  # noqa: D102 (BatchNlp's)
+        out = super().serve(requests)
+        for k, r in enumerate(requests):
+            if r.kind != "hessian":
+                continue
+            rows = np.asarray(r.rows)
+            values = np.asarray(out[k]).reshape(rows.size, -1)
+            first = self._first_chart[rows]
+            if first.any():
+                factor = np.full(rows.size, float(r.obj_factor))
+                values = values.copy()
+                values[first] = self.rule.newton_matrix(values[first], self._diag,
+                                                        factor[first])
+                out[k] = values.reshape(-1)
+        return out
 
 
 def replay_plan(points: dict[int, np.ndarray], returned: np.ndarray, steps: int | None
@@ -71,13 +161,16 @@ def replay_plan(points: dict[int, np.ndarray], returned: np.ndarray, steps: int 
     wanted = list(range(first, end + 1))
     if any(k not in points for k in wanted):
         return None
-    return [np.asarray(points[k], dtype=np.float64) for k in wanted], first == 0
+    return ([np.asarray(points[k], dtype=np.float64) for k in wanted], first == 0,
+            zero[-1] == 0)
 
 
 def attach_unrolled_gradient(objective, start: list[torch.Tensor], base: list[torch.Tensor],
-                             plans: dict[int, tuple[list[np.ndarray], bool]]) -> float:
+                             plans: dict[int, tuple[list[np.ndarray], bool, bool]],
+                             rule: StepRule | None = None) -> float:
     """Give the optim vars of the elements in ``plans`` (row -> :func:`replay_plan`) the
-    replay's derivative, keeping their values (see the module docstring).
+    replay's derivative, keeping their values (see the module docstring); ``rule``: the
+    damping of the first chart's steps (None: none).
 
     ``start``: the optim vars' tensors as the layer received them (with their graph);
     ``base``: the last chart's base values (detached); a plan from the element's first
@@ -107,13 +200,14 @@ def attach_unrolled_gradient(objective, start: list[torch.Tensor], base: list[to
     for b in rows:  # each row's replay starts at its first point, ends aligned at ``total``
         delta[b] = torch.as_tensor(plans[b][0][0], dtype=dtype)
     rows_t = torch.as_tensor(rows)
+    damped = [b for b in rows if plans[b][2]] if rule is not None else []
     worst = 0.0
     try:
         with torch.enable_grad():
             delta = delta.requires_grad_(True)
             for t in range(total):
                 active = [b for b in rows if t >= total - n_steps[b]]
-                d = _gauss_newton_direction(objective, chart, delta, rows_t)
+                d = _gauss_newton_direction(objective, chart, delta, rows_t, rule, damped)
                 alpha = torch.zeros(bsz, dtype=dtype, device=device)
                 for b in active:
                     j = t - (total - n_steps[b])
@@ -140,10 +234,12 @@ def attach_unrolled_gradient(objective, start: list[torch.Tensor], base: list[to
 
 
 def _gauss_newton_direction(objective, chart: TangentChart, delta: torch.Tensor,
-                            rows: torch.Tensor) -> torch.Tensor:
-    """``-(J'J)^-1 J'e`` (B, n) at ``delta`` for ``rows`` (zero elsewhere), with its graph:
-    ``e`` the weighted errors, ``J`` their Jacobian in ``delta`` (one batched backward
-    pass per error row, with graph)."""
+                            rows: torch.Tensor, rule: StepRule | None = None,
+                            damped: Sequence[int] = ()) -> torch.Tensor:
+    """``-(J'J + D)^-1 J'e`` (B, n) at ``delta`` for ``rows`` (zero elsewhere), with its
+    graph: ``e`` the weighted errors, ``J`` their Jacobian in ``delta`` (one batched
+    backward pass per error row, with graph), ``D`` the damping of ``rule`` for the rows
+    in ``damped``, zero for the others."""
     chart.apply(delta)
     e = weighted_error(objective, chart.sources)
     m = e.shape[1]
@@ -159,6 +255,9 @@ def _gauss_newton_direction(objective, chart: TangentChart, delta: torch.Tensor,
     jac = jt.permute(1, 0, 2)[rows]  # (R, m, n)
     er = e[rows].unsqueeze(2)
     h = jac.transpose(1, 2) @ jac
+    if rule is not None and damped:
+        on = torch.as_tensor([int(b) in set(damped) for b in rows.tolist()])
+        h = torch.where(on.view(-1, 1, 1).to(h.device), rule.damped(h), h)
     g = jac.transpose(1, 2) @ er
     d = torch.zeros_like(delta)
     d = d.index_put((rows,), -torch.linalg.solve(h, g).squeeze(2))

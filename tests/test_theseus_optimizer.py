@@ -131,16 +131,19 @@ def test_backward_modes_give_the_implicit_gradient(mode):
 
 def test_ignored_keys_warn_once():
     """LM's keys and a truncation length outside truncated mode warn once each; unroll
-    itself is a mode of ours (tests/test_theseus_truncated_unroll.py), without a note."""
+    itself is a mode of ours (tests/test_theseus_truncated_unroll.py), without a note.
+    ``damping`` shapes the steps under unroll (tests/test_theseus_step_rule.py) and is
+    ignored, with a note, under implicit."""
     obj, inputs = curve_fit(2)
     opt = PounceOptimizer(obj)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        for _ in range(2):
-            solve_with(opt, inputs, damping=1.0, adaptive_damping=True, backward_mode="unroll",
+        for mode in ("unroll", "unroll", "implicit", "implicit"):
+            solve_with(opt, inputs, damping=1.0, adaptive_damping=True, backward_mode=mode,
                        backward_num_iterations=3)
     msgs = [str(r.message) for r in rec if "PounceOptimizer" in str(r.message)]
     assert sum("'damping'" in m for m in msgs) == 1
+    assert any("'damping'" in m and "unroll or truncated" in m for m in msgs)
     assert sum("'adaptive_damping'" in m for m in msgs) == 1
     assert sum("'backward_num_iterations'" in m for m in msgs) == 1
     assert not any("implicit gradient" in m for m in msgs)

@@ -1,0 +1,127 @@
+"""Theseus' step under backward_mode unroll/truncated (pounce_theseus/unrolled.StepRule).
+
+A budget too small to converge makes the layer the iteration it was configured as: with
+``step_size`` and LevenbergMarquardt's ``damping``, PounceOptimizer returns the iterate
+``th.LevenbergMarquardt`` returns and the same gradient to the starting values and the
+data (Theseus' motion_planning_2d learns its starting trajectory through two damped
+0.3-steps: docs/theseus-examples.md), that gradient equals central differences of the
+layer's map in float64, and the map is the same with and without a gradient. Under
+``implicit`` the steps are full interior-point ones (the solution does not depend on
+them)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import theseus as th
+import torch
+from test_theseus_support import one_thread  # noqa: F401
+
+from pounce_theseus import PounceOptimizer
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+B, N = 2, 8
+DT = torch.float64
+A0 = [[0.1, 1.0], [0.3, 0.8]]
+W = torch.tensor([[0.3, -1.2], [0.7, 0.4]], dtype=DT)
+
+
+def _curve_fit(optimizer_cls, **kwargs) -> th.TheseusLayer:
+    """``a1 exp(a0 x) - y``: nonlinear, so a few damped steps do not solve it."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.linspace(0, 1, N, dtype=DT).expand(B, N)
+    y = 1.5 * torch.exp(0.7 * x) + 0.05 * torch.randn(B, N, generator=gen, dtype=DT)
+    a = th.Vector(2, name="a", dtype=DT)
+    xv, yv = th.Variable(x.clone(), name="x"), th.Variable(y.clone(), name="y")
+
+    def err(optim_vars, aux_vars):
+        p = optim_vars[0].tensor
+        return p[:, 1:2] * torch.exp(p[:, 0:1] * aux_vars[0].tensor) - aux_vars[1].tensor
+
+    obj = th.Objective(dtype=DT)
+    obj.add(th.AutoDiffCostFunction([a], err, N, aux_vars=[xv, yv], name="fit",
+                                    cost_weight=th.ScaleCostWeight(torch.ones(1, 1, dtype=DT))))
+    return th.TheseusLayer(optimizer_cls(obj, **kwargs))
+
+
+def _run(layer, a0, y, **kwargs):
+    sol, info = layer.forward({"a": a0, "y": y}, optimizer_kwargs=kwargs)
+    return sol["a"], info
+
+
+def _grads(layer, **kwargs):
+    a0 = torch.tensor(A0, dtype=DT, requires_grad=True)
+    y = layer.objective.aux_vars["y"].tensor.detach().clone().requires_grad_(True)
+    out, info = _run(layer, a0, y, **kwargs)
+    (out * W).sum().backward()
+    return out.detach(), info, a0.grad, y.grad, y.detach()
+
+
+def _central(f, t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    g = torch.zeros_like(t)
+    for i in range(t.numel()):
+        tp, tm = t.detach().clone(), t.detach().clone()
+        tp.view(-1)[i] += eps
+        tm.view(-1)[i] -= eps
+        g.view(-1)[i] = (f(tp) - f(tm)) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("ellipsoidal", [False, True])
+def test_unrolled_budget_is_levenberg_marquardts_map(ellipsoidal):
+    """max_iterations=2, step_size=0.3, damping=0.1 (motion_planning_2d's setting): the
+    returned iterate and the gradients to the start and the data equal LM's (Theseus'
+    unroll through its own steps), and central differences of our map."""
+    cfg = {"max_iterations": 2, "step_size": 0.3}
+    kw = {"damping": 0.1, "ellipsoidal_damping": ellipsoidal, "backward_mode": "unroll"}
+    ours = _curve_fit(PounceOptimizer, **cfg)
+    lm = _curve_fit(th.LevenbergMarquardt, **cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out, info, g_a0, g_y, y = _grads(ours, **kw)
+    assert not any("replay" in str(c.message) or "'damping'" in str(c.message)
+                   for c in caught)
+    assert ours.optimizer.last_solve["iterations"].tolist() == [2, 2]
+    assert all(s == th.NonlinearOptimizerStatus.MAX_ITERATIONS for s in info.status)
+    out_lm, _, g_a0_lm, g_y_lm, _ = _grads(lm, **kw)
+    # equal to ~5e-10 relative: the native KKT solve against LM's dense Cholesky
+    torch.testing.assert_close(out, out_lm, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(g_a0, g_a0_lm, rtol=1e-7, atol=1e-10)
+    torch.testing.assert_close(g_y, g_y_lm, rtol=1e-7, atol=1e-10)
+    # the start matters after two damped steps: about 0.7^2 of it is kept
+    assert g_a0.abs().max() > 1e-1
+    a0 = torch.tensor(A0, dtype=DT)
+    with torch.no_grad():  # the same map without a gradient
+        fd_a0 = _central(lambda t: (_run(ours, t, y, **kw)[0] * W).sum(), a0)
+        fd_y = _central(lambda t: (_run(ours, a0, t, **kw)[0] * W).sum(), y)
+    torch.testing.assert_close(g_a0, fd_a0, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(g_y, fd_y, rtol=1e-6, atol=1e-7)
+
+
+def test_truncated_replays_the_damped_last_step():
+    """Truncated to the last of two damped steps: the data's gradient equals LM's
+    truncated gradient (the last step from the detached first iterate)."""
+    cfg = {"max_iterations": 2, "step_size": 0.5}
+    kw = {"damping": 0.2, "backward_mode": "truncated", "backward_num_iterations": 1}
+    out, _, g_a0, g_y, _ = _grads(_curve_fit(PounceOptimizer, **cfg), **kw)
+    out_lm, _, _, g_y_lm, _ = _grads(_curve_fit(th.LevenbergMarquardt, **cfg), **kw)
+    assert g_a0 is None or torch.all(g_a0 == 0)
+    torch.testing.assert_close(out, out_lm, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(g_y, g_y_lm, rtol=1e-7, atol=1e-10)
+
+
+def test_implicit_mode_takes_full_steps_and_ignores_damping():
+    """backward_mode=implicit: the step rule is off (full interior-point steps reach the
+    solution within the budget that LM's 0.3-steps do not), ``damping`` warns."""
+    cfg = {"max_iterations": 10, "step_size": 0.3}
+    layer = _curve_fit(PounceOptimizer, **cfg)
+    a0 = torch.tensor(A0, dtype=DT)
+    y = layer.objective.aux_vars["y"].tensor.clone()
+    with pytest.warns(UserWarning, match="'damping'"), torch.no_grad():
+        _, info = _run(layer, a0, y, damping=0.1, backward_mode="implicit")
+    assert all(s == th.NonlinearOptimizerStatus.CONVERGED for s in info.status)
+    with torch.no_grad():
+        _, info = _run(layer, a0, y, damping=0.1, backward_mode="unroll")
+    assert all(s == th.NonlinearOptimizerStatus.MAX_ITERATIONS for s in info.status)

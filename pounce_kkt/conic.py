@@ -320,13 +320,11 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
         first = int((~ok).nonzero()[0, 0])
         item = {k: None if t is None else t[first] for k, t in v.items()}
         raise SolverError(first, status[first], status, hint=scaling_hint(item, first))
-    x = torch.from_numpy(np.asarray(out["x"], dtype=np.float64).copy())
-    y = torch.from_numpy(np.asarray(out["y"], dtype=np.float64).copy())
-    s = torch.from_numpy(np.asarray(out["s"], dtype=np.float64).copy())
-    nan = torch.tensor(float("nan"), dtype=torch.float64)
-    x = torch.where(ok[:, None], x, nan)
-    y = torch.where(ok[:, None], y, nan)
-    s = torch.where(ok[:, None], s, nan)
+    x, y, s = (np.array(out[k], dtype=np.float64) for k in ("x", "y", "s"))  # copies
+    if not bool(ok.all()):
+        for t in (x, y, s):
+            t[~ok.numpy()] = np.nan
+    x, y, s = (torch.from_numpy(t) for t in (x, y, s))
     iters = torch.as_tensor(np.asarray(out["iterations"]), dtype=torch.int64)
     times = torch.as_tensor(np.asarray(out["solve_time"]), dtype=torch.float64)
     x, y, s, status = _refined(structure, options, v, x, y, s, ok, status)
@@ -452,15 +450,17 @@ def _recheck_exploded(structure: ConicStructure, grads: tuple, P: torch.Tensor |
     on the dense K, which detects a singular K and takes its minimum-norm solution there."""
     dP, dq, dA, db = grads
     B = x.shape[0]
-    scale = torch.zeros(B, dtype=torch.float64)
+    # In numpy (CPU float64 views of the native results and the upstream gradients).
+    scale = np.zeros(B)
     for g in upstream:
         if g is not None and g.numel():  # (B, 0): an unconstrained problem's gy, gs
-            scale = torch.maximum(scale, g.detach().to(torch.float64).abs().reshape(B, -1)
-                                  .amax(1))
-    big = exploded(torch.cat([dq, db], dim=1), scale[:, None]) & ok
-    if not bool(big.any()):
+            g64 = g.detach().to(device="cpu", dtype=torch.float64).reshape(B, -1).numpy()
+            scale = np.maximum(scale, np.abs(g64).max(1))
+    big = exploded(np.concatenate([dq.numpy(), db.numpy()], axis=1), scale[:, None])
+    big &= ok.numpy()
+    if not big.any():
         return grads
-    idx = big.nonzero().flatten()
+    idx = torch.from_numpy(np.flatnonzero(big))
     sub = lambda t: None if t is None else t[idx]  # noqa: E731
     found: list[int] = []
     again = dense_kkt_vjp(structure, sub(P), A[idx], x[idx], y[idx], s[idx], ok[idx],
@@ -488,18 +488,19 @@ def _warn_singular(items: list[int]) -> None:
 
 def _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs):
     B, n, m = x.shape[0], structure.n, structure.m
+    ok_np = np.ascontiguousarray(ok.numpy())
+    every = bool(ok_np.all())  # then no item's values need zeroing
     okc = ok[:, None]
     with torch.no_grad():
-        xs, ys, ss = (torch.where(okc, t, 0.0) for t in (x, y, s))
+        xs, ys, ss = (t if every else torch.where(okc, t, 0.0) for t in (x, y, s))
         h_diag, h_blocks = limit_scaling(ss, ys, structure.cones)
-        g = [torch.zeros(B, k, dtype=torch.float64) if t is None
-             else torch.where(okc, t.detach().to(torch.float64), 0.0)
+        g = [np.zeros((B, k)) if t is None
+             else _np(t.detach().to(torch.float64) if every
+                      else torch.where(okc, t.detach().to(torch.float64), 0.0))
              for t, k in ((gx, n), (gy, m), (gs, m))]
         out = _native_adjoint(structure, _np(P), _np(A), _np(h_diag), _np(h_blocks), _np(xs),
-                              _np(ys), _np(g[0]), _np(g[1]), _np(g[2]),
-                              np.ascontiguousarray(ok.numpy()))
-    unsolved = [i for i, (k, done) in enumerate(zip(ok.tolist(), out["solved"], strict=True))
-                if k and not done]
+                              _np(ys), *g, ok_np)
+    unsolved = np.flatnonzero(ok_np & ~np.asarray(out["solved"], dtype=bool)).tolist()
     if unsolved:
         # Never hand back the zeros the native side leaves for such an item as a gradient.
         raise RuntimeError(f"the sparse KKT adjoint could not factor K for batch item "

@@ -37,11 +37,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pounce_kkt.active_set import snap
 from pounce_kkt.cone_dims import ConeDims
-from pounce_kkt.cones import project
 from pounce_kkt.dense_kkt import dense_matrix
 from pounce_kkt.structure import ConicStructure
 from pounce_kkt.torch_threads import serial_torch
@@ -111,7 +111,7 @@ class KktOperators:
 
     def p(self, x: torch.Tensor) -> torch.Tensor:
         if self.P is None:
-            return torch.zeros_like(x)
+            return _xp(x).zeros_like(x)
         if self.dense:
             return (self.Pd @ x[:, :, None])[:, :, 0]
         st = self.st
@@ -127,6 +127,16 @@ class KktOperators:
         if self.dense:
             return (y[:, None, :] @ self.Ad)[:, 0, :]
         return _spmv(self.A, self.st.a_cols, self.st.a_rows, y, self.st.n)
+
+    def numpy(self) -> KktOperators:
+        """The same dense operators on numpy views (CPU float64, dense only): p, a, at
+        then take and return numpy arrays (see `_numpy_start`)."""
+        sub = object.__new__(KktOperators)
+        sub.st, sub.dense = self.st, True
+        sub.P = None if self.P is None else self.P.detach().numpy()
+        sub.A, sub.Ad = self.A.detach().numpy(), self.Ad.detach().numpy()
+        sub.Pd = None if self.Pd is None else self.Pd.detach().numpy()
+        return sub
 
 
 def _dense(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
@@ -147,9 +157,18 @@ def _spmv(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, v: torch
     return out.reshape(B, n_out)
 
 
+def _xp(t: torch.Tensor | np.ndarray):
+    """The array module of `t`: numpy for an ndarray, else torch. The residuals, the snap of
+    LP/QP rows and the first refinement decision are written once for both (the same
+    function names and semantics: where, maximum, amax, abs, zeros, zeros_like)."""
+    return np if isinstance(t, np.ndarray) else torch
+
+
 def _inf(t: torch.Tensor) -> torch.Tensor:
-    """Row-wise max |t| of a (B, k) tensor, (B,); 0 where k = 0."""
-    return t.abs().amax(1) if t.shape[1] else t.new_zeros(t.shape[0])
+    """Row-wise max |t| of a (B, k) tensor or array, (B,); 0 where k = 0."""
+    if not t.shape[1]:
+        return _xp(t).zeros(t.shape[0], dtype=t.dtype)
+    return np.abs(t).max(1) if isinstance(t, np.ndarray) else t.abs().amax(1)
 
 
 def kkt_residual(ops: KktOperators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
@@ -164,18 +183,32 @@ def kkt_residual(ops: KktOperators, q: torch.Tensor, b: torch.Tensor, x: torch.T
 
     px, ax: P_eff x and A x when the caller has them (x unchanged, only y or s moved).
     """
+    xp = _xp(x)
     px = ops.p(x) if px is None else px
     ax = ops.a(x) if ax is None else ax
     aty = ops.at(y)
     r1, r2 = px + q + aty, ax + s - b
-    dual = _inf(r1) / (1 + torch.maximum(torch.maximum(_inf(px), _inf(q)), _inf(aty)))
-    primal = _inf(r2) / (1 + torch.maximum(torch.maximum(_inf(ax), _inf(s)), _inf(b)))
-    return torch.maximum(dual, primal), r1, r2
+    dual = _inf(r1) / (1 + xp.maximum(xp.maximum(_inf(px), _inf(q)), _inf(aty)))
+    primal = _inf(r2) / (1 + xp.maximum(xp.maximum(_inf(ax), _inf(s)), _inf(b)))
+    return xp.maximum(dual, primal), r1, r2
 
 
 def _moreau(s: torch.Tensor, y: torch.Tensor, cones: ConeDims) -> torch.Tensor:
     """The complementarity term |s - Pi_K(s - y)|_inf / (1 + max(|s|_inf, |y|_inf)), (B,)."""
-    return _inf(s - project(s - y, cones)[0]) / (1 + torch.maximum(_inf(s), _inf(y)))
+    return _inf(s - _snap(s, y, cones)[0]) / (1 + _xp(s).maximum(_inf(s), _inf(y)))
+
+
+def _snap(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """active_set.snap: (Pi_K(w), Pi_K(w) - w), w = s - y; numpy arrays for zero and nonneg
+    rows only (Pi_K is 0 on zero rows and max(w, 0) on nonneg rows, the two classes'
+    `project` in pounce_kkt/cones/)."""
+    if not isinstance(s, np.ndarray):
+        return snap(s, y, cones)
+    w = s - y
+    p = np.maximum(w, 0.0)
+    p[:, :cones.z] = 0.0
+    return p, p - w
 
 
 def residual(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
@@ -213,23 +246,17 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     cones = structure.cones
     with torch.no_grad(), serial_torch():
         ops = KktOperators(structure, P, A)
-        best = [x.clone(), y.clone(), s.clone()]
-        x, y, s = (torch.where(ok[:, None], t, 0.0) for t in (x, y, s))
-        px, ax = ops.p(x), ops.a(x)  # x is the same at the given and the snapped point
-        before = torch.maximum(kkt_residual(ops, q, b, x, y, s, px, ax)[0],
-                               _moreau(s, y, cones))
-        before = torch.where(ok, before, torch.nan)
-        best_res = before.clone()
+        numpy = _numpy_start(ops, x)
+        start = _start(ops.numpy() if numpy else ops,
+                       *((t.detach().numpy() if numpy else t) for t in (q, b, x, y, s, ok)),
+                       target, cones)
         steps = torch.zeros_like(ok, dtype=torch.int64)
-        cx = x
-        cs, cy = snap(s, y, cones)
-        cres, cr1, cr2 = kkt_residual(ops, q, b, cx, cy, cs, px, ax)
-        _keep(best, best_res, ok & (cres < best_res), (cx, cy, cs), cres)
-        # LP/QP (a piecewise-affine map: either residual bounds the error linearly) step where
-        # both the given and the snapped point are above target, curved cones where the
-        # snapped one is (both terms see an iterate's complementarity error, y_i ~ mu / s_i
-        # on a row 1e-4 from its kink, through Moreau's term min(s_i, y_i) of the given point).
-        live = ok & ((cres if _curved(cones) else best_res) > target)
+        if not bool(start[-1].any()):
+            return Refinement(*(torch.from_numpy(t) if numpy else t for t in start[:5]), steps)
+        if numpy:
+            start = [torch.from_numpy(np.asarray(t)) for t in start]
+        best_x, best_y, best_s, before, best_res, cx, cy, cs, cres, cr1, cr2, live = start
+        best = [best_x, best_y, best_s]
         spare = ok.clone()  # one step per item that may raise the residual
         for _ in range(max_steps):
             live = live & (cres > REFINE_FLOOR)
@@ -271,6 +298,41 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
             kept = torch.zeros_like(live).index_copy(0, idx, moved)
             _keep(best, best_res, kept & (cres < best_res), (cx, cy, cs), cres)
         return Refinement(*best, before, best_res, steps)
+
+
+def _numpy_start(ops: KktOperators, x: torch.Tensor) -> bool:
+    """Whether :func:`_start` runs in numpy: dense operators of CPU float64 values on zero
+    and nonneg rows only (no curved cone to project). A small Torch op costs ~2-15 us of
+    dispatch, its numpy twin ~1-3 us, and refinement's start is ~40 of them per call: on a
+    B=1 n=m=50 QP layer 0.52 -> 0.1 ms (docs/profile-layers.md)."""
+    return (ops.dense and not _curved(ops.st.cones) and x.device.type == "cpu"
+            and x.dtype == ops.A.dtype == torch.float64)
+
+
+def _start(ops: KktOperators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
+           y: torch.Tensor, s: torch.Tensor, ok: torch.Tensor, target: float, cones: ConeDims
+           ) -> list[torch.Tensor]:
+    """The given and the snapped point, in Torch or numpy (`_xp`): returns best x, y, s,
+    before, best_res, the snapped point cx, cy, cs, its (res, F_1, F_2) and the mask of
+    the items that take a Newton step."""
+    xp = _xp(x)
+    okc = ok[:, None]
+    best = [xp.where(okc, t, t) for t in (x, y, s)]  # copies
+    x, y, s = (xp.where(okc, t, 0.0) for t in (x, y, s))
+    px, ax = ops.p(x), ops.a(x)  # x is the same at the given and the snapped point
+    before = xp.maximum(kkt_residual(ops, q, b, x, y, s, px, ax)[0], _moreau(s, y, cones))
+    before = xp.where(ok, before, xp.nan)
+    cs, cy = _snap(s, y, cones)
+    cres, cr1, cr2 = kkt_residual(ops, q, b, x, cy, cs, px, ax)
+    better = ok & (cres < before)
+    best = [xp.where(better[:, None], c, t) for c, t in zip((x, cy, cs), best, strict=True)]
+    best_res = xp.where(better, cres, before)
+    # LP/QP (a piecewise-affine map: either residual bounds the error linearly) step where
+    # both the given and the snapped point are above target, curved cones where the
+    # snapped one is (both terms see an iterate's complementarity error, y_i ~ mu / s_i
+    # on a row 1e-4 from its kink, through Moreau's term min(s_i, y_i) of the given point).
+    live = ok & ((cres if _curved(cones) else best_res) > target)
+    return [*best, before, best_res, x, cy, cs, cres, cr1, cr2, live]
 
 
 def _keep(best: list[torch.Tensor], best_res: torch.Tensor, mask: torch.Tensor,

@@ -18,6 +18,7 @@ left untouched (a consistent singular system already gives the minimum-norm solu
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # The regularised solve failed when its refined residual stays above this fraction of
@@ -65,7 +66,13 @@ def min_norm(K: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 
 
 def exploded(sol: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: items whose solution is above GROWTH_LIMIT max|rhs| (worth a recheck)."""
+    """(B,) bool: items whose solution is above GROWTH_LIMIT max|rhs| (worth a recheck).
+
+    sol (B, k) and rhs (B, j) tensors, or both numpy arrays (then a numpy mask: the sparse
+    backward's arrays, checked without Torch's per-op dispatch)."""
+    if isinstance(sol, np.ndarray):
+        scale = np.maximum(np.abs(rhs).max(1), np.finfo(sol.dtype).tiny)
+        return np.abs(sol).max(1) > GROWTH_LIMIT * scale
     scale = rhs.abs().amax(1).clamp_min(torch.finfo(sol.dtype).tiny)
     return sol.abs().amax(1) > GROWTH_LIMIT * scale
 

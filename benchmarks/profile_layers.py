@@ -1,12 +1,18 @@
 """Where the time of a fwd+bwd through our QP layers goes: stage timers, one process.
 
     .venv/bin/python benchmarks/profile_layers.py [--repeats 7] [--only qp64,qp1024]
-        [--paths cvxpylayer,qpfunction] [--solver-args JSON] [--cprofile]
+        [--paths cvxpylayer,qpfunction[,moreau,proxsuite]] [--move 0.1]
+        [--solver-args JSON] [--cprofile]
 
 Cases: bench_peers.py's `qp64` (B=64 QPs n=m=50, parameters q, G, h; Q fixed), `qp1024`
-(B=1024 QPs n=m=10) and, with `--only qp1`, its single QP n=m=50; each through
+(B=1024 QPs n=m=10), `qp512` (B=512, n=m=50), `nnls` (B=256 NNLS, 5 variables, 10 rows),
+and B=1 cases `qp1` (n=m=50), `qp10` (n=m=10), `nnls1`; each through
 `CvxpyLayer(..., solver="pounce")` and through the qpth-compatible
-`pounce_cvxpy.qpth.QPFunction`, with loss sum(w * x) and backward().
+`pounce_cvxpy.qpth.QPFunction`, with loss sum(w * x) and backward(). The paths `moreau`
+(`CvxpyLayer(..., solver="MOREAU")`) and `proxsuite` (its QPLayer) are timed as totals
+only, in the same rounds, for the peer / ours ratios of the same process (benchvenv).
+Every path runs once per round, interleaved; `--move M` solves values moved by a factor
+1 + M N(0,1) in each round (bench_peers' --move), the same for every path.
 
 Each stage is timed by wrapping the function that owns it (inclusive wall time, summed
 per call; a stage entered inside another is listed under it):
@@ -60,7 +66,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_peers import qp_case  # noqa: E402
+from bench_peers import nnls_case, qp_case  # noqa: E402
 
 import pounce_cvxpy  # noqa: E402,F401  (registers "pounce")
 import pounce_cvxpy.qpth as our_qpth  # noqa: E402
@@ -71,6 +77,10 @@ CASES = {
     "qp64": lambda: qp_case("qp64", "B=64 QPs n=m=50", 50, 50, 64),
     "qp1024": lambda: qp_case("qp1024", "B=1024 QPs n=m=10", 10, 10, 1024),
     "qp1": lambda: qp_case("qp1", "B=1 QP n=m=50", 50, 50, 1),
+    "qp512": lambda: qp_case("qp512", "B=512 QPs n=m=50", 50, 50, 512),
+    "qp10": lambda: qp_case("qp10", "B=1 QP n=m=10", 10, 10, 1),
+    "nnls": lambda: nnls_case(),
+    "nnls1": lambda: nnls_case(batch=1),
 }
 
 
@@ -149,22 +159,40 @@ def _pool_threads() -> int:
     return int(env) if env else (os.cpu_count() or 1)
 
 
+PEER_PATHS = ("moreau", "proxsuite")  # timed as a total only, interleaved with ours
+
+
 def make_runner(case, path: str, solver_args: dict) -> tuple[Callable[[], None], Callable]:
-    """(run, layer_call) for one case and path; run() does fwd+bwd, timed as 'total'."""
-    base = [torch.tensor(v, dtype=torch.float64) for v in case.values]
-    n = case.values[0].shape[1]  # q's size: the QP's variables
+    """(run, layer_call) for one case and path; run() does fwd+bwd of the values of
+    `case.current()` (bench_peers' round values under --move), timed as 'total'."""
+    n = case.qp_torch([torch.tensor(v) for v in case.values])[1].shape[-1]  # the QP's x
     w = torch.tensor(np.random.default_rng(7).standard_normal((case.batch, n)))
-    if path == "cvxpylayer":
+    if path in ("cvxpylayer", "moreau"):
         from cvxpylayers.torch import CvxpyLayer
 
         prob, params, var = case.build()
-        layer = CvxpyLayer(prob, params, [var], solver="pounce")
-        kwargs = {"solver_args": dict(solver_args)} if solver_args else {}
+        layer = CvxpyLayer(prob, params, [var],
+                           solver="pounce" if path == "cvxpylayer" else "MOREAU")
+        kwargs = {"solver_args": dict(solver_args)} if solver_args and path != "moreau" else {}
 
         def fwd(ps):
             with TIMERS.stage("CvxpyLayer.forward"):
                 (x,) = layer(*ps, **kwargs)
             return x
+    elif path == "proxsuite":
+        from bench_peers import ProxQP_call
+        from proxsuite.torch.qplayer import QPFunction as ProxQP
+
+        prox = ProxQP()
+
+        def fwd(ps):
+            old = torch.get_default_dtype()
+            torch.set_default_dtype(torch.float64)  # as bench_peers runs it
+            try:
+                Q, p, G, h = case.qp_torch(ps)
+                return ProxQP_call(prox, Q, p, G, torch.full_like(h, -1e20), h)
+            finally:
+                torch.set_default_dtype(old)
     else:
         fn = our_qpth.QPFunction()
         empty = torch.empty(0, dtype=torch.float64)
@@ -176,7 +204,8 @@ def make_runner(case, path: str, solver_args: dict) -> tuple[Callable[[], None],
 
     def run() -> None:
         with TIMERS.stage("total"):
-            ps = [p.clone().requires_grad_(True) for p in base]
+            ps = [torch.tensor(v, dtype=torch.float64).requires_grad_(True)
+                  for v in case.current()]
             x = fwd(ps)
             loss = (x.reshape(case.batch, -1) * w).sum()
             with TIMERS.stage("backward()"):
@@ -244,6 +273,9 @@ def main() -> int:
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch.set_num_threads (0: leave torch's default)")
     ap.add_argument("--json", default="", help="write the medians to this JSON file")
+    ap.add_argument("--move", type=float, default=0.0,
+                    help="each round solves every value times 1 + MOVE N(0,1) (bench_peers' "
+                         "--move); 0: the same values every round")
     a = ap.parse_args()
     if a.torch_threads:
         torch.set_num_threads(a.torch_threads)
@@ -253,38 +285,60 @@ def main() -> int:
     print(f"torch threads {torch.get_num_threads()}, native pool threads {threads}, "
           f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} at start")
     results = {}
+    rng = np.random.default_rng(1)
     for key in [k.strip() for k in a.only.split(",") if k.strip()]:
         case = CASES[key]()
-        for path in [p.strip() for p in a.paths.split(",") if p.strip()]:
-            run, _ = make_runner(case, path, json.loads(a.solver_args))
-            run()  # warm-up (caches, pools)
-            # serial: pounce_kkt.torch_threads.ENABLED per setting, interleaved run by run
-            settings = {"on": [True], "off": [False], "ab": [True, False]}[a.torch_serial]
-            per_run: dict[bool, list[list[tuple[str, float]]]] = {s_: [] for s_ in settings}
-            for _ in range(a.repeats):
+        paths = [p.strip() for p in a.paths.split(",") if p.strip()]
+        runners = {}
+        for path in paths:
+            try:
+                runners[path] = make_runner(case, path, json.loads(a.solver_args))[0]
+            except ImportError as err:
+                print(f"  {path} skipped ({err})")
+                continue
+            runners[path]()  # warm-up (caches, pools)
+        # serial: pounce_kkt.torch_threads.ENABLED per setting; every path and setting runs
+        # once per round, interleaved, on the round's values (--move: moved each round)
+        settings = {"on": [True], "off": [False], "ab": [True, False]}[a.torch_serial]
+        per_run: dict[tuple[str, bool], list[list[tuple[str, float]]]] = {
+            (p, s_): [] for p in runners for s_ in settings}
+        for _ in range(a.repeats):
+            if a.move > 0:
+                case.round_values = [v * (1.0 + a.move * rng.standard_normal(v.shape))
+                                     for v in case.values]
+            for path, run in runners.items():
                 for serial in settings:
                     torch_threads.ENABLED = serial
                     TIMERS.reset()
                     run()
                     busy_threads = min(threads, case.batch)  # B=1 keeps one thread busy
-                    per_run[serial].append(breakdown(TIMERS.t, TIMERS.item_time, busy_threads,
-                                                     path)
-                                           + [("total", TIMERS.t["total"])])
-            torch_threads.ENABLED = True
-            for serial, runs in per_run.items():
-                names = [n for n, _ in runs[0]]
-                # stage means add up to the mean total; the median total is printed beside it
-                mean = {n: statistics.fmean(r[i][1] for r in runs) for i, n in enumerate(names)}
-                med = statistics.median(r[-1][1] for r in runs)
-                total = mean["total"]
-                print(f"\n== {key} ({case.label}), {path}, serial_torch {serial}: total median "
-                      f"{med * 1e3:.1f} ms, mean {total * 1e3:.1f} ms over {a.repeats} runs "
-                      f"(per item {med / case.batch * 1e3:.3f} ms)")
-                for n in names[:-1]:
-                    print(f"  {n:45s} {mean[n] * 1e3:9.2f} ms  {100 * mean[n] / total:5.1f}%")
-                mean["total median"] = med
-                results[f"{key}/{path}/serial={serial}"] = mean
-            if a.cprofile:
+                    rows = ([] if path in PEER_PATHS else
+                            breakdown(TIMERS.t, TIMERS.item_time, busy_threads, path))
+                    per_run[(path, serial)].append(rows + [("total", TIMERS.t["total"])])
+        case.round_values = None
+        torch_threads.ENABLED = True
+        medians = {}
+        for (path, serial), runs in per_run.items():
+            names = [n for n, _ in runs[0]]
+            # stage means add up to the mean total; the median total is printed beside it
+            mean = {n: statistics.fmean(r[i][1] for r in runs) for i, n in enumerate(names)}
+            med = statistics.median(r[-1][1] for r in runs)
+            medians[(path, serial)] = med
+            total = mean["total"]
+            print(f"\n== {key} ({case.label}), {path}, serial_torch {serial}: total median "
+                  f"{med * 1e3:.2f} ms, mean {total * 1e3:.2f} ms over {a.repeats} runs "
+                  f"(per item {med / case.batch * 1e3:.3f} ms)")
+            for n in names[:-1]:
+                print(f"  {n:45s} {mean[n] * 1e3:9.3f} ms  {100 * mean[n] / total:5.1f}%")
+            mean["total median"] = med
+            results[f"{key}/{path}/serial={serial}"] = mean
+        for peer, ours in (("moreau", "cvxpylayer"), ("proxsuite", "qpfunction")):
+            for serial in settings:
+                if (peer, serial) in medians and (ours, serial) in medians:
+                    print(f"  {peer} / ours {ours} (medians, same rounds): "
+                          f"{medians[(peer, serial)] / medians[(ours, serial)]:.2f}")
+        if a.cprofile:
+            for path, run in runners.items():
                 prof = cProfile.Profile()
                 prof.enable()
                 run()
@@ -293,7 +347,7 @@ def main() -> int:
                 pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(18)
                 lines = buf.getvalue().splitlines()
                 start = next((i for i, ln in enumerate(lines) if "ncalls" in ln), 0)
-                print("  --- cProfile, one run, by own time ---")
+                print(f"  --- cProfile of {path}, one run, by own time ---")
                 print("\n".join("  " + ln for ln in lines[start:start + 19]))
     load1 = os.getloadavg()
     print(f"\nload average {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} at end")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import weakref
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -107,13 +108,16 @@ def QPFunction(eps: float = 1e-12, verbose: int = 0, notImprovedLim: int = 3,  #
         cap = float(eps) if options.tol_cap is None else min(float(eps), options.tol_cap)
         options = dataclasses.replace(options, tol_cap=cap)
 
+    checked_q = _CheckedQ() if check_Q_spd else None
+
     def qp_function(Q, p, G, h, A, b) -> torch.Tensor:  # noqa: N803 (qpth's names)
-        return _solve(options, check_Q_spd, Q, p, G, h, A, b)
+        return _solve(options, checked_q, Q, p, G, h, A, b)
 
     return qp_function
 
 
-def _solve(options: SolveOptions, check_Q_spd: bool, Q, p, G, h, A, b) -> torch.Tensor:  # noqa: N803
+def _solve(options: SolveOptions, checked_q: _CheckedQ | None,  # noqa: N803
+           Q, p, G, h, A, b) -> torch.Tensor:  # noqa: N803
     ts = [torch.as_tensor(t) for t in (Q, p, G, h, A, b)]
     dtype = torch.float64 if any(t.dtype == torch.float64 for t in ts) else torch.float32
     Q, p, G, h, A, b = (t.to(dtype) for t in ts)
@@ -138,20 +142,49 @@ def _solve(options: SolveOptions, check_Q_spd: bool, Q, p, G, h, A, b) -> torch.
     B = next(iter(sizes.values()), None)
 
     def stacked(parts: list[torch.Tensor], shared_dim: int) -> torch.Tensor:
+        if len(parts) == 1:  # conic_solve broadcasts a shared block itself
+            return parts[0]
         if B is None or all(t.dim() == shared_dim for t in parts):
             return torch.cat(parts, dim=-2 if shared_dim == 2 else -1)
         parts = [t.expand(B, *t.shape) if t.dim() == shared_dim else t for t in parts]
         return torch.cat(parts, dim=-2 if shared_dim == 2 else -1)
 
-    rows_M = stacked([M for M, _ in rows], 2)
-    rows_v = stacked([v for _, v in rows], 1)
-    P = 0.5 * (Q + Q.transpose(-1, -2))
     with serial_torch():
-        if check_Q_spd:
-            _check_positive_definite(Q)
-        sol = conic_solve(qp_structure(nz, neq, nineq), _csc_values(P), p,
+        rows_M = stacked([M for M, _ in rows], 2)
+        rows_v = stacked([v for _, v in rows], 1)
+        if checked_q is not None:
+            checked_q.check(Q)
+        # Q's row-major values are the CSC values of Q' on the full pattern; the core solves
+        # with P_eff = (P + P')/2, Q's symmetric part either way, and its gradient on the
+        # full pattern is symmetric, so it is Q's too (no symmetrised copy of Q is formed).
+        sol = conic_solve(qp_structure(nz, neq, nineq), Q.reshape(*Q.shape[:-2], nz * nz), p,
                           _csc_values(rows_M), rows_v, options)
     return sol.x if sol.x.dim() == 2 else sol.x.unsqueeze(0)
+
+
+class _CheckedQ:
+    """qpth's positive-definiteness check of Q, done again only for a new or modified Q.
+
+    Keeps a weak reference to the last Q that passed and its version counter (bumped by
+    every in-place change), so the same tensor, unchanged, is not factored again on the
+    next call (a fixed Q of an OptNet layer); any other Q is checked.
+    """
+
+    def __init__(self) -> None:
+        self._ref: weakref.ref | None = None
+        self._version = -1
+
+    def check(self, Q: torch.Tensor) -> None:  # noqa: N803
+        try:
+            version = Q._version
+        except RuntimeError:  # an inference tensor has no version counter: always check
+            version = None
+        if version is not None and self._ref is not None and self._ref() is Q \
+                and self._version == version:
+            return
+        _check_positive_definite(Q)
+        if version is not None:
+            self._ref, self._version = weakref.ref(Q), version
 
 
 def _check_positive_definite(Q: torch.Tensor) -> None:

@@ -154,8 +154,14 @@ class PounceArgs:
     warm_start: bool | str = False
 
     def solve_options(self) -> SolveOptions:
-        """The core's options for this solve (its defaults where not overridden)."""
-        return SolveOptions(**self.core)
+        """The core's options for this solve (its defaults where not overridden); built on
+        the first call and kept (both are frozen), so a layer's calls without per-call
+        solver_args reuse one."""
+        options = self.__dict__.get("_options")
+        if options is None:
+            options = SolveOptions(**self.core)
+            object.__setattr__(self, "_options", options)
+        return options
 
     @property
     def on_failure(self) -> str:

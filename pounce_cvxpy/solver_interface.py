@@ -92,6 +92,17 @@ def _moved_little(old: tuple[torch.Tensor | None, ...], new: tuple[torch.Tensor 
     return True
 
 
+_TORCH_DTYPES: dict[np.dtype, torch.dtype] = {}
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """Torch's dtype of a numpy floating dtype (memoised: a lookup per call)."""
+    out = _TORCH_DTYPES.get(dtype)
+    if out is None:
+        out = _TORCH_DTYPES[dtype] = torch.from_numpy(np.empty(0, dtype)).dtype
+    return out
+
+
 class PounceSolver(SolverInterface):
     """A cvxpylayers solver backed by POUNCE's interior-point method and the KKT adjoint.
 
@@ -169,13 +180,14 @@ class PounceSolver(SolverInterface):
         """
         arrays = [np.asarray(p) for p in params]
         self._check_parameters(arrays)
-        floating = [a.dtype for a in arrays if np.issubdtype(a.dtype, np.floating)]
+        floating = [a.dtype for a in arrays if a.dtype.kind == "f"]
         dtype = np.result_type(*floating) if floating else None
-        self._calls().out_dtype = (None if dtype is None
-                                   else torch.from_numpy(np.empty(0, dtype)).dtype)
+        self._calls().out_dtype = None if dtype is None else _torch_dtype(dtype)
 
     def _check_parameters(self, arrays: list[np.ndarray]) -> None:
         for i, a in enumerate(arrays):
+            if a.dtype.kind in "biu" or (a.dtype.kind == "f" and bool(np.isfinite(a).all())):
+                continue  # real and finite: nothing to name
             pname, ndim = self._parameters[i] if i < len(self._parameters) else ("?", a.ndim)
             name = f"Parameter {pname!r} (layer parameter {i})"
             check_real(name, a)

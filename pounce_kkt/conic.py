@@ -28,6 +28,7 @@ from pounce_kkt.errors import SOLVED_STATUSES, DegenerateGradientWarning, Solver
 from pounce_kkt.refine import REFINE_OPTIMAL, refine
 from pounce_kkt.singular_kkt import exploded
 from pounce_kkt.structure import ConicStructure
+from pounce_kkt.torch_threads import serial_torch
 from pounce_kkt.user_warnings import warn_user
 from pounce_kkt.validation import (
     batch_size,
@@ -589,7 +590,8 @@ class _ConicSolveFunction(torch.autograd.Function):
         st = ctx.structure
         path = ctx.options.backward_path(st.n + st.m, create_graph=torch.is_grad_enabled())
         singular: list[int] = []
-        dP, dq, dA, db = _kkt_vjp(st, path, P, A, x, y, s, ctx.ok, gx, gy, gs, singular)
+        with serial_torch():
+            dP, dq, dA, db = _kkt_vjp(st, path, P, A, x, y, s, ctx.ok, gx, gy, gs, singular)
         _warn_singular(singular)
         return None, None, None, None, dP, dq, dA, db
 

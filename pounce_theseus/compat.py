@@ -20,6 +20,8 @@ here and in tests/test_theseus_*.py.
   behind ``Objective._get_error_iter``) and its ``_schema_dict``, ``_var_names``,
   ``_vectorized_cost_fns``, ``_get_all_vars``, ``_update_all_cost_fns_var_tensors`` and
   ``_update_vectorized_vars``.
+- :func:`weighted_jacobians_error`: ``CostFunction._supports_masking`` (the batch mask a
+  vectorised cost function applies in ``weighted_jacobians_error``).
 - :func:`register_optimizer`: adds the class to the ``theseus`` namespace and registers it
   as a virtual ``th.NonlinearLeastSquares`` (both public API).
 """
@@ -42,7 +44,7 @@ __all__ = [
     "FROM_LAYER_TOKEN", "SUPPORTED_VERSIONS", "cost_function_groups",
     "defer_vectorized_jacobians", "error_metric",
     "error_row_blocks", "has_vector_retract", "init_info", "is_least_squares",
-    "register_optimizer", "weighted_error",
+    "register_optimizer", "weighted_error", "weighted_jacobians_error",
 ]
 
 SUPPORTED_VERSIONS = ("0.2.",)
@@ -76,6 +78,26 @@ def weighted_error(objective: Objective, sources: dict | None = None) -> torch.T
         err = evaluator.weighted_error()  # (K * B, dim), cost-function-major
         parts.append(err.view(len(cost_fns), bsz, -1).transpose(0, 1).reshape(bsz, -1))
     return torch.cat(parts, dim=1)
+
+
+def weighted_jacobians_error(cost_fn) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``cost_fn.weighted_jacobians_error()``, the same numbers. A vectorised cost function
+    (``_supports_masking``, set by ``Vectorize``) evaluates its Jacobians on the rows whose
+    weight is not zero and scatters them into zeros (``masked_jacobians``: copies of every
+    variable and boolean-mask writes; on a 100-pose robust SE3 graph 0.47 s of the 1.26 s
+    spent in ``weighted_jacobians_error`` over one solve, cProfile); where no row's weight
+    is zero that mask selects every row, so the call is made unmasked."""
+    if not getattr(cost_fn, "_supports_masking", False):
+        return cost_fn.weighted_jacobians_error()
+    with torch.no_grad():
+        every_row = bool((~cost_fn.weight.is_zero()).all())
+    if not every_row:
+        return cost_fn.weighted_jacobians_error()
+    cost_fn._supports_masking = False
+    try:
+        return cost_fn.weighted_jacobians_error()
+    finally:
+        cost_fn._supports_masking = True
 
 
 def cost_function_groups(objective: Objective, sources: dict | None = None) -> list[tuple]:

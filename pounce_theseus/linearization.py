@@ -30,7 +30,12 @@ import theseus as th
 import torch
 
 from .chart import EXP_GROUPS, bracket_matrix
-from .compat import cost_function_groups, error_metric, is_least_squares
+from .compat import (
+    cost_function_groups,
+    error_metric,
+    is_least_squares,
+    weighted_jacobians_error,
+)
 from .hessian import BatchedVjp
 
 __all__ = ["CostLinearization", "LinearizedPoint"]
@@ -185,7 +190,7 @@ class LinearizedPoint:
                 if lay.d == 0:
                     jacobians.append(None)
                     continue
-                jacs, err = ev.weighted_jacobians_error()
+                jacs, err = weighted_jacobians_error(ev)
                 jac = torch.cat([j.expand(rows, -1, -1) for j in jacs], dim=2)
                 g = (jac * err.expand(rows, -1).unsqueeze(-1)).sum(1)
                 grad.index_add_(1, lay.cols, _element_major(g, lay.k, b))

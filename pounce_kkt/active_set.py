@@ -54,7 +54,7 @@ def limit_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
     recentred formula's floors would leave H ~ w_i^2 / 1e-20 on a row with tiny w_i).
     With zero and nonneg rows only, H is that diagonal alone (constant in s and y)."""
     z, nd = cones.z, cones.n_diag
-    if nd == cones.m and s.device.type == "cpu" and s.dtype == y.dtype == torch.float64:
+    if nd == s.shape[1] and s.device.type == "cpu" and s.dtype == y.dtype == torch.float64:
         # The same diagonal in numpy: a few Torch ops cost more than the work at small B.
         w = s.detach().numpy()[:, z:] - y.detach().numpy()[:, z:]
         h = np.zeros(s.shape)

@@ -209,7 +209,10 @@ def _prepare(structure: ConicStructure, P: Any, q: Any, A: Any, b: Any
             out[k] = None
             continue
         t = t.to(device="cpu", dtype=torch.float64)
-        t = t.unsqueeze(0).expand(B, -1) if t.dim() == 1 else t.expand(B, -1)
+        if t.dim() == 1:
+            t = t.unsqueeze(0).expand(B, -1)
+        elif t.shape[0] != B:
+            t = t.expand(B, -1)
         if not t.requires_grad and not t.is_contiguous():
             # Once, in numpy (see validation.all_finite), rather than in every native call.
             t = torch.from_numpy(np.ascontiguousarray(t.numpy()))

@@ -91,11 +91,11 @@ def kkt_residuals(structure: ConicStructure, P: np.ndarray | None, q: np.ndarray
 
 def residual_column(status: list[str], compute) -> torch.Tensor:
     """(B,) residuals: `compute(items)` for the "optimal_inaccurate" items, NaN elsewhere."""
-    res = torch.full((len(status),), float("nan"), dtype=torch.float64)
+    res = np.full(len(status), np.nan)
     items = [i for i, st in enumerate(status) if st == INACCURATE]
     if items:
-        res[items] = torch.from_numpy(np.asarray(compute(items), dtype=np.float64))
-    return res
+        res[items] = np.asarray(compute(items), dtype=np.float64)
+    return torch.from_numpy(res)
 
 
 def enforce_accuracy(status: list[str], residual: Any, policy: str) -> None:

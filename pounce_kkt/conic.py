@@ -319,15 +319,16 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
             "is not convex (status 'nonconvex'; P_eff = (P + P')/2 has an eigenvalue below "
             "-1e-9 * max|P_eff|)"
         )
-    ok = torch.tensor([st_ in SOLVED_STATUSES for st_ in status], dtype=torch.bool)
-    if options.on_failure == "raise" and not bool(ok.all()):
+    ok_np = np.fromiter((st_ in SOLVED_STATUSES for st_ in status), dtype=bool, count=len(status))
+    ok = torch.from_numpy(ok_np)
+    if options.on_failure == "raise" and not ok_np.all():
         first = int((~ok).nonzero()[0, 0])
         item = {k: None if t is None else t[first] for k, t in v.items()}
         raise SolverError(first, status[first], status, hint=scaling_hint(item, first))
     x, y, s = (np.array(out[k], dtype=np.float64) for k in ("x", "y", "s"))  # copies
-    if not bool(ok.all()):
+    if not ok_np.all():
         for t in (x, y, s):
-            t[~ok.numpy()] = np.nan
+            t[~ok_np] = np.nan
     x, y, s = (torch.from_numpy(t) for t in (x, y, s))
     iters = torch.as_tensor(np.asarray(out["iterations"]), dtype=torch.int64)
     times = torch.as_tensor(np.asarray(out["solve_time"]), dtype=torch.float64)

@@ -89,8 +89,8 @@ class KktOperators:
 
     def __init__(self, structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor):
         self.st, self.P, self.A = structure, P, A
-        n, m, B = structure.n, structure.m, A.shape[0]
-        self.dense = B * (n * n + m * n) <= DENSE_OPERATOR_ENTRIES
+        n, m = structure.n, structure.m
+        self.dense = _dense_operators(structure, A.shape[0])
         if self.dense:
             self.Ad = _dense(A, structure.a_rows, structure.a_cols, (m, n))
             self.Pd = None
@@ -128,23 +128,39 @@ class KktOperators:
             return (y[:, None, :] @ self.Ad)[:, 0, :]
         return _spmv(self.A, self.st.a_cols, self.st.a_rows, y, self.st.n)
 
-    def numpy(self) -> KktOperators:
-        """The same dense operators on numpy views (CPU float64, dense only): p, a, at
-        then take and return numpy arrays (see `_numpy_start`)."""
-        sub = object.__new__(KktOperators)
-        sub.st, sub.dense = self.st, True
-        sub.P = None if self.P is None else self.P.detach().numpy()
-        sub.A, sub.Ad = self.A.detach().numpy(), self.Ad.detach().numpy()
-        sub.Pd = None if self.Pd is None else self.Pd.detach().numpy()
-        return sub
+    @classmethod
+    def on_numpy(cls, structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor
+                 ) -> KktOperators:
+        """The dense operators as numpy arrays (CPU float64 values; see `_numpy_start`):
+        p, a, at then take and return numpy arrays. `take` is not available."""
+        ops = object.__new__(cls)
+        ops.st, ops.dense = structure, True
+        ops.P = None if P is None else P.detach().numpy()
+        ops.A = A.detach().numpy()
+        ops.Ad = _dense(ops.A, structure.a_rows, structure.a_cols, (structure.m, structure.n))
+        ops.Pd = None
+        if ops.P is not None:
+            Pd = _dense(ops.P, structure.p_rows, structure.p_cols, (structure.n, structure.n))
+            ops.Pd = 0.5 * (Pd + Pd.transpose(0, 2, 1))
+        return ops
+
+
+def _dense_operators(structure: ConicStructure, batch: int) -> bool:
+    """Whether a batch's operators are applied as dense bmm (DENSE_OPERATOR_ENTRIES)."""
+    return batch * (structure.n * structure.n + structure.m * structure.n) \
+        <= DENSE_OPERATOR_ENTRIES
 
 
 def _dense(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
            shape: tuple[int, int]) -> torch.Tensor:
-    """(B, r, c) from CSC values; a full pattern (sorted, no duplicates: every entry, column
-    by column) is a reshape."""
+    """(B, r, c) from CSC values (a tensor, or a numpy array giving one); a full pattern
+    (sorted, no duplicates: every entry, column by column) is a reshape."""
     if values.shape[1] == shape[0] * shape[1]:
+        if isinstance(values, np.ndarray):
+            return values.reshape(-1, shape[1], shape[0]).transpose(0, 2, 1)
         return values.reshape(-1, shape[1], shape[0]).transpose(1, 2)
+    if isinstance(values, np.ndarray):
+        return dense_matrix(torch.from_numpy(values), rows, cols, shape).numpy()
     return dense_matrix(values, rows, cols, shape)
 
 
@@ -245,16 +261,19 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     target = default_target(structure.cones) if target is None else target
     cones = structure.cones
     with torch.no_grad(), serial_torch():
-        ops = KktOperators(structure, P, A)
-        numpy = _numpy_start(ops, x)
-        start = _start(ops.numpy() if numpy else ops,
-                       *((t.detach().numpy() if numpy else t) for t in (q, b, x, y, s, ok)),
-                       target, cones)
+        numpy = _numpy_start(structure, A, x)
+        if numpy:
+            start = _start(KktOperators.on_numpy(structure, P, A),
+                           *(t.detach().numpy() for t in (q, b, x, y, s, ok)), target, cones)
+        else:
+            ops = KktOperators(structure, P, A)
+            start = _start(ops, q, b, x, y, s, ok, target, cones)
         steps = torch.zeros_like(ok, dtype=torch.int64)
         if not bool(start[-1].any()):
             return Refinement(*(torch.from_numpy(t) if numpy else t for t in start[:5]), steps)
-        if numpy:
+        if numpy:  # the Newton steps run in Torch
             start = [torch.from_numpy(np.asarray(t)) for t in start]
+            ops = KktOperators(structure, P, A)
         best_x, best_y, best_s, before, best_res, cx, cy, cs, cres, cr1, cr2, live = start
         best = [best_x, best_y, best_s]
         spare = ok.clone()  # one step per item that may raise the residual
@@ -300,13 +319,14 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
         return Refinement(*best, before, best_res, steps)
 
 
-def _numpy_start(ops: KktOperators, x: torch.Tensor) -> bool:
+def _numpy_start(structure: ConicStructure, A: torch.Tensor, x: torch.Tensor) -> bool:
     """Whether :func:`_start` runs in numpy: dense operators of CPU float64 values on zero
     and nonneg rows only (no curved cone to project). A small Torch op costs ~2-15 us of
-    dispatch, its numpy twin ~1-3 us, and refinement's start is ~40 of them per call: on a
-    B=1 n=m=50 QP layer 0.52 -> 0.1 ms (docs/profile-layers.md)."""
-    return (ops.dense and not _curved(ops.st.cones) and x.device.type == "cpu"
-            and x.dtype == ops.A.dtype == torch.float64)
+    dispatch, its numpy twin ~1-3 us, and refinement's start is ~40 of them per call
+    (docs/profile-layers.md, section 5)."""
+    return (_dense_operators(structure, A.shape[0]) and not _curved(structure.cones)
+            and x.device.type == A.device.type == "cpu"
+            and x.dtype == A.dtype == torch.float64)
 
 
 def _start(ops: KktOperators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pounce_kkt.nlp_kkt import implicit_step_sparse, implicit_step_with_limits
+from pounce_kkt.torch_threads import serial_torch
 
 from .batch_nlp import BatchNlp, Evaluation, ProblemStructure
 from .compat import error_metric, weighted_error
@@ -33,14 +34,16 @@ __all__ = ["attach_implicit_gradient"]
 def attach_implicit_gradient(structure: ProblemStructure, bounds: list[Bound],
                              res: BatchResult, ok: np.ndarray) -> None:
     """Leave the implicit step in the optim vars for the elements ``ok`` (see the module
-    docstring); the chart's base is the written solution."""
+    docstring); the chart's base is the written solution. Its Torch work runs on one
+    intra-op thread (:func:`pounce_kkt.torch_threads.serial_torch`)."""
     if not ok.any():
         return
     objective = structure.chart.objective
     saved = _sanitise_rows(objective, torch.as_tensor(ok))
     try:
-        if not _implicit_step(structure, bounds, res, torch.as_tensor(ok)):
-            structure.chart.restore()
+        with serial_torch():
+            if not _implicit_step(structure, bounds, res, torch.as_tensor(ok)):
+                structure.chart.restore()
     finally:
         for var, tensor in saved:
             var.update(tensor)

@@ -42,6 +42,7 @@ import torch
 from theseus.geometry import SE2, SE3, SO2, SO3
 
 from pounce_kkt.nlp_kkt import project_onto_bounds
+from pounce_kkt.torch_threads import serial_torch
 
 from .batch_nlp import BatchNlp, Request
 from .native import require_nlp_solve
@@ -324,7 +325,14 @@ class Hub:
 
 
 def solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
-    """Solve every element (see the module docstring); the chart is left at its base."""
+    """Solve every element (see the module docstring); the chart is left at its base. The
+    callbacks' Torch work (many small batched ops) runs on one intra-op thread
+    (:func:`pounce_kkt.torch_threads.serial_torch`)."""
+    with serial_torch():
+        return _solve_batch(nlp, settings)
+
+
+def _solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
     bsz, n, m = nlp.batch_size, nlp.n, nlp.m
     res = BatchResult(bsz, n, m)
     finite = nlp.finite_start()

@@ -10,7 +10,8 @@ and times ``planner.layer.forward`` alternately, LM then ours, ``--repeats`` tim
 as the example calls it (grad mode on, nothing upstream requiring grad, ``damping=0.1``).
 Neither gets ``max_iterations`` from the example (it passes the misspelled
 ``max_optim_iters``), so both run their default budget unless ``--max-iterations`` is
-given. ``--no-grad`` runs the forwards under ``torch.no_grad()``. Prints the median
+given. ``--no-grad`` runs the forwards under ``torch.no_grad()``; ``--verbose`` passes
+``verbose=True`` as the example does (each optimizer prints its iterations). Prints the median
 forward time of each, their ratio, and the final mean error.
 """
 
@@ -64,6 +65,8 @@ def main() -> int:
     ap.add_argument("--max-iterations", type=int)
     ap.add_argument("--no-grad", action="store_true",
                     help="run the forwards under torch.no_grad() (an evaluation pass)")
+    ap.add_argument("--verbose", action="store_true",
+                    help="optimizer_kwargs verbose=True, as the example passes it")
     args = ap.parse_args()
     from run_theseus_examples import extract_mirror
 
@@ -80,7 +83,8 @@ def main() -> int:
         for name, (planner, inputs) in runs.items():
             t0 = time.perf_counter()
             with torch.set_grad_enabled(not args.no_grad):
-                planner.layer.forward(dict(inputs), optimizer_kwargs={"damping": 0.1})
+                planner.layer.forward(dict(inputs), optimizer_kwargs={
+                    "damping": 0.1, "verbose": args.verbose})
             times[name].append(time.perf_counter() - t0)
             with torch.no_grad():
                 errors[name] = float(planner.objective.error_metric().mean())

@@ -9,6 +9,8 @@
 //! - `kkt_adjoint`: batched sparse KKT adjoint solves.
 //! - `options`: the engine per problem class and the linear-solver backends.
 //! - `dense_backend`: the dense LBL' linear solver for small, filled KKT systems.
+//! - `condensed_backend`: the Schur complement on the x block of an IPM's KKT (dense
+//!   Cholesky) when the trailing block is diagonal.
 //! - `exp_shear`: the exp-cone shear (an equivalent, faster-solving form for warm items).
 //! - `certificates`: infeasibility / unboundedness certificates for exp/power problems.
 //! - `convexity`: the check that each item's P is positive semidefinite.
@@ -22,6 +24,7 @@
 pub mod batch;
 pub mod cancel;
 pub mod certificates;
+pub mod condensed_backend;
 pub mod cone_layout;
 pub mod cones;
 pub mod convexity;

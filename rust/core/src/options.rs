@@ -49,6 +49,7 @@
 //! Configuration is explicit: [`BackendOptions`] (the KKT backend override and feral's
 //! scaling / refinement overrides, for comparisons) is passed in by the caller; nothing
 //! here reads the environment.
+use crate::condensed_backend::{use_condensed, CondensedBackend};
 use crate::dense_backend::{use_dense, DenseLbltBackend, DENSE_ALWAYS_DIM, DENSE_MAX_DIM};
 use pounce_convex::{ConeSpec, QpOptions, QpProblem, QpSolution, QpStatus};
 pub use pounce_feral::parse_scaling_strategy;
@@ -134,6 +135,9 @@ pub enum KktBackend {
     Dense,
     /// feral whatever the size (for comparisons).
     Feral,
+    /// The IPM's KKT through the condensed backend (condensed_backend.rs) whatever the size,
+    /// the dense LBL' where it does not condense (for comparisons; other KKTs as `Dense`).
+    Condensed,
 }
 
 /// The backend choices a caller may override (all `None` / `Auto` in normal use).
@@ -190,7 +194,7 @@ impl BackendOptions {
     pub fn dense_kkt(&self, dim: usize, nnz_lower: usize) -> bool {
         match self.kkt_backend {
             KktBackend::Auto => use_dense(dim, nnz_lower),
-            KktBackend::Dense => true,
+            KktBackend::Dense | KktBackend::Condensed => true,
             KktBackend::Feral => false,
         }
     }
@@ -205,7 +209,9 @@ pub fn backend(cfg: &FeralConfig) -> Box<dyn SparseSymLinearSolverInterface> {
 /// with `cfg`. `quasi_definite`: the matrices are an IPM's KKT systems, for which the
 /// dense backend first tries an unpivoted LDL' (about half the cost of the pivoted LBL');
 /// the adjoint's K, whose H block spans 1/mu..mu, fails that attempt's checks too often to
-/// gain from it.
+/// gain from it. The IPM's systems go to the condensed backend (condensed_backend.rs, the
+/// Schur complement on the x block) when [`use_condensed`] says so, with the choice above
+/// as its fallback.
 pub fn kkt_backend(
     opts: &BackendOptions,
     dim: usize,
@@ -213,10 +219,22 @@ pub fn kkt_backend(
     cfg: &FeralConfig,
     quasi_definite: bool,
 ) -> Box<dyn SparseSymLinearSolverInterface> {
-    match (opts.dense_kkt(dim, nnz_lower), quasi_definite) {
+    let dense = opts.dense_kkt(dim, nnz_lower);
+    let full: Box<dyn SparseSymLinearSolverInterface> = match (dense, quasi_definite) {
         (true, true) => Box::new(DenseLbltBackend::quasi_definite_first()),
         (true, false) => Box::new(DenseLbltBackend::new()),
         (false, _) => backend(cfg),
+    };
+    let condensed = quasi_definite
+        && match opts.kkt_backend {
+            KktBackend::Auto => use_condensed(dense, dim, nnz_lower),
+            KktBackend::Condensed => true,
+            KktBackend::Dense | KktBackend::Feral => false,
+        };
+    if condensed {
+        Box::new(CondensedBackend::new(full))
+    } else {
+        full
     }
 }
 
@@ -244,7 +262,7 @@ impl BackendOptions {
     pub fn dense_conic_kkt(&self, dim: usize, nnz_lower: usize) -> bool {
         match self.kkt_backend {
             KktBackend::Auto => use_dense_conic(dim, nnz_lower),
-            KktBackend::Dense => true,
+            KktBackend::Dense | KktBackend::Condensed => true,
             KktBackend::Feral => false,
         }
     }

@@ -127,7 +127,7 @@ impl Problem {
 }
 
 /// The backend overrides of one call: `None` or a dict with any of `"kkt_backend"`
-/// ("auto" | "dense" | "feral"), `"feral_scaling"` ("auto" | "infnorm" | "mc64" |
+/// ("auto" | "dense" | "feral" | "condensed"), `"feral_scaling"` ("auto" | "infnorm" | "mc64" |
 /// "identity"/"none"), `"feral_refine"` (bool), `"feral_min_par_flops"` (int) (for
 /// comparisons; pounce_kkt/conic.py reads them from the environment in one place).
 fn backend_options(obj: Option<&Bound<'_, PyDict>>) -> PyResult<BackendOptions> {
@@ -145,9 +145,10 @@ fn backend_options(obj: Option<&Bound<'_, PyDict>>) -> PyResult<BackendOptions> 
                     "auto" => KktBackend::Auto,
                     "dense" => KktBackend::Dense,
                     "feral" => KktBackend::Feral,
+                    "condensed" => KktBackend::Condensed,
                     _ => {
                         return Err(value_error(format!(
-                            "backend['kkt_backend'] must be 'auto', 'dense' or 'feral', got {s:?}"
+                            "backend['kkt_backend'] must be 'auto', 'dense', 'feral' or 'condensed', got {s:?}"
                         )))
                     }
                 }

@@ -12,7 +12,8 @@ closure) at B=1 and B=64, and the curve fit y = a exp(b x) at B=64. For each met
 
 Theseus' optimizers run with their default backward (unroll) and with backward_mode
 "implicit"; PounceOptimizer's backward is always the exact implicit one. All methods run
-with one intra-op torch thread (the problems are small; the machine is shared).
+with one intra-op torch thread (the problems are small; the machine is shared; ``--threads N``
+sets another count, 0 leaves torch's default).
 Prints a table with the ratios to LevenbergMarquardt (unroll and implicit backward) and
 writes benchmarks/out/bench_theseus.png (all problems only).
 
@@ -125,12 +126,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per case (median)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for every method (Theseus' default: "
+                        "torch's own count, 0 here)")
     parser.add_argument("--backward-mode", default="implicit",
                         choices=["implicit", "unroll", "truncated"],
                         help="--scale: PounceOptimizer's backward_mode (LM stays implicit)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    torch.set_num_threads(1)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    print(f"torch intra-op threads: {torch.get_num_threads()}")
     if args.scale:
         scale_main(args)
         return
@@ -264,31 +270,46 @@ def _scale_methods(n: int, dense_max: int, pounce_mode: str = "implicit"):
 def _scale_case(dims, n, bsz, repeats, fd_max, dense_max, pounce_mode="implicit"):
     group = th.SE3 if dims == 3 else th.SE2
     _, inputs, _, _ = synthetic_pose_graph(n, bsz, dims=dims)
-    rows = {}
+    cases = {}
     for name, (make, kwargs) in _scale_methods(n, dense_max, pounce_mode).items():
         obj, _, poses, gt_poses = synthetic_pose_graph(n, bsz, dims=dims)
-        layer = th.TheseusLayer(make(obj))
-        fwd, bwd = [], []
-        with _HessianTimer() as hess:
-            for rep in range(repeats + 1):  # the first run warms up (imports, caches)
-                if rep == 1:
-                    hess.times.clear()
-                radius = inputs["log_loss_radius"].clone().requires_grad_(True)
-                t0 = time.perf_counter()
-                sol, info = layer.forward({**inputs, "log_loss_radius": radius},
-                                          optimizer_kwargs=dict(kwargs))
-                t1 = time.perf_counter()
-                (g,) = torch.autograd.grad(_pose_loss(sol, poses, gt_poses, group).sum(), radius)
-                t2 = time.perf_counter()
-                if rep:
-                    fwd.append(t1 - t0)
-                    bwd.append(t2 - t1)
+        cases[name] = (th.TheseusLayer(make(obj)), kwargs, poses, gt_poses)
+    hess = _HessianTimer()
+    out = {name: dict(fwd=[], bwd=[]) for name in cases}
+
+    def run(name: str) -> tuple:
+        layer, kwargs, poses, gt_poses = cases[name]
+        radius = inputs["log_loss_radius"].clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        sol, info = layer.forward({**inputs, "log_loss_radius": radius},
+                                  optimizer_kwargs=dict(kwargs))
+        t1 = time.perf_counter()
+        (g,) = torch.autograd.grad(_pose_loss(sol, poses, gt_poses, group).sum(), radius)
+        return t1 - t0, time.perf_counter() - t1, g, info
+
+    # one warm-up run each (imports, caches), then the methods round robin, so that a
+    # change of the machine's load falls on all of them
+    for name in cases:
+        run(name)
+    for _ in range(repeats):
+        for name in cases:
+            if name == "Pounce":
+                with hess:
+                    fwd, bwd, g, info = run(name)
+            else:
+                fwd, bwd, g, info = run(name)
+            out[name]["fwd"].append(fwd)
+            out[name]["bwd"].append(bwd)
+            out[name]["last"] = (g, info)
+    rows = {}
+    for name, o in out.items():
+        g, info = o["last"]
         calls = len(hess.times) / repeats if name == "Pounce" else 0
-        rows[name] = dict(fwd=statistics.median(fwd), bwd=statistics.median(bwd),
+        rows[name] = dict(fwd=statistics.median(o["fwd"]), bwd=statistics.median(o["bwd"]),
                           err=info.last_err.mean().item(), grad=g.item(),
                           iters=info.converged_iter.float().mean().item(),
                           hess_calls=calls, hess_ms=1e3 * statistics.mean(hess.times)
-                          if hess.times else float("nan"))
+                          if hess.times and name == "Pounce" else float("nan"))
     if n > fd_max:
         for r in rows.values():
             r["grad_err"] = r["fd"] = r["ref_err"] = float("nan")

@@ -4,6 +4,7 @@
 //! `cargo run --release --example kkt_backends -- N M [REPS]`.
 use pounce_layers_core::condensed_backend::CondensedBackend;
 use pounce_layers_core::dense_backend::DenseLbltBackend;
+use pounce_layers_core::options::{backend, BackendOptions};
 use pounce_linsol::SparseSymLinearSolverInterface;
 use std::time::Instant;
 
@@ -62,11 +63,15 @@ fn main() {
         println!("{name:>24}: {:8.1} us per factor + 2 solves", best * 1e6);
     };
     let dense = || Box::new(DenseLbltBackend::quasi_definite_first());
-    run(
-        "dense LDL' first",
-        &mut DenseLbltBackend::quasi_definite_first(),
-    );
-    run("dense LBL'", &mut DenseLbltBackend::new());
+    let mut feral = backend(&BackendOptions::default().feral_fast());
+    run("feral (fast path)", feral.as_mut());
+    if dim <= 400 {
+        run(
+            "dense LDL' first",
+            &mut DenseLbltBackend::quasi_definite_first(),
+        );
+        run("dense LBL'", &mut DenseLbltBackend::new());
+    }
     run("condensed", &mut CondensedBackend::new(dense()));
     run(
         "condensed, refined",

@@ -156,9 +156,8 @@ def _dense(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
     """(B, r, c) from CSC values (a tensor, or a numpy array giving one); a full pattern
     (sorted, no duplicates: every entry, column by column) is a reshape."""
     if values.shape[1] == shape[0] * shape[1]:
-        if isinstance(values, np.ndarray):
-            return values.reshape(-1, shape[1], shape[0]).transpose(0, 2, 1)
-        return values.reshape(-1, shape[1], shape[0]).transpose(1, 2)
+        full = values.reshape(values.shape[0], shape[1], shape[0])  # (B, c, r): by column
+        return full.transpose(0, 2, 1) if isinstance(values, np.ndarray) else full.transpose(1, 2)
     if isinstance(values, np.ndarray):
         return dense_matrix(torch.from_numpy(values), rows, cols, shape).numpy()
     return dense_matrix(values, rows, cols, shape)
@@ -230,7 +229,13 @@ def _snap(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
 def residual(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
              A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
              s: torch.Tensor) -> torch.Tensor:
-    """The relative residual ``res`` of the module docstring, (B,)."""
+    """The relative residual ``res`` of the module docstring, (B,), computed as
+    :func:`refine` computes it (in numpy where `_numpy_start` says so)."""
+    if _numpy_start(structure, A, x):
+        ops = KktOperators.on_numpy(structure, P, A)
+        q, b, x, y, s = (t.detach().numpy() for t in (q, b, x, y, s))
+        res = np.maximum(kkt_residual(ops, q, b, x, y, s)[0], _moreau(s, y, structure.cones))
+        return torch.from_numpy(res)
     res = kkt_residual(KktOperators(structure, P, A), q, b, x, y, s)[0]
     return torch.maximum(res, _moreau(s, y, structure.cones))
 
@@ -256,31 +261,31 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     ``target`` (None: :func:`default_target`), nor for LP/QP where the given point's is.
     Each step's KKT solve sees only the items still stepping (``solve``'s mask), and its
     trial points are evaluated on them alone. Runs on one Torch thread
-    (pounce_kkt/torch_threads.py).
+    (pounce_kkt/torch_threads.py); with zero and nonneg rows only and dense operators on
+    CPU float64 values, the residuals, snaps and steps run on numpy views instead (the same
+    code, `_xp`: at B = 1 to 256 a small Torch op's dispatch costs more than its work) and
+    only `solve` sees tensors.
     """
     target = default_target(structure.cones) if target is None else target
     cones = structure.cones
     with torch.no_grad(), serial_torch():
         numpy = _numpy_start(structure, A, x)
-        if numpy:
-            start = _start(KktOperators.on_numpy(structure, P, A),
-                           *(t.detach().numpy() for t in (q, b, x, y, s, ok)), target, cones)
+        if numpy:  # the same steps on numpy arrays; the KKT solves stay `solve`'s (Torch)
+            ops = KktOperators.on_numpy(structure, P, A)
+            q, b, x, y, s, ok = (t.detach().numpy() for t in (q, b, x, y, s, ok))
+            solve = _numpy_solve(solve)
         else:
             ops = KktOperators(structure, P, A)
-            start = _start(ops, q, b, x, y, s, ok, target, cones)
-        steps = torch.zeros_like(ok, dtype=torch.int64)
-        if not bool(start[-1].any()):
-            return Refinement(*(torch.from_numpy(t) if numpy else t for t in start[:5]), steps)
-        if numpy:  # the Newton steps run in Torch
-            start = [torch.from_numpy(np.asarray(t)) for t in start]
-            ops = KktOperators(structure, P, A)
-        best_x, best_y, best_s, before, best_res, cx, cy, cs, cres, cr1, cr2, live = start
+        xp = _xp(x)
+        best_x, best_y, best_s, before, best_res, cx, cy, cs, cres, cr1, cr2, live = _start(
+            ops, q, b, x, y, s, ok, target, cones)
         best = [best_x, best_y, best_s]
-        spare = ok.clone()  # one step per item that may raise the residual
-        for _ in range(max_steps):
+        steps = xp.zeros_like(cres, dtype=xp.int64)
+        spare = _copy(ok)  # one step per item that may raise the residual
+        for _ in range(max_steps if bool(live.any()) else 0):
             live = live & (cres > REFINE_FLOOR)
-            idx = live.nonzero().flatten()
-            if idx.numel() == 0:
+            idx = _nonzero(live)
+            if len(idx) == 0:
                 break
             dx, dy = (t[idx] for t in solve(cx, cy, cs, -cr1, -cr2, live))
             sub = ops.take(idx)
@@ -288,15 +293,15 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
             qi, bi = q[idx], b[idx]
             w, dw = s0 - y0, -cr2[idx] - sub.a(dx) - dy  # dw = ds - dy, ds = -F_2 - A dx
             new = [x0, y0, s0, res0, cr1[idx], cr2[idx]]
-            taken = torch.zeros_like(res0, dtype=torch.bool)
+            taken = xp.zeros_like(res0) > 0
             t, full = 1.0, None
             for _ in range(BACKTRACKS + 1):
                 tx = x0 + t * dx
-                ts_, ty = snap(w + t * dw, torch.zeros_like(w), cones)
+                ts_, ty = _snap(w + t * dw, xp.zeros_like(w), cones)
                 tres, tr1, tr2 = kkt_residual(sub, qi, bi, tx, ty, ts_)
                 full = full or (tx, ty, ts_, tres, tr1, tr2)
-                better = ~taken & torch.isfinite(tres) & (tres < res0)
-                new = [torch.where(better[:, None] if v.dim() == 2 else better, v, c)
+                better = ~taken & xp.isfinite(tres) & (tres < res0)
+                new = [xp.where(better[:, None] if v.ndim == 2 else better, v, c)
                        for v, c in zip((tx, ty, ts_, tres, tr1, tr2), new, strict=True)]
                 taken = taken | better
                 if bool(taken.all()):
@@ -305,18 +310,19 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
             # An item still above target that no trial point improved continues once from
             # the full step: a step that flips a row the iterate left ambiguous (s_i, y_i both
             # ~sqrt(mu)) can raise the residual before the next one ends on the right piece.
-            jump = ~taken & spare[idx] & torch.isfinite(full[3]) & (res0 > target)
-            new = [torch.where(jump[:, None] if v.dim() == 2 else jump, v, c)
+            jump = ~taken & spare[idx] & xp.isfinite(full[3]) & (res0 > target)
+            new = [xp.where(jump[:, None] if v.ndim == 2 else jump, v, c)
                    for v, c in zip(full, new, strict=True)]
-            spare = spare.index_copy(0, idx, spare[idx] & ~jump)
+            spare = _put(spare, idx, spare[idx] & ~jump)
             moved = taken | jump
-            cx, cy, cs, cres, cr1, cr2 = (c.index_copy(0, idx, v) for c, v in
+            cx, cy, cs, cres, cr1, cr2 = (_put(c, idx, v) for c, v in
                                           zip((cx, cy, cs, cres, cr1, cr2), new, strict=True))
-            steps = steps.index_add(0, idx, moved.to(torch.int64))
-            live = live.index_copy(0, idx, moved)
-            kept = torch.zeros_like(live).index_copy(0, idx, moved)
-            _keep(best, best_res, kept & (cres < best_res), (cx, cy, cs), cres)
-        return Refinement(*best, before, best_res, steps)
+            steps = _put(steps, idx, steps[idx] + moved)
+            live = _put(live, idx, moved)
+            kept = _put(xp.zeros_like(live), idx, moved)
+            best_res = _keep(best, best_res, kept & (cres < best_res), (cx, cy, cs), cres)
+        out = (*best, before, best_res, steps)
+        return Refinement(*(torch.from_numpy(np.asarray(t)) if numpy else t for t in out))
 
 
 def _numpy_start(structure: ConicStructure, A: torch.Tensor, x: torch.Tensor) -> bool:
@@ -356,7 +362,36 @@ def _start(ops: KktOperators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
 
 
 def _keep(best: list[torch.Tensor], best_res: torch.Tensor, mask: torch.Tensor,
-          new: tuple[torch.Tensor, ...], new_res: torch.Tensor) -> None:
+          new: tuple[torch.Tensor, ...], new_res: torch.Tensor) -> torch.Tensor:
+    """Replace best[i] by new[i] on the mask's items; returns the best residuals."""
+    xp = _xp(best_res)
     for i, t in enumerate(new):
-        best[i] = torch.where(mask[:, None], t, best[i])
-    best_res.copy_(torch.where(mask, new_res, best_res))
+        best[i] = xp.where(mask[:, None], t, best[i])
+    return xp.where(mask, new_res, best_res)
+
+
+def _nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """The indices of a (B,) mask's true entries (tensor or array, like the mask)."""
+    return np.flatnonzero(mask) if isinstance(mask, np.ndarray) else mask.nonzero().flatten()
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    return t.copy() if isinstance(t, np.ndarray) else t.clone()
+
+
+def _put(c: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`c` with its rows idx (unique) replaced by v: a new tensor or array."""
+    if isinstance(c, np.ndarray):
+        out = c.copy()
+        out[idx] = v
+        return out
+    return c.index_copy(0, idx, v)
+
+
+def _numpy_solve(solve: KktSolve) -> KktSolve:
+    """`solve` (Torch in and out) called with and returning numpy arrays (shared memory)."""
+
+    def on_numpy(*arrays):
+        return tuple(t.numpy() for t in solve(*(torch.from_numpy(a) for a in arrays)))
+
+    return on_numpy

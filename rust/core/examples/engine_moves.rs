@@ -5,7 +5,9 @@
 //! (P fixed, q, G, h batched; every entry times 1 + MOVE N(0,1)), after a first call on the
 //! base values. Prints, per move, the median per-item seconds of each engine over `ROUNDS`
 //! moved calls and which engine answered the active-set calls.
-//! `cargo run --release --example engine_moves -- [N] [M] [B] [ROUNDS] [ipm|backends]`
+//! Each round: a first call on the base values, then STEPS calls each moved from the one
+//! before (a training loop); the per-item time is the mean over those STEPS calls.
+//! `cargo run --release --example engine_moves -- [N] [M] [B] [ROUNDS] [STEPS] [ipm|backends]`
 //! (`ipm`: time only the IPM, e.g. under a profiler; `backends`: the IPM with the policy's
 //! KKT backend against the full dense factor, interleaved, at move 0.1).
 use pounce_layers_core::batch::{solve_batch, BatchInput, ForwardWorkspaces, RunControl};
@@ -46,6 +48,7 @@ fn main() {
     let m = a.get(1).copied().unwrap_or(50);
     let bsz = a.get(2).copied().unwrap_or(64);
     let rounds = a.get(3).copied().unwrap_or(5);
+    let steps = a.get(4).copied().unwrap_or(4);
     let ipm_only = std::env::args().any(|s| s == "ipm");
     let dims = ConeDims {
         l: m,
@@ -165,7 +168,7 @@ fn main() {
         v[v.len() / 2]
     };
     println!(
-        "n={n} m={m} B={bsz}: per-item ms (median of {rounds} moved calls); ratios: medians of the per-round ratios"
+        "n={n} m={m} B={bsz}: per-item ms (median over {rounds} rounds of the mean of {steps} chained moved calls); ratios: medians of the per-round ratios"
     );
     let engines = [QpEngine::Ipm, QpEngine::ActiveSet, QpEngine::Auto];
     for eps in [0.0, 0.005, 0.01, 0.02, 0.05, 0.07, 0.1] {
@@ -177,48 +180,59 @@ fn main() {
         let mut max_dx = 0.0f64;
         for round in 0..rounds {
             let mut rr = Rng(1000 + round as u64);
-            let (g2, q2, h2) = (
-                mv(&g, eps, &mut rr),
-                mv(&q, eps, &mut rr),
-                mv(&h, eps, &mut rr),
-            );
-            rel.extend((0..bsz).map(|it| moved(&g2, &q2, &h2, it)));
-            // Fresh handles each round: a first call on the base values, then the moved one.
+            // Fresh handles each round: a first call on the base values, then `steps` calls,
+            // each moved from the one before (a training loop), timed together.
             let ws: Vec<ForwardWorkspaces> = (0..3).map(|_| ForwardWorkspaces::new()).collect();
             let active: Vec<usize> = if ipm_only { vec![0] } else { vec![0, 1, 2] };
             for &e in &active {
                 let (t0, _) = call(engines[e], &ws[e], &g, &q, &h);
                 first[e].push(t0);
             }
-            let mut tt = [f64::NAN; 3];
+            let mut tt = [0.0f64; 3];
             let mut xs: Vec<Vec<f64>> = vec![vec![]; 3];
-            // Rotate the order between rounds.
-            for k in 0..active.len() {
-                let e = active[(k + round) % active.len()];
-                let (ti, out) = call(engines[e], &ws[e], &g2, &q2, &h2);
-                tt[e] = ti;
-                t[e].push(ti);
-                if e == 0 {
-                    ipm_iters += out.outs.iter().map(|o| o.iters).sum::<usize>();
+            let (mut gc, mut qc, mut hc) = (g.clone(), q.clone(), h.clone());
+            for step in 0..steps {
+                let (g2, q2, h2) = (
+                    mv(&gc, eps, &mut rr),
+                    mv(&qc, eps, &mut rr),
+                    mv(&hc, eps, &mut rr),
+                );
+                if step == 0 {
+                    rel.extend((0..bsz).map(|it| moved(&g2, &q2, &h2, it)));
                 }
-                for o in &out.outs {
-                    *names[e].entry(o.engine).or_default() += 1;
+                // Rotate the order between calls.
+                for k in 0..active.len() {
+                    let e = active[(k + round + step) % active.len()];
+                    let (ti, out) = call(engines[e], &ws[e], &g2, &q2, &h2);
+                    tt[e] += ti / steps as f64;
+                    if e == 0 {
+                        ipm_iters += out.outs.iter().map(|o| o.iters).sum::<usize>();
+                    }
+                    for o in &out.outs {
+                        *names[e].entry(o.engine).or_default() += 1;
+                    }
+                    xs[e] = out.xs;
                 }
-                xs[e] = out.xs;
+                if !ipm_only {
+                    for e in [1, 2] {
+                        let dx = xs[0]
+                            .iter()
+                            .zip(&xs[e])
+                            .fold(0.0f64, |s, (a, b)| s.max((a - b).abs()));
+                        let scale = xs[0].iter().fold(1.0f64, |s, v| s.max(v.abs()));
+                        max_dx = max_dx.max(dx / scale);
+                    }
+                }
+                (gc, qc, hc) = (g2, q2, h2);
+            }
+            for e in 0..3 {
+                t[e].push(tt[e]);
             }
             if ipm_only {
                 continue;
             }
             r_as.push(tt[1] / tt[0]);
             r_auto.push(tt[2] / tt[0]);
-            for e in [1, 2] {
-                let dx = xs[0]
-                    .iter()
-                    .zip(&xs[e])
-                    .fold(0.0f64, |s, (a, b)| s.max((a - b).abs()));
-                let scale = xs[0].iter().fold(1.0f64, |s, v| s.max(v.abs()));
-                max_dx = max_dx.max(dx / scale);
-            }
         }
         let ti = med(&mut t[0]) * 1e3;
         if ipm_only {
@@ -235,7 +249,7 @@ fn main() {
         println!(
             "move {eps:5.3} (auto's measure: median {:.3}): ipm {ti:.3} ms ({:.1} iters/item); active_set/ipm {:.2}, auto/ipm {:.2}; active_set answered by {:?}; auto by {:?}; max |x - x_ipm| / max(1, |x_ipm|) {max_dx:.1e}",
             med(&mut rel),
-            ipm_iters as f64 / (rounds * bsz) as f64,
+            ipm_iters as f64 / (rounds * steps * bsz) as f64,
             med(&mut r_as),
             med(&mut r_auto),
             names[1],

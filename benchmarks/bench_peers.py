@@ -64,16 +64,20 @@ Cases (`--only KEY[,KEY]`; `--skip-large` drops qp500):
 Output: the per-case rows, the ratio table (peer time / our `CvxpyLayer` time: above 1 the
 peer is slower than us; for the OptNet-style peers also against our qpth-compatible
 `QPFunction` when it exists), two floors beside our time (`flop_floors`): "IPM floor", 10
-LDL' factorizations per item of the dense (n+m)-square KKT matrix (n, m of the canonical cone
-program), each at the time LAPACK's sytrf takes at that size on this machine (measured after
-the case, batched, one thread: small sizes run far below peak GFlop/s), and "active-set
-floor", one such factorization per item (an active-set method started at the final working
+KKT factorizations per item: for the QP cases the condensed one our IPM does (the n x n
+Schur complement S = H + B'WB of the x block and its Cholesky, torch bmm + cholesky on one
+thread, batched), for the others the LDL' of the dense (n+m)-square KKT matrix (n, m of the
+canonical cone program) at the time LAPACK's sytrf takes at that size on this machine
+(measured after the case, batched, one thread: small sizes run far below peak GFlop/s); and
+"active-set floor", one such LDL' per item (an active-set method started at the final working
 set); "ours / IPM floor" says how far above the first we are. The JSON also holds the older
 estimate at the peak rate (dsytrf on a 500x500 matrix, best of a measurement at start and
 one after each case). Then the load average (`os.getloadavg()`) at start and end,
 benchmarks/out/bench_peers.png and .json. `--torch-threads N` sets torch's threads first;
 `--ours-alt-args JSON` adds a second `CvxpyLayer` row of ours with other solver_args, timed
-interleaved with the first (an A/B in one process).
+interleaved with the first (an A/B in one process); `--ours-alt-env VAR=VALUE[,...]` runs
+that row with environment switches set around each call (e.g.
+`POUNCE_LAYERS_KKT_BACKEND=dense`: the full dense KKT factor instead of the condensed one).
 
 Set-up (the peers are NOT project dependencies; they live in the `bench` extra):
 
@@ -151,6 +155,7 @@ class Settings:
 
     ours_args: dict = field(default_factory=dict)
     alt_args: dict | None = None
+    alt_env: dict[str, str] = field(default_factory=dict)
     profile: bool = False
     move: float = 0.0
 
@@ -726,8 +731,8 @@ def _runner(case: Case, ref: Reference, row: Row) -> Runner:
             raise ImportError("no --ours-alt-args given")
         import pounce_cvxpy  # noqa: F401
 
-        return _cvxpylayer_runner(case.build, case, ref, "pounce",
-                                  solver_args=SETTINGS.alt_args)
+        return _with_env(_cvxpylayer_runner(case.build, case, ref, "pounce",
+                                            solver_args=SETTINGS.alt_args), SETTINGS.alt_env)
     if peer == "diffcp":
         return _cvxpylayer_runner(case.build, case, ref, None)
     if peer == "moreau":
@@ -738,6 +743,27 @@ def _runner(case: Case, ref: Reference, row: Row) -> Runner:
     if peer == "qpax":
         return _qpax_runner(case, ref, row)
     return _optnet_runner(case, ref, peer)
+
+
+def _with_env(run: Runner, env: dict[str, str]) -> Runner:
+    """`run` with the variables `env` set in os.environ around each call (restored after):
+    the backend switches pounce_kkt reads per call, e.g. POUNCE_LAYERS_KKT_BACKEND."""
+    if not env:
+        return run
+
+    def wrapped() -> Outcome:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return run()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    return wrapped
 
 
 def _fmt_ratio(v: float) -> str:
@@ -801,14 +827,43 @@ def factor_seconds(k: int, rounds: int = 5) -> float:
     return best
 
 
-def flop_floors(batch: int, dims: tuple[int, int], per_factor: float, rate: float
-                ) -> dict[str, float]:
-    """Seconds per case: "ipm" = IPM_ITERS LDL' of the (n+m) KKT matrix per item at the
-    measured per-size time `per_factor`; "active_set" = one such factorization per item (an
-    active-set method started at the final working set); "peak" = IPM_ITERS (n+m)^3/3 flop
-    per item at the n=500 rate `rate`."""
+def condensed_factor_seconds(n: int, m: int, rounds: int = 5) -> float:
+    """Best per-matrix seconds of the condensed KKT factorization of a QP IPM (the x block's
+    Schur complement S = H + B' diag(w) B, B m x n, then Cholesky of S; torch on one thread,
+    batched): what rust/core/src/condensed_backend.rs does per IPM iteration."""
+    from pounce_kkt.torch_threads import serial_torch
+
+    batch = max(1, min(512, 4_000_000 // max(1, n * (n + m))))
+    g = torch.Generator().manual_seed(9)
+    R = torch.randn(batch, n, n, generator=g, dtype=torch.float64)
+    H = R @ R.transpose(1, 2) / n + torch.eye(n, dtype=torch.float64)
+    B = torch.randn(batch, m, n, generator=g, dtype=torch.float64)
+    w = torch.rand(batch, m, 1, generator=g, dtype=torch.float64) + 0.5
+
+    def once() -> None:
+        torch.linalg.cholesky_ex(torch.baddbmm(H, B.transpose(1, 2), B * w))
+
+    best = float("inf")
+    with serial_torch():
+        once()
+        for _ in range(rounds):
+            t = time.perf_counter()
+            once()
+            best = min(best, (time.perf_counter() - t) / batch)
+    return best
+
+
+def flop_floors(batch: int, dims: tuple[int, int], per_factor: float, rate: float,
+                per_condensed: float | None = None) -> dict[str, float]:
+    """Seconds per case: "ipm" = IPM_ITERS KKT factorizations per item: the condensed one
+    (`per_condensed`, QP cases: S = H + B'WB and its Cholesky, the IPM's KKT since
+    condensed_backend.rs) when given, else the LDL' of the (n+m) KKT matrix at the measured
+    per-size time `per_factor`; "active_set" = one such LDL' per item (an active-set method
+    started at the final working set); "peak" = IPM_ITERS (n+m)^3/3 flop per item at the
+    n=500 rate `rate`."""
     k = dims[0] + dims[1]
-    return {"ipm": batch * IPM_ITERS * per_factor, "active_set": batch * per_factor,
+    ipm = per_factor if per_condensed is None else per_condensed
+    return {"ipm": batch * IPM_ITERS * ipm, "active_set": batch * per_factor,
             "peak": batch * IPM_ITERS * (k**3 / 3) / rate}
 
 
@@ -928,6 +983,10 @@ def main() -> int:
     ap.add_argument("--ours-alt-args", default="",
                     help="JSON solver_args of a second CvxpyLayer row ('ours_alt'), timed "
                          "interleaved with ours: an A/B of an option in one process")
+    ap.add_argument("--ours-alt-env", default="",
+                    help="VAR=VALUE[,VAR=VALUE]: environment set around each call of the "
+                         "'ours_alt' row (with --ours-alt-args '{}' for the same args), e.g. "
+                         "POUNCE_LAYERS_KKT_BACKEND=dense for the full dense KKT factor")
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch.set_num_threads(N) before anything runs (0: torch's default)")
     ap.add_argument("--profile", action="store_true",
@@ -945,6 +1004,11 @@ def main() -> int:
         torch.set_num_threads(a.torch_threads)
     SETTINGS.ours_args = json.loads(a.ours_args)
     SETTINGS.alt_args = json.loads(a.ours_alt_args) if a.ours_alt_args else None
+    SETTINGS.alt_env = dict(kv.split("=", 1) for kv in a.ours_alt_env.split(",") if kv)
+    if SETTINGS.alt_env and SETTINGS.alt_args is None:
+        SETTINGS.alt_args = {}
+    if SETTINGS.alt_env:
+        print(f"the alt row runs with the environment {SETTINGS.alt_env}")
     SETTINGS.profile = a.profile
     SETTINGS.move = a.move
     regime = f"values moved by {a.move:g}" if a.move else "the same values"
@@ -980,6 +1044,7 @@ def main() -> int:
     rows: list[Row] = []
     floors: dict[str, dict[str, float]] = {}
     per_factor: dict[str, float] = {}
+    per_condensed: dict[str, float] = {}
     noise: dict[str, float] = {}
     dims: dict[str, tuple[int, int]] = {}
     rates = [rate]
@@ -990,15 +1055,22 @@ def main() -> int:
         rows += case_rows
         rates.append(dense_throughput())  # re-measured between cases: the load comes and goes
         per_factor[case.key] = factor_seconds(sum(ref.dims))
+        if case.qp_torch is not None:  # a QP: the IPM's KKT is condensed on its x block
+            per_condensed[case.key] = condensed_factor_seconds(*ref.dims)
     rate = max(rates)
-    print(f"\nfloors: IPM = {IPM_ITERS} LDL' factorizations of the (n+m)-square KKT matrix per "
-          "item, active set = one per item, each at the time measured at that size after the "
-          "case (sytrf, one thread); the peak rate (dsytrf n=500) was the best of "
-          f"{len(rates)} measurements, {min(rates) / 1e9:.2f} to {rate / 1e9:.2f} GFlop/s")
+    print(f"\nfloors: IPM = {IPM_ITERS} KKT factorizations per item: for the QP cases the "
+          "condensed one (S = H + B'WB, n x n, and its Cholesky: torch bmm + cholesky, one "
+          f"thread), otherwise the LDL' of the (n+m)-square KKT matrix; active set = one LDL' "
+          "per item; each at the time measured at that size after the case (sytrf, one "
+          f"thread); the peak rate (dsytrf n=500) was the best of {len(rates)} measurements, "
+          f"{min(rates) / 1e9:.2f} to {rate / 1e9:.2f} GFlop/s")
     for case in cases:
         k = sum(dims[case.key])
-        floors[case.key] = flop_floors(case.batch, dims[case.key], per_factor[case.key], rate)
-        print(f"  {case.key:8s} n+m={k:4d}: LDL' {per_factor[case.key] * 1e6:9.1f} us "
+        floors[case.key] = flop_floors(case.batch, dims[case.key], per_factor[case.key], rate,
+                                       per_condensed.get(case.key))
+        cond = (f"condensed {per_condensed[case.key] * 1e6:.1f} us, "
+                if case.key in per_condensed else "")
+        print(f"  {case.key:8s} n+m={k:4d}: {cond}LDL' {per_factor[case.key] * 1e6:9.1f} us "
               f"({k**3 / 3 / per_factor[case.key] / 1e9:5.2f} GFlop/s); IPM floor "
               f"{floors[case.key]['ipm'] * 1e3:.3g} ms, active-set floor "
               f"{floors[case.key]['active_set'] * 1e3:.3g} ms, at the peak rate "
@@ -1026,7 +1098,8 @@ def main() -> int:
     (OUT / f"{a.out_name}.json").write_text(json.dumps({
         "load_start": load0, "load_end": load1, "move": a.move,
         "dense_flops": rate, "dense_flops_all": rates,
-        "floors": floors, "ldl_seconds": per_factor, "fd_noise": noise, "canonical_dims": dims,
+        "floors": floors, "ldl_seconds": per_factor, "condensed_seconds": per_condensed,
+        "fd_noise": noise, "canonical_dims": dims,
         "rows": [r.__dict__ for r in rows]}, indent=1, default=str))
     print(f"wrote {png} and {OUT / (a.out_name + '.json')}")
     return 0

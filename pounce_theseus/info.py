@@ -2,7 +2,9 @@
 fill it, and the per-iteration hooks (``verbose``, ``end_iter_callback``).
 
 Iteration ``i`` of an element is its native solver's iteration ``i`` (re-solves after a
-chart re-centring continue the count). The histories hold the interior-point iterates;
+chart re-centring continue the count). The histories hold the interior-point iterates,
+and, as Theseus' loop records them, an element that stopped before the batch's last
+iteration keeps its final error and values up to that iteration;
 ``verbose`` and ``end_iter_callback`` are called once per iteration after the solve, with
 the mean error of the elements still iterating and the step of every element (zero for
 an element that stopped earlier).
@@ -54,6 +56,7 @@ def fill_info(info: NonlinearOptimizerInfo, res: BatchResult, err: torch.Tensor,
                 if it <= max_iterations:
                     hist[b, it] = f
         hist[rows, last] = err.detach().cpu().to(hist.dtype)
+        _hold_after_stop(hist, last)
         # The first iterate reaching the history's minimum (Theseus keeps the first of
         # equal errors).
         info.best_iter = (hist.argmin(dim=1) - 1).clamp(min=0).to(torch.long)
@@ -64,6 +67,17 @@ def fill_info(info: NonlinearOptimizerInfo, res: BatchResult, err: torch.Tensor,
                     if it <= max_iterations:
                         hist[b, ..., it] = values[name].cpu().to(hist.dtype)
             hist[rows, ..., last] = solution[name].detach().cpu().to(hist.dtype)
+            _hold_after_stop(hist.movedim(-1, 1), last)
+
+
+def _hold_after_stop(hist: torch.Tensor, last: torch.Tensor) -> None:
+    """History entries (B, T, ...) of each element ``b`` after its last iteration
+    ``last[b]``, up to the batch's last, set to its final entry (Theseus records every
+    element at every iteration of its loop, a stopped one at its final values)."""
+    end = int(last.max()) if last.numel() else 0
+    for b, lb in enumerate(last.tolist()):
+        if lb < end:
+            hist[b, lb + 1:end + 1] = hist[b, lb]
 
 
 def replay_iterations(optimizer, info: NonlinearOptimizerInfo, res: BatchResult,

@@ -237,7 +237,7 @@ class PounceOptimizer(NonlinearOptimizer):
         rule = StepRule(step_size=float(self.params.step_size),
                         damping=float(kwargs.get("damping", 0.0)),
                         ellipsoidal=bool(kwargs.get("ellipsoidal_damping", False)),
-                        damping_eps=float(kwargs.get("damping_eps", None) or 1e-8)
+                        damping_eps=_or_default(kwargs.get("damping_eps"), 1e-8)
                         ) if theseus_steps else None
         if rule is not None and not rule.plain:
             nlp = TheseusStepNlp(structure, self.hessian, bounds, rule)
@@ -319,6 +319,11 @@ class PounceOptimizer(NonlinearOptimizer):
         else:
             self._structure.chart.recenter()
         return self._structure
+
+
+def _or_default(value: Any, default: float) -> float:
+    """``value`` as a float, ``default`` when it is None (Theseus' ``damping_eps``)."""
+    return default if value is None else float(value)
 
 
 def _error_requires_grad(objective: Objective) -> bool:

@@ -71,13 +71,14 @@ def test_histories_best_solution_and_callbacks(capsys):
     hist = info.err_history.double()  # Theseus allocates the history in the default dtype
     assert torch.allclose(hist[:, 0], init_err.float().double())
     assert info.state_history["a"].shape == (3, 1, 31)
-    for b in range(3):  # each element's own iterations
-        it = int(info.converged_iter[b])
-        assert torch.allclose(hist[b, it], info.last_err[b].double())
-        assert torch.isinf(info.err_history[b, it + 1 :]).all()
-        assert torch.all(info.err_history[b, 1 : it + 1].isfinite())
-        assert torch.allclose(info.state_history["a"][b, :, it], sol["a"][b].float())
     n_it = int(info.converged_iter.max())
+    for b in range(3):  # each element's own iterations, then its final values (Theseus'
+        it = int(info.converged_iter[b])  # loop records a stopped element until all stop)
+        assert torch.allclose(hist[b, it : n_it + 1], info.last_err[b].double())
+        assert torch.isinf(info.err_history[b, n_it + 1 :]).all()
+        assert torch.all(info.err_history[b, 1 : it + 1].isfinite())
+        assert torch.allclose(info.state_history["a"][b, :, it : n_it + 1],
+                              sol["a"][b].float().unsqueeze(-1))
     assert torch.allclose(info.best_solution["b"], sol["b"]) and torch.equal(
         info.best_err, info.last_err
     )

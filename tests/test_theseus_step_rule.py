@@ -125,3 +125,26 @@ def test_implicit_mode_takes_full_steps_and_ignores_damping():
     with torch.no_grad():
         _, info = _run(layer, a0, y, damping=0.1, backward_mode="unroll")
     assert all(s == th.NonlinearOptimizerStatus.MAX_ITERATIONS for s in info.status)
+
+
+def test_histories_hold_a_stopped_elements_final_values():
+    """Damped steps converge linearly, so elements stop at different iterations; as in
+    Theseus' loop, an element's history after its stop repeats its final error and
+    values up to the batch's last iteration (Theseus' nonlinear tests read
+    ``err_history[:, converged_iter.max()]`` as every element's final error)."""
+    layer = _curve_fit(PounceOptimizer, max_iterations=40, step_size=0.6)
+    a0 = torch.tensor([[0.7, 1.5], [-1.0, 0.2]], dtype=DT)
+    y = layer.objective.aux_vars["y"].tensor.clone()
+    with torch.no_grad():
+        sol, info = layer.forward({"a": a0, "y": y}, optimizer_kwargs={
+            "backward_mode": "unroll", "track_err_history": True,
+            "track_state_history": True})
+    assert all(s == th.NonlinearOptimizerStatus.CONVERGED for s in info.status)
+    its = info.converged_iter
+    assert int(its.min()) < int(its.max())  # the elements stopped at different iterations
+    end = int(its.max())
+    final = layer.objective.error_metric()
+    torch.testing.assert_close(info.err_history[:, end], final.to(info.err_history.dtype))
+    hist = info.state_history["a"]
+    torch.testing.assert_close(hist[..., end], sol["a"].to(hist.dtype))
+    assert torch.isinf(info.err_history[:, end + 1:]).all()

@@ -161,24 +161,30 @@ def test_auto_takes_the_active_set_for_items_that_moved_little():
         assert pk.conic_solve(st_soc, *_values(soc)).engine == ["ipm"] * 2
 
 
-def test_an_infeasible_item_goes_to_the_ipm_and_is_certified():
-    bt = _batch(seed=7, batch=3)
-    st = _structure(bt)
+def _with_infeasible_item(bt, item=1):
+    """The batch's values with item `item` made infeasible: its equality rows 0 and 1 get
+    the same coefficients (an entry of one row with no partner in the other is zeroed) and
+    ask a'x = 1 and a'x = -1 at once."""
     P, q, A, b = (t.clone() for t in _values(bt))
-    # Item 1: equality rows 0 and 1 get the same coefficients (an entry of one row with no
-    # partner in the other is zeroed) and ask a'x = 1 and a'x = -1 at once.
     cols = np.repeat(np.arange(bt.n), np.diff(bt.a_indptr))
     slot = {(int(r), int(c)): k for k, (r, c) in enumerate(zip(bt.a_indices, cols, strict=True))}
     shared = 0
     for c in range(bt.n):
         k0, k1 = slot.get((0, c)), slot.get((1, c))
         if k0 is not None and k1 is not None:
-            A[1, k1] = A[1, k0]
+            A[item, k1] = A[item, k0]
             shared += 1
         elif k0 is not None or k1 is not None:
-            A[1, k0 if k0 is not None else k1] = 0.0
+            A[item, k0 if k0 is not None else k1] = 0.0
     assert shared > 0
-    b[1, 0], b[1, 1] = 1.0, -1.0
+    b[item, 0], b[item, 1] = 1.0, -1.0
+    return P, q, A, b
+
+
+def test_an_infeasible_item_goes_to_the_ipm_and_is_certified():
+    bt = _batch(seed=7, batch=3)
+    st = _structure(bt)
+    P, q, A, b = _with_infeasible_item(bt)
     act = pk.conic_solve(st, P, q, A, b, pk.SolveOptions(engine="active_set", on_failure="nan"))
     ipm = pk.conic_solve(_structure(bt), P, q, A, b,
                          pk.SolveOptions(engine="ipm", on_failure="nan"))
@@ -186,6 +192,34 @@ def test_an_infeasible_item_goes_to_the_ipm_and_is_certified():
     assert act.engine[1] == "ipm"
     assert act.engine[0] == act.engine[2] == "active_set"
     assert _rel(act.x[[0, 2]], ipm.x[[0, 2]]) < 1e-7
+
+
+@pytest.mark.parametrize("backward", ["dense", "sparse"])
+def test_the_condensed_ipm_kkt_matches_the_full_dense_one(monkeypatch, backward):
+    """The IPM's KKT condensed on its x block (rust/core/src/condensed_backend.rs: the
+    default policy, and forced) gives the statuses, solutions and gradients of the full
+    dense factor (POUNCE_LAYERS_KKT_BACKEND=dense), the infeasible item certified by each."""
+    bt = _batch(seed=7, batch=3)
+    vals = _with_infeasible_item(bt)
+    opts = pk.SolveOptions(engine="ipm", on_failure="nan", backward=backward)
+    out = {}
+    for kkt in ("dense", "auto", "condensed"):
+        monkeypatch.setenv("POUNCE_LAYERS_KKT_BACKEND", kkt)
+        P, q, A, b = (t.clone().requires_grad_() for t in vals)
+        sol = pk.conic_solve(_structure(bt), P, q, A, b, opts)
+        w = torch.tensor(np.random.default_rng(4).standard_normal(sol.x.shape))
+        (w * torch.nan_to_num(sol.x)).sum().backward()
+        out[kkt] = (sol, [t.grad[[0, 2]] for t in (P, q, A, b)])
+    ref, ref_g = out["dense"]
+    assert list(ref.status) == ["optimal", "primal_infeasible", "optimal"]
+    for kkt in ("auto", "condensed"):
+        sol, g = out[kkt]
+        assert list(sol.status) == list(ref.status), kkt
+        for key in ("x", "y", "s"):
+            got, want = (getattr(r, key).detach()[[0, 2]] for r in (sol, ref))
+            assert _rel(got, want) < 1e-7, (kkt, key)
+        for gi, ri in zip(g, ref_g, strict=True):
+            assert _rel(gi, ri) < 1e-6, kkt
 
 
 def test_engine_is_checked():

@@ -74,16 +74,19 @@ class SolveOptions:
     loosens it below what accurate gradients need.
     refine: Newton refinement of the solved items (pounce_kkt/refine.py: skipped where the
     residual is already small; never returns a worse point); False returns POUNCE's point.
-    engine: the forward's engine for problems with zero and nonneg rows only (others always
-    run the interior-point method): "ipm"; "active_set": each batch item starts from its
-    previous answer on this structure's native handle (its active rows kept when still
-    optimal: one KKT solve, whose factor the backward reuses; else POUNCE's parametric
-    active-set method through the item's session, warm from its previous solve); an item
-    it does not solve to tol goes to the IPM; or "auto" (the default, n + m <= 400): the
-    kept active rows for an item whose values moved by at most 2% since its previous solve
-    on this structure, and for one that moved more unless its recent kept checks failed
-    (a back-off: at most one check in 16 calls then); the session only when warm and near;
-    the IPM otherwise (rust/core/src/options.rs, measured in docs/native-core.md).
+    engine: the forward's engine. With a SOC, PSD, exp or power cone, "auto" and
+    "active_set" start each batch item from its previous answer on this structure, refined
+    by Newton on the new values and taken when it meets the tol (pounce_kkt/kept_newton.py;
+    the interior-point method solves the others); "ipm" always runs the interior-point
+    method. For problems with zero and nonneg rows only: "ipm"; "active_set": each batch
+    item starts from its previous answer on this structure's native handle (its active rows
+    kept when still optimal: one KKT solve, whose factor the backward reuses; else POUNCE's
+    parametric active-set method through the item's session, warm from its previous solve);
+    an item it does not solve to tol goes to the IPM; or "auto" (the default, n + m <= 400):
+    the kept active rows for an item whose values moved by at most 2% since its previous
+    solve on this structure, and for one that moved more unless its recent kept checks
+    failed (a back-off: at most one check in 16 calls then); the session only when warm and
+    near; the IPM otherwise (rust/core/src/options.rs, measured in docs/native-core.md).
     SolveInfo.engine names what answered each item.
     """
 

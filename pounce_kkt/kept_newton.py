@@ -32,11 +32,14 @@ import torch
 
 from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.errors import SolverError
-from pounce_kkt.refine import REFINE_OPTIMAL, KktSolve, refine
+from pounce_kkt.refine import REFINE_OPTIMAL, REFINE_STEPS, KktSolve, refine
 from pounce_kkt.structure import ConicStructure
 
 # SolveInfo.engine of an item answered from its kept answer.
 KEPT_ENGINE = "newton_kept"
+# A kept answer's Newton steps stop once its residual is at most this fraction of
+# accept_tol (measured in docs/exp-socp-profile.md, "Kept answers").
+STOP_FRACTION = 0.1
 # After the k-th consecutive failed check, an item skips 2**k - 1 calls (k <= this).
 BACKOFF_MAX_EXP = 4
 
@@ -105,6 +108,29 @@ def accept_tol(tol: float) -> float:
     return min(float(tol), REFINE_OPTIMAL)
 
 
+def _newton(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
+            A: torch.Tensor, b: torch.Tensor, kept: _Kept, due: torch.Tensor,
+            solve: KktSolve, stop: float
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """refine.py's Newton steps from the kept answers of the items `due`, one step per
+    round, an item leaving once its residual is at most `stop` or a round leaves it
+    unmoved (REFINE_STEPS rounds at most): x, y, s, the residual and the steps (B,)."""
+    x, y, s = kept.x, kept.y, kept.s
+    after = torch.full((due.shape[0],), torch.inf, dtype=torch.float64)
+    steps = torch.zeros(due.shape[0], dtype=torch.int64)
+    live = due.clone()
+    for _ in range(REFINE_STEPS):
+        r = refine(structure, P, q, A, b, x, y, s, live, solve, max_steps=1)
+        x, y, s = (torch.where(live[:, None], new, old)
+                   for new, old in ((r.x, x), (r.y, y), (r.s, s)))
+        after = torch.where(live, r.after, after)
+        steps += r.steps
+        live = live & (r.after > stop) & (r.steps > 0)
+        if not bool(live.any()):
+            break
+    return x, y, s, after, steps
+
+
 def _rows_equal(a: torch.Tensor | None, b: torch.Tensor | None, B: int) -> np.ndarray:
     """(B,) bool: rows of a and b equal (True everywhere when both are None)."""
     if a is None and b is None:
@@ -140,13 +166,14 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
             P = None if v["P"] is None else v["P"].detach()
             A = v["A"].detach()
             ok = torch.from_numpy(due)
-            r = refine(structure, P, v["q"].detach(), A, v["b"].detach(), kept.x, kept.y,
-                       kept.s, ok, kkt_solve(P, A))
-            good = (ok & (r.after <= accept_tol(options.tol_for(structure.cones)))).numpy()
+            accept = accept_tol(options.tol_for(structure.cones))
+            rx, ry, rs, after, steps = _newton(structure, P, v["q"].detach(), A,
+                                               v["b"].detach(), kept, ok, kkt_solve(P, A),
+                                               accept * STOP_FRACTION)
+            good = (ok & (after <= accept)).numpy()
             taken = good
             x, y, s = (torch.where(torch.from_numpy(good)[:, None], t, torch.nan)
-                       for t in (r.x, r.y, r.s))
-            steps = torch.where(ok, r.steps, 0)
+                       for t in (rx, ry, rs))
             failed = due & ~good
             kept.fails = np.where(good, 0, np.where(failed, kept.fails + 1, kept.fails))
             kept.skip = np.where(failed, 2 ** np.minimum(kept.fails, BACKOFF_MAX_EXP) - 1,

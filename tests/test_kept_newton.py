@@ -154,10 +154,12 @@ def test_cvxpylayer_socp_kept_answers_match_clarabel_and_the_ipm_gradients(move)
         def obj(z, A_i=A_i, b_i=b_i, c_i=c_i):
             return np.linalg.norm(A_i @ z - b_i) + c_i @ z
 
-        assert np.linalg.norm(x[i]) <= 1 + 1e-12
-        # Clarabel's x may sit outside the ball: compared on its projection onto it.
+        # Ours meets its residual within 1e-10 (kept_newton.STOP_FRACTION); Clarabel's x may
+        # sit further outside the ball: both compared on their projections onto it.
+        assert np.linalg.norm(x[i]) <= 1 + 1e-10
+        xo = x[i] / max(1.0, np.linalg.norm(x[i]))
         xc = var.value / max(1.0, np.linalg.norm(var.value))
-        assert obj(x[i]) <= obj(xc) + 1e-12
+        assert obj(xo) <= obj(xc) + 1e-10
         np.testing.assert_allclose(x[i], var.value, rtol=0, atol=1e-3)
     # Central differences through the interior-point path along a random direction.
     d = [rng.standard_normal(v.shape) for v in v1]

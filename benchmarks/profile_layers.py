@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_peers import qp_case, socp_case  # noqa: E402
+from bench_peers import qp_case  # noqa: E402
 
 import pounce_cvxpy  # noqa: E402,F401  (registers "pounce")
 import pounce_cvxpy.qpth as our_qpth  # noqa: E402
@@ -71,7 +71,6 @@ CASES = {
     "qp64": lambda: qp_case("qp64", "B=64 QPs n=m=50", 50, 50, 64),
     "qp1024": lambda: qp_case("qp1024", "B=1024 QPs n=m=10", 10, 10, 1024),
     "qp1": lambda: qp_case("qp1", "B=1 QP n=m=50", 50, 50, 1),
-    "socp": socp_case,
 }
 
 
@@ -153,7 +152,7 @@ def _pool_threads() -> int:
 def make_runner(case, path: str, solver_args: dict) -> tuple[Callable[[], None], Callable]:
     """(run, layer_call) for one case and path; run() does fwd+bwd, timed as 'total'."""
     base = [torch.tensor(v, dtype=torch.float64) for v in case.values]
-    n = case.build()[2].size  # the layer's output variable
+    n = case.values[0].shape[1]  # q's size: the QP's variables
     w = torch.tensor(np.random.default_rng(7).standard_normal((case.batch, n)))
     if path == "cvxpylayer":
         from cvxpylayers.torch import CvxpyLayer

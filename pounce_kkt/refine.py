@@ -199,16 +199,14 @@ def default_target(cones: ConeDims) -> float:
 def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
            A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
            s: torch.Tensor, ok: torch.Tensor, solve: KktSolve,
-           target: float | None = None, max_steps: int = REFINE_STEPS,
-           floor: float = REFINE_FLOOR) -> Refinement:
+           target: float | None = None, max_steps: int = REFINE_STEPS) -> Refinement:
     """Refine the solved items (ok) of a batch; see the module docstring.
 
     All tensors batch-first float64 on one device, no graph. Items not ok come back
     unchanged; no Newton step is taken where the snapped point's residual is below
     ``target`` (None: :func:`default_target`), nor for LP/QP where the given point's is.
     Each step's KKT solve sees only the items still stepping (``solve``'s mask), and its
-    trial points are evaluated on them alone; an item stops stepping once its residual is
-    at most ``floor``. Runs on one Torch thread
+    trial points are evaluated on them alone. Runs on one Torch thread
     (pounce_kkt/torch_threads.py).
     """
     target = default_target(structure.cones) if target is None else target
@@ -234,7 +232,7 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
         live = ok & ((cres if _curved(cones) else best_res) > target)
         spare = ok.clone()  # one step per item that may raise the residual
         for _ in range(max_steps):
-            live = live & (cres > floor)
+            live = live & (cres > REFINE_FLOOR)
             idx = live.nonzero().flatten()
             if idx.numel() == 0:
                 break

@@ -174,3 +174,27 @@ def test_cvxpylayer_socp_kept_answers_match_clarabel_and_the_ipm_gradients(move)
     fd = (loss(h) - loss(-h)) / (2 * h)
     g_dot = sum(float((g * dv).sum()) for g, dv in zip(grads, d, strict=True))
     assert abs(g_dot - fd) <= 1e-6 * max(1.0, abs(fd))
+
+
+@pytest.mark.parametrize("engine", ["auto", "active_set"])
+def test_a_failed_check_backs_off_under_auto(engine):
+    rng = np.random.default_rng(4)
+    B = 3
+    st = _ball_structure()
+    opts = pk.SolveOptions(engine=engine)
+    q = rng.standard_normal((B, N))
+    r = np.ones(B)
+    pk.conic_solve(st, *_ball_values(q, r), opts)
+    # Item 1's optimum moves to the antipode: Newton from its kept answer does not get there.
+    q[1] = -q[1]
+    first = pk.conic_solve(st, *_ball_values(q, r), opts)
+    assert first.engine == [KEPT_ENGINE, "ipm", KEPT_ENGINE]
+    # Its kept answer is now the IPM's (it would pass): "auto" skips one call after a first
+    # failure, "active_set" checks every call.
+    again = pk.conic_solve(st, *_ball_values(q, r), opts)
+    assert again.engine[1] == ("ipm" if engine == "auto" else KEPT_ENGINE)
+    third = pk.conic_solve(st, *_ball_values(q, r), opts)
+    assert third.engine == [KEPT_ENGINE] * B
+    u = q / np.linalg.norm(q, axis=1, keepdims=True)
+    for sol in (first, again, third):
+        np.testing.assert_allclose(sol.x.detach().numpy(), -u, atol=1e-10)

@@ -14,7 +14,8 @@ Items are matched by batch index (a training loop's batch item i is the same pro
 step). P values must equal the kept call's (bitwise): the native solve is what certifies
 P_eff positive semidefinite, so a new P always goes to it. An item whose check failed is
 not checked again for 2**k - 1 calls after its k-th consecutive failure (k capped at
-:data:`BACKOFF_MAX_EXP`); "active_set" checks every item every call. Measured in
+:data:`BACKOFF_MAX_EXP`), nor, with SOCs as the only curved cones, when its values moved by
+more than :data:`KEPT_MAX_MOVE`; "active_set" checks every item every call. Measured in
 docs/exp-socp-profile.md ("Kept answers").
 """
 
@@ -42,6 +43,12 @@ KEPT_ENGINE = "newton_kept"
 STOP_FRACTION = 0.1
 # After the k-th consecutive failed check, an item skips 2**k - 1 calls (k <= this).
 BACKOFF_MAX_EXP = 4
+# Under "auto", an item of a layer whose curved cones are all SOCs goes straight to the IPM
+# when its (q, A, b) moved by more than this fraction of their size (2-norms) since its kept
+# answer: from a far answer the Newton steps cost more than the SOC IPM. With PSD, exp or
+# power cones the kept answer paid even on unrelated values (docs/exp-socp-profile.md,
+# "Kept answers").
+KEPT_MAX_MOVE = 0.25
 
 # (x, y, s, ok, status, iterations, solve_time, engine) of conic._solve_native.
 NativeResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str],
@@ -51,14 +58,15 @@ NativeResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, lis
 @dataclass
 class _Kept:
     """One call's answers: x (B, n), y, s (B, m), which items hold one (valid), the P
-    values they were solved with (None without P), consecutive failed checks and calls
-    left to skip per item."""
+    values they were solved with (None without P), their (q, A, b) values side by side,
+    consecutive failed checks and calls left to skip per item."""
 
     x: torch.Tensor
     y: torch.Tensor
     s: torch.Tensor
     valid: np.ndarray
     P: torch.Tensor | None
+    data: torch.Tensor
     fails: np.ndarray
     skip: np.ndarray
 
@@ -131,6 +139,17 @@ def _newton(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     return x, y, s, after, steps
 
 
+def _data(v: dict[str, torch.Tensor | None]) -> torch.Tensor:
+    """(B, n + nnzA + m): an item's q, A and b values side by side."""
+    return torch.cat([v["q"].detach(), v["A"].detach(), v["b"].detach()], dim=1)
+
+
+def _moved(data: torch.Tensor, kept: torch.Tensor) -> np.ndarray:
+    """(B,) relative 2-norm change of each item's values since its kept answer."""
+    size = torch.linalg.vector_norm(kept, dim=1).clamp(min=1e-300)
+    return (torch.linalg.vector_norm(data - kept, dim=1) / size).numpy()
+
+
 def _rows_equal(a: torch.Tensor | None, b: torch.Tensor | None, B: int) -> np.ndarray:
     """(B,) bool: rows of a and b equal (True everywhere when both are None)."""
     if a is None and b is None:
@@ -157,10 +176,13 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
         # A new P goes to the native solve, which certifies it convex (whole batch, so that
         # its errors name the caller's indices).
         kept = None
+    data = _data(v)
     if kept is not None:
         due = kept.valid.copy()
         if options.engine != "active_set":
             due &= kept.skip == 0
+            if not (structure.cones.s or structure.cones.ep or structure.cones.p):
+                due &= _moved(data, kept.data) <= KEPT_MAX_MOVE
             kept.skip = np.maximum(kept.skip - 1, 0)
         if due.any():
             P = None if v["P"] is None else v["P"].detach()
@@ -183,7 +205,7 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
         kept = _Kept(torch.zeros(B, structure.n, dtype=torch.float64),
                      torch.zeros(B, structure.m, dtype=torch.float64),
                      torch.zeros(B, structure.m, dtype=torch.float64),
-                     np.zeros(B, dtype=bool), None, np.zeros(B, dtype=np.int64),
+                     np.zeros(B, dtype=bool), None, data, np.zeros(B, dtype=np.int64),
                      np.zeros(B, dtype=np.int64))
     rest = np.flatnonzero(~taken)
     if rest.size == 0:
@@ -216,6 +238,6 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
                                dtype=torch.float64).index_copy(0, idx, rtimes)
     okn = ok.numpy().copy()
     store.put(_Kept(x.clone(), y.clone(), s.clone(), okn,
-                    None if v["P"] is None else v["P"].detach().clone(),
+                    None if v["P"] is None else v["P"].detach().clone(), data,
                     np.where(okn, kept.fails, 0), np.where(okn, kept.skip, 0)))
     return x, y, s, ok, status, iters, times, engine

@@ -17,6 +17,7 @@ from cvxpylayers.torch import CvxpyLayer
 import pounce_cvxpy  # noqa: F401  (registers "pounce")
 import pounce_kkt as pk
 from pounce_cvxpy import last_solve_info
+from pounce_kkt import kept_newton
 from pounce_kkt.kept_newton import KEPT_ENGINE
 from testing_helpers.conic_problems import random_problem_batch
 
@@ -177,7 +178,9 @@ def test_cvxpylayer_socp_kept_answers_match_clarabel_and_the_ipm_gradients(move)
 
 
 @pytest.mark.parametrize("engine", ["auto", "active_set"])
-def test_a_failed_check_backs_off_under_auto(engine):
+def test_a_failed_check_backs_off_under_auto(engine, monkeypatch):
+    # The move gate off, so that "auto" checks the far item (the gate is tested below).
+    monkeypatch.setattr(kept_newton, "KEPT_MAX_MOVE", float("inf"))
     rng = np.random.default_rng(4)
     B = 3
     st = _ball_structure()
@@ -198,3 +201,19 @@ def test_a_failed_check_backs_off_under_auto(engine):
     u = q / np.linalg.norm(q, axis=1, keepdims=True)
     for sol in (first, again, third):
         np.testing.assert_allclose(sol.x.detach().numpy(), -u, atol=1e-10)
+
+
+def test_soc_items_that_moved_far_go_to_the_ipm_unchecked():
+    rng = np.random.default_rng(5)
+    B = 3
+    st = _ball_structure()
+    q = rng.standard_normal((B, N))
+    r = np.ones(B)
+    pk.conic_solve(st, *_ball_values(q, r))
+    q[1] = -q[1]  # moved by ~1.3 of its values' size, above KEPT_MAX_MOVE
+    assert pk.conic_solve(st, *_ball_values(q, r)).engine == [KEPT_ENGINE, "ipm", KEPT_ENGINE]
+    # Not checked, so not backed off: the next call takes its (IPM) answer.
+    again = pk.conic_solve(st, *_ball_values(q, r))
+    assert again.engine == [KEPT_ENGINE] * B
+    u = q / np.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_allclose(again.x.detach().numpy(), -u, atol=1e-10)

@@ -58,15 +58,16 @@ NativeResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, lis
 @dataclass
 class _Kept:
     """One call's answers: x (B, n), y, s (B, m), which items hold one (valid), the P
-    values they were solved with (None without P), their (q, A, b) values side by side,
-    consecutive failed checks and calls left to skip per item."""
+    values they were solved with (None without P), their (q, A, b) values side by side
+    (only where the move gate applies, else None), consecutive failed checks and calls left
+    to skip per item."""
 
     x: torch.Tensor
     y: torch.Tensor
     s: torch.Tensor
     valid: np.ndarray
     P: torch.Tensor | None
-    data: torch.Tensor
+    data: torch.Tensor | None
     fails: np.ndarray
     skip: np.ndarray
 
@@ -139,6 +140,11 @@ def _newton(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     return x, y, s, after, steps
 
 
+def _gated(cones: ConeDims) -> bool:
+    """Whether the move gate applies: SOCs are the only curved cones."""
+    return not (cones.s or cones.ep or cones.p)
+
+
 def _data(v: dict[str, torch.Tensor | None]) -> torch.Tensor:
     """(B, n + nnzA + m): an item's q, A and b values side by side."""
     return torch.cat([v["q"].detach(), v["A"].detach(), v["b"].detach()], dim=1)
@@ -176,12 +182,12 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
         # A new P goes to the native solve, which certifies it convex (whole batch, so that
         # its errors name the caller's indices).
         kept = None
-    data = _data(v)
+    data = _data(v) if _gated(structure.cones) else None
     if kept is not None:
         due = kept.valid.copy()
         if options.engine != "active_set":
             due &= kept.skip == 0
-            if not (structure.cones.s or structure.cones.ep or structure.cones.p):
+            if data is not None and kept.data is not None:
                 due &= _moved(data, kept.data) <= KEPT_MAX_MOVE
             kept.skip = np.maximum(kept.skip - 1, 0)
         if due.any():

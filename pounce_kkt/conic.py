@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pounce_kkt import kept_newton
 from pounce_kkt.accuracy import (
     ON_INACCURATE,
     SolveInfo,
@@ -25,7 +26,7 @@ from pounce_kkt.active_set import limit_scaling
 from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.dense_kkt import dense_kkt_vjp
 from pounce_kkt.errors import SOLVED_STATUSES, DegenerateGradientWarning, SolverError
-from pounce_kkt.refine import REFINE_OPTIMAL, refine
+from pounce_kkt.refine import REFINE_OPTIMAL, KktSolve, refine
 from pounce_kkt.singular_kkt import exploded
 from pounce_kkt.structure import ConicStructure
 from pounce_kkt.torch_threads import serial_torch
@@ -74,16 +75,19 @@ class SolveOptions:
     loosens it below what accurate gradients need.
     refine: Newton refinement of the solved items (pounce_kkt/refine.py: skipped where the
     residual is already small; never returns a worse point); False returns POUNCE's point.
-    engine: the forward's engine for problems with zero and nonneg rows only (others always
-    run the interior-point method): "ipm"; "active_set": each batch item starts from its
-    previous answer on this structure's native handle (its active rows kept when still
-    optimal: one KKT solve, whose factor the backward reuses; else POUNCE's parametric
-    active-set method through the item's session, warm from its previous solve); an item
-    it does not solve to tol goes to the IPM; or "auto" (the default, n + m <= 400): the
-    kept active rows for an item whose values moved by at most 2% since its previous solve
-    on this structure, and for one that moved more unless its recent kept checks failed
-    (a back-off: at most one check in 16 calls then); the session only when warm and near;
-    the IPM otherwise (rust/core/src/options.rs, measured in docs/native-core.md).
+    engine: the forward's engine. With a SOC, PSD, exp or power cone, "auto" and
+    "active_set" start each batch item from its previous answer on this structure, refined
+    by Newton on the new values and taken when it meets the tol (pounce_kkt/kept_newton.py;
+    the interior-point method solves the others); "ipm" always runs the interior-point
+    method. For problems with zero and nonneg rows only: "ipm"; "active_set": each batch
+    item starts from its previous answer on this structure's native handle (its active rows
+    kept when still optimal: one KKT solve, whose factor the backward reuses; else POUNCE's
+    parametric active-set method through the item's session, warm from its previous solve);
+    an item it does not solve to tol goes to the IPM; or "auto" (the default, n + m <= 400):
+    the kept active rows for an item whose values moved by at most 2% since its previous
+    solve on this structure, and for one that moved more unless its recent kept checks
+    failed (a back-off: at most one check in 16 calls then); the session only when warm and
+    near; the IPM otherwise (rust/core/src/options.rs, measured in docs/native-core.md).
     SolveInfo.engine names what answered each item.
     """
 
@@ -306,7 +310,11 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                              list[str], torch.Tensor, torch.Tensor, list[str]]:
     """Native batch solve; applies on_failure. Returns x, y, s, ok, status, iters, times and
-    the engine names."""
+    the engine names. With curved cones, items may be answered from their kept answers
+    (pounce_kkt/kept_newton.py)."""
+    if kept_newton.applies(structure, options):
+        return kept_newton.solve(structure, options, v, warm, _solve_native,
+                                 lambda P, A: _refine_kkt_solve(structure, options, P, A))
     out = _native_solve(structure, options, _np(v["P"]), _np(v["A"]), _np(v["q"]), _np(v["b"]),
                         warm)
     status = list(out["status"])
@@ -345,8 +353,22 @@ def _refined(structure: ConicStructure, options: SolveOptions,
     "optimal"."""
     if not options.refine:
         return x, y, s, status
-    path = options.backward_path(structure.n + structure.m, create_graph=False)
     P, A = (None if v["P"] is None else v["P"].detach()), v["A"].detach()
+    solve = _refine_kkt_solve(structure, options, P, A)
+    try:
+        r = refine(structure, P, v["q"].detach(), A, v["b"].detach(), x, y, s, ok, solve)
+    except RuntimeError:  # a K the sparse path could not factor: keep the solve's point
+        return x, y, s, status
+    status = ["optimal" if st_ == "optimal_inaccurate" and bool(r.after[i] <= REFINE_OPTIMAL)
+              else st_ for i, st_ in enumerate(status)]
+    return r.x, r.y, r.s, status
+
+
+def _refine_kkt_solve(structure: ConicStructure, options: SolveOptions,
+                      P: torch.Tensor | None, A: torch.Tensor) -> KktSolve:
+    """Refinement's KKT solve (pounce_kkt/refine.py `KktSolve`) on the values P, A, through
+    the backward's path."""
+    path = options.backward_path(structure.n + structure.m, create_graph=False)
 
     def solve(xc, yc, sc, rx, ry, items):
         # The KKT solve of the stepping items alone; the others get zeros.
@@ -356,13 +378,7 @@ def _refined(structure: ConicStructure, options: SolveOptions,
         return (xc.new_zeros(xc.shape).index_copy(0, idx, -dq),
                 yc.new_zeros(yc.shape).index_copy(0, idx, db))
 
-    try:
-        r = refine(structure, P, v["q"].detach(), A, v["b"].detach(), x, y, s, ok, solve)
-    except RuntimeError:  # a K the sparse path could not factor: keep the solve's point
-        return x, y, s, status
-    status = ["optimal" if st_ == "optimal_inaccurate" and bool(r.after[i] <= REFINE_OPTIMAL)
-              else st_ for i, st_ in enumerate(status)]
-    return r.x, r.y, r.s, status
+    return solve
 
 
 def _checked_info(structure: ConicStructure, options: SolveOptions,

@@ -154,11 +154,13 @@ def test_auto_takes_the_active_set_for_items_that_moved_little():
     assert engines(1e-4, 1) == ["active_set_kept"] * 3
     assert engines(1e-4, 2) == ["active_set_kept"] * 3
     assert engines(1.0, 3) == ["ipm"] * 3
-    # Conic problems always run the IPM.
+    # Conic problems run the IPM, then start from their kept answers (kept_newton.py).
     soc = random_problem_batch({"l": 3, "q": [4]}, 5, batch=2, seed=1)
     st_soc = _structure(soc)
-    for _ in range(2):
-        assert pk.conic_solve(st_soc, *_values(soc)).engine == ["ipm"] * 2
+    assert pk.conic_solve(st_soc, *_values(soc)).engine == ["ipm"] * 2
+    assert pk.conic_solve(st_soc, *_values(soc)).engine == ["newton_kept"] * 2
+    ipm = pk.SolveOptions(engine="ipm")
+    assert pk.conic_solve(st_soc, *_values(soc), ipm).engine == ["ipm"] * 2
 
 
 def _with_infeasible_item(bt, item=1):

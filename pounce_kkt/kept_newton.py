@@ -1,0 +1,249 @@
+"""Kept answers for curved-cone problems: each item's previous answer, refined on new values.
+
+For a structure with a SOC, PSD, exp or power cone, under `SolveOptions.engine` "auto" or
+"active_set" and with `refine=True`, every call keeps its solved items' answers (x, y, s) on
+the structure. The next call with the same batch size first starts each item from its kept
+answer and takes the Newton steps of pounce_kkt/refine.py on the new values (the backward's
+own KKT solve per step). The refined point is ``s = Pi_K(w), y = Pi_K(w) - w``: in K x K*
+and complementary by construction, so a residual ``res`` (refine.py) at or below
+:func:`accept_tol` makes it an optimal point of the new problem; such an item is answered
+with engine :data:`KEPT_ENGINE` and status "optimal", and the interior-point method solves
+the others (their Newton steps spent, not counted in their iterations).
+
+Items are matched by batch index (a training loop's batch item i is the same problem each
+step). P values must equal the kept call's (bitwise): the native solve is what certifies
+P_eff positive semidefinite, so a new P always goes to it. An item whose check failed is
+not checked again for 2**k - 1 calls after its k-th consecutive failure (k capped at
+:data:`BACKOFF_MAX_EXP`), nor, with SOCs as the only curved cones, when its values moved by
+more than :data:`KEPT_MAX_MOVE`; "active_set" checks every item every call. Measured in
+docs/exp-socp-profile.md ("Kept answers").
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from pounce_kkt.cone_dims import ConeDims
+from pounce_kkt.errors import SolverError
+from pounce_kkt.refine import REFINE_OPTIMAL, REFINE_STEPS, KktSolve, refine
+from pounce_kkt.structure import ConicStructure
+
+# SolveInfo.engine of an item answered from its kept answer.
+KEPT_ENGINE = "newton_kept"
+# A kept answer's Newton steps stop once its residual is at most this fraction of
+# accept_tol (measured in docs/exp-socp-profile.md, "Kept answers").
+STOP_FRACTION = 0.1
+# After the k-th consecutive failed check, an item skips 2**k - 1 calls (k <= this).
+BACKOFF_MAX_EXP = 4
+# Under "auto", an item of a layer whose curved cones are all SOCs goes straight to the IPM
+# when its (q, A, b) moved by more than this fraction of their size (2-norms) since its kept
+# answer: from a far answer the Newton steps cost more than the SOC IPM. With PSD, exp or
+# power cones the kept answer paid even on unrelated values (docs/exp-socp-profile.md,
+# "Kept answers").
+KEPT_MAX_MOVE = 0.25
+
+# (x, y, s, ok, status, iterations, solve_time, engine) of conic._solve_native.
+NativeResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str],
+                     torch.Tensor, torch.Tensor, list[str]]
+
+
+@dataclass
+class _Kept:
+    """One call's answers: x (B, n), y, s (B, m), which items hold one (valid), the P
+    values they were solved with (None without P), their (q, A, b) values side by side
+    (only where the move gate applies, else None), consecutive failed checks and calls left
+    to skip per item."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    s: torch.Tensor
+    valid: np.ndarray
+    P: torch.Tensor | None
+    data: torch.Tensor | None
+    fails: np.ndarray
+    skip: np.ndarray
+
+
+class _Store:
+    """The kept answers of one structure; `take` hands them to one call at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: _Kept | None = None
+
+    def take(self, B: int) -> _Kept | None:
+        with self._lock:
+            kept, self._kept = self._kept, None
+        return kept if kept is not None and kept.x.shape[0] == B else None
+
+    def put(self, kept: _Kept) -> None:
+        with self._lock:
+            self._kept = kept
+
+
+_STORES: weakref.WeakKeyDictionary[ConicStructure, _Store] = weakref.WeakKeyDictionary()
+_STORES_LOCK = threading.Lock()
+
+
+def _store(structure: ConicStructure) -> _Store:
+    with _STORES_LOCK:
+        st = _STORES.get(structure)
+        if st is None:
+            st = _STORES[structure] = _Store()
+        return st
+
+
+def curved(cones: ConeDims) -> bool:
+    """Whether any SOC, PSD, exp or power cone is present."""
+    return bool(cones.q or cones.s or cones.ep or cones.p)
+
+
+def applies(structure: ConicStructure, options: Any) -> bool:
+    """Whether a call under `options` (a SolveOptions) keeps and uses answers."""
+    return curved(structure.cones) and options.engine != "ipm" and bool(options.refine)
+
+
+def accept_tol(tol: float) -> float:
+    """The residual at or below which a refined kept answer is taken: the stricter of the
+    call's tol and REFINE_OPTIMAL (below which refinement calls an item optimal)."""
+    return min(float(tol), REFINE_OPTIMAL)
+
+
+def _newton(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
+            A: torch.Tensor, b: torch.Tensor, kept: _Kept, due: torch.Tensor,
+            solve: KktSolve, stop: float
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """refine.py's Newton steps from the kept answers of the items `due`, one step per
+    round, an item leaving once its residual is at most `stop` or a round leaves it
+    unmoved (REFINE_STEPS rounds at most): x, y, s, the residual and the steps (B,)."""
+    x, y, s = kept.x, kept.y, kept.s
+    after = torch.full((due.shape[0],), torch.inf, dtype=torch.float64)
+    steps = torch.zeros(due.shape[0], dtype=torch.int64)
+    live = due.clone()
+    for _ in range(REFINE_STEPS):
+        r = refine(structure, P, q, A, b, x, y, s, live, solve, max_steps=1)
+        x, y, s = (torch.where(live[:, None], new, old)
+                   for new, old in ((r.x, x), (r.y, y), (r.s, s)))
+        after = torch.where(live, r.after, after)
+        steps += r.steps
+        live = live & (r.after > stop) & (r.steps > 0)
+        if not bool(live.any()):
+            break
+    return x, y, s, after, steps
+
+
+def _gated(cones: ConeDims) -> bool:
+    """Whether the move gate applies: SOCs are the only curved cones."""
+    return not (cones.s or cones.ep or cones.p)
+
+
+def _data(v: dict[str, torch.Tensor | None]) -> torch.Tensor:
+    """(B, n + nnzA + m): an item's q, A and b values side by side."""
+    return torch.cat([v["q"].detach(), v["A"].detach(), v["b"].detach()], dim=1)
+
+
+def _moved(data: torch.Tensor, kept: torch.Tensor) -> np.ndarray:
+    """(B,) relative 2-norm change of each item's values since its kept answer."""
+    size = torch.linalg.vector_norm(kept, dim=1).clamp(min=1e-300)
+    return (torch.linalg.vector_norm(data - kept, dim=1) / size).numpy()
+
+
+def _rows_equal(a: torch.Tensor | None, b: torch.Tensor | None, B: int) -> np.ndarray:
+    """(B,) bool: rows of a and b equal (True everywhere when both are None)."""
+    if a is None and b is None:
+        return np.ones(B, dtype=bool)
+    if a is None or b is None:
+        return np.zeros(B, dtype=bool)
+    return (a.detach() == b.detach()).all(1).numpy()
+
+
+def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | None],
+          warm: tuple[Any, Any, Any], native: Callable[..., NativeResult],
+          kkt_solve: Callable[[torch.Tensor | None, torch.Tensor], KktSolve]) -> NativeResult:
+    """conic._solve_native's result, with items answered from their kept answers where they
+    are accepted; `native(structure, options, v, warm)` solves the rest (engine "ipm", so it
+    does not come back here); `kkt_solve(P, A)` is the refinement's KKT solve on those
+    values."""
+    B = v["q"].shape[0]
+    store = _store(structure)
+    kept = store.take(B)
+    t0 = time.perf_counter()
+    taken = np.zeros(B, dtype=bool)
+    steps = torch.zeros(B, dtype=torch.int64)
+    if kept is not None and not _rows_equal(kept.P, v["P"], B).all():
+        # A new P goes to the native solve, which certifies it convex (whole batch, so that
+        # its errors name the caller's indices).
+        kept = None
+    data = _data(v) if _gated(structure.cones) else None
+    if kept is not None:
+        due = kept.valid.copy()
+        if options.engine != "active_set":
+            due &= kept.skip == 0
+            if data is not None and kept.data is not None:
+                due &= _moved(data, kept.data) <= KEPT_MAX_MOVE
+            kept.skip = np.maximum(kept.skip - 1, 0)
+        if due.any():
+            P = None if v["P"] is None else v["P"].detach()
+            A = v["A"].detach()
+            ok = torch.from_numpy(due)
+            accept = accept_tol(options.tol_for(structure.cones))
+            rx, ry, rs, after, steps = _newton(structure, P, v["q"].detach(), A,
+                                               v["b"].detach(), kept, ok, kkt_solve(P, A),
+                                               accept * STOP_FRACTION)
+            good = (ok & (after <= accept)).numpy()
+            taken = good
+            x, y, s = (torch.where(torch.from_numpy(good)[:, None], t, torch.nan)
+                       for t in (rx, ry, rs))
+            failed = due & ~good
+            kept.fails = np.where(good, 0, np.where(failed, kept.fails + 1, kept.fails))
+            kept.skip = np.where(failed, 2 ** np.minimum(kept.fails, BACKOFF_MAX_EXP) - 1,
+                                 kept.skip)
+    spent = time.perf_counter() - t0
+    if kept is None:
+        kept = _Kept(torch.zeros(B, structure.n, dtype=torch.float64),
+                     torch.zeros(B, structure.m, dtype=torch.float64),
+                     torch.zeros(B, structure.m, dtype=torch.float64),
+                     np.zeros(B, dtype=bool), None, data, np.zeros(B, dtype=np.int64),
+                     np.zeros(B, dtype=np.int64))
+    rest = np.flatnonzero(~taken)
+    if rest.size == 0:
+        ok = torch.ones(B, dtype=torch.bool)
+        status, engine = ["optimal"] * B, [KEPT_ENGINE] * B
+        iters, times = steps, torch.full((B,), spent / B, dtype=torch.float64)
+    else:
+        idx = torch.from_numpy(rest)
+        sub = {k: None if t is None else t[idx] for k, t in v.items()}
+        wsub = tuple(None if w is None else np.ascontiguousarray(w[rest]) for w in warm)
+        try:
+            rx, ry, rs, rok, rstatus, riters, rtimes, rengine = native(
+                structure, replace(options, engine="ipm"), sub, wsub)
+        except SolverError as e:
+            statuses = ["optimal"] * B
+            for j, i in enumerate(rest):
+                statuses[i] = e.statuses[j]
+            raise SolverError(int(rest[e.batch_index]), e.status, statuses) from e
+        if rest.size == B:
+            x, y, s, ok, status, iters, times, engine = (rx, ry, rs, rok, rstatus, riters,
+                                                         rtimes, rengine)
+        else:
+            x, y, s = (t.index_copy(0, idx, r) for t, r in ((x, rx), (y, ry), (s, rs)))
+            ok = torch.ones(B, dtype=torch.bool).index_copy(0, idx, rok)
+            status, engine = ["optimal"] * B, [KEPT_ENGINE] * B
+            for j, i in enumerate(rest):
+                status[i], engine[i] = rstatus[j], rengine[j]
+            iters = steps.index_copy(0, idx, riters)
+            times = torch.full((B,), spent / max(int(taken.sum()), 1),
+                               dtype=torch.float64).index_copy(0, idx, rtimes)
+    okn = ok.numpy().copy()
+    store.put(_Kept(x.clone(), y.clone(), s.clone(), okn,
+                    None if v["P"] is None else v["P"].detach().clone(), data,
+                    np.where(okn, kept.fails, 0), np.where(okn, kept.skip, 0)))
+    return x, y, s, ok, status, iters, times, engine

@@ -46,11 +46,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import theseus as th
 import torch
 
 from .batch_nlp import BatchNlp, ProblemStructure
 from .chart import TangentChart
-from .compat import weighted_error
+from .compat import (
+    cost_function_groups,
+    has_vector_retract,
+    weighted_error,
+    weighted_jacobians_error,
+)
 
 __all__ = [
     "REPLAY_MAX_ENTRIES", "STEP_RTOL", "StepRule", "TheseusStepNlp",
@@ -241,18 +247,23 @@ def _gauss_newton_direction(objective, chart: TangentChart, delta: torch.Tensor,
     backward pass per error row, with graph), ``D`` the damping of ``rule`` for the rows
     in ``damped``, zero for the others."""
     chart.apply(delta)
-    e = weighted_error(objective, chart.sources)
-    m = e.shape[1]
-    seeds = torch.eye(m, dtype=e.dtype, device=e.device).unsqueeze(1).expand(m, *e.shape)
-    try:
-        (jt,) = torch.autograd.grad(e, delta, seeds, retain_graph=True, create_graph=True,
-                                    is_grads_batched=True, allow_unused=True)
-    except (RuntimeError, NotImplementedError):  # no vmap rule: one pass per row
-        jt = torch.stack([_or_zeros(torch.autograd.grad(
-            e, delta, s, retain_graph=True, create_graph=True, allow_unused=True)[0], delta)
-            for s in seeds])
-    jt = _or_zeros(jt, delta.expand(m, *delta.shape))
-    jac = jt.permute(1, 0, 2)[rows]  # (R, m, n)
+    analytic = _analytic_jacobian(objective, chart)
+    if analytic is not None:
+        e, jac = analytic[0], analytic[1][rows]
+    else:
+        e = weighted_error(objective, chart.sources)
+        m = e.shape[1]
+        seeds = torch.eye(m, dtype=e.dtype, device=e.device).unsqueeze(1).expand(m, *e.shape)
+        try:
+            (jt,) = torch.autograd.grad(e, delta, seeds, retain_graph=True,
+                                        create_graph=True, is_grads_batched=True,
+                                        allow_unused=True)
+        except (RuntimeError, NotImplementedError):  # no vmap rule: one pass per row
+            jt = torch.stack([_or_zeros(torch.autograd.grad(
+                e, delta, s, retain_graph=True, create_graph=True, allow_unused=True)[0],
+                delta) for s in seeds])
+        jt = _or_zeros(jt, delta.expand(m, *delta.shape))
+        jac = jt.permute(1, 0, 2)[rows]  # (R, m, n)
     er = e[rows].unsqueeze(2)
     h = jac.transpose(1, 2) @ jac
     if rule is not None and damped:
@@ -262,6 +273,43 @@ def _gauss_newton_direction(objective, chart: TangentChart, delta: torch.Tensor,
     d = torch.zeros_like(delta)
     d = d.index_put((rows,), -torch.linalg.solve(h, g).squeeze(2))
     return d
+
+
+def _analytic_jacobian(objective, chart: TangentChart
+                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The weighted errors (B, m) and their dense Jacobian (B, m, n) in the chart's
+    coordinates at the chart's current point, with their graph, from the cost functions'
+    own Jacobians (Theseus' ``weighted_jacobians_error``, what its unrolled Gauss-Newton
+    steps differentiate), rows in :func:`~pounce_theseus.compat.weighted_error`'s order.
+    None unless every optim var retracts as a Vector (chart coordinates are then Theseus'
+    perturbations), no cost function is robust and each names its variables once; the
+    caller then differentiates the errors by autograd."""
+    if not all(has_vector_retract(v) for v in chart.vars):
+        return None
+    bsz, n = objective.batch_size, chart.dim
+    errs, jacs = [], []
+    for cost_fns, ev in cost_function_groups(objective, chart.sources):
+        names = [[v.name for v in cf.optim_vars] for cf in cost_fns]
+        if isinstance(ev, th.RobustCostFunction) or any(len(set(x)) != len(x) for x in names):
+            return None
+        k = len(cost_fns)
+        js, err = weighted_jacobians_error(ev)
+        dim = err.shape[-1]
+        err = err.expand(k * bsz, dim)
+        errs.append(err.reshape(k, bsz, dim).transpose(0, 1).reshape(bsz, k * dim))
+        if not js:
+            jacs.append(err.new_zeros(bsz, k * dim, n))
+            continue
+        jac = torch.cat([j.expand(k * bsz, dim, j.shape[-1]) for j in js], dim=2)
+        cols = torch.as_tensor(np.stack([
+            np.concatenate([np.arange(chart.offsets[x].start, chart.offsets[x].stop)
+                            for x in row]) for row in names]), device=err.device)
+        index = cols.view(k, 1, 1, -1).expand(k, bsz, dim, cols.shape[1])
+        dense = err.new_zeros(k, bsz, dim, n).scatter(3, index, jac.reshape(k, bsz, dim, -1))
+        jacs.append(dense.transpose(0, 1).reshape(bsz, k * dim, n))
+    if not errs:
+        return None
+    return torch.cat(errs, dim=1), torch.cat(jacs, dim=1)
 
 
 def _or_zeros(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

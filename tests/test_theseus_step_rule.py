@@ -148,3 +148,52 @@ def test_histories_hold_a_stopped_elements_final_values():
     hist = info.state_history["a"]
     torch.testing.assert_close(hist[..., end], sol["a"].to(hist.dtype))
     assert torch.isinf(info.err_history[:, end + 1:]).all()
+
+
+def test_replay_jacobian_from_the_cost_functions_equals_autograds():
+    """The replay takes the errors' Jacobian from the cost functions' own Jacobians when
+    every variable is Vector-like (``unrolled._analytic_jacobian``): on a vectorised chain
+    of Point2 variables (Differences, a nonlinear AutoDiff link with data) it equals the
+    autograd Jacobian of the weighted errors, rows and columns in the same order, and so
+    does its derivative with respect to the data."""
+    from pounce_theseus.chart import TangentChart
+    from pounce_theseus.compat import weighted_error
+    from pounce_theseus.unrolled import _analytic_jacobian
+
+    gen = torch.Generator().manual_seed(3)
+    pts = [th.Point2(torch.randn(B, 2, generator=gen, dtype=DT), name=f"p{i}")
+           for i in range(4)]
+    data = th.Variable(torch.randn(B, 2, generator=gen, dtype=DT).requires_grad_(True),
+                       name="data")
+    obj = th.Objective(dtype=DT)
+    w = th.ScaleCostWeight(torch.tensor(2.0, dtype=DT))
+    for i in range(4):
+        obj.add(th.Difference(pts[i], th.Point2(torch.zeros(B, 2, dtype=DT)), w,
+                              name=f"prior{i}"))
+
+    def link(optim_vars, aux_vars):
+        a, b = optim_vars[0].tensor, optim_vars[1].tensor
+        return torch.sin(a * b) + aux_vars[0].tensor * a ** 2
+
+    for i in range(3):
+        obj.add(th.AutoDiffCostFunction([pts[i], pts[i + 1]], link, 2, aux_vars=[data],
+                                        cost_weight=w, name=f"link{i}"))
+    th.TheseusLayer(PounceOptimizer(obj))  # vectorises the objective as the layer does
+    obj.update({"data": data.tensor})
+    chart = TangentChart(obj)
+    delta = (0.1 * torch.randn(B, chart.dim, generator=gen, dtype=DT)).requires_grad_(True)
+    with torch.enable_grad():
+        chart.apply(delta)
+        e, jac = _analytic_jacobian(obj, chart)
+        e_ref = weighted_error(obj, chart.sources)
+        rows = [torch.autograd.grad(e_ref[:, r].sum(), delta, create_graph=True)[0]
+                for r in range(e_ref.shape[1])]
+        jac_ref = torch.stack(rows, dim=1)
+        torch.testing.assert_close(e, e_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(jac, jac_ref, rtol=1e-12, atol=1e-12)
+        probe = torch.randn(jac.shape, generator=gen, dtype=DT)
+        (g,) = torch.autograd.grad((jac * probe).sum(), data.tensor, retain_graph=True)
+        (g_ref,) = torch.autograd.grad((jac_ref * probe).sum(), data.tensor)
+    chart.restore()
+    assert g.abs().max() > 1e-3
+    torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)

@@ -22,16 +22,17 @@
 //! (no factor, or a non-finite solution) delta escalates by `REG_ESCALATION`, up to
 //! `REG_TRIES` factors; an item that still fails is reported unsolved.
 use crate::cancel::{catch, Cancel, TestPanic};
+use crate::condensed_backend::CondensedBackend;
 use crate::cone_layout::ConeDims;
 use crate::cones::ProductCone;
 use crate::error::Result;
 use crate::kept_active_set::KeptFactor;
-use crate::options::{kkt_backend, BackendOptions};
+use crate::options::{condense_adjoint, kkt_backend, BackendOptions};
 use crate::pool::threads;
 use crate::structure::ConicStructure;
 use crate::workspaces::Workspaces;
 use pounce_feral::FeralConfig;
-use pounce_linsol::Factorization;
+use pounce_linsol::{Factorization, SparseSymLinearSolverInterface};
 use rayon::prelude::*;
 
 /// pounce-linsol's index type (`pounce_common::types::Index`).
@@ -69,6 +70,9 @@ pub struct KktPattern {
     src: Vec<KSrc>,
     /// COO positions of the diagonal, for the regularisation (`dim` entries).
     diag_pos: Vec<usize>,
+    /// Whether every cone's H is diagonal (zero and nonneg rows only): K's trailing block is
+    /// then diagonal and may be condensed (condensed_backend.rs).
+    diagonal_h: bool,
 }
 
 impl KktPattern {
@@ -127,6 +131,7 @@ impl KktPattern {
             jcn,
             src,
             diag_pos,
+            diagonal_h: lay.dense_blocks.is_empty(),
         }
     }
 
@@ -203,7 +208,13 @@ impl Worker {
             }
             self.fact = None;
         }
-        let backend = kkt_backend(env.backends, pat.dim, pat.irn.len(), env.cfg, false);
+        let full = kkt_backend(env.backends, pat.dim, pat.irn.len(), env.cfg, false);
+        let backend: Box<dyn SparseSymLinearSolverInterface> =
+            if pat.diagonal_h && condense_adjoint(env.backends, pat.dim, pat.irn.len()) {
+                Box::new(CondensedBackend::new(full))
+            } else {
+                full
+            };
         match Factorization::new(
             pat.dim as Index,
             pat.irn.clone(),

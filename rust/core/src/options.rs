@@ -238,6 +238,19 @@ pub fn kkt_backend(
     }
 }
 
+/// Whether the adjoint's K (`[[P + d, A'], [A, -H - d]]` with a diagonal H: zero and nonneg
+/// rows only) of dimension `dim` with `nnz_lower` entries is factored through its x block's
+/// Schur complement (condensed_backend.rs), with [`kkt_backend`]'s choice as the fallback:
+/// the policy [`use_condensed`] of the IPM's KKT, unless overridden. Its solves are refined
+/// against the unregularised K by the adjoint itself (kkt_refine.rs).
+pub fn condense_adjoint(opts: &BackendOptions, dim: usize, nnz_lower: usize) -> bool {
+    match opts.kkt_backend {
+        KktBackend::Auto => use_condensed(opts.dense_kkt(dim, nnz_lower), dim, nnz_lower),
+        KktBackend::Condensed => true,
+        KktBackend::Dense | KktBackend::Feral => false,
+    }
+}
+
 /// Smallest fill of a conic-class KKT's lower triangle (nnz / (dim (dim + 1) / 2)) for the
 /// dense backend above `DENSE_ALWAYS_DIM` (up to `DENSE_MAX_DIM`). Lower than the QP fast
 /// path's `DENSE_MIN_FILL` because the conic class's feral runs with adaptive scaling and

@@ -2,8 +2,9 @@
 //! and inertia against the dense LBL' on QP-shaped KKTs (x block, equality rows with a small
 //! negative diagonal, inequality rows with a scaling diagonal spanning many decades), its
 //! fallback where the Schur complement is not positive definite or the pattern does not
-//! condense, the structure POUNCE's QP IPM hands it, and IPM solutions with it equal to
-//! those with the full dense factor and with feral (optimal, degenerate and infeasible items).
+//! condense, the structure POUNCE's QP IPM hands it, IPM solutions with it equal to those
+//! with the full dense factor and with feral (optimal, degenerate and infeasible items), and
+//! the adjoint's gradients with it equal to the dense LBL's.
 mod common;
 
 use common::{dense_solve, matvec, opts, rel_err, saddle, Dense, Rng};
@@ -11,11 +12,13 @@ use pounce_convex::{QpFactorization, QpOptions, QpProblem, QpStatus, Triplet};
 use pounce_layers_core::batch::{
     solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl,
 };
+use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::condensed_backend::{
     trailing_diagonal_split, use_condensed, CondensedBackend, CondensedStats,
 };
 use pounce_layers_core::cone_layout::ConeDims;
 use pounce_layers_core::dense_backend::DenseLbltBackend;
+use pounce_layers_core::kkt_adjoint::{adjoint_batch, AdjointInput, AdjointWorkspaces, KktPattern};
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};
 use pounce_layers_core::pattern::CscPattern;
 use pounce_layers_core::structure::ConicStructure;
@@ -539,6 +542,97 @@ fn ipm_solutions_match_across_backends() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The adjoint's K (`[[P, A'], [A, -H]]`, H diagonal: an IPM answer's `s/z`, from 1e-8 on
+/// active rows to 1e8 on inactive ones, 0 on the zero rows) condensed (the policy picks it
+/// for this QP; forced too) gives the full dense LBL's gradients: both are refined against
+/// the unregularised K by the adjoint.
+#[test]
+fn the_condensed_adjoint_matches_the_dense_one() {
+    let (n, z, l, bsz) = (12, 2, 16, 4);
+    let m = z + l;
+    let dims = ConeDims {
+        z,
+        l,
+        ..Default::default()
+    };
+    let st = ConicStructure::new(
+        n,
+        m,
+        Some(dense_pattern(n, n, "p")),
+        dense_pattern(m, n, "a"),
+        dims,
+    )
+    .unwrap();
+    let mut rng = Rng::new(21);
+    let r = rng.vec(n * n);
+    let mut p1 = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            p1[j * n + i] = (0..n).map(|k| r[i * n + k] * r[j * n + k]).sum::<f64>() / n as f64
+                + if i == j { 0.1 } else { 0.0 };
+        }
+    }
+    let p: Vec<f64> = (0..bsz).flat_map(|_| p1.iter().copied()).collect();
+    let a = rng.vec(bsz * m * n);
+    let h: Vec<f64> = (0..bsz * m)
+        .map(|k| {
+            if k % m < z {
+                0.0
+            } else {
+                10f64.powf(8.0 * rng.uniform())
+            }
+        })
+        .collect();
+    let (x, y) = (rng.vec(bsz * n), rng.vec(bsz * m));
+    let (gx, gy, gs) = (rng.vec(bsz * n), rng.vec(bsz * m), rng.vec(bsz * m));
+    let ok = vec![true; bsz];
+    let pat = KktPattern::new(&st);
+    let grads = |kb: KktBackend| {
+        let inp = AdjointInput {
+            bsz,
+            p: Some(&p),
+            a: &a,
+            h_diag: &h,
+            h_blocks: &[],
+            x: &x,
+            y: &y,
+            gx: &gx,
+            gy: &gy,
+            gs: &gs,
+            ok: &ok,
+            kept: &[],
+        };
+        let backends = BackendOptions {
+            kkt_backend: kb,
+            ..Default::default()
+        };
+        adjoint_batch(
+            &st,
+            &pat,
+            &backends,
+            &inp,
+            &Cancel::default(),
+            TestPanic::Off,
+            &AdjointWorkspaces::new(),
+        )
+    };
+    let want = grads(KktBackend::Dense);
+    assert!(want.solved.iter().all(|&s| s));
+    for kb in [KktBackend::Auto, KktBackend::Condensed] {
+        let got = grads(kb);
+        assert!(got.solved.iter().all(|&s| s));
+        for (name, u, v) in [
+            ("dp", &got.dp, &want.dp),
+            ("dq", &got.dq, &want.dq),
+            ("da", &got.da, &want.da),
+            ("db", &got.db, &want.db),
+        ] {
+            let e = rel_err(u, v);
+            assert!(e < 1e-9, "{kb:?} {name}: {e:.2e}");
         }
     }
 }

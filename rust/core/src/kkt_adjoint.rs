@@ -8,7 +8,9 @@
 //! row-major, in cone order)). That is the interior-point method's own Newton system at
 //! centring 0, `K = [[P_eff, A'], [A, -H]]`: symmetric quasi-definite, so it factors with a
 //! sparse LDL' (feral through pounce-linsol) whose symbolic analysis each worker keeps, or,
-//! when K is small and mostly filled, with the dense backend (options.rs `kkt_backend`).
+//! when K is small and mostly filled, with the dense backend (options.rs `kkt_backend`); with
+//! H diagonal (zero and nonneg rows only), through its x block's Schur complement
+//! (condensed_backend.rs, options.rs `condense_adjoint`), that choice as the fallback.
 //!
 //! Backward: for upstream `(gx, gy, gs)` solve `K [u; v] = [gx; gy - H gs]`, then
 //! `dq = -u`, `db = v`, `dA[i, j] = -(y_i u_j + v_i x_j)` on A's pattern and

@@ -376,8 +376,12 @@ class BatchNlp:
             pt = self.linearized(self._point)
             f = _numpy(pt.f)
             if "gradient" in kinds:
-                grad = _numpy(self._autograd_gradient() if self.autograd_gradient
-                              else pt.gradient())
+                # Theseus' Jacobians first, while the optim vars are at this point (the
+                # Hessian round reuses them; the autograd pass below moves the vars)
+                grad = pt.gradient()
+                if self.autograd_gradient:
+                    grad = self._autograd_gradient()
+                grad = _numpy(grad)
             if hess_requests:
                 hess = _numpy(self._linearized_hessian(pt, hess_requests))
         else:

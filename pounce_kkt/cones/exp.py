@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from pounce_kkt.cones.barrier import barrier_scaling, log_barrier_parts, push_inside
@@ -15,9 +16,100 @@ from pounce_kkt.cones.ray import (
     chunked_exp,
     chunked_log,
     on_rows,
-    ray_projection,
+    ray_projection_at,
     with_closed_forms,
 )
+
+# Safeguarded Newton iterations of :func:`exp_ray_root`: a cap, not a count (rows leave once
+# converged).
+ROOT_STEPS = 100
+# Doublings of the bracket's free end (reaches |rho| ~ 2**64).
+_BRACKET_DOUBLINGS = 64
+
+
+def _root_function(r: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """e^-|r| F(r) and its derivative, F(r) = T e^r - S e^-r - q z with T = (r - 1) x + y,
+    S = x - r y, q = r^2 - r + 1 (every exponent <= 0: no overflow)."""
+    a = np.abs(r)
+    ep, em, e0 = np.exp(r - a), np.exp(-r - a), np.exp(-a)
+    f = ((r - 1.0) * x + y) * ep - (x - r * y) * em - (r * r - r + 1.0) * z * e0
+    df = ((r * x + y) * ep + (x + (1.0 - r) * y) * em - (2.0 * r - 1.0) * z * e0
+          - np.where(r >= 0, f, -f))
+    return f, df
+
+
+def exp_ray_root(w: np.ndarray) -> np.ndarray:
+    """rho of the projection t (rho, 1, e^rho) of each row w = (x, y, z) (N, 3) that lies
+    outside K, outside the polar cone and off the face case (x > 0 or y > 0).
+
+    The Moreau decomposition w = t g(rho) - s h(rho), g = (rho, 1, e^rho) on the boundary of
+    K and h = (-1, rho - 1, e^-rho) on that of K* with <g, h> = 0, gives, per rho,
+    t = T / q and s = S / q (T, S, q of :func:`_root_function`), and the z row leaves the
+    univariate equation F(rho) = 0 (Friberg, "Projection onto the exponential cone: a
+    univariate root-finding problem"). t > 0 and s > 0 hold on the interval
+    (1 - y/x if x > 0, x/y if y > 0), where F goes from negative to positive; a free end is
+    found by doubling, then safeguarded Newton converges (rtsafe's rule: bisection where a
+    step leaves the bracket or does not halve the step before last, except that a step past
+    an end first restarts Newton from that end). F is homogeneous in w: rows are scaled to
+    unit norm first. Converged to rounding in at most ~25 steps, most rows in 4-6
+    (tests/test_exp_projection.py checks the residual).
+    """
+    n = np.linalg.norm(w, axis=1)
+    x, y, z = (w[:, i] / np.where(n > 0, n, 1.0) for i in range(3))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        lo = np.where(x > 0, 1.0 - y / np.where(x > 0, x, 1.0), -np.inf)
+        hi = np.where(y > 0, x / np.where(y > 0, y, 1.0), np.inf)
+        for end, sign in ((hi, 1.0), (lo, -1.0)):
+            free = np.flatnonzero(np.isinf(end))
+            base = np.where(sign > 0, lo, hi)[free]
+            d = 1.0
+            for _ in range(_BRACKET_DOUBLINGS):
+                if free.size == 0:
+                    break
+                c = base + sign * d
+                f, _ = _root_function(c, x[free], y[free], z[free])
+                found = (f > 0) if sign > 0 else (f < 0)
+                end[free[found]] = c[found]
+                keep = ~found
+                base, free = c[keep], free[keep]
+                if sign > 0:
+                    lo[free] = base
+                else:
+                    hi[free] = base
+                d *= 2.0
+        r = 0.5 * (lo + hi)
+        last = hi - lo  # the step before the last (rtsafe's safeguard)
+        jumped = np.zeros(r.shape[0], dtype=bool)  # the last step went to a bracket end
+        act = np.arange(r.shape[0])
+        for _ in range(ROOT_STEPS):
+            if act.size == 0:
+                break
+            ra, la, ha = r[act], lo[act], hi[act]
+            f, df = _root_function(ra, x[act], y[act], z[act])
+            la = np.where(f < 0, ra, la)
+            ha = np.where(f > 0, ra, ha)
+            dx = f / df
+            step = ra - dx
+            inside = np.isfinite(step) & (step > la) & (step < ha)
+            # Newton where it stays in the bracket and halves the step before the last; a
+            # step past an end (F convex or concave on the way) goes on from that end, from
+            # which Newton comes back monotonically; else bisection
+            ok = inside & (2.0 * np.abs(dx) <= np.abs(last[act]))
+            scale = 1.0 + np.abs(ra)
+            # a Newton step below 1e-9 leaves r at rounding (quadratic convergence)
+            tiny = (f == 0) | (np.abs(dx) <= 1e-9 * scale)
+            end = np.where(step >= ha, ha, la)
+            jump = ~inside & np.isfinite(step) & (ra != end) & ~jumped[act]
+            jumped[act] = jump
+            new = np.where(ok | (tiny & inside), step,
+                           np.where(tiny, ra, np.where(jump, end, 0.5 * (la + ha))))
+            done = tiny | (ha - la <= 4e-16 * scale)
+            last[act] = np.abs(new - ra)
+            r[act] = new
+            lo[act], hi[act] = la, ha
+            act = act[~done]
+    return r
 
 
 def exp_barrier(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,9 +177,10 @@ class ExpCone(RayCone):
     """K = cl{(x, y, z): y exp(x/y) <= z, y > 0}; K* = cl{(u, v, w): -u exp(v/u) <= e w, u < 0};
     one block of 3 rows per count of "ep".
 
-    Closed forms: w in K -> w; -w in K* -> 0; x < 0 and y < 0 -> (x, 0, max(z, 0)) (the
+    Closed forms: w in K -> w; -w in K* -> 0; x <= 0 and y <= 0 -> (x, 0, max(z, 0)) (the
     face {y = 0}, D = diag(1, 0, [z > 0])); otherwise the smooth boundary, g(r) = (r, 1, e^r)
-    (:mod:`pounce_kkt.cones.ray`). H from :func:`exp_scaling`.
+    with r from :func:`exp_ray_root` and D from :mod:`pounce_kkt.cones.ray`. H from
+    :func:`exp_scaling`.
     """
 
     key = "ep"
@@ -98,9 +191,18 @@ class ExpCone(RayCone):
 
     @staticmethod
     def _ray(r):
-        one, zero, er = torch.ones_like(r), torch.zeros_like(r), chunked_exp(r)
-        return (torch.stack([r, one, er], -1), torch.stack([one, zero, er], -1),
-                torch.stack([zero, zero, er], -1))
+        """g, g', g'' of g(r) = e^-max(r, 0) (r, 1, e^r): the boundary ray (r, 1, e^r),
+        rescaled so that no entry overflows."""
+        neg = r < 0
+        e = chunked_exp(-r.abs())  # e^r where r < 0, e^-r elsewhere
+        one, zero = torch.ones_like(r), torch.zeros_like(r)
+        g = torch.where(neg[:, None], torch.stack([r, one, e], -1),
+                        torch.stack([r * e, e, one], -1))
+        g1 = torch.where(neg[:, None], torch.stack([one, zero, e], -1),
+                         torch.stack([(1.0 - r) * e, -e, zero], -1))
+        g2 = torch.where(neg[:, None], torch.stack([zero, zero, e], -1),
+                         torch.stack([(r - 2.0) * e, e, zero], -1))
+        return g, g1, g2
 
     def _cases(self, w):
         x, y, z = w[..., 0], w[..., 1], w[..., 2]
@@ -110,16 +212,24 @@ class ExpCone(RayCone):
         xpos, zneg = torch.where(x > 0, x, 1.0), torch.where(z < 0, -z, 1.0)
         in_polar = ((x > 0) & (z < 0) & (y <= xpos * (1.0 + chunked_log(zneg / xpos)))) | (
             (x == 0) & (y <= 0) & (z <= 0))
-        face = (x < 0) & (y < 0)
+        face = (x <= 0) & (y <= 0)
         return in_k, in_polar, face
+
+    def _smooth(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projection and derivative of rows off the closed-form cases (x > 0 or y > 0),
+        computed on the unit rows (Pi is positively homogeneous, D of degree 0)."""
+        n = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+        u = w / n
+        r = torch.from_numpy(exp_ray_root(u.detach().cpu().numpy())).to(w.device)
+        p, D = ray_projection_at(u, r, self._ray)
+        return p * n, D
 
     def project_and_derivative(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3) -> (N, 3), (N, 3, 3)."""
         w = w.reshape(-1, 3)
         in_k, in_polar, face = self._cases(w)
         smooth = ~(in_k | in_polar | face)
-        p, D = on_rows(smooth, w, (1.0, 1.0, 0.0),
-                       lambda v: ray_projection(v, self._ray, shared=True))
+        p, D = on_rows(smooth, w, (1.0, 1.0, 0.0), self._smooth)
         x, z = w[:, 0], w[:, 2]
         p_face = torch.stack([x, torch.zeros_like(x), torch.clamp(z, min=0.0)], -1)
         D_face = torch.diag_embed(torch.stack([torch.ones_like(x), torch.zeros_like(x),

@@ -120,7 +120,13 @@ def ray_projection(w: torch.Tensor, ray: Ray, shared: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Projection onto the ray family and its derivative (N, 3), (N, 3, 3); shared as in
     :func:`_ray_argmax`."""
-    r = _ray_argmax(w, ray, shared)
+    return ray_projection_at(w, _ray_argmax(w, ray, shared), ray)
+
+
+def ray_projection_at(w: torch.Tensor, r: torch.Tensor, ray: Ray
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projection onto the ray family and its derivative (N, 3), (N, 3, 3), given each row's
+    maximiser r (N,) of <g(r), w> / |g(r)|."""
     g, g1, g2 = ray(r)
     t = _dot(g, w) / _dot(g, g)
     p = t[:, None] * g

@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy import sparse
 
-from pounce_kkt.cones.exp import ExpCone, _root_function, exp_ray_root
+from pounce_kkt.cones.exp import ExpCone, _root_function, exp_cases, exp_ray_root
 
 DT = torch.float64
 
@@ -111,9 +111,8 @@ def test_exp_ray_root_solves_the_decomposition():
     s >= 0, to rounding."""
     rng = np.random.default_rng(1)
     W = rng.standard_normal((5000, 3))
-    cone = ExpCone()
-    in_k, in_polar, face = cone._cases(torch.tensor(W))
-    W = W[~(in_k | in_polar | face).numpy()]
+    in_k, in_polar, face = exp_cases(W)
+    W = W[~(in_k | in_polar | face)]
     r = exp_ray_root(W)
     q = r * r - r + 1.0
     t, s = ((r - 1.0) * W[:, 0] + W[:, 1]) / q, (W[:, 0] - r * W[:, 1]) / q
@@ -138,7 +137,7 @@ def test_exp_projection_derivative_central_differences(scale):
     W = rng.standard_normal((3000, 3))
     cone = ExpCone()
     Wt = torch.tensor(W, dtype=DT)
-    in_k, in_polar, face = cone._cases(Wt)
+    in_k, in_polar, face = (torch.from_numpy(c) for c in exp_cases(W))
     P = cone.project(Wt)
     # rows whose projection lies on the smooth boundary, 1e-2 away from K, the polar cone
     # and the edge y = 0 (kinks of the projection)

@@ -11,14 +11,7 @@ import torch
 
 from pounce_kkt.cones.barrier import barrier_scaling, log_barrier_parts, push_inside
 from pounce_kkt.cones.base import ConeCounts
-from pounce_kkt.cones.ray import (
-    RayCone,
-    chunked_exp,
-    chunked_log,
-    on_rows,
-    ray_projection_at,
-    with_closed_forms,
-)
+from pounce_kkt.cones.ray import RayCone, ray_projection_np
 
 # Safeguarded Newton iterations of :func:`exp_ray_root`: a cap, not a count (rows leave once
 # converged).
@@ -173,14 +166,70 @@ def exp_scaling(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return barrier_scaling(st, y, grad, exp_hess_inv(st))
 
 
+def _exp_ray(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """g, g', g'' (N, 3 each) of g(r) = e^-max(r, 0) (r, 1, e^r): the boundary ray
+    (r, 1, e^r), rescaled so that no entry overflows."""
+    neg = (r < 0)[:, None]
+    e = np.exp(-np.abs(r))  # e^r where r < 0, e^-r elsewhere
+    one, zero = np.ones_like(r), np.zeros_like(r)
+    g = np.where(neg, np.stack([r, one, e], 1), np.stack([r * e, e, one], 1))
+    g1 = np.where(neg, np.stack([one, zero, e], 1), np.stack([(1.0 - r) * e, -e, zero], 1))
+    g2 = np.where(neg, np.stack([zero, zero, e], 1), np.stack([(r - 2.0) * e, e, zero], 1))
+    return g, g1, g2
+
+
+def exp_cases(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (N, 3) in K, in the polar cone -K*, and on the face case x <= 0, y <= 0."""
+    x, y, z = w[:, 0], w[:, 1], w[:, 2]
+    with np.errstate(divide="ignore"):
+        ypos, zpos = np.where(y > 0, y, 1.0), np.where(z > 0, z, 1.0)
+        in_k = ((y > 0) & (z > 0) & (x <= ypos * np.log(zpos / ypos))) | (
+            (x <= 0) & (y == 0) & (z >= 0))
+        xpos, zneg = np.where(x > 0, x, 1.0), np.where(z < 0, -z, 1.0)
+        in_polar = ((x > 0) & (z < 0) & (y <= xpos * (1.0 + np.log(zneg / xpos)))) | (
+            (x == 0) & (y <= 0) & (z <= 0))
+    face = (x <= 0) & (y <= 0)
+    return in_k, in_polar, face
+
+
+def exp_projection(w: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pi_K(w) (N, 3) and, with `derivative`, D = dPi/dw (N, 3, 3), float64 arrays.
+
+    Closed forms: w in K -> (w, I); -w in K* -> (0, 0); x <= 0 and y <= 0 ->
+    ((x, 0, max(z, 0)), diag(1, 0, [z > 0])) (the face {y = 0}); otherwise the smooth
+    boundary t g(rho), rho from :func:`exp_ray_root`, D from
+    :func:`pounce_kkt.cones.ray.ray_projection_np`, both on the unit rows (Pi is positively
+    homogeneous, D of degree 0).
+    """
+    in_k, in_polar, face = exp_cases(w)
+    x, z = w[:, 0], w[:, 2]
+    p = np.stack([x, np.zeros_like(x), np.maximum(z, 0.0)], 1)
+    D = None
+    if derivative:
+        D = np.zeros((w.shape[0], 3, 3))
+        D[:, 0, 0] = 1.0
+        D[:, 2, 2] = z > 0
+    smooth = np.flatnonzero(~(in_k | in_polar | face))
+    if smooth.size:
+        ws = w[smooth]
+        n = np.linalg.norm(ws, axis=1)[:, None]
+        u = ws / n
+        ps, Ds = ray_projection_np(u, *_exp_ray(exp_ray_root(u)), derivative=derivative)
+        p[smooth] = ps * n
+        if derivative:
+            D[smooth] = Ds
+    p[in_polar] = 0.0
+    p[in_k] = w[in_k]
+    if derivative:
+        D[in_polar] = 0.0
+        D[in_k] = np.eye(3)
+    return p, D
+
+
 class ExpCone(RayCone):
     """K = cl{(x, y, z): y exp(x/y) <= z, y > 0}; K* = cl{(u, v, w): -u exp(v/u) <= e w, u < 0};
-    one block of 3 rows per count of "ep".
-
-    Closed forms: w in K -> w; -w in K* -> 0; x <= 0 and y <= 0 -> (x, 0, max(z, 0)) (the
-    face {y = 0}, D = diag(1, 0, [z > 0])); otherwise the smooth boundary, g(r) = (r, 1, e^r)
-    with r from :func:`exp_ray_root` and D from :mod:`pounce_kkt.cones.ray`. H from
-    :func:`exp_scaling`.
+    one block of 3 rows per count of "ep". Projection and D from :func:`exp_projection`
+    (computed in NumPy, no graph); H from :func:`exp_scaling`.
     """
 
     key = "ep"
@@ -189,52 +238,14 @@ class ExpCone(RayCone):
     def params(cones: ConeCounts) -> Sequence[float]:
         return [3.0] * cones.ep
 
-    @staticmethod
-    def _ray(r):
-        """g, g', g'' of g(r) = e^-max(r, 0) (r, 1, e^r): the boundary ray (r, 1, e^r),
-        rescaled so that no entry overflows."""
-        neg = r < 0
-        e = chunked_exp(-r.abs())  # e^r where r < 0, e^-r elsewhere
-        one, zero = torch.ones_like(r), torch.zeros_like(r)
-        g = torch.where(neg[:, None], torch.stack([r, one, e], -1),
-                        torch.stack([r * e, e, one], -1))
-        g1 = torch.where(neg[:, None], torch.stack([one, zero, e], -1),
-                         torch.stack([(1.0 - r) * e, -e, zero], -1))
-        g2 = torch.where(neg[:, None], torch.stack([zero, zero, e], -1),
-                         torch.stack([(r - 2.0) * e, e, zero], -1))
-        return g, g1, g2
-
-    def _cases(self, w):
-        x, y, z = w[..., 0], w[..., 1], w[..., 2]
-        ypos, zpos = torch.where(y > 0, y, 1.0), torch.where(z > 0, z, 1.0)
-        in_k = ((y > 0) & (z > 0) & (x <= ypos * chunked_log(zpos / ypos))) | (
-            (x <= 0) & (y == 0) & (z >= 0))
-        xpos, zneg = torch.where(x > 0, x, 1.0), torch.where(z < 0, -z, 1.0)
-        in_polar = ((x > 0) & (z < 0) & (y <= xpos * (1.0 + chunked_log(zneg / xpos)))) | (
-            (x == 0) & (y <= 0) & (z <= 0))
-        face = (x <= 0) & (y <= 0)
-        return in_k, in_polar, face
-
-    def _smooth(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Projection and derivative of rows off the closed-form cases (x > 0 or y > 0),
-        computed on the unit rows (Pi is positively homogeneous, D of degree 0)."""
-        n = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
-        u = w / n
-        r = torch.from_numpy(exp_ray_root(u.detach().cpu().numpy())).to(w.device)
-        p, D = ray_projection_at(u, r, self._ray)
-        return p * n, D
+    def project(self, w: torch.Tensor) -> torch.Tensor:
+        p, _ = exp_projection(w.detach().cpu().reshape(-1, 3).numpy(), derivative=False)
+        return torch.from_numpy(p).to(w.device).reshape(w.shape)
 
     def project_and_derivative(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3) -> (N, 3), (N, 3, 3)."""
-        w = w.reshape(-1, 3)
-        in_k, in_polar, face = self._cases(w)
-        smooth = ~(in_k | in_polar | face)
-        p, D = on_rows(smooth, w, (1.0, 1.0, 0.0), self._smooth)
-        x, z = w[:, 0], w[:, 2]
-        p_face = torch.stack([x, torch.zeros_like(x), torch.clamp(z, min=0.0)], -1)
-        D_face = torch.diag_embed(torch.stack([torch.ones_like(x), torch.zeros_like(x),
-                                               (z > 0).to(w.dtype)], -1))
-        return with_closed_forms(w, p, D, in_k, in_polar, face, p_face, D_face)
+        p, D = exp_projection(w.detach().cpu().reshape(-1, 3).numpy(), derivative=True)
+        return torch.from_numpy(p).to(w.device), torch.from_numpy(D).to(w.device)
 
     def scaling(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return exp_scaling(s, y)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from pounce_kkt.cones.base import BlockCone
@@ -126,47 +127,58 @@ def ray_projection(w: torch.Tensor, ray: Ray, shared: bool = False
 def ray_projection_at(w: torch.Tensor, r: torch.Tensor, ray: Ray
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Projection onto the ray family and its derivative (N, 3), (N, 3, 3), given each row's
-    maximiser r (N,) of <g(r), w> / |g(r)|."""
-    g, g1, g2 = ray(r)
-    t = _dot(g, w) / _dot(g, g)
+    maximiser r (N,) of <g(r), w> / |g(r)| (:func:`ray_projection_np` on the rows)."""
+    g, g1, g2 = (v.detach().cpu().numpy() for v in ray(r))
+    p, D = ray_projection_np(w.detach().cpu().numpy(), g, g1, g2, derivative=True)
+    return torch.from_numpy(p).to(w.device), torch.from_numpy(D).to(w.device)
+
+
+def _dot_np(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """<u, v> per row of two (N, 3) arrays."""
+    return u[:, 0] * v[:, 0] + u[:, 1] * v[:, 1] + u[:, 2] * v[:, 2]
+
+
+def ray_projection_np(w: np.ndarray, g: np.ndarray, g1: np.ndarray, g2: np.ndarray,
+                      derivative: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Projection p = t g(r*) of the rows w (N, 3) and, with `derivative`, D (N, 3, 3), from
+    g, g', g'' (N, 3 each) at each row's maximiser r*. Rows within KINK_REL |w| of K get
+    (w, I), rows whose t |g| is within KINK_REL |w| of 0 get (0, 0)."""
+    t = _dot_np(g, w) / _dot_np(g, g)
     p = t[:, None] * g
-    norm = torch.linalg.vector_norm(w, dim=-1)
-    polar = ~(t * torch.linalg.vector_norm(g, dim=-1) > KINK_REL * norm)
-    in_k = torch.linalg.vector_norm(p - w, dim=-1) <= KINK_REL * norm
     e = p - w
+    norm = np.linalg.norm(w, axis=1)
+    polar = ~(t * np.linalg.norm(g, axis=1) > KINK_REL * norm)
+    in_k = np.linalg.norm(e, axis=1) <= KINK_REL * norm
+    out = np.where(in_k[:, None], w, np.where(polar[:, None], 0.0, p))
+    if not derivative:
+        return out, None
     a = t[:, None] * g1  # J = [a, g]
-    m00 = _dot(a, a) + t * _dot(e, g2)
-    m01 = _dot(a, g) + _dot(e, g1)
-    m11 = _dot(g, g)
-    i00, i01, i11 = _inv2(m00, m01, m11)
-
-    def outer(u, v):
-        return u[:, :, None] * v[:, None, :]
-
-    D = i00[:, None, None] * outer(a, a) + i01[:, None, None] * (outer(a, g) + outer(g, a)) \
-        + i11[:, None, None] * outer(g, g)
-    eye = torch.eye(3, dtype=w.dtype, device=w.device).expand_as(D)
-    p = select_rows([(in_k, w), (polar, torch.zeros_like(w))], p)
-    D = select_rows([(in_k, eye), (polar, torch.zeros_like(D))], D)
-    return p, D
+    i00, i01, i11 = _inv2(_dot_np(a, a) + t * _dot_np(e, g2), _dot_np(a, g) + _dot_np(e, g1),
+                          _dot_np(g, g))
+    ag = a[:, :, None] * g[:, None, :]
+    D = (i00[:, None, None] * (a[:, :, None] * a[:, None, :])
+         + i01[:, None, None] * (ag + ag.transpose(0, 2, 1))
+         + i11[:, None, None] * (g[:, :, None] * g[:, None, :]))
+    D = np.where(in_k[:, None, None], np.eye(3), np.where(polar[:, None, None], 0.0, D))
+    return out, D
 
 
-def _inv2(m00: torch.Tensor, m01: torch.Tensor, m11: torch.Tensor
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _inv2(m00: np.ndarray, m01: np.ndarray, m11: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Entries (00, 01, 11) of the inverse of the symmetric 2x2 M = [[m00, m01], [m01, m11]]:
     [[m11, -m01], [-m01, m00]] / det, det = m00 m11 - m01^2; where |det| <= 1e-13 |M|_F^2
     the pseudo-inverse instead. M is singular only where the maximiser runs off to the ray
     family's limit (the projection lands on an edge of K, a kink), where any generalised
     inverse is a choice."""
     det = m00 * m11 - m01 * m01
-    regular = det.abs() > 1e-13 * (m00 * m00 + 2 * m01 * m01 + m11 * m11)
-    safe = torch.where(regular, det, 1.0)
+    regular = np.abs(det) > 1e-13 * (m00 * m00 + 2 * m01 * m01 + m11 * m11)
+    safe = np.where(regular, det, 1.0)
     inv = (m11 / safe, -m01 / safe, m00 / safe)
-    if bool(regular.all()):
+    if regular.all():
         return inv
-    M = torch.stack([torch.stack([m00, m01], -1), torch.stack([m01, m11], -1)], -2)
-    P = torch.linalg.pinv(M, hermitian=True)
-    return tuple(torch.where(regular, v, P[:, i, j])
+    M = np.stack([np.stack([m00, m01], -1), np.stack([m01, m11], -1)], -2)
+    P = np.linalg.pinv(M, hermitian=True)
+    return tuple(np.where(regular, v, P[:, i, j])
                  for v, (i, j) in zip(inv, ((0, 0), (0, 1), (1, 1)), strict=True))
 
 

@@ -151,3 +151,33 @@ def test_exp_projection_derivative_central_differences(scale):
     fd = torch.stack([(cone.project(W + h * e) - cone.project(W - h * e)) / (2 * h)
                       for e in torch.eye(3, dtype=DT)], -1)
     assert (D - fd).abs().max() <= 1e-6, (D - fd).abs().max()
+
+
+def test_exp_ray_root_start_changes_only_the_path():
+    """A start guess (good, poor, outside the bracket or nan) gives the same rho."""
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((4000, 3))
+    in_k, in_polar, face = exp_cases(W)
+    W = W[~(in_k | in_polar | face)]
+    r = exp_ray_root(W)
+    for start in (r + 1e-3 * rng.standard_normal(r.shape), r + rng.standard_normal(r.shape),
+                  np.full(r.shape, 1e6), np.full(r.shape, np.nan), -r):
+        assert np.allclose(exp_ray_root(W, start), r, rtol=1e-12, atol=1e-12)
+
+
+def test_exp_projection_repeated_calls_agree():
+    """A repeated input (answered from the last call) and a nearby one (Newton started from
+    the last call's rho) give what a first call gives."""
+    rng = np.random.default_rng(4)
+    W = torch.tensor(rng.standard_normal((500, 3)), dtype=DT)
+    cone = ExpCone()
+    p0, D0 = cone.project_and_derivative(W)
+    p1 = cone.project(W)
+    p2, D2 = cone.project_and_derivative(W.clone())
+    assert torch.equal(p0, p1) and torch.equal(p0, p2) and torch.equal(D0, D2)
+    V = W * (1 + 1e-2 * torch.randn(W.shape, dtype=DT, generator=torch.Generator().manual_seed(0)))
+    pv = cone.project(V)
+    cone.project(W + 1.0)  # another rho per row as the start
+    assert torch.allclose(cone.project(V.clone()), pv, rtol=1e-12, atol=1e-13)
+    p0[0, 0] = 123.0  # answers are copies: the cache is not the caller's tensor
+    assert torch.equal(cone.project(W), p1)

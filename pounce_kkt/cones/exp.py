@@ -32,7 +32,7 @@ def _root_function(r: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray
     return f, df
 
 
-def exp_ray_root(w: np.ndarray) -> np.ndarray:
+def exp_ray_root(w: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
     """rho of the projection t (rho, 1, e^rho) of each row w = (x, y, z) (N, 3) that lies
     outside K, outside the polar cone and off the face case (x > 0 or y > 0).
 
@@ -46,13 +46,20 @@ def exp_ray_root(w: np.ndarray) -> np.ndarray:
     step leaves the bracket or does not halve the step before last, except that a step past
     an end first restarts Newton from that end). F is homogeneous in w: rows are scaled to
     unit norm first. Converged to rounding in at most ~25 steps, most rows in 4-6
-    (tests/test_exp_projection.py checks the residual).
+    (tests/test_exp_projection.py checks the residual). `start` (N,), where finite, is a
+    guess of rho (e.g. the previous call's): it only changes where Newton starts, not
+    where it stops.
     """
     n = np.linalg.norm(w, axis=1)
     x, y, z = (w[:, i] / np.where(n > 0, n, 1.0) for i in range(3))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         lo = np.where(x > 0, 1.0 - y / np.where(x > 0, x, 1.0), -np.inf)
         hi = np.where(y > 0, x / np.where(y > 0, y, 1.0), np.inf)
+        if start is not None:
+            guess = np.flatnonzero(np.isfinite(start) & (start > lo) & (start < hi))
+            f, _ = _root_function(start[guess], x[guess], y[guess], z[guess])
+            hi[guess[f > 0]] = start[guess[f > 0]]
+            lo[guess[f <= 0]] = start[guess[f <= 0]]
         for end, sign in ((hi, 1.0), (lo, -1.0)):
             free = np.flatnonzero(np.isinf(end))
             base = np.where(sign > 0, lo, hi)[free]
@@ -72,6 +79,8 @@ def exp_ray_root(w: np.ndarray) -> np.ndarray:
                     hi[free] = base
                 d *= 2.0
         r = 0.5 * (lo + hi)
+        if start is not None:  # Newton from the guess (now a bracket end)
+            r[guess] = start[guess]
         last = hi - lo  # the step before the last (rtsafe's safeguard)
         jumped = np.zeros(r.shape[0], dtype=bool)  # the last step went to a bracket end
         act = np.arange(r.shape[0])
@@ -192,6 +201,28 @@ def exp_cases(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return in_k, in_polar, face
 
 
+class _Last:
+    """The last call's input and answer per `derivative` flag, and its rho per row (nan off
+    the smooth case) as the next call's Newton start: a Newton iteration projects the same
+    w several times (residual, snap, scaling) and nearby w's from one step to the next.
+    Only a cache: a hit returns what the computation would."""
+
+    def __init__(self) -> None:
+        self.answers: dict[bool, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        self.rho: np.ndarray | None = None
+
+    def lookup(self, w: np.ndarray, derivative: bool
+               ) -> tuple[np.ndarray, np.ndarray | None] | None:
+        for flag in (derivative, True):
+            hit = self.answers.get(flag)
+            if hit is not None and hit[0].shape == w.shape and np.array_equal(hit[0], w):
+                return hit[1].copy(), None if not derivative else hit[2].copy()
+        return None
+
+
+_LAST = _Last()
+
+
 def exp_projection(w: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Pi_K(w) (N, 3) and, with `derivative`, D = dPi/dw (N, 3, 3), float64 arrays.
 
@@ -201,8 +232,14 @@ def exp_projection(w: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndar
     :func:`pounce_kkt.cones.ray.ray_projection_np`, both on the unit rows (Pi is positively
     homogeneous, D of degree 0).
     """
+    hit = _LAST.lookup(w, derivative)
+    if hit is not None:
+        return hit
     in_k, in_polar, face = exp_cases(w)
     x, z = w[:, 0], w[:, 2]
+    rho = np.full(w.shape[0], np.nan)
+    last = _LAST.rho
+    start = last if last is not None and last.shape == rho.shape else None
     p = np.stack([x, np.zeros_like(x), np.maximum(z, 0.0)], 1)
     D = None
     if derivative:
@@ -214,7 +251,9 @@ def exp_projection(w: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndar
         ws = w[smooth]
         n = np.linalg.norm(ws, axis=1)[:, None]
         u = ws / n
-        ps, Ds = ray_projection_np(u, *_exp_ray(exp_ray_root(u)), derivative=derivative)
+        r = exp_ray_root(u, None if start is None else start[smooth])
+        rho[smooth] = r
+        ps, Ds = ray_projection_np(u, *_exp_ray(r), derivative=derivative)
         p[smooth] = ps * n
         if derivative:
             D[smooth] = Ds
@@ -223,6 +262,8 @@ def exp_projection(w: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndar
     if derivative:
         D[in_polar] = 0.0
         D[in_k] = np.eye(3)
+    _LAST.rho = rho
+    _LAST.answers[derivative] = (w.copy(), p.copy(), None if D is None else D.copy())
     return p, D
 
 

@@ -253,12 +253,14 @@ def default_target(cones: ConeDims) -> float:
 def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
            A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
            s: torch.Tensor, ok: torch.Tensor, solve: KktSolve,
-           target: float | None = None, max_steps: int = REFINE_STEPS) -> Refinement:
+           target: float | None = None, max_steps: int = REFINE_STEPS,
+           floor: float = REFINE_FLOOR) -> Refinement:
     """Refine the solved items (ok) of a batch; see the module docstring.
 
     All tensors batch-first float64 on one device, no graph. Items not ok come back
     unchanged; no Newton step is taken where the snapped point's residual is below
-    ``target`` (None: :func:`default_target`), nor for LP/QP where the given point's is.
+    ``target`` (None: :func:`default_target`), nor for LP/QP where the given point's is;
+    an item stops stepping once its residual is at most ``floor``.
     Each step's KKT solve sees only the items still stepping (``solve``'s mask), and its
     trial points are evaluated on them alone. Runs on one Torch thread
     (pounce_kkt/torch_threads.py); with zero and nonneg rows only and dense operators on
@@ -283,7 +285,7 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
         steps = xp.zeros_like(cres, dtype=xp.int64)
         spare = _copy(ok)  # one step per item that may raise the residual
         for _ in range(max_steps if bool(live.any()) else 0):
-            live = live & (cres > REFINE_FLOOR)
+            live = live & (cres > floor)
             idx = _nonzero(live)
             if len(idx) == 0:
                 break

@@ -153,7 +153,13 @@ def test_auto_takes_the_active_set_for_items_that_moved_little():
     assert engines(0.0, 0) == ["ipm"] * 3
     assert engines(1e-4, 1) == ["active_set_kept"] * 3
     assert engines(1e-4, 2) == ["active_set_kept"] * 3
-    assert engines(1.0, 3) == ["ipm"] * 3
+    # A 100% move: active-set steps from the kept rows (kept_active_set.rs solve_from) where
+    # they reach an optimal set within their budget, the IPM elsewhere; the IPM's answer.
+    far = engines(1.0, 3)
+    assert set(far) <= {"ipm", "active_set_kept"} and "ipm" in far, far
+    got = pk.conic_solve(_structure(bt), *_values(bt, 1.0, 3), pk.SolveOptions(engine="ipm"))
+    again = pk.conic_solve(st, *_values(bt, 1.0, 3))
+    assert _rel(again.x, got.x) < 1e-7 and _rel(again.y, got.y) < 1e-7
     # Conic problems run the IPM, then start from their kept answers (kept_newton.py).
     soc = random_problem_batch({"l": 3, "q": [4]}, 5, batch=2, seed=1)
     st_soc = _structure(soc)

@@ -16,8 +16,11 @@
 //! convex QP are sufficient. It is accepted only then, and only when it meets the caller's
 //! tol on the same residuals as every other engine's answer (options.rs `meets_tol`); the
 //! multipliers of the other rows are exactly zero, so complementarity is exact. Anything
-//! else (a changed active set, a singular restricted KKT) returns `None` and the caller
-//! runs the active-set session or the IPM.
+//! else (a singular restricted KKT) returns `None` and the caller runs the active-set
+//! session or the IPM. [`solve_from`] first moves a changed active set to the new one by
+//! primal-dual active-set steps (rows whose multiplier turned negative leave, violated rows
+//! enter, one restricted KKT solve each, at most [`KEPT_MAX_SOLVES`]), then checks as
+//! above: a training step that changes a few rows costs a few KKT solves, not an IPM.
 //!
 //! The factor is kept ([`KeptFactor`]) for the backward: at the active set the adjoint's
 //! `K = [[P, A'], [A, -H]]` has `H = 0` on the active rows and `H = inf` on the others
@@ -171,18 +174,18 @@ pub fn active_rows(prob: &QpProblem, sol: &QpSolution) -> Vec<usize> {
     (0..prob.h.len()).filter(|&i| sol.z[i] > s[i]).collect()
 }
 
-/// The solution of `prob` on the active set `active` (inequality rows, increasing), if it
-/// is optimal within `tol` (module docs), with its factor; `specs` is the problem's cone
-/// list (nonneg rows).
-pub fn solve_on(
-    prob: &QpProblem,
-    specs: &[ConeSpec],
-    active: &[usize],
-    tol: f64,
-) -> Option<(QpSolution, KeptFactor)> {
-    if !prob.lb.is_empty() || !prob.ub.is_empty() {
-        return None;
-    }
+/// At most this many restricted KKT solves in [`solve_from`] (one per active-set update).
+pub const KEPT_MAX_SOLVES: usize = 6;
+
+/// The restricted KKT on `active` (inequality rows, increasing), solved: its lower
+/// triangle, factor and solution `[x; y; z_W]`; `None` when the solution is not finite.
+struct Restricted {
+    kkt: Mat<f64>,
+    lblt: Lblt<f64>,
+    v: Vec<f64>,
+}
+
+fn solve_restricted(prob: &QpProblem, active: &[usize]) -> Option<Restricted> {
     let (n, me, k) = (prob.n, prob.b.len(), active.len());
     let dim = n + me + k;
     let mut pos = vec![usize::MAX; prob.h.len()];
@@ -220,14 +223,106 @@ pub fn solve_on(
     let lblt = kkt.lblt(Side::Lower);
     lblt.solve_in_place(rhs.as_mut());
     let v: Vec<f64> = (0..dim).map(|i| rhs[(i, 0)]).collect();
-    if !v.iter().all(|a| a.is_finite()) {
+    v.iter()
+        .all(|a| a.is_finite())
+        .then_some(Restricted { kkt, lblt, v })
+}
+
+/// The scale of the multipliers `z_W` in the dual-feasibility test.
+fn z_scale(z_w: &[f64]) -> f64 {
+    z_w.iter().fold(1.0_f64, |m, a| m.max(a.abs()))
+}
+
+/// The solution of `prob` on the active set `active` (inequality rows, increasing), if it
+/// is optimal within `tol` (module docs), with its factor; `specs` is the problem's cone
+/// list (nonneg rows).
+pub fn solve_on(
+    prob: &QpProblem,
+    specs: &[ConeSpec],
+    active: &[usize],
+    tol: f64,
+) -> Option<(QpSolution, KeptFactor)> {
+    if !prob.lb.is_empty() || !prob.ub.is_empty() {
         return None;
     }
+    accept(prob, specs, active, solve_restricted(prob, active)?, tol)
+}
+
+/// The active-set update of a primal-dual active-set step (Hintermueller, Ito and
+/// Kunisch's semismooth Newton on the complementarity `min(z, h - G x) = 0`): the rows of
+/// `active` whose multiplier stays at least `-tol` of the multipliers' scale, and the other
+/// rows whose slack `h - G x` is below `-tol (1 + |h_i|)`, increasing.
+fn next_active(prob: &QpProblem, active: &[usize], r: &Restricted, tol: f64) -> Vec<usize> {
+    let (n, me) = (prob.n, prob.b.len());
+    let z_w = &r.v[n + me..];
+    let floor = -tol * z_scale(z_w);
+    let mut slack = prob.h.clone();
+    for t in &prob.g {
+        slack[t.row] -= t.val * r.v[t.col];
+    }
+    let mut was = vec![false; prob.h.len()];
+    for &i in active {
+        was[i] = true;
+    }
+    let mut stays = vec![false; prob.h.len()];
+    for (j, &i) in active.iter().enumerate() {
+        stays[i] = z_w[j] >= floor;
+    }
+    (0..prob.h.len())
+        .filter(|&i| stays[i] || (!was[i] && slack[i] < -tol * (1.0 + prob.h[i].abs())))
+        .collect()
+}
+
+/// The solution of `prob` from the active set `active`: primal-dual active-set steps
+/// ([`next_active`]), each one restricted KKT solve, until the set repeats, then the
+/// optimality check of [`solve_on`] on it; `None` after [`KEPT_MAX_SOLVES`] solves, on a
+/// cycle, on a singular or non-finite restricted KKT, or when the set has more rows than
+/// `x` has entries. With the previous call's active rows a training step that moves the
+/// values a little takes one solve; one that changes a few rows takes a few.
+pub fn solve_from(
+    prob: &QpProblem,
+    specs: &[ConeSpec],
+    active: &[usize],
+    tol: f64,
+) -> Option<(QpSolution, KeptFactor)> {
+    if !prob.lb.is_empty() || !prob.ub.is_empty() {
+        return None;
+    }
+    let mut set = active.to_vec();
+    let mut seen: Vec<Vec<usize>> = Vec::new();
+    for _ in 0..KEPT_MAX_SOLVES {
+        if set.len() + prob.b.len() > prob.n {
+            return None;
+        }
+        let r = solve_restricted(prob, &set)?;
+        let next = next_active(prob, &set, &r, tol);
+        if next == set {
+            return accept(prob, specs, &set, r, tol);
+        }
+        if seen.contains(&next) {
+            return None;
+        }
+        seen.push(std::mem::replace(&mut set, next));
+    }
+    None
+}
+
+/// The restricted solution `r` on `active` as the QP's answer, when it is dual feasible and
+/// meets `tol` (module docs), with its factor.
+fn accept(
+    prob: &QpProblem,
+    specs: &[ConeSpec],
+    active: &[usize],
+    r: Restricted,
+    tol: f64,
+) -> Option<(QpSolution, KeptFactor)> {
+    let (n, me) = (prob.n, prob.b.len());
+    let Restricted { kkt, lblt, v } = r;
     let x = v[..n].to_vec();
     let y = v[n..n + me].to_vec();
     let z_w = &v[n + me..];
     // Dual feasibility on the kept rows: a negative multiplier means the row should leave.
-    let z_scale = z_w.iter().fold(1.0_f64, |m, a| m.max(a.abs()));
+    let z_scale = z_scale(z_w);
     if z_w.iter().any(|&a| a < -tol * z_scale) {
         return None;
     }

@@ -13,7 +13,7 @@ use pounce_layers_core::batch::{
 use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::cone_layout::ConeDims;
 use pounce_layers_core::dense_backend::DenseLbltBackend;
-use pounce_layers_core::kept_active_set::{active_rows, solve_on, KeptFactor};
+use pounce_layers_core::kept_active_set::{active_rows, solve_from, solve_on, KeptFactor};
 use pounce_layers_core::kkt_adjoint::{adjoint_batch, AdjointInput, AdjointWorkspaces, KktPattern};
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};
 use pounce_layers_core::pattern::CscPattern;
@@ -213,8 +213,8 @@ fn active_set_solution_equals_the_ipm_solution() {
 }
 
 /// Item i of the next call starts from item i's previous answer: a small move keeps every
-/// item's active rows (one KKT solve each), a larger one changes some and the item's
-/// session traces from its previous solve; the answers are the IPM's.
+/// item's active rows (one KKT solve each), a larger one changes some and active-set steps
+/// from the kept rows (or the item's session) reach the new ones; the answers are the IPM's.
 #[test]
 fn the_active_set_starts_each_item_from_its_previous_call() {
     let qps = Qps::new(10, 1, 14, 5, 21);
@@ -243,12 +243,23 @@ fn the_active_set_starts_each_item_from_its_previous_call() {
             .all(|&e| e == ENGINE_ACTIVE_SET_KEPT || e == ENGINE_ACTIVE_SET_WARM),
         "{names:?}"
     );
-    assert!(names.contains(&ENGINE_ACTIVE_SET_WARM), "{names:?}");
+    // The move changed active sets; the kept rows' active-set steps moved to the new ones
+    // (the session's warm start itself: an_item_session_traces_from_its_previous_solve).
+    assert_ne!(active_pattern(&kept, 14), active_pattern(&out, 14));
     assert_same_solution(
         &out,
         &far.solve(QpEngine::Ipm, &ForwardWorkspaces::new()),
         1e-7,
     );
+}
+
+/// Per item, which of the last `l` (nonneg) rows have a positive multiplier.
+fn active_pattern(out: &BatchOutput, l: usize) -> Vec<Vec<bool>> {
+    let m = out.ys.len() / out.outs.len();
+    out.ys
+        .chunks(m)
+        .map(|y| y[m - l..].iter().map(|&v| v > 1e-9).collect())
+        .collect()
 }
 
 /// `min 1/2 |x|^2 - c'x  s.t.  x <= 1`: `x = min(c, 1)`, `z = max(c - 1, 0)`.
@@ -282,6 +293,88 @@ fn the_kept_active_set_is_checked() {
     assert!(solve_on(&clipped(&[0.5, 0.5, -1.0]), &specs, &[0], 1e-9).is_none());
     assert!(solve_on(&clipped(&[2.0, 1.5, -1.0]), &specs, &[0], 1e-9).is_none());
     assert!(solve_on(&clipped(&[2.0, 1.5, -1.0]), &specs, &[0, 1], 1e-9).is_some());
+}
+
+/// From a stale active set, primal-dual active-set steps reach the new one: a row leaves
+/// and another enters in the clipped problem; a random QP batch moved by 10% is solved from
+/// each item's IPM active rows to the IPM's answer, or handed back (`None`), never wrong.
+#[test]
+fn the_kept_active_set_moves_to_the_new_one() {
+    let specs = [pounce_convex::ConeSpec::Nonneg(3)];
+    // Row 0 leaves and row 1 enters: x = (0.5, 1, -1), z = (0, 0.5, 0).
+    let (sol, f) = solve_from(&clipped(&[0.5, 1.5, -1.0]), &specs, &[0], 1e-9)
+        .expect("two steps reach the active set {1}");
+    assert!(rel_err(&sol.x, &[0.5, 1.0, -1.0]) < 1e-15);
+    assert!(rel_err(&sol.z, &[0.0, 0.5, 0.0]) < 1e-15);
+    assert_eq!(f.dim(), 4);
+    // Unchanged sets are the one-solve check's answer.
+    let (a, _) = solve_from(&clipped(&[2.0, 0.5, -1.0]), &specs, &[0], 1e-9).unwrap();
+    let (b, _) = solve_on(&clipped(&[2.0, 0.5, -1.0]), &specs, &[0], 1e-9).unwrap();
+    assert_eq!(a.x, b.x);
+    // More active rows than x has entries: handed back.
+    assert!(solve_from(&clipped(&[2.0, 2.0, 2.0]), &specs, &[0, 1, 2, 0], 1e-9).is_none());
+
+    // Random strictly convex QPs (n = 12, 18 rows), moved by 10%: from the old active rows.
+    let (n, m) = (12, 18);
+    let mut rng = Rng::new(21);
+    let (mut hits, mut one_step_misses) = (0, 0);
+    let dense = || -> Box<dyn pounce_linsol::SparseSymLinearSolverInterface> {
+        Box::new(DenseLbltBackend::new())
+    };
+    let opts = QpOptions {
+        tol: 1e-11,
+        ..QpOptions::default()
+    };
+    let specs = [pounce_convex::ConeSpec::Nonneg(m)];
+    for item in 0..16 {
+        let r = rng.vec(n * n);
+        let g = rng.vec(m * n);
+        let (c, h) = (rng.vec(n), rng.vec(m));
+        let qp = |eps: f64, rng: &mut Rng| {
+            let mv = |v: f64, rng: &mut Rng| v * (1.0 + eps * rng.uniform());
+            let mut p_lower = vec![];
+            for i in 0..n {
+                for j in 0..=i {
+                    let v: f64 =
+                        (0..n).map(|k| r[i * n + k] * r[j * n + k]).sum::<f64>() / n as f64;
+                    p_lower.push(Triplet::new(i, j, v + f64::from(u8::from(i == j))));
+                }
+            }
+            QpProblem {
+                n,
+                p_lower,
+                c: c.iter().map(|&v| mv(v, rng)).collect(),
+                a: vec![],
+                b: vec![],
+                g: (0..m * n)
+                    .map(|k| Triplet::new(k / n, k % n, mv(g[k], rng)))
+                    .collect(),
+                h: h.iter().map(|&v| mv(v.abs() * 0.2, rng)).collect(),
+                lb: vec![],
+                ub: vec![],
+            }
+        };
+        let (old, new) = (qp(0.0, &mut rng), qp(0.1, &mut rng));
+        let old_sol = pounce_convex::solve_qp_ipm(&old, &opts, dense);
+        let new_sol = pounce_convex::solve_qp_ipm(&new, &opts, dense);
+        let active = active_rows(&old, &old_sol);
+        if solve_on(&new, &specs, &active, 1e-9).is_none() {
+            one_step_misses += 1;
+        }
+        if let Some((sol, _)) = solve_from(&new, &specs, &active, 1e-9) {
+            hits += 1;
+            assert!(rel_err(&sol.x, &new_sol.x) < 1e-8, "item {item}");
+            assert!(rel_err(&sol.z, &new_sol.z) < 1e-6, "item {item}");
+        }
+    }
+    assert!(
+        one_step_misses > 0,
+        "the move should change some active sets"
+    );
+    assert!(
+        hits > 16 - one_step_misses,
+        "steps should rescue some: {hits} hits"
+    );
 }
 
 /// An item's session warm-starts from its previous solve (pounce-convex's homotopy), also
@@ -322,7 +415,7 @@ fn auto_takes_the_active_set_only_for_items_that_moved_little() {
         &near.solve(QpEngine::Ipm, &ForwardWorkspaces::new()),
         1e-7,
     );
-    let far = near.moved(0.5, 11);
+    let far = near.moved(3.0, 11);
     let out = far.solve(QpEngine::Auto, &ws);
     assert!(engines(&out)
         .iter()

@@ -33,7 +33,7 @@ import torch
 
 from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.errors import SolverError
-from pounce_kkt.refine import REFINE_OPTIMAL, REFINE_STEPS, KktSolve, refine
+from pounce_kkt.refine import REFINE_OPTIMAL, KktSolve, refine
 from pounce_kkt.structure import ConicStructure
 
 # SolveInfo.engine of an item answered from its kept answer.
@@ -121,23 +121,14 @@ def _newton(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
             A: torch.Tensor, b: torch.Tensor, kept: _Kept, due: torch.Tensor,
             solve: KktSolve, stop: float
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """refine.py's Newton steps from the kept answers of the items `due`, one step per
-    round, an item leaving once its residual is at most `stop` or a round leaves it
-    unmoved (REFINE_STEPS rounds at most): x, y, s, the residual and the steps (B,)."""
-    x, y, s = kept.x, kept.y, kept.s
-    after = torch.full((due.shape[0],), torch.inf, dtype=torch.float64)
-    steps = torch.zeros(due.shape[0], dtype=torch.int64)
-    live = due.clone()
-    for _ in range(REFINE_STEPS):
-        r = refine(structure, P, q, A, b, x, y, s, live, solve, max_steps=1)
-        x, y, s = (torch.where(live[:, None], new, old)
-                   for new, old in ((r.x, x), (r.y, y), (r.s, s)))
-        after = torch.where(live, r.after, after)
-        steps += r.steps
-        live = live & (r.after > stop) & (r.steps > 0)
-        if not bool(live.any()):
-            break
-    return x, y, s, after, steps
+    """refine.py's Newton steps from the kept answers of the items `due`, in one refine
+    call: an item stops once its residual is at most `stop` or a step leaves it unmoved
+    (REFINE_STEPS steps at most): x, y, s, the residual (inf where not due) and the
+    steps (B,)."""
+    r = refine(structure, P, q, A, b, kept.x, kept.y, kept.s, due, solve, target=stop,
+               floor=stop)
+    after = torch.where(due, r.after, torch.inf)
+    return r.x, r.y, r.s, after, r.steps
 
 
 def _gated(cones: ConeDims) -> bool:

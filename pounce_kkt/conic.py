@@ -263,7 +263,7 @@ def _np(t: torch.Tensor | None) -> np.ndarray | None:
 # The environment switches of the native backends, for comparisons (unset in normal use):
 # read here, in one place, and passed to the native side, which reads no environment.
 _BACKEND_ENV = (
-    ("kkt_backend", "POUNCE_LAYERS_KKT_BACKEND", str),  # "dense" | "feral" | "auto"
+    ("kkt_backend", "POUNCE_LAYERS_KKT_BACKEND", str),  # "dense" | "condensed" | "feral" | "auto"
     ("feral_scaling", "POUNCE_FERAL_SCALING", str),  # "auto" | "infnorm" | "mc64" | "none"
     ("feral_refine", "POUNCE_FERAL_REFINE", lambda v: v.lower() in ("1", "on", "true", "yes")),
     ("feral_min_par_flops", "POUNCE_FERAL_MIN_PAR_FLOPS", lambda v: int(float(v))),
@@ -272,7 +272,7 @@ _BACKEND_ENV = (
 
 def native_backend_options() -> dict[str, Any] | None:
     """The backend overrides set in the environment, as the native `backend` dict (None when
-    none is set): POUNCE_LAYERS_KKT_BACKEND forces the dense or the feral KKT solver over
+    none is set): POUNCE_LAYERS_KKT_BACKEND forces the dense, condensed or feral KKT solver over
     the size/fill policy, POUNCE_FERAL_SCALING / POUNCE_FERAL_REFINE replace every engine's
     feral scaling / refinement pass, POUNCE_FERAL_MIN_PAR_FLOPS sets feral's threshold for
     threads (every native factorization runs serial)."""

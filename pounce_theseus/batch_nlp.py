@@ -240,6 +240,9 @@ class BatchNlp:
         self._use_gn = torch.ones(self.batch_size, dtype=torch.bool)
         # Gauss-Newton for every element (see gauss_newton_only)
         self.gauss_newton_only = False
+        # ... plus the robust losses' rank-one curvature (LinearizedPoint.gauss_newton), set
+        # by solve_batch for the polish past Theseus' test
+        self.robust_curvature = False
         # Gradients by autograd through the objective even where Theseus' linearisation
         # applies (its Hessians still come from the linearisation): set by solve_batch for
         # solves that end at Ipopt's tol when the linearisation's gradient is not that
@@ -489,7 +492,7 @@ class BatchNlp:
             return factor * pt.exact()
         rows = np.concatenate([r.rows for r in requests])
         if self.gauss_newton_only:
-            return factor * pt.gauss_newton()
+            return factor * pt.gauss_newton(self.robust_curvature)
         use_gn = self._hybrid_rule(pt.f, pt.gradient(), pt.delta, rows)
         if bool(use_gn[torch.as_tensor(rows)].all()):
             return factor * pt.gauss_newton()

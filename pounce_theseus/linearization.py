@@ -8,7 +8,11 @@ Theseus' iteratively-reweighted linearisation). Stacked they are ``A`` and ``-b`
 
 - the gradient of ``f = sum_k 1/2 rho_k(|e_k|^2)`` (``1/2 |weighted error|^2``): ``A'(-b)``,
   exact (``d/dx 1/2 rho(|e|^2) = rho' J'e``);
-- the Gauss-Newton Hessian ``A'A``, what LM+CHOLMOD factors each iteration;
+- the Gauss-Newton Hessian ``A'A``, what LM+CHOLMOD factors each iteration, optionally
+  with a robust loss' own curvature (:func:`robust_curvature_ratio`): for
+  ``f_k = 1/2 rho(|e|^2)`` the exact Hessian is ``rho' (J'J + sum_i e_i hess e_i)
+  + 2 rho'' (J'e)(J'e)'``, and the last, rank-one, term is added per cost function where
+  its block stays positive semidefinite (``rho'' <= 0`` for Theseus' losses);
 - per cost function, the exact Hessian of its term ``f_k`` in its own variables (``D``
   tangent coordinates, 12 for an SE3 edge): one gradient with graph and ``D`` seeded
   products through the vectorised cost function, a cost independent of the graph's
@@ -38,12 +42,40 @@ from .compat import (
 )
 from .hessian import BatchedVjp
 
-__all__ = ["CostLinearization", "LinearizedPoint"]
+__all__ = ["CostLinearization", "LinearizedPoint", "robust_curvature_ratio"]
 
 # A cost function's exact block counts as positive semidefinite when its smallest
 # eigenvalue is at least -PSD_RTOL times its largest in magnitude (rounding of a
 # rank-deficient J'J block).
 PSD_RTOL = 1e-9
+
+
+def robust_curvature_ratio(ev, s: torch.Tensor) -> torch.Tensor | None:
+    """``2 rho''(s) / rho'(s)`` of a ``th.RobustCostFunction`` (or
+    ``th.GNCRobustCostFunction``) ``ev`` at squared norms ``s`` (rows, c), radius
+    ``r = exp(log_loss_radius)`` (rows or 1, 1), in closed form for Theseus' losses
+    (``rho`` as in ``theseus/core/robust_loss.py``, ``rho'`` its ``linearize``):
+
+    - Welsch ``r - r exp(-s / r)``: ``-2 / r``;
+    - Huber (``s`` up to ``r``, then ``2 sqrt(r s) - r``) and Hinge (0 up to ``r``, then
+      ``sqrt(s) - sqrt(r)``): 0 up to ``r``, then ``-1 / s``;
+    - Geman-McClure ``mu r s / (mu r + s)``: ``-4 / (mu r + s)``.
+
+    None for any other cost function or loss (subclasses included: they may redefine
+    ``rho``)."""
+    kind = type(ev)
+    if kind is not th.RobustCostFunction and kind is not th.GNCRobustCostFunction:
+        return None
+    loss = type(ev.loss)
+    r = ev.log_loss_radius.tensor.exp().reshape(-1, 1)
+    if loss is th.WelschLoss:
+        return (-2.0 / r).expand_as(s)
+    if loss is th.HuberLoss or loss is th.HingeLoss:
+        return torch.where(s > r, -1.0 / s.clamp(min=torch.finfo(s.dtype).tiny), 0.0)
+    if loss is th.GemanMcClureLoss and kind is th.GNCRobustCostFunction:
+        mu = ev.gnc_control_val.tensor.reshape(-1, 1)
+        return -4.0 / (mu * r + s)
+    return None
 
 
 def _block_scatter(cols: np.ndarray, n: int, hess_key: np.ndarray
@@ -158,7 +190,10 @@ class LinearizedPoint:
                      .transpose(0, 1).reshape(self.bsz, -1)
                      for (c, _), e in zip(self.groups, errs, strict=True)]
             self.f = error_metric(lin.chart.objective, torch.cat(parts, dim=1))
-        self._grad = self._grad_eps = self._gn = self._gn_blocks = self._exact = None
+        self._grad = self._grad_eps = self._gn_blocks = self._exact = None
+        self._gn: dict[bool, torch.Tensor] = {}
+        # per call of gauss_newton(robust_curvature=True): the share of robust blocks kept
+        self.robust_kept: float | None = None
         self._jacobians: list[torch.Tensor | None] = []
 
     def _activate(self, force: bool = False) -> None:
@@ -243,13 +278,17 @@ class LinearizedPoint:
             self._linearize()
         return self._grad
 
-    def gauss_newton(self) -> torch.Tensor:
-        """Pattern values (B, nnz) of Theseus' A'A in chart coordinates."""
-        if self._gn is None:
+    def gauss_newton(self, robust_curvature: bool = False) -> torch.Tensor:
+        """Pattern values (B, nnz) of Theseus' A'A in chart coordinates; with
+        ``robust_curvature``, plus each robust cost function's ``2 rho'' (J'e)(J'e)'``
+        where its block stays positive semidefinite (module docstring)."""
+        if robust_curvature not in self._gn:
             if self._grad is None:
                 self._linearize()
             vals = self.delta.new_zeros(self.bsz, self.lin.hess.nnz)
-            for j, lay in zip(self._jacobians, self.layouts, strict=True):
+            kept = total = 0
+            for (_, ev), j, lay in zip(self.groups, self._jacobians, self.layouts,
+                                       strict=True):
                 if j is None:
                     continue
                 maps = self._slot_maps(lay)
@@ -258,9 +297,49 @@ class LinearizedPoint:
                     j = torch.cat([j[:, :, c[i]:c[i + 1]] if t is None
                                    else j[:, :, c[i]:c[i + 1]] @ t
                                    for i, t in enumerate(maps)], dim=2)
-                _scatter_flat(vals, j.transpose(1, 2) @ j, lay)
-            self._gn = vals
-        return self._gn
+                h = j.transpose(1, 2) @ j
+                if robust_curvature:
+                    h, ok = self._with_robust_curvature(ev, j, h)
+                    if ok is not None:
+                        kept, total = kept + int(ok.sum()), total + ok.numel()
+                _scatter_flat(vals, h, lay)
+            self._gn[robust_curvature] = vals
+            if robust_curvature:
+                self.robust_kept = kept / total if total else None
+        return self._gn[robust_curvature]
+
+    def _with_robust_curvature(self, ev, j: torch.Tensor, h: torch.Tensor
+                               ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``h = j'j`` (rows, D, D) of a group plus ``2 rho'' (J'e)(J'e)'`` per cost
+        function where the sum stays positive semidefinite (smallest eigenvalue at least
+        ``-PSD_RTOL`` times the larger of its largest magnitude and ``h``'s largest
+        diagonal entry; and which did); ``h`` and None
+        where ``ev``'s loss has no closed-form ``rho''``. ``j`` is Theseus' rescaled
+        Jacobian ``sqrt(rho') J`` (per error entry with ``flatten_dims``, where each entry
+        is robustified alone: ``sum_i 2 rho''_i e_i^2 J_i'J_i``)."""
+        if not isinstance(ev, th.RobustCostFunction):
+            return h, None
+        self._activate()
+        with torch.no_grad():
+            e = ev.cost_function.weighted_error().expand(j.shape[0], -1)
+            if ev.flatten_dims:
+                ratio = robust_curvature_ratio(ev, e * e)
+                if ratio is None:
+                    return h, None
+                term = (j * (ratio * e * e).unsqueeze(-1)).transpose(1, 2) @ j
+            else:
+                ratio = robust_curvature_ratio(ev, (e * e).sum(1, keepdim=True))
+                if ratio is None:
+                    return h, None
+                w = (j * e.unsqueeze(-1)).sum(1)  # sqrt(rho') J'e
+                term = ratio.reshape(-1, 1, 1) * w.unsqueeze(2) * w.unsqueeze(1)
+            hn = h + term
+            # relative to J'J too: a block the term cancels (a Huber or Hinge loss past its
+            # radius, flattened: f linear in |e_i|) is zero up to rounding
+            lam = torch.linalg.eigvalsh(hn)
+            scale = torch.maximum(lam.abs().amax(1), h.diagonal(dim1=1, dim2=2).amax(1))
+            ok = lam[:, 0] >= -PSD_RTOL * scale
+        return torch.where(ok[:, None, None], hn, h), ok
 
     def exact_blocks(self) -> list[torch.Tensor]:
         """Per group, each cost function's exact Hessian block (K * B, D, D) in chart

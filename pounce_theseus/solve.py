@@ -356,6 +356,10 @@ def _solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         # linearisation is not that accurate (BatchNlp.linearization_inaccurate)
         nlp.autograd_gradient = error_tolerances is None and nlp.linearization_inaccurate(
             float(settings.options.get("tol") or 1e-8))
+        # the polish (past Theseus' test, to tol): Gauss-Newton plus the robust losses'
+        # rank-one curvature, 3 iterations instead of 7 on robust SE3 graphs
+        # (docs/theseus-scale.md)
+        nlp.robust_curvature = nlp.gauss_newton_only and error_tolerances is None
         hub = Hub(nlp, res)
         jobs = [_job(nlp, hub, g, settings, int(res.iterations[g].max()), error_tolerances,
                      polishing) for g in groups]
@@ -384,7 +388,7 @@ def _solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         res.delta[todo] = 0.0
         nlp.recentred(todo)
     chart.restore()
-    nlp.gauss_newton_only = nlp.autograd_gradient = False
+    nlp.gauss_newton_only = nlp.autograd_gradient = nlp.robust_curvature = False
     return res
 
 

@@ -33,16 +33,17 @@ def push_inside(s: torch.Tensor, y: torch.Tensor, e: torch.Tensor,
                 inside: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """s itself if s - PUSH_LADDER[0] * scale * e is still interior (s is not closer to the
     boundary than the smallest push), else s + delta e with the smallest delta of
-    PUSH_LADDER (x scale) giving an interior point."""
+    PUSH_LADDER (x scale) giving an interior point (the largest where none does). `inside`
+    maps (..., 3) to (...,); the ladder is checked in one call on (L + 1, ..., 3)."""
     with torch.no_grad():
         scale = 1.0 + torch.linalg.vector_norm(s, dim=-1) + torch.linalg.vector_norm(y, dim=-1)
-        done = inside(s - (PUSH_LADDER[0] * scale)[..., None] * e)
-        delta = torch.zeros_like(scale)
-        for rel in PUSH_LADDER:
-            ok = inside(s + (rel * scale)[..., None] * e) & ~done
-            delta = torch.where(ok, rel * scale, delta)
-            done = done | ok
-        delta = torch.where(done, delta, PUSH_LADDER[-1] * scale)
+        rel = s.new_tensor((-PUSH_LADDER[0],) + PUSH_LADDER)
+        rel = rel.reshape((-1,) + (1,) * scale.dim())
+        ok = inside(s + (rel * scale)[..., None] * e)
+        done, ladder = ok[0], ok[1:]
+        first = ladder.to(torch.int8).argmax(0)  # the smallest push that is interior
+        delta = torch.where(ladder.any(0), rel[1:].reshape(-1)[first], PUSH_LADDER[-1]) * scale
+        delta = torch.where(done, 0.0, delta)
     return s + delta[..., None] * e
 
 

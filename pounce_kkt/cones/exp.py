@@ -11,7 +11,7 @@ import torch
 
 from pounce_kkt.cones.barrier import barrier_scaling, log_barrier_parts, push_inside
 from pounce_kkt.cones.base import ConeCounts
-from pounce_kkt.cones.ray import RayCone, ray_projection_np
+from pounce_kkt.cones.ray import RayCone, chunked_log, ray_projection_np
 
 # Safeguarded Newton iterations of :func:`exp_ray_root`: a cap, not a count (rows leave once
 # converged).
@@ -139,7 +139,7 @@ def exp_interior(s: torch.Tensor) -> torch.Tensor:
     x, y, z = s[..., 0], s[..., 1], s[..., 2]
     ok = (y > 0) & (z > 0)
     ys, zs = torch.where(ok, y, 1.0), torch.where(ok, z, 1.0)
-    return ok & (ys * torch.log(zs / ys) - x > 0)
+    return ok & (ys * chunked_log(zs / ys) - x > 0)
 
 
 def exp_hess_inv(s: torch.Tensor) -> torch.Tensor:
@@ -153,8 +153,9 @@ def exp_hess_inv(s: torch.Tensor) -> torch.Tensor:
         D^-1 = E - E v v' E / (y psi + v'E v),  E = diag(y^2, z^2).
     """
     x, y, z = s[..., 0], s[..., 1], s[..., 2]
-    psi = y * torch.log(z / y) - x
-    a = torch.stack([torch.log(z / y) - 1.0, y / z], dim=-1)
+    log_zy = chunked_log(z / y)
+    psi = y * log_zy - x
+    a = torch.stack([log_zy - 1.0, y / z], dim=-1)
     e = torch.stack([y * y, z * z], dim=-1)
     v = torch.stack([torch.ones_like(y), -y / z], dim=-1)
     ev = e * v
@@ -171,7 +172,12 @@ def exp_scaling(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     (B, 3, 3)."""
     e = torch.tensor([-1.0, 1.0, 1.0], dtype=s.dtype, device=s.device)
     st = push_inside(s, y, e, exp_interior)
-    _, grad, _ = exp_barrier(st)
+    x, yt, z = st[..., 0], st[..., 1], st[..., 2]
+    log_zy = chunked_log(z / yt)
+    psi = yt * log_zy - x
+    # grad f of exp_barrier: -grad psi / psi - (0, 1/y, 1/z), grad psi = (-1, log(z/y) - 1, y/z)
+    grad = torch.stack([1.0 / psi, -(log_zy - 1.0) / psi - 1.0 / yt,
+                        -(yt / z) / psi - 1.0 / z], dim=-1)
     return barrier_scaling(st, y, grad, exp_hess_inv(st))
 
 

@@ -348,7 +348,7 @@ class BatchNlp:
         key = np.ascontiguousarray(delta).tobytes()
         if self._lin_point is None or self._lin_point[0] != key:
             d = torch.tensor(delta, dtype=self.dtype, device=self.device)
-            self._lin_point = (key, self.lin.at(d))
+            self._lin_point = (key, self.lin.at(d, robust_errors=self.robust_curvature))
         return self._lin_point[1]
 
     def evaluate(self, delta: np.ndarray) -> Evaluation:

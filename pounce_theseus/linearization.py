@@ -169,9 +169,11 @@ class CostLinearization:
                                   for cfs, _ in groups]
         return self._layouts[key]
 
-    def at(self, delta: torch.Tensor) -> LinearizedPoint:
-        """The linearisation at ``delta`` (B, n); sets the optim vars there."""
-        return LinearizedPoint(self, delta)
+    def at(self, delta: torch.Tensor, robust_errors: bool = False) -> LinearizedPoint:
+        """The linearisation at ``delta`` (B, n); sets the optim vars there.
+        ``robust_errors``: keep each robust cost function's inner weighted error from the
+        linearisation, for ``gauss_newton(robust_curvature=True)``."""
+        return LinearizedPoint(self, delta, robust_errors)
 
 
 class LinearizedPoint:
@@ -179,8 +181,10 @@ class LinearizedPoint:
     first request (the optim vars are set back to this point when another was set in
     between)."""
 
-    def __init__(self, lin: CostLinearization, delta: torch.Tensor):
+    def __init__(self, lin: CostLinearization, delta: torch.Tensor,
+                 robust_errors: bool = False):
         self.lin, self.delta = lin, delta.detach()
+        self.robust_errors = robust_errors
         self.bsz, self.n = delta.shape
         self.at_base = not bool(self.delta.any())
         self._activate(force=True)
@@ -195,6 +199,8 @@ class LinearizedPoint:
         # per call of gauss_newton(robust_curvature=True): the share of robust blocks kept
         self.robust_kept: float | None = None
         self._jacobians: list[torch.Tensor | None] = []
+        # per group, a robust cost function's inner weighted error (robust_errors) or None
+        self._inner_errors: list[torch.Tensor | None] = []
 
     def _activate(self, force: bool = False) -> None:
         chart = self.lin.chart
@@ -218,10 +224,12 @@ class LinearizedPoint:
         self._activate()
         b = self.bsz
         grad = self.delta.new_zeros(b, self.n)
-        jacobians = []
+        jacobians, inner = [], []
         with torch.no_grad():
             for (_, ev), lay in zip(self.groups, self.layouts, strict=True):
                 rows = lay.k * b
+                inner.append(ev.cost_function.weighted_error() if self.robust_errors
+                             and isinstance(ev, th.RobustCostFunction) else None)
                 if lay.d == 0:
                     jacobians.append(None)
                     continue
@@ -231,7 +239,7 @@ class LinearizedPoint:
                 grad.index_add_(1, lay.cols, _element_major(g, lay.k, b))
                 jacobians.append(jac)
         # grad is with respect to perturbations at the point; the chart's: Jr' g per member
-        self._grad_eps, self._jacobians = grad, jacobians
+        self._grad_eps, self._jacobians, self._inner_errors = grad, jacobians, inner
         if self.at_base:
             self._grad = grad
             return
@@ -287,8 +295,8 @@ class LinearizedPoint:
                 self._linearize()
             vals = self.delta.new_zeros(self.bsz, self.lin.hess.nnz)
             kept = total = 0
-            for (_, ev), j, lay in zip(self.groups, self._jacobians, self.layouts,
-                                       strict=True):
+            for g, ((_, ev), j, lay) in enumerate(zip(self.groups, self._jacobians,
+                                                      self.layouts, strict=True)):
                 if j is None:
                     continue
                 maps = self._slot_maps(lay)
@@ -299,7 +307,7 @@ class LinearizedPoint:
                                    for i, t in enumerate(maps)], dim=2)
                 h = j.transpose(1, 2) @ j
                 if robust_curvature:
-                    h, ok = self._with_robust_curvature(ev, j, h)
+                    h, ok = self._with_robust_curvature(ev, g, j, h)
                     if ok is not None:
                         kept, total = kept + int(ok.sum()), total + ok.numel()
                 _scatter_flat(vals, h, lay)
@@ -308,7 +316,7 @@ class LinearizedPoint:
                 self.robust_kept = kept / total if total else None
         return self._gn[robust_curvature]
 
-    def _with_robust_curvature(self, ev, j: torch.Tensor, h: torch.Tensor
+    def _with_robust_curvature(self, ev, group: int, j: torch.Tensor, h: torch.Tensor
                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``h = j'j`` (rows, D, D) of a group plus ``2 rho'' (J'e)(J'e)'`` per cost
         function where the sum stays positive semidefinite (smallest eigenvalue at least
@@ -319,9 +327,13 @@ class LinearizedPoint:
         is robustified alone: ``sum_i 2 rho''_i e_i^2 J_i'J_i``)."""
         if not isinstance(ev, th.RobustCostFunction):
             return h, None
-        self._activate()
+        e = self._inner_errors[group]
+        if e is None:  # not kept (robust_errors unset): the optim vars set back here
+            self._activate()
+            with torch.no_grad():
+                e = ev.cost_function.weighted_error()
         with torch.no_grad():
-            e = ev.cost_function.weighted_error().expand(j.shape[0], -1)
+            e = e.expand(j.shape[0], -1)
             if ev.flatten_dims:
                 ratio = robust_curvature_ratio(ev, e * e)
                 if ratio is None:

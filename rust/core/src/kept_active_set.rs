@@ -235,17 +235,14 @@ fn z_scale(z_w: &[f64]) -> f64 {
 
 /// The solution of `prob` on the active set `active` (inequality rows, increasing), if it
 /// is optimal within `tol` (module docs), with its factor; `specs` is the problem's cone
-/// list (nonneg rows).
+/// list (nonneg rows). One restricted KKT solve: [`solve_from`] without steps.
 pub fn solve_on(
     prob: &QpProblem,
     specs: &[ConeSpec],
     active: &[usize],
     tol: f64,
 ) -> Option<(QpSolution, KeptFactor)> {
-    if !prob.lb.is_empty() || !prob.ub.is_empty() {
-        return None;
-    }
-    accept(prob, specs, active, solve_restricted(prob, active)?, tol)
+    solve_within(prob, specs, active, tol, 1)
 }
 
 /// The active-set update of a primal-dual active-set step (Hintermueller, Ito and
@@ -285,12 +282,23 @@ pub fn solve_from(
     active: &[usize],
     tol: f64,
 ) -> Option<(QpSolution, KeptFactor)> {
+    solve_within(prob, specs, active, tol, KEPT_MAX_SOLVES)
+}
+
+/// [`solve_from`] with at most `max_solves` restricted KKT solves.
+fn solve_within(
+    prob: &QpProblem,
+    specs: &[ConeSpec],
+    active: &[usize],
+    tol: f64,
+    max_solves: usize,
+) -> Option<(QpSolution, KeptFactor)> {
     if !prob.lb.is_empty() || !prob.ub.is_empty() {
         return None;
     }
     let mut set = active.to_vec();
     let mut seen: Vec<Vec<usize>> = Vec::new();
-    for _ in 0..KEPT_MAX_SOLVES {
+    for _ in 0..max_solves {
         if set.len() + prob.b.len() > prob.n {
             return None;
         }

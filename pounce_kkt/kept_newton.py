@@ -21,6 +21,7 @@ docs/exp-socp-profile.md ("Kept answers").
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -91,6 +92,18 @@ class _Store:
 
 _STORES: weakref.WeakKeyDictionary[ConicStructure, _Store] = weakref.WeakKeyDictionary()
 _STORES_LOCK = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: fresh stores and locks. A lock that another thread of the parent
+    held at the fork stays held forever in the child, and the child keeps no answers of
+    its parent (as the native handle's per-item states, rust/core/src/qp_sessions.rs)."""
+    global _STORES, _STORES_LOCK
+    _STORES = weakref.WeakKeyDictionary()
+    _STORES_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _store(structure: ConicStructure) -> _Store:

@@ -203,6 +203,52 @@ def test_fork_dataloader_workers_call_a_cvxpylayer(tmp_path):
     ''')
 
 
+def test_fork_while_a_thread_holds_the_kept_answers(tmp_path):
+    """A curved-cone layer keeps its items' answers (pounce_kkt/kept_newton.py) behind a
+    lock; a fork while another thread holds it must not leave the child waiting on it: the
+    child starts with fresh stores, solves the same structure (IPM, then its own kept
+    answers) and gets the parent's x."""
+    run_script(tmp_path, """
+        import threading
+        from pounce_kkt import kept_newton
+        from testing_helpers.conic_problems import random_problem_batch
+
+        bt = random_problem_batch({"l": 3, "q": [4]}, 5, batch=2, seed=1)
+        st = ConicStructure(bt.n, bt.m, bt.a_indptr, bt.a_indices, bt.cones,
+                            bt.p_indptr, bt.p_indices)
+        vals = [torch.tensor(t) for t in (bt.p_values, bt.q, bt.a_values, bt.b)]
+        x0 = conic_solve(st, *vals).x
+        assert conic_solve(st, *vals).engine == ["newton_kept"] * 2
+        store = kept_newton._store(st)
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with store._lock:
+                held.set()
+                release.wait()
+
+        t = threading.Thread(target=hold)
+        t.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for engine in (["ipm"] * 2, ["newton_kept"] * 2):
+                    sol = conic_solve(st, *vals)
+                    assert sol.engine == engine, sol.engine
+                    assert torch.allclose(sol.x, x0, atol=1e-7)
+            except BaseException as e:
+                print("child failed:", repr(e), flush=True)
+                os._exit(1)
+            os._exit(0)
+        release.set()
+        t.join()
+        _, code = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(code) == 0
+        print("ALL OK")
+    """)
+
+
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_spawn_and_forkserver(tmp_path, method):
     run_script(tmp_path, f'''

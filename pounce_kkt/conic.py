@@ -81,7 +81,8 @@ class SolveOptions:
     the interior-point method solves the others); "ipm" always runs the interior-point
     method. For problems with zero and nonneg rows only: "ipm"; "active_set": each batch
     item starts from its previous answer on this structure's native handle (its active rows
-    kept when still optimal: one KKT solve, whose factor the backward reuses; else POUNCE's
+    kept, or moved to the new ones by a few primal-dual active-set steps, one KKT solve
+    each, when the result is optimal; the backward reuses the last factor; else POUNCE's
     parametric active-set method through the item's session, warm from its previous solve);
     an item it does not solve to tol goes to the IPM; or "auto" (the default, n + m <= 400):
     the kept active rows for an item whose values moved by at most 2% since its previous

@@ -1,6 +1,8 @@
 """Two small Theseus problems used by the tests and the benchmark.
 
 - ``curve_fit``: ``y = a exp(b x)`` fitted to noisy samples (Vector variables ``a``, ``b``).
+- ``exp_fit_layer``: the same model with one Vector ``a`` = (b, a), as a ``TheseusLayer``
+  (the unrolled and step-rule tests).
 - ``pose_graph``: an SE2 chain with odometry, a prior on the first pose and one
   inconsistent loop closure (last pose to first), so the residuals do not vanish at the
   solution and the second-order terms matter for the gradient.
@@ -18,8 +20,8 @@ import theseus as th
 import torch
 
 __all__ = [
-    "central_difference", "curve_fit", "one_torch_thread", "pose_graph", "solve_with",
-    "tight_gauss_newton",
+    "central_difference", "central_each", "curve_fit", "exp_fit_layer", "one_torch_thread",
+    "pose_graph", "solve_with", "tight_gauss_newton",
 ]
 
 
@@ -149,6 +151,39 @@ def central_difference(
         return (loss(plus) - loss(minus)) / (2 * step)
 
     return (4 * diff(h / 2) - diff(h)) / 3
+
+
+def exp_fit_layer(optimizer_cls, batch: int = 2, n_points: int = 8, **kwargs
+                  ) -> th.TheseusLayer:
+    """``a1 exp(a0 x) - y`` over ``n_points`` noisy samples per element (float64, seed 0;
+    Vector ``a`` of size 2, aux ``x`` and ``y``, unit weight) in a layer built with
+    ``optimizer_cls(objective, **kwargs)``: nonlinear, so a few steps do not solve it."""
+    dt = torch.float64
+    gen = torch.Generator().manual_seed(0)
+    x = torch.linspace(0, 1, n_points, dtype=dt).expand(batch, n_points)
+    y = 1.5 * torch.exp(0.7 * x) + 0.05 * torch.randn(batch, n_points, generator=gen, dtype=dt)
+    a = th.Vector(2, name="a", dtype=dt)
+    xv, yv = th.Variable(x.clone(), name="x"), th.Variable(y.clone(), name="y")
+
+    def err(optim_vars, aux_vars):
+        p = optim_vars[0].tensor
+        return p[:, 1:2] * torch.exp(p[:, 0:1] * aux_vars[0].tensor) - aux_vars[1].tensor
+
+    obj = th.Objective(dtype=dt)
+    obj.add(th.AutoDiffCostFunction([a], err, n_points, aux_vars=[xv, yv], name="fit",
+                                    cost_weight=th.ScaleCostWeight(torch.ones(1, 1, dtype=dt))))
+    return th.TheseusLayer(optimizer_cls(obj, **kwargs))
+
+
+def central_each(f, t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """d f / d t for a scalar ``f(t)``, by a central difference per entry of ``t``."""
+    g = torch.zeros_like(t)
+    for i in range(t.numel()):
+        tp, tm = t.detach().clone(), t.detach().clone()
+        tp.view(-1)[i] += eps
+        tm.view(-1)[i] -= eps
+        g.view(-1)[i] = (f(tp) - f(tm)) / (2 * eps)
+    return g
 
 
 @contextlib.contextmanager

@@ -19,31 +19,14 @@ import torch
 from test_theseus_support import one_thread  # noqa: F401
 
 from pounce_theseus import PounceOptimizer
+from testing_helpers.theseus_problems import central_each, exp_fit_layer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-B, N = 2, 8
+B = 2
 DT = torch.float64
 A0 = [[0.1, 1.0], [0.3, 0.8]]
 W = torch.tensor([[0.3, -1.2], [0.7, 0.4]], dtype=DT)
-
-
-def _curve_fit(optimizer_cls, **kwargs) -> th.TheseusLayer:
-    """``a1 exp(a0 x) - y``: nonlinear, so a few damped steps do not solve it."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.linspace(0, 1, N, dtype=DT).expand(B, N)
-    y = 1.5 * torch.exp(0.7 * x) + 0.05 * torch.randn(B, N, generator=gen, dtype=DT)
-    a = th.Vector(2, name="a", dtype=DT)
-    xv, yv = th.Variable(x.clone(), name="x"), th.Variable(y.clone(), name="y")
-
-    def err(optim_vars, aux_vars):
-        p = optim_vars[0].tensor
-        return p[:, 1:2] * torch.exp(p[:, 0:1] * aux_vars[0].tensor) - aux_vars[1].tensor
-
-    obj = th.Objective(dtype=DT)
-    obj.add(th.AutoDiffCostFunction([a], err, N, aux_vars=[xv, yv], name="fit",
-                                    cost_weight=th.ScaleCostWeight(torch.ones(1, 1, dtype=DT))))
-    return th.TheseusLayer(optimizer_cls(obj, **kwargs))
 
 
 def _run(layer, a0, y, **kwargs):
@@ -59,16 +42,6 @@ def _grads(layer, **kwargs):
     return out.detach(), info, a0.grad, y.grad, y.detach()
 
 
-def _central(f, t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    g = torch.zeros_like(t)
-    for i in range(t.numel()):
-        tp, tm = t.detach().clone(), t.detach().clone()
-        tp.view(-1)[i] += eps
-        tm.view(-1)[i] -= eps
-        g.view(-1)[i] = (f(tp) - f(tm)) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("ellipsoidal", [False, True])
 def test_unrolled_budget_is_levenberg_marquardts_map(ellipsoidal):
     """max_iterations=2, step_size=0.3, damping=0.1 (motion_planning_2d's setting): the
@@ -76,8 +49,8 @@ def test_unrolled_budget_is_levenberg_marquardts_map(ellipsoidal):
     unroll through its own steps), and central differences of our map."""
     cfg = {"max_iterations": 2, "step_size": 0.3}
     kw = {"damping": 0.1, "ellipsoidal_damping": ellipsoidal, "backward_mode": "unroll"}
-    ours = _curve_fit(PounceOptimizer, **cfg)
-    lm = _curve_fit(th.LevenbergMarquardt, **cfg)
+    ours = exp_fit_layer(PounceOptimizer, **cfg)
+    lm = exp_fit_layer(th.LevenbergMarquardt, **cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out, info, g_a0, g_y, y = _grads(ours, **kw)
@@ -94,8 +67,8 @@ def test_unrolled_budget_is_levenberg_marquardts_map(ellipsoidal):
     assert g_a0.abs().max() > 1e-1
     a0 = torch.tensor(A0, dtype=DT)
     with torch.no_grad():  # the same map without a gradient
-        fd_a0 = _central(lambda t: (_run(ours, t, y, **kw)[0] * W).sum(), a0)
-        fd_y = _central(lambda t: (_run(ours, a0, t, **kw)[0] * W).sum(), y)
+        fd_a0 = central_each(lambda t: (_run(ours, t, y, **kw)[0] * W).sum(), a0)
+        fd_y = central_each(lambda t: (_run(ours, a0, t, **kw)[0] * W).sum(), y)
     torch.testing.assert_close(g_a0, fd_a0, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(g_y, fd_y, rtol=1e-6, atol=1e-7)
 
@@ -105,8 +78,8 @@ def test_truncated_replays_the_damped_last_step():
     truncated gradient (the last step from the detached first iterate)."""
     cfg = {"max_iterations": 2, "step_size": 0.5}
     kw = {"damping": 0.2, "backward_mode": "truncated", "backward_num_iterations": 1}
-    out, _, g_a0, g_y, _ = _grads(_curve_fit(PounceOptimizer, **cfg), **kw)
-    out_lm, _, _, g_y_lm, _ = _grads(_curve_fit(th.LevenbergMarquardt, **cfg), **kw)
+    out, _, g_a0, g_y, _ = _grads(exp_fit_layer(PounceOptimizer, **cfg), **kw)
+    out_lm, _, _, g_y_lm, _ = _grads(exp_fit_layer(th.LevenbergMarquardt, **cfg), **kw)
     assert g_a0 is None or torch.all(g_a0 == 0)
     torch.testing.assert_close(out, out_lm, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(g_y, g_y_lm, rtol=1e-7, atol=1e-10)
@@ -116,7 +89,7 @@ def test_implicit_mode_takes_full_steps_and_ignores_damping():
     """backward_mode=implicit: the step rule is off (full interior-point steps reach the
     solution within the budget that LM's 0.3-steps do not), ``damping`` warns."""
     cfg = {"max_iterations": 10, "step_size": 0.3}
-    layer = _curve_fit(PounceOptimizer, **cfg)
+    layer = exp_fit_layer(PounceOptimizer, **cfg)
     a0 = torch.tensor(A0, dtype=DT)
     y = layer.objective.aux_vars["y"].tensor.clone()
     with pytest.warns(UserWarning, match="'damping'"), torch.no_grad():
@@ -132,7 +105,7 @@ def test_histories_hold_a_stopped_elements_final_values():
     Theseus' loop, an element's history after its stop repeats its final error and
     values up to the batch's last iteration (Theseus' nonlinear tests read
     ``err_history[:, converged_iter.max()]`` as every element's final error)."""
-    layer = _curve_fit(PounceOptimizer, max_iterations=40, step_size=0.6)
+    layer = exp_fit_layer(PounceOptimizer, max_iterations=40, step_size=0.6)
     a0 = torch.tensor([[0.7, 1.5], [-1.0, 0.2]], dtype=DT)
     y = layer.objective.aux_vars["y"].tensor.clone()
     with torch.no_grad():

@@ -22,6 +22,7 @@ from pounce_theseus.batch_nlp import BatchNlp, ProblemStructure
 from pounce_theseus.constraints import resolve_bounds
 from pounce_theseus.hessian import make_hessian
 from pounce_theseus.solve import SolveSettings, solve_batch
+from testing_helpers.theseus_problems import central_each, exp_fit_layer
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -33,32 +34,9 @@ def _one() -> th.ScaleCostWeight:
     return th.ScaleCostWeight(torch.ones(1, 1, dtype=DT))
 
 
-def _curve_fit_layer(max_iterations: int) -> th.TheseusLayer:
-    """``a1 exp(a0 x) - y``: nonlinear, so two Gauss-Newton steps do not solve it."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.linspace(0, 1, N, dtype=DT).expand(B, N)
-    y = 1.5 * torch.exp(0.7 * x) + 0.05 * torch.randn(B, N, generator=gen, dtype=DT)
-    a = th.Vector(2, name="a", dtype=DT)
-    xv, yv = th.Variable(x.clone(), name="x"), th.Variable(y.clone(), name="y")
-
-    def err(optim_vars, aux_vars):
-        p = optim_vars[0].tensor
-        return p[:, 1:2] * torch.exp(p[:, 0:1] * aux_vars[0].tensor) - aux_vars[1].tensor
-
-    obj = th.Objective(dtype=DT)
-    obj.add(th.AutoDiffCostFunction([a], err, N, aux_vars=[xv, yv], name="fit",
-                                    cost_weight=_one()))
-    return th.TheseusLayer(PounceOptimizer(obj, max_iterations=max_iterations))
-
-
-def _central(f, t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    g = torch.zeros_like(t)
-    for i in range(t.numel()):
-        tp, tm = t.detach().clone(), t.detach().clone()
-        tp.view(-1)[i] += eps
-        tm.view(-1)[i] -= eps
-        g.view(-1)[i] = (f(tp) - f(tm)) / (2 * eps)
-    return g
+def _layer(max_iterations: int) -> th.TheseusLayer:
+    """The exponential fit of testing_helpers (two Gauss-Newton steps do not solve it)."""
+    return exp_fit_layer(PounceOptimizer, B, N, max_iterations=max_iterations)
 
 
 A0 = [[0.1, 1.0], [0.3, 0.8]]
@@ -82,7 +60,7 @@ def test_unconverged_gradient_is_the_derivative_of_the_layers_map(mode):
     """Two steps of a budget of 2: the gradient to the start and to the data equals
     central differences of start/data -> returned iterate (truncated over both steps is
     unroll, as in Theseus)."""
-    layer = _curve_fit_layer(2)
+    layer = _layer(2)
     w = torch.tensor([[0.3, -1.2], [0.7, 0.4]], dtype=DT)
     kw = {"backward_mode": mode}
     if mode == "truncated":
@@ -95,8 +73,8 @@ def test_unconverged_gradient_is_the_derivative_of_the_layers_map(mode):
     assert not any("replay" in str(c.message) for c in caught)
     a0 = torch.tensor(A0, dtype=DT)
     with torch.no_grad():
-        fd_a0 = _central(lambda t: (_fit(layer, t, y)[0] * w).sum(), a0)
-        fd_y = _central(lambda t: (_fit(layer, a0, t)[0] * w).sum(), y)
+        fd_a0 = central_each(lambda t: (_fit(layer, t, y)[0] * w).sum(), a0)
+        fd_y = central_each(lambda t: (_fit(layer, a0, t)[0] * w).sum(), y)
     # the start still matters after two steps (a solution would not depend on it)
     assert g_a0.abs().max() > 1e-2
     torch.testing.assert_close(g_a0, fd_a0, rtol=1e-6, atol=1e-7)
@@ -107,24 +85,24 @@ def test_truncated_differentiates_the_last_steps_from_a_detached_iterate():
     """Truncated to the last of two steps: no gradient reaches the start; the data's is
     the derivative of that one step taken from the (fixed) first iterate, which a fresh
     one-iteration solve from that iterate reproduces value for value."""
-    layer = _curve_fit_layer(2)
+    layer = _layer(2)
     w = torch.tensor([[0.3, -1.2], [0.7, 0.4]], dtype=DT)
     out, _, g_a0, g_y, y = _grads(layer, w, backward_mode="truncated",
                                   backward_num_iterations=1)
     assert g_a0 is None or torch.all(g_a0 == 0)
-    one = _curve_fit_layer(1)
+    one = _layer(1)
     with torch.no_grad():
         x1, _ = _fit(one, torch.tensor(A0, dtype=DT), y)
         step, _ = _fit(one, x1, y)
         assert torch.allclose(step, out, rtol=0, atol=1e-12)  # the same last step
-        fd_y = _central(lambda t: (_fit(one, x1, t)[0] * w).sum(), y)
+        fd_y = central_each(lambda t: (_fit(one, x1, t)[0] * w).sum(), y)
     torch.testing.assert_close(g_y, fd_y, rtol=1e-6, atol=1e-7)
 
 
 def test_implicit_mode_keeps_the_implicit_step_at_the_iterate():
     """backward_mode=implicit: no gradient to the start (the implicit step at the
     returned iterate), one to the data."""
-    layer = _curve_fit_layer(2)
+    layer = _layer(2)
     w = torch.ones(B, 2, dtype=DT)
     _, _, g_a0, g_y, _ = _grads(layer, w, backward_mode="implicit")
     assert g_a0 is None or torch.all(g_a0 == 0)
@@ -134,14 +112,14 @@ def test_implicit_mode_keeps_the_implicit_step_at_the_iterate():
 def test_converged_elements_keep_the_implicit_gradient_under_unroll():
     """Given the budget to converge, unroll's gradient is the implicit one (no
     dependence on the start), equal to central differences of the solution map."""
-    layer = _curve_fit_layer(50)
+    layer = _layer(50)
     w = torch.tensor([[0.3, -1.2], [0.7, 0.4]], dtype=DT)
     _, info, g_a0, g_y, y = _grads(layer, w, backward_mode="unroll")
     assert all(s == th.NonlinearOptimizerStatus.CONVERGED for s in info.status)
     assert g_a0 is None or g_a0.abs().max() < 1e-8
     a0 = torch.tensor(A0, dtype=DT)
     with torch.no_grad():
-        fd_y = _central(lambda t: (_fit(layer, a0, t)[0] * w).sum(), y, eps=1e-5)
+        fd_y = central_each(lambda t: (_fit(layer, a0, t)[0] * w).sum(), y, eps=1e-5)
     torch.testing.assert_close(g_y, fd_y, rtol=1e-5, atol=1e-7)
 
 
@@ -178,8 +156,8 @@ def test_se2_start_and_data_gradients_through_the_steps():
     assert all(s == th.NonlinearOptimizerStatus.MAX_ITERATIONS for s in info.status)
     loss.backward()
     with torch.no_grad():
-        fd_xi = _central(lambda t: run(t, obs0)[0], xi0)
-        fd_obs = _central(lambda t: run(xi0, t)[0], obs0)
+        fd_xi = central_each(lambda t: run(t, obs0)[0], xi0)
+        fd_obs = central_each(lambda t: run(xi0, t)[0], obs0)
     assert xi.grad.abs().max() > 1e-2
     torch.testing.assert_close(xi.grad, fd_xi, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(ob.grad, fd_obs, rtol=1e-6, atol=1e-7)
@@ -190,7 +168,7 @@ def test_recorded_points_are_the_tracked_iterates_deltas_without_their_values():
     as full tracking's, and records no error metric or optim var values."""
     runs = {}
     for track in (False, True):
-        obj = _curve_fit_layer(3).optimizer.objective
+        obj = _layer(3).optimizer.objective
         obj.update({"a": torch.tensor(A0, dtype=DT)})
         nlp = BatchNlp(ProblemStructure(obj, []), make_hessian("gauss-newton"),
                        resolve_bounds({}, obj, B))

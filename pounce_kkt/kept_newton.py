@@ -137,9 +137,15 @@ def _newton(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     """refine.py's Newton steps from the kept answers of the items `due`, in one refine
     call: an item stops once its residual is at most `stop` or a step leaves it unmoved
     (REFINE_STEPS steps at most): x, y, s, the residual (inf where not due) and the
-    steps (B,)."""
-    r = refine(structure, P, q, A, b, kept.x, kept.y, kept.s, due, solve, target=stop,
-               floor=stop)
+    steps (B,). A KKT matrix the backward's path cannot factor (RuntimeError, as in
+    conic._refined) leaves every item unaccepted: the interior-point method solves them."""
+    try:
+        r = refine(structure, P, q, A, b, kept.x, kept.y, kept.s, due, solve, target=stop,
+                   floor=stop)
+    except RuntimeError:
+        B = kept.x.shape[0]
+        return (kept.x, kept.y, kept.s, torch.full((B,), torch.inf, dtype=torch.float64),
+                torch.zeros(B, dtype=torch.int64))
     after = torch.where(due, r.after, torch.inf)
     return r.x, r.y, r.s, after, r.steps
 

@@ -68,6 +68,32 @@ def test_ball_items_answered_from_kept_answers_match_the_closed_form():
         np.testing.assert_allclose(b.grad[:, 0].numpy(), -(u * wn).sum(1), rtol=0, atol=3e-7)
 
 
+def test_a_kkt_solve_that_fails_sends_the_items_to_the_ipm():
+    """refine's KKT solve raising RuntimeError (a K the backward's path cannot factor) during
+    the kept answers' Newton steps: every item goes to the IPM, with the closed-form x."""
+    from pounce_kkt.conic import _solve_native
+
+    rng = np.random.default_rng(2)
+    B = 3
+    st = _ball_structure()
+    q = rng.standard_normal((B, N))
+    r = np.ones(B)
+    pk.conic_solve(st, *_ball_values(q, r))
+    P, qt, A, b = _ball_values(q * 1.01, r)
+    v = {"P": P, "q": qt, "A": A, "b": b}
+
+    def unfactorable(P, A):
+        def solve(*args):
+            raise RuntimeError("the KKT matrix could not be factored")
+        return solve
+
+    x, _, _, ok, status, _, _, engine = kept_newton.solve(
+        st, pk.SolveOptions(), v, (None, None, None), _solve_native, unfactorable)
+    assert engine == ["ipm"] * B and status == ["optimal"] * B and bool(ok.all())
+    u = q / np.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_allclose(x.numpy(), -u, atol=1e-8)
+
+
 def test_a_failed_check_goes_to_the_ipm_and_errors_name_the_callers_item():
     rng = np.random.default_rng(1)
     B = 3

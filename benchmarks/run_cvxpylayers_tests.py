@@ -3,8 +3,12 @@
     .venv/bin/python benchmarks/run_cvxpylayers_tests.py /path/to/cvxpylayers [--baseline]
 
 Takes a checkout of https://github.com/cvxgrp/cvxpylayers and runs its
-`tests/test_torch.py` and `tests/test_dual_variables.py` against the INSTALLED
+`tests/test_torch.py` and `tests/test_dual_variables.py` (1.x) against the INSTALLED
 cvxpylayers (their pyproject's `pythonpath = ["src"]` is bypassed with `-c /dev/null`).
+A 0.1.x checkout has `cvxpylayers/torch/test_cvxpylayer.py` instead: it runs too, with
+benchmarks/cvxpylayers_01x_shim.py in both modes (two 0.1.x-only names it imports) and its
+`test_least_squares_custom_method` (0.1.x's `custom_method` argument, gone in 1.x) deselected;
+it is imported by path (`--import-mode=importlib`).
 Nothing of theirs is copied here: this file is loaded into pytest as a plugin
 (`-p run_cvxpylayers_tests`) that imports pounce_cvxpy and makes
 `CvxpyLayer(..., solver=None)` mean `solver="pounce"`; explicit solvers are left alone.
@@ -23,6 +27,13 @@ from pathlib import Path
 from suite_runner import run_suite
 
 TEST_FILES = ("tests/test_torch.py", "tests/test_dual_variables.py")
+# A 0.1.x checkout's torch tests, its shim plugin, and its pytest arguments: the file sits
+# inside the checkout's `cvxpylayers` package, so it is imported by path (not as
+# `cvxpylayers.torch.test_cvxpylayer` of the installed package), and the one test 1.x
+# cannot run is deselected.
+OLD_TEST_FILES = ("cvxpylayers/torch/test_cvxpylayer.py",)
+OLD_SHIMS = ("cvxpylayers_01x_shim",)
+OLD_ARGS = ("--import-mode=importlib", "-k", "not test_least_squares_custom_method")
 
 
 def _switch_default_solver() -> None:
@@ -55,12 +66,16 @@ def main() -> int:
     ap.add_argument("pytest_args", nargs="*", help="extra arguments for pytest (after --)")
     a = ap.parse_args()
     files = [str(a.checkout / f) for f in TEST_FILES]
+    shims, extra = (), []
+    if not all(Path(f).is_file() for f in files):
+        files = [str(a.checkout / f) for f in OLD_TEST_FILES]
+        shims, extra = OLD_SHIMS, list(OLD_ARGS)
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
         print(f"not a cvxpylayers checkout, missing: {missing}", file=sys.stderr)
         return 2
     return run_suite(a.checkout, files, Path(__file__).stem, "cvxpylayers_tests", a.baseline,
-                     a.pytest_args)
+                     [*extra, *a.pytest_args], shims)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -23,18 +23,18 @@ def counts(summary: str) -> dict[str, int]:
 
 
 def run_suite(checkout: Path, targets: list[str], plugin: str, log_stem: str,
-              baseline: bool, pytest_args: list[str]) -> int:
+              baseline: bool, pytest_args: list[str], shims: tuple[str, ...] = ()) -> int:
     """Run pytest on ``targets`` (paths) rooted at ``checkout``, with the plugin module
-    ``plugin`` (a file of this folder) unless ``baseline``; print the summary and the counts,
-    write the full log to benchmarks/out/``log_stem``_{pounce|baseline}.log; return pytest's
-    exit code."""
+    ``plugin`` (a file of this folder) unless ``baseline``, and the plugin modules ``shims``
+    (files of this folder) in both modes; print the summary and the counts, write the full
+    log to benchmarks/out/``log_stem``_{pounce|baseline}.log; return pytest's exit code."""
     here = Path(__file__).resolve().parent
     cmd = [sys.executable, "-m", "pytest", "-c", os.devnull, "--rootdir", str(checkout),
            "-p", "no:cacheprovider", "-q", "-rfE", "-W", "ignore::DeprecationWarning"]
     env = dict(os.environ)
-    if not baseline:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(here), env.get("PYTHONPATH")]))
-        cmd += ["-p", plugin]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(here), env.get("PYTHONPATH")]))
+    for name in (*shims, *(() if baseline else (plugin,))):
+        cmd += ["-p", name]
     cmd += [*targets, *pytest_args]
     print("$", " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

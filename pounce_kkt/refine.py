@@ -99,7 +99,10 @@ class KktOperators:
                 self.Pd = 0.5 * (Pd + Pd.transpose(1, 2))
 
     def take(self, idx: torch.Tensor) -> KktOperators:
-        """The operators of the batch items idx (a 1-D index tensor)."""
+        """The operators of the batch items idx (a 1-D index tensor or array, increasing):
+        `self` when idx is every item."""
+        if len(idx) == self.A.shape[0]:
+            return self
         sub = object.__new__(KktOperators)  # the same fields, batch rows idx
         sub.st, sub.dense = self.st, self.dense
         sub.P = None if self.P is None else self.P[idx]
@@ -130,9 +133,13 @@ class KktOperators:
 
     @classmethod
     def on_numpy(cls, structure: ConicStructure, P: torch.Tensor | None, A: torch.Tensor
-                 ) -> KktOperators:
-        """The dense operators as numpy arrays (CPU float64 values; see `_numpy_start`):
-        p, a, at then take and return numpy arrays. `take` is not available."""
+                 ) -> KktOperators | BlockOperators:
+        """The operators on numpy arrays (CPU float64 values; see `_numpy_start`): p, a, at
+        then take and return numpy arrays. Block-diagonal sparse (:class:`BlockOperators`)
+        when the patterns are sparse (:func:`_sparse_operators`), else dense (B, r, c)."""
+        if _sparse_operators(structure):
+            return BlockOperators(structure, None if P is None else P.detach().numpy(),
+                                  A.detach().numpy())
         ops = object.__new__(cls)
         ops.st, ops.dense = structure, True
         ops.P = None if P is None else P.detach().numpy()
@@ -143,6 +150,62 @@ class KktOperators:
             Pd = _dense(ops.P, structure.p_rows, structure.p_cols, (structure.n, structure.n))
             ops.Pd = 0.5 * (Pd + Pd.transpose(0, 2, 1))
         return ops
+
+
+class BlockOperators:
+    """KktOperators' p, a, at, take on numpy arrays (B, k), through one block-diagonal CSC
+    matrix per batch (scipy): B nnz multiply-adds per product instead of the dense B m n."""
+
+    def __init__(self, structure: ConicStructure, P: np.ndarray | None, A: np.ndarray):
+        self.st, self.P, self.A = structure, P, A
+        n, m = structure.n, structure.m
+        self.Ab = _block_csc(A, structure.a_indptr, structure.a_indices, m, n)
+        self.Pb = None if P is None else _block_csc(P, structure.p_indptr, structure.p_indices,
+                                                    n, n)
+
+    def take(self, idx: np.ndarray) -> BlockOperators:
+        """The operators of the batch items idx (increasing): `self` when idx is every item."""
+        if len(idx) == self.A.shape[0]:
+            return self
+        return BlockOperators(self.st, None if self.P is None else self.P[idx], self.A[idx])
+
+    def p(self, x: np.ndarray) -> np.ndarray:
+        if self.Pb is None:
+            return np.zeros_like(x)
+        v = x.reshape(-1)
+        return (0.5 * (self.Pb @ v + self.Pb.T @ v)).reshape(x.shape)
+
+    def a(self, x: np.ndarray) -> np.ndarray:
+        return (self.Ab @ x.reshape(-1)).reshape(x.shape[0], self.st.m)
+
+    def at(self, y: np.ndarray) -> np.ndarray:
+        return (self.Ab.T @ y.reshape(-1)).reshape(y.shape[0], self.st.n)
+
+
+def _block_csc(values: np.ndarray, indptr: np.ndarray, indices: np.ndarray, rows: int,
+               cols: int):
+    """The block-diagonal (B rows) x (B cols) CSC matrix of B items' values (B, nnz) on one
+    CSC pattern (indptr, indices)."""
+    import scipy.sparse as sp
+
+    B, nnz = values.shape
+    item = np.arange(B, dtype=np.int64)[:, None]
+    ind = (np.asarray(indices, dtype=np.int64)[None, :] + rows * item).reshape(-1)
+    ptr = np.append((np.asarray(indptr[:-1], dtype=np.int64)[None, :] + nnz * item).reshape(-1),
+                    B * nnz)
+    return sp.csc_matrix((np.ascontiguousarray(values).reshape(-1), ind, ptr),
+                         shape=(B * rows, B * cols))
+
+
+# Patterns at most this dense (stored entries of A and P over m n + n n) get the sparse numpy
+# operators (BlockOperators); denser ones the dense batched products.
+SPARSE_OPERATOR_DENSITY = 0.1
+
+
+def _sparse_operators(structure: ConicStructure) -> bool:
+    """Whether the numpy operators are block-sparse (SPARSE_OPERATOR_DENSITY)."""
+    n, m = structure.n, structure.m
+    return structure.nnz_a + structure.nnz_p <= SPARSE_OPERATOR_DENSITY * (m * n + n * n)
 
 
 def _dense_operators(structure: ConicStructure, batch: int) -> bool:
@@ -215,11 +278,15 @@ def _moreau(s: torch.Tensor, y: torch.Tensor, cones: ConeDims) -> torch.Tensor:
 
 def _snap(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """active_set.snap: (Pi_K(w), Pi_K(w) - w), w = s - y; numpy arrays for zero and nonneg
-    rows only (Pi_K is 0 on zero rows and max(w, 0) on nonneg rows, the two classes'
-    `project` in pounce_kkt/cones/)."""
+    """active_set.snap: (Pi_K(w), Pi_K(w) - w), w = s - y, in the type of s. On numpy arrays
+    with zero and nonneg rows only, written out (Pi_K is 0 on zero rows and max(w, 0) on
+    nonneg rows, the two classes' `project` in pounce_kkt/cones/); with curved cones,
+    active_set.snap on tensors sharing the arrays' memory."""
     if not isinstance(s, np.ndarray):
         return snap(s, y, cones)
+    if _curved(cones):
+        p, d = snap(torch.from_numpy(s), torch.from_numpy(y), cones)
+        return p.numpy(), d.numpy()
     w = s - y
     p = np.maximum(w, 0.0)
     p[:, :cones.z] = 0.0
@@ -263,10 +330,10 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     an item stops stepping once its residual is at most ``floor``.
     Each step's KKT solve sees only the items still stepping (``solve``'s mask), and its
     trial points are evaluated on them alone. Runs on one Torch thread
-    (pounce_kkt/torch_threads.py); with zero and nonneg rows only and dense operators on
-    CPU float64 values, the residuals, snaps and steps run on numpy views instead (the same
-    code, `_xp`: at B = 1 to 256 a small Torch op's dispatch costs more than its work) and
-    only `solve` sees tensors.
+    (pounce_kkt/torch_threads.py); on CPU float64 values with sparse or small operators
+    (:func:`_numpy_start`), the residuals, snaps and steps run on numpy views instead (the
+    same code, `_xp`: at B = 1 to 256 a small Torch op's dispatch costs more than its work)
+    and only `solve` and the curved cones' projections see tensors.
     """
     target = default_target(structure.cones) if target is None else target
     cones = structure.cones
@@ -328,11 +395,12 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
 
 
 def _numpy_start(structure: ConicStructure, A: torch.Tensor, x: torch.Tensor) -> bool:
-    """Whether :func:`_start` runs in numpy: dense operators of CPU float64 values on zero
-    and nonneg rows only (no curved cone to project). A small Torch op costs ~2-15 us of
-    dispatch, its numpy twin ~1-3 us, and refinement's start is ~40 of them per call
-    (docs/profile-layers.md, section 5)."""
-    return (_dense_operators(structure, A.shape[0]) and not _curved(structure.cones)
+    """Whether refinement runs in numpy: CPU float64 values whose operators are sparse
+    (:func:`_sparse_operators`) or small enough to be dense (:func:`_dense_operators`). A
+    small Torch op costs ~2-15 us of dispatch, its numpy twin ~1-3 us, and refinement's
+    start is ~40 of them per call (docs/profile-layers.md, section 5); the curved cones'
+    projections and H run on tensors sharing the arrays' memory."""
+    return ((_sparse_operators(structure) or _dense_operators(structure, A.shape[0]))
             and x.device.type == A.device.type == "cpu"
             and x.dtype == A.dtype == torch.float64)
 

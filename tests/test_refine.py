@@ -122,3 +122,55 @@ def test_layer_gradcheck_at_the_default_tol(name):
         warnings.simplefilter("error", pk.InaccurateSolutionWarning)
         assert torch.autograd.gradcheck(lambda *p: layer(*p), params, eps=1e-6, atol=1e-5,
                                         rtol=1e-5)
+
+
+def test_block_operators_match_the_dense_ones():
+    """The block-sparse numpy operators (refine.BlockOperators) against the dense Torch ones
+    on a sparse pattern with P, for the whole batch and for a subset (take)."""
+    import scipy.sparse as sp
+
+    from pounce_kkt.refine import BlockOperators, KktOperators, _sparse_operators
+
+    rng = np.random.default_rng(3)
+    n, m, B = 20, 30, 5
+    A0 = sp.random(m, n, density=0.05, random_state=4, format="csc")
+    P0 = sp.csc_matrix(np.triu(np.ones((n, n))) * (rng.random((n, n)) < 0.05) + np.eye(n))
+    st = pk.ConicStructure.from_scipy(A0, {"z": 2, "l": m - 2}, P=P0)
+    assert _sparse_operators(st)
+    A = torch.tensor(rng.standard_normal((B, st.nnz_a)))
+    P = torch.tensor(rng.standard_normal((B, st.nnz_p)))
+    dense = KktOperators(st, P, A)
+    block = BlockOperators(st, P.numpy(), A.numpy())
+    x, y = torch.tensor(rng.standard_normal((B, n))), torch.tensor(rng.standard_normal((B, m)))
+    for ops_d, ops_b, idx in ((dense, block, np.arange(B)), (dense.take(torch.tensor([0, 2, 4])),
+                                                          block.take(np.array([0, 2, 4])),
+                                                          np.array([0, 2, 4]))):
+        xi, yi = x[idx], y[idx]
+        np.testing.assert_allclose(ops_b.p(xi.numpy()), ops_d.p(xi).numpy(), rtol=0, atol=1e-13)
+        np.testing.assert_allclose(ops_b.a(xi.numpy()), ops_d.a(xi).numpy(), rtol=0, atol=1e-13)
+        np.testing.assert_allclose(ops_b.at(yi.numpy()), ops_d.at(yi).numpy(), rtol=0,
+                                   atol=1e-13)
+    assert block.take(np.arange(B)) is block
+
+
+@pytest.mark.parametrize("family", ["exp", "socp", "mixed_soc_exp_pow"])
+def test_numpy_and_torch_refinement_agree(family, monkeypatch):
+    """Curved cones refine on numpy arrays (CPU float64): the same steps and the same point
+    as on Torch tensors (refine._numpy_start forced off), from points 1e-4 off."""
+    import pounce_kkt.refine as refine_mod
+
+    rng = np.random.default_rng(1)
+    noise = {}
+
+    def perturb(x, y, s):
+        if not noise:
+            noise.update({k: 1e-4 * torch.tensor(rng.standard_normal(t.shape))
+                          for k, t in zip("xys", (x, y, s), strict=True)})
+        return x + noise["x"], y + noise["y"], s + noise["s"]
+
+    *_, r_np = _refine_direct(family, perturb)
+    monkeypatch.setattr(refine_mod, "_numpy_start", lambda *a: False)
+    *_, r_t = _refine_direct(family, perturb)
+    assert torch.equal(r_np.steps, r_t.steps) and (r_np.steps[[0, 2]] >= 1).all()
+    for a, b in ((r_np.x, r_t.x), (r_np.y, r_t.y), (r_np.s, r_t.s), (r_np.after, r_t.after)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12, equal_nan=True)

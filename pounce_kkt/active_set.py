@@ -20,6 +20,10 @@ paths.
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
+
 import numpy as np
 import torch
 
@@ -27,20 +31,79 @@ from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.cone_scaling import cone_scaling
 from pounce_kkt.cones import apply_derivative, project
 
+# Bytes of (s, y) rows :class:`_SnappedRows` keeps (the oldest go first).
+SNAPPED_BYTES = 8 << 20
+
+
+class _SnappedRows:
+    """The rows (s_i, y_i) :func:`snap` returned lately, per cone dims (CPU float64, no
+    graph). Such a pair is its own snap: s in K, y in K*, <s, y> = 0 give Pi_K(s - y) = s by
+    Moreau's decomposition (exactly on zero and nonneg rows, to the projection's rounding on
+    curved blocks), so a refined point's H (limit_scaling at each Newton step, and the
+    backward's) needs no second projection."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[ConeDims, OrderedDict[bytes, None]] = {}
+
+    @staticmethod
+    def keys(s: torch.Tensor, y: torch.Tensor) -> list[bytes] | None:
+        if not (s.device.type == y.device.type == "cpu"
+                and s.dtype == y.dtype == torch.float64) or s.requires_grad or y.requires_grad:
+            return None
+        return [r.tobytes() for r in np.concatenate([s.numpy(), y.numpy()], axis=1)]
+
+    def has(self, cones: ConeDims, keys: list[bytes]) -> bool:
+        with self.lock:
+            rows = self.rows.get(cones)
+            return bool(keys) and rows is not None and all(k in rows for k in keys)
+
+    def add(self, cones: ConeDims, keys: list[bytes]) -> None:
+        if not keys:
+            return
+        cap = max(1, SNAPPED_BYTES // len(keys[0]))
+        with self.lock:
+            rows = self.rows.setdefault(cones, OrderedDict())
+            for k in keys:
+                rows[k] = None
+                rows.move_to_end(k)
+            while len(rows) > cap:
+                rows.popitem(last=False)
+
+
+_SNAPPED = _SnappedRows()
+
+
+def _fresh_after_fork() -> None:
+    """In a forked child: a fresh memo and lock (another thread may have held the lock)."""
+    global _SNAPPED
+    _SNAPPED = _SnappedRows()
+
+
+os.register_at_fork(after_in_child=_fresh_after_fork)
+
 
 def snap(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
          ) -> tuple[torch.Tensor, torch.Tensor]:
     """(Pi_K(w), Pi_K(w) - w) with w = s - y, both (B, m) in SCS row order.
 
     Differentiable in (s, y) with the projection's derivative D at w (first order exact;
-    D itself is held constant), so the dense backward stays differentiable again.
+    D itself is held constant), so the dense backward stays differentiable again. Without
+    a graph, on CPU float64 rows that are all earlier outputs of snap (a refined point),
+    copies of (s, y) themselves (:class:`_SnappedRows`).
     """
+    keys = _SNAPPED.keys(s, y)
+    if keys is not None and _SNAPPED.has(cones, keys):
+        return s.clone(), y.clone()
     w = s - y
     wd = w.detach()
     p, parts = project(wd, cones, derivative=w.requires_grad)
     if w.requires_grad:
         p = p + apply_derivative(w - wd, wd, cones, parts)
-    return p, p - w
+    out = p, p - w
+    if keys is not None:
+        _SNAPPED.add(cones, _SNAPPED.keys(*out))
+    return out
 
 
 # H of an inactive nonneg row (w_i > 0): "infinite", exactly representable in a diagonal.

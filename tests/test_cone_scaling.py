@@ -362,3 +362,31 @@ def test_scaling_is_differentiable_twice():
     sp_ = _t(svec(S))[None].requires_grad_()
     yp = _t(svec(np.linalg.inv(S) * 0.1 + 0.01 * np.eye(k)))[None].requires_grad_()
     assert torch.autograd.gradcheck(lambda a, b: psd_scaling(a, b, k), (sp_, yp))
+
+
+def test_snap_of_a_snapped_pair_is_the_pair(monkeypatch):
+    """active_set.snap hands back a pair it returned (no second projection), and that pair
+    is, to the projection's rounding, what projecting it again gives; so is H there
+    (limit_scaling). Zero, nonneg, SOC, PSD, exp and power rows."""
+    import pounce_kkt.active_set as act
+
+    cones = ConeDims.from_any({"z": 2, "l": 4, "q": [3, 4], "ep": 3, "p": [0.3, 0.7]})
+    w = _t(np.random.default_rng(7).standard_normal((5, cones.m)) * 3.0)
+    s, y = act.snap(w, torch.zeros_like(w), cones)
+    hit_s, hit_y = act.snap(s, y, cones)
+    assert torch.equal(hit_s, s) and torch.equal(hit_y, y) and hit_s is not s
+    h_memo = act.limit_scaling(s, y, cones)
+    monkeypatch.setattr(act, "_SNAPPED", act._SnappedRows())  # nothing remembered
+    again_s, again_y = act.snap(s, y, cones)
+    scale = float(w.abs().max())
+    torch.testing.assert_close(again_s, s, rtol=0, atol=1e-14 * scale)
+    torch.testing.assert_close(again_y, y, rtol=0, atol=1e-14 * scale)
+    monkeypatch.setattr(act, "_SNAPPED", act._SnappedRows())
+    h_fresh = act.limit_scaling(s, y, cones)
+    for a, b in zip(h_memo, h_fresh, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-12)
+    # a pair snap did not return is projected (nonneg rows with s, y > 0 both)
+    s2, y2 = s.clone(), y.clone()
+    s2[:, 2:6], y2[:, 2:6] = 1.0, 1.0
+    p, d = act.snap(s2, y2, cones)
+    assert torch.equal(p[:, 2:6], torch.zeros_like(p[:, 2:6]))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pounce_kkt import kept_newton
+from pounce_kkt import kept_newton, staged_newton
 from pounce_kkt.accuracy import (
     ON_INACCURATE,
     SolveInfo,
@@ -284,14 +284,17 @@ def native_backend_options() -> dict[str, Any] | None:
 
 def _native_solve(st: ConicStructure, options: SolveOptions, P: np.ndarray | None,
                   A: np.ndarray, q: np.ndarray, b: np.ndarray,
-                  warm: tuple[Any, Any, Any] = (None, None, None)) -> dict[str, Any]:
+                  warm: tuple[Any, Any, Any] = (None, None, None),
+                  stage_max_iter: int | None = None) -> dict[str, Any]:
     """The native batch solve of float64 C-contiguous (B, k) value arrays on the structure's
-    native handle: the dict of x, y, s, status, iterations, solve_time (rust/py/src/problem.rs)."""
+    native handle: the dict of x, y, s, status, iterations, solve_time (rust/py/src/problem.rs).
+    stage_max_iter: the interior-point stage only, that many iterations at most
+    (pounce_kkt/staged_newton.py)."""
     return st.native.solve(
         P, A, q, b, tol=options.tol_for(st.cones), max_iter=int(options.max_iter),
         time_limit=None if options.time_limit is None else float(options.time_limit),
         warm_x=warm[0], warm_y=warm[1], warm_s=warm[2], backend=native_backend_options(),
-        engine=options.engine,
+        engine=options.engine, stage_max_iter=stage_max_iter,
     )
 
 
@@ -307,15 +310,24 @@ def _native_adjoint(st: ConicStructure, P: np.ndarray | None, A: np.ndarray,
 
 
 def _solve_native(structure: ConicStructure, options: SolveOptions,
-                  v: dict[str, torch.Tensor | None], warm: tuple[Any, Any, Any]
+                  v: dict[str, torch.Tensor | None], warm: tuple[Any, Any, Any],
+                  staged: bool = True
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                              list[str], torch.Tensor, torch.Tensor, list[str]]:
     """Native batch solve; applies on_failure. Returns x, y, s, ok, status, iters, times and
     the engine names. With curved cones, items may be answered from their kept answers
-    (pounce_kkt/kept_newton.py)."""
+    (pounce_kkt/kept_newton.py), and the others by a short interior-point stage finished by
+    Newton steps (pounce_kkt/staged_newton.py; `staged=False`: the full solve only)."""
     if kept_newton.applies(structure, options):
         return kept_newton.solve(structure, options, v, warm, _solve_native,
                                  lambda P, A: _refine_kkt_solve(structure, options, P, A))
+    if staged and staged_newton.applies(structure, options, warm):
+        return staged_newton.solve(
+            structure, options, v,
+            lambda sub, k: _native_solve(structure, options, _np(sub["P"]), _np(sub["A"]),
+                                         _np(sub["q"]), _np(sub["b"]), stage_max_iter=k),
+            lambda sub: _solve_native(structure, options, sub, (None, None, None), False),
+            lambda P, A: _refine_kkt_solve(structure, options, P, A))
     out = _native_solve(structure, options, _np(v["P"]), _np(v["A"]), _np(v["q"]), _np(v["b"]),
                         warm)
     status = list(out["status"])

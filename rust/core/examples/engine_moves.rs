@@ -95,6 +95,7 @@ fn main() {
                 max_iter: 200,
                 time_limit: None,
                 engine: eng,
+                stage: None,
             };
             let inp = BatchInput {
                 bsz,

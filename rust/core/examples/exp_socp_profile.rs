@@ -315,6 +315,7 @@ fn main() {
         max_iter: 200,
         time_limit: None,
         engine: Default::default(),
+        stage: None,
     };
     let opts = pounce_layers_core::options::robust_options(&so);
     let specs = &fam.st.layout.specs;

@@ -8,7 +8,7 @@ use crate::dense_backend::DenseLbltBackend;
 use crate::exp_shear::ExpShear;
 use crate::options::{
     backend, conic_backend, fast_qp_options, kkt_backend, meets_tol, robust_options,
-    staged_nonsym_options, BackendOptions, QpEngine, SolveOptions, AUTO_ACTIVE_SET_MAX_DIM,
+    staged_nonsym_options, BackendOptions, QpEngine, SolveOptions, Stage, AUTO_ACTIVE_SET_MAX_DIM,
 };
 use crate::pool::threads;
 use crate::qp_sessions::{ItemState, SessionStore};
@@ -92,6 +92,8 @@ struct Engine<'a> {
     kkt_size: (usize, usize),
     /// The QP class's engine.
     engine: QpEngine,
+    /// The conic class's first pass only (options.rs, [`Stage`]).
+    stage: Option<Stage>,
     /// The end of the call's `time_limit` (one deadline for the whole batch).
     deadline: Option<Instant>,
     /// How far a worker's reusable factorization's own time limit may exceed what is left
@@ -306,6 +308,7 @@ impl Engine<'_> {
     /// (options.rs, "Exp / power cones"); otherwise the solve at the caller's tol, its
     /// iterations added to the staged ones. When the deadline leaves no time for that
     /// solve, the staged point is returned, as `optimal_inaccurate` if it was `Optimal`.
+    /// Under a [`Stage`]: that one solve under the stage's options, nothing after it.
     fn solve_conic(
         &self,
         prob: &QpProblem,
@@ -345,6 +348,11 @@ impl Engine<'_> {
             time_limit: self.remaining(),
             ..self.robust
         };
+        if let Some(stage) = &self.stage {
+            let sol = solve(&stage.options(&robust));
+            let status = Stage::status(prob, specs, &sol, robust.tol);
+            return QpSolution { status, ..sol };
+        }
         let Some(staged) = staged_nonsym_options(&robust, specs) else {
             return solve(&robust);
         };
@@ -409,7 +417,9 @@ impl Engine<'_> {
         dual_to_scs(lay, &sol.y, &sol.z, y);
         slack_scs(lay, &st.a, d.a, d.b, x, s);
         let (mut status, mut iters) = (sol.status, sol.iters);
-        if certificates::wanted(st, status) {
+        // A stage leaves the verdict to the full solve its caller runs next.
+        let staged = self.stage.is_some() && lay.class == ProblemClass::Conic;
+        if !staged && certificates::wanted(st, status) {
             let opts = QpOptions {
                 time_limit: self.remaining(),
                 ..self.robust
@@ -557,6 +567,7 @@ pub fn solve_batch(
         cfg_fast: backends.feral_fast(),
         kkt_size: qp_kkt_size(st),
         engine: so.engine,
+        stage: so.stage,
         deadline: ctl.deadline,
         slack,
     };

@@ -67,6 +67,46 @@ pub struct SolveOptions {
     pub time_limit: Option<Duration>,
     /// The QP class's engine (ignored for the conic class).
     pub engine: QpEngine,
+    /// The conic class's first interior-point pass only ([`Stage`]); `None` in normal use.
+    pub stage: Option<Stage>,
+}
+
+/// A conic-class solve stopped early, for a caller that finishes the point itself
+/// (pounce_kkt/staged_newton.py: Newton steps through the backward's KKT solve, then the full
+/// solve for the items they leave short). One IPM solve at `max(tol, caller's tol)` with at
+/// most `max_iter` iterations (POUNCE's exp/power polish included), nothing after it: no
+/// second, full solve and no certificate search. Its status is `Optimal` only when the point
+/// meets the caller's tol ([`meets_tol`]); a usable point short of it (POUNCE's `Optimal`,
+/// `OptimalInaccurate` or `IterationLimit`) is `OptimalInaccurate`; any other status is
+/// POUNCE's. The QP class ignores it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    pub tol: f64,
+    pub max_iter: usize,
+}
+
+impl Stage {
+    /// The stage's options: `opts` with the looser tol and the smaller iteration cap.
+    pub fn options(&self, opts: &QpOptions) -> QpOptions {
+        QpOptions {
+            tol: self.tol.max(opts.tol),
+            max_iter: self.max_iter.min(opts.max_iter).max(1),
+            ..*opts
+        }
+    }
+
+    /// The status a stage point is reported with (see [`Stage`]).
+    pub fn status(prob: &QpProblem, specs: &[ConeSpec], sol: &QpSolution, tol: f64) -> QpStatus {
+        if meets_tol(prob, specs, sol, tol) {
+            return QpStatus::Optimal;
+        }
+        match sol.status {
+            QpStatus::Optimal | QpStatus::OptimalInaccurate | QpStatus::IterationLimit => {
+                QpStatus::OptimalInaccurate
+            }
+            s => s,
+        }
+    }
 }
 
 /// The QP class's engine (module docs; measurements in docs/native-core.md, "The active-set

@@ -1,51 +1,11 @@
 //! solve_batch on an exp-cone layer with a warm start, where the engine solves the sheared
 //! equivalent (exp_shear.rs) and maps it back: the answer is the problem's (softmax(-c)),
 //! in the SCS convention (duals equal to the cold solve's), status optimal.
+mod common;
+
+use common::{softmax, softmax_structure};
 use pounce_layers_core::batch::{solve_batch, BatchInput, ForwardWorkspaces, RunControl};
-use pounce_layers_core::cone_layout::ConeDims;
 use pounce_layers_core::options::{BackendOptions, QpEngine, SolveOptions};
-use pounce_layers_core::pattern::CscPattern;
-use pounce_layers_core::structure::ConicStructure;
-
-/// min c'x - sum(entr(x)) s.t. sum(x) = 1 in SCS form over v = (x, t): row 0 the equality,
-/// then per i the exp block s = (t_i, x_i, 1) = b - A v. Returns the structure and A, b.
-fn softmax_structure(k: usize) -> (ConicStructure, Vec<f64>, Vec<f64>) {
-    let (n, m) = (2 * k, 1 + 3 * k);
-    let mut indptr = vec![0i64];
-    let mut indices = Vec::new();
-    let mut vals = Vec::new();
-    for i in 0..k {
-        indices.extend([0i64, (2 + 3 * i) as i64]);
-        vals.extend([1.0, -1.0]);
-        indptr.push(indices.len() as i64);
-    }
-    for i in 0..k {
-        indices.push((1 + 3 * i) as i64);
-        vals.push(-1.0);
-        indptr.push(indices.len() as i64);
-    }
-    let a = CscPattern::new(m, n, &indptr, &indices, "a").unwrap();
-    let dims = ConeDims {
-        z: 1,
-        l: 0,
-        q: vec![],
-        s: vec![],
-        ep: k,
-        p: vec![],
-    };
-    let mut b = vec![0.0; m];
-    b[0] = 1.0;
-    for i in 0..k {
-        b[3 + 3 * i] = 1.0;
-    }
-    (ConicStructure::new(n, m, None, a, dims).unwrap(), vals, b)
-}
-
-fn softmax(c: &[f64]) -> Vec<f64> {
-    let w: Vec<f64> = c.iter().map(|v| (-v).exp()).collect();
-    let s: f64 = w.iter().sum();
-    w.iter().map(|v| v / s).collect()
-}
 
 #[test]
 fn warm_exp_solve_is_the_problems_answer() {
@@ -56,6 +16,7 @@ fn warm_exp_solve_is_the_problems_answer() {
         max_iter: 200,
         time_limit: None,
         engine: QpEngine::Auto,
+        stage: None,
     };
     let bo = BackendOptions::default();
     let ws = ForwardWorkspaces::new();

@@ -23,7 +23,7 @@ use pounce_layers_core::kkt_adjoint::{
     adjoint_batch, h_lens, AdjointInput, AdjointWorkspaces, Grads, KktPattern,
 };
 use pounce_layers_core::options::{
-    parse_scaling_strategy, BackendOptions, KktBackend, QpEngine, SolveOptions,
+    parse_scaling_strategy, BackendOptions, KktBackend, QpEngine, SolveOptions, Stage,
 };
 use pounce_layers_core::pattern::{check_sizes, CscPattern};
 use pounce_layers_core::structure::{check_cone_rows, ConicStructure};
@@ -270,6 +270,7 @@ fn solve<'py>(
     warm: [Option<&Bound<'py, PyAny>>; 3],
     backend: Option<&Bound<'py, PyDict>>,
     engine: &str,
+    stage: (Option<f64>, Option<usize>),
 ) -> PyResult<Bound<'py, PyDict>> {
     let (n, m) = (prob.parsed.n, prob.parsed.m);
     let engine = QpEngine::parse(engine).ok_or_else(|| {
@@ -282,6 +283,19 @@ fn solve<'py>(
             "`tol` must be positive and finite, got {tol}"
         )));
     }
+    let stage = match stage {
+        (None, None) => None,
+        (Some(t), _) if !(t > 0.0 && t.is_finite()) => {
+            return Err(value_error(format!(
+                "`stage_tol` must be positive and finite, got {t}"
+            )))
+        }
+        (_, Some(0)) => return Err(value_error("`stage_max_iter` must be >= 1")),
+        (t, k) => Some(Stage {
+            tol: t.unwrap_or(tol),
+            max_iter: k.unwrap_or(max_iter),
+        }),
+    };
     let time_limit = match time_limit {
         None => None,
         Some(t) if t.is_nan() || t < 0.0 => {
@@ -328,6 +342,7 @@ fn solve<'py>(
             max_iter,
             time_limit,
             engine,
+            stage,
         },
         backends,
         bsz,
@@ -696,8 +711,17 @@ impl ConicProblem {
     /// panic in an item fails that item ("numerical_failure"); anywhere else it raises
     /// `RuntimeError`. Statuses: optimal, optimal_inaccurate, primal_infeasible,
     /// dual_infeasible, iteration_limit, time_limit, numerical_failure, nonconvex.
+    ///
+    /// `stage_tol` / `stage_max_iter` (either given: a stage; the other defaults to `tol` /
+    /// `max_iter`): problems with a SOC, PSD, exp or power cone get one IPM solve at the
+    /// looser of `stage_tol` and `tol`, at most `stage_max_iter` iterations, and nothing
+    /// after it (no second solve, no certificate search): status "optimal" only when the
+    /// point meets `tol`, "optimal_inaccurate" for a usable point short of it, else the
+    /// IPM's status (the core's options.rs `Stage`). For a caller that finishes the point
+    /// itself (pounce_kkt/staged_newton.py); zero + nonneg problems ignore it.
     #[pyo3(signature = (p_values, a_values, q, b, tol=1e-8, max_iter=200, time_limit=None,
-                        warm_x=None, warm_y=None, warm_s=None, backend=None, engine="auto"))]
+                        warm_x=None, warm_y=None, warm_s=None, backend=None, engine="auto",
+                        stage_tol=None, stage_max_iter=None))]
     #[allow(clippy::too_many_arguments)]
     fn solve<'py>(
         &self,
@@ -714,6 +738,8 @@ impl ConicProblem {
         warm_s: Option<Bound<'py, PyAny>>,
         backend: Option<Bound<'py, PyDict>>,
         engine: &str,
+        stage_tol: Option<f64>,
+        stage_max_iter: Option<usize>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let started = Instant::now();
         guard("ConicProblem.solve", || {
@@ -734,6 +760,7 @@ impl ConicProblem {
                 [warm_x.as_ref(), warm_y.as_ref(), warm_s.as_ref()],
                 backend.as_ref(),
                 engine,
+                (stage_tol, stage_max_iter),
             )
         })
     }

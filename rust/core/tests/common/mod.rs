@@ -138,6 +138,7 @@ pub fn opts(tol: f64) -> SolveOptions {
         max_iter: 200,
         time_limit: None,
         engine: QpEngine::Auto,
+        stage: None,
     }
 }
 
@@ -204,4 +205,44 @@ pub fn saddle(
                 .collect()
         })
         .collect()
+}
+
+/// min c'x - sum(entr(x)) s.t. sum(x) = 1 in SCS form over v = (x, t): row 0 the equality,
+/// then per i the exp block s = (t_i, x_i, 1) = b - A v. Returns the structure and A, b.
+pub fn softmax_structure(k: usize) -> (ConicStructure, Vec<f64>, Vec<f64>) {
+    let (n, m) = (2 * k, 1 + 3 * k);
+    let mut indptr = vec![0i64];
+    let mut indices = Vec::new();
+    let mut vals = Vec::new();
+    for i in 0..k {
+        indices.extend([0i64, (2 + 3 * i) as i64]);
+        vals.extend([1.0, -1.0]);
+        indptr.push(indices.len() as i64);
+    }
+    for i in 0..k {
+        indices.push((1 + 3 * i) as i64);
+        vals.push(-1.0);
+        indptr.push(indices.len() as i64);
+    }
+    let a = CscPattern::new(m, n, &indptr, &indices, "a").unwrap();
+    let dims = ConeDims {
+        z: 1,
+        l: 0,
+        q: vec![],
+        s: vec![],
+        ep: k,
+        p: vec![],
+    };
+    let mut b = vec![0.0; m];
+    b[0] = 1.0;
+    for i in 0..k {
+        b[3 + 3 * i] = 1.0;
+    }
+    (ConicStructure::new(n, m, None, a, dims).unwrap(), vals, b)
+}
+
+pub fn softmax(c: &[f64]) -> Vec<f64> {
+    let w: Vec<f64> = c.iter().map(|v| (-v).exp()).collect();
+    let s: f64 = w.iter().sum();
+    w.iter().map(|v| v / s).collect()
 }

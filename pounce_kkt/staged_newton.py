@@ -1,0 +1,143 @@
+"""Curved-cone solves without a kept answer: a short interior-point stage, finished by Newton.
+
+For a structure with a SOC, exp or power cone (no PSD), with `refine=True`, no warm start
+and no time limit, the native solve first runs only the interior-point method's first
+:func:`stage_iterations` iterations (the native `Stage`: rust/core/src/options.rs; POUNCE's
+exp/power polish included, no second solve, no certificate search). From that point the
+Newton steps of pounce_kkt/refine.py (the backward's own KKT solve per step) finish each
+usable item: the refined point ``s = Pi_K(w), y = Pi_K(w) - w`` is in K x K* and
+complementary by construction, so an item whose residual ``res`` (refine.py) reaches
+``kept_newton.accept_tol(tol)`` is optimal: answered "optimal", engine "ipm", its
+iterations the stage's plus its Newton steps. Every other item (residual short, or the
+stage ended without a usable point) goes to the full native solve, as without the stage,
+so no accuracy is lost: the stage's iterations and the Newton steps are then spent on top.
+
+The stage length is kept per structure: it starts at STAGE_ITERATIONS and doubles after a
+call in which fewer than STAGE_MIN_ACCEPT of the staged items were accepted; past
+STAGE_MAX_ITERATIONS the structure goes to the full solve directly. Measured in
+docs/native-core.md ("Curved cones on a cold call").
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from pounce_kkt.errors import SolverError
+from pounce_kkt.kept_newton import STOP_FRACTION, NativeResult, accept_tol
+from pounce_kkt.refine import KktSolve, refine
+from pounce_kkt.structure import ConicStructure
+
+# The stage's first length in IPM iterations, the fraction of its items the Newton steps
+# must accept for the length to stay, and the longest stage tried (docs/native-core.md).
+STAGE_ITERATIONS = 2
+STAGE_MIN_ACCEPT = 0.75
+STAGE_MAX_ITERATIONS = 8
+
+# The native stage solve of some items: (values, stage iterations) -> the native dict
+# (x, y, s, status, iterations, solve_time, engine; rust/py/src/problem.rs).
+StageSolve = Callable[[dict[str, torch.Tensor | None], int], dict[str, Any]]
+# The full solve (conic._solve_native without the stage) of some items' values.
+FullSolve = Callable[[dict[str, torch.Tensor | None]], NativeResult]
+
+_LENGTHS: weakref.WeakKeyDictionary[ConicStructure, int] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: a fresh lock (one held by another thread at the fork stays held)."""
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def stage_iterations(structure: ConicStructure) -> int:
+    """The structure's current stage length (0: the stage is off for it)."""
+    with _LOCK:
+        return _LENGTHS.get(structure, STAGE_ITERATIONS)
+
+
+def set_stage_iterations(structure: ConicStructure, length: int) -> None:
+    """Set the structure's stage length (0: off), for comparisons and tests."""
+    with _LOCK:
+        _LENGTHS[structure] = int(length)
+
+
+def _record(structure: ConicStructure, length: int, accepted: int, staged: int) -> None:
+    """Double the structure's stage length after a call that accepted too few items."""
+    if staged and accepted < STAGE_MIN_ACCEPT * staged:
+        longer = 2 * length
+        with _LOCK:
+            _LENGTHS[structure] = longer if longer <= STAGE_MAX_ITERATIONS else 0
+
+
+def applies(structure: ConicStructure, options: Any, warm: tuple[Any, Any, Any]) -> bool:
+    """Whether a call under `options` (a SolveOptions) with warm start `warm` is staged: not
+    with a time limit (one budget for one solve) nor with `max_iter` at most the stage's
+    length (the full solve is then no longer)."""
+    c = structure.cones
+    length = stage_iterations(structure)
+    return (bool(c.q or c.ep or c.p) and not c.s and bool(options.refine)
+            and options.time_limit is None and all(w is None for w in warm)
+            and 0 < length < int(options.max_iter))
+
+
+def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | None],
+          stage: StageSolve, full: FullSolve,
+          kkt_solve: Callable[[torch.Tensor | None, torch.Tensor], KktSolve]) -> NativeResult:
+    """conic._solve_native's result for a staged call (module docstring): `stage(v, k)` is
+    the native stage solve, `full(v)` the full solve of the items the Newton steps leave,
+    `kkt_solve(P, A)` the refinement's KKT solve on those values."""
+    length = stage_iterations(structure)
+    out = stage(v, length)
+    status = list(out["status"])
+    if "nonconvex" in status:  # the full solve raises, naming the caller's indices
+        return full(v)
+    B = len(status)
+    usable = np.array([st_ in ("optimal", "optimal_inaccurate") for st_ in status])
+    x, y, s = (torch.from_numpy(np.array(out[k], dtype=np.float64)) for k in ("x", "y", "s"))
+    taken = np.zeros(B, dtype=bool)
+    steps = torch.zeros(B, dtype=torch.int64)
+    if usable.any():
+        P = None if v["P"] is None else v["P"].detach()
+        A = v["A"].detach()
+        accept = accept_tol(options.tol_for(structure.cones))
+        try:
+            r = refine(structure, P, v["q"].detach(), A, v["b"].detach(), x, y, s,
+                       torch.from_numpy(usable), kkt_solve(P, A),
+                       target=accept * STOP_FRACTION, floor=accept * STOP_FRACTION)
+            taken = usable & (r.after <= accept).numpy()
+            x, y, s, steps = r.x, r.y, r.s, r.steps
+        except RuntimeError:  # a K the backward's path cannot factor: the full solve
+            pass
+    _record(structure, length, int(taken.sum()), B)
+    iters = torch.as_tensor(np.asarray(out["iterations"]), dtype=torch.int64) + steps
+    times = torch.as_tensor(np.asarray(out["solve_time"]), dtype=torch.float64)
+    engine = list(out["engine"])
+    status = ["optimal"] * B
+    rest = np.flatnonzero(~taken)
+    if rest.size == 0:
+        return x, y, s, torch.ones(B, dtype=torch.bool), status, iters, times, engine
+    idx = torch.from_numpy(rest)
+    try:
+        rx, ry, rs, rok, rstatus, riters, rtimes, rengine = full(
+            {k: None if t is None else t[idx] for k, t in v.items()})
+    except SolverError as e:
+        statuses = ["optimal"] * B
+        for j, i in enumerate(rest):
+            statuses[i] = e.statuses[j]
+        raise SolverError(int(rest[e.batch_index]), e.status, statuses) from e
+    x, y, s = (t.index_copy(0, idx, r) for t, r in ((x, rx), (y, ry), (s, rs)))
+    ok = torch.ones(B, dtype=torch.bool).index_copy(0, idx, rok)
+    for j, i in enumerate(rest):
+        status[i], engine[i] = rstatus[j], rengine[j]
+    return (x, y, s, ok, status, iters.index_add(0, idx, riters),
+            times.index_add(0, idx, rtimes), engine)

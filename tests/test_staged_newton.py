@@ -1,0 +1,173 @@
+"""Curved cones on a cold call (pounce_kkt/staged_newton.py): a short interior-point stage
+finished by Newton steps, the full solve for the items the steps leave short.
+
+References: closed forms (softmax(-c) and its Jacobian for the entropy problem; x = -r q/|q|
+and its Jacobian for min q'x s.t. ||x|| <= r), the same structure with the stage off, and
+Clarabel through cvxpy at 1e-11.
+"""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import scipy.sparse as sp
+import torch
+from cvxpy.reductions.solvers.conic_solvers.scs_conif import dims_to_solver_dict
+
+import pounce_kkt as pk
+from pounce_kkt import staged_newton
+from pounce_kkt.refine import REFINE_STEPS
+
+IPM = pk.SolveOptions(engine="ipm")
+
+
+def _entropy_structure(k: int) -> pk.ConicStructure:
+    """min c'x - sum(entr(x)) s.t. sum(x) = 1 over v = (x, t): row 0 the equality, then per
+    i the exp block s = (t_i, x_i, 1) = b - A v (t_i <= entr(x_i))."""
+    indptr, indices = [0], []
+    for i in range(k):
+        indices += [0, 2 + 3 * i]
+        indptr.append(len(indices))
+    for i in range(k):
+        indices.append(1 + 3 * i)
+        indptr.append(len(indices))
+    return pk.ConicStructure(2 * k, 1 + 3 * k, np.array(indptr), np.array(indices),
+                             {"z": 1, "ep": k})
+
+
+def _entropy_values(c: np.ndarray):
+    B, k = c.shape
+    A = np.tile(np.array([1.0, -1.0] * k + [-1.0] * k), (B, 1))
+    b = np.zeros((B, 1 + 3 * k))
+    b[:, 0] = 1.0
+    b[:, 3::3] = 1.0
+    q = np.concatenate([c, -np.ones((B, k))], axis=1)
+    return None, torch.tensor(q), torch.tensor(A), torch.tensor(b)
+
+
+def test_entropy_items_through_the_stage_match_the_closed_form_and_its_jacobian():
+    rng = np.random.default_rng(0)
+    B, k = 4, 12
+    st = _entropy_structure(k)
+    c = rng.standard_normal((B, k))
+    P, q, A, b = _entropy_values(c)
+    q.requires_grad_(True)
+    sol = pk.conic_solve(st, P, q, A, b, IPM)
+    assert sol.status == ["optimal"] * B
+    # The stage answered: it kept its length and each item spent at most its iterations and
+    # refinement's step budget.
+    assert staged_newton.stage_iterations(st) == staged_newton.STAGE_ITERATIONS
+    assert int(sol.iterations.max()) <= staged_newton.STAGE_ITERATIONS + REFINE_STEPS
+    p = np.exp(-c) / np.exp(-c).sum(1, keepdims=True)
+    np.testing.assert_allclose(sol.x[:, :k].detach().numpy(), p, atol=1e-9)
+    w = rng.standard_normal((B, k))
+    (sol.x[:, :k] * torch.tensor(w)).sum().backward()
+    # d softmax(-c) / dc = -(diag(p) - p p').
+    want = -(p * w - p * (p * w).sum(1, keepdims=True))
+    # Within the ~1e-7 the backward's H floor leaves on exp cones (docs/design.md).
+    np.testing.assert_allclose(q.grad[:, :k].numpy(), want, atol=1e-6)
+    # The same items with the stage off: the same x and gradient.
+    off = _entropy_structure(k)
+    staged_newton.set_stage_iterations(off, 0)
+    P, q_off, A, b = _entropy_values(c)
+    q_off.requires_grad_(True)
+    full = pk.conic_solve(off, P, q_off, A, b, IPM)
+    (full.x[:, :k] * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(sol.x.detach().numpy(), full.x.detach().numpy(), atol=1e-9)
+    np.testing.assert_allclose(q.grad.numpy(), q_off.grad.numpy(), atol=1e-8)
+
+
+def _ball_structure(n: int) -> pk.ConicStructure:
+    """min q'x s.t. ||x|| <= r in SCS form: s = b - A x = (r, x), A = [0; -I], b = (r, 0)."""
+    return pk.ConicStructure(n, n + 1, np.arange(n + 1), np.arange(1, n + 1), {"q": [n + 1]})
+
+
+def test_ball_items_through_the_stage_match_the_closed_form_and_its_jacobian():
+    rng = np.random.default_rng(1)
+    B, n = 5, 6
+    st = _ball_structure(n)
+    qv = rng.standard_normal((B, n))
+    r = rng.uniform(0.5, 3.0, B)
+    b = np.zeros((B, n + 1))
+    b[:, 0] = r
+    q, bt = torch.tensor(qv, requires_grad=True), torch.tensor(b, requires_grad=True)
+    sol = pk.conic_solve(st, None, q, torch.tensor(-np.ones((B, n))), bt, IPM)
+    assert sol.status == ["optimal"] * B
+    assert staged_newton.stage_iterations(st) == staged_newton.STAGE_ITERATIONS
+    u = qv / np.linalg.norm(qv, axis=1, keepdims=True)
+    np.testing.assert_allclose(sol.x.detach().numpy(), -r[:, None] * u, atol=1e-10)
+    w = rng.standard_normal((B, n))
+    (sol.x * torch.tensor(w)).sum().backward()
+    # x = -r u: dx/dq = -(r / |q|)(I - u u'), dx/dr = -u.
+    qn = np.linalg.norm(qv, axis=1, keepdims=True)
+    want_q = -(r[:, None] / qn) * (w - u * (u * w).sum(1, keepdims=True))
+    np.testing.assert_allclose(q.grad.numpy(), want_q, atol=1e-7)
+    np.testing.assert_allclose(bt.grad[:, 0].numpy(), -(u * w).sum(1), atol=1e-7)
+
+
+def _logistic_batch(B: int):
+    """bench_peers' l2 logistic regression (20 samples, 5 features) in SCS form: the
+    structure, the P, q, A, b values of B random data matrices, and the cvxpy problem."""
+    r = np.random.default_rng(5)
+    labels = np.sign(r.standard_normal(20))
+    w = cp.Variable(5)
+    X = cp.Parameter((20, 5))
+    prob = cp.Problem(cp.Minimize(cp.sum(cp.logistic(-cp.multiply(labels, X @ w))) / 20
+                                  + 0.1 * cp.sum_squares(w)))
+    vals = [r.standard_normal((20, 5)) for _ in range(B)]
+    datas = []
+    for v in vals:
+        X.value = v
+        data, _, inverse = prob.get_problem_data(cp.SCS)
+        datas.append(data)
+    # Where w sits in the canonical x: the last reduction's variable offsets.
+    w_at = [i.var_offsets for i in inverse if hasattr(i, "var_offsets")][-1][w.id]
+
+    def csc(M):
+        M = sp.csc_matrix(M)
+        M.sort_indices()
+        return M
+
+    def full(P):  # cvxpy hands SCS the upper triangle
+        return csc(P + P.T - sp.diags(P.diagonal()))
+
+    A0, P0 = csc(datas[0]["A"]), full(datas[0]["P"])
+    cones = dims_to_solver_dict(datas[0]["dims"])
+    st = pk.ConicStructure(A0.shape[1], A0.shape[0], A0.indptr, A0.indices,
+                           {k: cones[k] for k in ("z", "l", "q", "ep")},
+                           P0.indptr, P0.indices)
+    Ps, As = [], []
+    for d in datas:
+        A, P = csc(d["A"]), full(d["P"])
+        assert (A.indices == A0.indices).all() and (P.indices == P0.indices).all()
+        As.append(A.data)
+        Ps.append(P.data)
+    values = tuple(torch.tensor(np.stack(t)) for t in
+                   (Ps, [d["c"] for d in datas], As, [d["b"] for d in datas]))
+    return st, values, prob, X, (w, w_at), vals
+
+
+def test_items_a_one_iteration_stage_leaves_short_end_optimal_through_the_full_solve():
+    B = 8
+    st, values, prob, X, w, vals = _logistic_batch(B)
+    staged_newton.set_stage_iterations(st, 1)
+    sol = pk.conic_solve(st, *values, IPM)
+    assert sol.status == ["optimal"] * B
+    # One IPM iteration leaves most of these items beyond Newton's reach (measured: 21 of
+    # 64 accepted): they went to the full solve, and the structure's stage doubled.
+    assert staged_newton.stage_iterations(st) == 2
+    off, values_off = _logistic_batch(B)[:2]
+    staged_newton.set_stage_iterations(off, 0)
+    ref = pk.conic_solve(off, *values_off, IPM)
+    np.testing.assert_allclose(sol.x.numpy(), ref.x.numpy(), atol=1e-9)
+    w, at = w
+    for i in range(B):
+        X.value = vals[i]
+        prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-11, tol_gap_rel=1e-11,
+                   tol_feas=1e-11)
+        assert prob.status == "optimal"
+        np.testing.assert_allclose(sol.x[i, at:at + 5].numpy(), w.value, atol=1e-7)
+    # The next call stages at the doubled length, and its answers are the same.
+    again = pk.conic_solve(st, *values, IPM)
+    assert again.status == ["optimal"] * B
+    np.testing.assert_allclose(again.x.numpy(), ref.x.numpy(), atol=1e-9)

@@ -408,14 +408,20 @@ def _job(nlp: BatchNlp, hub: Hub, rows: np.ndarray, settings: SolveSettings, use
         jr, jc = np.zeros(0, np.int64), np.zeros(0, np.int64)
     hr, hc = s.hess.batch_indices(k)
     x0 = np.clip(np.zeros(k * n), xl, xu)
+    monotone = nlp.m == 0 and not nlp.bounds
     options = {
         "tol": 1e-8, "print_level": 0, "bound_relax_factor": 0.0,
-        "honor_original_bounds": "yes", **settings.options,
+        "honor_original_bounds": "yes",
+        # POUNCE re-runs a solve that ends at max_iter under the other barrier-parameter
+        # strategy; without constraints or bounds there is no barrier term, so the re-run
+        # repeats the same iterates (a second max_iter's worth of callbacks, not counted
+        # in its iterations)
+        **({"mu_strategy_fallback": "no"} if monotone else {}),
+        **settings.options,
         "max_iter": int(settings.max_iterations - used),
     }
     if polishing:
         options["accept_every_trial_step"] = "yes"
-    monotone = nlp.m == 0 and not nlp.bounds
     problem = _Problem(hub, rows, used, settings.track_iterates,
                        error_tolerances if monotone else None, settings.record_points)
 

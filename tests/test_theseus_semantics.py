@@ -103,6 +103,36 @@ def test_max_iterations_bounds_every_element(batch_solve):
     assert info.status[1] == S.MAX_ITERATIONS
 
 
+def test_a_solve_stopped_by_max_iterations_is_not_run_again():
+    """POUNCE re-runs a solve that ends at ``max_iter`` under the other barrier-parameter
+    strategy; an unconstrained, unbounded solve has no barrier term, so that re-run would
+    repeat the same iterates. Counted: the Hessians the native solves ask for."""
+    from pounce_theseus.batch_nlp import BatchNlp
+
+    obj, inputs = _hard_second_element()
+    opt = PounceOptimizer(obj, max_iterations=3, tol=1e-14, batch_solve="elementwise")
+    asked = [0, 0]
+    serve = BatchNlp.serve
+
+    def counting(self, requests):
+        for r in requests:
+            if r.kind == "hessian":
+                for b in r.rows:
+                    asked[int(b)] += 1
+        return serve(self, requests)
+
+    BatchNlp.serve = counting
+    try:
+        with torch.no_grad():
+            _, info = solve_with(opt, inputs)
+    finally:
+        BatchNlp.serve = serve
+    assert opt.last_solve["iterations"][1] == 3
+    assert info.status[1] == S.MAX_ITERATIONS
+    # one Hessian per iteration (no re-run: 6 without mu_strategy_fallback=no)
+    assert asked[1] == 3
+
+
 def test_infeasible_element_is_not_converged_and_others_are():
     """|p|^2 <= r^2 with r^2 < 0 for element 1 only: element 1 ends unconverged (local
     infeasibility), element 0 converges as it does alone; the layer still returns a

@@ -390,3 +390,22 @@ def test_snap_of_a_snapped_pair_is_the_pair(monkeypatch):
     s2[:, 2:6], y2[:, 2:6] = 1.0, 1.0
     p, d = act.snap(s2, y2, cones)
     assert torch.equal(p[:, 2:6], torch.zeros_like(p[:, 2:6]))
+
+
+def test_exp_scaling_on_numpy_matches_torch():
+    """exp_scaling on CPU float64 values without a graph runs on their NumPy views
+    (pounce_kkt/cones/arrays.py); with a graph, in Torch ops. Both give the same H: on
+    boundary pairs (where the push inside sets H, relative 1e-7) and on interior pairs
+    (1e-12), at scales 1e-6 to 1e6."""
+    from pounce_kkt.active_set import snap
+
+    rng = np.random.default_rng(11)
+    cones = ConeDims.from_any({"ep": 1})
+    w = _t(rng.standard_normal((600, 3)) * 10.0 ** rng.uniform(-6, 6, (600, 1)))
+    s, y = snap(w, torch.zeros_like(w), cones)
+    for (si, yi), rtol in (((s, y), 1e-7), ((s + 1e-2 * s.abs() + 1e-3, y + 1e-2 * y.abs()),
+                                            1e-12)):
+        H_np = exp_scaling(si, yi)
+        H_t = exp_scaling(si.clone().requires_grad_(True), yi).detach()
+        scale = H_t.abs().amax((1, 2), keepdim=True)
+        assert ((H_np - H_t).abs() <= rtol * scale).all()

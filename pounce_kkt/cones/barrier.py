@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 
+from pounce_kkt.cones.arrays import ops
 from pounce_kkt.cones.centring import TAU_FLOOR
 
 # Relative push ladder into the interior (the smallest that gives a strictly interior point
@@ -34,16 +35,18 @@ def push_inside(s: torch.Tensor, y: torch.Tensor, e: torch.Tensor,
     """s itself if s - PUSH_LADDER[0] * scale * e is still interior (s is not closer to the
     boundary than the smallest push), else s + delta e with the smallest delta of
     PUSH_LADDER (x scale) giving an interior point (the largest where none does). `inside`
-    maps (..., 3) to (...,); the ladder is checked in one call on (L + 1, ..., 3)."""
+    maps (..., 3) to (...,); the ladder is checked in one call on (L + 1, ..., 3). Tensors,
+    or NumPy arrays (pounce_kkt/cones/arrays.py)."""
+    xp = ops(s)
     with torch.no_grad():
-        scale = 1.0 + torch.linalg.vector_norm(s, dim=-1) + torch.linalg.vector_norm(y, dim=-1)
-        rel = s.new_tensor((-PUSH_LADDER[0],) + PUSH_LADDER)
-        rel = rel.reshape((-1,) + (1,) * scale.dim())
+        scale = 1.0 + xp.norm(s) + xp.norm(y)
+        rel = xp.const(s, (-PUSH_LADDER[0],) + PUSH_LADDER)
+        rel = rel.reshape((-1,) + (1,) * scale.ndim)
         ok = inside(s + (rel * scale)[..., None] * e)
         done, ladder = ok[0], ok[1:]
-        first = ladder.to(torch.int8).argmax(0)  # the smallest push that is interior
-        delta = torch.where(ladder.any(0), rel[1:].reshape(-1)[first], PUSH_LADDER[-1]) * scale
-        delta = torch.where(done, 0.0, delta)
+        first = xp.first_true(ladder)  # the smallest push that is interior
+        delta = xp.where(ladder.any(0), rel[1:].reshape(-1)[first], PUSH_LADDER[-1]) * scale
+        delta = xp.where(done, 0.0, delta)
     return s + delta[..., None] * e
 
 
@@ -56,8 +59,9 @@ def sherman_morrison(Minv: torch.Tensor, u: torch.Tensor, c: torch.Tensor) -> to
 def barrier_scaling(s: torch.Tensor, y: torch.Tensor, grad: torch.Tensor,
                     hess_inv: torch.Tensor) -> torch.Tensor:
     """H = hess_inv / mu, mu = |y| / |grad| (floored so that y == 0 gives H ~ 1e20, not inf),
-    symmetrised."""
-    mu = torch.linalg.vector_norm(y, dim=-1) / torch.linalg.vector_norm(grad, dim=-1)
+    symmetrised. Tensors, or NumPy arrays (pounce_kkt/cones/arrays.py)."""
+    xp = ops(s)
+    mu = xp.norm(y) / xp.norm(grad)
     mu = mu + TAU_FLOOR * (1.0 + (s * s).sum(-1)) / 3.0
     H = hess_inv / mu[..., None, None]
-    return 0.5 * (H + H.transpose(-1, -2))
+    return 0.5 * (H + xp.swap(H))

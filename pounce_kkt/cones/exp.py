@@ -9,9 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from pounce_kkt.cones.arrays import ops, plain
 from pounce_kkt.cones.barrier import barrier_scaling, log_barrier_parts, push_inside
 from pounce_kkt.cones.base import ConeCounts
-from pounce_kkt.cones.ray import RayCone, chunked_log, ray_projection_np
+from pounce_kkt.cones.ray import RayCone, ray_projection_np
 
 # Safeguarded Newton iterations of :func:`exp_ray_root`: a cap, not a count (rows leave once
 # converged).
@@ -135,11 +136,13 @@ def exp_barrier(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def exp_interior(s: torch.Tensor) -> torch.Tensor:
-    """True where s is strictly inside the exponential cone (with a finite barrier)."""
+    """True where s is strictly inside the exponential cone (with a finite barrier).
+    A tensor, or a NumPy array (pounce_kkt/cones/arrays.py)."""
+    xp = ops(s)
     x, y, z = s[..., 0], s[..., 1], s[..., 2]
     ok = (y > 0) & (z > 0)
-    ys, zs = torch.where(ok, y, 1.0), torch.where(ok, z, 1.0)
-    return ok & (ys * chunked_log(zs / ys) - x > 0)
+    ys, zs = xp.where(ok, y, 1.0), xp.where(ok, z, 1.0)
+    return ok & (ys * xp.log(zs / ys) - x > 0)
 
 
 def exp_hess_inv(s: torch.Tensor) -> torch.Tensor:
@@ -151,33 +154,44 @@ def exp_hess_inv(s: torch.Tensor) -> torch.Tensor:
     by block elimination on x (Schur complement D):
         (hess f)^-1 = [[psi^2 + a'D^-1 a, a'D^-1], [D^-1 a, D^-1]],
         D^-1 = E - E v v' E / (y psi + v'E v),  E = diag(y^2, z^2).
+    A tensor, or a NumPy array (pounce_kkt/cones/arrays.py).
     """
+    xp = ops(s)
     x, y, z = s[..., 0], s[..., 1], s[..., 2]
-    log_zy = chunked_log(z / y)
+    log_zy = xp.log(z / y)
     psi = y * log_zy - x
-    a = torch.stack([log_zy - 1.0, y / z], dim=-1)
-    e = torch.stack([y * y, z * z], dim=-1)
-    v = torch.stack([torch.ones_like(y), -y / z], dim=-1)
+    a = xp.stack([log_zy - 1.0, y / z], -1)
+    e = xp.stack([y * y, z * z], -1)
+    v = xp.stack([xp.ones_like(y), -y / z], -1)
     ev = e * v
-    Dinv = torch.diag_embed(e) - ev[..., :, None] * ev[..., None, :] / (
+    Dinv = xp.diag(e) - ev[..., :, None] * ev[..., None, :] / (
         y * psi + (v * ev).sum(-1))[..., None, None]
     Da = (Dinv @ a[..., None])[..., 0]
-    top = torch.cat([(psi * psi + (a * Da).sum(-1))[..., None], Da], dim=-1)
-    rest = torch.cat([Da[..., :, None], Dinv], dim=-1)
-    return torch.cat([top[..., None, :], rest], dim=-2)
+    top = xp.cat([(psi * psi + (a * Da).sum(-1))[..., None], Da], -1)
+    rest = xp.cat([Da[..., :, None], Dinv], -1)
+    return xp.cat([top[..., None, :], rest], -2)
 
 
 def exp_scaling(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """H for exponential-cone blocks (:mod:`pounce_kkt.cones.barrier`): (B, 3) x (B, 3) ->
-    (B, 3, 3)."""
-    e = torch.tensor([-1.0, 1.0, 1.0], dtype=s.dtype, device=s.device)
+    (B, 3, 3). On CPU float64 tensors without a graph, computed on their NumPy views (the
+    same code, pounce_kkt/cones/arrays.py)."""
+    if plain(s, y):
+        return torch.from_numpy(_exp_scaling(s.numpy(), y.numpy()))
+    return _exp_scaling(s, y)
+
+
+def _exp_scaling(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """exp_scaling on tensors or NumPy arrays."""
+    xp = ops(s)
+    e = xp.const(s, (-1.0, 1.0, 1.0))
     st = push_inside(s, y, e, exp_interior)
     x, yt, z = st[..., 0], st[..., 1], st[..., 2]
-    log_zy = chunked_log(z / yt)
+    log_zy = xp.log(z / yt)
     psi = yt * log_zy - x
     # grad f of exp_barrier: -grad psi / psi - (0, 1/y, 1/z), grad psi = (-1, log(z/y) - 1, y/z)
-    grad = torch.stack([1.0 / psi, -(log_zy - 1.0) / psi - 1.0 / yt,
-                        -(yt / z) / psi - 1.0 / z], dim=-1)
+    grad = xp.stack([1.0 / psi, -(log_zy - 1.0) / psi - 1.0 / yt,
+                     -(yt / z) / psi - 1.0 / z], -1)
     return barrier_scaling(st, y, grad, exp_hess_inv(st))
 
 

@@ -31,53 +31,75 @@ from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.cone_scaling import cone_scaling
 from pounce_kkt.cones import apply_derivative, project
 
-# Bytes of (s, y) rows :class:`_SnappedRows` keeps (the oldest go first).
-SNAPPED_BYTES = 8 << 20
+# Bytes each row memo (:class:`_RowMemo`) keeps: keys and values (the oldest go first).
+MEMO_BYTES = 8 << 20
 
 
-class _SnappedRows:
-    """The rows (s_i, y_i) :func:`snap` returned lately, per cone dims (CPU float64, no
-    graph). Such a pair is its own snap: s in K, y in K*, <s, y> = 0 give Pi_K(s - y) = s by
-    Moreau's decomposition (exactly on zero and nonneg rows, to the projection's rounding on
-    curved blocks), so a refined point's H (limit_scaling at each Newton step, and the
-    backward's) needs no second projection."""
+class _RowMemo:
+    """Rows keyed by the bytes of (s_i, y_i), per cone dims, with an optional row value each
+    (CPU float64, no graph; least recently added rows go first past MEMO_BYTES).
+
+    Two instances: :data:`_SNAPPED` holds the pairs :func:`snap` returned lately. Such a pair
+    is its own snap: s in K, y in K*, <s, y> = 0 give Pi_K(s - y) = s by Moreau's
+    decomposition (exactly on zero and nonneg rows, to the projection's rounding on curved
+    blocks), so a refined point's H (limit_scaling at each Newton step, and the backward's)
+    needs no second projection. :data:`_SCALED` holds limit_scaling's H rows at such pairs:
+    a kept answer's H, computed by one call's backward, is the next call's first Newton
+    step's (and, on the same values, its backward's)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.rows: dict[ConeDims, OrderedDict[bytes, None]] = {}
+        self.rows: dict[ConeDims, OrderedDict[bytes, np.ndarray | None]] = {}
 
     @staticmethod
     def keys(s: torch.Tensor, y: torch.Tensor) -> list[bytes] | None:
+        """One key per row; None unless both are CPU float64 without a graph."""
         if not (s.device.type == y.device.type == "cpu"
                 and s.dtype == y.dtype == torch.float64) or s.requires_grad or y.requires_grad:
             return None
         return [r.tobytes() for r in np.concatenate([s.numpy(), y.numpy()], axis=1)]
 
     def has(self, cones: ConeDims, keys: list[bytes]) -> bool:
+        """Whether every key is held."""
         with self.lock:
             rows = self.rows.get(cones)
             return bool(keys) and rows is not None and all(k in rows for k in keys)
 
-    def add(self, cones: ConeDims, keys: list[bytes]) -> None:
+    def values(self, cones: ConeDims, keys: list[bytes]) -> np.ndarray | None:
+        """The held rows' values stacked (a copy), or None unless every key holds one."""
+        with self.lock:
+            rows = self.rows.get(cones)
+            if not keys or rows is None:
+                return None
+            got = [rows.get(k) for k in keys]
+        if any(v is None for v in got):
+            return None
+        return np.stack(got)
+
+    def add(self, cones: ConeDims, keys: list[bytes], values: np.ndarray | None = None
+            ) -> None:
+        """Hold the keys (with values[i] for keys[i] if given)."""
         if not keys:
             return
-        cap = max(1, SNAPPED_BYTES // len(keys[0]))
+        size = len(keys[0]) + (0 if values is None else values[0].nbytes)
+        cap = max(1, MEMO_BYTES // size)
         with self.lock:
             rows = self.rows.setdefault(cones, OrderedDict())
-            for k in keys:
-                rows[k] = None
+            for i, k in enumerate(keys):
+                rows[k] = None if values is None else values[i].copy()
                 rows.move_to_end(k)
             while len(rows) > cap:
                 rows.popitem(last=False)
 
 
-_SNAPPED = _SnappedRows()
+_SNAPPED = _RowMemo()
+_SCALED = _RowMemo()
 
 
 def _fresh_after_fork() -> None:
-    """In a forked child: a fresh memo and lock (another thread may have held the lock)."""
-    global _SNAPPED
-    _SNAPPED = _SnappedRows()
+    """In a forked child: fresh memos and locks (another thread may have held a lock)."""
+    global _SNAPPED, _SCALED
+    _SNAPPED, _SCALED = _RowMemo(), _RowMemo()
 
 
 os.register_at_fork(after_in_child=_fresh_after_fork)
@@ -90,7 +112,7 @@ def snap(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
     Differentiable in (s, y) with the projection's derivative D at w (first order exact;
     D itself is held constant), so the dense backward stays differentiable again. Without
     a graph, on CPU float64 rows that are all earlier outputs of snap (a refined point),
-    copies of (s, y) themselves (:class:`_SnappedRows`).
+    copies of (s, y) themselves (:class:`_RowMemo`).
     """
     keys = _SNAPPED.keys(s, y)
     if keys is not None and _SNAPPED.has(cones, keys):
@@ -115,7 +137,8 @@ def limit_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
     """H at the active set of w = s - y: cone_scaling at :func:`snap` (same layout), with the
     nonneg rows set to their limit exactly, INACTIVE_H where w_i > 0 and 0 elsewhere (the
     recentred formula's floors would leave H ~ w_i^2 / 1e-20 on a row with tiny w_i).
-    With zero and nonneg rows only, H is that diagonal alone (constant in s and y)."""
+    With zero and nonneg rows only, H is that diagonal alone (constant in s and y). At
+    snapped pairs (CPU float64, no graph) H is computed once per pair (:class:`_RowMemo`)."""
     z, nd = cones.z, cones.n_diag
     if nd == s.shape[1] and s.device.type == "cpu" and s.dtype == y.dtype == torch.float64:
         # The same diagonal in numpy: a few Torch ops cost more than the work at small B.
@@ -127,5 +150,13 @@ def limit_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
     h_nonneg = torch.where(w > 0, INACTIVE_H, 0.0).to(s.dtype)
     if nd == cones.m:
         return torch.cat([s.new_zeros(s.shape[0], z), h_nonneg], dim=1), s.new_zeros(s.shape[0], 0)
+    keys = _SNAPPED.keys(s, y)
+    if keys is not None:
+        held = _SCALED.values(cones, keys)
+        if held is not None:  # H at these snapped pairs, computed before (_RowMemo)
+            return torch.from_numpy(held[:, :nd]), torch.from_numpy(held[:, nd:])
     h_diag, h_blocks = cone_scaling(*snap(s, y, cones), cones)
-    return torch.cat([h_diag[:, :z], h_nonneg], dim=1), h_blocks
+    h_diag = torch.cat([h_diag[:, :z], h_nonneg], dim=1)
+    if keys is not None and _SNAPPED.has(cones, keys):
+        _SCALED.add(cones, keys, torch.cat([h_diag, h_blocks], dim=1).numpy())
+    return h_diag, h_blocks

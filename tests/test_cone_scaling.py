@@ -367,7 +367,8 @@ def test_scaling_is_differentiable_twice():
 def test_snap_of_a_snapped_pair_is_the_pair(monkeypatch):
     """active_set.snap hands back a pair it returned (no second projection), and that pair
     is, to the projection's rounding, what projecting it again gives; so is H there
-    (limit_scaling). Zero, nonneg, SOC, PSD, exp and power rows."""
+    (limit_scaling), which is computed once per pair. Zero, nonneg, SOC, PSD, exp and power
+    rows."""
     import pounce_kkt.active_set as act
 
     cones = ConeDims.from_any({"z": 2, "l": 4, "q": [3, 4], "ep": 3, "p": [0.3, 0.7]})
@@ -376,12 +377,17 @@ def test_snap_of_a_snapped_pair_is_the_pair(monkeypatch):
     hit_s, hit_y = act.snap(s, y, cones)
     assert torch.equal(hit_s, s) and torch.equal(hit_y, y) and hit_s is not s
     h_memo = act.limit_scaling(s, y, cones)
-    monkeypatch.setattr(act, "_SNAPPED", act._SnappedRows())  # nothing remembered
+    assert act._SCALED.values(cones, act._SNAPPED.keys(s, y)) is not None
+    h_held = act.limit_scaling(s, y, cones)  # the H held for these pairs: the same values
+    assert all(torch.equal(a, b) for a, b in zip(h_memo, h_held, strict=True))
+    for name in ("_SNAPPED", "_SCALED"):  # nothing remembered
+        monkeypatch.setattr(act, name, act._RowMemo())
     again_s, again_y = act.snap(s, y, cones)
     scale = float(w.abs().max())
     torch.testing.assert_close(again_s, s, rtol=0, atol=1e-14 * scale)
     torch.testing.assert_close(again_y, y, rtol=0, atol=1e-14 * scale)
-    monkeypatch.setattr(act, "_SNAPPED", act._SnappedRows())
+    for name in ("_SNAPPED", "_SCALED"):
+        monkeypatch.setattr(act, name, act._RowMemo())
     h_fresh = act.limit_scaling(s, y, cones)
     for a, b in zip(h_memo, h_fresh, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-12)

@@ -79,7 +79,11 @@ class SolveOptions:
     "active_set" start each batch item from its previous answer on this structure, refined
     by Newton on the new values and taken when it meets the tol (pounce_kkt/kept_newton.py;
     the interior-point method solves the others); "ipm" always runs the interior-point
-    method. For problems with zero and nonneg rows only: "ipm"; "active_set": each batch
+    method. Without a kept answer (the first call, "ipm", or an item its kept answer did not
+    solve), with refine=True, no warm start and no time_limit, the interior-point method on
+    curved cones first runs only a short stage whose point Newton steps finish, and the
+    full solve takes the items they leave short of the tol (pounce_kkt/staged_newton.py).
+    For problems with zero and nonneg rows only: "ipm"; "active_set": each batch
     item starts from its previous answer on this structure's native handle (its active rows
     kept, or moved to the new ones by a few primal-dual active-set steps, one KKT solve
     each, when the result is optimal; the backward reuses the last factor; else POUNCE's

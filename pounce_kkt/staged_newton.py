@@ -1,6 +1,6 @@
 """Curved-cone solves without a kept answer: a short interior-point stage, finished by Newton.
 
-For a structure with a SOC, exp or power cone (no PSD), with `refine=True`, no warm start
+For a structure with a SOC, PSD, exp or power cone, with `refine=True`, no warm start
 and no time limit, the native solve first runs only the interior-point method's first
 :func:`stage_iterations` iterations (the native `Stage`: rust/core/src/options.rs; POUNCE's
 exp/power polish included, no second solve, no certificate search). From that point the
@@ -39,6 +39,8 @@ from pounce_kkt.structure import ConicStructure
 STAGE_ITERATIONS = 2
 STAGE_MIN_ACCEPT = 0.75
 STAGE_MAX_ITERATIONS = 8
+# The environment switch that turns the stage off ("0" or "off"), for comparisons.
+STAGE_ENV = "POUNCE_LAYERS_STAGE"
 
 # The native stage solve of some items: (values, stage iterations) -> the native dict
 # (x, y, s, status, iterations, solve_time, engine; rust/py/src/problem.rs).
@@ -82,10 +84,11 @@ def _record(structure: ConicStructure, length: int, accepted: int, staged: int) 
 def applies(structure: ConicStructure, options: Any, warm: tuple[Any, Any, Any]) -> bool:
     """Whether a call under `options` (a SolveOptions) with warm start `warm` is staged: not
     with a time limit (one budget for one solve) nor with `max_iter` at most the stage's
-    length (the full solve is then no longer)."""
+    length (the full solve is then no longer), nor with the environment's STAGE_ENV off."""
     c = structure.cones
     length = stage_iterations(structure)
-    return (bool(c.q or c.ep or c.p) and not c.s and bool(options.refine)
+    return (bool(c.q or c.s or c.ep or c.p) and bool(options.refine)
+            and os.environ.get(STAGE_ENV, "").lower() not in ("0", "off")
             and options.time_limit is None and all(w is None for w in warm)
             and 0 < length < int(options.max_iter))
 

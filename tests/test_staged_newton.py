@@ -171,3 +171,37 @@ def test_items_a_one_iteration_stage_leaves_short_end_optimal_through_the_full_s
     again = pk.conic_solve(st, *values, IPM)
     assert again.status == ["optimal"] * B
     np.testing.assert_allclose(again.x.numpy(), ref.x.numpy(), atol=1e-9)
+
+
+def test_psd_projections_through_the_stage_match_the_eigenvalue_clip(monkeypatch):
+    from cvxpylayers.torch import CvxpyLayer
+
+    import pounce_cvxpy  # noqa: F401  (registers "pounce")
+    from pounce_cvxpy import last_solve_info
+
+    k, B = 4, 3
+    X = cp.Variable((k, k), PSD=True)
+    Ap = cp.Parameter((k, k))
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(X - Ap)))
+    R = np.random.default_rng(6).standard_normal((B, k, k))
+    vals = (R + R.transpose(0, 2, 1)) / 2
+    g = np.random.default_rng(7).standard_normal((B, k, k))
+
+    def run():
+        layer = CvxpyLayer(prob, [Ap], [X], solver="pounce")
+        a = torch.tensor(vals, requires_grad=True)
+        (x,) = layer(a, solver_args={"engine": "ipm"})
+        (x * torch.tensor(g)).sum().backward()
+        return x.detach().numpy(), a.grad.numpy(), last_solve_info(layer)
+
+    x, grad, info = run()
+    assert info.status == ["optimal"] * B
+    lam, V = np.linalg.eigh(vals)
+    clip = np.einsum("bij,bj,bkj->bik", V, np.maximum(lam, 0), V)
+    np.testing.assert_allclose(x, clip, atol=1e-9)
+    monkeypatch.setenv(staged_newton.STAGE_ENV, "off")
+    x_off, grad_off, info_off = run()
+    # The stage answered (fewer iterations than the full solve's), with its x and gradient.
+    assert int(info.iterations.sum()) < int(info_off.iterations.sum())
+    np.testing.assert_allclose(x, x_off, atol=1e-9)
+    np.testing.assert_allclose(grad, grad_off, atol=1e-8)

@@ -50,6 +50,13 @@ LINEARIZATION_RTOL = 1e-7
 # A solve to Ipopt's tol takes autograd gradients where the linearisation's gradient
 # differed from autograd's at the start by more than this fraction of tol (absolute).
 LINEARIZATION_GRADIENT_TOL_FRACTION = 0.1
+# In the polish (Gauss-Newton plus the robust rank-one curvature, past Theseus' test), an
+# element whose gradient's largest entry fell by less than this factor over one iterate
+# takes the exact Hessian blocks from its next iterate on: on robust pose graphs the polish
+# gains 100-1000x per iterate, but an element with large residual curvature converges
+# linearly (SE2 200 poses, B = 8: one element 2.6x per iterate, 15 iterates where Newton
+# takes 3; docs/theseus-scale.md section 12).
+POLISH_SLOW_RATE = 0.1
 
 
 @dataclass
@@ -249,6 +256,12 @@ class BatchNlp:
         # accurate (see linearization_inaccurate); Theseus' error-change test needs no such
         # accuracy.
         self.autograd_gradient = False
+        # the polish's per-element switch to exact blocks (see _polish_hessian): the
+        # gradient's largest entry served at each element's current point and at its last
+        # polish Hessian, and whether it takes exact blocks
+        self._polish_grad = np.full(self.batch_size, np.nan)
+        self._polish_grad_at_hess = np.full(self.batch_size, np.nan)
+        self._polish_exact = np.zeros(self.batch_size, dtype=bool)
 
     # ----- layout -------------------------------------------------------------------
     def variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -293,6 +306,8 @@ class BatchNlp:
         self._g_prev[rows] = float("nan")
         self._hess_at[rows] = float("nan")
         self._point[rows] = 0.0
+        self._polish_grad[rows] = self._polish_grad_at_hess[rows] = np.nan
+        self._polish_exact[rows] = False
 
     def finite_start(self) -> np.ndarray:
         """Per element: objective, errors, gradient and constraints are finite at the
@@ -385,6 +400,9 @@ class BatchNlp:
                 if self.autograd_gradient:
                     grad = self._autograd_gradient()
                 grad = _numpy(grad)
+                if self.robust_curvature:
+                    rows = np.concatenate([r.rows for r in requests if r.kind == "gradient"])
+                    self._polish_grad[rows] = np.abs(grad[rows]).max(axis=1)
             if hess_requests:
                 hess = _numpy(self._linearized_hessian(pt, hess_requests))
         else:
@@ -492,12 +510,27 @@ class BatchNlp:
             return factor * pt.exact()
         rows = np.concatenate([r.rows for r in requests])
         if self.gauss_newton_only:
+            if self.robust_curvature and self._polish_slow(rows):
+                exact = torch.as_tensor(self._polish_exact, device=self.device).unsqueeze(1)
+                return factor * torch.where(exact, pt.exact(), pt.gauss_newton(True))
             return factor * pt.gauss_newton(self.robust_curvature)
         use_gn = self._hybrid_rule(pt.f, pt.gradient(), pt.delta, rows)
         if bool(use_gn[torch.as_tensor(rows)].all()):
             return factor * pt.gauss_newton()
         convex, _ = pt.convex()
         return factor * torch.where(use_gn.unsqueeze(1), pt.gauss_newton(), convex)
+
+    def _polish_slow(self, rows: np.ndarray) -> bool:
+        """Whether any of the elements ``rows`` (asking for a polish Hessian at a point whose
+        gradient was served) takes exact blocks: its gradient's largest entry fell by less
+        than ``POLISH_SLOW_RATE`` of itself since its last polish Hessian (then it keeps
+        them for the rest of the polish). A Hessian asked again at the same point does not
+        count as an iterate."""
+        g, prev = self._polish_grad[rows], self._polish_grad_at_hess[rows]
+        moved = g != prev
+        self._polish_exact[rows] |= moved & np.isfinite(prev) & (g > POLISH_SLOW_RATE * prev)
+        self._polish_grad_at_hess[rows] = g
+        return bool(self._polish_exact[rows].any())
 
     def _hybrid_rule(self, f: torch.Tensor, g: torch.Tensor, d: torch.Tensor,
                      rows: np.ndarray) -> torch.Tensor:

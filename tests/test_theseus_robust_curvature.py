@@ -2,16 +2,19 @@
 (``LinearizedPoint.gauss_newton(robust_curvature=True)``, used by the polish past Theseus'
 test): for an error linear in Vector variables each kept block is the robust cost's exact
 Hessian (autograd), a block the term would make indefinite keeps plain Gauss-Newton, and a
-polished robust SE3 pose-graph solve reaches the tight solve's solution and gradient."""
+polished robust SE3 pose-graph solve reaches the tight solve's solution and gradient; an
+element whose polish converges linearly switches to the exact blocks."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import theseus as th
 import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
-from pounce_theseus import PounceOptimizer
+from pounce_theseus import PounceOptimizer, batch_nlp
 from pounce_theseus.batch_nlp import ProblemStructure
 from pounce_theseus.linearization import PSD_RTOL, CostLinearization, LinearizedPoint
 from testing_helpers.theseus_problems import synthetic_pose_graph
@@ -146,8 +149,9 @@ def test_term_dropped_where_block_would_be_indefinite(loss, flatten, vectorize):
 def _solve(opt_kwargs: dict, robust_curvature: bool, monkeypatch, n=30, bsz=2):
     """A robust SE3 pose graph through TheseusLayer (polish on: gradients enabled), the
     outer loss' gradient in log_loss_radius; with ``robust_curvature`` False the polish
-    takes plain Gauss-Newton blocks."""
+    takes plain Gauss-Newton blocks (and no element switches to exact ones)."""
     if not robust_curvature:
+        monkeypatch.setattr(batch_nlp, "POLISH_SLOW_RATE", math.inf)
         plain = LinearizedPoint.gauss_newton
         monkeypatch.setattr(LinearizedPoint, "gauss_newton",
                             lambda self, robust_curvature=False: plain(self))
@@ -179,3 +183,37 @@ def test_polished_pose_graph_matches_tight_solve(monkeypatch):
     assert abs(g - g_ref) <= max(2 * abs(g_gn - g_ref), 1e-3 * abs(g_ref))
     assert abs(g - g_ref) <= 0.1 * abs(g_ref)
     assert bool((it < it_gn).all())
+
+
+def _se2_element_gradients(opt_kwargs: dict, n=40, bsz=4, seed=1):
+    """A robust SE2 pose graph (B = 4) whose element 1 converges linearly in the
+    Gauss-Newton polish: iterations, final errors and each element's outer gradient
+    d loss_b / d log_loss_radius."""
+    obj, inputs, poses, gt = synthetic_pose_graph(n, bsz, dims=2, seed=seed)
+    opt = PounceOptimizer(obj, **opt_kwargs)
+    radius = inputs["log_loss_radius"].clone().requires_grad_(True)
+    sol, info = th.TheseusLayer(opt).forward({**inputs, "log_loss_radius": radius},
+                                             optimizer_kwargs={"backward_mode": "implicit"})
+    loss = sum(th.local(th.SE2(tensor=sol[p.name]), g).norm(dim=1)
+               for p, g in zip(poses, gt, strict=True))
+    grads = [torch.autograd.grad(loss[b], radius, retain_graph=True)[0].item()
+             for b in range(bsz)]
+    return opt.last_solve["iterations"], info.last_err, torch.tensor(grads)
+
+
+def test_slow_polish_element_takes_exact_blocks(monkeypatch):
+    """An element whose polish gains less than ``POLISH_SLOW_RATE`` per iterate switches to
+    the exact Hessian blocks: fewer iterations than the Gauss-Newton polish, the tight
+    (tol 1e-12) solve's error, and its outer gradient within 1e-4 of the tight solve's (the
+    Gauss-Newton polish stops 2.7e-2 off); the other elements are untouched."""
+    it, err, g = _se2_element_gradients({})
+    monkeypatch.setattr(batch_nlp, "POLISH_SLOW_RATE", math.inf)
+    it_gn, err_gn, g_gn = _se2_element_gradients({})
+    monkeypatch.undo()
+    _, err_ref, g_ref = _se2_element_gradients({"tol": 1e-12, "max_iterations": 300})
+    assert it[1] < it_gn[1]
+    assert (it[[0, 2, 3]] == it_gn[[0, 2, 3]]).all()
+    assert torch.allclose(err, err_ref, rtol=1e-10, atol=0)
+    assert abs(g[1] - g_ref[1]) <= 1e-4 * abs(g_ref[1])
+    assert abs(g_gn[1] - g_ref[1]) > 1e-2 * abs(g_ref[1])  # what the switch fixes
+    assert torch.equal(g[[0, 2, 3]], g_gn[[0, 2, 3]])

@@ -36,6 +36,16 @@ class TorchOps:
         return torch.linalg.vector_norm(x, dim=-1)
 
     @staticmethod
+    def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """<a, b> over the last axis."""
+        return (a * b).sum(-1)
+
+    @staticmethod
+    def matvec(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """M v over the last axes: (..., r, c) x (..., c) -> (..., r)."""
+        return (M @ v[..., None])[..., 0]
+
+    @staticmethod
     def diag(v: torch.Tensor) -> torch.Tensor:
         """(..., k) -> (..., k, k) diagonal matrices."""
         return torch.diag_embed(v)
@@ -76,9 +86,18 @@ class NumpyOps:
     def cat(xs: Sequence[Any], axis: int) -> np.ndarray:
         return np.concatenate(list(xs), axis=axis)
 
+    # einsum: a reduction over a short last axis (2, 3) costs numpy's sum() ~3x more
     @staticmethod
     def norm(x: np.ndarray) -> np.ndarray:
-        return np.sqrt((x * x).sum(-1))
+        return np.sqrt(np.einsum("...i,...i->...", x, x))
+
+    @staticmethod
+    def dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.einsum("...i,...i->...", a, b)
+
+    @staticmethod
+    def matvec(M: np.ndarray, v: np.ndarray) -> np.ndarray:
+        return np.einsum("...ij,...j->...i", M, v)
 
     @staticmethod
     def diag(v: np.ndarray) -> np.ndarray:

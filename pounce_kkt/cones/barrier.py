@@ -62,6 +62,6 @@ def barrier_scaling(s: torch.Tensor, y: torch.Tensor, grad: torch.Tensor,
     symmetrised. Tensors, or NumPy arrays (pounce_kkt/cones/arrays.py)."""
     xp = ops(s)
     mu = xp.norm(y) / xp.norm(grad)
-    mu = mu + TAU_FLOOR * (1.0 + (s * s).sum(-1)) / 3.0
+    mu = mu + TAU_FLOOR * (1.0 + xp.dot(s, s)) / 3.0
     H = hess_inv / mu[..., None, None]
     return 0.5 * (H + xp.swap(H))

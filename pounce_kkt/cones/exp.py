@@ -12,7 +12,7 @@ import torch
 from pounce_kkt.cones.arrays import ops, plain
 from pounce_kkt.cones.barrier import barrier_scaling, log_barrier_parts, push_inside
 from pounce_kkt.cones.base import ConeCounts
-from pounce_kkt.cones.ray import RayCone, ray_projection_np
+from pounce_kkt.cones.ray import RayCone, norm_np, ray_projection_np
 
 # Safeguarded Newton iterations of :func:`exp_ray_root`: a cap, not a count (rows leave once
 # converged).
@@ -51,7 +51,7 @@ def exp_ray_root(w: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
     guess of rho (e.g. the previous call's): it only changes where Newton starts, not
     where it stops.
     """
-    n = np.linalg.norm(w, axis=1)
+    n = norm_np(w)
     x, y, z = (w[:, i] / np.where(n > 0, n, 1.0) for i in range(3))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         lo = np.where(x > 0, 1.0 - y / np.where(x > 0, x, 1.0), -np.inf)
@@ -165,9 +165,9 @@ def exp_hess_inv(s: torch.Tensor) -> torch.Tensor:
     v = xp.stack([xp.ones_like(y), -y / z], -1)
     ev = e * v
     Dinv = xp.diag(e) - ev[..., :, None] * ev[..., None, :] / (
-        y * psi + (v * ev).sum(-1))[..., None, None]
-    Da = (Dinv @ a[..., None])[..., 0]
-    top = xp.cat([(psi * psi + (a * Da).sum(-1))[..., None], Da], -1)
+        y * psi + xp.dot(v, ev))[..., None, None]
+    Da = xp.matvec(Dinv, a)
+    top = xp.cat([(psi * psi + xp.dot(a, Da))[..., None], Da], -1)
     rest = xp.cat([Da[..., :, None], Dinv], -1)
     return xp.cat([top[..., None, :], rest], -2)
 
@@ -269,7 +269,7 @@ def exp_projection(w: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndar
     smooth = np.flatnonzero(~(in_k | in_polar | face))
     if smooth.size:
         ws = w[smooth]
-        n = np.linalg.norm(ws, axis=1)[:, None]
+        n = norm_np(ws)[:, None]
         u = ws / n
         r = exp_ray_root(u, None if start is None else start[smooth])
         rho[smooth] = r

@@ -138,6 +138,12 @@ def _dot_np(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return u[:, 0] * v[:, 0] + u[:, 1] * v[:, 1] + u[:, 2] * v[:, 2]
 
 
+def norm_np(u: np.ndarray) -> np.ndarray:
+    """|u| per row of an (N, 3) array (np.linalg.norm's reduction over a 3-long axis costs
+    ~6x more)."""
+    return np.sqrt(_dot_np(u, u))
+
+
 def ray_projection_np(w: np.ndarray, g: np.ndarray, g1: np.ndarray, g2: np.ndarray,
                       derivative: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Projection p = t g(r*) of the rows w (N, 3) and, with `derivative`, D (N, 3, 3), from
@@ -146,9 +152,9 @@ def ray_projection_np(w: np.ndarray, g: np.ndarray, g1: np.ndarray, g2: np.ndarr
     t = _dot_np(g, w) / _dot_np(g, g)
     p = t[:, None] * g
     e = p - w
-    norm = np.linalg.norm(w, axis=1)
-    polar = ~(t * np.linalg.norm(g, axis=1) > KINK_REL * norm)
-    in_k = np.linalg.norm(e, axis=1) <= KINK_REL * norm
+    norm = norm_np(w)
+    polar = ~(t * norm_np(g) > KINK_REL * norm)
+    in_k = norm_np(e) <= KINK_REL * norm
     out = np.where(in_k[:, None], w, np.where(polar[:, None], 0.0, p))
     if not derivative:
         return out, None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import cvxpy as cp
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 from cvxpy.reductions.solvers.conic_solvers.scs_conif import dims_to_solver_dict
@@ -17,6 +18,9 @@ from cvxpy.reductions.solvers.conic_solvers.scs_conif import dims_to_solver_dict
 import pounce_kkt as pk
 from pounce_kkt import staged_newton
 from pounce_kkt.refine import REFINE_STEPS
+from testing_helpers.compare import rel_err
+from testing_helpers.conic_problems import suite_batch
+from testing_helpers.reference_solvers import check_against_clarabel
 
 IPM = pk.SolveOptions(engine="ipm")
 
@@ -205,3 +209,47 @@ def test_psd_projections_through_the_stage_match_the_eigenvalue_clip(monkeypatch
     assert int(info.iterations.sum()) < int(info_off.iterations.sum())
     np.testing.assert_allclose(x, x_off, atol=1e-9)
     np.testing.assert_allclose(grad, grad_off, atol=1e-8)
+
+
+@pytest.mark.parametrize("family", ["socp", "exp", "power", "psd", "mixed_soc_exp_pow"])
+def test_suite_families_through_the_stage_match_the_full_solve(family):
+    bt = suite_batch(family, batch=8, seed=1)
+
+    def run(length):
+        st = pk.ConicStructure(bt.n, bt.m, bt.a_indptr, bt.a_indices, bt.cones,
+                               bt.p_indptr, bt.p_indices)
+        staged_newton.set_stage_iterations(st, length)
+        vals = [None if a is None else torch.tensor(a, requires_grad=True)
+                for a in (bt.p_values, bt.q, bt.a_values, bt.b)]
+        sol = pk.conic_solve(st, *vals, IPM)
+        g = np.random.default_rng(3)
+        (sol.x * torch.tensor(g.standard_normal(sol.x.shape))).sum().backward()
+        grads = [v.grad.numpy() for v in vals if v is not None]
+        return sol, grads
+
+    on, g_on = run(staged_newton.STAGE_ITERATIONS)
+    off, g_off = run(0)
+    assert on.status == off.status == ["optimal"] * 8
+    np.testing.assert_allclose(on.x.detach().numpy(), off.x.detach().numpy(), atol=1e-8)
+    for a, b in zip(g_on, g_off, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6 * max(1.0, np.abs(b).max()))
+
+
+def test_the_stage_solves_a_psd_item_the_full_solve_leaves_at_its_iteration_limit():
+    bt = suite_batch("psd", batch=8, seed=2)  # item 2: the full IPM stops at 200 iterations
+    vals = [None if a is None else torch.tensor(a) for a in (bt.p_values, bt.q, bt.a_values,
+                                                               bt.b)]
+
+    def structure(length):
+        st = pk.ConicStructure(bt.n, bt.m, bt.a_indptr, bt.a_indices, bt.cones,
+                               bt.p_indptr, bt.p_indices)
+        staged_newton.set_stage_iterations(st, length)
+        return st
+
+    nan = pk.SolveOptions(engine="ipm", on_failure="nan")
+    assert pk.conic_solve(structure(0), *vals, nan).status[2] == "iteration_limit"
+    sol = pk.conic_solve(structure(staged_newton.STAGE_ITERATIONS), *vals, IPM)
+    assert sol.status == ["optimal"] * 8
+    for i, prob in enumerate(bt.problems):
+        assert rel_err(sol.x[i].numpy(), prob.x_star) < 1e-7
+        assert check_against_clarabel(sol.x[i].numpy(), prob, 1e-7) or i != 2

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from pounce_kkt.cone_dims import ConeDims
-from pounce_kkt.cone_scaling import cone_scaling
+from pounce_kkt.cone_scaling import block_scaling
 from pounce_kkt.cones import apply_derivative, project
 
 # Bytes each row memo (:class:`_RowMemo`) keeps: keys and values (the oldest go first).
@@ -155,8 +155,8 @@ def limit_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
         held = _SCALED.values(cones, keys)
         if held is not None:  # H at these snapped pairs, computed before (_RowMemo)
             return torch.from_numpy(held[:, :nd]), torch.from_numpy(held[:, nd:])
-    h_diag, h_blocks = cone_scaling(*snap(s, y, cones), cones)
-    h_diag = torch.cat([h_diag[:, :z], h_nonneg], dim=1)
+    h_blocks = block_scaling(*snap(s, y, cones), cones)
+    h_diag = torch.cat([s.new_zeros(s.shape[0], z), h_nonneg], dim=1)  # zero rows: H = 0
     if keys is not None and _SNAPPED.has(cones, keys):
         _SCALED.add(cones, keys, torch.cat([h_diag, h_blocks], dim=1).numpy())
     return h_diag, h_blocks

@@ -26,14 +26,19 @@ def cone_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """H for the whole product cone at (s, y), both (B, m) in SCS row order, in the compact
     layout (module docstring). Cones of one kind and size are computed together."""
-    B = s.shape[0]
     z, nd = cones.z, cones.n_diag
     h_diag = torch.cat([ZeroCone().scaling(s[:, :z], y[:, :z]),
                         NonnegCone().scaling(s[:, z:nd], y[:, z:nd])], dim=1)
+    return h_diag, block_scaling(s, y, cones)
+
+
+def block_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims) -> torch.Tensor:
+    """h_blocks of :func:`cone_scaling` alone (the SOC, PSD, exp and power blocks)."""
+    B = s.shape[0]
     groups = block_groups(cones)
     size = sum(len(g.members) * g.dim * g.dim for g in groups)
     if size == 0:
-        return h_diag, s.new_zeros(B, 0)
+        return s.new_zeros(B, 0)
     vals, where = [], []
     for group in groups:
         rows, d, G = group.rows, group.dim, len(group.members)
@@ -43,8 +48,7 @@ def cone_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
         vals.append(Hg.reshape(B, G * d * d))
         where.append(group.h_index)
     idx = torch.cat(where).to(s.device)
-    h_blocks = s.new_zeros(B, size).index_copy(1, idx, torch.cat(vals, dim=1))
-    return h_diag, h_blocks
+    return s.new_zeros(B, size).index_copy(1, idx, torch.cat(vals, dim=1))
 
 
 def dense_h(h_diag: torch.Tensor, h_blocks: torch.Tensor, scatter: torch.Tensor, m: int

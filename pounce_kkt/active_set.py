@@ -114,18 +114,25 @@ def snap(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
     a graph, on CPU float64 rows that are all earlier outputs of snap (a refined point),
     copies of (s, y) themselves (:class:`_RowMemo`).
     """
-    keys = _SNAPPED.keys(s, y)
+    p, d, _ = _snap(s, y, cones, _SNAPPED.keys(s, y))
+    return p, d
+
+
+def _snap(s: torch.Tensor, y: torch.Tensor, cones: ConeDims, keys: list[bytes] | None
+          ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """:func:`snap` given the rows' keys (None: not remembered), and whether every row was a
+    pair snap returned before."""
     if keys is not None and _SNAPPED.has(cones, keys):
-        return s.clone(), y.clone()
+        return s.clone(), y.clone(), True
     w = s - y
     wd = w.detach()
     p, parts = project(wd, cones, derivative=w.requires_grad)
     if w.requires_grad:
         p = p + apply_derivative(w - wd, wd, cones, parts)
-    out = p, p - w
+    d = p - w
     if keys is not None:
-        _SNAPPED.add(cones, _SNAPPED.keys(*out))
-    return out
+        _SNAPPED.add(cones, _SNAPPED.keys(p, d))
+    return p, d, False
 
 
 # H of an inactive nonneg row (w_i > 0): "infinite", exactly representable in a diagonal.
@@ -155,8 +162,9 @@ def limit_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
         held = _SCALED.values(cones, keys)
         if held is not None:  # H at these snapped pairs, computed before (_RowMemo)
             return torch.from_numpy(held[:, :nd]), torch.from_numpy(held[:, nd:])
-    h_blocks = block_scaling(*snap(s, y, cones), cones)
+    p, d, snapped = _snap(s, y, cones, keys)
+    h_blocks = block_scaling(p, d, cones)
     h_diag = torch.cat([s.new_zeros(s.shape[0], z), h_nonneg], dim=1)  # zero rows: H = 0
-    if keys is not None and _SNAPPED.has(cones, keys):
+    if snapped:
         _SCALED.add(cones, keys, torch.cat([h_diag, h_blocks], dim=1).numpy())
     return h_diag, h_blocks

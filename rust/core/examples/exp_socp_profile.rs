@@ -533,6 +533,7 @@ fn shear_experiment(probs: &[QpProblem], specs: &[ConeSpec], opts: &QpOptions) {
         .ok()
         .map(|v| v.parse().unwrap());
     let mut c_first: Option<Vec<f64>> = None;
+    let (mut t_plain_cap, mut t_shear_cap, mut it_cap) = (0.0, 0.0, 0);
     for p in probs {
         let t = Instant::now();
         let (sol, _) = solve(p, specs, opts, Backend::Feral, Some(0.0));
@@ -572,6 +573,20 @@ fn shear_experiment(probs: &[QpProblem], specs: &[ConeSpec], opts: &QpOptions) {
             cs = c_first.get_or_insert(cs).clone();
         }
         let q = sheared(p, specs, &cs);
+        // SHEAR_CAP=j: both solves stop after j iterations (a stage), timed from scratch.
+        if let Ok(j) = std::env::var("SHEAR_CAP") {
+            let o = QpOptions {
+                max_iter: j.parse().unwrap(),
+                ..*opts
+            };
+            let t = Instant::now();
+            let a = solve_socp_ipm(p, specs, &o, || make(Backend::Feral));
+            t_plain_cap += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let b = solve_socp_ipm(&q, specs, &o, || make(Backend::Feral));
+            t_shear_cap += t.elapsed().as_secs_f64();
+            it_cap += a.iters + b.iters;
+        }
         let t = Instant::now();
         let (s2, _) = solve(&q, specs, opts, Backend::Feral, Some(0.0));
         t_shear += t.elapsed().as_secs_f64();
@@ -584,6 +599,14 @@ fn shear_experiment(probs: &[QpProblem], specs: &[ConeSpec], opts: &QpOptions) {
         );
     }
     let b = probs.len() as f64;
+    if it_cap > 0 {
+        println!(
+            "capped: plain {:.3} ms/item, sheared {:.3} ms/item (c's stage not included), {:.2} iters",
+            1e3 * t_plain_cap / b,
+            1e3 * t_shear_cap / b,
+            it_cap as f64 / b / 2.0
+        );
+    }
     println!(
         "plain {:.3} ms/item {:.2} iters | sheared (c = y/z at the solution, or after SHEAR_STAGE iterations, timed) {:.3} ms/item {:.2} iters | max|dx| {:.1e}",
         1e3 * t_plain / b,

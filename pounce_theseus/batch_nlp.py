@@ -352,7 +352,8 @@ class BatchNlp:
         at the start its gradient differed from autograd's by more than
         ``LINEARIZATION_GRADIENT_TOL_FRACTION * tol`` (absolute). Robust pose graphs at
         their starting point (``testing_helpers.theseus_problems.synthetic_pose_graph``,
-        40-400 poses): SE2 1e-7 to 7e-5, SE3 4e-13 to 7e-12."""
+        40-400 poses): SE3 4e-13 to 7e-12; SE2 ~5e-12 with its log-map Jacobian taken
+        accurately (``compat.accurate_se2_log_jacobian``; Theseus' own: 1e-7 to 7e-5)."""
         return (self.lin is not None
                 and self.s.linearization_gradient_error
                 > LINEARIZATION_GRADIENT_TOL_FRACTION * tol)
@@ -434,12 +435,11 @@ class BatchNlp:
 
     def _autograd_gradient(self) -> torch.Tensor:
         """The objective's gradient at the current point by autograd through its errors.
-        Theseus' analytic Jacobians can be less accurate: SE2's log-map Jacobian forms
-        ``1/theta - sin(theta) / (2 (1 - cos theta))`` by cancellation (relative error
-        ~eps / theta^3 for theta above its 1e-3 Taylor switch), so on robust SE2 pose
-        graphs their gradient differs from autograd's by 1e-7 to 1e-6 absolute at the
-        solution, above ``tol = 1e-8``: solves to ``tol`` wandered at that floor until
-        their iteration limit (docs/theseus-scale.md)."""
+        Theseus' analytic Jacobians can be less accurate (e.g. SE2's log-map Jacobian,
+        taken accurately by ``compat.accurate_se2_log_jacobian``; Theseus' own put the
+        gradient of robust SE2 pose graphs 1e-7 to 1e-6 off at the solution, above
+        ``tol = 1e-8``, where solves wandered until their iteration limit,
+        docs/theseus-scale.md)."""
         g = self.evaluate(self._point).objective_gradient(create_graph=False).detach()
         self.chart._linearized_at = None  # the optim vars moved: the linearisation re-sets them
         return g

@@ -273,7 +273,12 @@ def kkt_residual(ops: KktOperators, q: torch.Tensor, b: torch.Tensor, x: torch.T
 
 def _moreau(s: torch.Tensor, y: torch.Tensor, cones: ConeDims) -> torch.Tensor:
     """The complementarity term |s - Pi_K(s - y)|_inf / (1 + max(|s|_inf, |y|_inf)), (B,)."""
-    return _inf(s - _snap(s, y, cones)[0]) / (1 + _xp(s).maximum(_inf(s), _inf(y)))
+    return _moreau_at(s, y, _snap(s, y, cones)[0])
+
+
+def _moreau_at(s: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """:func:`_moreau` given p = Pi_K(s - y)."""
+    return _inf(s - p) / (1 + _xp(s).maximum(_inf(s), _inf(y)))
 
 
 def _snap(s: torch.Tensor, y: torch.Tensor, cones: ConeDims
@@ -416,10 +421,13 @@ def _start(ops: KktOperators, q: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
     best = [xp.where(okc, t, t) for t in (x, y, s)]  # copies
     x, y, s = (xp.where(okc, t, 0.0) for t in (x, y, s))
     px, ax = ops.p(x), ops.a(x)  # x is the same at the given and the snapped point
-    before = xp.maximum(kkt_residual(ops, q, b, x, y, s, px, ax)[0], _moreau(s, y, cones))
-    before = xp.where(ok, before, xp.nan)
     cs, cy = _snap(s, y, cones)
-    cres, cr1, cr2 = kkt_residual(ops, q, b, x, cy, cs, px, ax)
+    given = kkt_residual(ops, q, b, x, y, s, px, ax)
+    before = xp.where(ok, xp.maximum(given[0], _moreau_at(s, y, cs)), xp.nan)
+    if _equal(cs, s) and _equal(cy, y):  # a snapped point given (a kept answer)
+        cres, cr1, cr2 = given
+    else:
+        cres, cr1, cr2 = kkt_residual(ops, q, b, x, cy, cs, px, ax)
     better = ok & (cres < before)
     best = [xp.where(better[:, None], c, t) for c, t in zip((x, cy, cs), best, strict=True)]
     best_res = xp.where(better, cres, before)
@@ -443,6 +451,11 @@ def _keep(best: list[torch.Tensor], best_res: torch.Tensor, mask: torch.Tensor,
 def _nonzero(mask: torch.Tensor) -> torch.Tensor:
     """The indices of a (B,) mask's true entries (tensor or array, like the mask)."""
     return np.flatnonzero(mask) if isinstance(mask, np.ndarray) else mask.nonzero().flatten()
+
+
+def _equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors or two arrays hold the same values."""
+    return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) else torch.equal(a, b)
 
 
 def _copy(t: torch.Tensor) -> torch.Tensor:

@@ -41,12 +41,15 @@ def block_scaling(s: torch.Tensor, y: torch.Tensor, cones: ConeDims) -> torch.Te
         return s.new_zeros(B, 0)
     vals, where = [], []
     for group in groups:
-        rows, d, G = group.rows, group.dim, len(group.members)
-        sg = s[:, rows].reshape(B * G, d)
-        yg = y[:, rows].reshape(B * G, d)
+        d, G = group.dim, len(group.members)
+        cols = group.cols
+        sg = s[:, cols].reshape(B * G, d)
+        yg = y[:, cols].reshape(B * G, d)
         Hg = group.cone(B).scaling(sg, yg)
         vals.append(Hg.reshape(B, G * d * d))
         where.append(group.h_index)
+    if len(groups) == 1:  # one group: its blocks are h_blocks in order
+        return vals[0]
     idx = torch.cat(where).to(s.device)
     return s.new_zeros(B, size).index_copy(1, idx, torch.cat(vals, dim=1))
 

@@ -35,8 +35,7 @@ def project(w: torch.Tensor, cones: ConeCounts, derivative: bool = False
         p[:, z:nd] = NonnegCone().project(w[:, z:nd])
         parts = [] if derivative else None
         for group in block_groups(cones):
-            rows, d, G = group.rows, group.dim, len(group.members)
-            cols = _columns(rows)
+            rows, d, G, cols = group.rows, group.dim, len(group.members), group.cols
             wg = w[:, cols].reshape(B * G, d)
             cone = group.cone(B)
             if derivative:
@@ -46,15 +45,6 @@ def project(w: torch.Tensor, cones: ConeCounts, derivative: bool = False
                 pg = cone.project(wg)
             p[:, cols] = pg.reshape(p[:, cols].shape)
     return p, parts
-
-
-def _columns(rows: torch.Tensor) -> torch.Tensor | slice:
-    """The column selector of the row indices rows (G, d): a slice when they are one
-    consecutive run (a view, no gather or scatter), else rows itself."""
-    first, n = int(rows[0, 0]), rows.numel()
-    if bool((rows.reshape(-1) == torch.arange(first, first + n)).all()):
-        return slice(first, first + n)
-    return rows
 
 
 def apply_derivative(dw: torch.Tensor, w: torch.Tensor, cones: ConeCounts,

@@ -53,7 +53,9 @@ class BlockGroup:
     members: the blocks in row order; h_offsets: where each member's d x d block starts in
     the row-major ``h_blocks`` layout (cone order). Index tensors, shared by every call
     (index with them, never write into them): rows (G, d), the members' rows; h_index
-    (G d^2,), the positions of their H entries in ``h_blocks``.
+    (G d^2,), the positions of their H entries in ``h_blocks``. cols: the column selector
+    of rows, a slice when they are one consecutive run (a view, no gather or scatter), else
+    rows itself.
     """
 
     cone_type: type[BlockCone]
@@ -62,6 +64,7 @@ class BlockGroup:
     h_offsets: tuple[int, ...]
     rows: torch.Tensor = field(init=False, compare=False)
     h_index: torch.Tensor = field(init=False, compare=False)
+    cols: torch.Tensor | slice = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
         d = self.dim
@@ -69,6 +72,9 @@ class BlockGroup:
         h_index = torch.tensor([off + i for off in self.h_offsets for i in range(d * d)])
         object.__setattr__(self, "rows", rows)
         object.__setattr__(self, "h_index", h_index)
+        first, n = self.members[0].start, rows.numel()
+        run = bool((rows.reshape(-1) == torch.arange(first, first + n)).all())
+        object.__setattr__(self, "cols", slice(first, first + n) if run else rows)
 
     def cone(self, repeat: int) -> BlockCone:
         """The cone instance for these blocks stacked over a batch of ``repeat`` items."""

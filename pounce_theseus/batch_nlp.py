@@ -344,7 +344,11 @@ class BatchNlp:
                     self.s.linearization = self.lin = None
                 self.s.linearization_checked = True
         self.chart.restore()
-        self._lin_point = None
+        # kept for the solve's first point (the same delta); autograd's evaluation moved
+        # the optim vars, so they are set to it again when next needed
+        self.chart._linearized_at = None
+        if self.lin is None:
+            self._lin_point = None
         return ok.cpu().numpy()
 
     def linearization_inaccurate(self, tol: float) -> bool:

@@ -31,8 +31,10 @@ from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.cone_scaling import block_scaling
 from pounce_kkt.cones import apply_derivative, project
 
-# Bytes each row memo (:class:`_RowMemo`) keeps: keys and values (the oldest go first).
+# Bytes each row memo (:class:`_RowMemo`) keeps: keys and values (the oldest go first); a
+# batch whose keys exceed this fraction of it is not remembered.
 MEMO_BYTES = 8 << 20
+MEMO_BATCH_FRACTION = 0.125
 
 
 class _RowMemo:
@@ -53,9 +55,13 @@ class _RowMemo:
 
     @staticmethod
     def keys(s: torch.Tensor, y: torch.Tensor) -> list[bytes] | None:
-        """One key per row; None unless both are CPU float64 without a graph."""
+        """One key per row; None unless both are CPU float64 without a graph and the batch's
+        keys take at most MEMO_BATCH_FRACTION of MEMO_BYTES (a memo that cannot hold a few
+        calls' rows would only cost their copies)."""
         if not (s.device.type == y.device.type == "cpu"
                 and s.dtype == y.dtype == torch.float64) or s.requires_grad or y.requires_grad:
+            return None
+        if s.shape[0] * (s.shape[1] + y.shape[1]) * 8 > MEMO_BATCH_FRACTION * MEMO_BYTES:
             return None
         return [r.tobytes() for r in np.concatenate([s.numpy(), y.numpy()], axis=1)]
 

@@ -391,6 +391,11 @@ def test_snap_of_a_snapped_pair_is_the_pair(monkeypatch):
     h_fresh = act.limit_scaling(s, y, cones)
     for a, b in zip(h_memo, h_fresh, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-12)
+    # a batch too large for the memo to hold a few calls' rows is not remembered
+    rows = int(act.MEMO_BATCH_FRACTION * act.MEMO_BYTES // (16 * cones.m)) + 1
+    big = torch.zeros(rows, cones.m, dtype=torch.float64)
+    assert act._RowMemo.keys(big[:-1], big[:-1]) is not None
+    assert act._RowMemo.keys(big, big) is None
     # a pair snap did not return is projected (nonneg rows with s, y > 0 both)
     s2, y2 = s.clone(), y.clone()
     s2[:, 2:6], y2[:, 2:6] = 1.0, 1.0

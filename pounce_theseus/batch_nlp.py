@@ -233,6 +233,9 @@ class BatchNlp:
         # the Gauss-Newton Hessian only of Theseus' default 1/2 |e|^2 metric.
         self.lin = structure.linearization if self.m == 0 else None
         self._lin_point: tuple[bytes, LinearizedPoint] | None = None
+        # (point, linearisation): the last linearisation, taken at that point (B, n, as
+        # bytes) before the chart was re-centred there (see recentred)
+        self._carried: tuple[bytes, LinearizedPoint] | None = None
         self._hybrid = bool(
             getattr(hessian, "least_squares_hybrid", False)
             and self.m == 0 and not bounds and self.least_squares
@@ -296,9 +299,16 @@ class BatchNlp:
         xl, xu = self.variable_bounds()
         return np.clip(np.zeros((self.batch_size, self.n)), xl, xu)
 
-    def recentred(self, rows: np.ndarray) -> None:
+    def recentred(self, rows: np.ndarray, moved: np.ndarray | None = None) -> None:
         """The chart's base moved for ``rows``: bounds are re-read, their hybrid rule
-        starts afresh."""
+        starts afresh. ``moved`` (B, n): the deltas it moved by; where the last
+        linearisation was taken at them (the rows' last points), the new chart's first
+        linearisation takes its values (``LinearizedPoint``'s ``carried``)."""
+        carried = None
+        if (moved is not None and self._lin_point is not None
+                and np.array_equal(self._point[rows], moved[rows])
+                and self._lin_point[0] == np.ascontiguousarray(self._point).tobytes()):
+            carried = self._lin_point[1]
         self._bounds_cache = None
         self._cache_key = self._cache = None
         self._lin_point = None
@@ -308,6 +318,8 @@ class BatchNlp:
         self._point[rows] = 0.0
         self._polish_grad[rows] = self._polish_grad_at_hess[rows] = np.nan
         self._polish_exact[rows] = False
+        self._carried = None if carried is None else (
+            np.ascontiguousarray(self._point).tobytes(), carried)
 
     def finite_start(self) -> np.ndarray:
         """Per element: objective, errors, gradient and constraints are finite at the
@@ -368,7 +380,10 @@ class BatchNlp:
         key = np.ascontiguousarray(delta).tobytes()
         if self._lin_point is None or self._lin_point[0] != key:
             d = torch.tensor(delta, dtype=self.dtype, device=self.device)
-            self._lin_point = (key, self.lin.at(d, robust_errors=self.robust_curvature))
+            carried = self._carried[1] if self._carried and self._carried[0] == key else None
+            self._carried = None
+            self._lin_point = (key, self.lin.at(d, robust_errors=self.robust_curvature,
+                                                carried=carried))
         return self._lin_point[1]
 
     def evaluate(self, delta: np.ndarray) -> Evaluation:

@@ -169,31 +169,40 @@ class CostLinearization:
                                   for cfs, _ in groups]
         return self._layouts[key]
 
-    def at(self, delta: torch.Tensor, robust_errors: bool = False) -> LinearizedPoint:
+    def at(self, delta: torch.Tensor, robust_errors: bool = False,
+           carried: LinearizedPoint | None = None) -> LinearizedPoint:
         """The linearisation at ``delta`` (B, n); sets the optim vars there.
         ``robust_errors``: keep each robust cost function's inner weighted error from the
-        linearisation, for ``gauss_newton(robust_curvature=True)``."""
-        return LinearizedPoint(self, delta, robust_errors)
+        linearisation, for ``gauss_newton(robust_curvature=True)``. ``carried``: a
+        linearisation at the same points taken in the chart before it was re-centred (see
+        :class:`LinearizedPoint`)."""
+        return LinearizedPoint(self, delta, robust_errors, carried)
 
 
 class LinearizedPoint:
     """Objective, gradient and Hessian blocks at one point, each computed once, on
     first request (the optim vars are set back to this point when another was set in
-    between)."""
+    between). Built with ``carried``, a linearisation at the same points in the chart
+    before it was re-centred there, it takes that one's error metric, gradient with
+    respect to perturbations at the points and weighted Jacobians (none of which depends
+    on the chart) instead of evaluating them again."""
 
     def __init__(self, lin: CostLinearization, delta: torch.Tensor,
-                 robust_errors: bool = False):
+                 robust_errors: bool = False, carried: LinearizedPoint | None = None):
         self.lin, self.delta = lin, delta.detach()
         self.robust_errors = robust_errors
         self.bsz, self.n = delta.shape
         self.at_base = not bool(self.delta.any())
         self._activate(force=True)
-        with torch.no_grad():
-            errs = [ev.weighted_error() for _, ev in self.groups]
-            parts = [e.expand(len(c) * self.bsz, -1).reshape(len(c), self.bsz, -1)
-                     .transpose(0, 1).reshape(self.bsz, -1)
-                     for (c, _), e in zip(self.groups, errs, strict=True)]
-            self.f = error_metric(lin.chart.objective, torch.cat(parts, dim=1))
+        if carried is not None:
+            self.f = carried.f
+        else:
+            with torch.no_grad():
+                errs = [ev.weighted_error() for _, ev in self.groups]
+                parts = [e.expand(len(c) * self.bsz, -1).reshape(len(c), self.bsz, -1)
+                         .transpose(0, 1).reshape(self.bsz, -1)
+                         for (c, _), e in zip(self.groups, errs, strict=True)]
+                self.f = error_metric(lin.chart.objective, torch.cat(parts, dim=1))
         self._grad = self._grad_eps = self._gn_blocks = self._exact = None
         self._gn: dict[bool, torch.Tensor] = {}
         # per call of gauss_newton(robust_curvature=True): the share of robust blocks kept
@@ -201,6 +210,19 @@ class LinearizedPoint:
         self._jacobians: list[torch.Tensor | None] = []
         # per group, a robust cost function's inner weighted error (robust_errors) or None
         self._inner_errors: list[torch.Tensor | None] = []
+        if carried is not None and carried._grad_eps is not None:
+            self._grad_eps, self._jacobians = carried._grad_eps, carried._jacobians
+            self._inner_errors = (carried._inner_errors if carried.robust_errors
+                                  else self._robust_inner_errors())
+            self._chart_gradient()
+
+    def _robust_inner_errors(self) -> list[torch.Tensor | None]:
+        """Per group, a robust cost function's inner weighted error (with
+        ``robust_errors``) or None; the optim vars at this point."""
+        with torch.no_grad():
+            return [ev.cost_function.weighted_error() if self.robust_errors
+                    and isinstance(ev, th.RobustCostFunction) else None
+                    for _, ev in self.groups]
 
     def _activate(self, force: bool = False) -> None:
         chart = self.lin.chart
@@ -224,12 +246,10 @@ class LinearizedPoint:
         self._activate()
         b = self.bsz
         grad = self.delta.new_zeros(b, self.n)
-        jacobians, inner = [], []
+        jacobians, inner = [], self._robust_inner_errors()
         with torch.no_grad():
             for (_, ev), lay in zip(self.groups, self.layouts, strict=True):
                 rows = lay.k * b
-                inner.append(ev.cost_function.weighted_error() if self.robust_errors
-                             and isinstance(ev, th.RobustCostFunction) else None)
                 if lay.d == 0:
                     jacobians.append(None)
                     continue
@@ -238,8 +258,13 @@ class LinearizedPoint:
                 g = (jac * err.expand(rows, -1).unsqueeze(-1)).sum(1)
                 grad.index_add_(1, lay.cols, _element_major(g, lay.k, b))
                 jacobians.append(jac)
-        # grad is with respect to perturbations at the point; the chart's: Jr' g per member
         self._grad_eps, self._jacobians, self._inner_errors = grad, jacobians, inner
+        self._chart_gradient()
+
+    def _chart_gradient(self) -> None:
+        """The gradient in chart coordinates from the one with respect to perturbations at
+        the point: ``Jr' g`` per member."""
+        grad = self._grad_eps
         if self.at_base:
             self._grad = grad
             return
@@ -248,7 +273,7 @@ class LinearizedPoint:
                                 strict=True):
             g = self._members(grad, cols, len(ks))
             gd = (jr.transpose(1, 2) @ g.unsqueeze(-1)).squeeze(-1)
-            self._grad[:, cols] = _element_major(gd, gd.shape[0] // b, b)
+            self._grad[:, cols] = _element_major(gd, gd.shape[0] // self.bsz, self.bsz)
 
     def _gauss_newton_blocks(self) -> list[torch.Tensor]:
         """Per group, each cost function's J'J (K * B, D, D) at the point."""

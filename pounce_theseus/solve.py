@@ -386,7 +386,7 @@ def _solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         chart.apply(torch.as_tensor(d_full, dtype=chart.base[0].dtype))
         chart.recenter()
         res.delta[todo] = 0.0
-        nlp.recentred(todo)
+        nlp.recentred(todo, d_full)
     chart.restore()
     nlp.gauss_newton_only = nlp.autograd_gradient = nlp.robust_curvature = False
     return res

@@ -123,8 +123,8 @@ class TheseusStepNlp(BatchNlp):
         self._diag = np.flatnonzero(structure.hess.rows == structure.hess.cols)
         self._first_chart = np.ones(self.batch_size, dtype=bool)
 
-    def recentred(self, rows: np.ndarray) -> None:  # noqa: D102 (BatchNlp's)
-        super().recentred(rows)
+    def recentred(self, rows: np.ndarray, moved: np.ndarray | None = None) -> None:  # noqa: D102
+        super().recentred(rows, moved)
         self._first_chart[rows] = False
 
     def serve(self, requests: Sequence) -> list:  # noqa: D102 (BatchNlp's)

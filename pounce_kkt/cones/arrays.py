@@ -67,11 +67,6 @@ class TorchOps:
         return chunked_log(x)
 
     where = staticmethod(torch.where)
-
-    @staticmethod
-    def first_true(m: torch.Tensor) -> torch.Tensor:
-        """Index of the first True along axis 0 (0 where none is)."""
-        return m.to(torch.int8).argmax(0)
     ones_like = staticmethod(torch.ones_like)
 
 
@@ -116,10 +111,6 @@ class NumpyOps:
 
     log = staticmethod(np.log)
     where = staticmethod(np.where)
-
-    @staticmethod
-    def first_true(m: np.ndarray) -> np.ndarray:
-        return m.argmax(0)
     ones_like = staticmethod(np.ones_like)
 
 

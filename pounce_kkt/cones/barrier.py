@@ -35,18 +35,22 @@ def push_inside(s: torch.Tensor, y: torch.Tensor, e: torch.Tensor,
     """s itself if s - PUSH_LADDER[0] * scale * e is still interior (s is not closer to the
     boundary than the smallest push), else s + delta e with the smallest delta of
     PUSH_LADDER (x scale) giving an interior point (the largest where none does). `inside`
-    maps (..., 3) to (...,); the ladder is checked in one call on (L + 1, ..., 3). Tensors,
+    maps (..., 3) to (...,); the rungs are checked in order, each on every row, until every
+    row has its answer (a snapped boundary point is interior at the first rung). Tensors,
     or NumPy arrays (pounce_kkt/cones/arrays.py)."""
     xp = ops(s)
     with torch.no_grad():
         scale = 1.0 + xp.norm(s) + xp.norm(y)
-        rel = xp.const(s, (-PUSH_LADDER[0],) + PUSH_LADDER)
-        rel = rel.reshape((-1,) + (1,) * scale.ndim)
-        ok = inside(s + (rel * scale)[..., None] * e)
-        done, ladder = ok[0], ok[1:]
-        first = xp.first_true(ladder)  # the smallest push that is interior
-        delta = xp.where(ladder.any(0), rel[1:].reshape(-1)[first], PUSH_LADDER[-1]) * scale
-        delta = xp.where(done, 0.0, delta)
+        done = inside(s + ((-PUSH_LADDER[0]) * scale)[..., None] * e)
+        delta = xp.where(done, 0.0, PUSH_LADDER[-1] * scale)
+        todo = ~done
+        for rung in PUSH_LADDER:
+            if not bool(todo.any()):
+                break
+            push = rung * scale
+            hit = todo & inside(s + push[..., None] * e)
+            delta = xp.where(hit, push, delta)
+            todo = todo & ~hit
     return s + delta[..., None] * e
 
 

@@ -420,3 +420,28 @@ def test_exp_scaling_on_numpy_matches_torch():
         H_t = exp_scaling(si.clone().requires_grad_(True), yi).detach()
         scale = H_t.abs().amax((1, 2), keepdim=True)
         assert ((H_np - H_t).abs() <= rtol * scale).all()
+
+
+def test_push_inside_takes_the_smallest_interior_rung():
+    """barrier.push_inside against the ladder written out: s itself where s - PUSH_LADDER[0]
+    scale e is interior, else the smallest rung whose push is interior (the largest where
+    none is), on boundary, inside, outside and zero rows of the exp cone, Torch and NumPy."""
+    from pounce_kkt.active_set import snap
+    from pounce_kkt.cones.barrier import PUSH_LADDER, push_inside
+
+    rng = np.random.default_rng(5)
+    w = _t(rng.standard_normal((500, 3)) * 10.0 ** rng.uniform(-6, 6, (500, 1)))
+    s, y = snap(w, torch.zeros_like(w), ConeDims.from_any({"ep": 1}))
+    e = _t([-1.0, 1.0, 1.0])
+    for si in (s, s + 1e-3 * s.abs(), s - 1e-3 * s.abs(), -s, torch.zeros_like(s)):
+        scale = 1.0 + si.norm(dim=-1) + y.norm(dim=-1)
+        expect = torch.full_like(scale, PUSH_LADDER[-1]) * scale
+        for rung in reversed(PUSH_LADDER):
+            expect = torch.where(exp_interior(si + (rung * scale)[:, None] * e), rung * scale,
+                                 expect)
+        expect = torch.where(exp_interior(si - (PUSH_LADDER[0] * scale)[:, None] * e), 0.0,
+                             expect)
+        got = push_inside(si, y, e, exp_interior)
+        assert torch.equal(got, si + expect[:, None] * e)
+        got_np = push_inside(si.numpy(), y.numpy(), e.numpy(), exp_interior)
+        np.testing.assert_allclose(got_np, got.numpy(), rtol=1e-14, atol=0)

@@ -531,7 +531,8 @@ class BatchNlp:
         if self.gauss_newton_only:
             if self.robust_curvature and self._polish_slow(rows):
                 exact = torch.as_tensor(self._polish_exact, device=self.device).unsqueeze(1)
-                return factor * torch.where(exact, pt.exact(), pt.gauss_newton(True))
+                exact_values = pt.exact_for(np.flatnonzero(self._polish_exact))
+                return factor * torch.where(exact, exact_values, pt.gauss_newton(True))
             return factor * pt.gauss_newton(self.robust_curvature)
         use_gn = self._hybrid_rule(pt.f, pt.gradient(), pt.delta, rows)
         if bool(use_gn[torch.as_tensor(rows)].all()):

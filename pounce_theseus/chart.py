@@ -142,19 +142,23 @@ class TangentChart:
         return [cols for _, cols in self._groups]
 
     def exp_curvature(self, delta: torch.Tensor, grads: list[torch.Tensor],
-                      vjp) -> list[torch.Tensor]:
+                      vjp, rows: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Per retract group, the Hessians (len(group) * B, dof, dof) in ``delta`` of
         ``g . log(x^-1 (base (+) delta'))`` at ``delta' = delta``, ``x = base (+) delta``,
         for the per-member gradients ``grads[group]`` (len(group) * B, dof) with respect
         to a perturbation at ``x``: the chart's own curvature term of the Hessian in
-        chart coordinates (zero at ``delta = 0``). ``vjp``: a BatchedVjp."""
+        chart coordinates (zero at ``delta = 0``). ``vjp``: a BatchedVjp. ``rows``: per
+        group, the member-major rows to evaluate (the output has only those)."""
         out = []
         b = delta.shape[0]
-        for (ks, cols), stacked, g in zip(self._groups, self._stacked_groups(), grads,
-                                          strict=True):
+        for k, ((ks, cols), stacked, g) in enumerate(zip(self._groups, self._stacked_groups(),
+                                                         grads, strict=True)):
             dof = cols.numel() // len(ks)
             d = delta[:, cols.to(delta.device)].view(b, len(ks), dof).transpose(0, 1)
             d = d.reshape(len(ks) * b, dof).detach()
+            if rows is not None:
+                d, g = d[rows[k]], g[rows[k]]
+                stacked = type(stacked)(tensor=stacked.tensor[rows[k]])
             with torch.no_grad():
                 here = stacked.retract(d)
             with torch.enable_grad():

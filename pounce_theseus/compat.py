@@ -48,10 +48,9 @@ from theseus.global_params import _THESEUS_GLOBAL_PARAMS
 
 __all__ = [
     "FROM_LAYER_TOKEN", "SUPPORTED_VERSIONS", "accurate_se2_log_jacobian",
-    "cost_function_groups",
-    "defer_vectorized_jacobians", "error_metric",
+    "cost_function_groups", "defer_vectorized_jacobians", "error_metric",
     "error_row_blocks", "has_vector_retract", "init_info", "is_least_squares",
-    "register_optimizer", "weighted_error", "weighted_jacobians_error",
+    "register_optimizer", "rows_of", "weighted_error", "weighted_jacobians_error",
 ]
 
 SUPPORTED_VERSIONS = ("0.2.",)
@@ -107,6 +106,25 @@ def weighted_jacobians_error(cost_fn) -> tuple[list[torch.Tensor], torch.Tensor]
             return cost_fn.weighted_jacobians_error()
         finally:
             cost_fn._supports_masking = True
+
+
+@contextmanager
+def rows_of(cost_fn, rows: torch.Tensor, total: int):
+    """Within: every variable of ``cost_fn`` (optim, aux and its weight's, as
+    ``Vectorize._get_all_vars`` lists them) whose tensor has ``total`` rows holds only the
+    rows ``rows`` (a vectorised cost function evaluated for some batch elements); a
+    broadcast (one-row) tensor is left as it is."""
+    saved = []
+    for v in Vectorize._get_all_vars(cost_fn):
+        t = v.tensor
+        if t.shape[0] == total:
+            saved.append((v, t))
+            v.update(t[rows])
+    try:
+        yield
+    finally:
+        for v, t in reversed(saved):
+            v.update(t)
 
 
 _SE2_LOG_MAP_IMPL = SE2._log_map_impl

@@ -38,6 +38,7 @@ from .compat import (
     cost_function_groups,
     error_metric,
     is_least_squares,
+    rows_of,
     weighted_jacobians_error,
 )
 from .hessian import BatchedVjp
@@ -290,18 +291,24 @@ class LinearizedPoint:
         """(B, n) -> the pieces (k * B, dof) of a retract group of k members, member-major."""
         return values[:, cols].view(self.bsz, k, -1).transpose(0, 1).reshape(k * self.bsz, -1)
 
-    def _chart_curvature(self) -> torch.Tensor | None:
-        """Pattern values of the chart's curvature term (None at the base)."""
+    def _chart_curvature(self, elements: torch.Tensor | None = None
+                         ) -> torch.Tensor | None:
+        """Pattern values of the chart's curvature term (None at the base); with
+        ``elements`` (batch indices) evaluated for those elements only (zero elsewhere)."""
         if self.at_base or not self.maps:
             return None
         if self._grad is None:
             self._linearize()
         grads = [self._members(self._grad_eps, cols, len(ks))
                  for cols, ks in zip(self.lin.group_cols, self.lin.chart.groups, strict=True)]
-        hs = self.lin.chart.exp_curvature(self.delta, grads, self.lin.vjp)
+        rows = None if elements is None else [
+            _member_rows(len(ks), self.bsz, elements) for ks in self.lin.chart.groups]
+        hs = self.lin.chart.exp_curvature(self.delta, grads, self.lin.vjp, rows)
         vals = self.delta.new_zeros(self.bsz, self.lin.hess.nnz)
-        for h, (keep, pos), ks in zip(hs, self.lin.group_scatter, self.lin.chart.groups,
-                                      strict=True):
+        for g, (h, (keep, pos), ks) in enumerate(zip(hs, self.lin.group_scatter,
+                                                     self.lin.chart.groups, strict=True)):
+            if rows is not None:
+                h = h.new_zeros(len(ks) * self.bsz, *h.shape[1:]).index_copy_(0, rows[g], h)
             vals.index_add_(1, pos, _element_major(h, len(ks), self.bsz)[:, keep])
         return vals
 
@@ -387,8 +394,10 @@ class LinearizedPoint:
                            for (_, ev), lay in zip(self.groups, self.layouts, strict=True)]
         return self._exact
 
-    def _group_hessian(self, ev, lay: _GroupLayout) -> torch.Tensor:
-        rows = lay.k * self.bsz
+    def _group_hessian(self, ev, lay: _GroupLayout, rows: int | None = None) -> torch.Tensor:
+        """Each cost function's exact block (rows, D, D) of the group ``ev``, ``rows`` its
+        variables' rows (all: ``K * B``)."""
+        rows = lay.k * self.bsz if rows is None else rows
         if lay.d == 0:
             return self.delta.new_zeros(rows, 0, 0)
         pair = _between_pair(ev)
@@ -419,6 +428,24 @@ class LinearizedPoint:
     def exact(self) -> torch.Tensor:
         """Pattern values (B, nnz) of hess f in chart coordinates."""
         return _plus(self._scatter(self.exact_blocks()), self._chart_curvature())
+
+    def exact_for(self, elements: np.ndarray) -> torch.Tensor:
+        """Pattern values (B, nnz) of hess f in chart coordinates for the batch elements
+        ``elements`` (indices), zero for the others: each group's blocks and the chart's
+        curvature evaluated on those elements' rows only (``compat.rows_of``)."""
+        if len(elements) == self.bsz or self._exact is not None:
+            return self.exact()
+        self._activate()
+        sel = torch.as_tensor(np.asarray(elements, dtype=np.int64))
+        blocks = []
+        for (_, ev), lay in zip(self.groups, self.layouts, strict=True):
+            h = self.delta.new_zeros(lay.k * self.bsz, lay.d, lay.d)
+            if lay.d:
+                idx = _member_rows(lay.k, self.bsz, sel)
+                with rows_of(ev, idx, lay.k * self.bsz):
+                    h.index_copy_(0, idx, self._group_hessian(ev, lay, rows=idx.numel()))
+            blocks.append(h)
+        return _plus(self._scatter(blocks), self._chart_curvature(sel))
 
     def convex(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Pattern values (B, nnz) of the sum over cost functions of the exact block where
@@ -508,6 +535,11 @@ def _between_hessian(ev, pair: tuple, rows: int, vjp: BatchedVjp) -> torch.Tenso
     h_ab = at @ (h + 0.5 * bracket_matrix(type(v1), g.detach()))
     return torch.cat([torch.cat([at @ h @ a, h_ab], 2),
                       torch.cat([h_ab.transpose(1, 2), h], 2)], 1)
+
+
+def _member_rows(k: int, bsz: int, elements: torch.Tensor) -> torch.Tensor:
+    """The rows of the batch elements ``elements`` in a (k * B, ...) member-major stack."""
+    return (torch.arange(k)[:, None] * bsz + elements[None, :]).reshape(-1)
 
 
 def _plus(values: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:

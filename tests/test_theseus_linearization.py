@@ -213,3 +213,33 @@ def test_linearization_carried_across_a_recentring(dims):
     for g, w in zip(got, want, strict=True):
         assert (g - w).abs().max() <= 1e-12 * max(1.0, w.abs().max().item())
     chart.restore()
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("spread", [0.0, 0.05])
+def test_exact_for_some_elements_equals_exact(dims, spread):
+    """``exact_for`` (the polish's exact blocks for its slow elements, evaluated on their
+    rows only) gives ``exact()``'s values for those elements and zeros for the others, and
+    leaves the cost functions' variables as they were."""
+    obj, inputs, _, _ = synthetic_pose_graph(12, 4, dims=dims)
+    th.Vectorize(obj)
+    obj.update(inputs)
+    structure = ProblemStructure(obj, [])
+    lin = structure.linearization
+    d = torch.as_tensor(np.random.default_rng(1).normal(size=(4, structure.n)) * spread)
+    full = lin.at(d).exact()
+    for elements in ([2], [0, 3], [1, 2, 3]):
+        pt = lin.at(d)
+        before = [t.clone() for t in _all_tensors(pt)]
+        part = pt.exact_for(np.array(elements))
+        others = [b for b in range(4) if b not in elements]
+        assert (part[elements] - full[elements]).abs().max() <= 1e-14 * full.abs().max()
+        assert bool((part[others] == 0).all())
+        assert all(torch.equal(a, b) for a, b in zip(before, _all_tensors(pt), strict=True))
+    structure.chart.restore()
+
+
+def _all_tensors(pt) -> list[torch.Tensor]:
+    from theseus.core.vectorizer import Vectorize
+
+    return [v.tensor for _, ev in pt.groups for v in Vectorize._get_all_vars(ev)]

@@ -325,7 +325,7 @@ def _solve_native(structure: ConicStructure, options: SolveOptions,
     if kept_newton.applies(structure, options):
         return kept_newton.solve(structure, options, v, warm, _solve_native,
                                  lambda P, A: _refine_kkt_solve(structure, options, P, A))
-    if staged and staged_newton.applies(structure, options, warm):
+    if staged and staged_newton.applies(structure, options, warm, v["q"].shape[0]):
         return staged_newton.solve(
             structure, options, v,
             lambda sub, k: _native_solve(structure, options, _np(sub["P"]), _np(sub["A"]),

@@ -42,6 +42,12 @@ STAGE_MIN_ACCEPT = 0.75
 STAGE_MAX_ITERATIONS = 8
 # The environment switch that turns the stage off ("0" or "off"), for comparisons.
 STAGE_ENV = "POUNCE_LAYERS_STAGE"
+# The stage only for a call with batch * (n + m) at least this: its Newton steps cost a
+# fixed ~1-1.5 ms of Python each, which a cheap interior-point solve does not repay (on/off,
+# CPU, fwd+bwd: the bench_peers families at B = 1 / 4 / 16: socp (n + m = 65) 1.23 / 1.04 /
+# 0.88, softmax (101) 1.10 / 0.62 / 0.29, logreg (205) 1.64 / 1.12 / 0.61, psd (114) 1.09
+# / 0.67 / 0.50; n = 3 problems at B = 8: 0.95-1.48; docs/native-core.md).
+STAGE_MIN_WORK = 1000
 
 # The native stage solve of some items: (values, stage iterations) -> the native dict
 # (x, y, s, status, iterations, solve_time, engine; rust/py/src/problem.rs).
@@ -82,13 +88,16 @@ def _record(structure: ConicStructure, length: int, accepted: int, staged: int) 
             _LENGTHS[structure] = longer if longer <= STAGE_MAX_ITERATIONS else 0
 
 
-def applies(structure: ConicStructure, options: Any, warm: tuple[Any, Any, Any]) -> bool:
-    """Whether a call under `options` (a SolveOptions) with warm start `warm` is staged: not
-    with a time limit (one budget for one solve) nor with `max_iter` at most the stage's
-    length (the full solve is then no longer), nor with the environment's STAGE_ENV off."""
+def applies(structure: ConicStructure, options: Any, warm: tuple[Any, Any, Any],
+            batch: int) -> bool:
+    """Whether a call of `batch` items under `options` (a SolveOptions) with warm start
+    `warm` is staged: not below STAGE_MIN_WORK, not with a time limit (one budget for one
+    solve) nor with `max_iter` at most the stage's length (the full solve is then no
+    longer), nor with the environment's STAGE_ENV off."""
     c = structure.cones
     length = stage_iterations(structure)
     return (bool(c.q or c.s or c.ep or c.p) and bool(options.refine)
+            and batch * (structure.n + structure.m) >= STAGE_MIN_WORK
             and os.environ.get(STAGE_ENV, "").lower() not in ("0", "off")
             and options.time_limit is None and all(w is None for w in warm)
             and 0 < length < int(options.max_iter))

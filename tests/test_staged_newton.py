@@ -23,6 +23,13 @@ from testing_helpers.conic_problems import suite_batch
 from testing_helpers.reference_solvers import check_against_clarabel
 
 IPM = pk.SolveOptions(engine="ipm")
+MIN_WORK = staged_newton.STAGE_MIN_WORK
+
+
+@pytest.fixture(autouse=True)
+def _stage_small_batches(monkeypatch):
+    """The route's tests use small batches: the batch-size gate off (its own test below)."""
+    monkeypatch.setattr(staged_newton, "STAGE_MIN_WORK", 0)
 
 
 def _entropy_structure(k: int) -> pk.ConicStructure:
@@ -79,6 +86,22 @@ def test_entropy_items_through_the_stage_match_the_closed_form_and_its_jacobian(
     (full.x[:, :k] * torch.tensor(w)).sum().backward()
     np.testing.assert_allclose(sol.x.detach().numpy(), full.x.detach().numpy(), atol=1e-9)
     np.testing.assert_allclose(q.grad.numpy(), q_off.grad.numpy(), atol=1e-8)
+    # The stage answered: 2 IPM iterations and the Newton steps, fewer than the full IPM's.
+    assert int(sol.iterations.sum()) < int(full.iterations.sum())
+
+
+def test_small_batches_of_small_problems_skip_the_stage(monkeypatch):
+    monkeypatch.setattr(staged_newton, "STAGE_MIN_WORK", MIN_WORK)
+    k = 12
+    st = _entropy_structure(k)  # n + m = 61
+    small = np.random.default_rng(4).standard_normal((MIN_WORK // 61, k))
+    assert not staged_newton.applies(st, IPM, (None, None, None), small.shape[0])
+    assert staged_newton.applies(st, IPM, (None, None, None), small.shape[0] + 1)
+    off = _entropy_structure(k)
+    staged_newton.set_stage_iterations(off, 0)
+    a = pk.conic_solve(st, *_entropy_values(small), IPM)
+    b = pk.conic_solve(off, *_entropy_values(small), IPM)
+    assert torch.equal(a.x, b.x) and torch.equal(a.iterations, b.iterations)
 
 
 def _ball_structure(n: int) -> pk.ConicStructure:

@@ -38,8 +38,10 @@ MEMO_BATCH_FRACTION = 0.125
 
 
 class _RowMemo:
-    """Rows keyed by the bytes of (s_i, y_i), per cone dims, with an optional row value each
-    (CPU float64, no graph; least recently added rows go first past MEMO_BYTES).
+    """Rows keyed by the bytes of (s_i, y_i) and their cone dims, with an optional row value
+    each (CPU float64, no graph). One budget, MEMO_BYTES of keys and values, holds for all
+    cone dims together (the least recently added rows go first), so a process that builds
+    many layer shapes holds no more than one that builds one.
 
     Two instances: :data:`_SNAPPED` holds the pairs :func:`snap` returned lately. Such a pair
     is its own snap: s in K, y in K*, <s, y> = 0 give Pi_K(s - y) = s by Moreau's
@@ -51,7 +53,8 @@ class _RowMemo:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.rows: dict[ConeDims, OrderedDict[bytes, np.ndarray | None]] = {}
+        self.rows: OrderedDict[tuple[ConeDims, bytes], np.ndarray | None] = OrderedDict()
+        self.bytes = 0
 
     @staticmethod
     def keys(s: torch.Tensor, y: torch.Tensor) -> list[bytes] | None:
@@ -68,16 +71,14 @@ class _RowMemo:
     def has(self, cones: ConeDims, keys: list[bytes]) -> bool:
         """Whether every key is held."""
         with self.lock:
-            rows = self.rows.get(cones)
-            return bool(keys) and rows is not None and all(k in rows for k in keys)
+            return bool(keys) and all((cones, k) in self.rows for k in keys)
 
     def values(self, cones: ConeDims, keys: list[bytes]) -> np.ndarray | None:
         """The held rows' values stacked (a copy), or None unless every key holds one."""
+        if not keys:
+            return None
         with self.lock:
-            rows = self.rows.get(cones)
-            if not keys or rows is None:
-                return None
-            got = [rows.get(k) for k in keys]
+            got = [self.rows.get((cones, k)) for k in keys]
         if any(v is None for v in got):
             return None
         return np.stack(got)
@@ -87,15 +88,21 @@ class _RowMemo:
         """Hold the keys (with values[i] for keys[i] if given)."""
         if not keys:
             return
-        size = len(keys[0]) + (0 if values is None else values[0].nbytes)
-        cap = max(1, MEMO_BYTES // size)
         with self.lock:
-            rows = self.rows.setdefault(cones, OrderedDict())
             for i, k in enumerate(keys):
-                rows[k] = None if values is None else values[i].copy()
-                rows.move_to_end(k)
-            while len(rows) > cap:
-                rows.popitem(last=False)
+                if (cones, k) in self.rows:
+                    self.bytes -= _row_bytes(k, self.rows.pop((cones, k)))
+                v = None if values is None else values[i].copy()
+                self.rows[(cones, k)] = v
+                self.bytes += _row_bytes(k, v)
+            while self.bytes > MEMO_BYTES and self.rows:
+                (_, k), v = self.rows.popitem(last=False)
+                self.bytes -= _row_bytes(k, v)
+
+
+def _row_bytes(key: bytes, value: np.ndarray | None) -> int:
+    """The bytes one memo row holds: its key and its value."""
+    return len(key) + (0 if value is None else value.nbytes)
 
 
 _SNAPPED = _RowMemo()

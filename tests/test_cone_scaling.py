@@ -403,6 +403,29 @@ def test_snap_of_a_snapped_pair_is_the_pair(monkeypatch):
     assert torch.equal(p[:, 2:6], torch.zeros_like(p[:, 2:6]))
 
 
+def test_row_memo_budget_holds_across_cone_dims(monkeypatch):
+    """The row memos hold at most MEMO_BYTES of keys and values together over every cone
+    dims: a process that snaps many layer shapes holds no more than the budget, the newest
+    rows stay and the oldest went; re-adding a held row does not count it twice."""
+    import pounce_kkt.active_set as act
+
+    monkeypatch.setattr(act, "MEMO_BYTES", 256 << 10)
+    memo = act._RowMemo()
+    rng = np.random.default_rng(3)
+    shapes = [ConeDims.from_any({"l": k, "q": [3]}) for k in range(1, 41)]
+    for cones in shapes:
+        s = _t(rng.standard_normal((16, cones.m)))
+        keys = act._RowMemo.keys(s, s)
+        memo.add(cones, keys, np.ones((16, cones.m)))
+        memo.add(cones, keys, np.ones((16, cones.m)))  # the same rows again
+        held = sum(act._row_bytes(k, v) for (_, k), v in memo.rows.items())
+        assert memo.bytes == held <= act.MEMO_BYTES
+    assert memo.values(shapes[-1], keys) is not None  # the newest shape's rows stay
+    first = act._RowMemo.keys(*(2 * [_t(np.zeros((1, shapes[0].m)))]))
+    assert not memo.has(shapes[0], first)
+    assert len({c for c, _ in memo.rows}) < len(shapes)  # the oldest shapes went
+
+
 def test_exp_scaling_on_numpy_matches_torch():
     """exp_scaling on CPU float64 values without a graph runs on their NumPy views
     (pounce_kkt/cones/arrays.py); with a graph, in Torch ops. Both give the same H: on

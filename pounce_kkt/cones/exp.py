@@ -48,7 +48,7 @@ def exp_ray_root(w: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
     an end first restarts Newton from that end). F is homogeneous in w: rows are scaled to
     unit norm first. Converged to rounding in at most ~25 steps, most rows in 4-6
     (tests/test_exp_projection.py checks the residual). `start` (N,), where finite, is a
-    guess of rho (e.g. the previous call's): it only changes where Newton starts, not
+    guess of rho (e.g. a nearby row's): it only changes where Newton starts, not
     where it stops.
     """
     n = norm_np(w)
@@ -221,28 +221,6 @@ def exp_cases(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return in_k, in_polar, face
 
 
-class _Last:
-    """The last call's input and answer per `derivative` flag, and its rho per row (nan off
-    the smooth case) as the next call's Newton start: a Newton iteration projects the same
-    w several times (residual, snap, scaling) and nearby w's from one step to the next.
-    Only a cache: a hit returns what the computation would."""
-
-    def __init__(self) -> None:
-        self.answers: dict[bool, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
-        self.rho: np.ndarray | None = None
-
-    def lookup(self, w: np.ndarray, derivative: bool
-               ) -> tuple[np.ndarray, np.ndarray | None] | None:
-        for flag in (derivative, True):
-            hit = self.answers.get(flag)
-            if hit is not None and hit[0].shape == w.shape and np.array_equal(hit[0], w):
-                return hit[1].copy(), None if not derivative else hit[2].copy()
-        return None
-
-
-_LAST = _Last()
-
-
 def exp_projection(w: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Pi_K(w) (N, 3) and, with `derivative`, D = dPi/dw (N, 3, 3), float64 arrays.
 
@@ -252,14 +230,8 @@ def exp_projection(w: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndar
     :func:`pounce_kkt.cones.ray.ray_projection_np`, both on the unit rows (Pi is positively
     homogeneous, D of degree 0).
     """
-    hit = _LAST.lookup(w, derivative)
-    if hit is not None:
-        return hit
     in_k, in_polar, face = exp_cases(w)
     x, z = w[:, 0], w[:, 2]
-    rho = np.full(w.shape[0], np.nan)
-    last = _LAST.rho
-    start = last if last is not None and last.shape == rho.shape else None
     p = np.stack([x, np.zeros_like(x), np.maximum(z, 0.0)], 1)
     D = None
     if derivative:
@@ -271,8 +243,7 @@ def exp_projection(w: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndar
         ws = w[smooth]
         n = norm_np(ws)[:, None]
         u = ws / n
-        r = exp_ray_root(u, None if start is None else start[smooth])
-        rho[smooth] = r
+        r = exp_ray_root(u)
         ps, Ds = ray_projection_np(u, *_exp_ray(r), derivative=derivative)
         p[smooth] = ps * n
         if derivative:
@@ -282,8 +253,6 @@ def exp_projection(w: np.ndarray, derivative: bool) -> tuple[np.ndarray, np.ndar
     if derivative:
         D[in_polar] = 0.0
         D[in_k] = np.eye(3)
-    _LAST.rho = rho
-    _LAST.answers[derivative] = (w.copy(), p.copy(), None if D is None else D.copy())
     return p, D
 
 

@@ -175,6 +175,43 @@ def _rows_equal(a: torch.Tensor | None, b: torch.Tensor | None, B: int) -> np.nd
     return (a.detach() == b.detach()).all(1).numpy()
 
 
+def with_rest(answered: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+              rest: np.ndarray, iters: torch.Tensor, times: torch.Tensor, engine: list[str],
+              v: dict[str, torch.Tensor | None],
+              solve_rest: Callable[[dict[str, torch.Tensor | None], np.ndarray], NativeResult]
+              ) -> NativeResult:
+    """conic._solve_native's result for a batch of which Newton steps answered the items
+    outside the (B,) bool mask `rest`: those get `answered` = (x, y, s) (None: no item
+    answered), status "optimal", ok, `engine`; `solve_rest(sub, idx)` solves the items
+    `idx = flatnonzero(rest)`, whose values `sub` are those rows of `v` (a NativeResult in
+    that order): its rows, statuses and engine names replace the answered ones, its
+    iterations and solve times are added to `iters`, `times` (B,). A SolverError from
+    `solve_rest` is raised again with the caller's batch index and the whole batch's
+    statuses (the answered items "optimal")."""
+    B = rest.shape[0]
+    status = ["optimal"] * B
+    if not rest.any():
+        return (*answered, torch.ones(B, dtype=torch.bool), status, iters, times, engine)
+    where = np.flatnonzero(rest)
+    idx = torch.from_numpy(where)
+    try:
+        rx, ry, rs, rok, rstatus, riters, rtimes, rengine = solve_rest(
+            {k: None if t is None else t[idx] for k, t in v.items()}, where)
+    except SolverError as e:
+        for j, i in enumerate(where):
+            status[i] = e.statuses[j]
+        raise SolverError(int(where[e.batch_index]), e.status, status) from e
+    engine = list(engine)
+    for j, i in enumerate(where):
+        status[i], engine[i] = rstatus[j], rengine[j]
+    iters, times = iters.index_add(0, idx, riters), times.index_add(0, idx, rtimes)
+    if answered is None or where.size == B:
+        return rx, ry, rs, rok, status, iters, times, engine
+    x, y, s = (t.index_copy(0, idx, r) for t, r in zip(answered, (rx, ry, rs), strict=True))
+    ok = torch.ones(B, dtype=torch.bool).index_copy(0, idx, rok)
+    return x, y, s, ok, status, iters, times, engine
+
+
 def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | None],
           warm: tuple[Any, Any, Any], native: Callable[..., NativeResult],
           kkt_solve: Callable[[torch.Tensor | None, torch.Tensor], KktSolve]) -> NativeResult:
@@ -223,35 +260,15 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
                      torch.zeros(B, structure.m, dtype=torch.float64),
                      np.zeros(B, dtype=bool), None, data, np.zeros(B, dtype=np.int64),
                      np.zeros(B, dtype=np.int64))
-    rest = np.flatnonzero(~taken)
-    if rest.size == 0:
-        ok = torch.ones(B, dtype=torch.bool)
-        status, engine = ["optimal"] * B, [KEPT_ENGINE] * B
-        iters, times = steps, torch.full((B,), spent / B, dtype=torch.float64)
-    else:
-        idx = torch.from_numpy(rest)
-        sub = {k: None if t is None else t[idx] for k, t in v.items()}
-        wsub = tuple(None if w is None else np.ascontiguousarray(w[rest]) for w in warm)
-        try:
-            rx, ry, rs, rok, rstatus, riters, rtimes, rengine = native(
-                structure, replace(options, engine="ipm"), sub, wsub)
-        except SolverError as e:
-            statuses = ["optimal"] * B
-            for j, i in enumerate(rest):
-                statuses[i] = e.statuses[j]
-            raise SolverError(int(rest[e.batch_index]), e.status, statuses) from e
-        if rest.size == B:
-            x, y, s, ok, status, iters, times, engine = (rx, ry, rs, rok, rstatus, riters,
-                                                         rtimes, rengine)
-        else:
-            x, y, s = (t.index_copy(0, idx, r) for t, r in ((x, rx), (y, ry), (s, rs)))
-            ok = torch.ones(B, dtype=torch.bool).index_copy(0, idx, rok)
-            status, engine = ["optimal"] * B, [KEPT_ENGINE] * B
-            for j, i in enumerate(rest):
-                status[i], engine[i] = rstatus[j], rengine[j]
-            iters = steps.index_copy(0, idx, riters)
-            times = torch.full((B,), spent / max(int(taken.sum()), 1),
-                               dtype=torch.float64).index_copy(0, idx, rtimes)
+    answered = taken.sum()
+    x, y, s, ok, status, iters, times, engine = with_rest(
+        (x, y, s) if answered else None, ~taken,
+        torch.where(torch.from_numpy(taken), steps, 0),
+        torch.from_numpy(np.where(taken, spent / max(int(answered), 1), 0.0)),
+        [KEPT_ENGINE] * B, v,
+        lambda sub, rest: native(structure, replace(options, engine="ipm"), sub,
+                                 tuple(None if w is None else np.ascontiguousarray(w[rest])
+                                       for w in warm)))
     okn = ok.numpy().copy()
     store.put(_Kept(x.clone(), y.clone(), s.clone(), okn,
                     None if v["P"] is None else v["P"].detach().clone(), data,

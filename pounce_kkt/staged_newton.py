@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pounce_kkt.errors import SolverError
-from pounce_kkt.kept_newton import NativeResult, accept_tol
+from pounce_kkt.kept_newton import NativeResult, accept_tol, with_rest
 from pounce_kkt.refine import KktSolve, refine
 from pounce_kkt.structure import ConicStructure
 
@@ -136,23 +135,5 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
     _record(structure, length, int(taken.sum()), B)
     iters = torch.as_tensor(np.asarray(out["iterations"]), dtype=torch.int64) + steps
     times = torch.as_tensor(np.asarray(out["solve_time"]), dtype=torch.float64)
-    engine = list(out["engine"])
-    status = ["optimal"] * B
-    rest = np.flatnonzero(~taken)
-    if rest.size == 0:
-        return x, y, s, torch.ones(B, dtype=torch.bool), status, iters, times, engine
-    idx = torch.from_numpy(rest)
-    try:
-        rx, ry, rs, rok, rstatus, riters, rtimes, rengine = full(
-            {k: None if t is None else t[idx] for k, t in v.items()})
-    except SolverError as e:
-        statuses = ["optimal"] * B
-        for j, i in enumerate(rest):
-            statuses[i] = e.statuses[j]
-        raise SolverError(int(rest[e.batch_index]), e.status, statuses) from e
-    x, y, s = (t.index_copy(0, idx, r) for t, r in ((x, rx), (y, ry), (s, rs)))
-    ok = torch.ones(B, dtype=torch.bool).index_copy(0, idx, rok)
-    for j, i in enumerate(rest):
-        status[i], engine[i] = rstatus[j], rengine[j]
-    return (x, y, s, ok, status, iters.index_add(0, idx, riters),
-            times.index_add(0, idx, rtimes), engine)
+    return with_rest((x, y, s), ~taken, iters, times, list(out["engine"]), v,
+                     lambda sub, _: full(sub))

@@ -175,23 +175,22 @@ def _rows_equal(a: torch.Tensor | None, b: torch.Tensor | None, B: int) -> np.nd
     return (a.detach() == b.detach()).all(1).numpy()
 
 
-def with_rest(answered: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-              rest: np.ndarray, iters: torch.Tensor, times: torch.Tensor, engine: list[str],
-              v: dict[str, torch.Tensor | None],
+def with_rest(answered: NativeResult, rest: np.ndarray, v: dict[str, torch.Tensor | None],
               solve_rest: Callable[[dict[str, torch.Tensor | None], np.ndarray], NativeResult]
               ) -> NativeResult:
-    """conic._solve_native's result for a batch of which Newton steps answered the items
-    outside the (B,) bool mask `rest`: those get `answered` = (x, y, s) (None: no item
-    answered), status "optimal", ok, `engine`; `solve_rest(sub, idx)` solves the items
+    """conic._solve_native's result for a batch whose items outside the (B,) bool mask
+    `rest` have their answer in `answered` (a NativeResult over the whole batch; its x, y,
+    s may be None when `rest` holds every item): `solve_rest(sub, idx)` solves the items
     `idx = flatnonzero(rest)`, whose values `sub` are those rows of `v` (a NativeResult in
-    that order): its rows, statuses and engine names replace the answered ones, its
-    iterations and solve times are added to `iters`, `times` (B,). A SolverError from
-    `solve_rest` is raised again with the caller's batch index and the whole batch's
-    statuses (the answered items "optimal")."""
-    B = rest.shape[0]
-    status = ["optimal"] * B
+    that order): its rows, ok, statuses and engine names replace answered's, its iterations
+    and solve times are added to answered's. A SolverError from `solve_rest` is raised
+    again with the caller's batch index and the whole batch's statuses (answered's
+    elsewhere)."""
+    x, y, s, ok, status, iters, times, engine = answered
     if not rest.any():
-        return (*answered, torch.ones(B, dtype=torch.bool), status, iters, times, engine)
+        return answered
+    B = rest.shape[0]
+    status, engine = list(status), list(engine)
     where = np.flatnonzero(rest)
     idx = torch.from_numpy(where)
     try:
@@ -201,15 +200,13 @@ def with_rest(answered: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
         for j, i in enumerate(where):
             status[i] = e.statuses[j]
         raise SolverError(int(where[e.batch_index]), e.status, status) from e
-    engine = list(engine)
     for j, i in enumerate(where):
         status[i], engine[i] = rstatus[j], rengine[j]
     iters, times = iters.index_add(0, idx, riters), times.index_add(0, idx, rtimes)
-    if answered is None or where.size == B:
+    if x is None or where.size == B:
         return rx, ry, rs, rok, status, iters, times, engine
-    x, y, s = (t.index_copy(0, idx, r) for t, r in zip(answered, (rx, ry, rs), strict=True))
-    ok = torch.ones(B, dtype=torch.bool).index_copy(0, idx, rok)
-    return x, y, s, ok, status, iters, times, engine
+    x, y, s = (t.index_copy(0, idx, r) for t, r in zip((x, y, s), (rx, ry, rs), strict=True))
+    return x, y, s, ok.index_copy(0, idx, rok), status, iters, times, engine
 
 
 def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | None],
@@ -262,10 +259,11 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
                      np.zeros(B, dtype=np.int64))
     answered = taken.sum()
     x, y, s, ok, status, iters, times, engine = with_rest(
-        (x, y, s) if answered else None, ~taken,
-        torch.where(torch.from_numpy(taken), steps, 0),
-        torch.from_numpy(np.where(taken, spent / max(int(answered), 1), 0.0)),
-        [KEPT_ENGINE] * B, v,
+        ((x, y, s) if answered else (None, None, None))
+        + (torch.ones(B, dtype=torch.bool), ["optimal"] * B,
+           torch.where(torch.from_numpy(taken), steps, 0),
+           torch.from_numpy(np.where(taken, spent / max(int(answered), 1), 0.0)),
+           [KEPT_ENGINE] * B), ~taken, v,
         lambda sub, rest: native(structure, replace(options, engine="ipm"), sub,
                                  tuple(None if w is None else np.ascontiguousarray(w[rest])
                                        for w in warm)))

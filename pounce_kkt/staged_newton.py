@@ -13,6 +13,14 @@ steps. Every other item (residual short, or the stage ended without a usable poi
 to the full native solve, as without the stage, so no accuracy is lost: the stage's
 iterations and the Newton steps are then spent on top.
 
+With a PSD, exp or power cone and a batch of at least SEED_MIN_BATCH, only SEEDS items
+spread over the batch go through the stage (and the full solve where needed); every other
+item takes the same Newton steps from the answer of its nearest optimal seed, as a kept
+answer on unrelated values (kept_newton.py), and is answered "optimal" with engine
+SEED_ENGINE where its residual reaches the same acceptance; the items it leaves short go
+through the stage as above. A structure whose seeded call accepted fewer than
+STAGE_MIN_ACCEPT of those items is not seeded again.
+
 The stage length is kept per structure: it starts at STAGE_ITERATIONS and doubles after a
 call in which fewer than STAGE_MIN_ACCEPT of the staged items were accepted; past
 STAGE_MAX_ITERATIONS the structure goes to the full solve directly. Measured in
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pounce_kkt.errors import SolverError
 from pounce_kkt.kept_newton import NativeResult, accept_tol, with_rest
 from pounce_kkt.refine import KktSolve, refine
 from pounce_kkt.structure import ConicStructure
@@ -47,6 +57,15 @@ STAGE_ENV = "POUNCE_LAYERS_STAGE"
 # 0.88, softmax (101) 1.10 / 0.62 / 0.29, logreg (205) 1.64 / 1.12 / 0.61, psd (114) 1.09
 # / 0.67 / 0.50; n = 3 problems at B = 8: 0.95-1.48; docs/native-core.md).
 STAGE_MIN_WORK = 1000
+# Items per call solved through the stage (the seeds) whose answers start every other
+# item's Newton steps (0: none), its environment switch, and the smallest batch seeded.
+# A structure whose call accepted fewer than STAGE_MIN_ACCEPT of the other items from the
+# seeds' answers is not seeded again (docs/exp-socp-profile.md, section 9).
+SEEDS = 2
+SEEDS_ENV = "POUNCE_LAYERS_SEEDS"
+SEED_MIN_BATCH = 16
+# SolveInfo.engine of an item answered by Newton steps from a seed's answer.
+SEED_ENGINE = "newton_seed"
 
 # The native stage solve of some items: (values, stage iterations) -> the native dict
 # (x, y, s, status, iterations, solve_time, engine; rust/py/src/problem.rs).
@@ -55,6 +74,7 @@ StageSolve = Callable[[dict[str, torch.Tensor | None], int], dict[str, Any]]
 FullSolve = Callable[[dict[str, torch.Tensor | None]], NativeResult]
 
 _LENGTHS: weakref.WeakKeyDictionary[ConicStructure, int] = weakref.WeakKeyDictionary()
+_NO_SEEDS: weakref.WeakKeyDictionary[ConicStructure, bool] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
@@ -108,6 +128,92 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
     """conic._solve_native's result for a staged call (module docstring): `stage(v, k)` is
     the native stage solve, `full(v)` the full solve of the items the Newton steps leave,
     `kkt_solve(P, A)` the refinement's KKT solve on those values."""
+    k = int(os.environ.get(SEEDS_ENV, SEEDS))
+    if _seeding(structure, k, v["q"].shape[0]):
+        return _seeded(structure, options, v, stage, full, kkt_solve, k)
+    return _staged(structure, options, v, stage, full, kkt_solve)
+
+
+def _seeding(structure: ConicStructure, k: int, batch: int) -> bool:
+    """Whether a staged call of `batch` items starts most of them from k seeds' answers: a
+    PSD, exp or power cone present (from unrelated values SOC-only items rarely reach the
+    acceptance within refine's steps), a batch of at least SEED_MIN_BATCH and 2k, and no
+    earlier call of the structure in which the seeds' answers left too many items short."""
+    c = structure.cones
+    with _LOCK:
+        off = _NO_SEEDS.get(structure, False)
+    return (k > 0 and batch >= max(SEED_MIN_BATCH, 2 * k) and bool(c.s or c.ep or c.p)
+            and not off)
+
+
+def _seeded(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | None],
+            stage: StageSolve, full: FullSolve,
+            kkt_solve: Callable[[torch.Tensor | None, torch.Tensor], KktSolve],
+            k: int) -> NativeResult:
+    """:func:`_staged` on k items spread over the batch (the seeds), then refine.py's Newton
+    steps for every other item from the answer of its nearest optimal seed (2-norm of the
+    (q, A, b) values; only where its P values equal that seed's, which the native solve
+    certified); the items those steps leave short of accept_tol go through :func:`_staged`."""
+    B = v["q"].shape[0]
+    seeds = np.unique(np.linspace(0, B - 1, k).round().astype(np.int64))
+    sidx = torch.from_numpy(seeds)
+    try:
+        sx, sy, ss, sok, sstatus, siters, stimes, sengine = _staged(
+            structure, options, {key: None if t is None else t[sidx] for key, t in v.items()},
+            stage, full, kkt_solve)
+    except SolverError:  # the whole batch, so that the error names the first item
+        return _staged(structure, options, v, stage, full, kkt_solve)
+    good = sok.numpy() & np.array([st_ == "optimal" for st_ in sstatus])
+    is_seed = np.zeros(B, dtype=bool)
+    is_seed[seeds] = True
+    x = torch.zeros(B, structure.n, dtype=torch.float64).index_copy(0, sidx, sx)
+    y = torch.zeros(B, structure.m, dtype=torch.float64).index_copy(0, sidx, sy)
+    s = torch.zeros(B, structure.m, dtype=torch.float64).index_copy(0, sidx, ss)
+    status = ["optimal"] * B
+    engine = [SEED_ENGINE] * B
+    for j, i in enumerate(seeds):
+        status[i], engine[i] = sstatus[j], sengine[j]
+    ok = torch.ones(B, dtype=torch.bool).index_copy(0, sidx, sok)
+    iters = torch.zeros(B, dtype=torch.int64).index_copy(0, sidx, siters)
+    times = torch.zeros(B, dtype=torch.float64).index_copy(0, sidx, stimes)
+    taken = is_seed.copy()
+    if good.any():
+        t0 = time.perf_counter()
+        data = torch.cat([v["q"].detach(), v["A"].detach(), v["b"].detach()], dim=1)
+        cand = torch.from_numpy(seeds[good])
+        near = cand[torch.cdist(data, data[cand]).argmin(1)]
+        start = ~is_seed
+        if v["P"] is not None:
+            P0 = v["P"].detach()
+            start &= (P0 == P0[near]).all(1).numpy()
+        x, y, s = (t[near].index_copy(0, sidx, r) for t, r in ((x, sx), (y, sy), (s, ss)))
+        P = None if v["P"] is None else v["P"].detach()
+        A = v["A"].detach()
+        accept = accept_tol(options.tol_for(structure.cones))
+        try:
+            r = refine(structure, P, v["q"].detach(), A, v["b"].detach(), x, y, s,
+                       torch.from_numpy(start), kkt_solve(P, A))
+            done = start & (r.after <= accept).numpy()
+            x, y, s = r.x, r.y, r.s
+            iters = torch.where(torch.from_numpy(start), r.steps, iters)
+        except RuntimeError:
+            done = np.zeros(B, dtype=bool)
+        times = torch.where(torch.from_numpy(start),
+                            (time.perf_counter() - t0) / max(int(start.sum()), 1), times)
+        taken |= done
+        if done.sum() < STAGE_MIN_ACCEPT * (B - seeds.size):
+            with _LOCK:
+                _NO_SEEDS[structure] = True
+    return with_rest((x, y, s, ok, status, iters, times, engine), ~taken, v,
+                     lambda sub, _: _staged(structure, options, sub, stage, full, kkt_solve))
+
+
+def _staged(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | None],
+            stage: StageSolve, full: FullSolve,
+            kkt_solve: Callable[[torch.Tensor | None, torch.Tensor], KktSolve]
+            ) -> NativeResult:
+    """The stage on every item of `v`, refine.py's Newton steps from its points, the full
+    solve for the items they leave short of accept_tol."""
     length = stage_iterations(structure)
     out = stage(v, length)
     status = list(out["status"])
@@ -135,5 +241,5 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
     _record(structure, length, int(taken.sum()), B)
     iters = torch.as_tensor(np.asarray(out["iterations"]), dtype=torch.int64) + steps
     times = torch.as_tensor(np.asarray(out["solve_time"]), dtype=torch.float64)
-    return with_rest((x, y, s), ~taken, iters, times, list(out["engine"]), v,
-                     lambda sub, _: full(sub))
+    return with_rest((x, y, s, torch.ones(B, dtype=torch.bool), ["optimal"] * B, iters, times,
+                      list(out["engine"])), ~taken, v, lambda sub, _: full(sub))

@@ -234,9 +234,10 @@ def test_psd_projections_through_the_stage_match_the_eigenvalue_clip(monkeypatch
     np.testing.assert_allclose(grad, grad_off, atol=1e-8)
 
 
+@pytest.mark.parametrize("batch", [8, 24])  # 24: seeded size (per-item P: through the stage)
 @pytest.mark.parametrize("family", ["socp", "exp", "power", "psd", "mixed_soc_exp_pow"])
-def test_suite_families_through_the_stage_match_the_full_solve(family):
-    bt = suite_batch(family, batch=8, seed=1)
+def test_suite_families_through_the_stage_match_the_full_solve(family, batch):
+    bt = suite_batch(family, batch=batch, seed=1)
 
     def run(length):
         st = pk.ConicStructure(bt.n, bt.m, bt.a_indptr, bt.a_indices, bt.cones,
@@ -252,7 +253,7 @@ def test_suite_families_through_the_stage_match_the_full_solve(family):
 
     on, g_on = run(staged_newton.STAGE_ITERATIONS)
     off, g_off = run(0)
-    assert on.status == off.status == ["optimal"] * 8
+    assert on.status == off.status == ["optimal"] * batch
     np.testing.assert_allclose(on.x.detach().numpy(), off.x.detach().numpy(), atol=1e-8)
     for a, b in zip(g_on, g_off, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6 * max(1.0, np.abs(b).max()))
@@ -276,3 +277,110 @@ def test_the_stage_solves_a_psd_item_the_full_solve_leaves_at_its_iteration_limi
     for i, prob in enumerate(bt.problems):
         assert rel_err(sol.x[i].numpy(), prob.x_star) < 1e-7
         assert check_against_clarabel(sol.x[i].numpy(), prob, 1e-7) or i != 2
+
+
+def _seed_counts(engine: list[str]) -> tuple[int, int]:
+    """(items answered from a seed's answer, items through the stage)."""
+    return engine.count(staged_newton.SEED_ENGINE), engine.count("ipm")
+
+
+def test_entropy_items_from_the_seeds_answers_match_the_closed_form_and_its_jacobian(
+        monkeypatch):
+    rng = np.random.default_rng(10)
+    B, k = 32, 12
+    c = rng.standard_normal((B, k))
+    w = rng.standard_normal((B, k))
+
+    def run(seeds):
+        monkeypatch.setenv(staged_newton.SEEDS_ENV, str(seeds))
+        st = _entropy_structure(k)
+        P, q, A, b = _entropy_values(c)
+        q.requires_grad_(True)
+        sol = pk.conic_solve(st, P, q, A, b, IPM)
+        (sol.x[:, :k] * torch.tensor(w)).sum().backward()
+        return sol, q.grad.numpy()
+
+    sol, grad = run(staged_newton.SEEDS)
+    assert sol.status == ["optimal"] * B
+    # Unrelated items (iid c) all answered from the seeds' answers: the seeds through the
+    # stage, every other item by at most refinement's step budget.
+    assert _seed_counts(sol.engine) == (B - staged_newton.SEEDS, staged_newton.SEEDS)
+    seeded = np.array([e == staged_newton.SEED_ENGINE for e in sol.engine])
+    assert int(sol.iterations[torch.from_numpy(seeded)].max()) <= REFINE_STEPS
+    p = np.exp(-c) / np.exp(-c).sum(1, keepdims=True)
+    np.testing.assert_allclose(sol.x[:, :k].detach().numpy(), p, atol=1e-9)
+    want = -(p * w - p * (p * w).sum(1, keepdims=True))
+    np.testing.assert_allclose(grad[:, :k], want, atol=1e-6)
+    # Without seeds every item goes through the stage: the same x and gradient.
+    staged, grad_staged = run(0)
+    assert _seed_counts(staged.engine) == (0, B)
+    np.testing.assert_allclose(sol.x.detach().numpy(), staged.x.detach().numpy(), atol=1e-9)
+    np.testing.assert_allclose(grad, grad_staged, atol=1e-8)
+
+
+def test_psd_projections_from_the_seeds_answers_match_the_eigenvalue_clip():
+    from cvxpylayers.torch import CvxpyLayer
+
+    import pounce_cvxpy  # noqa: F401  (registers "pounce")
+    from pounce_cvxpy import last_solve_info
+
+    k, B = 4, 24
+    X = cp.Variable((k, k), PSD=True)
+    Ap = cp.Parameter((k, k))
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(X - Ap)))
+    R = np.random.default_rng(11).standard_normal((B, k, k))
+    vals = (R + R.transpose(0, 2, 1)) / 2
+    layer = CvxpyLayer(prob, [Ap], [X], solver="pounce")
+    (x,) = layer(torch.tensor(vals), solver_args={"engine": "ipm"})
+    info = last_solve_info(layer)
+    assert info.status == ["optimal"] * B
+    assert _seed_counts(info.engine) == (B - staged_newton.SEEDS, staged_newton.SEEDS)
+    lam, V = np.linalg.eigh(vals)
+    clip = np.einsum("bij,bj,bkj->bik", V, np.maximum(lam, 0), V)
+    np.testing.assert_allclose(x.numpy(), clip, atol=1e-9)
+
+
+def test_soc_only_items_are_not_seeded():
+    rng = np.random.default_rng(12)
+    B, n = 24, 6
+    b = np.zeros((B, n + 1))
+    b[:, 0] = rng.uniform(0.5, 3.0, B)
+    qv = rng.standard_normal((B, n))
+    sol = pk.conic_solve(_ball_structure(n), None, torch.tensor(qv),
+                         torch.tensor(-np.ones((B, n))), torch.tensor(b), IPM)
+    assert _seed_counts(sol.engine) == (0, B)
+    want = -b[:, :1] * qv / np.linalg.norm(qv, axis=1, keepdims=True)
+    np.testing.assert_allclose(sol.x.numpy(), want, atol=1e-9)
+
+
+def _entropy_ridge_structure(k: int) -> pk.ConicStructure:
+    """The entropy problem plus 1/2 sum_i p_i x_i^2 (P diagonal on x)."""
+    e = _entropy_structure(k)
+    indptr = np.concatenate([np.arange(k + 1), np.full(k, k)])
+    return pk.ConicStructure(2 * k, 1 + 3 * k, e.a_indptr, e.a_indices, {"z": 1, "ep": k},
+                             indptr, np.arange(k))
+
+
+def test_items_whose_p_differs_from_the_seeds_go_through_the_stage_and_stop_the_seeding():
+    rng = np.random.default_rng(13)
+    B, k = 24, 8
+    c = rng.standard_normal((B, k))
+    _, q, A, b = _entropy_values(c)
+    p_rows = rng.uniform(0.5, 2.0, (B, k))  # a P per item: the stage certifies each
+
+    def solve(st, p):
+        return pk.conic_solve(st, torch.tensor(p), q, A, b, IPM)
+
+    st = _entropy_ridge_structure(k)
+    first = solve(st, p_rows)
+    assert first.status == ["optimal"] * B and _seed_counts(first.engine) == (0, B)
+    off = _entropy_ridge_structure(k)
+    staged_newton.set_stage_iterations(off, 0)
+    np.testing.assert_allclose(first.x.numpy(), solve(off, p_rows).x.numpy(), atol=1e-9)
+    # That call accepted none of the others from the seeds: the structure is not seeded
+    # again, even where every P row is the same; a fresh structure is.
+    same = np.tile(p_rows[:1], (B, 1))
+    assert _seed_counts(solve(st, same).engine) == (0, B)
+    fresh = solve(_entropy_ridge_structure(k), same)
+    assert _seed_counts(fresh.engine) == (B - staged_newton.SEEDS, staged_newton.SEEDS)
+    np.testing.assert_allclose(fresh.x.numpy(), solve(off, same).x.numpy(), atol=1e-9)

@@ -14,12 +14,12 @@ to the full native solve, as without the stage, so no accuracy is lost: the stag
 iterations and the Newton steps are then spent on top.
 
 With a PSD, exp or power cone and a batch of at least SEED_MIN_BATCH, only SEEDS items
-spread over the batch go through the stage (and the full solve where needed); every other
-item takes the same Newton steps from the answer of its nearest optimal seed, as a kept
-answer on unrelated values (kept_newton.py), and is answered "optimal" with engine
-SEED_ENGINE where its residual reaches the same acceptance; the items it leaves short go
-through the stage as above. A structure whose seeded call accepted fewer than
-STAGE_MIN_ACCEPT of those items is not seeded again.
+spread over the batch (the seeds) are solved, by the full solve; every other item takes
+the same Newton steps from the answer of its nearest optimal seed, as a kept answer on
+unrelated values (kept_newton.py), and is answered "optimal" with engine SEED_ENGINE where
+its residual reaches the same acceptance; the items left short go through the stage as
+above. A structure whose seeded call accepted fewer than STAGE_MIN_ACCEPT of those items
+is not seeded again.
 
 The stage length is kept per structure: it starts at STAGE_ITERATIONS and doubles after a
 call in which fewer than STAGE_MIN_ACCEPT of the staged items were accepted; past
@@ -57,7 +57,7 @@ STAGE_ENV = "POUNCE_LAYERS_STAGE"
 # 0.88, softmax (101) 1.10 / 0.62 / 0.29, logreg (205) 1.64 / 1.12 / 0.61, psd (114) 1.09
 # / 0.67 / 0.50; n = 3 problems at B = 8: 0.95-1.48; docs/native-core.md).
 STAGE_MIN_WORK = 1000
-# Items per call solved through the stage (the seeds) whose answers start every other
+# Items per call solved by the full solve (the seeds) whose answers start every other
 # item's Newton steps (0: none), its environment switch, and the smallest batch seeded.
 # A structure whose call accepted fewer than STAGE_MIN_ACCEPT of the other items from the
 # seeds' answers is not seeded again (docs/exp-socp-profile.md, section 9).
@@ -150,44 +150,42 @@ def _seeded(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor |
             stage: StageSolve, full: FullSolve,
             kkt_solve: Callable[[torch.Tensor | None, torch.Tensor], KktSolve],
             k: int) -> NativeResult:
-    """:func:`_staged` on k items spread over the batch (the seeds), then refine.py's Newton
-    steps for every other item from the answer of its nearest optimal seed (2-norm of the
-    (q, A, b) values; only where its P values equal that seed's, which the native solve
-    certified); the items those steps leave short of accept_tol go through :func:`_staged`."""
+    """The full solve of k items spread over the batch (the seeds: for so few items it
+    costs less than the stage and its Newton steps), then refine.py's Newton steps for
+    every other item from the answer of its nearest optimal seed (2-norm of the (q, A, b)
+    values; only where its P values equal that seed's, which the native solve certified);
+    the items those steps leave short of accept_tol, and the seeds the full solve left
+    short, go through :func:`_staged`."""
     B = v["q"].shape[0]
     seeds = np.unique(np.linspace(0, B - 1, k).round().astype(np.int64))
     sidx = torch.from_numpy(seeds)
     try:
-        sx, sy, ss, sok, sstatus, siters, stimes, sengine = _staged(
-            structure, options, {key: None if t is None else t[sidx] for key, t in v.items()},
-            stage, full, kkt_solve)
-    except SolverError:  # the whole batch, so that the error names the first item
+        sx, sy, ss, _, sstatus, siters, stimes, sengine = full(
+            {key: None if t is None else t[sidx] for key, t in v.items()})
+    except SolverError:  # the whole batch through the stage, which may solve that seed
         return _staged(structure, options, v, stage, full, kkt_solve)
-    good = sok.numpy() & np.array([st_ == "optimal" for st_ in sstatus])
+    good = np.array([st_ == "optimal" for st_ in sstatus])
     is_seed = np.zeros(B, dtype=bool)
     is_seed[seeds] = True
-    x = torch.zeros(B, structure.n, dtype=torch.float64).index_copy(0, sidx, sx)
-    y = torch.zeros(B, structure.m, dtype=torch.float64).index_copy(0, sidx, sy)
-    s = torch.zeros(B, structure.m, dtype=torch.float64).index_copy(0, sidx, ss)
-    status = ["optimal"] * B
+    x, y, s = (torch.zeros(B, r.shape[1], dtype=torch.float64).index_copy(0, sidx, r)
+               for r in (sx, sy, ss))
     engine = [SEED_ENGINE] * B
     for j, i in enumerate(seeds):
-        status[i], engine[i] = sstatus[j], sengine[j]
-    ok = torch.ones(B, dtype=torch.bool).index_copy(0, sidx, sok)
+        engine[i] = sengine[j]
     iters = torch.zeros(B, dtype=torch.int64).index_copy(0, sidx, siters)
     times = torch.zeros(B, dtype=torch.float64).index_copy(0, sidx, stimes)
-    taken = is_seed.copy()
+    taken = np.zeros(B, dtype=bool)
+    taken[seeds[good]] = True
     if good.any():
         t0 = time.perf_counter()
         data = torch.cat([v["q"].detach(), v["A"].detach(), v["b"].detach()], dim=1)
         cand = torch.from_numpy(seeds[good])
         near = cand[torch.cdist(data, data[cand]).argmin(1)]
         start = ~is_seed
-        if v["P"] is not None:
-            P0 = v["P"].detach()
-            start &= (P0 == P0[near]).all(1).numpy()
-        x, y, s = (t[near].index_copy(0, sidx, r) for t, r in ((x, sx), (y, sy), (s, ss)))
         P = None if v["P"] is None else v["P"].detach()
+        if P is not None:
+            start &= (P == P[near]).all(1).numpy()
+        x, y, s = (t[near].index_copy(0, sidx, r) for t, r in ((x, sx), (y, sy), (s, ss)))
         A = v["A"].detach()
         accept = accept_tol(options.tol_for(structure.cones))
         try:
@@ -196,7 +194,7 @@ def _seeded(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor |
             done = start & (r.after <= accept).numpy()
             x, y, s = r.x, r.y, r.s
             iters = torch.where(torch.from_numpy(start), r.steps, iters)
-        except RuntimeError:
+        except RuntimeError:  # a K the backward's path cannot factor: the stage
             done = np.zeros(B, dtype=bool)
         times = torch.where(torch.from_numpy(start),
                             (time.perf_counter() - t0) / max(int(start.sum()), 1), times)
@@ -204,7 +202,8 @@ def _seeded(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor |
         if done.sum() < STAGE_MIN_ACCEPT * (B - seeds.size):
             with _LOCK:
                 _NO_SEEDS[structure] = True
-    return with_rest((x, y, s, ok, status, iters, times, engine), ~taken, v,
+    return with_rest((x, y, s, torch.ones(B, dtype=torch.bool), ["optimal"] * B, iters, times,
+                      engine), ~taken, v,
                      lambda sub, _: _staged(structure, options, sub, stage, full, kkt_solve))
 
 

@@ -384,3 +384,25 @@ def test_items_whose_p_differs_from_the_seeds_go_through_the_stage_and_stop_the_
     fresh = solve(_entropy_ridge_structure(k), same)
     assert _seed_counts(fresh.engine) == (B - staged_newton.SEEDS, staged_newton.SEEDS)
     np.testing.assert_allclose(fresh.x.numpy(), solve(off, same).x.numpy(), atol=1e-9)
+
+
+@pytest.mark.parametrize("on_failure", ["raise", "nan"])
+def test_a_seed_the_full_solve_leaves_at_its_iteration_limit_goes_through_the_stage(
+        on_failure):
+    bt = suite_batch("psd", batch=8, seed=2)  # item 2: the full IPM stops at 200 iterations
+    order = np.roll(np.arange(8), -2).tolist() * 3  # 24 items, that one first: a seed
+    vals = [None if a is None else torch.tensor(a[order])
+            for a in (bt.p_values, bt.q, bt.a_values, bt.b)]
+    st = pk.ConicStructure(bt.n, bt.m, bt.a_indptr, bt.a_indices, bt.cones,
+                           bt.p_indptr, bt.p_indices)
+    nan = pk.SolveOptions(engine="ipm", on_failure="nan")
+    assert staged_newton.SEEDS >= 1  # seed 0 is item 0, whose full solve stops short:
+    off = pk.ConicStructure(bt.n, bt.m, bt.a_indptr, bt.a_indices, bt.cones,
+                            bt.p_indptr, bt.p_indices)
+    staged_newton.set_stage_iterations(off, 0)
+    first = [None if t is None else t[:1] for t in vals]
+    assert pk.conic_solve(off, *first, nan).status == ["iteration_limit"]
+    sol = pk.conic_solve(st, *vals, pk.SolveOptions(engine="ipm", on_failure=on_failure))
+    assert sol.status == ["optimal"] * 24
+    for i, j in enumerate(order):
+        assert rel_err(sol.x[i].numpy(), bt.problems[j].x_star) < 1e-7

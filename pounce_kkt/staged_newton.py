@@ -58,12 +58,16 @@ STAGE_ENV = "POUNCE_LAYERS_STAGE"
 # / 0.67 / 0.50; n = 3 problems at B = 8: 0.95-1.48; docs/native-core.md).
 STAGE_MIN_WORK = 1000
 # Items per call solved by the full solve (the seeds) whose answers start every other
-# item's Newton steps (0: none), its environment switch, and the smallest batch seeded.
-# A structure whose call accepted fewer than STAGE_MIN_ACCEPT of the other items from the
-# seeds' answers is not seeded again (docs/exp-socp-profile.md, section 9).
+# item's Newton steps (0: none), its environment switch, and the smallest batch seeded:
+# from an unrelated answer an item takes ~2 more Newton steps than from a stage point
+# (6.6 vs 4.3), each with a fixed Python cost per call, so small batches do not repay it
+# (seeds on / off, CPU, B = 64 / 32 / 16: logreg 2.2 / 1.7 / 1.3, softmax 1.2 / 0.89 /
+# 0.78, psd 1.2 / - / 0.82). A structure whose call accepted fewer than STAGE_MIN_ACCEPT
+# of the other items from the seeds' answers is not seeded again (docs/exp-socp-profile.md,
+# section 9).
 SEEDS = 2
 SEEDS_ENV = "POUNCE_LAYERS_SEEDS"
-SEED_MIN_BATCH = 16
+SEED_MIN_BATCH = 48
 # SolveInfo.engine of an item answered by Newton steps from a seed's answer.
 SEED_ENGINE = "newton_seed"
 

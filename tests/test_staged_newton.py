@@ -26,10 +26,15 @@ IPM = pk.SolveOptions(engine="ipm")
 MIN_WORK = staged_newton.STAGE_MIN_WORK
 
 
+MIN_SEEDED = staged_newton.SEED_MIN_BATCH
+
+
 @pytest.fixture(autouse=True)
 def _stage_small_batches(monkeypatch):
-    """The route's tests use small batches: the batch-size gate off (its own test below)."""
+    """The route's tests use small batches: the batch-size gates down (their own tests
+    below)."""
     monkeypatch.setattr(staged_newton, "STAGE_MIN_WORK", 0)
+    monkeypatch.setattr(staged_newton, "SEED_MIN_BATCH", 16)
 
 
 def _entropy_structure(k: int) -> pk.ConicStructure:
@@ -406,3 +411,13 @@ def test_a_seed_the_full_solve_leaves_at_its_iteration_limit_goes_through_the_st
     assert sol.status == ["optimal"] * 24
     for i, j in enumerate(order):
         assert rel_err(sol.x[i].numpy(), bt.problems[j].x_star) < 1e-7
+
+
+def test_batches_below_the_seed_gate_go_through_the_stage(monkeypatch):
+    monkeypatch.setattr(staged_newton, "SEED_MIN_BATCH", MIN_SEEDED)
+    c = np.random.default_rng(14).standard_normal((MIN_SEEDED, 12))
+    below = pk.conic_solve(_entropy_structure(12), *_entropy_values(c[1:]), IPM)
+    assert _seed_counts(below.engine) == (0, MIN_SEEDED - 1)
+    at = pk.conic_solve(_entropy_structure(12), *_entropy_values(c), IPM)
+    assert _seed_counts(at.engine) == (MIN_SEEDED - staged_newton.SEEDS, staged_newton.SEEDS)
+    np.testing.assert_allclose(at.x[1:].numpy(), below.x.numpy(), atol=1e-9)

@@ -24,6 +24,8 @@ here and in tests/test_theseus_*.py.
   vectorised cost function applies in ``weighted_jacobians_error``), and
   :func:`accurate_se2_log_jacobian`: ``SE2._log_map_impl`` (wrapped while the Jacobians are
   taken) and the global parameter ``("se2", "d_near_zero")`` (its Taylor switch).
+- :func:`differentiable_jacobians`: the global parameter ``fast_approx_local_jacobians``
+  (``th.Local``'s Jacobians are then a cached identity, not the error's derivative).
 - :func:`register_optimizer`: adds the class to the ``theseus`` namespace and registers it
   as a virtual ``th.NonlinearLeastSquares`` (both public API).
 """
@@ -48,7 +50,8 @@ from theseus.global_params import _THESEUS_GLOBAL_PARAMS
 
 __all__ = [
     "FROM_LAYER_TOKEN", "SUPPORTED_VERSIONS", "accurate_se2_log_jacobian",
-    "cost_function_groups", "defer_vectorized_jacobians", "error_metric",
+    "cost_function_groups", "defer_vectorized_jacobians", "differentiable_jacobians",
+    "error_metric",
     "error_row_blocks", "has_vector_retract", "init_info", "is_least_squares",
     "register_optimizer", "rows_of", "weighted_error", "weighted_jacobians_error",
 ]
@@ -106,6 +109,30 @@ def weighted_jacobians_error(cost_fn) -> tuple[list[torch.Tensor], torch.Tensor]
             return cost_fn.weighted_jacobians_error()
         finally:
             cost_fn._supports_masking = True
+
+
+_EXACT_JACOBIAN_WEIGHTS = (theseus.ScaleCostWeight, theseus.DiagonalCostWeight)
+
+
+def differentiable_jacobians(cost_fn) -> bool:
+    """Whether ``weighted_jacobians_error(cost_fn)``, evaluated with the optim vars set
+    from tensors that require grad, is a differentiable function of them whose values are
+    the weighted error's exact derivative: a ``th.Between`` of two or a ``th.Local`` of one
+    Lie-group or ``th.Vector`` variable (Theseus' analytic Jacobians, plain torch ops;
+    ``th.Local``'s only while ``fast_approx_local_jacobians`` is off), weighted by a
+    ``ScaleCostWeight`` or ``DiagonalCostWeight``, possibly inside a
+    ``th.RobustCostFunction`` (exact classes only: a subclass may redefine its Jacobians)."""
+    cf = cost_fn.cost_function if type(cost_fn) is theseus.RobustCostFunction else cost_fn
+    kind = type(cf)
+    if type(cf.weight) not in _EXACT_JACOBIAN_WEIGHTS:
+        return False
+    groups = (theseus.SE2, theseus.SE3, theseus.SO2, theseus.SO3, Vector)
+    if kind is theseus.Between:
+        return type(cf.v0) in groups and type(cf.v1) is type(cf.v0)
+    if kind is theseus.Local:
+        return (type(cf.var) in groups
+                and not _THESEUS_GLOBAL_PARAMS.fast_approx_local_jacobians)
+    return False
 
 
 @contextmanager

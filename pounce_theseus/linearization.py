@@ -36,6 +36,7 @@ import torch
 from .chart import EXP_GROUPS, bracket_matrix
 from .compat import (
     cost_function_groups,
+    differentiable_jacobians,
     error_metric,
     is_least_squares,
     rows_of,
@@ -404,6 +405,10 @@ class LinearizedPoint:
         if pair is not None:
             return _between_hessian(ev, pair, rows, self.lin.vjp)
         slots = list(ev.optim_vars)
+        if differentiable_jacobians(ev):
+            h, _ = _jacobian_hessian(ev, list(range(len(slots))), rows, self.lin.vjp)
+            if h is not None:
+                return h
         saved = [v.tensor for v in slots]
         try:
             with torch.enable_grad():
@@ -500,10 +505,57 @@ def _between_pair(ev) -> tuple | None:
     return cf.v0, cf.v1
 
 
+def _perturbed(var, rows: int, eps: torch.Tensor) -> None:
+    """Set ``var`` to its point (broadcast to ``rows``) retracted by ``eps`` (rows, dof)."""
+    base = var.copy()
+    base.update(var.tensor.expand(rows, *var.tensor.shape[1:]))
+    var.update(base.retract(eps).tensor)
+
+
+def _jacobian_hessian(ev, slots: list[int], rows: int, vjp: BatchedVjp
+                      ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The exact Hessian (rows, D, D) of ``f_k = 1/2 |weighted error|^2`` in the
+    perturbations ``eps`` of ``ev``'s optim vars ``slots`` (``X exp(eps)``; the others held
+    at their points) at ``eps = 0``, and the gradient ``g`` (rows, D) there, from ONE seeded
+    backward pass through Theseus' analytic Jacobians (``ev`` passes
+    :func:`~pounce_theseus.compat.differentiable_jacobians`); None for the Hessian where it
+    came out non-finite.
+
+    Theseus' ``J'e`` at ``X exp(eps)`` is the gradient in a perturbation ``tau`` there
+    (``X exp(eps) exp(tau)``; for a robust cost ``rho' J'e`` (+ Theseus' 1e-20), whose
+    derivative carries the ``2 rho''`` term); the gradient in ``eps`` is ``Jr(eps)' J'e``
+    with ``Jr(eps) = I - 1/2 ad(eps) + O(eps^2)``, whose derivative adds ``M / 2`` (``M``
+    the bracket matrix of ``J'e``, antisymmetric) to ``d(J'e)/d eps`` at ``eps = 0``. The
+    exact Hessian is symmetric, so it is the symmetric part of ``d(J'e)/d eps``."""
+    cvars = list(ev.optim_vars)
+    saved = [v.tensor for v in cvars]
+    try:
+        with torch.enable_grad():
+            eps = []
+            for i in slots:
+                e = saved[i].new_zeros(rows, cvars[i].dof()).requires_grad_(True)
+                _perturbed(cvars[i], rows, e)
+                eps.append(e)
+            jacs, err = weighted_jacobians_error(ev)
+            jac = torch.cat([jacs[i].expand(rows, -1, -1) for i in slots], dim=2)
+            g = (jac * err.expand(rows, -1).unsqueeze(-1)).sum(1)  # (rows, D)
+            d = g.shape[1]
+            seeds = torch.eye(d, dtype=g.dtype).unsqueeze(1).expand(d, rows, d)
+            h = torch.cat(vjp(g, tuple(eps), seeds), dim=2)  # (D, rows, D)
+    finally:
+        for v, t in zip(cvars, saved, strict=True):
+            v.update(t)
+    h = h.detach().transpose(0, 1)
+    h = 0.5 * (h + h.transpose(1, 2))
+    return (h if bool(torch.isfinite(h).all()) else None), g.detach()
+
+
 def _between_hessian(ev, pair: tuple, rows: int, vjp: BatchedVjp) -> torch.Tensor:
     """Exact Hessian blocks (rows, 2 d, 2 d) of ``f_k = 1/2 |weighted error|^2`` of a
     ``Between`` (``e = log(Z^-1 X0^-1 X1)``, robust or not) in the perturbations
-    ``(a, b)`` of ``X0 exp(a)``, ``X1 exp(b)``, from d seeded products in ``b`` alone.
+    ``(a, b)`` of ``X0 exp(a)``, ``X1 exp(b)``, from d seeded products in ``b`` alone
+    (through Theseus' analytic Jacobians, :func:`_jacobian_hessian`, where they are
+    differentiable; else a double backward of the error).
 
     With ``D = X0^-1 X1`` and ``A = -Ad(D^-1)``, ``Z^-1 (X0 exp(a))^-1 X1 exp(b)`` equals
     ``Z^-1 D exp(A a) exp(b) = Z^-1 D exp(c)`` with ``c = A a + b + 1/2 [A a, b] + O(3)``
@@ -512,29 +564,39 @@ def _between_hessian(ev, pair: tuple, rows: int, vjp: BatchedVjp) -> torch.Tenso
     (:func:`~pounce_theseus.chart.bracket_matrix`):
     ``H_aa = A' H A``, ``H_ab = A' (H + M / 2)``, ``H_bb = H``."""
     v0, v1 = pair
-    t0, t1 = v0.tensor, v1.tensor
-    base = v1.copy()
-    base.update(t1.expand(rows, *t1.shape[1:]))
+    h = None
+    if differentiable_jacobians(ev):
+        h, g = _jacobian_hessian(ev, [1], rows, vjp)
+    if h is None:
+        h, g = _between_hessian_autograd(ev, v1, rows, vjp)
+    with torch.no_grad():
+        first, second = v0.copy(), v1.copy()
+        first.update(v0.tensor.expand(rows, *v0.tensor.shape[1:]))
+        second.update(v1.tensor.expand(rows, *v1.tensor.shape[1:]))
+        a = -first.between(second).inverse().adjoint()
+    at = a.transpose(1, 2)
+    h_ab = at @ (h + 0.5 * bracket_matrix(type(v1), g))
+    return torch.cat([torch.cat([at @ h @ a, h_ab], 2),
+                      torch.cat([h_ab.transpose(1, 2), h], 2)], 1)
+
+
+def _between_hessian_autograd(ev, v1, rows: int, vjp: BatchedVjp
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``H = hess psi`` and ``g = grad psi`` of :func:`_between_hessian` by a double
+    backward of the weighted error in the perturbation of ``v1``."""
+    t1 = v1.tensor
     d = v1.dof()
     try:
         with torch.enable_grad():
             eps = t1.new_zeros(rows, d).requires_grad_(True)
-            v1.update(base.retract(eps).tensor)
+            _perturbed(v1, rows, eps)
             we = ev.weighted_error().expand(rows, -1)
             (g,) = torch.autograd.grad(0.5 * (we * we).sum(), eps, create_graph=True)
             seeds = torch.eye(d, dtype=g.dtype).unsqueeze(1).expand(d, rows, d)
             h = vjp.one(g, eps, seeds).detach().transpose(0, 1)
     finally:
         v1.update(t1)
-    with torch.no_grad():
-        first = v0.copy()
-        first.update(t0.expand(rows, *t0.shape[1:]))
-        a = -first.between(base).inverse().adjoint()
-    h = 0.5 * (h + h.transpose(1, 2))
-    at = a.transpose(1, 2)
-    h_ab = at @ (h + 0.5 * bracket_matrix(type(v1), g.detach()))
-    return torch.cat([torch.cat([at @ h @ a, h_ab], 2),
-                      torch.cat([h_ab.transpose(1, 2), h], 2)], 1)
+    return 0.5 * (h + h.transpose(1, 2)), g.detach()
 
 
 def _member_rows(k: int, bsz: int, elements: torch.Tensor) -> torch.Tensor:

@@ -13,13 +13,13 @@ steps. Every other item (residual short, or the stage ended without a usable poi
 to the full native solve, as without the stage, so no accuracy is lost: the stage's
 iterations and the Newton steps are then spent on top.
 
-With a PSD, exp or power cone and a batch of at least SEED_MIN_BATCH, only SEEDS items
-spread over the batch (the seeds) are solved, by the full solve; every other item takes
-the same Newton steps from the answer of its nearest optimal seed, as a kept answer on
-unrelated values (kept_newton.py), and is answered "optimal" with engine SEED_ENGINE where
-its residual reaches the same acceptance; the items left short go through the stage as
-above. A structure whose seeded call accepted fewer than STAGE_MIN_ACCEPT of those items
-is not seeded again.
+With a PSD, exp or power cone, a batch of at least SEED_MIN_BATCH and the same P values for
+every item, only SEEDS items spread over the batch (the seeds) are solved, by the full
+solve; every other item takes the same Newton steps from the answer of its nearest optimal
+seed, as a kept answer on unrelated values (kept_newton.py), and is answered "optimal" with
+engine SEED_ENGINE where its residual reaches the same acceptance; the items left short go
+through the stage as above. A structure whose seeded call accepted fewer than
+STAGE_MIN_ACCEPT of those items is not seeded again.
 
 The stage length is kept per structure: it starts at STAGE_ITERATIONS and doubles after a
 call in which fewer than STAGE_MIN_ACCEPT of the staged items were accepted; past
@@ -157,16 +157,23 @@ def _seeded(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor |
     """The full solve of k items spread over the batch (the seeds: for so few items it
     costs less than the stage and its Newton steps), then refine.py's Newton steps for
     every other item from the answer of its nearest optimal seed (2-norm of the (q, A, b)
-    values; only where its P values equal that seed's, which the native solve certified);
-    the items those steps leave short of accept_tol, and the seeds the full solve left
-    short, go through :func:`_staged`."""
+    values); the items those steps leave short of accept_tol, and the seeds the full solve
+    left short, go through :func:`_staged`. Only where every item's P values are the same
+    (the seeds' full solve certifies them convex); else the whole batch is staged."""
     B = v["q"].shape[0]
+    P = None if v["P"] is None else v["P"].detach()
+    if P is not None and not bool((P == P[:1]).all()):
+        # Each item's P goes to the native solve, which certifies it convex (and names the
+        # caller's index when it is not).
+        return _staged(structure, options, v, stage, full, kkt_solve)
     seeds = np.unique(np.linspace(0, B - 1, k).round().astype(np.int64))
     sidx = torch.from_numpy(seeds)
     try:
         sx, sy, ss, _, sstatus, siters, stimes, sengine = full(
             {key: None if t is None else t[sidx] for key, t in v.items()})
-    except SolverError:  # the whole batch through the stage, which may solve that seed
+    except (SolverError, ValueError):
+        # The whole batch through the stage, which may solve that seed, and whose errors
+        # (a failed item, a nonconvex P) name the caller's index.
         return _staged(structure, options, v, stage, full, kkt_solve)
     good = np.array([st_ == "optimal" for st_ in sstatus])
     is_seed = np.zeros(B, dtype=bool)
@@ -186,9 +193,6 @@ def _seeded(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor |
         cand = torch.from_numpy(seeds[good])
         near = cand[torch.cdist(data, data[cand]).argmin(1)]
         start = ~is_seed
-        P = None if v["P"] is None else v["P"].detach()
-        if P is not None:
-            start &= (P == P[near]).all(1).numpy()
         x, y, s = (t[near].index_copy(0, sidx, r) for t, r in ((x, sx), (y, sy), (s, ss)))
         A = v["A"].detach()
         accept = accept_tol(options.tol_for(structure.cones))

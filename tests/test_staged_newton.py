@@ -366,7 +366,7 @@ def _entropy_ridge_structure(k: int) -> pk.ConicStructure:
                              indptr, np.arange(k))
 
 
-def test_items_whose_p_differs_from_the_seeds_go_through_the_stage_and_stop_the_seeding():
+def test_batches_with_per_item_p_go_through_the_stage_and_a_shared_p_is_seeded():
     rng = np.random.default_rng(13)
     B, k = 24, 8
     c = rng.standard_normal((B, k))
@@ -377,18 +377,28 @@ def test_items_whose_p_differs_from_the_seeds_go_through_the_stage_and_stop_the_
         return pk.conic_solve(st, torch.tensor(p), q, A, b, IPM)
 
     st = _entropy_ridge_structure(k)
-    first = solve(st, p_rows)
-    assert first.status == ["optimal"] * B and _seed_counts(first.engine) == (0, B)
     off = _entropy_ridge_structure(k)
     staged_newton.set_stage_iterations(off, 0)
+    first = solve(st, p_rows)
+    assert first.status == ["optimal"] * B and _seed_counts(first.engine) == (0, B)
     np.testing.assert_allclose(first.x.numpy(), solve(off, p_rows).x.numpy(), atol=1e-9)
-    # That call accepted none of the others from the seeds: the structure is not seeded
-    # again, even where every P row is the same; a fresh structure is.
     same = np.tile(p_rows[:1], (B, 1))
-    assert _seed_counts(solve(st, same).engine) == (0, B)
-    fresh = solve(_entropy_ridge_structure(k), same)
-    assert _seed_counts(fresh.engine) == (B - staged_newton.SEEDS, staged_newton.SEEDS)
-    np.testing.assert_allclose(fresh.x.numpy(), solve(off, same).x.numpy(), atol=1e-9)
+    seeded = solve(st, same)
+    assert _seed_counts(seeded.engine) == (B - staged_newton.SEEDS, staged_newton.SEEDS)
+    np.testing.assert_allclose(seeded.x.numpy(), solve(off, same).x.numpy(), atol=1e-9)
+
+
+@pytest.mark.parametrize("bad", [5, None])  # one item's P, or the shared P
+def test_a_nonconvex_p_names_the_callers_batch_index(bad):
+    B, k = 24, 8
+    _, q, A, b = _entropy_values(np.random.default_rng(15).standard_normal((B, k)))
+    p = np.ones((B, k))
+    if bad is None:
+        p[:, 3] = -1.0
+    else:
+        p[bad, 3] = -1.0
+    with pytest.raises(ValueError, match=f"at batch index {0 if bad is None else bad}"):
+        pk.conic_solve(_entropy_ridge_structure(k), torch.tensor(p), q, A, b, IPM)
 
 
 @pytest.mark.parametrize("on_failure", ["raise", "nan"])

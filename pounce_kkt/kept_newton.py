@@ -130,24 +130,29 @@ def accept_tol(tol: float) -> float:
     return min(float(tol), REFINE_OPTIMAL)
 
 
-def _newton(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
-            A: torch.Tensor, b: torch.Tensor, kept: _Kept, due: torch.Tensor,
-            solve: KktSolve, stop: float
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """refine.py's Newton steps from the kept answers of the items `due`, in one refine
-    call: an item stops once its residual is at most `stop` or a step leaves it unmoved
-    (REFINE_STEPS steps at most): x, y, s, the residual (inf where not due) and the
-    steps (B,). A KKT matrix the backward's path cannot factor (RuntimeError, as in
-    conic._refined) leaves every item unaccepted: the interior-point method solves them."""
+def newton_steps(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | None],
+                 x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, items: np.ndarray,
+                 solve: Callable[[torch.Tensor | None, torch.Tensor], KktSolve],
+                 stop: float | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor]:
+    """refine.py's Newton steps on the values `v` from (x, y, s), for the items (B,) bool,
+    in one refine call: x, y, s after them, which items met :func:`accept_tol` of the
+    options' tol (B,) bool, and the steps (B,). `stop`: an item stops once its residual is
+    at most `stop` (refine's target and floor), None: refine's own target and floor (as
+    after a full solve). `solve(P, A)` gives the KKT solve. A KKT matrix the backward's
+    path cannot factor (RuntimeError, as in conic._refined) leaves (x, y, s) and no item
+    accepted."""
+    B = x.shape[0]
+    P = None if v["P"] is None else v["P"].detach()
+    A = v["A"].detach()
+    accept = accept_tol(options.tol_for(structure.cones))
+    floor = {} if stop is None else {"target": stop, "floor": stop}
     try:
-        r = refine(structure, P, q, A, b, kept.x, kept.y, kept.s, due, solve, target=stop,
-                   floor=stop)
+        r = refine(structure, P, v["q"].detach(), A, v["b"].detach(), x, y, s,
+                   torch.from_numpy(items), solve(P, A), **floor)
     except RuntimeError:
-        B = kept.x.shape[0]
-        return (kept.x, kept.y, kept.s, torch.full((B,), torch.inf, dtype=torch.float64),
-                torch.zeros(B, dtype=torch.int64))
-    after = torch.where(due, r.after, torch.inf)
-    return r.x, r.y, r.s, after, r.steps
+        return x, y, s, np.zeros(B, dtype=bool), torch.zeros(B, dtype=torch.int64)
+    return r.x, r.y, r.s, items & (r.after <= accept).numpy(), r.steps
 
 
 def _gated(cones: ConeDims) -> bool:
@@ -235,14 +240,9 @@ def solve(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor | N
                 due &= _moved(data, kept.data) <= KEPT_MAX_MOVE
             kept.skip = np.maximum(kept.skip - 1, 0)
         if due.any():
-            P = None if v["P"] is None else v["P"].detach()
-            A = v["A"].detach()
-            ok = torch.from_numpy(due)
-            accept = accept_tol(options.tol_for(structure.cones))
-            rx, ry, rs, after, steps = _newton(structure, P, v["q"].detach(), A,
-                                               v["b"].detach(), kept, ok, kkt_solve(P, A),
-                                               accept * STOP_FRACTION)
-            good = (ok & (after <= accept)).numpy()
+            stop = accept_tol(options.tol_for(structure.cones)) * STOP_FRACTION
+            rx, ry, rs, good, steps = newton_steps(structure, options, v, kept.x, kept.y,
+                                                   kept.s, due, kkt_solve, stop)
             taken = good
             x, y, s = (torch.where(torch.from_numpy(good)[:, None], t, torch.nan)
                        for t in (rx, ry, rs))

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from pounce_kkt.errors import SolverError
-from pounce_kkt.kept_newton import NativeResult, accept_tol, with_rest
-from pounce_kkt.refine import KktSolve, refine
+from pounce_kkt.kept_newton import NativeResult, newton_steps, with_rest
+from pounce_kkt.refine import KktSolve
 from pounce_kkt.structure import ConicStructure
 
 # The stage's first length in IPM iterations, the fraction of its items the Newton steps
@@ -194,16 +194,8 @@ def _seeded(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor |
         near = cand[torch.cdist(data, data[cand]).argmin(1)]
         start = ~is_seed
         x, y, s = (t[near].index_copy(0, sidx, r) for t, r in ((x, sx), (y, sy), (s, ss)))
-        A = v["A"].detach()
-        accept = accept_tol(options.tol_for(structure.cones))
-        try:
-            r = refine(structure, P, v["q"].detach(), A, v["b"].detach(), x, y, s,
-                       torch.from_numpy(start), kkt_solve(P, A))
-            done = start & (r.after <= accept).numpy()
-            x, y, s = r.x, r.y, r.s
-            iters = torch.where(torch.from_numpy(start), r.steps, iters)
-        except RuntimeError:  # a K the backward's path cannot factor: the stage
-            done = np.zeros(B, dtype=bool)
+        x, y, s, done, steps = newton_steps(structure, options, v, x, y, s, start, kkt_solve)
+        iters = torch.where(torch.from_numpy(start), steps, iters)
         times = torch.where(torch.from_numpy(start),
                             (time.perf_counter() - t0) / max(int(start.sum()), 1), times)
         taken |= done
@@ -232,19 +224,11 @@ def _staged(structure: ConicStructure, options: Any, v: dict[str, torch.Tensor |
     taken = np.zeros(B, dtype=bool)
     steps = torch.zeros(B, dtype=torch.int64)
     if usable.any():
-        P = None if v["P"] is None else v["P"].detach()
-        A = v["A"].detach()
-        accept = accept_tol(options.tol_for(structure.cones))
-        try:
-            # refine's own target and floor, as conic._refined after a full solve: an
-            # accepted item is as polished as the full path's (a stop at accept_tol / 10
-            # saved 5-8% of a layer call but left the next call's kept answer a step to take).
-            r = refine(structure, P, v["q"].detach(), A, v["b"].detach(), x, y, s,
-                       torch.from_numpy(usable), kkt_solve(P, A))
-            taken = usable & (r.after <= accept).numpy()
-            x, y, s, steps = r.x, r.y, r.s, r.steps
-        except RuntimeError:  # a K the backward's path cannot factor: the full solve
-            pass
+        # refine's own target and floor, as conic._refined after a full solve: an accepted
+        # item is as polished as the full path's (a stop at accept_tol / 10 saved 5-8% of a
+        # layer call but left the next call's kept answer a step to take).
+        x, y, s, taken, steps = newton_steps(structure, options, v, x, y, s, usable,
+                                             kkt_solve)
     _record(structure, length, int(taken.sum()), B)
     iters = torch.as_tensor(np.asarray(out["iterations"]), dtype=torch.int64) + steps
     times = torch.as_tensor(np.asarray(out["solve_time"]), dtype=torch.float64)

@@ -11,7 +11,7 @@
 //! (`ipm`: time only the IPM, e.g. under a profiler; `backends`: the IPM with the policy's
 //! KKT backend against the full dense factor, interleaved, at move 0.1).
 use pounce_layers_core::batch::{solve_batch, BatchInput, ForwardWorkspaces, RunControl};
-use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};
 use pounce_layers_core::pattern::CscPattern;
 use pounce_layers_core::structure::ConicStructure;

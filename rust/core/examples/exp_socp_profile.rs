@@ -20,7 +20,7 @@
 //! variants are interleaved per repetition; medians over repetitions are printed.
 use pounce_convex::{solve_socp_ipm, ConeSpec, QpOptions, QpProblem, QpSolution, QpStatus};
 use pounce_feral::ScalingStrategy;
-use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::dense_backend::DenseLbltBackend;
 use pounce_layers_core::options::{
     backend, conic_backend, meets_tol, staged_nonsym_options, BackendOptions, SolveOptions,

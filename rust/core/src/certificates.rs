@@ -15,7 +15,8 @@
 //! `CERT_TOL` relative to its own size; it is returned scaled to `b'y = -1` / `q'x = -1`.
 //! The dual cone `K*` is written as a linear image of `K`: each cone's `dual_map` (cones/:
 //! nonneg, SOC and PSD are self-dual; exp and power map onto themselves).
-use crate::cone_layout::{linear_problem_from_triplets, ConeDims, ConeLayout};
+use crate::cone_dims::ConeDims;
+use crate::cone_layout::{linear_problem_from_triplets, ConeLayout};
 use crate::structure::ConicStructure;
 use pounce_convex::{solve_socp_ipm, QpOptions, QpSolution, QpStatus};
 use pounce_linsol::SparseSymLinearSolverInterface;

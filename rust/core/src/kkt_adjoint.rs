@@ -25,7 +25,7 @@
 //! `REG_TRIES` factors; an item that still fails is reported unsolved.
 use crate::cancel::{catch, Cancel, TestPanic};
 use crate::condensed_backend::CondensedBackend;
-use crate::cone_layout::ConeDims;
+use crate::cone_dims::ConeDims;
 use crate::cones::ProductCone;
 use crate::error::Result;
 use crate::kept_active_set::KeptFactor;

@@ -25,6 +25,7 @@ pub mod batch;
 pub mod cancel;
 pub mod certificates;
 pub mod condensed_backend;
+pub mod cone_dims;
 pub mod cone_layout;
 pub mod cones;
 pub mod convexity;

@@ -1,6 +1,7 @@
 //! One validated problem structure, shared by every item of a batch: the sizes, the CSC
 //! patterns of P (full symmetric) and A, the cones, and the precomputed map to POUNCE.
-use crate::cone_layout::{ConeDims, ConeLayout, DataMap};
+use crate::cone_dims::ConeDims;
+use crate::cone_layout::{ConeLayout, DataMap};
 use crate::cones::ProductCone;
 use crate::error::{value_error, Result};
 use crate::pattern::{check_sizes, CscPattern};

@@ -9,7 +9,7 @@ use pounce_layers_core::batch::{
 };
 use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::certificates::{find, Certificate};
-use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::kkt_adjoint::{
     adjoint_batch, h_lens, AdjointInput, AdjointWorkspaces, KktPattern,
 };

@@ -16,7 +16,7 @@ use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::condensed_backend::{
     trailing_diagonal_split, use_condensed, CondensedBackend, CondensedStats,
 };
-use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::dense_backend::DenseLbltBackend;
 use pounce_layers_core::kkt_adjoint::{adjoint_batch, AdjointInput, AdjointWorkspaces, KktPattern};
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};

@@ -3,8 +3,9 @@ mod common;
 
 use common::Rng;
 use pounce_convex::ConeSpec;
+use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::cone_layout::{
-    dual_to_scs, slack_scs, warm_to_pounce, ConeDims, ConeLayout, ProblemClass,
+    dual_to_scs, slack_scs, warm_to_pounce, ConeLayout, ProblemClass,
 };
 use pounce_layers_core::cones::psd::svec_rows;
 use pounce_layers_core::cones::{exp::Exp, power::Power, Cone, ProductCone};

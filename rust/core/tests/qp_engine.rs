@@ -11,7 +11,7 @@ use pounce_layers_core::batch::{
     ENGINE_ACTIVE_SET_KEPT, ENGINE_ACTIVE_SET_WARM, ENGINE_IPM,
 };
 use pounce_layers_core::cancel::{Cancel, TestPanic};
-use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::dense_backend::DenseLbltBackend;
 use pounce_layers_core::kept_active_set::{active_rows, solve_from, solve_on, KeptFactor};
 use pounce_layers_core::kkt_adjoint::{adjoint_batch, AdjointInput, AdjointWorkspaces, KktPattern};

@@ -1,6 +1,6 @@
 //! The SCS cone dict read from Python into the core's `ConeDims`.
 use crate::validate::value_error;
-use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::cone_dims::ConeDims;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat};

@@ -18,7 +18,7 @@ use crate::validate::{
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pounce_layers_core::batch::{solve_batch, BatchInput, ForwardWorkspaces, ItemOut, RunControl};
 use pounce_layers_core::cancel::{Cancel, TestPanic};
-use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::kkt_adjoint::{
     adjoint_batch, h_lens, AdjointInput, AdjointWorkspaces, Grads, KktPattern,
 };

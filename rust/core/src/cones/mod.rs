@@ -13,7 +13,7 @@ pub mod psd;
 pub mod soc;
 pub mod zero;
 
-use crate::cone_layout::ConeDims;
+use crate::cone_dims::ConeDims;
 use crate::error::{value_error, Result};
 use pounce_convex::ConeSpec;
 

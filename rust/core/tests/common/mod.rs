@@ -6,7 +6,7 @@ use pounce_convex::{ConeSpec, QpProblem, Triplet};
 use pounce_layers_core::batch::{
     solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl,
 };
-use pounce_layers_core::cone_layout::ConeDims;
+use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::options::{BackendOptions, QpEngine, SolveOptions};
 use pounce_layers_core::pattern::CscPattern;
 use pounce_layers_core::structure::ConicStructure;

@@ -157,6 +157,8 @@ def rows_of(cost_fn, rows: torch.Tensor, total: int):
 _SE2_LOG_MAP_IMPL = SE2._log_map_impl
 _SE2_LOCK = threading.Lock()
 _se2_users = 0
+# Per thread: how deep the current thread is inside accurate_se2_log_jacobian.
+_SE2_ACTIVE = threading.local()
 
 
 @contextmanager
@@ -169,16 +171,19 @@ def accurate_se2_log_jacobian():
     pose graphs their gradient was 1e-7..1e-6 off autograd's at the solution, above
     Ipopt's tol. Both are recomputed from ``cot(theta/2)`` (and a series below 0.1); the
     log itself and every other entry are Theseus'. The class attribute is swapped while
-    any caller is inside (reference-counted under a lock), so other threads using SE2
-    meanwhile get the accurate Jacobian too."""
+    any caller is inside (reference-counted under a lock); the swapped method corrects the
+    Jacobian only on threads that are inside, so other threads using SE2 meanwhile get
+    Theseus' own numbers."""
     global _se2_users
     with _SE2_LOCK:
         if _se2_users == 0:
             SE2._log_map_impl = _accurate_se2_log_map_impl
         _se2_users += 1
+    _SE2_ACTIVE.depth = getattr(_SE2_ACTIVE, "depth", 0) + 1
     try:
         yield
     finally:
+        _SE2_ACTIVE.depth -= 1
         with _SE2_LOCK:
             _se2_users -= 1
             if _se2_users == 0:
@@ -187,7 +192,7 @@ def accurate_se2_log_jacobian():
 
 def _accurate_se2_log_map_impl(self, jacobians=None):
     log = _SE2_LOG_MAP_IMPL(self, jacobians)
-    if jacobians is not None:
+    if jacobians is not None and getattr(_SE2_ACTIVE, "depth", 0) > 0:
         _fix_se2_log_jacobian(jacobians[-1], log)
     return log
 

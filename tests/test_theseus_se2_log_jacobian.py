@@ -25,6 +25,8 @@ pytestmark = THESEUS_MARKS
 F64 = torch.float64
 # rotations on both sides of Theseus' Taylor switch (1e-3) and of the series' (0.1)
 THETAS = [0.0, 3e-4, 9.99e-4, 1e-3, 1.5e-3, 2e-3, 1e-2, 0.0999, 0.1001, 0.3, 1.8, -3.1]
+# Theseus' own method, as imported (before any test swaps it).
+_ORIGINAL = th.SE2._log_map_impl
 
 
 def _points() -> th.SE2:
@@ -109,6 +111,34 @@ def test_theseus_method_restored_after_nested_and_threaded_use():
         t.join()
     assert not errors
     assert th.SE2._log_map_impl is original
+
+
+def test_other_threads_keep_theseus_jacobian_while_swapped():
+    """While one thread is inside the context (the class method swapped), another thread
+    outside it gets Theseus' own numbers, bitwise; the inside thread gets the accurate
+    ones."""
+    x = _points()
+    theirs = _jacobian(x)
+    inside, leave = threading.Event(), threading.Event()
+    got: dict[str, torch.Tensor] = {}
+
+    def hold():
+        with accurate_se2_log_jacobian():
+            got["inside"] = _jacobian(x)
+            inside.set()
+            leave.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert inside.wait(30)
+        assert th.SE2._log_map_impl is not _ORIGINAL  # swapped now
+        got["outside"] = _jacobian(x)
+    finally:
+        leave.set()
+        t.join()
+    assert torch.equal(got["outside"], theirs)
+    assert not torch.equal(got["inside"], theirs)
 
 
 def test_linearization_gradient_equals_autograd_on_a_robust_se2_graph():

@@ -205,19 +205,31 @@ def test_items_a_one_iteration_stage_leaves_short_end_optimal_through_the_full_s
     np.testing.assert_allclose(again.x.numpy(), ref.x.numpy(), atol=1e-9)
 
 
+def _psd_projection(k: int, B: int, seed: int):
+    """The projection onto the PSD cone as a cvxpy problem (min ||X - A||_F^2, X PSD) and
+    B random symmetric k x k values of A: (problem, X, A, values)."""
+    X = cp.Variable((k, k), PSD=True)
+    Ap = cp.Parameter((k, k))
+    prob = cp.Problem(cp.Minimize(cp.sum_squares(X - Ap)))
+    R = np.random.default_rng(seed).standard_normal((B, k, k))
+    return prob, X, Ap, (R + R.transpose(0, 2, 1)) / 2
+
+
+def _eigenvalue_clip(vals: np.ndarray) -> np.ndarray:
+    """The closed-form projection of symmetric matrices onto the PSD cone: V max(lam, 0) V'."""
+    lam, V = np.linalg.eigh(vals)
+    return np.einsum("bij,bj,bkj->bik", V, np.maximum(lam, 0), V)
+
+
 def test_psd_projections_through_the_stage_match_the_eigenvalue_clip(monkeypatch):
     from cvxpylayers.torch import CvxpyLayer
 
     import pounce_cvxpy  # noqa: F401  (registers "pounce")
     from pounce_cvxpy import last_solve_info
 
-    k, B = 4, 3
-    X = cp.Variable((k, k), PSD=True)
-    Ap = cp.Parameter((k, k))
-    prob = cp.Problem(cp.Minimize(cp.sum_squares(X - Ap)))
-    R = np.random.default_rng(6).standard_normal((B, k, k))
-    vals = (R + R.transpose(0, 2, 1)) / 2
-    g = np.random.default_rng(7).standard_normal((B, k, k))
+    B = 3
+    prob, X, Ap, vals = _psd_projection(4, B, seed=6)
+    g = np.random.default_rng(7).standard_normal(vals.shape)
 
     def run():
         layer = CvxpyLayer(prob, [Ap], [X], solver="pounce")
@@ -228,9 +240,7 @@ def test_psd_projections_through_the_stage_match_the_eigenvalue_clip(monkeypatch
 
     x, grad, info = run()
     assert info.status == ["optimal"] * B
-    lam, V = np.linalg.eigh(vals)
-    clip = np.einsum("bij,bj,bkj->bik", V, np.maximum(lam, 0), V)
-    np.testing.assert_allclose(x, clip, atol=1e-9)
+    np.testing.assert_allclose(x, _eigenvalue_clip(vals), atol=1e-9)
     monkeypatch.setenv(staged_newton.STAGE_ENV, "off")
     x_off, grad_off, info_off = run()
     # The stage answered (fewer iterations than the full solve's), with its x and gradient.
@@ -329,20 +339,14 @@ def test_psd_projections_from_the_seeds_answers_match_the_eigenvalue_clip():
     import pounce_cvxpy  # noqa: F401  (registers "pounce")
     from pounce_cvxpy import last_solve_info
 
-    k, B = 4, 24
-    X = cp.Variable((k, k), PSD=True)
-    Ap = cp.Parameter((k, k))
-    prob = cp.Problem(cp.Minimize(cp.sum_squares(X - Ap)))
-    R = np.random.default_rng(11).standard_normal((B, k, k))
-    vals = (R + R.transpose(0, 2, 1)) / 2
+    B = 24
+    prob, X, Ap, vals = _psd_projection(4, B, seed=11)
     layer = CvxpyLayer(prob, [Ap], [X], solver="pounce")
     (x,) = layer(torch.tensor(vals), solver_args={"engine": "ipm"})
     info = last_solve_info(layer)
     assert info.status == ["optimal"] * B
     assert _seed_counts(info.engine) == (B - staged_newton.SEEDS, staged_newton.SEEDS)
-    lam, V = np.linalg.eigh(vals)
-    clip = np.einsum("bij,bj,bkj->bik", V, np.maximum(lam, 0), V)
-    np.testing.assert_allclose(x.numpy(), clip, atol=1e-9)
+    np.testing.assert_allclose(x.numpy(), _eigenvalue_clip(vals), atol=1e-9)
 
 
 def test_soc_only_items_are_not_seeded():

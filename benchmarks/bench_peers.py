@@ -38,7 +38,9 @@ ROW_BUDGET_S (30 s) stops early. The printed `xN` is the number of timed runs in
 By default every timed round solves the checked values again, the regime in which a solver
 that keeps its last answer per item (ours: engine "auto") answers from it; `--move REL` gives
 every round new values (each entry times 1 + REL * N(0,1), the same for every row), e.g. 1e-3
-for a training step on a full batch, 0.1 for new data each step.
+for a training step on a full batch, 0.1 for a larger one; `--fresh` draws every round's items
+anew from the case's own distribution (per-sample data, e.g. OptNet's q from each input: no
+previous answer is near, the cold regime).
 
 A fast wrong answer is not a win: rows whose status is not "ok" are printed with their time
 but never ranked (their ratio is shown in brackets). Traps this catches on cvxpylayers 1.2 +
@@ -158,6 +160,7 @@ class Settings:
     alt_env: dict[str, str] = field(default_factory=dict)
     profile: bool = False
     move: float = 0.0
+    fresh: bool = False
 
 
 SETTINGS = Settings()
@@ -190,7 +193,8 @@ class Case:
     moreau_soc: Callable[[], Built] | None = None
     large: bool = False
     fd_eps: float = 1e-5
-    round_values: list[np.ndarray] | None = None  # this timed round's values (--move)
+    round_values: list[np.ndarray] | None = None  # this timed round's values (--move, --fresh)
+    draw: Callable[[np.random.Generator], list[np.ndarray]] | None = None  # new data (--fresh)
 
     def current(self) -> list[np.ndarray]:
         """The values a run solves: `values`, or the timed round's moved copy."""
@@ -217,11 +221,13 @@ def qp_case(key: str, label: str, n: int, m: int, batch: int, large: bool = Fals
         prob = cp.Problem(cp.Minimize(0.5 * cp.quad_form(x, Q) + q @ x), [G @ x <= h])
         return prob, [q, G, h], x
 
-    r = np.random.default_rng(1)
-    G = r.standard_normal((batch, m, n))
-    x0 = r.standard_normal((batch, n))
-    h = np.einsum("bij,bj->bi", G, x0) + r.random((batch, m))  # x0 strictly feasible
-    q = r.standard_normal((batch, n))
+    def draw(r: np.random.Generator) -> list[np.ndarray]:
+        G = r.standard_normal((batch, m, n))
+        x0 = r.standard_normal((batch, n))
+        h = np.einsum("bij,bj->bi", G, x0) + r.random((batch, m))  # x0 strictly feasible
+        q = r.standard_normal((batch, n))
+        return [q, G, h]
+
     Qt = torch.tensor(Q)
 
     def qp_torch(ps: list[torch.Tensor]):
@@ -232,7 +238,8 @@ def qp_case(key: str, label: str, n: int, m: int, batch: int, large: bool = Fals
 
         return jnp.asarray(Q), q, G, h
 
-    return Case(key, label, build, [q, G, h], qp_torch, qp_jax, large=large, fd_eps=fd_eps)
+    return Case(key, label, build, draw(np.random.default_rng(1)), qp_torch, qp_jax,
+                large=large, fd_eps=fd_eps, draw=draw)
 
 
 def nnls_case(batch: int = 256, n: int = 5, m: int = 10) -> Case:
@@ -244,9 +251,9 @@ def nnls_case(batch: int = 256, n: int = 5, m: int = 10) -> Case:
         prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(F @ x - g)), [x >= 0])
         return prob, [F, g], x
 
-    r = np.random.default_rng(4)
-    F = r.standard_normal((batch, m, n))
-    g = r.standard_normal((batch, m))
+    def draw(r: np.random.Generator) -> list[np.ndarray]:
+        return [r.standard_normal((batch, m, n)), r.standard_normal((batch, m))]
+
     G_t = -torch.eye(n, dtype=torch.float64)
     h_t = torch.zeros(n, dtype=torch.float64)
 
@@ -259,7 +266,8 @@ def nnls_case(batch: int = 256, n: int = 5, m: int = 10) -> Case:
 
         return F.T @ F, -F.T @ g, -jnp.eye(n), jnp.zeros(n)
 
-    return Case("nnls", "B=256 NNLS 5 var, 10 rows", build, [F, g], qp_torch, qp_jax)
+    return Case("nnls", "B=256 NNLS 5 var, 10 rows", build, draw(np.random.default_rng(4)),
+                qp_torch, qp_jax, draw=draw)
 
 
 def socp_case(batch: int = 64, n: int = 20, m: int = 20) -> Case:
@@ -280,11 +288,12 @@ def socp_case(batch: int = 64, n: int = 20, m: int = 20) -> Case:
 
         return build
 
-    r = np.random.default_rng(2)
-    vals = [r.standard_normal((batch, m, n)), r.standard_normal((batch, m)),
-            r.standard_normal((batch, n))]
-    return Case("socp", "B=64 SOCPs n=20", build_with(False), vals,
-                moreau_soc=build_with(True), fd_eps=3e-2)
+    def draw(r: np.random.Generator) -> list[np.ndarray]:
+        return [r.standard_normal((batch, m, n)), r.standard_normal((batch, m)),
+                r.standard_normal((batch, n))]
+
+    return Case("socp", "B=64 SOCPs n=20", build_with(False), draw(np.random.default_rng(2)),
+                moreau_soc=build_with(True), fd_eps=3e-2, draw=draw)
 
 
 def logreg_case(batch: int = 64, samples: int = 20, features: int = 5) -> Case:
@@ -299,8 +308,11 @@ def logreg_case(batch: int = 64, samples: int = 20, features: int = 5) -> Case:
         prob = cp.Problem(cp.Minimize(loss + 0.1 * cp.sum_squares(w)))
         return prob, [X], w
 
-    return Case("logreg", "B=64 logistic regressions (exp)", build,
-                [r.standard_normal((batch, samples, features))], fd_eps=3e-2)
+    def draw(r: np.random.Generator) -> list[np.ndarray]:
+        return [r.standard_normal((batch, samples, features))]
+
+    return Case("logreg", "B=64 logistic regressions (exp)", build, draw(r), fd_eps=3e-2,
+                draw=draw)
 
 
 def softmax_case(batch: int = 64, n: int = 20) -> Case:
@@ -312,8 +324,11 @@ def softmax_case(batch: int = 64, n: int = 20) -> Case:
         prob = cp.Problem(cp.Minimize(c @ x - cp.sum(cp.entr(x))), [cp.sum(x) == 1])
         return prob, [c], x
 
+    def draw(r: np.random.Generator) -> list[np.ndarray]:
+        return [r.standard_normal((batch, n))]
+
     return Case("softmax", "B=64 softmax/entropy n=20 (exp)", build,
-                [np.random.default_rng(3).standard_normal((batch, n))], fd_eps=3e-2)
+                draw(np.random.default_rng(3)), fd_eps=3e-2, draw=draw)
 
 
 def psd_case(batch: int = 64, k: int = 6) -> Case:
@@ -325,8 +340,12 @@ def psd_case(batch: int = 64, k: int = 6) -> Case:
         prob = cp.Problem(cp.Minimize(cp.sum_squares(X - A)))
         return prob, [A], X
 
-    R = np.random.default_rng(6).standard_normal((batch, k, k))
-    return Case("psd", "B=64 PSD projections 6x6", build, [(R + R.transpose(0, 2, 1)) / 2])
+    def draw(r: np.random.Generator) -> list[np.ndarray]:
+        R = r.standard_normal((batch, k, k))
+        return [(R + R.transpose(0, 2, 1)) / 2]
+
+    return Case("psd", "B=64 PSD projections 6x6", build, draw(np.random.default_rng(6)),
+                draw=draw)
 
 
 def all_cases(skip_large: bool) -> list[Case]:
@@ -670,7 +689,9 @@ def run_case(case: Case, peers: list[str], repeats: int, n_items: int,
     times: dict[str, list[float]] = {row.peer: [] for row, _ in runners}
     rng = np.random.default_rng(1)
     for _ in range(repeats):
-        if SETTINGS.move > 0:  # every row solves the same moved values this round
+        if SETTINGS.fresh and case.draw is not None:  # new data, the same for every row
+            case.round_values = case.draw(rng)
+        elif SETTINGS.move > 0:  # every row solves the same moved values this round
             case.round_values = [v * (1.0 + SETTINGS.move * rng.standard_normal(v.shape))
                                  for v in case.values]
         for row, run in runners:
@@ -996,6 +1017,10 @@ def main() -> int:
                          "(1 + MOVE * N(0,1)), the same for every row (0: the checked values "
                          "again each round; 1e-3: a training step on a full batch; 0.1: new "
                          "data each step)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="each timed round solves new data: every item drawn anew from the "
+                         "case's own distribution (what a layer fed per-sample data sees "
+                         "each step; no previous answer is near)")
     ap.add_argument("--out-name", default="bench_peers",
                     help="file stem of the PNG and JSON written to benchmarks/out/")
     a = ap.parse_args()
@@ -1011,7 +1036,9 @@ def main() -> int:
         print(f"the alt row runs with the environment {SETTINGS.alt_env}")
     SETTINGS.profile = a.profile
     SETTINGS.move = a.move
-    regime = f"values moved by {a.move:g}" if a.move else "the same values"
+    SETTINGS.fresh = a.fresh
+    regime = ("new data drawn" if a.fresh else
+              f"values moved by {a.move:g}" if a.move else "the same values")
     print(f"timed rounds: {regime} each round")
     if SETTINGS.ours_args:
         print(f"our CvxpyLayer row runs with solver_args={SETTINGS.ours_args}")
@@ -1096,7 +1123,7 @@ def main() -> int:
     plot(cases, rows, floors, png)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{a.out_name}.json").write_text(json.dumps({
-        "load_start": load0, "load_end": load1, "move": a.move,
+        "load_start": load0, "load_end": load1, "move": a.move, "fresh": a.fresh,
         "dense_flops": rate, "dense_flops_all": rates,
         "floors": floors, "ldl_seconds": per_factor, "condensed_seconds": per_condensed,
         "fd_noise": noise, "canonical_dims": dims,

@@ -131,13 +131,16 @@ def test_wrongly_shaped_upstream_gradient_is_named(box, shape, message):
 
 
 def test_failed_solve_of_extremely_scaled_data_hints_at_scaling():
-    """a = (c, c), b = c: feasible with solution (0.5, 0.5) at any c; POUNCE fails at 1e200."""
+    """a = (c, c), b = c: feasible with solution (0.5, 0.5) at any c; POUNCE's IPM fails at
+    1e200 (the QP engine's active-set steps from no rows solve it: one restricted KKT)."""
     x, a, b = cp.Variable(2), cp.Parameter(2), cp.Parameter()
     problem = cp.Problem(cp.Minimize(cp.sum_squares(x) - 2 * cp.sum(x)), [a @ x <= b, x >= 0])
     layer = CvxpyLayer(problem, [a, b], [x], solver="pounce")
     scale = torch.tensor([1.0, 1e200], dtype=torch.float64)
+    (sol,) = layer(scale[:, None].expand(2, 2), scale)
+    assert torch.allclose(sol, torch.full((2, 2), 0.5, dtype=torch.float64), rtol=0, atol=1e-12)
     with pytest.raises(pounce_cvxpy.LayerSolverError) as err:
-        layer(scale[:, None].expand(2, 2), scale)
+        layer(scale[:, None].expand(2, 2), scale, solver_args={"engine": "ipm"})
     message = str(err.value)
     assert err.value.batch_index == 1
     assert f"batch item 1: status {err.value.status!r}" in message
@@ -162,6 +165,10 @@ def test_psd_with_exp_cone_fails_when_the_layer_is_built():
 def test_diffcp_api_failure_of_extremely_scaled_data_hints_at_scaling():
     c = 1e200
     A = sp.csc_matrix(np.array([[c, c], [-1.0, 0.0], [0.0, -1.0]]))
+    args = (A, np.array([c, 0.0, 0.0]), np.array([-2.0, -2.0]), {"l": 3})
+    # The QP engine's active-set steps solve it; POUNCE's IPM fails with the hint.
+    x = pounce_diffcp.solve_and_derivative(*args, P=sp.csc_matrix(2.0 * np.eye(2)))[0]
+    assert np.allclose(x, [0.5, 0.5], rtol=0, atol=1e-12)
     with pytest.raises(pounce_diffcp.SolverError, match="extremely scaled.*1.0e\\+200"):
-        pounce_diffcp.solve_and_derivative(A, np.array([c, 0.0, 0.0]), np.array([-2.0, -2.0]),
-                                           {"l": 3}, P=sp.csc_matrix(2.0 * np.eye(2)))
+        pounce_diffcp.solve_and_derivative(*args, P=sp.csc_matrix(2.0 * np.eye(2)),
+                                           engine="ipm")

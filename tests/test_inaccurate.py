@@ -2,12 +2,14 @@
 
 The trigger is real (no mocks): min |x|^2 - 2 sum(x) s.t. a'x <= b, x >= 0 with a = (c, c)
 and b = c. The solution is (0.5, 0.5) at any scale c (strictly complementary: the first
-constraint is active with a positive multiplier); at c = 1e150 POUNCE returns a point far
-from it as "optimal_inaccurate". Batches mix such an item with well-scaled ones (c = 1).
-The core (conic_forward, conic_solve), the diffcp API and CvxpyLayer are each checked for
-the warning (category, the items and residuals it names, attributed to this file), "raise"
-(a SolverError naming the item and status), "ignore" (silence) and the per-item statuses
-readable afterwards. Residuals are checked against the same formula evaluated
+constraint is active with a positive multiplier); at c = 1e150 POUNCE's IPM returns a point
+far from it as "optimal_inaccurate". The QP engine's active-set steps solve it exactly (one
+restricted KKT, tests/test_clear_errors.py), so every solve here asks for the IPM
+(`engine="ipm"`, the same option on every path). Batches mix such an item with well-scaled
+ones (c = 1). The core (conic_forward, conic_solve), the diffcp API and CvxpyLayer are each
+checked for the warning (category, the items and residuals it names, attributed to this
+file), "raise" (a SolverError naming the item and status), "ignore" (silence) and the
+per-item statuses readable afterwards. Residuals are checked against the same formula evaluated
 independently here with scipy.
 """
 
@@ -32,6 +34,7 @@ SCALES = (1.0, 1e150, 1.0)  # item 1 ends "optimal_inaccurate"
 P = sp.csc_matrix(2.0 * np.eye(2))
 Q = np.array([-2.0, -2.0])
 CONES = {"l": 3}
+IPM = {"engine": "ipm"}
 
 
 def _data(c: float) -> tuple[sp.csc_matrix, np.ndarray]:
@@ -50,7 +53,7 @@ def scaled():
 
 def _solve(scaled, fn=conic_forward, **options):
     structure, A, b = scaled
-    out = fn(structure, structure.p_values(P), Q, A, b, SolveOptions(**options))
+    out = fn(structure, structure.p_values(P), Q, A, b, SolveOptions(**IPM, **options))
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -118,7 +121,7 @@ def test_on_inaccurate_is_checked():
 def _scaled_layer(**solver_args):
     x, a, b = cp.Variable(2), cp.Parameter(2), cp.Parameter()
     problem = cp.Problem(cp.Minimize(cp.sum_squares(x) - 2 * cp.sum(x)), [a @ x <= b, x >= 0])
-    return CvxpyLayer(problem, [a, b], [x], solver="pounce", solver_args=solver_args)
+    return CvxpyLayer(problem, [a, b], [x], solver="pounce", solver_args={**IPM, **solver_args})
 
 
 LAYER_SCALES = torch.tensor(SCALES, dtype=torch.float64)
@@ -149,7 +152,7 @@ def test_layer_raise_and_ignore():
     layer = _scaled_layer()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        layer(a, b, solver_args={"on_inaccurate": "ignore"})
+        layer(a, b, solver_args={**IPM, "on_inaccurate": "ignore"})
     assert pounce_cvxpy.last_solve_info(layer).inaccurate == [1]
 
 
@@ -163,10 +166,10 @@ def test_diffcp_api_warns_and_raises():
     upper = sp.triu(P).tocsc()
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        pounce_diffcp.solve_and_derivative(A, b, Q, CONES, P=upper)
+        pounce_diffcp.solve_and_derivative(A, b, Q, CONES, P=upper, **IPM)
     assert "0 (residual" in str(_one_warning(record).message)
     with pytest.raises(SolverError, match="optimal_inaccurate"):
-        pounce_diffcp.solve_and_derivative(A, b, Q, CONES, P=upper, on_inaccurate="raise")
+        pounce_diffcp.solve_and_derivative(A, b, Q, CONES, P=upper, on_inaccurate="raise", **IPM)
 
 
 def test_diffcp_batch_names_its_own_item_indices():
@@ -178,12 +181,12 @@ def test_diffcp_batch_names_its_own_item_indices():
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         pounce_diffcp.solve_and_derivative_batch(
-            [other, A], [np.zeros(2), b], [Q, Q], [{"l": 2}, CONES], Ps=[upper, upper])
+            [other, A], [np.zeros(2), b], [Q, Q], [{"l": 2}, CONES], Ps=[upper, upper], **IPM)
     message = str(_one_warning(record).message)
     assert [int(i) for i in re.findall(r"(\d+) \(residual", message)] == [1]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pounce_diffcp.solve_and_derivative(A, b, Q, CONES, P=upper, on_inaccurate="ignore")
+        pounce_diffcp.solve_and_derivative(A, b, Q, CONES, P=upper, on_inaccurate="ignore", **IPM)
 
 
 def test_cvxpy_solve_reports_inaccurate_through_cvxpy():
@@ -193,7 +196,7 @@ def test_cvxpy_solve_reports_inaccurate_through_cvxpy():
     problem = cp.Problem(cp.Minimize(cp.sum_squares(x) - 2 * cp.sum(x)), [A @ x <= b])
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        problem.solve(solver="POUNCE")
+        problem.solve(solver="POUNCE", **IPM)
     assert problem.status == cp.OPTIMAL_INACCURATE
     assert not [w for w in record if issubclass(w.category, InaccurateSolutionWarning)]
     assert any("inaccurate" in str(w.message) for w in record)

@@ -29,8 +29,10 @@ FWD_TOL = 1e-12
 
 
 def _forward(bt, **over):
-    """The native forward of ``bt`` with the value arrays in ``over`` replaced."""
-    return replace(bt, **over).solve_native(tol=FWD_TOL)
+    """The native IPM forward of ``bt`` with the value arrays in ``over`` replaced (the IPM:
+    `_h_nonneg`'s H = s/y is of its interior point; an active-set answer's exact zeros take
+    active_set.limit_scaling's H, tests/test_active_set_gradients.py)."""
+    return replace(bt, **over).solve_native(tol=FWD_TOL, engine="ipm")
 
 
 def _h_nonneg(bt, res):

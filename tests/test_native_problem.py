@@ -33,7 +33,7 @@ def test_a_reused_handle_matches_a_new_one_and_repeats_exactly():
     prob = bt.native_problem()
     assert (prob.n, prob.m, prob.h_diag_len, prob.h_blocks_len) == (10, 15, 15, 0)
     vals = (bt.p_values, bt.a_values, bt.q, bt.b)
-    ref = bt.solve_native(tol=1e-10)  # a new handle
+    ref = bt.solve_native(tol=1e-10, engine="ipm")  # a new handle
     first = prob.solve(*vals, tol=1e-10, engine="ipm")
     # The workers' factorizations of the first call (the IPM engine: under "auto" the
     # repeated values take the active set, tests/test_qp_engine.py).

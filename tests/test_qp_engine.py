@@ -138,7 +138,9 @@ def test_each_item_starts_from_its_previous_call():
         assert set(warm.engine) <= engines, warm.engine
         ipm = pk.conic_solve(_structure(bt), *vals, pk.SolveOptions(tol=1e-12, engine="ipm"))
         assert _rel(warm.x, ipm.x) < 1e-9 and _rel(warm.y, ipm.y) < 1e-9
-    assert "active_set_warm" in warm.engine  # the larger move changed some active sets
+    # The larger move changed some active sets (the kept rows' steps or the session moved
+    # them; the rust tests hold the session's warm path).
+    assert bool(((first.y > 1e-9) != (warm.y > 1e-9)).any())
     # Another structure (handle) has its own sessions.
     assert pk.conic_solve(_structure(bt), *_values(bt), opts).engine == ["active_set"] * 5
 
@@ -150,13 +152,19 @@ def test_auto_takes_the_active_set_for_items_that_moved_little():
     def engines(eps, seed):
         return pk.conic_solve(st, *_values(bt, eps, seed)).engine
 
-    assert engines(0.0, 0) == ["ipm"] * 3
+    # A first call: active-set steps from no rows (kept_active_set.rs solve_cold), the IPM's
+    # answer.
+    assert engines(0.0, 0) == ["active_set_steps"] * 3
+    first = pk.conic_solve(_structure(bt), *_values(bt), pk.SolveOptions(engine="ipm"))
+    steps = pk.conic_solve(_structure(bt), *_values(bt))  # a new handle: no kept rows
+    assert steps.engine == ["active_set_steps"] * 3
+    assert _rel(steps.x, first.x) < 1e-7 and _rel(steps.y, first.y) < 1e-7
     assert engines(1e-4, 1) == ["active_set_kept"] * 3
     assert engines(1e-4, 2) == ["active_set_kept"] * 3
     # A 100% move: active-set steps from the kept rows (kept_active_set.rs solve_from) where
     # they reach an optimal set within their budget, the IPM elsewhere; the IPM's answer.
     far = engines(1.0, 3)
-    assert set(far) <= {"ipm", "active_set_kept"} and "ipm" in far, far
+    assert set(far) <= {"ipm", "active_set_kept"}, far
     got = pk.conic_solve(_structure(bt), *_values(bt, 1.0, 3), pk.SolveOptions(engine="ipm"))
     again = pk.conic_solve(st, *_values(bt, 1.0, 3))
     assert _rel(again.x, got.x) < 1e-7 and _rel(again.y, got.y) < 1e-7

@@ -6,6 +6,7 @@ use crate::cone_layout::{dual_to_scs, slack_scs, warm_to_pounce, ProblemClass};
 use crate::convexity::PsdCheck;
 use crate::dense_backend::DenseLbltBackend;
 use crate::exp_shear::ExpShear;
+use crate::kept_active_set::{solve_steps, KEPT_MAX_SOLVES};
 use crate::options::{
     backend, conic_backend, fast_qp_options, kkt_backend, meets_tol, robust_options,
     staged_nonsym_options, BackendOptions, QpEngine, SolveOptions, Stage, AUTO_ACTIVE_SET_MAX_DIM,
@@ -47,7 +48,19 @@ pub const ENGINE_ACTIVE_SET: &str = "active_set";
 pub const ENGINE_ACTIVE_SET_WARM: &str = "active_set_warm";
 /// The item's previous active set, kept: one KKT solve (kept_active_set.rs).
 pub const ENGINE_ACTIVE_SET_KEPT: &str = "active_set_kept";
+/// Primal-dual active-set steps from no rows, for an item with no previous answer
+/// (kept_active_set.rs `solve_cold`).
+pub const ENGINE_ACTIVE_SET_STEPS: &str = "active_set_steps";
 pub const ENGINE_NONE: &str = "none";
+
+/// Where the `auto` engine's active-set steps start (kept_active_set.rs).
+#[derive(Clone, Copy)]
+enum StepsFrom {
+    /// The active rows of the item's previous answer.
+    Kept,
+    /// No rows: the item has no previous answer.
+    NoRows,
+}
 
 /// One item's outcome.
 #[derive(Debug, Clone, Copy)]
@@ -215,8 +228,9 @@ impl Engine<'_> {
     }
 
     /// QP class, the engine of `self.engine` (options.rs, `QpEngine`). When the rule takes
-    /// the active set: first the item's previous active set, kept (one KKT solve,
-    /// kept_active_set.rs); then its session (warm when it has an accepted solve, cold
+    /// the active set: first active-set steps from the item's previous active rows, kept
+    /// (one KKT solve when they still hold, kept_active_set.rs), or under `Auto` from no
+    /// rows when the item has no previous answer; then its session (warm when it has an accepted solve, cold
     /// otherwise; under `Auto` a cold session is not started, the IPM being cheaper, see
     /// docs/native-core.md); an answer is kept when `Optimal` within tol, and the IPM
     /// ([`Self::solve_qp`]) solves what is left, its iterations added. Returns the
@@ -235,29 +249,46 @@ impl Engine<'_> {
         };
         let values = (d.p, d.a, d.q, d.b);
         let small = self.kkt_size.0 <= AUTO_ACTIVE_SET_MAX_DIM;
-        let (kept, session) = match self.engine {
-            QpEngine::Ipm => (false, false),
-            QpEngine::ActiveSet => (true, true),
+        let (steps, session) = match self.engine {
+            QpEngine::Ipm => (None, false),
+            QpEngine::ActiveSet => (state.has_active().then_some(StepsFrom::Kept), true),
             QpEngine::Auto => {
-                // The kept check costs one KKT solve (an IPM takes ~10) and accepts only a
-                // feasible, optimal answer: tried for every item that moved little, and for
-                // one that moved far unless its recent checks failed (back-off,
-                // qp_sessions.rs); the session only near (a far item pivots longer than
-                // the IPM takes).
+                // Active-set steps cost one KKT solve each (an IPM takes ~10 larger ones)
+                // and accept only a feasible, optimal answer: from the kept rows for every
+                // item that moved little, and from the kept rows (or from no rows, for an
+                // item with no previous answer) for one that moved far unless its recent
+                // tries failed (back-off, qp_sessions.rs); the session only near (a far
+                // item pivots longer than the IPM takes).
                 let near = small && state.moved_little(d.p, d.a, d.q, d.b);
-                let kept = small && state.has_active() && (near || state.kept_due());
-                (kept, near && state.session_ready())
+                let from = if state.has_active() {
+                    StepsFrom::Kept
+                } else {
+                    StepsFrom::NoRows
+                };
+                let due = small && (near || state.kept_due());
+                (due.then_some(from), near && state.session_ready())
             }
         };
         let specs = &self.st.layout.specs;
         let tol = self.robust.tol;
-        if kept {
-            let out = state.solve_kept(prob, specs, tol);
+        if let Some(from) = steps {
+            // Each restricted KKT solve counts as an iteration of the caller's budget.
+            let max_solves = KEPT_MAX_SOLVES.min(self.robust.max_iter);
+            let (out, name) = match from {
+                StepsFrom::Kept => (
+                    state.solve_kept(prob, specs, tol, max_solves),
+                    ENGINE_ACTIVE_SET_KEPT,
+                ),
+                StepsFrom::NoRows => (
+                    solve_steps(prob, specs, &[], tol, max_solves),
+                    ENGINE_ACTIVE_SET_STEPS,
+                ),
+            };
             state.kept_outcome(out.is_some());
             if let Some((sol, factor)) = out {
                 state.remember(values, prob, &sol);
                 state.keep_factor(factor, d.p, d.a);
-                return (sol, ENGINE_ACTIVE_SET_KEPT);
+                return (sol, name);
             }
         }
         let mut spent_iters = 0;

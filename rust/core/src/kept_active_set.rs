@@ -21,6 +21,8 @@
 //! primal-dual active-set steps (rows whose multiplier turned negative leave, violated rows
 //! enter, one restricted KKT solve each, at most [`KEPT_MAX_SOLVES`]), then checks as
 //! above: a training step that changes a few rows costs a few KKT solves, not an IPM.
+//! [`solve_cold`] takes the same steps from no rows, for an item with no previous answer
+//! (a first call, or new data in every batch).
 //!
 //! The factor is kept ([`KeptFactor`]) for the backward: at the active set the adjoint's
 //! `K = [[P, A'], [A, -H]]` has `H = 0` on the active rows and `H = inf` on the others
@@ -174,8 +176,11 @@ pub fn active_rows(prob: &QpProblem, sol: &QpSolution) -> Vec<usize> {
     (0..prob.h.len()).filter(|&i| sol.z[i] > s[i]).collect()
 }
 
-/// At most this many restricted KKT solves in [`solve_from`] (one per active-set update).
-pub const KEPT_MAX_SOLVES: usize = 6;
+/// At most this many restricted KKT solves in [`solve_from`] and [`solve_cold`] (one per
+/// active-set update). From no rows, or from another item's active rows, random dense QPs
+/// (q, G, h per item; n = m = 50 and 10) took a median of 5 and 3-4 solves, at most 7
+/// (docs/native-core.md, "New data on every call: active-set steps from no rows").
+pub const KEPT_MAX_SOLVES: usize = 10;
 
 /// The restricted KKT on `active` (inequality rows, increasing), solved: its lower
 /// triangle, factor and solution `[x; y; z_W]`; `None` when the solution is not finite.
@@ -242,7 +247,7 @@ pub fn solve_on(
     active: &[usize],
     tol: f64,
 ) -> Option<(QpSolution, KeptFactor)> {
-    solve_within(prob, specs, active, tol, 1)
+    solve_steps(prob, specs, active, tol, 1)
 }
 
 /// The active-set update of a primal-dual active-set step (Hintermueller, Ito and
@@ -282,11 +287,26 @@ pub fn solve_from(
     active: &[usize],
     tol: f64,
 ) -> Option<(QpSolution, KeptFactor)> {
-    solve_within(prob, specs, active, tol, KEPT_MAX_SOLVES)
+    solve_steps(prob, specs, active, tol, KEPT_MAX_SOLVES)
 }
 
-/// [`solve_from`] with at most `max_solves` restricted KKT solves.
-fn solve_within(
+/// The solution of `prob` with no previous answer: [`solve_from`] starting from no
+/// inequality rows (its first solve is the equality-constrained minimiser; the rows it
+/// violates enter), at most [`KEPT_MAX_SOLVES`] solves. `None` as for [`solve_from`], and
+/// at once when the first restricted KKT is singular (no P, or P singular on the
+/// equalities' null space: an LP needs a vertex, not steps from nothing).
+pub fn solve_cold(
+    prob: &QpProblem,
+    specs: &[ConeSpec],
+    tol: f64,
+) -> Option<(QpSolution, KeptFactor)> {
+    solve_steps(prob, specs, &[], tol, KEPT_MAX_SOLVES)
+}
+
+/// [`solve_from`] with at most `max_solves` restricted KKT solves (the batch passes
+/// [`KEPT_MAX_SOLVES`] or the caller's `max_iter`, the smaller; each solve counts as one
+/// iteration of the answer).
+pub fn solve_steps(
     prob: &QpProblem,
     specs: &[ConeSpec],
     active: &[usize],
@@ -298,14 +318,14 @@ fn solve_within(
     }
     let mut set = active.to_vec();
     let mut seen: Vec<Vec<usize>> = Vec::new();
-    for _ in 0..max_solves {
+    for solves in 1..=max_solves {
         if set.len() + prob.b.len() > prob.n {
             return None;
         }
         let r = solve_restricted(prob, &set)?;
         let next = next_active(prob, &set, &r, tol);
         if next == set {
-            return accept(prob, specs, &set, r, tol);
+            return accept(prob, specs, &set, r, tol, solves);
         }
         if seen.contains(&next) {
             return None;
@@ -316,13 +336,15 @@ fn solve_within(
 }
 
 /// The restricted solution `r` on `active` as the QP's answer, when it is dual feasible and
-/// meets `tol` (module docs), with its factor.
+/// meets `tol` (module docs), with its factor; its `iters` is `solves`, the restricted KKT
+/// solves that reached it.
 fn accept(
     prob: &QpProblem,
     specs: &[ConeSpec],
     active: &[usize],
     r: Restricted,
     tol: f64,
+    solves: usize,
 ) -> Option<(QpSolution, KeptFactor)> {
     let (n, me) = (prob.n, prob.b.len());
     let Restricted { kkt, lblt, v } = r;
@@ -355,7 +377,7 @@ fn accept(
         z_lb: vec![0.0; n],
         z_ub: vec![0.0; n],
         obj,
-        iters: 0,
+        iters: solves,
         iterates: Vec::new(),
     };
     let factor = KeptFactor {

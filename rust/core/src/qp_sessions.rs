@@ -11,7 +11,7 @@
 //! [`SessionStore`] holds the states of a handle between calls, like `Workspaces`: it
 //! never blocks (a busy lock, or one a `fork` left held in a child, means fresh states),
 //! and a child process never reuses its parent's states (the pid is checked).
-use crate::kept_active_set::{active_rows, solve_from, KeptFactor, KEEP_FACTOR_MAX_DIM};
+use crate::kept_active_set::{active_rows, solve_steps, KeptFactor, KEEP_FACTOR_MAX_DIM};
 use crate::options::{BackendOptions, AUTO_ACTIVE_SET_REL};
 use pounce_convex::{ActiveSetSession, ConeSpec, QpOptions, QpProblem, QpSolution, Reuse};
 use pounce_feral::FeralConfig;
@@ -105,16 +105,17 @@ impl ItemState {
         self.factor.as_ref()
     }
 
-    /// The solution of `prob` from the active rows of the item's last answer (a few
-    /// primal-dual active-set steps, kept_active_set.rs `solve_from`), when it is optimal
-    /// within `tol`, with its factor; `None` without a last answer.
+    /// The solution of `prob` from the active rows of the item's last answer (at most
+    /// `max_solves` primal-dual active-set steps, kept_active_set.rs `solve_steps`), when it
+    /// is optimal within `tol`, with its factor; `None` without a last answer.
     pub fn solve_kept(
         &self,
         prob: &QpProblem,
         specs: &[ConeSpec],
         tol: f64,
+        max_solves: usize,
     ) -> Option<(QpSolution, KeptFactor)> {
-        solve_from(prob, specs, self.active.as_deref()?, tol)
+        solve_steps(prob, specs, self.active.as_deref()?, tol, max_solves)
     }
 
     /// Whether the kept check is due for an item that moved far (see

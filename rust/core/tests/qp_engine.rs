@@ -8,12 +8,14 @@ use common::{opts, rel_err, Rng};
 use pounce_convex::{QpOptions, QpProblem, Triplet};
 use pounce_layers_core::batch::{
     solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl, ENGINE_ACTIVE_SET,
-    ENGINE_ACTIVE_SET_KEPT, ENGINE_ACTIVE_SET_WARM, ENGINE_IPM,
+    ENGINE_ACTIVE_SET_KEPT, ENGINE_ACTIVE_SET_STEPS, ENGINE_ACTIVE_SET_WARM, ENGINE_IPM,
 };
 use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::dense_backend::DenseLbltBackend;
-use pounce_layers_core::kept_active_set::{active_rows, solve_from, solve_on, KeptFactor};
+use pounce_layers_core::kept_active_set::{
+    active_rows, solve_cold, solve_from, solve_on, KeptFactor,
+};
 use pounce_layers_core::kkt_adjoint::{adjoint_batch, AdjointInput, AdjointWorkspaces, KktPattern};
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};
 use pounce_layers_core::pattern::CscPattern;
@@ -397,16 +399,24 @@ fn an_item_session_traces_from_its_previous_solve() {
     assert!(rel_err(&next.sol.z, &[0.0, 1.0, 0.0]) < 1e-12);
 }
 
-/// `auto`: the IPM on an item's first call; while the values move by less than
-/// `AUTO_ACTIVE_SET_REL`, the item's last active rows kept (from the IPM's answer too);
-/// after a large move, the kept rows where they are still optimal, the IPM elsewhere, and
-/// the same solution as the IPM's either way.
+/// `auto`: active-set steps from no rows on an item's first call, with the IPM's solution;
+/// while the values move by less than `AUTO_ACTIVE_SET_REL`, the item's last active rows
+/// kept; after a large move, steps from the kept rows where they reach an optimal set,
+/// the IPM elsewhere, and the same solution as the IPM's either way.
 #[test]
 fn auto_takes_the_active_set_only_for_items_that_moved_little() {
     let qps = Qps::new(8, 0, 10, 4, 5);
     let ws = ForwardWorkspaces::new();
     let run = |q: &Qps| engines(&q.solve(QpEngine::Auto, &ws));
-    assert!(run(&qps).iter().all(|&e| e == ENGINE_IPM));
+    let first = qps.solve(QpEngine::Auto, &ws);
+    assert!(engines(&first)
+        .iter()
+        .all(|&e| e == ENGINE_ACTIVE_SET_STEPS));
+    assert_same_solution(
+        &first,
+        &qps.solve(QpEngine::Ipm, &ForwardWorkspaces::new()),
+        1e-7,
+    );
     let near = qps.moved(1e-3, 9);
     let out = near.solve(QpEngine::Auto, &ws);
     assert!(engines(&out).iter().all(|&e| e == ENGINE_ACTIVE_SET_KEPT));
@@ -415,13 +425,15 @@ fn auto_takes_the_active_set_only_for_items_that_moved_little() {
         &near.solve(QpEngine::Ipm, &ForwardWorkspaces::new()),
         1e-7,
     );
+    let near_active = active_pattern(&out, 10);
     let far = near.moved(3.0, 11);
     let out = far.solve(QpEngine::Auto, &ws);
     assert!(engines(&out)
         .iter()
         .all(|&e| e == ENGINE_IPM || e == ENGINE_ACTIVE_SET_KEPT));
-    assert!(
-        engines(&out).contains(&ENGINE_IPM),
+    assert_ne!(
+        active_pattern(&out, 10),
+        near_active,
         "the move should change some active sets"
     );
     assert_same_solution(
@@ -434,8 +446,9 @@ fn auto_takes_the_active_set_only_for_items_that_moved_little() {
         .all(|&e| e == ENGINE_ACTIVE_SET_KEPT));
 }
 
-/// An infeasible item: the active set does not finish it, so the IPM's robust leg does and
-/// certifies it; the feasible items of the batch keep the active set's answer.
+/// An infeasible item: the active set (the session, or `auto`'s steps from no rows) does
+/// not finish it, so the IPM's robust leg does and certifies it; the feasible items of the
+/// batch keep the active set's answer.
 #[test]
 fn an_item_the_active_set_cannot_solve_falls_back_to_the_ipm() {
     let mut qps = Qps::new(4, 0, 6, 3, 8);
@@ -458,6 +471,41 @@ fn an_item_the_active_set_cannot_solve_falls_back_to_the_ipm() {
         assert_eq!(act.outs[i].engine, ENGINE_ACTIVE_SET);
         assert!(rel_err(&act.xs[i * n..(i + 1) * n], &ipm.xs[i * n..(i + 1) * n]) < 1e-7);
     }
+    let auto = qps.solve(QpEngine::Auto, &ForwardWorkspaces::new());
+    assert_eq!(auto.outs[1].status, "primal_infeasible");
+    assert_eq!(auto.outs[1].engine, ENGINE_IPM);
+    assert_eq!(auto.ys[m..2 * m], ipm.ys[m..2 * m], "the IPM's certificate");
+    for i in [0, 2] {
+        assert_eq!(auto.outs[i].engine, ENGINE_ACTIVE_SET_STEPS);
+        assert!(rel_err(&auto.xs[i * n..(i + 1) * n], &ipm.xs[i * n..(i + 1) * n]) < 1e-7);
+    }
+}
+
+/// Steps from no rows on random strictly convex QPs (n = m = 30, a fifth of them with 5
+/// equality rows): every item is solved to the IPM's answer; an LP (no P: the first
+/// restricted KKT is singular) is handed back at once.
+#[test]
+fn steps_from_no_rows_solve_a_first_call() {
+    for (z, seed) in [(0, 31), (5, 32)] {
+        let qps = Qps::new(30, z, 30, 6, seed);
+        let out = qps.solve(QpEngine::Auto, &ForwardWorkspaces::new());
+        assert!(engines(&out).iter().all(|&e| e == ENGINE_ACTIVE_SET_STEPS));
+        let ipm = qps.solve(QpEngine::Ipm, &ForwardWorkspaces::new());
+        assert_same_solution(&out, &ipm, 1e-7);
+    }
+    let specs = [pounce_convex::ConeSpec::Nonneg(2)];
+    let lp = QpProblem {
+        n: 2,
+        p_lower: vec![],
+        c: vec![1.0, 1.0],
+        a: vec![],
+        b: vec![],
+        g: vec![Triplet::new(0, 0, -1.0), Triplet::new(1, 1, -1.0)],
+        h: vec![0.0, 0.0],
+        lb: vec![],
+        ub: vec![],
+    };
+    assert!(solve_cold(&lp, &specs, 1e-9).is_none());
 }
 
 /// The IPM engine keeps no per-item state.

@@ -259,12 +259,19 @@ class BatchNlp:
         # accurate (see linearization_inaccurate); Theseus' error-change test needs no such
         # accuracy.
         self.autograd_gradient = False
+        # the solves' tol (set by solve_batch; see _hessian_ahead)
+        self.tol = 0.0
         # the polish's per-element switch to exact blocks (see _polish_hessian): the
         # gradient's largest entry served at each element's current point and at its last
         # polish Hessian, and whether it takes exact blocks
         self._polish_grad = np.full(self.batch_size, np.nan)
         self._polish_grad_at_hess = np.full(self.batch_size, np.nan)
         self._polish_exact = np.zeros(self.batch_size, dtype=bool)
+        # per solve (its rows as bytes): (point as bytes, objective, gradient, Hessian
+        # values or None) computed by the last round at that point (see answer_ahead)
+        self._ahead: dict[bytes, tuple] = {}
+        # per solve: the point at which it settled (see settled)
+        self._settled: dict[bytes, bytes] = {}
 
     # ----- layout -------------------------------------------------------------------
     def variable_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -312,6 +319,7 @@ class BatchNlp:
         self._bounds_cache = None
         self._cache_key = self._cache = None
         self._lin_point = None
+        self.drop_answers_ahead()
         self._f_prev[rows] = float("nan")
         self._g_prev[rows] = float("nan")
         self._hess_at[rows] = float("nan")
@@ -403,7 +411,9 @@ class BatchNlp:
 
     def serve(self, requests: Sequence[Request]) -> list:
         """Answer callbacks of several solves (disjoint rows) from one evaluation at the
-        stacked point; rows no request names keep their last point."""
+        stacked point; rows no request names keep their last point. On Theseus'
+        linearisation every objective or gradient round also computes what the solves ask
+        next at an accepted point (see :meth:`answer_ahead`)."""
         n = self.n
         for r in requests:
             self._point[r.rows] = np.asarray(r.x, dtype=np.float64).reshape(len(r.rows), n)
@@ -413,18 +423,21 @@ class BatchNlp:
         if self.lin is not None:
             pt = self.linearized(self._point)
             f = _numpy(pt.f)
-            if "gradient" in kinds:
+            ahead = not self.autograd_gradient and bool(kinds & {"objective", "gradient"})
+            if "gradient" in kinds or ahead:
                 # Theseus' Jacobians first, while the optim vars are at this point (the
                 # Hessian round reuses them; the autograd pass below moves the vars)
                 grad = pt.gradient()
                 if self.autograd_gradient:
                     grad = self._autograd_gradient()
                 grad = _numpy(grad)
-                if self.robust_curvature:
+                if self.robust_curvature and "gradient" in kinds:
                     rows = np.concatenate([r.rows for r in requests if r.kind == "gradient"])
                     self._polish_grad[rows] = np.abs(grad[rows]).max(axis=1)
             if hess_requests:
                 hess = _numpy(self._linearized_hessian(pt, hess_requests))
+            if ahead:
+                self._keep_ahead(requests, f, grad, *self._hessian_ahead(pt, grad, requests))
         else:
             ev = self.evaluate(self._point)
             f = _numpy(ev.f)
@@ -445,12 +458,92 @@ class BatchNlp:
             elif r.kind == "jacobian":
                 out.append(jac[r.rows].reshape(-1))
             elif r.kind == "hessian":
-                out.append(hess[r.rows].reshape(-1))
+                out.append(self._hessian_answer(r.rows, hess[r.rows].reshape(-1), r.obj_factor))
             elif r.kind == "iteration":
                 out.append(self._iterate(r.rows, f))
             else:
                 raise ValueError(f"unknown callback kind {r.kind!r}")
         return out
+
+    def _keep_ahead(self, requests: Sequence[Request], f: np.ndarray, grad: np.ndarray,
+                    hess: torch.Tensor | None, exact: np.ndarray) -> None:
+        hess = None if hess is None else _numpy(hess)
+        for r in requests:
+            self._ahead[r.rows.tobytes()] = (
+                np.ascontiguousarray(r.x).tobytes(), float(f[r.rows].sum()),
+                grad[r.rows].reshape(-1),
+                None if hess is None else hess[r.rows].reshape(-1), exact[r.rows])
+
+    def _hessian_ahead(self, pt: LinearizedPoint, grad: np.ndarray,
+                       requests: Sequence[Request]) -> tuple[torch.Tensor | None, np.ndarray]:
+        """The Hessian values (obj_factor 1) that a Hessian callback at ``pt`` gets, and per
+        element whether they are exact blocks; None where the answer depends on what was
+        asked before it (the hybrid rule) or would be the exact Hessian of every element.
+        In the polish, the elements of ``requests`` that the switch of :meth:`_polish_slow`
+        puts on exact blocks at this point get them, unless their gradient is already
+        within ``tol`` (the solve stops there, see :meth:`settled`)."""
+        exact = np.zeros(self.batch_size, dtype=bool)
+        if isinstance(self.hessian_strategy, GaussNewtonHessian):
+            return pt.gauss_newton(), exact
+        if not (self._hybrid and self.gauss_newton_only):
+            return None, exact
+        values = pt.gauss_newton(self.robust_curvature)
+        if not self.robust_curvature:
+            return values, exact
+        rows = np.concatenate([r.rows for r in requests if r.kind != "hessian"])
+        g = np.abs(grad[rows]).max(axis=1)
+        exact[rows] = (self._polish_exact[rows]
+                       | _slow(g, self._polish_grad_at_hess[rows])) & (g > self.tol)
+        if exact.any():
+            mask = torch.as_tensor(exact, device=self.device).unsqueeze(1)
+            values = torch.where(mask, pt.exact_for(np.flatnonzero(exact)), values)
+        return values, exact
+
+    def answer_ahead(self, req: Request):
+        """The answer to ``req`` computed in advance by the round that served its rows last,
+        at the same point (the gradient and Hessian of an objective round, which the solve
+        asks for next once it accepts the point), or None. Called on the solve's own thread
+        while no round is being served. In the polish, a Hessian is answered ahead when the
+        switch to exact blocks (:meth:`_polish_slow`) agrees with what was computed, or
+        when the solve settled at the point (:meth:`settled`)."""
+        got = self._ahead.get(req.rows.tobytes())
+        if got is None or got[0] != np.ascontiguousarray(req.x).tobytes():
+            return None
+        _, f, grad, hess, exact = got
+        if req.kind == "objective":
+            return f
+        if req.kind == "gradient":
+            if self.robust_curvature:
+                self._polish_grad[req.rows] = np.abs(grad.reshape(len(req.rows), -1)).max(axis=1)
+            return grad.copy()
+        if req.kind == "hessian" and hess is not None:
+            if self.robust_curvature:
+                self._polish_slow(req.rows)
+                if (not np.array_equal(self._polish_exact[req.rows], exact)
+                        and self._settled.get(req.rows.tobytes()) != got[0]):
+                    return None
+            values = req.obj_factor * hess
+            return self._hessian_answer(req.rows, values, req.obj_factor)
+        return None
+
+    def drop_answers_ahead(self) -> None:
+        """Forget the answers computed in advance (the chart or the solve settings moved)."""
+        self._ahead.clear()
+        self._settled.clear()
+
+    def settled(self, rows: np.ndarray, x: np.ndarray) -> None:
+        """The solve of ``rows`` reported an iterate ``x`` whose primal and dual
+        infeasibilities are within its ``tol``: it stops there at its convergence test, and
+        the Hessian it still asks at ``x`` (Ipopt evaluates it at every iterate before
+        that test) shapes no step, so in the polish its elements get the Gauss-Newton
+        one there instead of exact blocks (:meth:`answer_ahead`)."""
+        self._settled[rows.tobytes()] = np.ascontiguousarray(x).tobytes()
+
+    def _hessian_answer(self, rows: np.ndarray, values: np.ndarray, obj_factor: float
+                        ) -> np.ndarray:
+        """A Hessian callback's answer (element-major values) from this problem's Hessian
+        values times ``obj_factor``."""
+        return values
 
     def _autograd_gradient(self) -> torch.Tensor:
         """The objective's gradient at the current point by autograd through its errors.
@@ -546,9 +639,8 @@ class BatchNlp:
         than ``POLISH_SLOW_RATE`` of itself since its last polish Hessian (then it keeps
         them for the rest of the polish). A Hessian asked again at the same point does not
         count as an iterate."""
-        g, prev = self._polish_grad[rows], self._polish_grad_at_hess[rows]
-        moved = g != prev
-        self._polish_exact[rows] |= moved & np.isfinite(prev) & (g > POLISH_SLOW_RATE * prev)
+        g = self._polish_grad[rows]
+        self._polish_exact[rows] |= _slow(g, self._polish_grad_at_hess[rows])
         self._polish_grad_at_hess[rows] = g
         return bool(self._polish_exact[rows].any())
 
@@ -598,6 +690,14 @@ class BatchNlp:
         if bool(use_gn[r].any()):
             values = torch.where(use_gn.unsqueeze(1), obj_factor * gn, values)
         return values.detach()
+
+
+def _slow(g: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """The polish's switch to exact blocks (:meth:`BatchNlp._polish_slow`): the gradient's
+    largest entry ``g`` at a new iterate fell by less than ``POLISH_SLOW_RATE`` of ``prev``,
+    its value at the last polish Hessian (a Hessian asked again at the same point is not a
+    new iterate)."""
+    return (g != prev) & np.isfinite(prev) & (g > POLISH_SLOW_RATE * prev)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

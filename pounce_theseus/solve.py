@@ -137,8 +137,10 @@ class _Problem:
     with the lowest objective (``best``: objective, x), outside the restoration phase."""
 
     def __init__(self, hub: Hub, rows: np.ndarray, offset: int, track: bool,
-                 error_tolerances: tuple[float, float] | None = None, record: bool = False):
+                 error_tolerances: tuple[float, float] | None = None, record: bool = False,
+                 tol: float = 0.0):
         self.hub, self.rows, self.offset, self.track = hub, rows, offset, track
+        self.tol = tol  # the solve's tol (see BatchNlp.settled)
         self.record = record or track
         self.error_tolerances = error_tolerances
         self.error_converged = False
@@ -187,6 +189,8 @@ class _Problem:
             if self.best is None or f < self.best[0]:
                 self.best = (float(f), np.array(x, dtype=np.float64))
             converged = self._error_test(float(f), float(inf_du))
+            if max(float(inf_pr), float(inf_du)) <= self.tol:
+                self.hub.nlp.settled(self.rows, x)
         else:
             converged = False
         # POUNCE may run a short second pass from the converged point (its iteration count
@@ -233,6 +237,7 @@ class Hub:
 
     def __init__(self, nlp: BatchNlp, result: BatchResult):
         self.nlp, self.result = nlp, result
+        nlp.drop_answers_ahead()  # computed under the previous solves' settings
         self.error: BaseException | None = None
         self._threaded = False
         self._cv = threading.Condition()
@@ -243,6 +248,9 @@ class Hub:
     def call(self, req: Request):
         if self.error is not None:
             raise _Aborted("stopped: another callback raised")
+        ahead = self.nlp.answer_ahead(req)
+        if ahead is not None:
+            return ahead
         if not self._threaded:
             try:
                 return self.nlp.serve([req])[0]
@@ -354,8 +362,9 @@ def _solve_batch(nlp: BatchNlp, settings: SolveSettings) -> BatchResult:
         groups = [todo] if joint and attempt == 0 else [np.array([b]) for b in todo]
         # a solve that ends at Ipopt's tol takes its gradients by autograd where Theseus'
         # linearisation is not that accurate (BatchNlp.linearization_inaccurate)
+        nlp.tol = float(settings.options.get("tol") or 1e-8)
         nlp.autograd_gradient = error_tolerances is None and nlp.linearization_inaccurate(
-            float(settings.options.get("tol") or 1e-8))
+            nlp.tol)
         # the polish (past Theseus' test, to tol): Gauss-Newton plus the robust losses'
         # rank-one curvature, 3 iterations instead of 7 on robust SE3 graphs
         # (docs/theseus-scale.md)
@@ -423,7 +432,8 @@ def _job(nlp: BatchNlp, hub: Hub, rows: np.ndarray, settings: SolveSettings, use
     if polishing:
         options["accept_every_trial_step"] = "yes"
     problem = _Problem(hub, rows, used, settings.track_iterates,
-                       error_tolerances if monotone else None, settings.record_points)
+                       error_tolerances if monotone else None, settings.record_points,
+                       float(options["tol"]))
 
     def run() -> dict[str, Any]:
         raw = nlp_solve(problem, x0, xl, xu, gl, gu, jr, jc, hr, hc, options, True)

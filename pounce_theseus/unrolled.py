@@ -127,21 +127,15 @@ class TheseusStepNlp(BatchNlp):
         super().recentred(rows, moved)
         self._first_chart[rows] = False
 
-    def serve(self, requests: Sequence) -> list:  # noqa: D102 (BatchNlp's)
-        out = super().serve(requests)
-        for k, r in enumerate(requests):
-            if r.kind != "hessian":
-                continue
-            rows = np.asarray(r.rows)
-            values = np.asarray(out[k]).reshape(rows.size, -1)
-            first = self._first_chart[rows]
-            if first.any():
-                factor = np.full(rows.size, float(r.obj_factor))
-                values = values.copy()
-                values[first] = self.rule.newton_matrix(values[first], self._diag,
-                                                        factor[first])
-                out[k] = values.reshape(-1)
-        return out
+    def _hessian_answer(self, rows: np.ndarray, values: np.ndarray, obj_factor: float
+                        ) -> np.ndarray:  # noqa: D102 (BatchNlp's)
+        first = self._first_chart[rows]
+        if not first.any():
+            return values
+        values = values.reshape(rows.size, -1).copy()
+        factor = np.full(int(first.sum()), float(obj_factor))
+        values[first] = self.rule.newton_matrix(values[first], self._diag, factor)
+        return values.reshape(-1)
 
 
 def replay_plan(points: dict[int, np.ndarray], returned: np.ndarray, steps: int | None

@@ -7,9 +7,10 @@
 //! moved calls and which engine answered the active-set calls.
 //! Each round: a first call on the base values, then STEPS calls each moved from the one
 //! before (a training loop); the per-item time is the mean over those STEPS calls.
-//! `cargo run --release --example engine_moves -- [N] [M] [B] [ROUNDS] [STEPS] [ipm|backends]`
+//! `cargo run --release --example engine_moves -- [N] [M] [B] [ROUNDS] [STEPS] [ipm|backends|first]`
 //! (`ipm`: time only the IPM, e.g. under a profiler; `backends`: the IPM with the policy's
-//! KKT backend against the full dense factor, interleaved, at move 0.1).
+//! KKT backend against the full dense factor, interleaved, at move 0.1; `first`: first calls,
+//! `auto`'s active-set steps from no rows against the IPM).
 use pounce_layers_core::batch::{solve_batch, BatchInput, ForwardWorkspaces, RunControl};
 use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};
@@ -119,6 +120,33 @@ fn main() {
     let call = |eng, ws: &ForwardWorkspaces, g: &[f64], q: &[f64], h: &[f64]| {
         call_with(eng, false, ws, g, q, h)
     };
+    if std::env::args().any(|s| s == "first") {
+        // First calls (fresh workspaces: no kept rows): `auto` (active-set steps from no
+        // rows) against the IPM, interleaved, per item.
+        let (mut tu, mut ti) = (vec![], vec![]);
+        for _ in 0..rounds {
+            let (t, out) = call(QpEngine::Auto, &ForwardWorkspaces::new(), &g, &q, &h);
+            tu.push(t);
+            ti.push(call(QpEngine::Ipm, &ForwardWorkspaces::new(), &g, &q, &h).0);
+            if tu.len() == 1 {
+                let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+                out.outs
+                    .iter()
+                    .for_each(|o| *by.entry(o.engine).or_default() += 1);
+                println!("engines of the first auto call: {by:?}");
+            }
+        }
+        tu.sort_by(f64::total_cmp);
+        ti.sort_by(f64::total_cmp);
+        let (mu, mi) = (tu[tu.len() / 2], ti[ti.len() / 2]);
+        println!(
+            "n={n} m={m} B={bsz}: first call per item, auto {:.1} us, ipm {:.1} us, auto/ipm {:.2}",
+            1e6 * mu,
+            1e6 * mi,
+            mu / mi
+        );
+        return;
+    }
     if std::env::args().any(|s| s == "backends") {
         // The IPM per item with the policy's backend against the full dense factor,
         // interleaved, on the moved values of each round.

@@ -32,6 +32,7 @@
 use crate::cone_layout::ConeLayout;
 use crate::kkt_refine::refine;
 use crate::options::meets_tol;
+use crate::schur_steps::SchurSteps;
 use faer::linalg::solvers::{Lblt, Solve};
 use faer::{Mat, Side};
 use pounce_convex::{ConeSpec, QpProblem, QpSolution, QpStatus};
@@ -250,18 +251,29 @@ pub fn solve_on(
     solve_steps(prob, specs, active, tol, 1)
 }
 
-/// The active-set update of a primal-dual active-set step (Hintermueller, Ito and
-/// Kunisch's semismooth Newton on the complementarity `min(z, h - G x) = 0`): the rows of
-/// `active` whose multiplier stays at least `-tol` of the multipliers' scale, and the other
-/// rows whose slack `h - G x` is below `-tol (1 + |h_i|)`, increasing.
-fn next_active(prob: &QpProblem, active: &[usize], r: &Restricted, tol: f64) -> Vec<usize> {
-    let (n, me) = (prob.n, prob.b.len());
-    let z_w = &r.v[n + me..];
-    let floor = -tol * z_scale(z_w);
+/// The multipliers of the active rows and every inequality row's slack `h - G x` at the
+/// restricted solution `r`.
+fn multipliers_and_slack<'a>(prob: &QpProblem, r: &'a Restricted) -> (&'a [f64], Vec<f64>) {
     let mut slack = prob.h.clone();
     for t in &prob.g {
         slack[t.row] -= t.val * r.v[t.col];
     }
+    (&r.v[prob.n + prob.b.len()..], slack)
+}
+
+/// The active-set update of a primal-dual active-set step (Hintermueller, Ito and
+/// Kunisch's semismooth Newton on the complementarity `min(z, h - G x) = 0`) from the
+/// restricted solution on `active`, given by its multipliers `z_w` and the slacks: the rows
+/// of `active` whose multiplier stays at least `-tol` of the multipliers' scale, and the
+/// other rows whose slack is below `-tol (1 + |h_i|)`, increasing.
+fn next_active(
+    prob: &QpProblem,
+    active: &[usize],
+    z_w: &[f64],
+    slack: &[f64],
+    tol: f64,
+) -> Vec<usize> {
+    let floor = -tol * z_scale(z_w);
     let mut was = vec![false; prob.h.len()];
     for &i in active {
         was[i] = true;
@@ -305,7 +317,11 @@ pub fn solve_cold(
 
 /// [`solve_from`] with at most `max_solves` restricted KKT solves (the batch passes
 /// [`KEPT_MAX_SOLVES`] or the caller's `max_iter`, the smaller; each solve counts as one
-/// iteration of the answer).
+/// iteration of the answer). From kept rows the first solve is the full restricted KKT
+/// (its answer when they still hold); the steps after it, and every step from no rows, run
+/// on the Schur complement of P where P is positive definite (schur_steps.rs), and the set
+/// they stop on is confirmed by the full restricted solve (not counted), whose answer is
+/// checked; otherwise every step is the full restricted solve.
 pub fn solve_steps(
     prob: &QpProblem,
     specs: &[ConeSpec],
@@ -316,23 +332,76 @@ pub fn solve_steps(
     if !prob.lb.is_empty() || !prob.ub.is_empty() {
         return None;
     }
-    let mut set = active.to_vec();
-    let mut seen: Vec<Vec<usize>> = Vec::new();
-    for solves in 1..=max_solves {
-        if set.len() + prob.b.len() > prob.n {
-            return None;
+    let mut walk = Walk {
+        set: active.to_vec(),
+        seen: Vec::new(),
+        solves: 0,
+    };
+    if !active.is_empty() && max_solves > 0 {
+        if let Some(r) = walk.full_step(prob, tol)? {
+            return accept(prob, specs, &walk.set, r, tol, walk.solves);
         }
-        let r = solve_restricted(prob, &set)?;
-        let next = next_active(prob, &set, &r, tol);
-        if next == set {
-            return accept(prob, specs, &set, r, tol, solves);
+    }
+    if let Some(sc) = SchurSteps::new(prob) {
+        while walk.solves < max_solves {
+            if walk.set.len() + prob.b.len() > prob.n {
+                return None;
+            }
+            let Some((z_w, slack)) = sc.step(&walk.set) else {
+                break;
+            };
+            walk.solves += 1;
+            let next = next_active(prob, &walk.set, &z_w, &slack, tol);
+            if next == walk.set {
+                // Confirmed by the full restricted solve, as if it were this step's.
+                walk.solves -= 1;
+                break;
+            }
+            walk.advance(next)?;
         }
-        if seen.contains(&next) {
-            return None;
+    }
+    while walk.solves < max_solves {
+        if let Some(r) = walk.full_step(prob, tol)? {
+            return accept(prob, specs, &walk.set, r, tol, walk.solves);
         }
-        seen.push(std::mem::replace(&mut set, next));
     }
     None
+}
+
+/// The active set of [`solve_steps`] on its way, the sets it has left and the steps taken.
+struct Walk {
+    set: Vec<usize>,
+    seen: Vec<Vec<usize>>,
+    solves: usize,
+}
+
+impl Walk {
+    /// Move to `next`; `None` when it is a set already left (a cycle).
+    fn advance(&mut self, next: Vec<usize>) -> Option<()> {
+        if self.seen.contains(&next) {
+            return None;
+        }
+        self.seen.push(std::mem::replace(&mut self.set, next));
+        Some(())
+    }
+
+    /// One full restricted KKT solve on the set: `Some(Some(r))` when the step keeps the
+    /// set (its answer to check), `Some(None)` after moving to the next set, `None` when the
+    /// set has more rows than `x` has entries, the solve fails or the steps cycle.
+    fn full_step(&mut self, prob: &QpProblem, tol: f64) -> Option<Option<Restricted>> {
+        if self.set.len() + prob.b.len() > prob.n {
+            return None;
+        }
+        let r = solve_restricted(prob, &self.set)?;
+        self.solves += 1;
+        let (z_w, slack) = multipliers_and_slack(prob, &r);
+        let next = next_active(prob, &self.set, z_w, &slack, tol);
+        if next == self.set {
+            return Some(Some(r));
+        }
+        self.advance(next)?;
+        Some(None)
+    }
 }
 
 /// The restricted solution `r` on `active` as the QP's answer, when it is dual feasible and

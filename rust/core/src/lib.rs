@@ -41,6 +41,7 @@ pub mod options;
 pub mod pattern;
 pub mod pool;
 pub mod qp_sessions;
+pub mod schur_steps;
 pub mod structure;
 pub mod workspaces;
 

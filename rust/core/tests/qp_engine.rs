@@ -20,6 +20,7 @@ use pounce_layers_core::kkt_adjoint::{adjoint_batch, AdjointInput, AdjointWorksp
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};
 use pounce_layers_core::pattern::CscPattern;
 use pounce_layers_core::qp_sessions::{ItemState, KEPT_BACKOFF_MAX_EXP};
+use pounce_layers_core::schur_steps::SchurSteps;
 use pounce_layers_core::structure::ConicStructure;
 
 /// A dense `rows x cols` CSC pattern.
@@ -649,4 +650,78 @@ fn a_kept_check_that_keeps_missing_backs_off() {
     assert!(state.kept_due());
     state.kept_outcome(false);
     assert_eq!(skipped(&mut state), 2);
+}
+
+/// The Schur-complement steps (schur_steps.rs) on the IPM's active rows give the IPM's
+/// multipliers on them and its slacks on every row, with equality rows in the problem;
+/// without P (an LP) there are none.
+#[test]
+fn schur_steps_agree_with_the_ipm_at_its_active_set() {
+    let (n, me, mi) = (12, 3, 18);
+    let mut rng = Rng::new(41);
+    let r = rng.vec(n * n);
+    let mut p_lower = vec![];
+    for i in 0..n {
+        for j in 0..=i {
+            let v: f64 = (0..n).map(|k| r[i * n + k] * r[j * n + k]).sum::<f64>() / n as f64;
+            p_lower.push(Triplet::new(i, j, v + f64::from(u8::from(i == j))));
+        }
+    }
+    let x0 = rng.vec(n);
+    let a: Vec<Triplet> = (0..me * n)
+        .map(|k| Triplet::new(k / n, k % n, rng.uniform()))
+        .collect();
+    let g: Vec<Triplet> = (0..mi * n)
+        .map(|k| Triplet::new(k / n, k % n, rng.uniform()))
+        .collect();
+    let row_dot = |ts: &[Triplet], row: usize| -> f64 {
+        ts.iter()
+            .filter(|t| t.row == row)
+            .map(|t| t.val * x0[t.col])
+            .sum()
+    };
+    let prob = QpProblem {
+        n,
+        p_lower,
+        c: rng.vec(n),
+        a: a.clone(),
+        b: (0..me).map(|i| row_dot(&a, i)).collect(),
+        g: g.clone(),
+        h: (0..mi)
+            .map(|i| row_dot(&g, i) + 0.3 * rng.uniform().abs())
+            .collect(),
+        lb: vec![],
+        ub: vec![],
+    };
+    let opts = QpOptions {
+        tol: 1e-12,
+        ..QpOptions::default()
+    };
+    let ipm = pounce_convex::solve_qp_ipm(&prob, &opts, || {
+        Box::new(DenseLbltBackend::new()) as Box<dyn pounce_linsol::SparseSymLinearSolverInterface>
+    });
+    let active = active_rows(&prob, &ipm);
+    assert!(!active.is_empty() && active.len() < mi);
+    let sc = SchurSteps::new(&prob).expect("P is positive definite");
+    let (z_w, slack) = sc.step(&active).expect("the active rows are independent");
+    let z_ipm: Vec<f64> = active.iter().map(|&i| ipm.z[i]).collect();
+    assert!(rel_err(&z_w, &z_ipm) < 1e-8, "{z_w:?} {z_ipm:?}");
+    let s_ipm: Vec<f64> = (0..mi)
+        .map(|i| {
+            prob.h[i]
+                - g.iter()
+                    .filter(|t| t.row == i)
+                    .map(|t| t.val * ipm.x[t.col])
+                    .sum::<f64>()
+        })
+        .collect();
+    assert!(rel_err(&slack, &s_ipm) < 1e-8);
+    let specs = [pounce_convex::ConeSpec::Nonneg(mi)];
+    let (sol, _) = solve_cold(&prob, &specs, 1e-9).expect("steps from no rows");
+    assert!(rel_err(&sol.x, &ipm.x) < 1e-8);
+    let lp = QpProblem {
+        p_lower: vec![],
+        ..prob
+    };
+    assert!(SchurSteps::new(&lp).is_none());
 }

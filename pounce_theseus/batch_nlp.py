@@ -350,7 +350,7 @@ class BatchNlp:
         return ok.cpu().numpy()
 
     def _check_linearization(self) -> np.ndarray:
-        pt = self.linearized(self.start())
+        pt = self.linearized(self.start(), gradient=True)
         ok = torch.isfinite(pt.f) & torch.isfinite(pt.gradient()).all(dim=1)
         if not self.s.linearization_checked:
             ev = self.evaluate(self.start())
@@ -383,15 +383,16 @@ class BatchNlp:
                 > LINEARIZATION_GRADIENT_TOL_FRACTION * tol)
 
     # ----- evaluation ---------------------------------------------------------------
-    def linearized(self, delta: np.ndarray) -> LinearizedPoint:
-        """Theseus' linearisation at ``delta`` (B, n), cached for the last point."""
+    def linearized(self, delta: np.ndarray, gradient: bool = False) -> LinearizedPoint:
+        """Theseus' linearisation at ``delta`` (B, n), cached for the last point
+        (``gradient``: its gradient will be asked, see ``CostLinearization.at``)."""
         key = np.ascontiguousarray(delta).tobytes()
         if self._lin_point is None or self._lin_point[0] != key:
             d = torch.tensor(delta, dtype=self.dtype, device=self.device)
             carried = self._carried[1] if self._carried and self._carried[0] == key else None
             self._carried = None
             self._lin_point = (key, self.lin.at(d, robust_errors=self.robust_curvature,
-                                                carried=carried))
+                                                carried=carried, jacobians=gradient))
         return self._lin_point[1]
 
     def evaluate(self, delta: np.ndarray) -> Evaluation:
@@ -421,9 +422,9 @@ class BatchNlp:
         hess_requests = [r for r in requests if r.kind == "hessian"]
         grad = jac = hess = None
         if self.lin is not None:
-            pt = self.linearized(self._point)
-            f = _numpy(pt.f)
             ahead = not self.autograd_gradient and bool(kinds & {"objective", "gradient"})
+            pt = self.linearized(self._point, gradient="gradient" in kinds or ahead)
+            f = _numpy(pt.f)
             if "gradient" in kinds or ahead:
                 # Theseus' Jacobians first, while the optim vars are at this point (the
                 # Hessian round reuses them; the autograd pass below moves the vars)

@@ -24,6 +24,9 @@ here and in tests/test_theseus_*.py.
   vectorised cost function applies in ``weighted_jacobians_error``), and
   :func:`accurate_se2_log_jacobian`: ``SE2._log_map_impl`` (wrapped while the Jacobians are
   taken) and the global parameter ``("se2", "d_near_zero")`` (its Taylor switch).
+- :func:`linearized_cost`: ``RobustCostFunction._evaluate_loss``, ``_linearize``, ``_EPS``
+  and ``flatten_dims`` (its ``weighted_error`` and ``weighted_jacobians_error`` formed
+  from one evaluation of the inner cost function's Jacobians).
 - :func:`differentiable_jacobians`: the global parameter ``fast_approx_local_jacobians``
   (``th.Local``'s Jacobians are then a cached identity, not the error's derivative).
 - :func:`register_optimizer`: adds the class to the ``theseus`` namespace and registers it
@@ -53,7 +56,8 @@ __all__ = [
     "cost_function_groups", "defer_vectorized_jacobians", "differentiable_jacobians",
     "error_metric",
     "error_row_blocks", "has_vector_retract", "init_info", "is_least_squares",
-    "register_optimizer", "rows_of", "weighted_error", "weighted_jacobians_error",
+    "linearized_cost", "register_optimizer", "rows_of", "weighted_error",
+    "weighted_jacobians_error",
 ]
 
 SUPPORTED_VERSIONS = ("0.2.",)
@@ -109,6 +113,38 @@ def weighted_jacobians_error(cost_fn) -> tuple[list[torch.Tensor], torch.Tensor]
             return cost_fn.weighted_jacobians_error()
         finally:
             cost_fn._supports_masking = True
+
+
+def linearized_cost(cost_fn) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor,
+                                      torch.Tensor | None]:
+    """``(jacobians, error)`` of :func:`weighted_jacobians_error`, ``cost_fn.weighted_error()``
+    and, for a ``th.RobustCostFunction``, its inner cost function's weighted error (else
+    None). A robust cost function's ``weighted_error`` and ``weighted_jacobians_error`` each
+    evaluate its inner cost function; here the inner Jacobians and error are evaluated once
+    and both results formed from them as ``RobustCostFunction`` forms them (a subclass that
+    overrides either method is called as it is)."""
+    robust = theseus.RobustCostFunction
+    if not isinstance(cost_fn, robust):
+        jacs, err = weighted_jacobians_error(cost_fn)
+        return jacs, err, err, None
+    if (type(cost_fn).weighted_error is not robust.weighted_error
+            or type(cost_fn).weighted_jacobians_error is not robust.weighted_jacobians_error):
+        jacs, err = weighted_jacobians_error(cost_fn)
+        return jacs, err, cost_fn.weighted_error(), cost_fn.cost_function.weighted_error()
+    jacs, inner = weighted_jacobians_error(cost_fn.cost_function)
+    dim, eps, flat = cost_fn.dim(), robust._EPS, cost_fn.flatten_dims
+    err = inner.reshape(-1, 1) if flat else inner
+    if flat:
+        jacs = [j.view(-1, 1, j.shape[2]) for j in jacs]
+    squared_norm = torch.sum(err**2, dim=1, keepdim=True)
+    rescale = (cost_fn._linearize(squared_norm) + eps).sqrt()
+    jacs = [rescale.view(-1, 1, 1) * j for j in jacs]
+    rescaled = rescale * err
+    loss = cost_fn._evaluate_loss(squared_norm)
+    if flat:
+        return ([j.reshape(-1, dim, j.shape[2]) for j in jacs], rescaled.reshape(-1, dim),
+                (loss.reshape(-1, dim) + eps).sqrt(), inner)
+    return jacs, rescaled, torch.ones_like(err) * (loss / dim + eps).sqrt(), inner
 
 
 _EXACT_JACOBIAN_WEIGHTS = (theseus.ScaleCostWeight, theseus.DiagonalCostWeight)

@@ -39,6 +39,7 @@ from .compat import (
     differentiable_jacobians,
     error_metric,
     is_least_squares,
+    linearized_cost,
     rows_of,
     weighted_jacobians_error,
 )
@@ -172,13 +173,15 @@ class CostLinearization:
         return self._layouts[key]
 
     def at(self, delta: torch.Tensor, robust_errors: bool = False,
-           carried: LinearizedPoint | None = None) -> LinearizedPoint:
+           carried: LinearizedPoint | None = None, jacobians: bool = False
+           ) -> LinearizedPoint:
         """The linearisation at ``delta`` (B, n); sets the optim vars there.
         ``robust_errors``: keep each robust cost function's inner weighted error from the
         linearisation, for ``gauss_newton(robust_curvature=True)``. ``carried``: a
         linearisation at the same points taken in the chart before it was re-centred (see
-        :class:`LinearizedPoint`)."""
-        return LinearizedPoint(self, delta, robust_errors, carried)
+        :class:`LinearizedPoint`). ``jacobians``: the gradient will be asked, so the error
+        metric comes from the Jacobians' evaluation (one evaluation of the errors)."""
+        return LinearizedPoint(self, delta, robust_errors, carried, jacobians)
 
 
 class LinearizedPoint:
@@ -190,21 +193,13 @@ class LinearizedPoint:
     on the chart) instead of evaluating them again."""
 
     def __init__(self, lin: CostLinearization, delta: torch.Tensor,
-                 robust_errors: bool = False, carried: LinearizedPoint | None = None):
+                 robust_errors: bool = False, carried: LinearizedPoint | None = None,
+                 jacobians: bool = False):
         self.lin, self.delta = lin, delta.detach()
         self.robust_errors = robust_errors
         self.bsz, self.n = delta.shape
         self.at_base = not bool(self.delta.any())
         self._activate(force=True)
-        if carried is not None:
-            self.f = carried.f
-        else:
-            with torch.no_grad():
-                errs = [ev.weighted_error() for _, ev in self.groups]
-                parts = [e.expand(len(c) * self.bsz, -1).reshape(len(c), self.bsz, -1)
-                         .transpose(0, 1).reshape(self.bsz, -1)
-                         for (c, _), e in zip(self.groups, errs, strict=True)]
-                self.f = error_metric(lin.chart.objective, torch.cat(parts, dim=1))
         self._grad = self._grad_eps = self._gn_blocks = self._exact = None
         self._gn: dict[bool, torch.Tensor] = {}
         # per call of gauss_newton(robust_curvature=True): the share of robust blocks kept
@@ -212,11 +207,25 @@ class LinearizedPoint:
         self._jacobians: list[torch.Tensor | None] = []
         # per group, a robust cost function's inner weighted error (robust_errors) or None
         self._inner_errors: list[torch.Tensor | None] = []
+        if carried is not None:
+            self.f = carried.f
+        elif jacobians:
+            self._linearize(metric=True)
+        else:
+            with torch.no_grad():
+                self.f = self._metric([ev.weighted_error() for _, ev in self.groups])
         if carried is not None and carried._grad_eps is not None:
             self._grad_eps, self._jacobians = carried._grad_eps, carried._jacobians
             self._inner_errors = (carried._inner_errors if carried.robust_errors
                                   else self._robust_inner_errors())
             self._chart_gradient()
+
+    def _metric(self, errs: list[torch.Tensor]) -> torch.Tensor:
+        """The objective's error metric (B,) from each group's weighted errors."""
+        parts = [e.expand(len(c) * self.bsz, -1).reshape(len(c), self.bsz, -1)
+                 .transpose(0, 1).reshape(self.bsz, -1)
+                 for (c, _), e in zip(self.groups, errs, strict=True)]
+        return error_metric(self.lin.chart.objective, torch.cat(parts, dim=1))
 
     def _robust_inner_errors(self) -> list[torch.Tensor | None]:
         """Per group, a robust cost function's inner weighted error (with
@@ -242,24 +251,32 @@ class LinearizedPoint:
             return None
         return [None if m is None else self.maps[m[0]][m[1]] for m in lay.slot_maps]
 
-    def _linearize(self) -> None:
+    def _linearize(self, metric: bool = False) -> None:
         """Gradient and weighted Jacobians (per group (K * B, rows, D)) from the analytic
-        Jacobians."""
+        Jacobians (with ``metric``, the error metric ``f`` from the same evaluation)."""
         self._activate()
         b = self.bsz
         grad = self.delta.new_zeros(b, self.n)
-        jacobians, inner = [], self._robust_inner_errors()
+        jacobians, inner, errs = [], [], []
+        keep_inner = self.robust_errors
         with torch.no_grad():
             for (_, ev), lay in zip(self.groups, self.layouts, strict=True):
                 rows = lay.k * b
                 if lay.d == 0:
                     jacobians.append(None)
+                    errs.append(ev.weighted_error() if metric else None)
+                    inner.append(ev.cost_function.weighted_error() if keep_inner
+                                 and isinstance(ev, th.RobustCostFunction) else None)
                     continue
-                jacs, err = weighted_jacobians_error(ev)
+                jacs, err, weighted, inner_err = linearized_cost(ev)
+                errs.append(weighted)
+                inner.append(inner_err if keep_inner else None)
                 jac = torch.cat([j.expand(rows, -1, -1) for j in jacs], dim=2)
                 g = (jac * err.expand(rows, -1).unsqueeze(-1)).sum(1)
                 grad.index_add_(1, lay.cols, _element_major(g, lay.k, b))
                 jacobians.append(jac)
+            if metric:
+                self.f = self._metric(errs)
         self._grad_eps, self._jacobians, self._inner_errors = grad, jacobians, inner
         self._chart_gradient()
 

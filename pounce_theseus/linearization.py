@@ -396,11 +396,21 @@ class LinearizedPoint:
                 w = (j * e.unsqueeze(-1)).sum(1)  # sqrt(rho') J'e
                 term = ratio.reshape(-1, 1, 1) * w.unsqueeze(2) * w.unsqueeze(1)
             hn = h + term
-            # relative to J'J too: a block the term cancels (a Huber or Hinge loss past its
-            # radius, flattened: f linear in |e_i|) is zero up to rounding
-            lam = torch.linalg.eigvalsh(hn)
-            scale = torch.maximum(lam.abs().amax(1), h.diagonal(dim1=1, dim2=2).amax(1))
-            ok = lam[:, 0] >= -PSD_RTOL * scale
+            # h + term = j' (I + diag(ratio e^2)) j, or j' (I + ratio e e') j unflattened:
+            # positive semidefinite where that middle matrix is (1 + ratio e_i^2 >= 0, or
+            # 1 + ratio |e|^2 >= 0); the other blocks are checked by their eigenvalues
+            # (relative to J'J too: a block the term cancels (a Huber or Hinge loss past
+            # its radius, flattened: f linear in |e_i|) is zero up to rounding)
+            if ev.flatten_dims:
+                ok = (1.0 + ratio * e * e >= 0).all(1)
+            else:
+                ok = (1.0 + ratio.reshape(-1) * (e * e).sum(1)) >= 0
+            check = (~ok).nonzero().squeeze(1)
+            if check.numel():
+                lam = torch.linalg.eigvalsh(hn[check])
+                scale = torch.maximum(lam.abs().amax(1),
+                                      h[check].diagonal(dim1=1, dim2=2).amax(1))
+                ok[check] = lam[:, 0] >= -PSD_RTOL * scale
         return torch.where(ok[:, None, None], hn, h), ok
 
     def exact_blocks(self) -> list[torch.Tensor]:

@@ -23,8 +23,10 @@ Our options:
 |                 |         | "ignore"; per-item statuses: `last_solve_info(layer)`       |
 | `refine`        | core's  | Newton refinement of each solved item (True); False keeps   |
 |                 |         | the interior-point point as returned                        |
-| `engine`        | core's  | forward engine: "auto", "ipm" or "active_set"; QP: POUNCE's |
-|                 |         | active set, warm from each item's previous solve; SOC, PSD, |
+| `engine`        | core's  | forward engine: "auto", "ipm" or "active_set"; QP: active-  |
+|                 |         | set steps from each item's previous active rows (from none  |
+|                 |         | on a first call), POUNCE's active set warm from its         |
+|                 |         | previous solve, the IPM where they fail; SOC, PSD,          |
 |                 |         | exp, power: each item's previous answer refined by Newton   |
 |                 |         | (pounce_kkt/kept_newton.py); "ipm": always the IPM          |
 | `warm_start`    | False   | True: start each solve from this thread's previous solution |

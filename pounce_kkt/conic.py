@@ -91,8 +91,11 @@ class SolveOptions:
     an item it does not solve to tol goes to the IPM; or "auto" (the default, n + m <= 400):
     the kept active rows for an item whose values moved by at most 2% since its previous
     solve on this structure, and for one that moved more unless its recent kept checks
-    failed (a back-off: at most one check in 16 calls then); the session only when warm and
-    near; the IPM otherwise (rust/core/src/options.rs, measured in docs/native-core.md).
+    failed (a back-off: at most one check in 16 calls then); for an item with no previous
+    answer (a first call, a new handle) the same steps from no rows, under the same
+    back-off; at most 10 steps (and at most max_iter), each counted as an iteration; the
+    session only when warm and near; the IPM otherwise (rust/core/src/options.rs, measured
+    in docs/native-core.md).
     SolveInfo.engine names what answered each item.
     """
 

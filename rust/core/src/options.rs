@@ -24,8 +24,10 @@
 //! status is reported. `Auto`, when the KKT is at most [`AUTO_ACTIVE_SET_MAX_DIM`], tries
 //! the kept rows for an item whose values moved by at most [`AUTO_ACTIVE_SET_REL`] since its
 //! previous solve, and for one that moved more unless its recent kept checks failed
-//! (qp_sessions.rs, `KEPT_BACKOFF_MAX_EXP`); it runs the session only near and warm; the
-//! IPM otherwise.
+//! (qp_sessions.rs, `KEPT_BACKOFF_MAX_EXP`), and for an item with no previous answer the
+//! same active-set steps from no rows (kept_active_set.rs `solve_cold`, on the Schur
+//! complement of P where P is positive definite, schur_steps.rs); it runs the session only
+//! near and warm; the IPM otherwise.
 //!
 //! Conic class (any SOC / PSD / exp / power row): POUNCE's defaults (HSDE) through
 //! `solve_socp_ipm`: HSDE is the only driver for exp/power and the one that certifies
@@ -114,8 +116,9 @@ impl Stage {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QpEngine {
     /// With the KKT at most [`AUTO_ACTIVE_SET_MAX_DIM`]: the item's previous active rows
-    /// kept (near, or far unless its recent kept checks failed), its session when warm and
-    /// the values moved little ([`AUTO_ACTIVE_SET_REL`]); the IPM otherwise.
+    /// kept (near, or far unless its recent kept checks failed), or active-set steps from no
+    /// rows for an item with no previous answer, its session when warm and the values moved
+    /// little ([`AUTO_ACTIVE_SET_REL`]); the IPM otherwise.
     #[default]
     Auto,
     /// The IPM for every item.

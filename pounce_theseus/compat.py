@@ -42,6 +42,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import theseus
 import torch
 from theseus import Objective, Vector
@@ -50,6 +51,7 @@ from theseus.core.objective import error_squared_norm_fn
 from theseus.core.vectorizer import Vectorize
 from theseus.geometry import SE2
 from theseus.global_params import _THESEUS_GLOBAL_PARAMS
+from theseus.optimizer.nonlinear import NonlinearOptimizerInfo, NonlinearOptimizerStatus
 
 __all__ = [
     "FROM_LAYER_TOKEN", "SUPPORTED_VERSIONS", "accurate_se2_log_jacobian",
@@ -368,8 +370,22 @@ def has_vector_retract(var) -> bool:
 
 def init_info(optimizer, track_best_solution: bool, track_err_history: bool,
               track_state_history: bool):
-    """A fresh ``NonlinearOptimizerInfo`` as Theseus' optimizers start one."""
-    return optimizer._init_info(track_best_solution, track_err_history, track_state_history)
+    """A fresh ``NonlinearOptimizerInfo`` as Theseus' optimizers start one. Theseus evaluates
+    the objective's error metric for it, a value kept only in ``err_history`` and
+    ``best_err``; with no history and no best solution tracked it is not evaluated, and
+    ``last_err`` starts as NaN (:func:`pounce_theseus.info.fill_info` overwrites it and
+    ``converged_iter`` and ``best_iter``)."""
+    if track_best_solution or track_err_history or track_state_history:
+        return optimizer._init_info(track_best_solution, track_err_history,
+                                    track_state_history)
+    obj = optimizer.objective
+    last_err = torch.full((obj.batch_size,), float("nan"), dtype=obj.dtype, device=obj.device)
+    return NonlinearOptimizerInfo(
+        best_solution=None, last_err=last_err, best_err=None,
+        status=np.array([NonlinearOptimizerStatus.START] * obj.batch_size),
+        converged_iter=torch.zeros_like(last_err, dtype=torch.long),
+        best_iter=torch.zeros_like(last_err, dtype=torch.long),
+        err_history=None, state_history=None)
 
 
 def register_optimizer(cls: type) -> None:

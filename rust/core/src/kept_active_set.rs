@@ -191,6 +191,19 @@ struct Restricted {
     v: Vec<f64>,
 }
 
+/// Add P's stored entries into the lower triangle of `out` (its leading `n x n` block),
+/// an entry given above the diagonal mirrored below it, duplicates summed.
+pub(crate) fn add_p_lower(prob: &QpProblem, out: &mut Mat<f64>) {
+    for t in &prob.p_lower {
+        let (r, c) = if t.row >= t.col {
+            (t.row, t.col)
+        } else {
+            (t.col, t.row)
+        };
+        out[(r, c)] += t.val;
+    }
+}
+
 fn solve_restricted(prob: &QpProblem, active: &[usize]) -> Option<Restricted> {
     let (n, me, k) = (prob.n, prob.b.len(), active.len());
     let dim = n + me + k;
@@ -200,14 +213,7 @@ fn solve_restricted(prob: &QpProblem, active: &[usize]) -> Option<Restricted> {
     }
     // The lower triangle of the KKT (duplicates summed, as in the problem's triplets).
     let mut kkt = Mat::<f64>::zeros(dim, dim);
-    for t in &prob.p_lower {
-        let (r, c) = if t.row >= t.col {
-            (t.row, t.col)
-        } else {
-            (t.col, t.row)
-        };
-        kkt[(r, c)] += t.val;
-    }
+    add_p_lower(prob, &mut kkt);
     for t in &prob.a {
         kkt[(n + t.row, t.col)] += t.val;
     }

@@ -19,6 +19,7 @@
 //! `(n + |S|)`-square Bunch-Kaufman factorization. The steps only find the active set:
 //! kept_active_set.rs confirms it with the full restricted solve, whose answer is checked
 //! and whose factor the backward keeps.
+use crate::kept_active_set::add_p_lower;
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
@@ -43,14 +44,7 @@ impl SchurSteps {
             return None;
         }
         let mut p = Mat::<f64>::zeros(n, n);
-        for t in &prob.p_lower {
-            let (r, c) = if t.row >= t.col {
-                (t.row, t.col)
-            } else {
-                (t.col, t.row)
-            };
-            p[(r, c)] += t.val;
-        }
+        add_p_lower(prob, &mut p);
         let llt = p.llt(Side::Lower).ok()?;
         // [B' c], then L^{-1} [B' c] = [Y u].
         let mut y = Mat::<f64>::zeros(n, k + 1);

@@ -211,10 +211,12 @@ def _plot(rows) -> None:
 
 
 class _HessianTimer:
-    """Counts and times PounceOptimizer's Hessian callbacks (``BatchNlp.hessian_values``
-    on the autograd path, ``BatchNlp._linearized_hessian`` on Theseus' linearisation)."""
+    """Counts and times PounceOptimizer's Hessian evaluations: ``BatchNlp.hessian_values``
+    on the autograd path, ``BatchNlp._linearized_hessian`` (a Hessian round) and
+    ``BatchNlp._hessian_ahead`` (the Hessians an objective round computes in advance,
+    ``BatchNlp.answer_ahead``) on Theseus' linearisation."""
 
-    NAMES = ("hessian_values", "_linearized_hessian")
+    NAMES = ("hessian_values", "_linearized_hessian", "_hessian_ahead")
 
     def __init__(self):
         self.times: list[float] = []

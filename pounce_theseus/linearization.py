@@ -461,12 +461,17 @@ class LinearizedPoint:
         """Pattern values (B, nnz) of hess f in chart coordinates."""
         return _plus(self._scatter(self.exact_blocks()), self._chart_curvature())
 
-    def exact_for(self, elements: np.ndarray) -> torch.Tensor:
+    def exact_for(self, elements: np.ndarray, chart_curvature: bool = True) -> torch.Tensor:
         """Pattern values (B, nnz) of hess f in chart coordinates for the batch elements
         ``elements`` (indices), zero for the others: each group's blocks and the chart's
-        curvature evaluated on those elements' rows only (``compat.rows_of``)."""
+        curvature evaluated on those elements' rows only (``compat.rows_of``). Without
+        ``chart_curvature`` the chart's term is left out: it is linear in the gradient, so a
+        Newton iteration without it still converges quadratically (the polish's exact
+        blocks, ``BatchNlp``); at the chart's base it is zero."""
         if len(elements) == self.bsz or self._exact is not None:
-            return self.exact()
+            if chart_curvature:
+                return self.exact()
+            return self._scatter(self.exact_blocks())
         self._activate()
         sel = torch.as_tensor(np.asarray(elements, dtype=np.int64))
         blocks = []
@@ -477,7 +482,8 @@ class LinearizedPoint:
                 with rows_of(ev, idx, lay.k * self.bsz):
                     h.index_copy_(0, idx, self._group_hessian(ev, lay, rows=idx.numel()))
             blocks.append(h)
-        return _plus(self._scatter(blocks), self._chart_curvature(sel))
+        return _plus(self._scatter(blocks), self._chart_curvature(sel) if chart_curvature
+                     else None)
 
     def convex(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Pattern values (B, nnz) of the sum over cost functions of the exact block where

@@ -1,0 +1,86 @@
+"""The polish's exact blocks leave out the chart's curvature term
+(``LinearizedPoint.exact_for(..., chart_curvature=False)``): the values are the full ones
+minus exactly that term (zero at the chart's base), and on the SE2 graph whose element 1
+switches to exact blocks the solve takes the same iterations, reaches the same errors and
+keeps its outer gradients within the tight solve's tolerance."""
+
+from __future__ import annotations
+
+import numpy as np
+import theseus as th
+import torch
+from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
+
+from pounce_theseus import PounceOptimizer
+from pounce_theseus.linearization import LinearizedPoint
+from testing_helpers.theseus_problems import synthetic_pose_graph
+
+pytestmark = THESEUS_MARKS
+
+
+def _structure(n=20, bsz=3, dims=2):
+    obj, inputs, _, _ = synthetic_pose_graph(n, bsz, dims=dims, seed=5)
+    opt = PounceOptimizer(obj)
+    with torch.no_grad():
+        th.TheseusLayer(opt).forward(inputs)
+    structure = opt._structure
+    structure.chart.recenter()
+    return structure
+
+
+def test_without_chart_curvature_is_the_full_block_minus_that_term():
+    for dims in (2, 3):
+        structure = _structure(dims=dims)
+        lin = structure.linearization
+        g = torch.Generator().manual_seed(dims)
+        delta = 1e-2 * torch.randn(3, structure.n, generator=g, dtype=torch.float64)
+        elements = np.array([0, 2])
+        full = lin.at(delta, robust_errors=True).exact_for(elements)
+        pt = lin.at(delta, robust_errors=True)
+        bare = pt.exact_for(elements, chart_curvature=False)
+        term = pt._chart_curvature(torch.as_tensor(elements))
+        assert term.abs().max() > 0
+        assert torch.allclose(bare + term, full, rtol=1e-13, atol=1e-13 * full.abs().max())
+        assert bare[1].abs().max() == 0 and full[1].abs().max() == 0  # not asked for
+        base = lin.at(torch.zeros_like(delta), robust_errors=True)
+        assert torch.equal(base.exact_for(elements, chart_curvature=False),
+                           lin.at(torch.zeros_like(delta)).exact_for(elements))
+
+
+def _se2_element_gradients(opt_kwargs: dict, n=40, bsz=4, seed=1):
+    obj, inputs, poses, gt = synthetic_pose_graph(n, bsz, dims=2, seed=seed)
+    opt = PounceOptimizer(obj, **opt_kwargs)
+    radius = inputs["log_loss_radius"].clone().requires_grad_(True)
+    sol, info = th.TheseusLayer(opt).forward({**inputs, "log_loss_radius": radius},
+                                             optimizer_kwargs={"backward_mode": "implicit"})
+    loss = sum(th.local(th.SE2(tensor=sol[p.name]), g).norm(dim=1)
+               for p, g in zip(poses, gt, strict=True))
+    grads = [torch.autograd.grad(loss[b], radius, retain_graph=True)[0].item()
+             for b in range(bsz)]
+    return opt.last_solve["iterations"], info.last_err, torch.tensor(grads)
+
+
+def test_polish_without_chart_curvature_same_iterations(monkeypatch):
+    """Element 1 of this graph switches to exact blocks in the polish (see
+    test_theseus_robust_curvature.py); with the chart's term kept in them instead, the same
+    iterations and errors, and both gradients within 1e-4 of the tight solve's."""
+    calls = []
+    exact_for = LinearizedPoint.exact_for
+
+    def spy(self, elements, chart_curvature=True):
+        calls.append(chart_curvature)
+        return exact_for(self, elements, chart_curvature)
+
+    monkeypatch.setattr(LinearizedPoint, "exact_for", spy)
+    it, err, g = _se2_element_gradients({})
+    assert calls and not any(calls)
+    monkeypatch.setattr(LinearizedPoint, "exact_for",
+                        lambda self, elements, chart_curvature=True: exact_for(self, elements))
+    it_full, err_full, g_full = _se2_element_gradients({})
+    monkeypatch.undo()
+    _, err_ref, g_ref = _se2_element_gradients({"tol": 1e-12, "max_iterations": 300})
+    assert np.array_equal(it, it_full)
+    assert torch.allclose(err, err_full, rtol=1e-12, atol=0)
+    assert torch.allclose(err, err_ref, rtol=1e-10, atol=0)
+    assert abs(g[1] - g_ref[1]) <= 1e-4 * abs(g_ref[1])
+    assert abs(g_full[1] - g_ref[1]) <= 1e-4 * abs(g_ref[1])

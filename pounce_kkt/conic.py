@@ -275,6 +275,8 @@ _BACKEND_ENV = (
     ("feral_scaling", "POUNCE_FERAL_SCALING", str),  # "auto" | "infnorm" | "mc64" | "none"
     ("feral_refine", "POUNCE_FERAL_REFINE", lambda v: v.lower() in ("1", "on", "true", "yes")),
     ("feral_min_par_flops", "POUNCE_FERAL_MIN_PAR_FLOPS", lambda v: int(float(v))),
+    ("block_condense", "POUNCE_LAYERS_BLOCK_CONDENSE",
+     lambda v: v.lower() in ("1", "on", "true", "yes")),
 )
 
 
@@ -283,7 +285,8 @@ def native_backend_options() -> dict[str, Any] | None:
     none is set): POUNCE_LAYERS_KKT_BACKEND forces the dense, condensed or feral KKT solver over
     the size/fill policy, POUNCE_FERAL_SCALING / POUNCE_FERAL_REFINE replace every engine's
     feral scaling / refinement pass, POUNCE_FERAL_MIN_PAR_FLOPS sets feral's threshold for
-    threads (every native factorization runs serial)."""
+    threads (every native factorization runs serial), POUNCE_LAYERS_BLOCK_CONDENSE=off keeps
+    the adjoint's K with cone blocks whole (rust/core/src/block_condensed.rs)."""
     out = {key: parse(os.environ[var]) for key, var, parse in _BACKEND_ENV
            if os.environ.get(var)}
     return out or None

@@ -10,7 +10,10 @@
 //! sparse LDL' (feral through pounce-linsol) whose symbolic analysis each worker keeps, or,
 //! when K is small and mostly filled, with the dense backend (options.rs `kkt_backend`); with
 //! H diagonal (zero and nonneg rows only), through its x block's Schur complement
-//! (condensed_backend.rs, options.rs `condense_adjoint`), that choice as the fallback.
+//! (condensed_backend.rs, options.rs `condense_adjoint`), that choice as the fallback; with
+//! cone blocks in H (SOC, PSD, exp, power), through the Schur complement over the blocks,
+//! each coupled to x through its own few columns (block_condensed.rs, options.rs
+//! `block_condense_adjoint`), that choice as the fallback.
 //!
 //! Backward: for upstream `(gx, gy, gs)` solve `K [u; v] = [gx; gy - H gs]`, then
 //! `dq = -u`, `db = v`, `dA[i, j] = -(y_i u_j + v_i x_j)` on A's pattern and
@@ -23,13 +26,14 @@
 //! residual is below `REFINE_TOL` of the right-hand side or stops halving. When that fails
 //! (no factor, or a non-finite solution) delta escalates by `REG_ESCALATION`, up to
 //! `REG_TRIES` factors; an item that still fails is reported unsolved.
+use crate::block_condensed::BlockCondensedBackend;
 use crate::cancel::{catch, Cancel, TestPanic};
 use crate::condensed_backend::CondensedBackend;
 use crate::cone_dims::ConeDims;
 use crate::cones::ProductCone;
 use crate::error::Result;
 use crate::kept_active_set::KeptFactor;
-use crate::options::{condense_adjoint, kkt_backend, BackendOptions};
+use crate::options::{block_condense_adjoint, condense_adjoint, kkt_backend, BackendOptions};
 use crate::pool::threads;
 use crate::structure::ConicStructure;
 use crate::workspaces::Workspaces;
@@ -75,6 +79,9 @@ pub struct KktPattern {
     /// Whether every cone's H is diagonal (zero and nonneg rows only): K's trailing block is
     /// then diagonal and may be condensed (condensed_backend.rs).
     diagonal_h: bool,
+    /// K's trailing rows as blocks `(first row, rows)`: one per zero / nonneg row, one per
+    /// dense cone block (block_condensed.rs).
+    blocks: Vec<(usize, usize)>,
 }
 
 impl KktPattern {
@@ -127,6 +134,9 @@ impl KktPattern {
             off += d * d;
         }
         debug_assert!(diag_pos.iter().all(|&p| p != usize::MAX));
+        let mut blocks: Vec<(usize, usize)> = (0..lay.h_diag_len()).map(|i| (n + i, 1)).collect();
+        blocks.extend(lay.dense_blocks.iter().map(|b| (n + b.start, b.dim)));
+        blocks.sort_unstable();
         KktPattern {
             dim,
             irn,
@@ -134,6 +144,7 @@ impl KktPattern {
             src,
             diag_pos,
             diagonal_h: lay.dense_blocks.is_empty(),
+            blocks,
         }
     }
 
@@ -211,12 +222,17 @@ impl Worker {
             self.fact = None;
         }
         let full = kkt_backend(env.backends, pat.dim, pat.irn.len(), env.cfg, false);
-        let backend: Box<dyn SparseSymLinearSolverInterface> =
-            if pat.diagonal_h && condense_adjoint(env.backends, pat.dim, pat.irn.len()) {
+        let backend: Box<dyn SparseSymLinearSolverInterface> = if pat.diagonal_h {
+            if condense_adjoint(env.backends, pat.dim, pat.irn.len()) {
                 Box::new(CondensedBackend::new(full))
             } else {
                 full
-            };
+            }
+        } else if block_condense_adjoint(env.backends) {
+            Box::new(BlockCondensedBackend::new(n, &pat.blocks, full))
+        } else {
+            full
+        };
         match Factorization::new(
             pat.dim as Index,
             pat.irn.clone(),

@@ -22,6 +22,7 @@
 //! - `cancel`: cancel flags and per-item panic isolation; `workspaces`: per-worker state
 //!   kept across the calls of one problem handle.
 pub mod batch;
+pub mod block_condensed;
 pub mod cancel;
 pub mod certificates;
 pub mod condensed_backend;

@@ -194,6 +194,10 @@ pub struct BackendOptions {
     /// feral's `min_par_flops` (the work above which a parallel feral factorization starts
     /// threads; every backend here is serial, so it only matters to tests of that).
     pub feral_min_par_flops: Option<u64>,
+    /// Whether the adjoint's K with cone blocks is condensed on its x block
+    /// (block_condensed.rs) under `KktBackend::Auto`; `None`: [`block_condense_adjoint`]'s
+    /// default.
+    pub block_condense: Option<bool>,
 }
 
 impl BackendOptions {
@@ -289,6 +293,19 @@ pub fn kkt_backend(
 pub fn condense_adjoint(opts: &BackendOptions, dim: usize, nnz_lower: usize) -> bool {
     match opts.kkt_backend {
         KktBackend::Auto => use_condensed(opts.dense_kkt(dim, nnz_lower), dim, nnz_lower),
+        KktBackend::Condensed => true,
+        KktBackend::Dense | KktBackend::Feral => false,
+    }
+}
+
+/// Whether the adjoint's K whose H has cone blocks (SOC, PSD, exp, power) is factored
+/// through its x block's Schur complement over those blocks (block_condensed.rs), with
+/// [`kkt_backend`]'s choice as the fallback: under `Auto` unless `block_condense` says
+/// otherwise; never under a forced `Dense` or `Feral`. Its solves are refined against the
+/// unregularised K by the adjoint itself.
+pub fn block_condense_adjoint(opts: &BackendOptions) -> bool {
+    match opts.kkt_backend {
+        KktBackend::Auto => opts.block_condense.unwrap_or(true),
         KktBackend::Condensed => true,
         KktBackend::Dense | KktBackend::Feral => false,
     }

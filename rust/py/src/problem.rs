@@ -128,8 +128,9 @@ impl Problem {
 
 /// The backend overrides of one call: `None` or a dict with any of `"kkt_backend"`
 /// ("auto" | "dense" | "feral" | "condensed"), `"feral_scaling"` ("auto" | "infnorm" | "mc64" |
-/// "identity"/"none"), `"feral_refine"` (bool), `"feral_min_par_flops"` (int) (for
-/// comparisons; pounce_kkt/conic.py reads them from the environment in one place).
+/// "identity"/"none"), `"feral_refine"` (bool), `"feral_min_par_flops"` (int),
+/// `"block_condense"` (bool) (for comparisons; pounce_kkt/conic.py reads them from the
+/// environment in one place).
 fn backend_options(obj: Option<&Bound<'_, PyDict>>) -> PyResult<BackendOptions> {
     let mut o = BackendOptions::default();
     let Some(d) = obj else { return Ok(o) };
@@ -161,6 +162,7 @@ fn backend_options(obj: Option<&Bound<'_, PyDict>>) -> PyResult<BackendOptions> 
             }
             "feral_refine" => o.feral_refine = Some(v.extract()?),
             "feral_min_par_flops" => o.feral_min_par_flops = Some(v.extract()?),
+            "block_condense" => o.block_condense = Some(v.extract()?),
             _ => return Err(value_error(format!("unknown backend option {key:?}"))),
         }
     }

@@ -329,6 +329,10 @@ def _or_default(value: Any, default: float) -> float:
 def _error_requires_grad(objective: Objective) -> bool:
     """The weighted errors at the current values have a graph: a starting value, an aux
     variable (data, cost weights) or a tensor a cost function closes over requires grad,
-    so the solution will be differentiated."""
+    so the solution will be differentiated. A variable that requires grad answers at once;
+    otherwise the errors are evaluated (a closed-over tensor is no variable)."""
+    variables = (*objective.optim_vars.values(), *objective.aux_vars.values())
+    if any(v.tensor is not None and v.tensor.requires_grad for v in variables):
+        return True
     with torch.enable_grad():
         return bool(weighted_error(objective).requires_grad)

@@ -53,8 +53,15 @@ class _RowMemo:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.rows: OrderedDict[tuple[ConeDims, bytes], np.ndarray | None] = OrderedDict()
+        self.rows: OrderedDict[tuple[int, bytes], np.ndarray | None] = OrderedDict()
         self.bytes = 0
+        # One small int per cone dims: a row's key is (token, bytes), whose hash is cheap
+        # (a ConeDims hashes all its fields every time).
+        self.tokens: dict[ConeDims, int] = {}
+
+    def _token(self, cones: ConeDims) -> int:
+        """The cone dims' token (under the lock)."""
+        return self.tokens.setdefault(cones, len(self.tokens))
 
     @staticmethod
     def keys(s: torch.Tensor, y: torch.Tensor) -> list[bytes] | None:
@@ -71,14 +78,16 @@ class _RowMemo:
     def has(self, cones: ConeDims, keys: list[bytes]) -> bool:
         """Whether every key is held."""
         with self.lock:
-            return bool(keys) and all((cones, k) in self.rows for k in keys)
+            t = self._token(cones)
+            return bool(keys) and all((t, k) in self.rows for k in keys)
 
     def values(self, cones: ConeDims, keys: list[bytes]) -> np.ndarray | None:
         """The held rows' values stacked (a copy), or None unless every key holds one."""
         if not keys:
             return None
         with self.lock:
-            got = [self.rows.get((cones, k)) for k in keys]
+            t = self._token(cones)
+            got = [self.rows.get((t, k)) for k in keys]
         if any(v is None for v in got):
             return None
         return np.stack(got)
@@ -89,15 +98,20 @@ class _RowMemo:
         if not keys:
             return
         with self.lock:
+            t = self._token(cones)
             for i, k in enumerate(keys):
-                if (cones, k) in self.rows:
-                    self.bytes -= _row_bytes(k, self.rows.pop((cones, k)))
+                old = self.rows.pop((t, k), _ABSENT)
+                if old is not _ABSENT:
+                    self.bytes -= _row_bytes(k, old)
                 v = None if values is None else values[i].copy()
-                self.rows[(cones, k)] = v
+                self.rows[(t, k)] = v
                 self.bytes += _row_bytes(k, v)
             while self.bytes > MEMO_BYTES and self.rows:
                 (_, k), v = self.rows.popitem(last=False)
                 self.bytes -= _row_bytes(k, v)
+
+
+_ABSENT = object()
 
 
 def _row_bytes(key: bytes, value: np.ndarray | None) -> int:

@@ -220,7 +220,9 @@ class _HessianTimer:
 
     def __init__(self):
         self.times: list[float] = []
-        self._orig = {name: getattr(BatchNlp, name) for name in self.NAMES}
+        # (an older pounce_theseus on PYTHONPATH, for A/B runs, may lack one)
+        self._orig = {name: getattr(BatchNlp, name) for name in self.NAMES
+                      if hasattr(BatchNlp, name)}
 
     def __enter__(self):
         times = self.times

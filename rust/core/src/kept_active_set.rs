@@ -32,7 +32,7 @@
 use crate::cone_layout::ConeLayout;
 use crate::kkt_refine::refine;
 use crate::options::meets_tol;
-use crate::schur_steps::SchurSteps;
+use crate::schur_steps::{add_p_lower, SchurSteps};
 use faer::linalg::solvers::{Lblt, Solve};
 use faer::{Mat, Side};
 use pounce_convex::{ConeSpec, QpProblem, QpSolution, QpStatus};
@@ -189,19 +189,6 @@ struct Restricted {
     kkt: Mat<f64>,
     lblt: Lblt<f64>,
     v: Vec<f64>,
-}
-
-/// Add P's stored entries into the lower triangle of `out` (its leading `n x n` block),
-/// an entry given above the diagonal mirrored below it, duplicates summed.
-pub(crate) fn add_p_lower(prob: &QpProblem, out: &mut Mat<f64>) {
-    for t in &prob.p_lower {
-        let (r, c) = if t.row >= t.col {
-            (t.row, t.col)
-        } else {
-            (t.col, t.row)
-        };
-        out[(r, c)] += t.val;
-    }
 }
 
 fn solve_restricted(prob: &QpProblem, active: &[usize]) -> Option<Restricted> {

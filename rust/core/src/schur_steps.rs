@@ -19,12 +19,24 @@
 //! `(n + |S|)`-square Bunch-Kaufman factorization. The steps only find the active set:
 //! kept_active_set.rs confirms it with the full restricted solve, whose answer is checked
 //! and whose factor the backward keeps.
-use crate::kept_active_set::add_p_lower;
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, Mat, Par, Side};
 use pounce_convex::QpProblem;
+
+/// Add P's stored entries into the lower triangle of `out` (its leading `n x n` block),
+/// an entry given above the diagonal mirrored below it, duplicates summed.
+pub(crate) fn add_p_lower(prob: &QpProblem, out: &mut Mat<f64>) {
+    for t in &prob.p_lower {
+        let (r, c) = if t.row >= t.col {
+            (t.row, t.col)
+        } else {
+            (t.col, t.row)
+        };
+        out[(r, c)] += t.val;
+    }
+}
 
 /// `M = B P^{-1} B'` and `t = -(rhs + B P^{-1} c)` of one problem (module docs); rows in
 /// the order equalities, then inequality rows.

@@ -23,13 +23,8 @@
 //! S spans the blocks' `1/|D_b|`, so near an active cone (H ~ 0, `D_b ~ -d`) the condensed
 //! solve is not backward stable in K; kkt_adjoint.rs refines every solve against the
 //! unregularised K (kkt_refine.rs), as it does for condensed_backend.rs's diagonal case.
-use dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::cholesky::llt::factor as llt_factor;
-use faer::linalg::cholesky::llt::solve as llt_solve;
-use faer::{Conj, MatMut, MatRef, Par};
-use pounce_linsol::{EMatrixFormat, ESymSolverStatus, SparseSymLinearSolverInterface};
-
-type Index = i32;
+use crate::condensing::{Condense, Condensing, DenseLlt, Triplets};
+use pounce_linsol::SparseSymLinearSolverInterface;
 
 /// Largest trailing block condensed (a larger one sends the pattern to the fallback).
 pub const BLOCK_CONDENSED_MAX_BLOCK: usize = 64;
@@ -107,25 +102,8 @@ fn chol_solve(l: &[f64], d: usize, x: &mut [f64]) {
     }
 }
 
-/// The block-condensed backend (module docs). Serial.
-pub struct BlockCondensedBackend {
-    k: usize,
-    dim: usize,
-    blocks: Vec<Block>,
-    condensable: bool,
-    slots: Vec<Slot>,
-    values: Vec<f64>,
-    /// S, then its Cholesky factor (`k x k` column-major, lower triangle).
-    s: Vec<f64>,
-    mem: Option<MemBuffer>,
-    /// Workspace: one block's `L_b^{-1} B_b`, the trailing right-hand side.
-    col: Vec<f64>,
-    y: Vec<f64>,
-    negevals: Index,
-    factored: bool,
-    fell_back: bool,
-    fallback: Box<dyn SparseSymLinearSolverInterface>,
-}
+/// The block-condensed backend (module docs): [`BlockSchur`] with its fallback. Serial.
+pub type BlockCondensedBackend = Condensing<BlockSchur>;
 
 impl BlockCondensedBackend {
     /// A backend condensing on the leading `lead` rows, the trailing rows partitioned into
@@ -136,7 +114,7 @@ impl BlockCondensedBackend {
         blocks: &[(usize, usize)],
         fallback: Box<dyn SparseSymLinearSolverInterface>,
     ) -> Self {
-        BlockCondensedBackend {
+        let inner = BlockSchur {
             k: lead,
             dim: 0,
             blocks: blocks
@@ -149,25 +127,29 @@ impl BlockCondensedBackend {
                     l: Vec::new(),
                 })
                 .collect(),
-            condensable: false,
             slots: Vec::new(),
-            values: Vec::new(),
-            s: Vec::new(),
-            mem: None,
+            s: DenseLlt::default(),
             col: Vec::new(),
             y: Vec::new(),
-            negevals: 0,
-            factored: false,
-            fell_back: false,
-            fallback,
-        }
+        };
+        Condensing::with_inner(inner, fallback)
     }
+}
 
-    /// Whether the held factor is the fallback's.
-    pub fn fell_back(&self) -> bool {
-        self.fell_back
-    }
+/// The Schur complement on the leading block over the trailing cone blocks (module docs).
+pub struct BlockSchur {
+    k: usize,
+    dim: usize,
+    blocks: Vec<Block>,
+    slots: Vec<Slot>,
+    /// S, then its Cholesky factor (`k x k` column-major, lower triangle).
+    s: DenseLlt,
+    /// Workspace: one block's `L_b^{-1} B_b`, the trailing right-hand side.
+    col: Vec<f64>,
+    y: Vec<f64>,
+}
 
+impl BlockSchur {
     /// Map the pattern's slots; false when it is not the leading block plus these blocks.
     fn map_pattern(&mut self, rows: &[usize], cols: &[usize]) -> bool {
         let (k, dim) = (self.k, self.dim);
@@ -201,7 +183,7 @@ impl BlockCondensedBackend {
             blk.l = vec![0.0; blk.dim * blk.dim];
             blk.cols = cs;
         }
-        self.s = vec![0.0; k * k];
+        self.s = DenseLlt::new(k);
         let widest = self
             .blocks
             .iter()
@@ -210,10 +192,7 @@ impl BlockCondensedBackend {
             .unwrap_or(0);
         self.col = vec![0.0; widest];
         self.y = vec![0.0; dim - k];
-        self.mem = Some(MemBuffer::new(
-            llt_factor::cholesky_in_place_scratch::<f64>(k, Par::Seq, Default::default())
-                .or(llt_solve::solve_in_place_scratch::<f64>(k, 1, Par::Seq)),
-        ));
+
         self.slots = rows
             .iter()
             .zip(cols)
@@ -237,19 +216,19 @@ impl BlockCondensedBackend {
 
     /// Form and factor S (module docs); false when a block or S is not numerically
     /// definite or a value is not finite.
-    fn factor_condensed(&mut self) -> bool {
+    fn factor_condensed(&mut self, values: &[f64]) -> bool {
         let k = self.k;
-        self.s.fill(0.0);
+        self.s.a.fill(0.0);
         for blk in &mut self.blocks {
             blk.b.fill(0.0);
             blk.l.fill(0.0);
         }
-        for (slot, &v) in self.slots.iter().zip(&self.values) {
+        for (slot, &v) in self.slots.iter().zip(values) {
             if !v.is_finite() {
                 return false;
             }
             match *slot {
-                Slot::Lead(r, c) => self.s[c * k + r] += v,
+                Slot::Lead(r, c) => self.s.a[c * k + r] += v,
                 Slot::Coupling(b, i) => self.blocks[b].b[i] += v,
                 Slot::Own(b, i) => self.blocks[b].l[i] -= v,
             }
@@ -272,24 +251,11 @@ impl BlockCondensedBackend {
                 let xj = &x[j * d..(j + 1) * d];
                 for (i, &ci) in blk.cols.iter().enumerate().skip(j) {
                     let xi = &x[i * d..(i + 1) * d];
-                    self.s[cj * k + ci] += xi.iter().zip(xj).map(|(a, b)| a * b).sum::<f64>();
+                    self.s.a[cj * k + ci] += xi.iter().zip(xj).map(|(a, b)| a * b).sum::<f64>();
                 }
             }
         }
-        let mut mem = self.mem.take().expect("allocated with the pattern");
-        let ok = llt_factor::cholesky_in_place(
-            MatMut::from_column_major_slice_mut(&mut self.s, k, k),
-            Default::default(),
-            Par::Seq,
-            MemStack::new(&mut mem),
-            Default::default(),
-        )
-        .is_ok();
-        self.mem = Some(mem);
-        ok && (0..k).all(|j| {
-            let l = self.s[j * k + j];
-            l.is_finite() && l > 0.0
-        })
+        self.s.factor()
     }
 
     /// Overwrite `x` (one right-hand side, length dim) with K^{-1} x, condensed.
@@ -307,15 +273,7 @@ impl BlockCondensedBackend {
                 top[c] += bj.iter().zip(yb.iter()).map(|(a, b)| a * b).sum::<f64>();
             }
         }
-        let mut mem = self.mem.take().expect("allocated with the pattern");
-        llt_solve::solve_in_place_with_conj(
-            MatRef::from_column_major_slice(&self.s, k, k),
-            Conj::No,
-            MatMut::from_column_major_slice_mut(top, k, 1),
-            Par::Seq,
-            MemStack::new(&mut mem),
-        );
-        self.mem = Some(mem);
+        self.s.solve(top);
         for blk in &self.blocks {
             let (off, d) = (blk.start - k, blk.dim);
             let t = &mut bot[off..off + d];
@@ -331,113 +289,22 @@ impl BlockCondensedBackend {
     }
 }
 
-impl SparseSymLinearSolverInterface for BlockCondensedBackend {
-    fn initialize_structure(
-        &mut self,
-        dim: Index,
-        nonzeros: Index,
-        ia: &[Index],
-        ja: &[Index],
-    ) -> ESymSolverStatus {
-        let (n, nnz) = (dim.max(0) as usize, nonzeros.max(0) as usize);
-        if ia.len() < nnz || ja.len() < nnz {
-            return ESymSolverStatus::FatalError;
-        }
-        self.dim = n;
-        let (mut rows, mut cols) = (Vec::with_capacity(nnz), Vec::with_capacity(nnz));
-        for (&i, &j) in ia[..nnz].iter().zip(&ja[..nnz]) {
-            if i < 1 || j < 1 || i as usize > n || j as usize > n {
-                return ESymSolverStatus::FatalError;
-            }
-            let (i, j) = ((i - 1) as usize, (j - 1) as usize);
-            rows.push(i.max(j));
-            cols.push(i.min(j));
-        }
-        self.values = vec![0.0; nnz];
-        self.factored = false;
-        self.fell_back = false;
-        self.condensable = self.map_pattern(&rows, &cols);
-        if !self.condensable {
+impl Condense for BlockSchur {
+    fn analyse(&mut self, dim: usize, t: &Triplets) -> bool {
+        self.dim = dim;
+        let ok = self.map_pattern(&t.rows, &t.cols);
+        if !ok {
             self.slots.clear();
         }
-        self.fallback.initialize_structure(dim, nonzeros, ia, ja)
+        ok
     }
 
-    fn values_array_mut(&mut self) -> &mut [f64] {
-        &mut self.values
+    fn factor(&mut self, t: &Triplets) -> Option<usize> {
+        self.factor_condensed(&t.values)
+            .then_some(self.dim - self.k)
     }
 
-    fn multi_solve(
-        &mut self,
-        new_matrix: bool,
-        ia: &[Index],
-        ja: &[Index],
-        nrhs: Index,
-        rhs_vals: &mut [f64],
-        check_neg_evals: bool,
-        number_of_neg_evals: Index,
-    ) -> ESymSolverStatus {
-        let mut new_matrix = new_matrix;
-        if new_matrix || !self.factored && !self.fell_back {
-            self.factored = false;
-            if self.condensable && self.factor_condensed() {
-                self.fell_back = false;
-                self.factored = true;
-                self.negevals = (self.dim - self.k) as Index;
-                if check_neg_evals && self.negevals != number_of_neg_evals {
-                    return ESymSolverStatus::WrongInertia;
-                }
-            } else {
-                self.fell_back = true;
-                self.fallback
-                    .values_array_mut()
-                    .copy_from_slice(&self.values);
-                new_matrix = true;
-            }
-        }
-        if self.fell_back {
-            return self.fallback.multi_solve(
-                new_matrix,
-                ia,
-                ja,
-                nrhs,
-                rhs_vals,
-                check_neg_evals,
-                number_of_neg_evals,
-            );
-        }
-        let n = self.dim;
-        let nrhs = nrhs.max(0) as usize;
-        if rhs_vals.len() < n * nrhs {
-            return ESymSolverStatus::FatalError;
-        }
-        for x in rhs_vals[..n * nrhs].chunks_exact_mut(n) {
-            self.condensed_solve(x);
-        }
-        if rhs_vals[..n * nrhs].iter().all(|v| v.is_finite()) {
-            ESymSolverStatus::Success
-        } else {
-            ESymSolverStatus::FatalError
-        }
-    }
-
-    fn number_of_neg_evals(&self) -> Index {
-        if self.fell_back {
-            self.fallback.number_of_neg_evals()
-        } else {
-            self.negevals
-        }
-    }
-
-    fn increase_quality(&mut self) -> bool {
-        self.fallback.increase_quality()
-    }
-
-    fn provides_inertia(&self) -> bool {
-        self.fallback.provides_inertia()
-    }
-
-    fn matrix_format(&self) -> EMatrixFormat {
-        EMatrixFormat::TripletFormat
+    fn solve(&mut self, _t: &Triplets, x: &mut [f64]) {
+        self.condensed_solve(x);
     }
 }

@@ -35,23 +35,14 @@
 //!
 //! Structure detection ([`trailing_diagonal_split`]) runs once per pattern at
 //! `initialize_structure`; a pattern without such a block (or whose leading block exceeds
-//! [`CONDENSED_MAX_LEAD`]) goes to the fallback for every matrix.
-//!
-//! Contract with the interface as in dense_backend.rs: 1-based triplets of one triangle
-//! (duplicates summed), `multi_solve` factors when `new_matrix`, reports the negatives,
-//! returns `WrongInertia` when `check_neg_evals` and the count differs, and solves `nrhs`
-//! right-hand sides stored one after another.
-use dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::cholesky::llt::factor as llt_factor;
-use faer::linalg::cholesky::llt::solve as llt_solve;
+//! [`CONDENSED_MAX_LEAD`]) goes to the fallback for every matrix. The interface's plumbing
+//! (triplets, fallback, inertia) is condensing.rs'.
+use crate::condensing::{Condense, Condensing, DenseLlt, Triplets};
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
-use faer::reborrow::ReborrowMut;
-use faer::{Accum, Conj, MatMut, MatRef, Par};
-use pounce_linsol::{EMatrixFormat, ESymSolverStatus, SparseSymLinearSolverInterface};
+use faer::{Accum, MatRef, Par};
+use pounce_linsol::SparseSymLinearSolverInterface;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-type Index = i32;
 
 /// Largest leading (condensed) block the backend factors densely; a larger one goes to the
 /// fallback.
@@ -126,23 +117,48 @@ pub struct CondensedStats {
     pub lead: AtomicUsize,
 }
 
-/// The condensed dense backend (module docs). Serial.
-pub struct CondensedBackend {
-    dim: usize,
-    /// Leading block size (0 when the structure does not condense).
+/// The condensed dense backend (module docs): [`DiagonalSchur`] with its fallback. Serial.
+pub type CondensedBackend = Condensing<DiagonalSchur>;
+
+impl CondensedBackend {
+    /// A backend that hands the matrices it cannot condense to `fallback`; solves are not
+    /// refined (the IPM's use: module docs).
+    pub fn new(fallback: Box<dyn SparseSymLinearSolverInterface>) -> Self {
+        Condensing::with_inner(DiagonalSchur::default(), fallback)
+    }
+
+    /// Whether each solve is refined against K (up to [`REFINE_STEPS`] steps while its
+    /// componentwise backward error exceeds [`REFINE_REL`]).
+    pub fn refined(mut self, on: bool) -> Self {
+        self.inner.refine = on;
+        self
+    }
+
+    /// Count the factorizations and refinement steps into `stats`.
+    pub fn with_stats(mut self, stats: Arc<CondensedStats>) -> Self {
+        self.inner.stats = Some(stats);
+        self
+    }
+
+    /// The leading block's size when the pattern condenses.
+    pub fn lead_dim(&self) -> Option<usize> {
+        self.condensable().then_some(self.inner.k)
+    }
+}
+
+/// The Schur complement on the leading block of a KKT whose trailing block is diagonal
+/// (module docs).
+#[derive(Default)]
+pub struct DiagonalSchur {
+    /// Leading block size.
     k: usize,
     /// Trailing block size.
     m: usize,
-    condensable: bool,
     /// Whether solves are refined against K (module docs).
     refine: bool,
-    /// 0-based lower-triangle coordinates of each slot (for K's residual).
-    rows: Vec<usize>,
-    cols: Vec<usize>,
     slots: Vec<Slot>,
-    values: Vec<f64>,
     /// H, then S, then its Cholesky factor L (lower triangle; `k x k` column-major).
-    s: Vec<f64>,
+    s: DenseLlt,
     /// B (`m x k` column-major).
     b: Vec<f64>,
     /// diag(w) B.
@@ -150,78 +166,16 @@ pub struct CondensedBackend {
     d: Vec<f64>,
     /// -1 / D.
     w: Vec<f64>,
-    mem: Option<MemBuffer>,
     tmp: Vec<f64>,
     res: Vec<f64>,
     corr: Vec<f64>,
     scale: Vec<f64>,
     old: Vec<f64>,
     rhs0: Vec<f64>,
-    negevals: Index,
-    factored: bool,
-    /// Whether the held factor is the fallback's.
-    fell_back: bool,
-    fallback: Box<dyn SparseSymLinearSolverInterface>,
     stats: Option<Arc<CondensedStats>>,
 }
 
-impl CondensedBackend {
-    /// A backend that hands the matrices it cannot condense to `fallback`; solves are not
-    /// refined (the IPM's use: module docs).
-    pub fn new(fallback: Box<dyn SparseSymLinearSolverInterface>) -> Self {
-        CondensedBackend {
-            dim: 0,
-            k: 0,
-            m: 0,
-            condensable: false,
-            refine: false,
-            rows: Vec::new(),
-            cols: Vec::new(),
-            slots: Vec::new(),
-            values: Vec::new(),
-            s: Vec::new(),
-            b: Vec::new(),
-            bw: Vec::new(),
-            d: Vec::new(),
-            w: Vec::new(),
-            mem: None,
-            tmp: Vec::new(),
-            res: Vec::new(),
-            corr: Vec::new(),
-            scale: Vec::new(),
-            old: Vec::new(),
-            rhs0: Vec::new(),
-            negevals: 0,
-            factored: false,
-            fell_back: false,
-            fallback,
-            stats: None,
-        }
-    }
-
-    /// Whether each solve is refined against K (up to [`REFINE_STEPS`] steps while its
-    /// componentwise backward error exceeds [`REFINE_REL`]).
-    pub fn refined(mut self, on: bool) -> Self {
-        self.refine = on;
-        self
-    }
-
-    /// Count the factorizations and refinement steps into `stats`.
-    pub fn with_stats(mut self, stats: Arc<CondensedStats>) -> Self {
-        self.stats = Some(stats);
-        self
-    }
-
-    /// The leading block's size when the pattern condenses.
-    pub fn lead_dim(&self) -> Option<usize> {
-        self.condensable.then_some(self.k)
-    }
-
-    /// Whether the held factor is the fallback's.
-    pub fn fell_back(&self) -> bool {
-        self.fell_back
-    }
-
+impl DiagonalSchur {
     fn count(&self, f: impl Fn(&CondensedStats) -> &AtomicUsize, by: usize) {
         if let Some(s) = &self.stats {
             f(s).fetch_add(by, Ordering::Relaxed);
@@ -229,17 +183,17 @@ impl CondensedBackend {
     }
 
     /// Scatter the values into H, B and D; false for a non-finite value or a zero D entry.
-    fn assemble(&mut self) -> bool {
-        self.s.fill(0.0);
+    fn assemble(&mut self, values: &[f64]) -> bool {
+        self.s.a.fill(0.0);
         self.b.fill(0.0);
         self.d.fill(0.0);
         let mut amax = 0.0f64;
         let mut finite = true;
-        for (slot, &v) in self.slots.iter().zip(&self.values) {
+        for (slot, &v) in self.slots.iter().zip(values) {
             finite &= v.is_finite();
             amax = amax.max(v.abs());
             match *slot {
-                Slot::Lead(i) => self.s[i] += v,
+                Slot::Lead(i) => self.s.a[i] += v,
                 Slot::Coupling(i) => self.b[i] += v,
                 Slot::Diag(i) => self.d[i] += v,
             }
@@ -259,10 +213,9 @@ impl CondensedBackend {
                 *o = wi * bi;
             }
         }
-        let mut s = MatMut::from_column_major_slice_mut(&mut self.s, k, k);
         // S (lower) = H + B' diag(w) B.
         tri_matmul(
-            s.rb_mut(),
+            self.s.as_mut(),
             BlockStructure::TriangularLower,
             Accum::Add,
             MatRef::from_column_major_slice(&self.b, m, k).transpose(),
@@ -272,37 +225,7 @@ impl CondensedBackend {
             1.0,
             Par::Seq,
         );
-        let mut mem = self.mem.take().expect("allocated at initialize_structure");
-        let ok = llt_factor::cholesky_in_place(
-            s.rb_mut(),
-            Default::default(),
-            Par::Seq,
-            MemStack::new(&mut mem),
-            Default::default(),
-        )
-        .is_ok();
-        self.mem = Some(mem);
-        ok && (0..k).all(|j| {
-            let l = self.s[j * k + j];
-            l.is_finite() && l > 0.0
-        })
-    }
-
-    fn factor(&mut self, check_neg_evals: bool, number_of_neg_evals: Index) -> ESymSolverStatus {
-        self.factored = false;
-        if self.condensable && self.assemble() && self.factor_condensed() {
-            self.fell_back = false;
-            self.factored = true;
-            self.count(|s| &s.condensed, 1);
-            self.negevals = self.d.iter().filter(|&&d| d < 0.0).count() as Index;
-            if check_neg_evals && self.negevals != number_of_neg_evals {
-                return ESymSolverStatus::WrongInertia;
-            }
-            return ESymSolverStatus::Success;
-        }
-        self.fell_back = true;
-        self.count(|s| &s.fallback, 1);
-        ESymSolverStatus::Success
+        self.s.factor()
     }
 
     /// Overwrite `x` (one right-hand side, length dim) with K^{-1} x, condensed.
@@ -316,15 +239,7 @@ impl CondensedBackend {
         for (tj, bc) in top.iter_mut().zip(self.b.chunks_exact(m)) {
             *tj += dot(bc, &self.tmp);
         }
-        let mut mem = self.mem.take().expect("allocated at initialize_structure");
-        llt_solve::solve_in_place_with_conj(
-            MatRef::from_column_major_slice(&self.s, k, k),
-            Conj::No,
-            MatMut::from_column_major_slice_mut(top, k, 1),
-            Par::Seq,
-            MemStack::new(&mut mem),
-        );
-        self.mem = Some(mem);
+        self.s.solve(top);
         // bot = -w .* (bot - B top)
         self.tmp.fill(0.0);
         for (&tj, bc) in top.iter().zip(self.b.chunks_exact(m)) {
@@ -339,12 +254,12 @@ impl CondensedBackend {
 
     /// `out = rhs - K x` over the stored triplets; returns the componentwise backward error
     /// `max_i |out_i| / (|K| |x| + |rhs|)_i` (Oettli-Prager), with `scale` as workspace.
-    fn residual(&self, x: &[f64], rhs: &[f64], out: &mut [f64], scale: &mut [f64]) -> f64 {
+    fn residual(t: &Triplets, x: &[f64], rhs: &[f64], out: &mut [f64], scale: &mut [f64]) -> f64 {
         out.copy_from_slice(rhs);
         for (s, b) in scale.iter_mut().zip(rhs) {
             *s = b.abs();
         }
-        for ((&r, &c), &v) in self.rows.iter().zip(&self.cols).zip(&self.values) {
+        for ((&r, &c), &v) in t.rows.iter().zip(&t.cols).zip(&t.values) {
             out[r] -= v * x[c];
             scale[r] += (v * x[c]).abs();
             if r != c {
@@ -365,17 +280,17 @@ impl CondensedBackend {
     }
 
     /// Refine `x` against K for the right-hand side `b` (module docs); returns the steps.
-    fn refine_one(&mut self, x: &mut [f64], b: &[f64]) -> usize {
+    fn refine_one(&mut self, t: &Triplets, x: &mut [f64], b: &[f64]) -> usize {
         let mut res = std::mem::take(&mut self.res);
         let mut corr = std::mem::take(&mut self.corr);
         let mut scale = std::mem::take(&mut self.scale);
         let mut old = std::mem::take(&mut self.old);
-        let n = self.dim;
+        let n = x.len();
         for v in [&mut res, &mut corr, &mut scale, &mut old] {
             v.resize(n, 0.0);
         }
         let mut steps = 0;
-        let mut r = self.residual(x, b, &mut res, &mut scale);
+        let mut r = Self::residual(t, x, b, &mut res, &mut scale);
         for _ in 0..REFINE_STEPS {
             if r <= REFINE_REL || r.is_nan() {
                 break;
@@ -387,7 +302,7 @@ impl CondensedBackend {
                 *xi += ci;
             }
             steps += 1;
-            let r_new = self.residual(x, b, &mut res, &mut scale);
+            let r_new = Self::residual(t, x, b, &mut res, &mut scale);
             let (improved, halved) = (r_new <= r, r_new <= 0.5 * r);
             if !improved {
                 x.copy_from_slice(&old);
@@ -402,33 +317,6 @@ impl CondensedBackend {
         self.scale = scale;
         self.old = old;
         steps
-    }
-
-    /// Solve each right-hand side with the condensed factor (refined when `refine`).
-    fn backsolve(&mut self, nrhs: usize, rhs_vals: &mut [f64]) -> ESymSolverStatus {
-        let n = self.dim;
-        if rhs_vals.len() < n * nrhs {
-            return ESymSolverStatus::FatalError;
-        }
-        let mut steps = 0;
-        let mut rhs0 = std::mem::take(&mut self.rhs0);
-        for x in rhs_vals[..n * nrhs].chunks_exact_mut(n) {
-            if self.refine {
-                rhs0.clear();
-                rhs0.extend_from_slice(x);
-            }
-            self.condensed_solve(x);
-            if self.refine {
-                steps += self.refine_one(x, &rhs0);
-            }
-        }
-        self.rhs0 = rhs0;
-        self.count(|s| &s.refine_steps, steps);
-        if rhs_vals[..n * nrhs].iter().all(|v| v.is_finite()) {
-            ESymSolverStatus::Success
-        } else {
-            ESymSolverStatus::FatalError
-        }
     }
 }
 
@@ -446,133 +334,68 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     acc[0] + acc[1] + acc[2] + acc[3] + tail
 }
 
-impl SparseSymLinearSolverInterface for CondensedBackend {
-    fn initialize_structure(
-        &mut self,
-        dim: Index,
-        nonzeros: Index,
-        ia: &[Index],
-        ja: &[Index],
-    ) -> ESymSolverStatus {
-        let (n, nnz) = (dim.max(0) as usize, nonzeros.max(0) as usize);
-        if ia.len() < nnz || ja.len() < nnz {
-            return ESymSolverStatus::FatalError;
-        }
-        self.dim = n;
-        self.rows.clear();
-        self.cols.clear();
-        for (&i, &j) in ia[..nnz].iter().zip(&ja[..nnz]) {
-            if i < 1 || j < 1 || i as usize > n || j as usize > n {
-                return ESymSolverStatus::FatalError;
-            }
-            let (i, j) = ((i - 1) as usize, (j - 1) as usize);
-            self.rows.push(i.max(j));
-            self.cols.push(i.min(j));
-        }
-        self.values = vec![0.0; nnz];
-        self.factored = false;
-        self.fell_back = false;
+impl Condense for DiagonalSchur {
+    fn analyse(&mut self, dim: usize, t: &Triplets) -> bool {
         let split =
-            trailing_diagonal_split(n, self.rows.iter().copied().zip(self.cols.iter().copied()))
+            trailing_diagonal_split(dim, t.rows.iter().copied().zip(t.cols.iter().copied()))
                 .filter(|&k| k <= CONDENSED_MAX_LEAD);
-        self.condensable = split.is_some();
-        let k = split.unwrap_or(0);
         if let Some(st) = &self.stats {
             st.lead
                 .store(split.unwrap_or(usize::MAX), Ordering::Relaxed);
         }
-        self.k = k;
-        self.m = n - k;
-        if self.condensable {
-            let m = self.m;
-            self.slots = self
-                .rows
-                .iter()
-                .zip(&self.cols)
-                .map(|(&r, &c)| {
-                    if r < k {
-                        Slot::Lead(c * k + r)
-                    } else if r == c {
-                        Slot::Diag(r - k)
-                    } else {
-                        Slot::Coupling(c * m + (r - k))
-                    }
-                })
-                .collect();
-            self.s = vec![0.0; k * k];
-            self.b = vec![0.0; m * k];
-            self.bw = vec![0.0; m * k];
-            self.d = vec![0.0; m];
-            self.w = vec![0.0; m];
-            self.tmp = vec![0.0; m];
-            self.mem = Some(MemBuffer::new(
-                llt_factor::cholesky_in_place_scratch::<f64>(k, Par::Seq, Default::default())
-                    .or(llt_solve::solve_in_place_scratch::<f64>(k, 1, Par::Seq)),
-            ));
-        } else {
+        let Some(k) = split else {
             self.slots.clear();
+            return false;
+        };
+        let m = dim - k;
+        self.k = k;
+        self.m = m;
+        self.slots = t
+            .rows
+            .iter()
+            .zip(&t.cols)
+            .map(|(&r, &c)| {
+                if r < k {
+                    Slot::Lead(c * k + r)
+                } else if r == c {
+                    Slot::Diag(r - k)
+                } else {
+                    Slot::Coupling(c * m + (r - k))
+                }
+            })
+            .collect();
+        self.s = DenseLlt::new(k);
+        self.b = vec![0.0; m * k];
+        self.bw = vec![0.0; m * k];
+        self.d = vec![0.0; m];
+        self.w = vec![0.0; m];
+        self.tmp = vec![0.0; m];
+        true
+    }
+
+    fn factor(&mut self, t: &Triplets) -> Option<usize> {
+        if !(self.assemble(&t.values) && self.factor_condensed()) {
+            return None;
         }
-        self.fallback.initialize_structure(dim, nonzeros, ia, ja)
+        self.count(|s| &s.condensed, 1);
+        Some(self.d.iter().filter(|&&d| d < 0.0).count())
     }
 
-    fn values_array_mut(&mut self) -> &mut [f64] {
-        &mut self.values
-    }
-
-    fn multi_solve(
-        &mut self,
-        new_matrix: bool,
-        ia: &[Index],
-        ja: &[Index],
-        nrhs: Index,
-        rhs_vals: &mut [f64],
-        check_neg_evals: bool,
-        number_of_neg_evals: Index,
-    ) -> ESymSolverStatus {
-        let mut new_matrix = new_matrix;
-        if new_matrix || !self.factored && !self.fell_back {
-            let status = self.factor(check_neg_evals, number_of_neg_evals);
-            if status != ESymSolverStatus::Success {
-                return status;
-            }
-            if self.fell_back {
-                self.fallback
-                    .values_array_mut()
-                    .copy_from_slice(&self.values);
-                new_matrix = true;
-            }
+    fn solve(&mut self, t: &Triplets, x: &mut [f64]) {
+        if !self.refine {
+            self.condensed_solve(x);
+            return;
         }
-        if self.fell_back {
-            return self.fallback.multi_solve(
-                new_matrix,
-                ia,
-                ja,
-                nrhs,
-                rhs_vals,
-                check_neg_evals,
-                number_of_neg_evals,
-            );
-        }
-        self.backsolve(nrhs.max(0) as usize, rhs_vals)
+        let mut rhs0 = std::mem::take(&mut self.rhs0);
+        rhs0.clear();
+        rhs0.extend_from_slice(x);
+        self.condensed_solve(x);
+        let steps = self.refine_one(t, x, &rhs0);
+        self.rhs0 = rhs0;
+        self.count(|s| &s.refine_steps, steps);
     }
 
-    fn number_of_neg_evals(&self) -> Index {
-        if self.fell_back {
-            self.fallback.number_of_neg_evals()
-        } else {
-            self.negevals
-        }
-    }
-
-    fn increase_quality(&mut self) -> bool {
-        self.fallback.increase_quality()
-    }
-
-    fn provides_inertia(&self) -> bool {
-        self.fallback.provides_inertia()
-    }
-
-    fn matrix_format(&self) -> EMatrixFormat {
-        EMatrixFormat::TripletFormat
+    fn on_fallback(&mut self) {
+        self.count(|s| &s.fallback, 1);
     }
 }

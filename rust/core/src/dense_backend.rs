@@ -17,6 +17,7 @@
 //! blocks of B), returns `Singular` for a pivot below `ZERO_PIVOT_REL * max|K|` and
 //! `WrongInertia` when `check_neg_evals` and the count differs, and solves the `nrhs`
 //! right-hand sides stored one after another in `rhs_vals`.
+use crate::condensing::Triplets;
 use dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::lblt::factor::{LbltParams, PivotingStrategy};
 use faer::linalg::cholesky::lblt::{factor, solve};
@@ -319,22 +320,12 @@ impl SparseSymLinearSolverInterface for DenseLbltBackend {
         ia: &[Index],
         ja: &[Index],
     ) -> ESymSolverStatus {
-        let (n, nnz) = (dim as usize, nonzeros as usize);
-        if ia.len() < nnz || ja.len() < nnz {
+        let (n, nnz) = (dim.max(0) as usize, nonzeros.max(0) as usize);
+        let Some(t) = Triplets::from_one_based(n, nnz, ia, ja) else {
             return ESymSolverStatus::FatalError;
-        }
+        };
         self.dim = n;
-        self.rows.clear();
-        self.cols.clear();
-        for (&i, &j) in ia[..nnz].iter().zip(&ja[..nnz]) {
-            let (i, j) = ((i - 1) as usize, (j - 1) as usize);
-            if i >= n || j >= n {
-                return ESymSolverStatus::FatalError;
-            }
-            self.rows.push(i.max(j));
-            self.cols.push(i.min(j));
-        }
-        self.values = vec![0.0; nnz];
+        (self.rows, self.cols, self.values) = (t.rows, t.cols, t.values);
         self.lb = Mat::zeros(n, n);
         self.subdiag = Mat::zeros(n, 1);
         self.perm = vec![0; n];

@@ -26,6 +26,7 @@ pub mod block_condensed;
 pub mod cancel;
 pub mod certificates;
 pub mod condensed_backend;
+pub mod condensing;
 pub mod cone_dims;
 pub mod cone_layout;
 pub mod cones;

@@ -49,7 +49,7 @@ pub const ENGINE_ACTIVE_SET_WARM: &str = "active_set_warm";
 /// The item's previous active set, kept: one KKT solve (kept_active_set.rs).
 pub const ENGINE_ACTIVE_SET_KEPT: &str = "active_set_kept";
 /// Primal-dual active-set steps from no rows, for an item with no previous answer
-/// (kept_active_set.rs `solve_cold`).
+/// (kept_active_set.rs `solve_steps` from an empty set).
 pub const ENGINE_ACTIVE_SET_STEPS: &str = "active_set_steps";
 pub const ENGINE_NONE: &str = "none";
 
@@ -230,12 +230,12 @@ impl Engine<'_> {
     /// QP class, the engine of `self.engine` (options.rs, `QpEngine`). When the rule takes
     /// the active set: first active-set steps from the item's previous active rows, kept
     /// (one KKT solve when they still hold, kept_active_set.rs), or under `Auto` from no
-    /// rows when the item has no previous answer; then its session (warm when it has an accepted solve, cold
-    /// otherwise; under `Auto` a cold session is not started, the IPM being cheaper, see
-    /// docs/native-core.md); an answer is kept when `Optimal` within tol, and the IPM
-    /// ([`Self::solve_qp`]) solves what is left, its iterations added. Returns the
-    /// solution and the `ENGINE_*` name of what produced it. `state` is `None` when the
-    /// call keeps no per-item state (engine `Ipm`).
+    /// rows when the item has no previous answer; then its session (warm when it has an
+    /// accepted solve, cold otherwise; under `Auto` a cold session is not started, the IPM
+    /// being cheaper, see docs/native-core.md); an answer is kept when `Optimal` within
+    /// tol, and the IPM ([`Self::solve_qp`]) solves what is left, its iterations added.
+    /// Returns the solution and the `ENGINE_*` name of what produced it. `state` is `None`
+    /// when the call keeps no per-item state (engine `Ipm`).
     fn solve_qp_engine(
         &self,
         prob: &QpProblem,

@@ -337,7 +337,7 @@ pub fn solve_steps(
     }
     if let Some(sc) = SchurSteps::new(prob) {
         while walk.solves < max_solves {
-            if walk.set.len() + prob.b.len() > prob.n {
+            if !walk.fits(prob) {
                 return None;
             }
             let Some((z_w, slack)) = sc.step(&walk.set) else {
@@ -369,6 +369,12 @@ struct Walk {
 }
 
 impl Walk {
+    /// Whether the set's rows (with the equalities) are at most x's entries, as a
+    /// nonsingular restricted KKT needs.
+    fn fits(&self, prob: &QpProblem) -> bool {
+        self.set.len() + prob.b.len() <= prob.n
+    }
+
     /// Move to `next`; `None` when it is a set already left (a cycle).
     fn advance(&mut self, next: Vec<usize>) -> Option<()> {
         if self.seen.contains(&next) {
@@ -382,7 +388,7 @@ impl Walk {
     /// set (its answer to check), `Some(None)` after moving to the next set, `None` when the
     /// set has more rows than `x` has entries, the solve fails or the steps cycle.
     fn full_step(&mut self, prob: &QpProblem, tol: f64) -> Option<Option<Restricted>> {
-        if self.set.len() + prob.b.len() > prob.n {
+        if !self.fits(prob) {
             return None;
         }
         let r = solve_restricted(prob, &self.set)?;

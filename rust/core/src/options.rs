@@ -25,7 +25,7 @@
 //! the kept rows for an item whose values moved by at most [`AUTO_ACTIVE_SET_REL`] since its
 //! previous solve, and for one that moved more unless its recent kept checks failed
 //! (qp_sessions.rs, `KEPT_BACKOFF_MAX_EXP`), and for an item with no previous answer the
-//! same active-set steps from no rows (kept_active_set.rs `solve_cold`, on the Schur
+//! same active-set steps from no rows (kept_active_set.rs `solve_steps`, on the Schur
 //! complement of P where P is positive definite, schur_steps.rs); it runs the session only
 //! near and warm; the IPM otherwise.
 //!

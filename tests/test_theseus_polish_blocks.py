@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import theseus as th
 import torch
-from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
+from test_theseus_support import THESEUS_MARKS, one_thread, se2_element_gradients  # noqa: F401
 
 from pounce_theseus import PounceOptimizer
 from pounce_theseus.linearization import LinearizedPoint
@@ -47,19 +47,6 @@ def test_without_chart_curvature_is_the_full_block_minus_that_term():
                            lin.at(torch.zeros_like(delta)).exact_for(elements))
 
 
-def _se2_element_gradients(opt_kwargs: dict, n=40, bsz=4, seed=1):
-    obj, inputs, poses, gt = synthetic_pose_graph(n, bsz, dims=2, seed=seed)
-    opt = PounceOptimizer(obj, **opt_kwargs)
-    radius = inputs["log_loss_radius"].clone().requires_grad_(True)
-    sol, info = th.TheseusLayer(opt).forward({**inputs, "log_loss_radius": radius},
-                                             optimizer_kwargs={"backward_mode": "implicit"})
-    loss = sum(th.local(th.SE2(tensor=sol[p.name]), g).norm(dim=1)
-               for p, g in zip(poses, gt, strict=True))
-    grads = [torch.autograd.grad(loss[b], radius, retain_graph=True)[0].item()
-             for b in range(bsz)]
-    return opt.last_solve["iterations"], info.last_err, torch.tensor(grads)
-
-
 def test_polish_without_chart_curvature_same_iterations(monkeypatch):
     """Element 1 of this graph switches to exact blocks in the polish (see
     test_theseus_robust_curvature.py); with the chart's term kept in them instead, the same
@@ -72,13 +59,13 @@ def test_polish_without_chart_curvature_same_iterations(monkeypatch):
         return exact_for(self, elements, chart_curvature)
 
     monkeypatch.setattr(LinearizedPoint, "exact_for", spy)
-    it, err, g = _se2_element_gradients({})
+    it, err, g = se2_element_gradients({})
     assert calls and not any(calls)
     monkeypatch.setattr(LinearizedPoint, "exact_for",
                         lambda self, elements, chart_curvature=True: exact_for(self, elements))
-    it_full, err_full, g_full = _se2_element_gradients({})
+    it_full, err_full, g_full = se2_element_gradients({})
     monkeypatch.undo()
-    _, err_ref, g_ref = _se2_element_gradients({"tol": 1e-12, "max_iterations": 300})
+    _, err_ref, g_ref = se2_element_gradients({"tol": 1e-12, "max_iterations": 300})
     assert np.array_equal(it, it_full)
     assert torch.allclose(err, err_full, rtol=1e-12, atol=0)
     assert torch.allclose(err, err_ref, rtol=1e-10, atol=0)

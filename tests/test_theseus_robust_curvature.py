@@ -12,7 +12,7 @@ import math
 import pytest
 import theseus as th
 import torch
-from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
+from test_theseus_support import THESEUS_MARKS, one_thread, se2_element_gradients  # noqa: F401
 
 from pounce_theseus import PounceOptimizer, batch_nlp
 from pounce_theseus.batch_nlp import ProblemStructure
@@ -185,32 +185,16 @@ def test_polished_pose_graph_matches_tight_solve(monkeypatch):
     assert bool((it < it_gn).all())
 
 
-def _se2_element_gradients(opt_kwargs: dict, n=40, bsz=4, seed=1):
-    """A robust SE2 pose graph (B = 4) whose element 1 converges linearly in the
-    Gauss-Newton polish: iterations, final errors and each element's outer gradient
-    d loss_b / d log_loss_radius."""
-    obj, inputs, poses, gt = synthetic_pose_graph(n, bsz, dims=2, seed=seed)
-    opt = PounceOptimizer(obj, **opt_kwargs)
-    radius = inputs["log_loss_radius"].clone().requires_grad_(True)
-    sol, info = th.TheseusLayer(opt).forward({**inputs, "log_loss_radius": radius},
-                                             optimizer_kwargs={"backward_mode": "implicit"})
-    loss = sum(th.local(th.SE2(tensor=sol[p.name]), g).norm(dim=1)
-               for p, g in zip(poses, gt, strict=True))
-    grads = [torch.autograd.grad(loss[b], radius, retain_graph=True)[0].item()
-             for b in range(bsz)]
-    return opt.last_solve["iterations"], info.last_err, torch.tensor(grads)
-
-
 def test_slow_polish_element_takes_exact_blocks(monkeypatch):
     """An element whose polish gains less than ``POLISH_SLOW_RATE`` per iterate switches to
     the exact Hessian blocks: fewer iterations than the Gauss-Newton polish, the tight
     (tol 1e-12) solve's error, and its outer gradient within 1e-4 of the tight solve's (the
     Gauss-Newton polish stops 2.7e-2 off); the other elements are untouched."""
-    it, err, g = _se2_element_gradients({})
+    it, err, g = se2_element_gradients({})
     monkeypatch.setattr(batch_nlp, "POLISH_SLOW_RATE", math.inf)
-    it_gn, err_gn, g_gn = _se2_element_gradients({})
+    it_gn, err_gn, g_gn = se2_element_gradients({})
     monkeypatch.undo()
-    _, err_ref, g_ref = _se2_element_gradients({"tol": 1e-12, "max_iterations": 300})
+    _, err_ref, g_ref = se2_element_gradients({"tol": 1e-12, "max_iterations": 300})
     assert it[1] < it_gn[1]
     assert (it[[0, 2, 3]] == it_gn[[0, 2, 3]]).all()
     assert torch.allclose(err, err_ref, rtol=1e-10, atol=0)

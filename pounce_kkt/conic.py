@@ -278,6 +278,10 @@ _BACKEND_ENV = (
     ("block_condense", "POUNCE_LAYERS_BLOCK_CONDENSE",
      lambda v: v.lower() in ("1", "on", "true", "yes")),
 )
+# The environment switch that keeps refinement's Newton steps in Python ("0" or "off"), for
+# comparisons: by default a structure the native steps take (ConicProblem.native_newton) on
+# the sparse backward path runs them natively (refine.py `NativeSteps`).
+NATIVE_STEPS_ENV = "POUNCE_LAYERS_NATIVE_STEPS"
 
 
 def native_backend_options() -> dict[str, Any] | None:
@@ -401,7 +405,19 @@ def _refine_kkt_solve(structure: ConicStructure, options: SolveOptions,
         return (xc.new_zeros(xc.shape).index_copy(0, idx, -dq),
                 yc.new_zeros(yc.shape).index_copy(0, idx, db))
 
+    if path == "sparse" and structure.native.native_newton and native_steps_enabled():
+        # The whole refinement natively: the same steps through this same KKT solve.
+        def native_steps(P_, A_, q, b, x, y, s, ok, **settings):
+            return structure.native.newton_steps(P_, A_, q, b, x, y, s, ok,
+                                                 backend=native_backend_options(), **settings)
+
+        solve.native_steps = native_steps
     return solve
+
+
+def native_steps_enabled() -> bool:
+    """Whether refinement may run natively (NATIVE_STEPS_ENV unset, or not "0"/"off")."""
+    return os.environ.get(NATIVE_STEPS_ENV, "").lower() not in ("0", "off")
 
 
 def _checked_info(structure: ConicStructure, options: SolveOptions,

@@ -63,7 +63,13 @@ BACKTRACKS = 2
 
 # solve(x, y, s, rhs_x, rhs_y, items) -> (dx, dy): the KKT solve with the active-set H at
 # (s, y), for the batch items in the bool mask `items` (others may return anything finite).
+# A solve that is the native sparse adjoint's may carry `native_steps` (NativeSteps): the
+# whole refinement then runs natively (:func:`refine`).
 KktSolve = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+# native_steps(P, A, q, b, x, y, s, ok, target, floor, max_steps) on numpy arrays ->
+# ConicProblem.newton_steps' dict (rust/py/src/problem.rs; the core's newton_steps.rs: this
+# module's loop per item, on zero, nonneg, SOC and exp cones, items in parallel).
+NativeSteps = Callable[..., dict]
 
 
 @dataclass
@@ -342,6 +348,9 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     """
     target = default_target(structure.cones) if target is None else target
     cones = structure.cones
+    native = getattr(solve, "native_steps", None)
+    if native is not None and _plain_cpu(P, q, A, b, x, y, s):
+        return _native_refine(native, P, q, A, b, x, y, s, ok, target, max_steps, floor)
     with torch.no_grad(), serial_torch():
         numpy = _numpy_start(structure, A, x)
         if numpy:  # the same steps on numpy arrays; the KKT solves stay `solve`'s (Torch)
@@ -397,6 +406,29 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
             best_res = _keep(best, best_res, kept & (cres < best_res), (cx, cy, cs), cres)
         out = (*best, before, best_res, steps)
         return Refinement(*(torch.from_numpy(np.asarray(t)) if numpy else t for t in out))
+
+
+def _plain_cpu(*ts: torch.Tensor | None) -> bool:
+    """Whether every given tensor is a CPU float64 tensor (None skipped)."""
+    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float64) for t in ts)
+
+
+def _native_refine(native: NativeSteps, P: torch.Tensor | None, q: torch.Tensor,
+                   A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                   s: torch.Tensor, ok: torch.Tensor, target: float, max_steps: int,
+                   floor: float) -> Refinement:
+    """:func:`refine` through the native Newton steps (NativeSteps). An item whose K could
+    not be factored raises RuntimeError, as the sparse path's KKT solve does."""
+    arr = [None if t is None else np.ascontiguousarray(t.detach().numpy())
+           for t in (P, A, q, b, x, y, s)]
+    out = native(*arr, np.ascontiguousarray(ok.numpy()), target=float(target),
+                 floor=float(floor), max_steps=int(max_steps))
+    failed = np.flatnonzero(out["failed"])
+    if failed.size:
+        raise RuntimeError(f"the native Newton steps could not factor K for batch item "
+                           f"{int(failed[0])} (items {failed[:10].tolist()})")
+    return Refinement(*(torch.from_numpy(np.asarray(out[k])) for k in
+                        ("x", "y", "s", "before", "after", "steps")))
 
 
 def _numpy_start(structure: ConicStructure, A: torch.Tensor, x: torch.Tensor) -> bool:

@@ -248,6 +248,11 @@ impl Worker {
         }
     }
 
+    /// The last solve's solution.
+    pub(crate) fn solution(&self) -> &[f64] {
+        &self.sol
+    }
+
     /// Solve `K sol = rhs` with the regularised factor plus iterative refinement against
     /// the unregularised K. Returns false if the factor could not be used.
     fn solve(&mut self, pat: &KktPattern, rhs: &[f64]) -> bool {
@@ -271,10 +276,39 @@ impl Worker {
 }
 
 /// What the items of one call share: the pattern and the backends.
-struct Env<'a> {
-    pat: &'a KktPattern,
-    backends: &'a BackendOptions,
-    cfg: &'a FeralConfig,
+pub(crate) struct Env<'a> {
+    pub(crate) pat: &'a KktPattern,
+    pub(crate) backends: &'a BackendOptions,
+    pub(crate) cfg: &'a FeralConfig,
+}
+
+/// Solve `K sol = rhs` for one item, K from P's lower-triangle values `p_low` (DataMap
+/// order), A's values and H (`h_diag`, `h_blocks`): the regularised factor plus iterative
+/// refinement, delta escalating as the module docs say. The solution is `w.solution()`;
+/// false when every try failed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn solve_item(
+    env: &Env<'_>,
+    w: &mut Worker,
+    n: usize,
+    p_low: &[f64],
+    a: &[f64],
+    h_diag: &[f64],
+    h_blocks: &[f64],
+    rhs: &[f64],
+) -> bool {
+    env.pat.values(p_low, a, h_diag, h_blocks, &mut w.vals);
+    // Regularisation relative to the data (P and A), not to H, whose entries span
+    // ~1/mu..mu.
+    let scale = p_low.iter().chain(a).fold(1.0_f64, |a, v| a.max(v.abs()));
+    let mut delta = REG_REL * scale;
+    for _ in 0..REG_TRIES {
+        if w.factor(env, delta, n) && w.solve(env.pat, rhs) {
+            return true;
+        }
+        delta *= REG_ESCALATION;
+    }
+    false
 }
 
 /// Borrowed per-item inputs.
@@ -308,8 +342,6 @@ fn adjoint_item(
 ) -> bool {
     let (n, m) = (st.n(), st.m());
     let p_low = st.map.p_lower_values(d.p);
-    env.pat
-        .values(&p_low, d.a, d.h_diag, d.h_blocks, &mut w.vals);
     // K [u; v] = [gx; gy - H gs] is solved as K [u; w] = [gx - A' gs; gy] with v = w + gs
     // (exact algebra): the right-hand side then never holds H gs, whose magnitude on rows
     // with a huge H (inactive constraints, H = s/y ~ 1/mu) would swamp the refinement test.
@@ -324,22 +356,8 @@ fn adjoint_item(
         .and_then(|f| f.adjoint_solve(&st.layout, d.h_diag, &rhs))
         .map(|sol| w.sol.copy_from_slice(&sol))
         .is_some();
-    if !reused {
-        // Regularisation relative to the data (P and A), not to H, whose entries span
-        // ~1/mu..mu.
-        let scale = p_low.iter().chain(d.a).fold(1.0_f64, |a, v| a.max(v.abs()));
-        let mut delta = REG_REL * scale;
-        let mut solved = false;
-        for _ in 0..REG_TRIES {
-            if w.factor(env, delta, n) && w.solve(env.pat, &rhs) {
-                solved = true;
-                break;
-            }
-            delta *= REG_ESCALATION;
-        }
-        if !solved {
-            return false;
-        }
+    if !reused && !solve_item(env, w, n, &p_low, d.a, d.h_diag, d.h_blocks, &rhs) {
+        return false;
     }
     let (u, wv) = w.sol.split_at(n);
     for (dq, &ui) in o.dq.iter_mut().zip(u) {

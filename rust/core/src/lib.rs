@@ -7,6 +7,9 @@
 //! - `pattern`, `structure`: checked sizes and CSC patterns; one problem structure.
 //! - `batch`: batched conic forward solves (items in parallel, each serial).
 //! - `kkt_adjoint`: batched sparse KKT adjoint solves.
+//! - `newton_steps`: batched semismooth Newton steps (solution refinement) through the
+//!   adjoint's KKT solve, on zero, nonneg, SOC and exp cones (`cone_snap`: their projection
+//!   and the limit scaling H).
 //! - `options`: the engine per problem class and the linear-solver backends.
 //! - `dense_backend`: the dense LBL' linear solver for small, filled KKT systems.
 //! - `condensed_backend`: the Schur complement on the x block of an IPM's KKT (dense
@@ -29,6 +32,7 @@ pub mod condensed_backend;
 pub mod condensing;
 pub mod cone_dims;
 pub mod cone_layout;
+pub mod cone_snap;
 pub mod cones;
 pub mod convexity;
 pub mod dense_backend;
@@ -37,6 +41,7 @@ pub mod exp_shear;
 pub mod kept_active_set;
 pub mod kkt_adjoint;
 pub mod kkt_refine;
+pub mod newton_steps;
 #[cfg(feature = "nlp")]
 pub mod nlp;
 pub mod options;

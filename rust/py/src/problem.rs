@@ -19,9 +19,11 @@ use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pounce_layers_core::batch::{solve_batch, BatchInput, ForwardWorkspaces, ItemOut, RunControl};
 use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::cone_dims::ConeDims;
+use pounce_layers_core::cone_snap::SnapCones;
 use pounce_layers_core::kkt_adjoint::{
     adjoint_batch, h_lens, AdjointInput, AdjointWorkspaces, Grads, KktPattern,
 };
+use pounce_layers_core::newton_steps::{newton_batch, NewtonInput, NewtonOut, NewtonSettings};
 use pounce_layers_core::options::{
     parse_scaling_strategy, BackendOptions, KktBackend, QpEngine, SolveOptions, Stage,
 };
@@ -119,6 +121,11 @@ impl Problem {
 
     fn nnz_p(&self) -> usize {
         self.parsed.p.as_ref().map_or(0, |p| p.nnz())
+    }
+
+    /// Whether `newton_steps` takes this structure (no PSD and no power cone).
+    fn native_newton(&self) -> bool {
+        self.parsed.dims.s.is_empty() && self.parsed.dims.p.is_empty()
     }
 
     fn nnz_a(&self) -> usize {
@@ -603,6 +610,161 @@ fn adjoint_result<'py>(
     Ok(out)
 }
 
+// ------------------------------------------------------------------------ Newton steps
+
+/// The arrays of a Newton-steps batch, held by its job.
+struct NewtonInputs {
+    p: Option<Shared<f64>>,
+    a: Shared<f64>,
+    q: Shared<f64>,
+    b: Shared<f64>,
+    x: Shared<f64>,
+    y: Shared<f64>,
+    s: Shared<f64>,
+}
+
+struct NewtonJob {
+    prob: Arc<Problem>,
+    backends: BackendOptions,
+    bsz: usize,
+    ok: Vec<bool>,
+    settings: NewtonSettings,
+    test_panic: TestPanic,
+    inputs: NewtonInputs,
+}
+
+struct NewtonDone {
+    out: NewtonOut,
+    /// Handed back so that the array references are released with the GIL held.
+    _inputs: Option<NewtonInputs>,
+}
+
+impl NewtonJob {
+    fn run(self, cancel: &Cancel) -> NewtonDone {
+        let prob = &self.prob;
+        let st = prob.st.get().expect("built before the job starts");
+        let pat = prob.pat.get_or_init(|| KktPattern::new(st));
+        let cones = SnapCones::new(&st.layout).expect("checked before the job starts");
+        let i = &self.inputs;
+        let inp = NewtonInput {
+            bsz: self.bsz,
+            p: i.p.as_deref(),
+            a: &i.a,
+            q: &i.q,
+            b: &i.b,
+            x: &i.x,
+            y: &i.y,
+            s: &i.s,
+            ok: &self.ok,
+        };
+        let out = newton_batch(
+            st,
+            &cones,
+            pat,
+            &self.backends,
+            &inp,
+            &self.settings,
+            cancel,
+            self.test_panic,
+            &prob.adj,
+        );
+        NewtonDone {
+            out,
+            _inputs: Some(self.inputs),
+        }
+    }
+}
+
+/// The Newton steps of one call (see `ConicProblem.newton_steps`).
+#[allow(clippy::too_many_arguments)]
+fn newton_steps<'py>(
+    py: Python<'py>,
+    prob: &Arc<Problem>,
+    test_panic: TestPanic,
+    p_values: Option<&Bound<'py, PyAny>>,
+    a_values: &Bound<'py, PyAny>,
+    q: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    s: &Bound<'py, PyAny>,
+    statuses_ok: &Bound<'py, PyAny>,
+    settings: NewtonSettings,
+    backend: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (n, m) = (prob.parsed.n, prob.parsed.m);
+    if !prob.native_newton() {
+        return Err(value_error(
+            "ConicProblem.newton_steps takes zero, nonneg, SOC and exp cones only (this \
+             structure has a PSD or power cone: pounce_kkt/refine.py steps it)",
+        ));
+    }
+    let backends = backend_options(backend)?;
+    let q_a = f64_array_unchecked(q, "q", 2)?;
+    let bsz = batch_size(&q_a, "q", n)?;
+    let ok = parse_statuses_ok(statuses_ok, bsz)?;
+    let named = [
+        (b, "b", m),
+        (x, "x", n),
+        (y, "y", m),
+        (s, "s", m),
+        (a_values, "a_values", prob.nnz_a()),
+    ];
+    let mut arrs = Vec::new();
+    for (obj, name, w) in named {
+        let a = f64_array_unchecked(obj, name, 2)?;
+        expect_shape(name, &a.shape, &[bsz, w])?;
+        check_finite_rows(&a, name, &ok)?;
+        arrs.push(a.share());
+    }
+    check_finite_rows(&q_a, "q", &ok)?;
+    let p_arr = p_values_unchecked(prob, p_values, bsz)?;
+    if let Some(a) = &p_arr {
+        check_finite_rows(a, "p_values", &ok)?;
+    }
+    let out = if bsz == 0 {
+        NewtonOut::default()
+    } else {
+        prob.structure()?;
+        let [bs, xs, ys, ss, avs] =
+            <[Shared<f64>; 5]>::try_from(arrs).unwrap_or_else(|_| unreachable!("five arrays"));
+        let job = NewtonJob {
+            prob: prob.clone(),
+            backends,
+            bsz,
+            ok,
+            settings,
+            test_panic,
+            inputs: NewtonInputs {
+                p: p_arr.as_ref().map(|a| a.share()),
+                a: avs,
+                q: q_a.share(),
+                b: bs,
+                x: xs,
+                y: ys,
+                s: ss,
+            },
+        };
+        interrupt::run(
+            py,
+            "ConicProblem.newton_steps",
+            &prob.adj_pace,
+            bsz,
+            move |cancel| job.run(cancel),
+        )?
+        .out
+    };
+    let d = PyDict::new(py);
+    d.set_item("x", PyArray1::from_vec(py, out.x).reshape([bsz, n])?)?;
+    d.set_item("y", PyArray1::from_vec(py, out.y).reshape([bsz, m])?)?;
+    d.set_item("s", PyArray1::from_vec(py, out.s).reshape([bsz, m])?)?;
+    d.set_item("before", PyArray1::from_vec(py, out.before))?;
+    d.set_item("after", PyArray1::from_vec(py, out.after))?;
+    d.set_item("steps", PyArray1::from_vec(py, out.steps))?;
+    d.set_item("failed", PyArray1::from_vec(py, out.failed))?;
+    Ok(d)
+}
+
 // ------------------------------------------------------------------------------ the class
 
 /// A conic problem structure, built once: `ConicProblem(n, m, p_indptr, p_indices,
@@ -817,6 +979,67 @@ impl ConicProblem {
                 &gy,
                 &gs,
                 &statuses_ok,
+                backend.as_ref(),
+            )
+        })
+    }
+
+    /// Whether `newton_steps` takes this structure: zero, nonneg, SOC and exp cones only.
+    #[getter]
+    fn native_newton(&self) -> bool {
+        self.inner.native_newton()
+    }
+
+    /// Semismooth Newton steps on the conic optimality conditions from given points (the
+    /// solution refinement of pounce_kkt/refine.py, whose docstring states the method and
+    /// rules; the core's newton_steps.rs), each step's KKT solve the adjoint's: `p_values
+    /// (B, nnzP)` or None, `a_values (B, nnzA)`, `q (B, n)`, `b (B, m)`, the given `x (B,
+    /// n)`, `y (B, m)`, `s (B, m)`, `statuses_ok (B,)` bool (False: the item is returned as
+    /// given), `target`, `floor`, `max_steps` (refine.py's). Zero, nonneg, SOC and exp
+    /// cones only (`native_newton`; else ValueError). Returns `{"x", "y", "s"` (the best
+    /// point of each item), `"before"`, `"after"` (its residual `res` before and after, NaN
+    /// for items not ok), `"steps"` (B,) int64, `"failed"` (B,) bool (K could not be
+    /// factored, or a panic: the item's point is as given)}. Runs like `adjoint` (pool, GIL
+    /// released, Ctrl-C).
+    #[pyo3(signature = (p_values, a_values, q, b, x, y, s, statuses_ok, target, floor,
+                        max_steps, backend=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn newton_steps<'py>(
+        &self,
+        py: Python<'py>,
+        p_values: Option<Bound<'py, PyAny>>,
+        a_values: Bound<'py, PyAny>,
+        q: Bound<'py, PyAny>,
+        b: Bound<'py, PyAny>,
+        x: Bound<'py, PyAny>,
+        y: Bound<'py, PyAny>,
+        s: Bound<'py, PyAny>,
+        statuses_ok: Bound<'py, PyAny>,
+        target: f64,
+        floor: f64,
+        max_steps: usize,
+        backend: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        guard("ConicProblem.newton_steps", || {
+            let test_panic = test_panic_from_env();
+            test_panic.at_call("ConicProblem.newton_steps");
+            newton_steps(
+                py,
+                &self.inner,
+                test_panic,
+                p_values.as_ref(),
+                &a_values,
+                &q,
+                &b,
+                &x,
+                &y,
+                &s,
+                &statuses_ok,
+                NewtonSettings {
+                    target,
+                    floor,
+                    max_steps,
+                },
                 backend.as_ref(),
             )
         })

@@ -313,14 +313,15 @@ def _native_solve(st: ConicStructure, options: SolveOptions, P: np.ndarray | Non
 
 
 def _native_adjoint(st: ConicStructure, P: np.ndarray | None, A: np.ndarray,
-                    h_diag: np.ndarray, h_blocks: np.ndarray, x: np.ndarray, y: np.ndarray,
-                    gx: np.ndarray, gy: np.ndarray, gs: np.ndarray, ok: np.ndarray
-                    ) -> dict[str, Any]:
+                    h_diag: np.ndarray | None, h_blocks: np.ndarray | None, x: np.ndarray,
+                    y: np.ndarray, gx: np.ndarray, gy: np.ndarray, gs: np.ndarray,
+                    ok: np.ndarray, s: np.ndarray | None = None) -> dict[str, Any]:
     """The native sparse KKT adjoint of float64 C-contiguous (B, k) arrays (ok: (B,) bool) on
     the structure's native handle: the dict of dP, dq, dA, db, solved
-    (rust/core/src/kkt_adjoint.rs)."""
+    (rust/core/src/kkt_adjoint.rs). h_diag = h_blocks = None with s given: H at the snapped
+    pairs of (s, y), computed natively (ConicProblem.native_newton structures)."""
     return st.native.adjoint(P, A, h_diag, h_blocks, x, y, gx, gy, gs, ok,
-                             backend=native_backend_options())
+                             backend=native_backend_options(), s=s)
 
 
 def _solve_native(structure: ConicStructure, options: SolveOptions,
@@ -553,13 +554,18 @@ def _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs):
     okc = ok[:, None]
     with torch.no_grad():
         xs, ys, ss = (t if every else torch.where(okc, t, 0.0) for t in (x, y, s))
-        h_diag, h_blocks = limit_scaling(ss, ys, structure.cones)
         g = [np.zeros((B, k)) if t is None
              else _np(t.detach().to(torch.float64) if every
                       else torch.where(okc, t.detach().to(torch.float64), 0.0))
              for t, k in ((gx, n), (gy, m), (gs, m))]
-        out = _native_adjoint(structure, _np(P), _np(A), _np(h_diag), _np(h_blocks), _np(xs),
-                              _np(ys), *g, ok_np)
+        if structure.native.native_newton and structure.cones.n_diag < m:
+            # H at the snapped pairs, computed natively (active_set.limit_scaling's H).
+            out = _native_adjoint(structure, _np(P), _np(A), None, None, _np(xs), _np(ys),
+                                  *g, ok_np, s=_np(ss))
+        else:
+            h_diag, h_blocks = limit_scaling(ss, ys, structure.cones)
+            out = _native_adjoint(structure, _np(P), _np(A), _np(h_diag), _np(h_blocks),
+                                  _np(xs), _np(ys), *g, ok_np)
     unsolved = np.flatnonzero(ok_np & ~np.asarray(out["solved"], dtype=bool)).tolist()
     if unsolved:
         # Never hand back the zeros the native side leaves for such an item as a gradient.

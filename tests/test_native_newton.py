@@ -165,3 +165,39 @@ def test_layer_answers_and_gradients_equal_with_and_without_native_steps(name, m
     for (xn, gn), (xp, gp) in zip(native, python, strict=True):
         torch.testing.assert_close(xn, xp, rtol=0, atol=1e-8)
         torch.testing.assert_close(gn, gp, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("family", ["socp", "exp"])
+def test_native_h_at_the_snap_equals_limit_scaling(family):
+    """The adjoint with H computed natively at the snapped pairs of (s, y) (h_diag =
+    h_blocks = None, s given) equals the adjoint with active_set.limit_scaling's H, from
+    points 1e-3 off the solution (so the snap moves them)."""
+    from pounce_kkt.active_set import limit_scaling
+
+    _, st, (P, q, A, b), (x, y, s) = _setup(family)
+    rng = np.random.default_rng(9)
+    x, y, s = (t + 1e-3 * torch.tensor(rng.standard_normal(t.shape)) for t in (x, y, s))
+    g = [rng.standard_normal(t.shape) for t in (x, y, s)]
+    ok = np.array([True, True, False])
+    arr = [None if t is None else t.numpy() for t in (P, A)]
+    hd, hb = limit_scaling(s, y, st.cones)
+    given = st.native.adjoint(*arr, hd.numpy(), hb.numpy(), x.numpy(), y.numpy(), *g, ok)
+    native = st.native.adjoint(*arr, None, None, x.numpy(), y.numpy(), *g, ok, s=s.numpy())
+    assert native["solved"] == given["solved"] == [True, True, False]
+    for k in ("dq", "dA", "db"):
+        scale = max(1.0, np.abs(given[k]).max())
+        np.testing.assert_allclose(native[k], given[k], rtol=0, atol=1e-9 * scale)
+    assert np.abs(given["db"][:2]).max() > 1e-3  # not a trivial comparison
+
+
+def test_native_h_needs_the_native_cones_and_one_form():
+    _, st, (P, q, A, b), (x, y, s) = _setup("psd")
+    z = [np.zeros(t.shape) for t in (x, y, s)]
+    ok = np.ones(3, dtype=bool)
+    with pytest.raises(ValueError, match="PSD or power cone"):
+        st.native.adjoint(None if P is None else P.numpy(), A.numpy(), None, None, x.numpy(),
+                          y.numpy(), *z, ok, s=s.numpy())
+    _, st, (P, q, A, b), (x, y, s) = _setup("exp")
+    with pytest.raises(ValueError, match="either `h_diag` and `h_blocks`, or `s`"):
+        st.native.adjoint(None if P is None else P.numpy(), A.numpy(), None, None, x.numpy(),
+                          y.numpy(), *z, ok)

@@ -85,6 +85,16 @@ impl SnapCones {
         }
     }
 
+    /// `H` at the snapped pair of (s, y): [`Self::limit_scaling`] at `(Pi_K(w), Pi_K(w) - w)`,
+    /// `w = s - y` (pounce_kkt/active_set.py `limit_scaling`).
+    pub fn scaling_at_snap(&self, s: &[f64], y: &[f64], h_diag: &mut [f64], h_blocks: &mut [f64]) {
+        let w: Vec<f64> = s.iter().zip(y).map(|(s, y)| s - y).collect();
+        let mut p = vec![0.0; w.len()];
+        self.project(&w, &mut p);
+        let d: Vec<f64> = p.iter().zip(&w).map(|(p, w)| p - w).collect();
+        self.limit_scaling(&p, &d, h_diag, h_blocks);
+    }
+
     /// `H` at the snapped pair (s, y): `h_diag` (n_diag) and `h_blocks` (each block dense
     /// row-major, in order), the adjoint's compact layout.
     pub fn limit_scaling(&self, s: &[f64], y: &[f64], h_diag: &mut [f64], h_blocks: &mut [f64]) {

@@ -408,12 +408,47 @@ fn solve_result<'py>(
 
 // ------------------------------------------------------------------------------ adjoint
 
+/// The adjoint's H: given (`h_diag`, `h_blocks`), or the limit scaling at the snapped pair
+/// of the given `s` and the call's `y`, computed here (cone_snap.rs; `native_newton`
+/// structures).
+enum HInput {
+    Given {
+        h_diag: Shared<f64>,
+        h_blocks: Shared<f64>,
+    },
+    AtSnap {
+        s: Shared<f64>,
+    },
+}
+
+/// H at the snapped pairs of a batch's ok items (zeros for the others), in the compact
+/// layout.
+fn snapped_scalings(
+    st: &ConicStructure,
+    s: &[f64],
+    y: &[f64],
+    ok: &[bool],
+) -> (Vec<f64>, Vec<f64>) {
+    let cones = SnapCones::new(&st.layout).expect("checked before the job starts");
+    let (m, hdl, hbl) = (st.m(), st.layout.h_diag_len(), st.layout.h_blocks_len());
+    let mut hd = vec![0.0; ok.len() * hdl];
+    let mut hb = vec![0.0; ok.len() * hbl];
+    for (i, _) in ok.iter().enumerate().filter(|(_, &o)| o) {
+        cones.scaling_at_snap(
+            &s[i * m..(i + 1) * m],
+            &y[i * m..(i + 1) * m],
+            &mut hd[i * hdl..(i + 1) * hdl],
+            &mut hb[i * hbl..(i + 1) * hbl],
+        );
+    }
+    (hd, hb)
+}
+
 /// The arrays of an adjoint batch, held by its job (validate.rs `Shared`).
 struct AdjointInputs {
     p: Option<Shared<f64>>,
     a: Shared<f64>,
-    h_diag: Shared<f64>,
-    h_blocks: Shared<f64>,
+    h: HInput,
     x: Shared<f64>,
     y: Shared<f64>,
     gx: Shared<f64>,
@@ -442,6 +477,14 @@ impl AdjointJob {
         let st = prob.st.get().expect("built before the job starts");
         let pat = prob.pat.get_or_init(|| KktPattern::new(st));
         let i = &self.inputs;
+        let snapped;
+        let (h_diag, h_blocks): (&[f64], &[f64]) = match &i.h {
+            HInput::Given { h_diag, h_blocks } => (h_diag, h_blocks),
+            HInput::AtSnap { s } => {
+                snapped = snapped_scalings(st, s, &i.y, &self.ok);
+                (&snapped.0, &snapped.1)
+            }
+        };
         // The forward's kept active-set factors (qp_sessions.rs), read while the adjoint
         // runs: an item whose forward answer came from one is solved with it.
         let grads = prob.fwd.sessions.peek(|states| {
@@ -450,8 +493,8 @@ impl AdjointJob {
                 bsz: self.bsz,
                 p: i.p.as_deref(),
                 a: &i.a,
-                h_diag: &i.h_diag,
-                h_blocks: &i.h_blocks,
+                h_diag,
+                h_blocks,
                 x: &i.x,
                 y: &i.y,
                 gx: &i.gx,
@@ -516,8 +559,7 @@ fn adjoint<'py>(
     test_panic: TestPanic,
     p_values: Option<&Bound<'py, PyAny>>,
     a_values: &Bound<'py, PyAny>,
-    h_diag: &Bound<'py, PyAny>,
-    h_blocks: &Bound<'py, PyAny>,
+    h: [Option<&Bound<'py, PyAny>>; 3],
     x: &Bound<'py, PyAny>,
     y: &Bound<'py, PyAny>,
     gx: &Bound<'py, PyAny>,
@@ -532,15 +574,29 @@ fn adjoint<'py>(
     let bsz = batch_size(&gx_a, "gx", n)?;
     let ok = parse_statuses_ok(statuses_ok, bsz)?;
     let (hdl, hbl) = prob.parsed.h_lens;
-    let named = [
-        (h_diag, "h_diag", hdl),
-        (h_blocks, "h_blocks", hbl),
+    // H given, or (h_diag = h_blocks = None) computed at the snapped pairs of s and y.
+    let h_named: Vec<(&Bound<'py, PyAny>, &str, usize)> = match h {
+        [Some(hd), Some(hb), None] => vec![(hd, "h_diag", hdl), (hb, "h_blocks", hbl)],
+        [None, None, Some(s)] if prob.native_newton() => vec![(s, "s", m)],
+        [None, None, Some(_)] => {
+            return Err(value_error(
+                "H from `s` (h_diag = h_blocks = None) takes zero, nonneg, SOC and exp cones \
+                 only (this structure has a PSD or power cone): pass h_diag and h_blocks",
+            ))
+        }
+        _ => {
+            return Err(value_error(
+                "pass either `h_diag` and `h_blocks`, or `s` with h_diag = h_blocks = None",
+            ))
+        }
+    };
+    let named = h_named.into_iter().chain([
         (x, "x", n),
         (y, "y", m),
         (gy, "gy", m),
         (gs, "gs", m),
         (a_values, "a_values", prob.nnz_a()),
-    ];
+    ]);
     let mut arrs = Vec::new();
     for (obj, name, w) in named {
         let a = f64_array_unchecked(obj, name, 2)?;
@@ -559,8 +615,17 @@ fn adjoint<'py>(
         return adjoint_result(py, has_p, bsz, dims, Grads::default());
     }
     prob.structure()?;
-    let [hd, hb, xs, ys, gys, gss, avs] =
-        <[Shared<f64>; 7]>::try_from(arrs).unwrap_or_else(|_| unreachable!("seven arrays"));
+    let mut arrs = arrs.into_iter();
+    let mut next = || arrs.next().expect("one array per name");
+    let h_in = if h[0].is_some() {
+        HInput::Given {
+            h_diag: next(),
+            h_blocks: next(),
+        }
+    } else {
+        HInput::AtSnap { s: next() }
+    };
+    let (xs, ys, gys, gss, avs) = (next(), next(), next(), next(), next());
     let job = AdjointJob {
         prob: prob.clone(),
         backends,
@@ -570,8 +635,7 @@ fn adjoint<'py>(
         inputs: AdjointInputs {
             p: p_arr.as_ref().map(|a| a.share()),
             a: avs,
-            h_diag: hd,
-            h_blocks: hb,
+            h: h_in,
             x: xs,
             y: ys,
             gx: gx_a.share(),
@@ -939,21 +1003,25 @@ impl ConicProblem {
     /// `K = [[P_eff, A'], [A, -H]]`, then `dq = -u`, `db = v`, `dA[i, j] = -(y_i u_j + v_i
     /// x_j)` on A's pattern and `dP[i, j] = -(u_i x_j + u_j x_i)/2` on P's full pattern (the
     /// regularisation and the refinement: the core's kkt_adjoint.rs, docs/design.md).
+    /// With `h_diag = h_blocks = None` and `s (B, m)` given, H is the limit scaling at the
+    /// snapped pair `(Pi_K(w), Pi_K(w) - w)`, `w = s - y`, computed natively (the core's
+    /// cone_snap.rs; pounce_kkt/active_set.py `limit_scaling` states it), for structures
+    /// whose cones are zero, nonneg, SOC and exp (`native_newton`; else ValueError).
     /// Returns `{"dP" (B, nnzP) or None, "dq" (B, n), "dA" (B, nnzA), "db" (B, m), "solved"
     /// list[bool]}` (False: not ok, or K could not be factored). The batch runs on the
     /// fork-safe pool with the GIL released; Ctrl-C raises `KeyboardInterrupt` within about
     /// 0.2 s (a batch of one short item runs on the calling thread, as for `solve`); a Rust panic in an item leaves that item unsolved, anywhere else it raises
     /// `RuntimeError`. `backend`: as for `solve`.
     #[pyo3(signature = (p_values, a_values, h_diag, h_blocks, x, y, gx, gy, gs, statuses_ok,
-                        backend=None))]
+                        backend=None, s=None))]
     #[allow(clippy::too_many_arguments)]
     fn adjoint<'py>(
         &self,
         py: Python<'py>,
         p_values: Option<Bound<'py, PyAny>>,
         a_values: Bound<'py, PyAny>,
-        h_diag: Bound<'py, PyAny>,
-        h_blocks: Bound<'py, PyAny>,
+        h_diag: Option<Bound<'py, PyAny>>,
+        h_blocks: Option<Bound<'py, PyAny>>,
         x: Bound<'py, PyAny>,
         y: Bound<'py, PyAny>,
         gx: Bound<'py, PyAny>,
@@ -961,6 +1029,7 @@ impl ConicProblem {
         gs: Bound<'py, PyAny>,
         statuses_ok: Bound<'py, PyAny>,
         backend: Option<Bound<'py, PyDict>>,
+        s: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         guard("ConicProblem.adjoint", || {
             let test_panic = test_panic_from_env();
@@ -971,8 +1040,7 @@ impl ConicProblem {
                 test_panic,
                 p_values.as_ref(),
                 &a_values,
-                &h_diag,
-                &h_blocks,
+                [h_diag.as_ref(), h_blocks.as_ref(), s.as_ref()],
                 &x,
                 &y,
                 &gx,

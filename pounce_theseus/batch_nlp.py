@@ -497,8 +497,8 @@ class BatchNlp:
                        | _slow(g, self._polish_grad_at_hess[rows])) & (g > self.tol)
         if exact.any():
             mask = torch.as_tensor(exact, device=self.device).unsqueeze(1)
-            values = torch.where(mask, pt.exact_for(np.flatnonzero(exact),
-                                                    chart_curvature=False), values)
+            values = torch.where(mask, pt.exact_for(np.flatnonzero(exact), chart_curvature=False,
+                                                    differenced=True), values)
         return values, exact
 
     def answer_ahead(self, req: Request):
@@ -627,7 +627,7 @@ class BatchNlp:
             if self.robust_curvature and self._polish_slow(rows):
                 exact = torch.as_tensor(self._polish_exact, device=self.device).unsqueeze(1)
                 exact_values = pt.exact_for(np.flatnonzero(self._polish_exact),
-                                            chart_curvature=False)
+                                            chart_curvature=False, differenced=True)
                 return factor * torch.where(exact, exact_values, pt.gauss_newton(True))
             return factor * pt.gauss_newton(self.robust_curvature)
         use_gn = self._hybrid_rule(pt.f, pt.gradient(), pt.delta, rows)

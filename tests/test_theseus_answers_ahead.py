@@ -33,9 +33,9 @@ def _solve(monkeypatch, ahead: bool, dims: int, optimizer_kwargs: dict,
         rounds.append(len(requests))
         return serve(self, requests)
 
-    def counted_exact_for(self, elements, chart_curvature=True):
+    def counted_exact_for(self, elements, **kw):
         exact.append(np.asarray(elements).tolist())
-        return exact_for(self, elements, chart_curvature)
+        return exact_for(self, elements, **kw)
 
     monkeypatch.setattr(BatchNlp, "serve", counted_serve)
     monkeypatch.setattr(LinearizedPoint, "exact_for", counted_exact_for)

@@ -32,21 +32,25 @@ __all__ = ["attach_implicit_gradient"]
 
 
 def attach_implicit_gradient(structure: ProblemStructure, bounds: list[Bound],
-                             res: BatchResult, ok: np.ndarray) -> None:
+                             res: BatchResult, ok: np.ndarray) -> torch.Tensor | None:
     """Leave the implicit step in the optim vars for the elements ``ok`` (see the module
     docstring); the chart's base is the written solution. Its Torch work runs on one
-    intra-op thread (:func:`pounce_kkt.torch_threads.serial_torch`)."""
+    intra-op thread (:func:`pounce_kkt.torch_threads.serial_torch`). Returns the error
+    metric (B,), detached, at the written solution from the step's own evaluation of the
+    errors when every element is ``ok`` (no element's aux data swapped), else None."""
     if not ok.any():
-        return
+        return None
     objective = structure.chart.objective
     saved = _sanitise_rows(objective, torch.as_tensor(ok))
+    metric: list[torch.Tensor] = []
     try:
         with serial_torch():
-            if not _implicit_step(structure, bounds, res, torch.as_tensor(ok)):
+            if not _implicit_step(structure, bounds, res, torch.as_tensor(ok), metric):
                 structure.chart.restore()
     finally:
         for var, tensor in saved:
             var.update(tensor)
+    return metric[0] if metric and not saved else None
 
 
 def _sanitise_rows(objective, ok: torch.Tensor) -> list:
@@ -66,7 +70,7 @@ def _sanitise_rows(objective, ok: torch.Tensor) -> list:
 
 
 def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchResult,
-                   ok: torch.Tensor) -> bool:
+                   ok: torch.Tensor, metric: list[torch.Tensor]) -> bool:
     chart, objective = structure.chart, structure.chart.objective
     bsz, n = objective.batch_size, structure.n
     dtype = chart.base[0].dtype
@@ -76,6 +80,7 @@ def _implicit_step(structure: ProblemStructure, bounds: list[Bound], res: BatchR
         chart.apply(delta0)
         e = weighted_error(objective, chart.sources)
         f = error_metric(objective, e)
+        metric.append(f.detach())  # at the base: the written solution's error metric
         c = structure.constraint_values()
         lam = torch.as_tensor(res.lam, dtype=dtype, device=delta0.device)
         lag = f.sum() + ((lam * c).sum() if c is not None else 0.0)

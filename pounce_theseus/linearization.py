@@ -210,25 +210,34 @@ class LinearizedPoint:
         self.bsz, self.n = delta.shape
         self.at_base = not bool(self.delta.any())
         self._activate(force=True)
-        self._grad = self._grad_eps = self._gn_blocks = self._exact = None
+        self._grad = self._grad_eps = self._gn_blocks = self._exact = self._f = None
         self._gn: dict[bool, torch.Tensor] = {}
         # per call of gauss_newton(robust_curvature=True): the share of robust blocks kept
         self.robust_kept: float | None = None
         self._jacobians: list[torch.Tensor | None] = []
         # per group, a robust cost function's inner weighted error (robust_errors) or None
         self._inner_errors: list[torch.Tensor | None] = []
-        if carried is not None:
-            self.f = carried.f
-        elif jacobians:
+        if carried is not None and carried._f is not None:
+            self._f = carried._f
+        elif jacobians and (carried is None or carried._grad_eps is None):
             self._linearize(metric=True)
-        else:
-            with torch.no_grad():
-                self.f = self._metric([ev.weighted_error() for _, ev in self.groups])
+        # (a carried linearisation's point is in the chart before the re-centring: what it
+        # has not evaluated is evaluated here, at this point)
         if carried is not None and carried._grad_eps is not None:
             self._grad_eps, self._jacobians = carried._grad_eps, carried._jacobians
             self._inner_errors = (carried._inner_errors if carried.robust_errors
                                   else self._robust_inner_errors())
             self._chart_gradient()
+
+    @property
+    def f(self) -> torch.Tensor:
+        """The error metric (B,) at the point (from the Jacobians' evaluation when the
+        linearisation was built for its gradient, else evaluated on first request)."""
+        if self._f is None:
+            self._activate()
+            with torch.no_grad():
+                self._f = self._metric([ev.weighted_error() for _, ev in self.groups])
+        return self._f
 
     def _metric(self, errs: list[torch.Tensor]) -> torch.Tensor:
         """The objective's error metric (B,) from each group's weighted errors."""
@@ -286,7 +295,7 @@ class LinearizedPoint:
                 grad.index_add_(1, lay.cols, _element_major(g, lay.k, b))
                 jacobians.append(jac)
             if metric:
-                self.f = self._metric(errs)
+                self._f = self._metric(errs)
         self._grad_eps, self._jacobians, self._inner_errors = grad, jacobians, inner
         self._chart_gradient()
 

@@ -270,15 +270,15 @@ class PounceOptimizer(NonlinearOptimizer):
                 self.objective.update({name: var.tensor.to(self.objective.dtype)
                                        for name, var in solve_obj.optim_vars.items()})
             structure = self._structure_for(self.objective, self.constraints)
-        with torch.no_grad():
-            err = self.objective.error_metric().detach()
         solution = {name: v.tensor for name, v in self.objective.optim_vars.items()}
-        fill_info(info, res, err, solution, settings.max_iterations, track_best_solution)
         self.last_solve = {
             "status": list(res.status), "iterations": res.iterations.copy(),
             "kkt_error": res.kkt_error.copy(),
             "restoration_iterations": res.restoration_iterations,
         }
+        # the error metric at the solution: the implicit step's evaluation where it makes
+        # one (attach_implicit_gradient), else its own
+        err = None
         if torch.is_grad_enabled():
             plans = {}
             if unrolled:
@@ -296,7 +296,7 @@ class PounceOptimizer(NonlinearOptimizer):
             implicit = res.solved.copy()
             implicit[list(plans)] = False
             bounds = resolve_bounds(self.bounds_spec, self.objective, bsz)
-            attach_implicit_gradient(structure, bounds, res, implicit)
+            err = attach_implicit_gradient(structure, bounds, res, implicit)
             miss = attach_unrolled_gradient(self.objective, start, last_base, plans, rule)
             if miss > STEP_RTOL:
                 self._warn_once("replay", f"PounceOptimizer: an unconverged element's "
@@ -304,6 +304,10 @@ class PounceOptimizer(NonlinearOptimizer):
                                 f"{miss:.1e} (relative; the solve regularised its Hessian "
                                 "or took exact-Hessian steps): its gradient through the "
                                 "steps is that of the nearest damped Gauss-Newton steps.")
+        if err is None:
+            with torch.no_grad():
+                err = self.objective.error_metric().detach()
+        fill_info(info, res, err, solution, settings.max_iterations, track_best_solution)
         replay_iterations(self, info, res, verbose, end_iter_callback)
         return info
 

@@ -277,11 +277,12 @@ def cost_function_groups(objective: Objective, sources: dict | None = None) -> l
             continue
         vectorized = vec._vectorized_cost_fns[schema]
         slots = Vectorize._get_all_vars(vectorized)
-        key = (bsz, torch.is_grad_enabled())  # a fill under no_grad keeps no graph
+        grad = torch.is_grad_enabled()
         cached = _FILLED.get(vectorized)
-        if cached is None or cached[0] != key or len(cached[1]) != len(wrappers):
-            cached = (key, [Vectorize._get_all_vars(w.cost_fn) for w in wrappers], None, None)
-        _, per_wrapper, last, held = cached
+        if cached is None or cached[0] != bsz or len(cached[1]) != len(wrappers):
+            cached = (bsz, [Vectorize._get_all_vars(w.cost_fn) for w in wrappers], None, None,
+                      None)
+        _, per_wrapper, last, held, graphless = cached
         gathered = _gather_slots(slots, per_wrapper, sources or {}, bsz)
         var_names = vec._var_names[schema]
         changed = [] if last is None else [
@@ -289,17 +290,19 @@ def cost_function_groups(objective: Objective, sources: dict | None = None) -> l
             if i not in gathered and (
                 slots[i].tensor is not held[i]  # refilled since (Theseus' own fill)
                 or any(vs[i].tensor is not t
-                       for vs, t in zip(per_wrapper, last[i], strict=True)))
+                       for vs, t in zip(per_wrapper, last[i], strict=True))
+                # filled under no_grad from tensors that require grad: no graph to them
+                or (grad and graphless[i] and any(t.requires_grad for t in last[i])))
         ]
-        if changed and all(_own_slot(var_names, i) for i in changed):
-            # only unshared slots changed (e.g. Vector optim vars set one by one): refill
-            # those as Theseus' fill would, without walking every variable of the schema
+        if changed and all(_simple_slot(var_names, i) for i in changed):
+            # only slots of one variable each changed (e.g. Vector optim vars set one by
+            # one, new aux data): refill those as Theseus' fill would, without walking
+            # every variable of the schema
             for i in changed:
                 slot_tensors = [vs[i].tensor for vs in per_wrapper]
-                slots[i].update(torch.cat([
-                    t if t.shape[0] > 1 or bsz == 1 else Vectorize._expand(t, bsz)
-                    for t in slot_tensors]))
+                slots[i].update(_slot_fill(var_names[i], slot_tensors, bsz))
                 last[i] = slot_tensors
+                graphless[i] = not grad
         elif last is None or changed:
             # Theseus' own fill, then the gathers again
             tensors: dict = defaultdict(list)
@@ -307,25 +310,43 @@ def cost_function_groups(objective: Objective, sources: dict | None = None) -> l
             Vectorize._update_vectorized_vars(slots, tensors, var_names, bsz, len(wrappers))
             _gather_slots(slots, per_wrapper, sources or {}, bsz)
             last = [[vs[i].tensor for vs in per_wrapper] for i in range(len(slots))]
-        _FILLED[vectorized] = (key, per_wrapper, last, [v.tensor for v in slots])
+            graphless = [not grad] * len(slots)
+        _FILLED[vectorized] = (bsz, per_wrapper, last, [v.tensor for v in slots], graphless)
         out.append(([w.cost_fn for w in wrappers], vectorized))
     return out
 
 
-# vectorised cost function -> ((batch size, grad mode), its cost functions' variables, the
-# tensors those held at its last fill per slot, the slots' own tensors as left then): a slot
-# whose tensors are all the same objects again, in the same grad mode, and that still holds
-# the tensor left there (Theseus' own fill, e.g. objective.error_metric() under no_grad,
-# replaces it) still holds their concatenation (cost_function_groups)
+# vectorised cost function -> (batch size, its cost functions' variables, the tensors those
+# held at its last fill per slot, the slots' own tensors as left then, per slot whether that
+# fill ran under no_grad): a slot whose tensors are all the same objects again and that
+# still holds the tensor left there (Theseus' own fill, e.g. objective.error_metric(),
+# replaces it) still holds their concatenation (cost_function_groups), with a graph to them
+# unless it was filled under no_grad
 _FILLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _own_slot(var_names: list[str], i: int) -> bool:
-    """Slot ``i`` of a schema holds a variable of its own per cost function: not shared
-    between them (Theseus' shared token) and in no other slot of the schema, so its
-    vectorised tensor is the cost functions' tensors concatenated (Theseus' fill)."""
-    name = var_names[i]
-    return Vectorize._SHARED_TOKEN not in name and var_names.count(name) == 1
+def _simple_slot(var_names: list[str], i: int) -> bool:
+    """Slot ``i`` of a schema holds one variable per cost function (its own, or one
+    shared by all: Theseus' shared token) that is in no other slot of the schema, so
+    :func:`_slot_fill` gives its vectorised tensor as Theseus' fill does."""
+    return var_names.count(var_names[i]) == 1
+
+
+def _slot_fill(name: str, tensors: list[torch.Tensor], bsz: int) -> torch.Tensor:
+    """The vectorised tensor (K * B rows) of a :func:`_simple_slot` from its K cost
+    functions' tensors, as ``Vectorize._update_all_cost_fns_var_tensors`` and
+    ``_update_vectorized_vars`` form it: a shared variable of one row expanded, any other
+    variable's tensors (one row expanded to ``bsz`` unless shared) concatenated."""
+    if len(tensors) == 1:
+        t = tensors[0]
+        shared = Vectorize._SHARED_TOKEN in name
+        return t if t.shape[0] > 1 or bsz == 1 or shared else Vectorize._expand(t, bsz)
+    if Vectorize._SHARED_TOKEN in name:
+        if tensors[0].shape[0] == 1:
+            return Vectorize._expand(tensors[0], bsz * len(tensors))
+        return torch.cat(tensors)
+    return torch.cat([t if t.shape[0] > 1 or bsz == 1 else Vectorize._expand(t, bsz)
+                      for t in tensors])
 
 
 def _gather_slots(slots: list, per_wrapper: list, sources: dict, bsz: int) -> set[int]:

@@ -26,7 +26,7 @@ from pounce_kkt.active_set import limit_scaling
 from pounce_kkt.cone_dims import ConeDims
 from pounce_kkt.dense_kkt import dense_kkt_vjp
 from pounce_kkt.errors import SOLVED_STATUSES, DegenerateGradientWarning, SolverError
-from pounce_kkt.refine import REFINE_OPTIMAL, KktSolve, refine
+from pounce_kkt.refine import REFINE_OPTIMAL, KktSolve, native_steps, refine
 from pounce_kkt.singular_kkt import exploded
 from pounce_kkt.structure import ConicStructure
 from pounce_kkt.torch_threads import serial_torch
@@ -278,10 +278,6 @@ _BACKEND_ENV = (
     ("block_condense", "POUNCE_LAYERS_BLOCK_CONDENSE",
      lambda v: v.lower() in ("1", "on", "true", "yes")),
 )
-# The environment switch that keeps refinement's Newton steps in Python ("0" or "off"), for
-# comparisons: by default a structure the native steps take (ConicProblem.native_newton) on
-# the sparse backward path runs them natively (refine.py `NativeSteps`).
-NATIVE_STEPS_ENV = "POUNCE_LAYERS_NATIVE_STEPS"
 
 
 def native_backend_options() -> dict[str, Any] | None:
@@ -406,19 +402,15 @@ def _refine_kkt_solve(structure: ConicStructure, options: SolveOptions,
         return (xc.new_zeros(xc.shape).index_copy(0, idx, -dq),
                 yc.new_zeros(yc.shape).index_copy(0, idx, db))
 
-    if path == "sparse" and structure.native.native_newton and native_steps_enabled():
+    if native_steps(structure, path):
         # The whole refinement natively: the same steps through this same KKT solve.
-        def native_steps(P_, A_, q, b, x, y, s, ok, **settings):
+        def steps(P_, A_, q, b, x, y, s, ok, **settings):
             return structure.native.newton_steps(P_, A_, q, b, x, y, s, ok,
                                                  backend=native_backend_options(), **settings)
 
-        solve.native_steps = native_steps
+        solve.native_steps = steps
     return solve
 
-
-def native_steps_enabled() -> bool:
-    """Whether refinement may run natively (NATIVE_STEPS_ENV unset, or not "0"/"off")."""
-    return os.environ.get(NATIVE_STEPS_ENV, "").lower() not in ("0", "off")
 
 
 def _checked_info(structure: ConicStructure, options: SolveOptions,

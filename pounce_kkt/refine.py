@@ -34,6 +34,7 @@ membership).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,6 +71,17 @@ KktSolve = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 # ConicProblem.newton_steps' dict (rust/py/src/problem.rs; the core's newton_steps.rs: this
 # module's loop per item, on zero, nonneg, SOC and exp cones, items in parallel).
 NativeSteps = Callable[..., dict]
+# The environment switch that keeps the Newton steps in Python ("0" or "off"), for
+# comparisons.
+NATIVE_STEPS_ENV = "POUNCE_LAYERS_NATIVE_STEPS"
+
+
+def native_steps(structure: ConicStructure, path: str) -> bool:
+    """Whether refinement's Newton steps run natively (NativeSteps) for this structure when
+    its KKT solve takes `path` ("dense" or "sparse"): the sparse path, cones the native steps
+    take (ConicProblem.native_newton: zero, nonneg, SOC, exp), NATIVE_STEPS_ENV not off."""
+    return (path == "sparse" and structure.native.native_newton
+            and os.environ.get(NATIVE_STEPS_ENV, "").lower() not in ("0", "off"))
 
 
 @dataclass

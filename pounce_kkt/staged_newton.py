@@ -41,7 +41,7 @@ import torch
 
 from pounce_kkt.errors import SolverError
 from pounce_kkt.kept_newton import NativeResult, newton_steps, with_rest
-from pounce_kkt.refine import KktSolve
+from pounce_kkt.refine import KktSolve, native_steps
 from pounce_kkt.structure import ConicStructure
 
 # The stage's first length in IPM iterations, the fraction of its items the Newton steps
@@ -51,11 +51,16 @@ STAGE_MIN_ACCEPT = 0.75
 STAGE_MAX_ITERATIONS = 8
 # The environment switch that turns the stage off ("0" or "off"), for comparisons.
 STAGE_ENV = "POUNCE_LAYERS_STAGE"
-# The stage only for a call with batch * (n + m) at least this: its Newton steps cost a
-# fixed ~1-1.5 ms of Python each, which a cheap interior-point solve does not repay (on/off,
-# CPU, fwd+bwd: the bench_peers families at B = 1 / 4 / 16: socp (n + m = 65) 1.23 / 1.04 /
-# 0.88, softmax (101) 1.10 / 0.62 / 0.29, logreg (205) 1.64 / 1.12 / 0.61, psd (114) 1.09
-# / 0.67 / 0.50; n = 3 problems at B = 8: 0.95-1.48; docs/native-core.md).
+# The stage only for a call with batch * (n + m) at least this when the Newton steps run in
+# Python (refine.py's loop: PSD and power cones): each costs a fixed ~1-1.5 ms of Python,
+# which a cheap interior-point solve does not repay (on/off, CPU, fwd+bwd: the bench_peers
+# families at B = 1 / 4 / 16: socp (n + m = 65) 1.23 / 1.04 / 0.88, softmax (101) 1.10 /
+# 0.62 / 0.29, logreg (205) 1.64 / 1.12 / 0.61, psd (114) 1.09 / 0.67 / 0.50; n = 3
+# problems at B = 8: 0.95-1.48; docs/native-core.md). Native steps (refine.native_steps)
+# have no such fixed cost: those structures are staged at every batch size (stage / no
+# stage below this, new data every call: socp B = 1 / 4 / 8 0.73 / 0.86 / 0.75; softmax
+# and logreg 0.94-1.19, their items answered from kept answers either way;
+# docs/exp-socp-profile.md, section 11).
 STAGE_MIN_WORK = 1000
 # Items per call solved by the full solve (the seeds) whose answers start every other
 # item's Newton steps (0: none), its environment switch, and the smallest batch seeded:
@@ -114,13 +119,16 @@ def _record(structure: ConicStructure, length: int, accepted: int, staged: int) 
 def applies(structure: ConicStructure, options: Any, warm: tuple[Any, Any, Any],
             batch: int) -> bool:
     """Whether a call of `batch` items under `options` (a SolveOptions) with warm start
-    `warm` is staged: not below STAGE_MIN_WORK, not with a time limit (one budget for one
+    `warm` is staged: with Newton steps in Python not below STAGE_MIN_WORK, not with a time
+    limit (one budget for one
     solve) nor with `max_iter` at most the stage's length (the full solve is then no
     longer), nor with the environment's STAGE_ENV off."""
     c = structure.cones
     length = stage_iterations(structure)
+    dim = structure.n + structure.m
+    native = native_steps(structure, options.backward_path(dim, create_graph=False))
     return (bool(c.q or c.s or c.ep or c.p) and bool(options.refine)
-            and batch * (structure.n + structure.m) >= STAGE_MIN_WORK
+            and (native or batch * dim >= STAGE_MIN_WORK)
             and os.environ.get(STAGE_ENV, "").lower() not in ("0", "off")
             and options.time_limit is None and all(w is None for w in warm)
             and 0 < length < int(options.max_iter))

@@ -14,8 +14,8 @@ import torch
 
 import pounce_kkt as pk
 import pounce_kkt.refine as refine_mod
-from pounce_kkt.conic import NATIVE_STEPS_ENV, SolveOptions, _refine_kkt_solve
-from pounce_kkt.refine import refine
+from pounce_kkt.conic import SolveOptions, _refine_kkt_solve
+from pounce_kkt.refine import NATIVE_STEPS_ENV, refine
 from testing_helpers.compare import rel_err
 from testing_helpers.conic_problems import suite_batch
 

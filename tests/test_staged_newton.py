@@ -17,7 +17,7 @@ from cvxpy.reductions.solvers.conic_solvers.scs_conif import dims_to_solver_dict
 
 import pounce_kkt as pk
 from pounce_kkt import staged_newton
-from pounce_kkt.refine import REFINE_STEPS
+from pounce_kkt.refine import NATIVE_STEPS_ENV, REFINE_STEPS
 from testing_helpers.compare import rel_err
 from testing_helpers.conic_problems import suite_batch
 from testing_helpers.reference_solvers import check_against_clarabel
@@ -95,11 +95,15 @@ def test_entropy_items_through_the_stage_match_the_closed_form_and_its_jacobian(
     assert int(sol.iterations.sum()) < int(full.iterations.sum())
 
 
-def test_small_batches_of_small_problems_skip_the_stage(monkeypatch):
+def test_small_batches_of_small_problems_skip_the_stage_with_python_steps(monkeypatch):
+    """STAGE_MIN_WORK holds where the Newton steps run in Python; with native steps (the
+    default for exp cones) every batch size is staged."""
     monkeypatch.setattr(staged_newton, "STAGE_MIN_WORK", MIN_WORK)
     k = 12
     st = _entropy_structure(k)  # n + m = 61
     small = np.random.default_rng(4).standard_normal((MIN_WORK // 61, k))
+    assert staged_newton.applies(st, IPM, (None, None, None), 1)
+    monkeypatch.setenv(NATIVE_STEPS_ENV, "off")
     assert not staged_newton.applies(st, IPM, (None, None, None), small.shape[0])
     assert staged_newton.applies(st, IPM, (None, None, None), small.shape[0] + 1)
     off = _entropy_structure(k)

@@ -35,6 +35,8 @@ here and in tests/test_theseus_*.py.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import threading
 import warnings
 import weakref
@@ -278,50 +280,70 @@ def cost_function_groups(objective: Objective, sources: dict | None = None) -> l
         vectorized = vec._vectorized_cost_fns[schema]
         slots = Vectorize._get_all_vars(vectorized)
         grad = torch.is_grad_enabled()
-        cached = _FILLED.get(vectorized)
-        if cached is None or cached[0] != bsz or len(cached[1]) != len(wrappers):
-            cached = (bsz, [Vectorize._get_all_vars(w.cost_fn) for w in wrappers], None, None,
-                      None)
-        _, per_wrapper, last, held, graphless = cached
-        gathered = _gather_slots(slots, per_wrapper, sources or {}, bsz)
+        fill = _FILLED.get(vectorized)
+        if fill is None or fill.bsz != bsz or fill.k != len(wrappers):
+            fill = _FILLED[vectorized] = _Fill(bsz, wrappers)
+        gathered = _gather_slots(slots, fill, sources or {})
         var_names = vec._var_names[schema]
+        last = fill.last
         changed = [] if last is None else [
             i for i in range(len(slots))
             if i not in gathered and (
-                slots[i].tensor is not held[i]  # refilled since (Theseus' own fill)
-                or any(vs[i].tensor is not t
-                       for vs, t in zip(per_wrapper, last[i], strict=True))
+                slots[i].tensor is not fill.held[i]  # refilled since (Theseus' own fill)
+                or any(map(operator.is_not, map(_TENSOR, fill.vars[i]), last[i]))
                 # filled under no_grad from tensors that require grad: no graph to them
-                or (grad and graphless[i] and any(t.requires_grad for t in last[i])))
+                or (grad and fill.graphless[i] and any(t.requires_grad for t in last[i])))
         ]
         if changed and all(_simple_slot(var_names, i) for i in changed):
             # only slots of one variable each changed (e.g. Vector optim vars set one by
             # one, new aux data): refill those as Theseus' fill would, without walking
             # every variable of the schema
             for i in changed:
-                slot_tensors = [vs[i].tensor for vs in per_wrapper]
+                slot_tensors = list(map(_TENSOR, fill.vars[i]))
                 slots[i].update(_slot_fill(var_names[i], slot_tensors, bsz))
                 last[i] = slot_tensors
-                graphless[i] = not grad
+                fill.graphless[i] = not grad
         elif last is None or changed:
             # Theseus' own fill, then the gathers again
             tensors: dict = defaultdict(list)
             Vectorize._update_all_cost_fns_var_tensors(wrappers, var_names, bsz, tensors)
             Vectorize._update_vectorized_vars(slots, tensors, var_names, bsz, len(wrappers))
-            _gather_slots(slots, per_wrapper, sources or {}, bsz)
-            last = [[vs[i].tensor for vs in per_wrapper] for i in range(len(slots))]
-            graphless = [not grad] * len(slots)
-        _FILLED[vectorized] = (bsz, per_wrapper, last, [v.tensor for v in slots], graphless)
+            _gather_slots(slots, fill, sources or {})
+            fill.last = [list(map(_TENSOR, vs)) for vs in fill.vars]
+            fill.graphless = [not grad] * len(slots)
+        fill.held = [v.tensor for v in slots]
         out.append(([w.cost_fn for w in wrappers], vectorized))
     return out
 
 
-# vectorised cost function -> (batch size, its cost functions' variables, the tensors those
-# held at its last fill per slot, the slots' own tensors as left then, per slot whether that
-# fill ran under no_grad): a slot whose tensors are all the same objects again and that
-# still holds the tensor left there (Theseus' own fill, e.g. objective.error_metric(),
-# replaces it) still holds their concatenation (cost_function_groups), with a graph to them
-# unless it was filled under no_grad
+_TENSOR = operator.attrgetter("tensor")
+_STACKED, _POSITION, _PIECE = (operator.itemgetter(k) for k in range(3))
+
+
+class _Fill:
+    """What :func:`cost_function_groups` knows of one vectorised cost function's slots:
+    per slot its K cost functions' variables (``vars``) and their names, the tensors those
+    held at its last fill (``last``; None before the first), the slots' own tensors as left
+    then (``held``), whether that fill ran under no_grad (``graphless``), and per gathered
+    slot the stacked rows it took (positions, rows). A slot whose variables hold the same
+    tensors again and that still holds the tensor left there (Theseus' own fill, e.g.
+    ``objective.error_metric()``, replaces it) still holds their concatenation, with a
+    graph to them unless it was filled under no_grad."""
+
+    __slots__ = ("bsz", "k", "vars", "names", "last", "held", "graphless", "rows")
+
+    def __init__(self, bsz: int, wrappers: list) -> None:
+        per_wrapper = [Vectorize._get_all_vars(w.cost_fn) for w in wrappers]
+        self.bsz, self.k = bsz, len(wrappers)
+        self.vars = [list(vs) for vs in zip(*per_wrapper, strict=True)]
+        self.names = [[v.name for v in vs] for vs in self.vars]
+        self.last: list | None = None
+        self.held: list = []
+        self.graphless: list[bool] = []
+        self.rows: dict[int, tuple] = {}
+
+
+# vectorised cost function -> its _Fill
 _FILLED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -349,24 +371,29 @@ def _slot_fill(name: str, tensors: list[torch.Tensor], bsz: int) -> torch.Tensor
                       for t in tensors])
 
 
-def _gather_slots(slots: list, per_wrapper: list, sources: dict, bsz: int) -> set[int]:
-    """Refill each vectorised slot whose variables (``per_wrapper``: each cost function's
-    variables) all come from one stacked tensor (and still hold their piece of it) by one
-    gather from that tensor; returns the slots refilled."""
+def _gather_slots(slots: list, fill: _Fill, sources: dict) -> set[int]:
+    """Refill each vectorised slot whose variables all come from one stacked tensor (and
+    still hold their piece of it) by one gather from that tensor; returns the slots
+    refilled."""
     done: set[int] = set()
     if not sources:
         return done
+    bsz = fill.bsz
     for i, slot in enumerate(slots):
-        found = [sources.get(vs[i].name) for vs in per_wrapper]
-        if any(f is None or f[2] is not vs[i].tensor for f, vs in zip(found, per_wrapper,
-                                                                      strict=True)):
+        found = list(map(sources.get, fill.names[i]))
+        if None in found or any(map(operator.is_not, map(_PIECE, found),
+                                    map(_TENSOR, fill.vars[i]))):
             continue
         stacked = found[0][0]
-        if any(f[0] is not stacked for f in found):
+        if any(map(operator.is_not, map(_STACKED, found), itertools.repeat(stacked))):
             continue
-        pos = torch.as_tensor([f[1] for f in found], device=stacked.device)
-        rows = (pos[:, None] * bsz + torch.arange(bsz, device=stacked.device)).reshape(-1)
-        slot.update(stacked[rows])
+        pos = tuple(map(_POSITION, found))
+        got = fill.rows.get(i)
+        if got is None or got[0] != pos or got[1].device != stacked.device:
+            p = torch.as_tensor(pos, device=stacked.device)
+            got = fill.rows[i] = (pos, (p[:, None] * bsz + torch.arange(
+                bsz, device=stacked.device)).reshape(-1))
+        slot.update(stacked[got[1]])
         done.add(i)
     return done
 

@@ -13,7 +13,13 @@ import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 from theseus.core.vectorizer import Vectorize
 
-from pounce_theseus.compat import defer_vectorized_jacobians, weighted_error
+from pounce_theseus.chart import TangentChart
+from pounce_theseus.compat import (
+    _FILLED,
+    cost_function_groups,
+    defer_vectorized_jacobians,
+    weighted_error,
+)
 from testing_helpers.theseus_problems import synthetic_pose_graph
 
 pytestmark = THESEUS_MARKS
@@ -65,3 +71,39 @@ def test_refill_equals_theseus_fill(monkeypatch, radius_rows):
         for a, b in zip(got, want, strict=True):
             assert b.abs().max() > 0
             assert torch.allclose(a, b, rtol=1e-12, atol=1e-12 * b.abs().max().item())
+
+
+def test_gathered_rows_are_reused_and_follow_the_positions():
+    """The optim var slots gathered from the chart's stacked tensor
+    (``compat._gather_slots``) take the stacked rows computed once per positions: the same
+    index tensor at the next point, a new one when the members sit elsewhere in the stack;
+    the errors are Theseus' either way."""
+    obj, inputs, _, _ = synthetic_pose_graph(12, 3, dims=2, seed=3)
+    Vectorize(obj)
+    assert defer_vectorized_jacobians(obj)
+    obj.update(inputs)
+    chart = TangentChart(obj)
+    g = torch.Generator().manual_seed(0)
+    seen = []
+    for _ in range(2):
+        with torch.no_grad():
+            chart.apply(1e-2 * torch.randn(3, chart.dim, generator=g, dtype=torch.float64))
+            e = weighted_error(obj, chart.sources)
+        (vectorized,) = [ev for cfs, ev in cost_function_groups(obj, chart.sources)
+                         if len(cfs) > 1]
+        rows = _FILLED[vectorized].rows
+        assert rows  # the pose slots were gathered
+        seen.append({i: r[1] for i, r in rows.items()})
+        assert torch.equal(e, obj.error())
+    assert all(seen[0][i] is seen[1][i] for i in seen[0])
+    # the same values stacked in the reverse member order: new rows, the same errors
+    reordered, flipped = {}, {}
+    for name, (stacked, pos, piece) in chart.sources.items():
+        k = stacked.shape[0] // 3
+        if id(stacked) not in flipped:
+            flipped[id(stacked)] = stacked.view(k, 3, -1).flip(0).reshape(stacked.shape)
+        reordered[name] = (flipped[id(stacked)], k - 1 - pos, piece)
+    with torch.no_grad():
+        e = weighted_error(obj, reordered)
+    assert all(_FILLED[vectorized].rows[i][1] is not seen[1][i] for i in seen[1])
+    assert torch.equal(e, obj.error())

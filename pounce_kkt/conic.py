@@ -315,7 +315,7 @@ def _native_adjoint(st: ConicStructure, P: np.ndarray | None, A: np.ndarray,
     """The native sparse KKT adjoint of float64 C-contiguous (B, k) arrays (ok: (B,) bool) on
     the structure's native handle: the dict of dP, dq, dA, db, solved
     (rust/core/src/kkt_adjoint.rs). h_diag = h_blocks = None with s given: H at the snapped
-    pairs of (s, y), computed natively (ConicProblem.native_newton structures)."""
+    pairs of (s, y), computed natively (rust/core/src/cone_snap.rs)."""
     return st.native.adjoint(P, A, h_diag, h_blocks, x, y, gx, gy, gs, ok,
                              backend=native_backend_options(), s=s)
 
@@ -402,7 +402,7 @@ def _refine_kkt_solve(structure: ConicStructure, options: SolveOptions,
         return (xc.new_zeros(xc.shape).index_copy(0, idx, -dq),
                 yc.new_zeros(yc.shape).index_copy(0, idx, db))
 
-    if native_steps(structure, path):
+    if native_steps(path):
         # The whole refinement natively: the same steps through this same KKT solve.
         def steps(P_, A_, q, b, x, y, s, ok, **settings):
             return structure.native.newton_steps(P_, A_, q, b, x, y, s, ok,
@@ -550,7 +550,7 @@ def _sparse_kkt_vjp(structure, P, A, x, y, s, ok, gx, gy, gs):
              else _np(t.detach().to(torch.float64) if every
                       else torch.where(okc, t.detach().to(torch.float64), 0.0))
              for t, k in ((gx, n), (gy, m), (gs, m))]
-        if structure.native.native_newton and structure.cones.n_diag < m:
+        if structure.cones.n_diag < m:
             # H at the snapped pairs, computed natively (active_set.limit_scaling's H).
             out = _native_adjoint(structure, _np(P), _np(A), None, None, _np(xs), _np(ys),
                                   *g, ok_np, s=_np(ss))

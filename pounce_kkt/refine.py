@@ -76,12 +76,11 @@ NativeSteps = Callable[..., dict]
 NATIVE_STEPS_ENV = "POUNCE_LAYERS_NATIVE_STEPS"
 
 
-def native_steps(structure: ConicStructure, path: str) -> bool:
-    """Whether refinement's Newton steps run natively (NativeSteps) for this structure when
-    its KKT solve takes `path` ("dense" or "sparse"): the sparse path, cones the native steps
-    take (ConicProblem.native_newton: zero, nonneg, SOC, exp), NATIVE_STEPS_ENV not off."""
-    return (path == "sparse" and structure.native.native_newton
-            and os.environ.get(NATIVE_STEPS_ENV, "").lower() not in ("0", "off"))
+def native_steps(path: str) -> bool:
+    """Whether refinement's Newton steps run natively (NativeSteps, every cone:
+    rust/core/src/cone_snap.rs) when its KKT solve takes `path` ("dense" or "sparse"): on
+    the sparse path, unless NATIVE_STEPS_ENV is off."""
+    return path == "sparse" and os.environ.get(NATIVE_STEPS_ENV, "").lower() not in ("0", "off")
 
 
 @dataclass

@@ -52,14 +52,14 @@ STAGE_MAX_ITERATIONS = 8
 # The environment switch that turns the stage off ("0" or "off"), for comparisons.
 STAGE_ENV = "POUNCE_LAYERS_STAGE"
 # The stage only for a call with batch * (n + m) at least this when the Newton steps run in
-# Python (refine.py's loop: PSD and power cones): each costs a fixed ~1-1.5 ms of Python,
-# which a cheap interior-point solve does not repay (on/off, CPU, fwd+bwd: the bench_peers
-# families at B = 1 / 4 / 16: socp (n + m = 65) 1.23 / 1.04 / 0.88, softmax (101) 1.10 /
-# 0.62 / 0.29, logreg (205) 1.64 / 1.12 / 0.61, psd (114) 1.09 / 0.67 / 0.50; n = 3
-# problems at B = 8: 0.95-1.48; docs/native-core.md). Native steps (refine.native_steps)
-# have no such fixed cost: those structures are staged at every batch size (stage / no
-# stage below this, new data every call: socp B = 1 / 4 / 8 0.73 / 0.86 / 0.75; softmax
-# and logreg 0.94-1.19, their items answered from kept answers either way;
+# Python (refine.py's loop: the dense path, or POUNCE_LAYERS_NATIVE_STEPS=off): each step
+# costs a fixed ~1-1.5 ms of Python, which a cheap interior-point solve does not repay
+# (on/off, CPU, fwd+bwd: the bench_peers families at B = 1 / 4 / 16: socp (n + m = 65) 1.23
+# / 1.04 / 0.88, softmax (101) 1.10 / 0.62 / 0.29, logreg (205) 1.64 / 1.12 / 0.61, psd
+# (114) 1.09 / 0.67 / 0.50; n = 3 problems at B = 8: 0.95-1.48; docs/native-core.md).
+# Native steps (refine.native_steps) have no such fixed cost: every batch size is staged
+# (stage / no stage below this, new data every call: socp B = 1 / 4 / 8 0.73 / 0.86 / 0.75;
+# softmax and logreg 0.94-1.19, their items answered from kept answers either way;
 # docs/exp-socp-profile.md, section 11).
 STAGE_MIN_WORK = 1000
 # Items per call solved by the full solve (the seeds) whose answers start every other
@@ -126,7 +126,7 @@ def applies(structure: ConicStructure, options: Any, warm: tuple[Any, Any, Any],
     c = structure.cones
     length = stage_iterations(structure)
     dim = structure.n + structure.m
-    native = native_steps(structure, options.backward_path(dim, create_graph=False))
+    native = native_steps(options.backward_path(dim, create_graph=False))
     return (bool(c.q or c.s or c.ep or c.p) and bool(options.refine)
             and (native or batch * dim >= STAGE_MIN_WORK)
             and os.environ.get(STAGE_ENV, "").lower() not in ("0", "off")

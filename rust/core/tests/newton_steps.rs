@@ -57,7 +57,7 @@ fn steps_from_stage(
         &ForwardWorkspaces::new(),
     );
     assert!(fwd.outs.iter().all(|o| o.status == "optimal_inaccurate"));
-    let cones = SnapCones::new(&st.layout).expect("zero and exp cones");
+    let cones = SnapCones::new(&st.layout);
     let pat = KktPattern::new(&st);
     let out = newton_batch(
         &st,

@@ -123,11 +123,6 @@ impl Problem {
         self.parsed.p.as_ref().map_or(0, |p| p.nnz())
     }
 
-    /// Whether `newton_steps` takes this structure (no PSD and no power cone).
-    fn native_newton(&self) -> bool {
-        self.parsed.dims.s.is_empty() && self.parsed.dims.p.is_empty()
-    }
-
     fn nnz_a(&self) -> usize {
         self.parsed.a.nnz()
     }
@@ -409,8 +404,7 @@ fn solve_result<'py>(
 // ------------------------------------------------------------------------------ adjoint
 
 /// The adjoint's H: given (`h_diag`, `h_blocks`), or the limit scaling at the snapped pair
-/// of the given `s` and the call's `y`, computed here (cone_snap.rs; `native_newton`
-/// structures).
+/// of the given `s` and the call's `y`, computed here (cone_snap.rs).
 enum HInput {
     Given {
         h_diag: Shared<f64>,
@@ -429,7 +423,7 @@ fn snapped_scalings(
     y: &[f64],
     ok: &[bool],
 ) -> (Vec<f64>, Vec<f64>) {
-    let cones = SnapCones::new(&st.layout).expect("checked before the job starts");
+    let cones = SnapCones::new(&st.layout);
     let (m, hdl, hbl) = (st.m(), st.layout.h_diag_len(), st.layout.h_blocks_len());
     let mut hd = vec![0.0; ok.len() * hdl];
     let mut hb = vec![0.0; ok.len() * hbl];
@@ -577,13 +571,7 @@ fn adjoint<'py>(
     // H given, or (h_diag = h_blocks = None) computed at the snapped pairs of s and y.
     let h_named: Vec<(&Bound<'py, PyAny>, &str, usize)> = match h {
         [Some(hd), Some(hb), None] => vec![(hd, "h_diag", hdl), (hb, "h_blocks", hbl)],
-        [None, None, Some(s)] if prob.native_newton() => vec![(s, "s", m)],
-        [None, None, Some(_)] => {
-            return Err(value_error(
-                "H from `s` (h_diag = h_blocks = None) takes zero, nonneg, SOC and exp cones \
-                 only (this structure has a PSD or power cone): pass h_diag and h_blocks",
-            ))
-        }
+        [None, None, Some(s)] => vec![(s, "s", m)],
         _ => {
             return Err(value_error(
                 "pass either `h_diag` and `h_blocks`, or `s` with h_diag = h_blocks = None",
@@ -708,7 +696,7 @@ impl NewtonJob {
         let prob = &self.prob;
         let st = prob.st.get().expect("built before the job starts");
         let pat = prob.pat.get_or_init(|| KktPattern::new(st));
-        let cones = SnapCones::new(&st.layout).expect("checked before the job starts");
+        let cones = SnapCones::new(&st.layout);
         let i = &self.inputs;
         let inp = NewtonInput {
             bsz: self.bsz,
@@ -757,12 +745,6 @@ fn newton_steps<'py>(
     backend: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (n, m) = (prob.parsed.n, prob.parsed.m);
-    if !prob.native_newton() {
-        return Err(value_error(
-            "ConicProblem.newton_steps takes zero, nonneg, SOC and exp cones only (this \
-             structure has a PSD or power cone: pounce_kkt/refine.py steps it)",
-        ));
-    }
     let backends = backend_options(backend)?;
     let q_a = f64_array_unchecked(q, "q", 2)?;
     let bsz = batch_size(&q_a, "q", n)?;
@@ -1005,8 +987,7 @@ impl ConicProblem {
     /// regularisation and the refinement: the core's kkt_adjoint.rs, docs/design.md).
     /// With `h_diag = h_blocks = None` and `s (B, m)` given, H is the limit scaling at the
     /// snapped pair `(Pi_K(w), Pi_K(w) - w)`, `w = s - y`, computed natively (the core's
-    /// cone_snap.rs; pounce_kkt/active_set.py `limit_scaling` states it), for structures
-    /// whose cones are zero, nonneg, SOC and exp (`native_newton`; else ValueError).
+    /// cone_snap.rs; pounce_kkt/active_set.py `limit_scaling` states it).
     /// Returns `{"dP" (B, nnzP) or None, "dq" (B, n), "dA" (B, nnzA), "db" (B, m), "solved"
     /// list[bool]}` (False: not ok, or K could not be factored). The batch runs on the
     /// fork-safe pool with the GIL released; Ctrl-C raises `KeyboardInterrupt` within about
@@ -1052,19 +1033,12 @@ impl ConicProblem {
         })
     }
 
-    /// Whether `newton_steps` takes this structure: zero, nonneg, SOC and exp cones only.
-    #[getter]
-    fn native_newton(&self) -> bool {
-        self.inner.native_newton()
-    }
-
     /// Semismooth Newton steps on the conic optimality conditions from given points (the
     /// solution refinement of pounce_kkt/refine.py, whose docstring states the method and
     /// rules; the core's newton_steps.rs), each step's KKT solve the adjoint's: `p_values
     /// (B, nnzP)` or None, `a_values (B, nnzA)`, `q (B, n)`, `b (B, m)`, the given `x (B,
     /// n)`, `y (B, m)`, `s (B, m)`, `statuses_ok (B,)` bool (False: the item is returned as
-    /// given), `target`, `floor`, `max_steps` (refine.py's). Zero, nonneg, SOC and exp
-    /// cones only (`native_newton`; else ValueError). Returns `{"x", "y", "s"` (the best
+    /// given), `target`, `floor`, `max_steps` (refine.py's). Returns `{"x", "y", "s"` (the best
     /// point of each item), `"before"`, `"after"` (its residual `res` before and after, NaN
     /// for items not ok), `"steps"` (B,) int64, `"failed"` (B,) bool (K could not be
     /// factored, or a panic: the item's point is as given)}. Runs like `adjoint` (pool, GIL

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from theseus import SE2, SE3, SO2, SO3, Objective
 
-from .compat import has_vector_retract
+from .compat import has_vector_retract, plain_update, set_tensor
 
 # Groups whose retract is ``x * exp(delta)`` and whose ``exp_map(.., jacobians)`` gives the
 # right Jacobian of exp (``exp(d)^-1 exp(d + e) = exp(Jr(d) e + O(e^2))``).
@@ -37,6 +37,8 @@ class TangentChart:
         # Variables whose retract is Theseus' plain Vector one (x0 + delta) are set
         # directly; the others go through Theseus' (possibly vectorised) retract.
         self._plain = [has_vector_retract(v) for v in self.vars]
+        # per variable: its tensor may be set without Theseus' checks (compat.set_tensor)
+        self._set = [set_tensor if plain_update(v) else type(v).update for v in self.vars]
         # The others are retracted one group per (type, dof), as Theseus' vectorised
         # retract does: one call on the stacked base values of the group.
         groups: dict[tuple, list[int]] = {}
@@ -84,7 +86,7 @@ class TangentChart:
             d = delta[:, cols.to(delta.device)].view(b, len(ks), dof).transpose(0, 1)
             new = stacked.retract(d.reshape(len(ks) * b, dof)).tensor
             for pos, (k, piece) in enumerate(zip(ks, new.split(b), strict=True)):
-                self.vars[k].update(piece)
+                self._set[k](self.vars[k], piece)
                 self.sources[self.vars[k].name] = (new, pos, piece)
 
     def _stacked_groups(self) -> list:
@@ -133,7 +135,7 @@ class TangentChart:
                 new = stacked.compose(step).tensor
                 maps.append(jac[0])
                 for pos, (k, piece) in enumerate(zip(ks, new.split(b), strict=True)):
-                    self.vars[k].update(piece)
+                    self._set[k](self.vars[k], piece)
                     self.sources[self.vars[k].name] = (new, pos, piece)
         return maps
 
@@ -172,8 +174,8 @@ class TangentChart:
 
     def restore(self) -> None:
         """Put the base values back into the variables."""
-        for v, t in zip(self.vars, self.base, strict=True):
-            v.update(t)
+        for v, t, set_ in zip(self.vars, self.base, self._set, strict=True):
+            set_(v, t)
 
     def zeros(self, batch_size: int) -> torch.Tensor:
         ref = self.base[0]

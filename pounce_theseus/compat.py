@@ -47,7 +47,7 @@ from contextlib import contextmanager
 import numpy as np
 import theseus
 import torch
-from theseus import Objective, Vector
+from theseus import Objective, Variable, Vector
 from theseus.constants import __FROM_THESEUS_LAYER_TOKEN__ as FROM_LAYER_TOKEN
 from theseus.core.objective import error_squared_norm_fn
 from theseus.core.vectorizer import Vectorize
@@ -414,6 +414,21 @@ def error_row_blocks(objective: Objective) -> Iterator[tuple[int, list[str]]]:
 def has_vector_retract(var) -> bool:
     """``var`` retracts as Theseus' Vector does (``x + delta``)."""
     return type(var)._retract_impl is Vector._retract_impl
+
+
+def plain_update(var) -> bool:
+    """``var.update`` is Theseus' ``Variable.update`` (no subclass override), so
+    :func:`set_tensor` may stand in for it."""
+    return type(var).update is Variable.update
+
+
+def set_tensor(var, tensor: torch.Tensor) -> None:
+    """``var.update(tensor)`` for a variable with :func:`plain_update` and a tensor of its
+    shape and dtype (the chart's pieces and base values): Theseus' assignment and update
+    count, without its checks (0.1 microseconds instead of 1.1, ~1800 times per forward on
+    a 100-pose graph)."""
+    var.tensor = tensor
+    var._num_updates += 1
 
 
 def init_info(optimizer, track_best_solution: bool, track_err_history: bool,

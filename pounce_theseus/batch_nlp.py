@@ -391,7 +391,9 @@ class BatchNlp:
             d = torch.tensor(delta, dtype=self.dtype, device=self.device)
             carried = self._carried[1] if self._carried and self._carried[0] == key else None
             self._carried = None
-            self._lin_point = (key, self.lin.at(d, robust_errors=self.robust_curvature,
+            # the robust cost functions' inner errors are kept in the first phase too (they
+            # come with its Jacobians): the polish's first point carries them
+            self._lin_point = (key, self.lin.at(d, robust_errors=self.gauss_newton_only,
                                                 carried=carried, jacobians=gradient))
         return self._lin_point[1]
 

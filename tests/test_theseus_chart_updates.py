@@ -1,15 +1,25 @@
-"""The chart sets its retract-group variables' tensors without ``Variable.update``'s checks
-(``compat.set_tensor``), counting the update as Theseus does, to the values Theseus'
-retract gives; a variable class that overrides ``update`` still gets its own."""
+"""Two cheaper hand-overs inside a forward, neither changing a number:
+
+- the chart sets its retract-group variables' tensors without ``Variable.update``'s checks
+  (``compat.set_tensor``), counting the update as Theseus does; a variable class that
+  overrides ``update`` still gets its own;
+- the first phase keeps the robust cost functions' inner errors with its Jacobians, so the
+  polish's first point, carried across the re-centring, does not evaluate them again
+  (``LinearizedPoint._robust_inner_errors``): solutions, iterations, errors and gradients
+  bitwise those of evaluating them again."""
 
 from __future__ import annotations
 
+import numpy as np
 import theseus as th
 import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 from theseus.core.variable import Variable
 
+from pounce_theseus import PounceOptimizer
+from pounce_theseus.batch_nlp import BatchNlp
 from pounce_theseus.chart import TangentChart
+from pounce_theseus.linearization import LinearizedPoint
 from testing_helpers.theseus_problems import synthetic_pose_graph
 
 pytestmark = THESEUS_MARKS
@@ -49,3 +59,45 @@ def test_chart_sets_tensors_without_update_checks(monkeypatch):
         assert torch.equal(applied[v.name], want.retract(delta[:, chart.offsets[v.name]]).tensor)
         assert torch.equal(v.tensor, chart.base[chart.vars.index(v)])
 
+
+def _polished(monkeypatch, recompute: bool):
+    calls = []
+    inner = LinearizedPoint._robust_inner_errors
+
+    def spy(self):
+        calls.append(1)
+        return inner(self)
+
+    monkeypatch.setattr(LinearizedPoint, "_robust_inner_errors", spy)
+    if recompute:  # the robust inner errors kept only in the polish, as before
+        linearized = BatchNlp.linearized
+
+        def old(self, delta, gradient=False):
+            keep, self.gauss_newton_only = self.gauss_newton_only, self.robust_curvature
+            try:
+                return linearized(self, delta, gradient)
+            finally:
+                self.gauss_newton_only = keep
+
+        monkeypatch.setattr(BatchNlp, "linearized", old)
+    obj, inputs, poses, gt = synthetic_pose_graph(30, 3, dims=3, seed=2)
+    opt = PounceOptimizer(obj)
+    radius = inputs["log_loss_radius"].clone().requires_grad_(True)
+    sol, info = th.TheseusLayer(opt).forward({**inputs, "log_loss_radius": radius},
+                                             optimizer_kwargs={"backward_mode": "implicit"})
+    loss = sum(th.local(th.SE3(tensor=sol[p.name]), g).norm(dim=1)
+               for p, g in zip(poses, gt, strict=True))
+    (grad,) = torch.autograd.grad(loss.sum(), radius)
+    monkeypatch.undo()
+    x = torch.cat([t.detach().reshape(3, -1) for t in sol.values()], dim=1)
+    return x, opt.last_solve["iterations"], info.last_err, grad, len(calls)
+
+
+def test_polish_carries_the_inner_errors(monkeypatch):
+    x, it, err, g, calls = _polished(monkeypatch, recompute=False)
+    x0, it0, err0, g0, calls0 = _polished(monkeypatch, recompute=True)
+    assert calls == 0 and calls0 >= 1
+    assert torch.equal(x, x0)
+    assert np.array_equal(it, it0)
+    assert torch.equal(err, err0)
+    assert torch.equal(g, g0)

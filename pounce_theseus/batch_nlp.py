@@ -484,17 +484,22 @@ class BatchNlp:
         asked before it (the hybrid rule) or would be the exact Hessian of every element.
         In the polish, the elements of ``requests`` that the switch of :meth:`_polish_slow`
         puts on exact blocks at this point get them, unless their gradient is already
-        within ``tol`` (the solve stops there, see :meth:`settled`)."""
+        within ``tol`` (the solve stops there, see :meth:`settled`); where every asking
+        element's is, all get Gauss-Newton without the robust term."""
         exact = np.zeros(self.batch_size, dtype=bool)
         if isinstance(self.hessian_strategy, GaussNewtonHessian):
             return pt.gauss_newton(), exact
         if not (self._hybrid and self.gauss_newton_only):
             return None, exact
-        values = pt.gauss_newton(self.robust_curvature)
         if not self.robust_curvature:
-            return values, exact
+            return pt.gauss_newton(), exact
         rows = np.concatenate([r.rows for r in requests if r.kind != "hessian"])
         g = np.abs(grad[rows]).max(axis=1)
+        if not (g > self.tol).any():
+            # every solve asking here has its (unscaled, so also its scaled) gradient within
+            # tol: it stops at this point, and the Hessian it still asks shapes no step
+            return pt.gauss_newton(), exact
+        values = pt.gauss_newton(True)
         exact[rows] = (self._polish_exact[rows]
                        | _slow(g, self._polish_grad_at_hess[rows])) & (g > self.tol)
         if exact.any():

@@ -90,3 +90,37 @@ def test_answers_ahead_take_theseus_steps(monkeypatch):
     assert torch.equal(err, err0)
     assert torch.equal(g, g0)
     assert len(rounds) < len(rounds0)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_settled_round_answers_plain_gauss_newton(monkeypatch, dims):
+    """A polish round whose every asking element has its gradient within tol computes
+    Gauss-Newton without the robust term (and no exact blocks) for the Hessian those
+    solves still ask before stopping: bitwise the same solution, iterations, errors and
+    gradients as computing the polish's blocks there."""
+    calls = []
+    gauss_newton = LinearizedPoint.gauss_newton
+
+    def spy(self, robust_curvature=False):
+        calls.append(robust_curvature)
+        return gauss_newton(self, robust_curvature)
+
+    monkeypatch.setattr(LinearizedPoint, "gauss_newton", spy)
+    x, it, err, g, _, _ = _solve(monkeypatch, True, dims, {"backward_mode": "implicit"})
+    polish = calls[calls.index(True):]  # from the polish's first Hessian on
+    assert polish and polish[-1] is False  # its settled round: plain Gauss-Newton
+    hessian_ahead = BatchNlp._hessian_ahead
+
+    def as_before(self, pt, grad, requests):
+        tol, self.tol = self.tol, -1.0  # no element counts as within tol
+        try:
+            return hessian_ahead(self, pt, grad, requests)
+        finally:
+            self.tol = tol
+
+    monkeypatch.setattr(BatchNlp, "_hessian_ahead", as_before)
+    x0, it0, err0, g0, _, _ = _solve(monkeypatch, True, dims, {"backward_mode": "implicit"})
+    assert torch.equal(x, x0)
+    assert np.array_equal(it, it0)
+    assert torch.equal(err, err0)
+    assert torch.equal(g, g0)

@@ -355,7 +355,12 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     (pounce_kkt/torch_threads.py); on CPU float64 values with sparse or small operators
     (:func:`_numpy_start`), the residuals, snaps and steps run on numpy views instead (the
     same code, `_xp`: at B = 1 to 256 a small Torch op's dispatch costs more than its work)
-    and only `solve` and the curved cones' projections see tensors.
+    and only `solve` and the curved cones' projections see tensors. A KKT matrix `solve`
+    cannot factor raises RuntimeError (its caller keeps the given points).
+
+    A `solve` carrying `native_steps` (CPU float64 values) runs the whole loop natively
+    (:func:`_native_refine`): the same steps per item, and an item whose K cannot be
+    factored comes back as given with NaN residuals while the others are refined.
     """
     target = default_target(structure.cones) if target is None else target
     cones = structure.cones
@@ -429,15 +434,12 @@ def _native_refine(native: NativeSteps, P: torch.Tensor | None, q: torch.Tensor,
                    s: torch.Tensor, ok: torch.Tensor, target: float, max_steps: int,
                    floor: float) -> Refinement:
     """:func:`refine` through the native Newton steps (NativeSteps). An item whose K could
-    not be factored raises RuntimeError, as the sparse path's KKT solve does."""
+    not be factored (or that panicked natively) comes back as given, with NaN residuals
+    before and after and no step, and the other items are refined."""
     arr = [None if t is None else np.ascontiguousarray(t.detach().numpy())
            for t in (P, A, q, b, x, y, s)]
     out = native(*arr, np.ascontiguousarray(ok.numpy()), target=float(target),
                  floor=float(floor), max_steps=int(max_steps))
-    failed = np.flatnonzero(out["failed"])
-    if failed.size:
-        raise RuntimeError(f"the native Newton steps could not factor K for batch item "
-                           f"{int(failed[0])} (items {failed[:10].tolist()})")
     return Refinement(*(torch.from_numpy(np.asarray(out[k])) for k in
                         ("x", "y", "s", "before", "after", "steps")))
 

@@ -197,3 +197,19 @@ def test_native_h_takes_one_form():
     with pytest.raises(ValueError, match="either `h_diag` and `h_blocks`, or `s`"):
         st.native.adjoint(None if P is None else P.numpy(), A.numpy(), None, None, x.numpy(),
                           y.numpy(), *z, np.ones(3, dtype=bool))
+
+
+def test_an_item_that_fails_natively_comes_back_as_given(monkeypatch):
+    """An item whose native steps fail (a panic, through the test hook) is handed back as
+    given with NaN residuals; the other items are refined to the exact solution."""
+    bt, st, vals, (x, y, s) = _setup("exp")
+    rng = np.random.default_rng(3)
+    x, y, s = (t + 1e-4 * torch.tensor(rng.standard_normal(t.shape)) for t in (x, y, s))
+    P, q, A, b = vals
+    solve = _refine_kkt_solve(st, SPARSE, P, A)
+    monkeypatch.setenv("POUNCE_LAYERS_TEST_PANIC", "item:1")
+    r = refine(st, P, q, A, b, x, y, s, torch.ones(3, dtype=torch.bool), solve)
+    assert torch.equal(r.x[1], x[1]) and torch.equal(r.y[1], y[1]) and torch.equal(r.s[1], s[1])
+    assert torch.isnan(r.after[1]) and r.steps[1] == 0
+    for i in (0, 2):
+        assert r.steps[i] >= 1 and rel_err(r.x[i], bt.problems[i].x_star) < 1e-9

@@ -15,9 +15,9 @@
 //!   step is kept even when it raises the residual; an item that keeps no step stops;
 //! - return the best point seen, its residual (`after`) and the steps kept.
 //!
-//! An item whose K cannot be factored is reported `failed` (its point unchanged); the Python
-//! caller treats that as refine.py treats the sparse path's error (the call keeps its
-//! given points).
+//! An item whose K cannot be factored, or that panics, is reported `failed` with its point
+//! unchanged and NaN residuals; the other items are refined (refine.py `_native_refine`
+//! hands it back as given).
 use crate::cancel::{catch, Cancel, TestPanic};
 use crate::cone_snap::SnapCones;
 use crate::kkt_adjoint::{solve_item, AdjointWorkspaces, Env, KktPattern, Worker};

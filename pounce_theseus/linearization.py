@@ -258,7 +258,14 @@ class LinearizedPoint:
         chart = self.lin.chart
         if not force and getattr(chart, "_linearized_at", None) is self:
             return
-        self.maps = chart.apply_with_maps(self.delta)
+        if self.at_base:
+            # base (+) 0 is the base (bitwise, SE2/SE3 x exp(0) = x) and the tangent maps
+            # are the identity: no retract
+            chart.restore()
+            chart.sources = {}
+            self.maps = []
+        else:
+            self.maps = chart.apply_with_maps(self.delta)
         self.groups = cost_function_groups(chart.objective, chart.sources)
         self.layouts = self.lin.layouts(self.groups)
         chart._linearized_at = self

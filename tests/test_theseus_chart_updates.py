@@ -1,4 +1,4 @@
-"""Two cheaper hand-overs inside a forward, neither changing a number:
+"""Three cheaper hand-overs inside a forward, none changing a number:
 
 - the chart sets its retract-group variables' tensors without ``Variable.update``'s checks
   (``compat.set_tensor``), counting the update as Theseus does; a variable class that
@@ -6,11 +6,14 @@
 - the first phase keeps the robust cost functions' inner errors with its Jacobians, so the
   polish's first point, carried across the re-centring, does not evaluate them again
   (``LinearizedPoint._robust_inner_errors``): solutions, iterations, errors and gradients
-  bitwise those of evaluating them again."""
+  bitwise those of evaluating them again;
+- a linearisation at the chart's base sets the base values instead of retracting by zero.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import theseus as th
 import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
@@ -19,6 +22,7 @@ from theseus.core.variable import Variable
 from pounce_theseus import PounceOptimizer
 from pounce_theseus.batch_nlp import BatchNlp
 from pounce_theseus.chart import TangentChart
+from pounce_theseus.compat import cost_function_groups
 from pounce_theseus.linearization import LinearizedPoint
 from testing_helpers.theseus_problems import synthetic_pose_graph
 
@@ -101,3 +105,43 @@ def test_polish_carries_the_inner_errors(monkeypatch):
     assert np.array_equal(it, it0)
     assert torch.equal(err, err0)
     assert torch.equal(g, g0)
+
+
+def _retracting_activate(self, force=False):
+    """``LinearizedPoint._activate`` as it was: every point through the retract."""
+    chart = self.lin.chart
+    if not force and getattr(chart, "_linearized_at", None) is self:
+        return
+    self.maps = chart.apply_with_maps(self.delta)
+    self.groups = cost_function_groups(chart.objective, chart.sources)
+    self.layouts = self.lin.layouts(self.groups)
+    chart._linearized_at = self
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_linearization_at_the_base_skips_the_retract(monkeypatch, dims):
+    """At ``delta = 0`` the linearisation sets the chart's base values (``x exp(0)`` is
+    ``x`` bitwise) without a retract: error metric, gradient, Gauss-Newton values with the
+    robust term and exact Hessian bitwise those through the retract."""
+    obj, inputs, _, _ = synthetic_pose_graph(12, 3, dims=dims, seed=4)
+    opt = PounceOptimizer(obj)
+    with torch.no_grad():
+        th.TheseusLayer(opt).forward(inputs)
+    structure = opt._structure
+    structure.chart.recenter()
+    lin = structure.linearization
+    zero = torch.zeros(3, structure.n, dtype=torch.float64)
+    calls = []
+    apply = TangentChart.apply_with_maps
+    monkeypatch.setattr(TangentChart, "apply_with_maps",
+                        lambda self, d: calls.append(1) or apply(self, d))
+    fast = lin.at(zero, robust_errors=True)
+    got = (fast.f, fast.gradient(), fast.gauss_newton(True), fast.exact())
+    assert not calls
+    monkeypatch.setattr(LinearizedPoint, "_activate", _retracting_activate)
+    slow = lin.at(zero, robust_errors=True)
+    want = (slow.f, slow.gradient(), slow.gauss_newton(True), slow.exact())
+    monkeypatch.undo()
+    assert calls
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)

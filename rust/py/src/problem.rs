@@ -450,23 +450,26 @@ struct AdjointInputs {
     gs: Shared<f64>,
 }
 
-struct AdjointJob {
+/// One adjoint or Newton-steps call's job: the handle, the backends, the batch's size and
+/// ok items, the panic hook and its inputs `I` (the arrays it holds).
+struct Job<I> {
     prob: Arc<Problem>,
     backends: BackendOptions,
     bsz: usize,
     ok: Vec<bool>,
     test_panic: TestPanic,
-    inputs: AdjointInputs,
+    inputs: I,
 }
 
-struct AdjointDone {
-    grads: Grads,
-    /// Handed back so that the array references are released with the GIL held.
-    _inputs: Option<AdjointInputs>,
+/// A job's result `T`, and its inputs, handed back so that the array references are
+/// released with the GIL held.
+struct Done<T, I> {
+    out: T,
+    _inputs: Option<I>,
 }
 
-impl AdjointJob {
-    fn run(self, cancel: &Cancel) -> AdjointDone {
+impl Job<AdjointInputs> {
+    fn run(self, cancel: &Cancel) -> Done<Grads, AdjointInputs> {
         let prob = &self.prob;
         let st = prob.st.get().expect("built before the job starts");
         let pat = prob.pat.get_or_init(|| KktPattern::new(st));
@@ -507,11 +510,40 @@ impl AdjointJob {
                 &prob.adj,
             )
         });
-        AdjointDone {
-            grads,
+        Done {
+            out: grads,
             _inputs: Some(self.inputs),
         }
     }
+}
+
+/// The batch arrays of an adjoint or Newton-steps call: each named `(array, name, width)`
+/// read as `(B, width)` float64 (B = `ok.len()`, the batch of the leading array already
+/// read), every array's ok rows checked finite (the leading one's too), and the P values
+/// (None without a P pattern) checked the same way. Returns the named arrays' shares in
+/// order and P's array.
+#[allow(clippy::type_complexity)]
+fn batch_arrays<'a, 'py: 'a>(
+    prob: &Problem,
+    named: impl IntoIterator<Item = (&'a Bound<'py, PyAny>, &'a str, usize)>,
+    lead: (&Array<'py, f64>, &str),
+    p_values: Option<&Bound<'py, PyAny>>,
+    ok: &[bool],
+) -> PyResult<(Vec<Shared<f64>>, Option<Array<'py, f64>>)> {
+    let bsz = ok.len();
+    let mut arrs = Vec::new();
+    for (obj, name, w) in named {
+        let a = f64_array_unchecked(obj, name, 2)?;
+        expect_shape(name, &a.shape, &[bsz, w])?;
+        check_finite_rows(&a, name, ok)?;
+        arrs.push(a.share());
+    }
+    check_finite_rows(lead.0, lead.1, ok)?;
+    let p_arr = p_values_unchecked(prob, p_values, bsz)?;
+    if let Some(a) = &p_arr {
+        check_finite_rows(a, "p_values", ok)?;
+    }
+    Ok((arrs, p_arr))
 }
 
 fn check_finite_rows(arr: &Array<'_, f64>, name: &str, ok: &[bool]) -> PyResult<()> {
@@ -585,18 +617,7 @@ fn adjoint<'py>(
         (gs, "gs", m),
         (a_values, "a_values", prob.nnz_a()),
     ]);
-    let mut arrs = Vec::new();
-    for (obj, name, w) in named {
-        let a = f64_array_unchecked(obj, name, 2)?;
-        expect_shape(name, &a.shape, &[bsz, w])?;
-        check_finite_rows(&a, name, &ok)?;
-        arrs.push(a.share());
-    }
-    check_finite_rows(&gx_a, "gx", &ok)?;
-    let p_arr = p_values_unchecked(prob, p_values, bsz)?;
-    if let Some(a) = &p_arr {
-        check_finite_rows(a, "p_values", &ok)?;
-    }
+    let (arrs, p_arr) = batch_arrays(prob, named, (&gx_a, "gx"), p_values, &ok)?;
     let dims = (prob.nnz_p(), n, prob.nnz_a(), m);
     let has_p = prob.parsed.p.is_some();
     if bsz == 0 {
@@ -614,7 +635,7 @@ fn adjoint<'py>(
         HInput::AtSnap { s: next() }
     };
     let (xs, ys, gys, gss, avs) = (next(), next(), next(), next(), next());
-    let job = AdjointJob {
+    let job = Job {
         prob: prob.clone(),
         backends,
         bsz,
@@ -638,7 +659,7 @@ fn adjoint<'py>(
         bsz,
         move |cancel| job.run(cancel),
     )?;
-    adjoint_result(py, has_p, bsz, dims, out.grads)
+    adjoint_result(py, has_p, bsz, dims, out.out)
 }
 
 fn adjoint_result<'py>(
@@ -664,7 +685,7 @@ fn adjoint_result<'py>(
 
 // ------------------------------------------------------------------------ Newton steps
 
-/// The arrays of a Newton-steps batch, held by its job.
+/// The arrays and settings of a Newton-steps batch, held by its job.
 struct NewtonInputs {
     p: Option<Shared<f64>>,
     a: Shared<f64>,
@@ -673,26 +694,11 @@ struct NewtonInputs {
     x: Shared<f64>,
     y: Shared<f64>,
     s: Shared<f64>,
-}
-
-struct NewtonJob {
-    prob: Arc<Problem>,
-    backends: BackendOptions,
-    bsz: usize,
-    ok: Vec<bool>,
     settings: NewtonSettings,
-    test_panic: TestPanic,
-    inputs: NewtonInputs,
 }
 
-struct NewtonDone {
-    out: NewtonOut,
-    /// Handed back so that the array references are released with the GIL held.
-    _inputs: Option<NewtonInputs>,
-}
-
-impl NewtonJob {
-    fn run(self, cancel: &Cancel) -> NewtonDone {
+impl Job<NewtonInputs> {
+    fn run(self, cancel: &Cancel) -> Done<NewtonOut, NewtonInputs> {
         let prob = &self.prob;
         let st = prob.st.get().expect("built before the job starts");
         let pat = prob.pat.get_or_init(|| KktPattern::new(st));
@@ -715,12 +721,12 @@ impl NewtonJob {
             pat,
             &self.backends,
             &inp,
-            &self.settings,
+            &i.settings,
             cancel,
             self.test_panic,
             &prob.adj,
         );
-        NewtonDone {
+        Done {
             out,
             _inputs: Some(self.inputs),
         }
@@ -756,30 +762,18 @@ fn newton_steps<'py>(
         (s, "s", m),
         (a_values, "a_values", prob.nnz_a()),
     ];
-    let mut arrs = Vec::new();
-    for (obj, name, w) in named {
-        let a = f64_array_unchecked(obj, name, 2)?;
-        expect_shape(name, &a.shape, &[bsz, w])?;
-        check_finite_rows(&a, name, &ok)?;
-        arrs.push(a.share());
-    }
-    check_finite_rows(&q_a, "q", &ok)?;
-    let p_arr = p_values_unchecked(prob, p_values, bsz)?;
-    if let Some(a) = &p_arr {
-        check_finite_rows(a, "p_values", &ok)?;
-    }
+    let (arrs, p_arr) = batch_arrays(prob, named, (&q_a, "q"), p_values, &ok)?;
     let out = if bsz == 0 {
         NewtonOut::default()
     } else {
         prob.structure()?;
         let [bs, xs, ys, ss, avs] =
             <[Shared<f64>; 5]>::try_from(arrs).unwrap_or_else(|_| unreachable!("five arrays"));
-        let job = NewtonJob {
+        let job = Job {
             prob: prob.clone(),
             backends,
             bsz,
             ok,
-            settings,
             test_panic,
             inputs: NewtonInputs {
                 p: p_arr.as_ref().map(|a| a.share()),
@@ -789,6 +783,7 @@ fn newton_steps<'py>(
                 x: xs,
                 y: ys,
                 s: ss,
+                settings,
             },
         };
         interrupt::run(

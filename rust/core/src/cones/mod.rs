@@ -6,10 +6,18 @@
 //! lengths, the certificates' dual cone).
 //!
 //! SCS row order: zero (`z`), nonneg (`l`), SOC (`q`), PSD (`s`), exp (`ep`), power (`p`).
+//!
+//! The SOC, PSD, exp and power files also hold that cone's projection and its limit scaling
+//! H at a snapped pair (`project`, `scaling`; the product walk is cone_snap.rs), with the
+//! maths they share in `centring.rs` (SOC, PSD), `barrier.rs` (exp, power) and `ray.rs`
+//! (power), as pounce_kkt/cones/ lays out the Python reference.
+pub mod barrier;
+pub mod centring;
 pub mod exp;
 pub mod nonneg;
 pub mod power;
 pub mod psd;
+pub mod ray;
 pub mod soc;
 pub mod zero;
 
@@ -142,4 +150,9 @@ impl ProductCone {
     pub fn has_nonsymmetric(&self) -> bool {
         self.ranges.iter().any(|r| r.cone.nonsymmetric())
     }
+}
+
+/// `<a, b>` over the shorter of the two slices.
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

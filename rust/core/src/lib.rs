@@ -8,8 +8,8 @@
 //! - `batch`: batched conic forward solves (items in parallel, each serial).
 //! - `kkt_adjoint`: batched sparse KKT adjoint solves.
 //! - `newton_steps`: batched semismooth Newton steps (solution refinement) through the
-//!   adjoint's KKT solve, on zero, nonneg, SOC and exp cones (`cone_snap`: their projection
-//!   and the limit scaling H).
+//!   adjoint's KKT solve (`cone_snap`: the product cone's projection and limit scaling H,
+//!   from each cone's own in `cones`).
 //! - `options`: the engine per problem class and the linear-solver backends.
 //! - `dense_backend`: the dense LBL' linear solver for small, filled KKT systems.
 //! - `condensed_backend`: the Schur complement on the x block of an IPM's KKT (dense

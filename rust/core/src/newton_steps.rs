@@ -1,6 +1,5 @@
 //! Batched semismooth Newton steps on the conic optimality conditions (solution refinement),
-//! each item on one thread, for structures whose cones are zero, nonneg, SOC and exp
-//! (cone_snap.rs).
+//! each item on one thread, for every cone (cone_snap.rs).
 //!
 //! The method and every rule are pounce_kkt/refine.py's (its module docstring states them);
 //! this is the same loop per item, with the KKT solve of each step the adjoint's

@@ -51,7 +51,7 @@ from theseus import Objective, Variable, Vector
 from theseus.constants import __FROM_THESEUS_LAYER_TOKEN__ as FROM_LAYER_TOKEN
 from theseus.core.objective import error_squared_norm_fn
 from theseus.core.vectorizer import Vectorize
-from theseus.geometry import SE2
+from theseus.geometry import SE2, LieGroup
 from theseus.global_params import _THESEUS_GLOBAL_PARAMS
 from theseus.optimizer.nonlinear import NonlinearOptimizerInfo, NonlinearOptimizerStatus
 
@@ -104,19 +104,42 @@ def weighted_jacobians_error(cost_fn) -> tuple[list[torch.Tensor], torch.Tensor]
     variable and boolean-mask writes; on a 100-pose robust SE3 graph 0.47 s of the 1.26 s
     spent in ``weighted_jacobians_error`` over one solve, cProfile); where no row's weight
     is zero that mask selects every row, so the call is made unmasked. SE2 log-map
-    Jacobians are taken accurately (:func:`accurate_se2_log_jacobian`)."""
+    Jacobians are taken accurately (:func:`accurate_se2_log_jacobian`). A ``th.Local``
+    takes :func:`_local_jacobians` where Theseus would call its ``jacobians``."""
     with accurate_se2_log_jacobian():
         if not getattr(cost_fn, "_supports_masking", False):
-            return cost_fn.weighted_jacobians_error()
+            return _unmasked_jacobians_error(cost_fn)
         with torch.no_grad():
             every_row = bool((~cost_fn.weight.is_zero()).all())
         if not every_row:
             return cost_fn.weighted_jacobians_error()
         cost_fn._supports_masking = False
         try:
-            return cost_fn.weighted_jacobians_error()
+            return _unmasked_jacobians_error(cost_fn)
         finally:
             cost_fn._supports_masking = True
+
+
+def _unmasked_jacobians_error(cost_fn) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``CostFunction.weighted_jacobians_error`` without masking: the cost function's
+    Jacobians and error, weighted."""
+    if (type(cost_fn) is theseus.Local
+            and type(cost_fn.target)._local_impl is LieGroup._local_impl
+            and not _THESEUS_GLOBAL_PARAMS.fast_approx_local_jacobians):
+        jacs, err = _local_jacobians(cost_fn)
+        return cost_fn.weight.weight_jacobians_and_error(jacs, err)
+    return cost_fn.weighted_jacobians_error()
+
+
+def _local_jacobians(cost_fn) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``th.Local.jacobians()`` (a target whose ``local`` is ``LieGroup``'s): the error
+    ``log(target^-1 var)`` and its Jacobian in the variable, the same numbers, without the
+    Jacobian in the target that Theseus' ``LieGroup.local`` also forms and ``Local`` drops
+    (an inverse, an adjoint and a matrix product; SE2, 8 rows: 1.30 -> 0.85 ms, SE3 2.40 ->
+    1.67 ms)."""
+    dlog: list[torch.Tensor] = []
+    error = cost_fn.target.between(cost_fn.var).log_map(jacobians=dlog)
+    return [dlog[0]], error
 
 
 def linearized_cost(cost_fn) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor,

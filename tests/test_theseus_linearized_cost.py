@@ -12,7 +12,12 @@ import torch
 from test_theseus_support import THESEUS_MARKS, one_thread  # noqa: F401
 
 from pounce_theseus.batch_nlp import ProblemStructure
-from pounce_theseus.compat import cost_function_groups, linearized_cost, weighted_jacobians_error
+from pounce_theseus.compat import (
+    accurate_se2_log_jacobian,
+    cost_function_groups,
+    linearized_cost,
+    weighted_jacobians_error,
+)
 from testing_helpers.theseus_problems import synthetic_pose_graph
 
 pytestmark = THESEUS_MARKS
@@ -86,3 +91,39 @@ def test_vectorised_groups_and_linearisation_metric():
     assert torch.allclose(with_jac.gradient(), plain.gradient(), rtol=1e-13, atol=1e-13)
     assert torch.allclose(with_jac.gauss_newton(True), plain.gauss_newton(True), rtol=1e-13,
                           atol=1e-13)
+
+
+@pytest.mark.parametrize("group", ["SO2", "SE2", "SO3", "SE3", "Vector"])
+@pytest.mark.parametrize("robust", [False, True])
+def test_local_jacobians_without_the_target_jacobian(monkeypatch, group, robust):
+    """A ``th.Local`` (the pose graphs' prior; robust: through ``linearized_cost``):
+    ``weighted_jacobians_error`` equals Theseus' bitwise without forming the Jacobian in the
+    target (``LieGroup._local_impl`` is not called for a Lie group; a Vector, whose
+    ``local`` is its own, goes through Theseus)."""
+    g = torch.Generator().manual_seed(3)
+    cls = getattr(th, group)
+    if group == "Vector":
+        var, target = (th.Vector(tensor=torch.randn(3, 4, generator=g, **F64), name=n)
+                       for n in ("v", "t"))
+    else:
+        var, target = (cls(tensor=cls.rand(3, generator=g, **F64).tensor, name=n)
+                       for n in ("v", "t"))
+    w = th.DiagonalCostWeight(th.Variable(0.5 + torch.rand(3, var.dof(), generator=g, **F64),
+                                          name="w"))
+    cf = th.Local(var, target, w, name="prior")
+    if robust:
+        log_radius = th.Variable(torch.full((1, 1), -1.0, **F64), name="log_radius")
+        cf = th.RobustCostFunction(cf, th.WelschLoss, log_radius)
+    with accurate_se2_log_jacobian():  # as compat takes SE2's log-map Jacobian
+        want_jacs, want_err = cf.weighted_jacobians_error()
+    calls = []
+    local = th.LieGroup._local_impl
+    monkeypatch.setattr(th.LieGroup, "_local_impl",
+                        lambda self, *a, **k: calls.append(1) or local(self, *a, **k))
+    # a robust one's inner Jacobians come through linearized_cost
+    jacs, err = linearized_cost(cf)[:2] if robust else weighted_jacobians_error(cf)
+    if group != "Vector":
+        assert not calls
+    assert torch.equal(err, want_err)
+    assert len(jacs) == len(want_jacs) == 1
+    assert torch.equal(jacs[0], want_jacs[0])

@@ -188,6 +188,31 @@ def test_sigint_during_an_adjoint_batch(tmp_path):
     _assert_interrupted(r)
 
 
+def test_sigint_during_native_newton_steps(tmp_path):
+    """ConicProblem.newton_steps (refinement's Newton steps) runs like the adjoint: SIGINT
+    during a long batch raises KeyboardInterrupt within LATENCY, and the handle keeps
+    working."""
+    r = run_script(tmp_path, '''
+        def make(k):
+            d = sparse_qp(400, B=k)
+            prob = _native.ConicProblem(*(d[key] for key in ("n", "m", "p_indptr",
+                                                               "p_indices", "a_indptr",
+                                                               "a_indices", "cones")))
+            rng = np.random.default_rng(2)
+            x, y, s = (rng.standard_normal((k, w)) for w in (d["n"], d["m"], d["m"]))
+            args = (d["p_values"], d["a_values"], d["q"], d["b"], x, y, s, np.ones(k, bool))
+            return lambda: prob.newton_steps(*args, target=0.0, floor=0.0, max_steps=8)
+
+        call, k = scaled(make, seconds=8.0)
+        r = interrupt(call)
+        r["after"] = bool(np.isfinite(make(4)()["after"]).all())
+        r["batch"] = k
+        print(json.dumps(r))
+    ''')
+    _assert_interrupted(r)
+    assert r["after"]
+
+
 NLP_PRELUDE = '''
 class Rosenbrock:
     """min 100 (x1 - x0^2)^2 + (1 - x0)^2, every callback slowed down by `pause` s."""

@@ -33,6 +33,7 @@ included) stops every running solve at its next callback and is raised from
 
 from __future__ import annotations
 
+import _thread
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -291,10 +292,12 @@ class Hub:
                     self._live -= 1
                     self._cv.notify()
 
-        threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(len(jobs))]
         self._live = len(jobs)
-        for t in threads:
-            t.start()
+        # bare threads: threading.Thread.start() waits until each new thread has run, one
+        # after the other (8 starts: 12-20 ms on a loaded 2-core machine, 0.2 ms here);
+        # ``_live`` counts the jobs not yet ended
+        for k in range(len(jobs)):
+            _thread.start_new_thread(work, (k,))
         try:
             self._answer_rounds()
         except BaseException as exc:
@@ -302,15 +305,19 @@ class Hub:
                 if self.error is None:
                     self.error = exc
         # release every waiting callback (and any that comes later) until all have ended
-        while any(t.is_alive() for t in threads):
+        while True:
             with self._cv:
                 pending, self._pending = self._in_flight + self._pending, []
                 self._in_flight = []
+                live = self._live
             for _, slot in pending:
                 slot.aborted = True
                 slot.done.set()
-            for t in threads:
-                t.join(0.01)
+            if not live:
+                break
+            with self._cv:
+                if self._live and not self._pending:
+                    self._cv.wait(0.01)
         self._threaded = False
         if self.error is not None:
             raise self.error

@@ -67,3 +67,25 @@ def test_a_raising_callback_ends_every_worker(monkeypatch):
     monkeypatch.undo()
     assert len(served) == 3
     assert _settle(baseline) == baseline
+
+
+def test_a_thread_that_cannot_start_ends_the_others(monkeypatch):
+    """The third worker cannot start: the error reaches the caller and the two started
+    solves end (their callbacks are released)."""
+    obj, inputs, _, _ = synthetic_pose_graph(20, 4, dims=2, seed=1)
+    started = []
+    start_new = _thread.start_new_thread
+
+    def limited(fn, args):
+        if len(started) == 2:
+            raise RuntimeError("can't start new thread")
+        started.append(1)
+        return start_new(fn, args)
+
+    monkeypatch.setattr(_thread, "start_new_thread", limited)
+    baseline = _thread._count()
+    with pytest.raises(RuntimeError, match="can't start new thread"), torch.no_grad():
+        th.TheseusLayer(PounceOptimizer(obj)).forward(inputs)
+    monkeypatch.undo()
+    assert len(started) == 2
+    assert _settle(baseline) == baseline

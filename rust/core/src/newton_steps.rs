@@ -110,28 +110,37 @@ impl Item<'_> {
     fn p_eff(&self, x: &[f64]) -> Vec<f64> {
         let mut out = vec![0.0; x.len()];
         if let (Some(pat), Some(pv)) = (&self.st.p, self.p) {
-            for (k, r, c) in pat.entries() {
-                out[r] += 0.5 * pv[k] * x[c];
-                out[c] += 0.5 * pv[k] * x[r];
+            for c in 0..pat.ncols {
+                let span = pat.indptr[c]..pat.indptr[c + 1];
+                for (&r, &v) in pat.indices[span.clone()].iter().zip(&pv[span]) {
+                    out[r] += 0.5 * v * x[c];
+                    out[c] += 0.5 * v * x[r];
+                }
             }
         }
         out
     }
 
     fn a_x(&self, x: &[f64]) -> Vec<f64> {
-        let mut out = vec![0.0; self.st.m()];
-        for (k, r, c) in self.st.a.entries() {
-            out[r] += self.a[k] * x[c];
+        let pat = &self.st.a;
+        let mut out = vec![0.0; pat.nrows];
+        for (c, &xc) in x.iter().enumerate().take(pat.ncols) {
+            for k in pat.indptr[c]..pat.indptr[c + 1] {
+                out[pat.indices[k]] += self.a[k] * xc;
+            }
         }
         out
     }
 
     fn at_y(&self, y: &[f64]) -> Vec<f64> {
-        let mut out = vec![0.0; self.st.n()];
-        for (k, r, c) in self.st.a.entries() {
-            out[c] += self.a[k] * y[r];
-        }
-        out
+        let pat = &self.st.a;
+        (0..pat.ncols)
+            .map(|c| {
+                (pat.indptr[c]..pat.indptr[c + 1])
+                    .map(|k| self.a[k] * y[pat.indices[k]])
+                    .sum()
+            })
+            .collect()
     }
 
     /// refine.py `kkt_residual`: the point (x, y, s) with res, F_1 = P_eff x + q + A'y and

@@ -25,6 +25,16 @@
 //! unregularised K (kkt_refine.rs), as it does for condensed_backend.rs's diagonal case.
 use crate::condensing::{Condense, Condensing, DenseLlt, Triplets};
 use pounce_linsol::SparseSymLinearSolverInterface;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Matrices this process has factored in the block-condensed form (not the fallback's).
+static FACTORED: AtomicUsize = AtomicUsize::new(0);
+
+/// How many matrices this process has factored block-condensed: what shows that a caller
+/// (the adjoint, the Newton steps) reaches this backend, for tests and measurements.
+pub fn factorizations() -> usize {
+    FACTORED.load(Ordering::Relaxed)
+}
 
 /// Largest trailing block condensed (a larger one sends the pattern to the fallback).
 pub const BLOCK_CONDENSED_MAX_BLOCK: usize = 64;
@@ -300,8 +310,11 @@ impl Condense for BlockSchur {
     }
 
     fn factor(&mut self, t: &Triplets) -> Option<usize> {
-        self.factor_condensed(&t.values)
-            .then_some(self.dim - self.k)
+        let ok = self.factor_condensed(&t.values);
+        if ok {
+            FACTORED.fetch_add(1, Ordering::Relaxed);
+        }
+        ok.then_some(self.dim - self.k)
     }
 
     fn solve(&mut self, _t: &Triplets, x: &mut [f64]) {

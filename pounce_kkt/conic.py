@@ -412,7 +412,6 @@ def _refine_kkt_solve(structure: ConicStructure, options: SolveOptions,
     return solve
 
 
-
 def _checked_info(structure: ConicStructure, options: SolveOptions,
                   v: dict[str, torch.Tensor | None], x: torch.Tensor, y: torch.Tensor,
                   s: torch.Tensor, status: list[str], iters: torch.Tensor, times: torch.Tensor

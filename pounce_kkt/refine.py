@@ -43,6 +43,7 @@ import torch
 
 from pounce_kkt.active_set import snap
 from pounce_kkt.cone_dims import ConeDims
+from pounce_kkt.cones.arrays import plain
 from pounce_kkt.dense_kkt import dense_matrix
 from pounce_kkt.structure import ConicStructure
 from pounce_kkt.torch_threads import serial_torch
@@ -69,7 +70,7 @@ BACKTRACKS = 2
 KktSolve = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 # native_steps(P, A, q, b, x, y, s, ok, target, floor, max_steps) on numpy arrays ->
 # ConicProblem.newton_steps' dict (rust/py/src/problem.rs; the core's newton_steps.rs: this
-# module's loop per item, on zero, nonneg, SOC and exp cones, items in parallel).
+# module's loop per item, every cone, items in parallel).
 NativeSteps = Callable[..., dict]
 # The environment switch that keeps the Newton steps in Python ("0" or "off"), for
 # comparisons.
@@ -365,7 +366,7 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
     target = default_target(structure.cones) if target is None else target
     cones = structure.cones
     native = getattr(solve, "native_steps", None)
-    if native is not None and _plain_cpu(P, q, A, b, x, y, s):
+    if native is not None and plain(*(t for t in (P, q, A, b, x, y, s) if t is not None)):
         return _native_refine(native, P, q, A, b, x, y, s, ok, target, max_steps, floor)
     with torch.no_grad(), serial_torch():
         numpy = _numpy_start(structure, A, x)
@@ -422,11 +423,6 @@ def refine(structure: ConicStructure, P: torch.Tensor | None, q: torch.Tensor,
             best_res = _keep(best, best_res, kept & (cres < best_res), (cx, cy, cs), cres)
         out = (*best, before, best_res, steps)
         return Refinement(*(torch.from_numpy(np.asarray(t)) if numpy else t for t in out))
-
-
-def _plain_cpu(*ts: torch.Tensor | None) -> bool:
-    """Whether every given tensor is a CPU float64 tensor (None skipped)."""
-    return all(t is None or (t.device.type == "cpu" and t.dtype == torch.float64) for t in ts)
 
 
 def _native_refine(native: NativeSteps, P: torch.Tensor | None, q: torch.Tensor,

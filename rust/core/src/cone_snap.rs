@@ -25,10 +25,34 @@
 //! backward path; tests/test_native_newton.py holds the two to the same answers.
 use crate::cone_layout::ConeLayout;
 use crate::cones::{exp, power, psd, soc};
+use crate::structure::ConicStructure;
 
 /// H of an inactive nonneg row (w_i > 0): "infinite", exactly representable in a diagonal
 /// (pounce_kkt/active_set.py `INACTIVE_H`).
 pub const INACTIVE_H: f64 = 1e20;
+
+/// H at the snapped pairs of a batch's ok items of `st` (`s`, `y` batch-first, B = `ok.len()`;
+/// zeros for the items not ok), in the adjoint's compact layout: `(h_diag, h_blocks)`.
+pub fn batch_scalings(
+    st: &ConicStructure,
+    s: &[f64],
+    y: &[f64],
+    ok: &[bool],
+) -> (Vec<f64>, Vec<f64>) {
+    let cones = SnapCones::new(&st.layout);
+    let (m, hdl, hbl) = (st.m(), st.layout.h_diag_len(), st.layout.h_blocks_len());
+    let mut hd = vec![0.0; ok.len() * hdl];
+    let mut hb = vec![0.0; ok.len() * hbl];
+    for (i, _) in ok.iter().enumerate().filter(|(_, &o)| o) {
+        cones.scaling_at_snap(
+            &s[i * m..(i + 1) * m],
+            &y[i * m..(i + 1) * m],
+            &mut hd[i * hdl..(i + 1) * hdl],
+            &mut hb[i * hbl..(i + 1) * hbl],
+        );
+    }
+    (hd, hb)
+}
 
 /// The kind of one dense block.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -4,8 +4,7 @@
 //! panics is failed and the others are still solved.
 mod common;
 
-use common::{opts, softmax, softmax_structure};
-use pounce_layers_core::batch::{solve_batch, BatchInput, ForwardWorkspaces, RunControl};
+use common::{opts, softmax, softmax_batch};
 use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::cone_snap::SnapCones;
 use pounce_layers_core::kkt_adjoint::{AdjointWorkspaces, KktPattern};
@@ -28,10 +27,6 @@ fn steps_from_stage(
     max_steps: usize,
     panic: TestPanic,
 ) -> (NewtonOut, Vec<Vec<f64>>, Vec<f64>) {
-    let (st, a1, b1) = softmax_structure(K);
-    let a: Vec<f64> = (0..B).flat_map(|_| a1.clone()).collect();
-    let b: Vec<f64> = (0..B).flat_map(|_| b1.clone()).collect();
-    let q: Vec<f64> = (0..B).flat_map(costs).collect();
     let so = SolveOptions {
         stage: Some(Stage {
             tol: 1e-8,
@@ -39,23 +34,8 @@ fn steps_from_stage(
         }),
         ..opts(1e-8)
     };
-    let inp = BatchInput {
-        bsz: B,
-        p: None,
-        a: &a,
-        q: &q,
-        b: &b,
-        warm: None,
-    };
+    let (st, a, b, q, fwd) = softmax_batch(K, B, costs, &so);
     let be = BackendOptions::default();
-    let fwd = solve_batch(
-        &st,
-        &so,
-        &be,
-        &inp,
-        &RunControl::default(),
-        &ForwardWorkspaces::new(),
-    );
     assert!(fwd.outs.iter().all(|o| o.status == "optimal_inaccurate"));
     let cones = SnapCones::new(&st.layout);
     let pat = KktPattern::new(&st);

@@ -19,7 +19,7 @@ use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pounce_layers_core::batch::{solve_batch, BatchInput, ForwardWorkspaces, ItemOut, RunControl};
 use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::cone_dims::ConeDims;
-use pounce_layers_core::cone_snap::SnapCones;
+use pounce_layers_core::cone_snap::{batch_scalings, SnapCones};
 use pounce_layers_core::kkt_adjoint::{
     adjoint_batch, h_lens, AdjointInput, AdjointWorkspaces, Grads, KktPattern,
 };
@@ -415,29 +415,6 @@ enum HInput {
     },
 }
 
-/// H at the snapped pairs of a batch's ok items (zeros for the others), in the compact
-/// layout.
-fn snapped_scalings(
-    st: &ConicStructure,
-    s: &[f64],
-    y: &[f64],
-    ok: &[bool],
-) -> (Vec<f64>, Vec<f64>) {
-    let cones = SnapCones::new(&st.layout);
-    let (m, hdl, hbl) = (st.m(), st.layout.h_diag_len(), st.layout.h_blocks_len());
-    let mut hd = vec![0.0; ok.len() * hdl];
-    let mut hb = vec![0.0; ok.len() * hbl];
-    for (i, _) in ok.iter().enumerate().filter(|(_, &o)| o) {
-        cones.scaling_at_snap(
-            &s[i * m..(i + 1) * m],
-            &y[i * m..(i + 1) * m],
-            &mut hd[i * hdl..(i + 1) * hdl],
-            &mut hb[i * hbl..(i + 1) * hbl],
-        );
-    }
-    (hd, hb)
-}
-
 /// The arrays of an adjoint batch, held by its job (validate.rs `Shared`).
 struct AdjointInputs {
     p: Option<Shared<f64>>,
@@ -478,7 +455,7 @@ impl Job<AdjointInputs> {
         let (h_diag, h_blocks): (&[f64], &[f64]) = match &i.h {
             HInput::Given { h_diag, h_blocks } => (h_diag, h_blocks),
             HInput::AtSnap { s } => {
-                snapped = snapped_scalings(st, s, &i.y, &self.ok);
+                snapped = batch_scalings(st, s, &i.y, &self.ok);
                 (&snapped.0, &snapped.1)
             }
         };

@@ -241,6 +241,45 @@ pub fn softmax_structure(k: usize) -> (ConicStructure, Vec<f64>, Vec<f64>) {
     (ConicStructure::new(n, m, None, a, dims).unwrap(), vals, b)
 }
 
+/// `bsz` softmax items of `k` costs (`softmax_structure`), item i's first `k` entries of q
+/// from `costs(i)` and the rest -1: the structure, the stacked A, b and q values, and their
+/// forward under `so` (default backends).
+pub fn softmax_batch(
+    k: usize,
+    bsz: usize,
+    costs: impl Fn(usize) -> Vec<f64>,
+    so: &SolveOptions,
+) -> (ConicStructure, Vec<f64>, Vec<f64>, Vec<f64>, BatchOutput) {
+    let (st, a1, b1) = softmax_structure(k);
+    let a: Vec<f64> = (0..bsz).flat_map(|_| a1.clone()).collect();
+    let b: Vec<f64> = (0..bsz).flat_map(|_| b1.clone()).collect();
+    let q: Vec<f64> = (0..bsz)
+        .flat_map(|i| {
+            let mut qi = costs(i);
+            qi.truncate(k);
+            qi.extend(std::iter::repeat_n(-1.0, k));
+            qi
+        })
+        .collect();
+    let inp = BatchInput {
+        bsz,
+        p: None,
+        a: &a,
+        q: &q,
+        b: &b,
+        warm: None,
+    };
+    let fwd = solve_batch(
+        &st,
+        so,
+        &BackendOptions::default(),
+        &inp,
+        &RunControl::default(),
+        &ForwardWorkspaces::new(),
+    );
+    (st, a, b, q, fwd)
+}
+
 pub fn softmax(c: &[f64]) -> Vec<f64> {
     let w: Vec<f64> = c.iter().map(|v| (-v).exp()).collect();
     let s: f64 = w.iter().sum();

@@ -56,8 +56,10 @@ pub const ENGINE_NONE: &str = "none";
 /// Where the `auto` engine's active-set steps start (kept_active_set.rs).
 #[derive(Clone, Copy)]
 enum StepsFrom {
-    /// The active rows of the item's previous answer.
-    Kept,
+    /// The active rows of the item's previous answer; `full_first`: first the full
+    /// restricted solve on them (the item moved little, so they likely hold), otherwise
+    /// straight to the Schur-complement steps (kept_active_set.rs `solve_steps`).
+    Kept { full_first: bool },
     /// No rows: the item has no previous answer.
     NoRows,
 }
@@ -251,7 +253,12 @@ impl Engine<'_> {
         let small = self.kkt_size.0 <= AUTO_ACTIVE_SET_MAX_DIM;
         let (steps, session) = match self.engine {
             QpEngine::Ipm => (None, false),
-            QpEngine::ActiveSet => (state.has_active().then_some(StepsFrom::Kept), true),
+            QpEngine::ActiveSet => (
+                state
+                    .has_active()
+                    .then_some(StepsFrom::Kept { full_first: true }),
+                true,
+            ),
             QpEngine::Auto => {
                 // Active-set steps cost one KKT solve each (an IPM takes ~10 larger ones)
                 // and accept only a feasible, optimal answer: from the kept rows for every
@@ -261,7 +268,7 @@ impl Engine<'_> {
                 // item pivots longer than the IPM takes).
                 let near = small && state.moved_little(d.p, d.a, d.q, d.b);
                 let from = if state.has_active() {
-                    StepsFrom::Kept
+                    StepsFrom::Kept { full_first: near }
                 } else {
                     StepsFrom::NoRows
                 };
@@ -275,12 +282,12 @@ impl Engine<'_> {
             // Each restricted KKT solve counts as an iteration of the caller's budget.
             let max_solves = KEPT_MAX_SOLVES.min(self.robust.max_iter);
             let (out, name) = match from {
-                StepsFrom::Kept => (
-                    state.solve_kept(prob, specs, tol, max_solves),
+                StepsFrom::Kept { full_first } => (
+                    state.solve_kept(prob, specs, tol, max_solves, full_first),
                     ENGINE_ACTIVE_SET_KEPT,
                 ),
                 StepsFrom::NoRows => (
-                    solve_steps(prob, specs, &[], tol, max_solves),
+                    solve_steps(prob, specs, &[], tol, max_solves, false),
                     ENGINE_ACTIVE_SET_STEPS,
                 ),
             };

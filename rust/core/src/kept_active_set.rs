@@ -32,7 +32,7 @@
 use crate::cone_layout::ConeLayout;
 use crate::kkt_refine::refine;
 use crate::options::meets_tol;
-use crate::schur_steps::{add_p_lower, SchurSteps};
+use crate::schur_steps::{add_p_lower, SchurFactor, SchurSteps};
 use faer::linalg::solvers::{Lblt, Solve};
 use faer::{Mat, Side};
 use pounce_convex::{ConeSpec, QpProblem, QpSolution, QpStatus};
@@ -51,12 +51,34 @@ pub struct KeptFactor {
     n: usize,
     me: usize,
     active: Vec<usize>,
-    /// The restricted KKT's lower triangle (for the refinement's residuals).
-    kkt: Mat<f64>,
-    lblt: Lblt<f64>,
+    solver: RestrictedSolver,
     /// The item's P and A values (SCS layout, P first) the KKT was built from, once known
     /// ([`Self::set_values`]).
     values: Vec<f64>,
+}
+
+/// How a kept restricted KKT is factored: the Bunch-Kaufman LBL' of the whole matrix, or
+/// through the Schur complement of a positive definite P (schur_steps.rs).
+enum RestrictedSolver {
+    Lblt(Lblt<f64>),
+    Schur(SchurFactor),
+}
+
+impl RestrictedSolver {
+    /// Overwrite `v` with the restricted KKT's solve; false when it is not finite.
+    fn solve(&self, v: &mut [f64]) -> bool {
+        match self {
+            RestrictedSolver::Lblt(f) => {
+                let mut col = Mat::<f64>::from_fn(v.len(), 1, |i, _| v[i]);
+                f.solve_in_place(col.as_mut());
+                for (i, x) in v.iter_mut().enumerate() {
+                    *x = col[(i, 0)];
+                }
+                v.iter().all(|a| a.is_finite())
+            }
+            RestrictedSolver::Schur(f) => f.solve(v),
+        }
+    }
 }
 
 impl KeptFactor {
@@ -80,33 +102,21 @@ impl KeptFactor {
             && a == &self.values[np..]
     }
 
-    /// `y = K x` for the symmetric K stored in `kkt`'s lower triangle.
-    fn matvec(&self, x: &[f64], y: &mut [f64]) {
-        let d = x.len();
-        y.iter_mut().for_each(|v| *v = 0.0);
-        for c in 0..d {
-            y[c] += self.kkt[(c, c)] * x[c];
-            for r in c + 1..d {
-                let v = self.kkt[(r, c)];
-                if v != 0.0 {
-                    y[r] += v * x[c];
-                    y[c] += v * x[r];
-                }
-            }
-        }
-    }
-
     /// The adjoint's solve `K [u; w] = rhs` (`rhs` and the result in the SCS layout: x
     /// block, then the m rows) at this factor's active set, when `h_diag` (zero and nonneg
     /// rows, the whole of H for a QP) is that active set's limit: 0 exactly on the
     /// equality rows and the active rows, at least `INACTIVE_H_MIN` on the others. Then
     /// `w` is 0 on the inactive rows, and the active block solves the restricted KKT
-    /// (refined as the general solve is). `None` when H is not that.
+    /// (refined as the general solve is, against `k_matvec`, which writes `K v` for the
+    /// whole (n + m)-vector `v`: the item's own K, whose product with a vector that is zero
+    /// on the inactive rows is the restricted KKT's on the others). `None` when H is not
+    /// that.
     pub fn adjoint_solve(
         &self,
         layout: &ConeLayout,
         h_diag: &[f64],
         rhs: &[f64],
+        mut k_matvec: impl FnMut(&[f64], &mut [f64]),
     ) -> Option<Vec<f64>> {
         let (n, me) = (self.n, self.me);
         let m = layout.m;
@@ -134,27 +144,27 @@ impl KeptFactor {
         let mut red = Vec::with_capacity(d);
         red.extend_from_slice(&rhs[..n]);
         red.extend(rows.iter().map(|&r| rhs[n + r]));
-        let solve = |v: &mut [f64]| {
-            let mut col = Mat::<f64>::from_fn(d, 1, |i, _| v[i]);
-            self.lblt.solve_in_place(col.as_mut());
-            for (i, x) in v.iter_mut().enumerate() {
-                *x = col[(i, 0)];
+        let mut sol = red.clone();
+        if !self.solver.solve(&mut sol) {
+            return None;
+        }
+        let (mut res, mut corr) = (vec![0.0; d], vec![0.0; d]);
+        let (mut full, mut kfull) = (vec![0.0; n + m], vec![0.0; n + m]);
+        let matvec = |x: &[f64], out: &mut [f64]| {
+            full[..n].copy_from_slice(&x[..n]);
+            full[n..].iter_mut().for_each(|v| *v = 0.0);
+            for (k, &r) in rows.iter().enumerate() {
+                full[n + r] = x[n + k];
+            }
+            k_matvec(&full, &mut kfull);
+            out[..n].copy_from_slice(&kfull[..n]);
+            for (k, &r) in rows.iter().enumerate() {
+                out[n + k] = kfull[n + r];
             }
         };
-        let mut sol = red.clone();
-        solve(&mut sol);
-        let (mut res, mut corr) = (vec![0.0; d], vec![0.0; d]);
-        let finite = refine(
-            &mut sol,
-            &red,
-            &mut res,
-            &mut corr,
-            |x, out| self.matvec(x, out),
-            |v| {
-                solve(v);
-                true
-            },
-        );
+        let finite = refine(&mut sol, &red, &mut res, &mut corr, matvec, |v| {
+            self.solver.solve(v)
+        });
         if !finite {
             return None;
         }
@@ -183,10 +193,9 @@ pub fn active_rows(prob: &QpProblem, sol: &QpSolution) -> Vec<usize> {
 /// (docs/native-core.md, "New data on every call: active-set steps from no rows").
 pub const KEPT_MAX_SOLVES: usize = 10;
 
-/// The restricted KKT on `active` (inequality rows, increasing), solved: its lower
-/// triangle, factor and solution `[x; y; z_W]`; `None` when the solution is not finite.
+/// The restricted KKT on `active` (inequality rows, increasing), solved: its factor and
+/// solution `[x; y; z_W]`; `None` when the solution is not finite.
 struct Restricted {
-    kkt: Mat<f64>,
     lblt: Lblt<f64>,
     v: Vec<f64>,
 }
@@ -224,7 +233,7 @@ fn solve_restricted(prob: &QpProblem, active: &[usize]) -> Option<Restricted> {
     let v: Vec<f64> = (0..dim).map(|i| rhs[(i, 0)]).collect();
     v.iter()
         .all(|a| a.is_finite())
-        .then_some(Restricted { kkt, lblt, v })
+        .then_some(Restricted { lblt, v })
 }
 
 /// The scale of the multipliers `z_W` in the dual-feasibility test.
@@ -241,7 +250,7 @@ pub fn solve_on(
     active: &[usize],
     tol: f64,
 ) -> Option<(QpSolution, KeptFactor)> {
-    solve_steps(prob, specs, active, tol, 1)
+    solve_steps(prob, specs, active, tol, 1, true)
 }
 
 /// The multipliers of the active rows and every inequality row's slack `h - G x` at the
@@ -292,7 +301,7 @@ pub fn solve_from(
     active: &[usize],
     tol: f64,
 ) -> Option<(QpSolution, KeptFactor)> {
-    solve_steps(prob, specs, active, tol, KEPT_MAX_SOLVES)
+    solve_steps(prob, specs, active, tol, KEPT_MAX_SOLVES, true)
 }
 
 /// The solution of `prob` with no previous answer: [`solve_from`] starting from no
@@ -305,15 +314,17 @@ pub fn solve_cold(
     specs: &[ConeSpec],
     tol: f64,
 ) -> Option<(QpSolution, KeptFactor)> {
-    solve_steps(prob, specs, &[], tol, KEPT_MAX_SOLVES)
+    solve_steps(prob, specs, &[], tol, KEPT_MAX_SOLVES, false)
 }
 
 /// [`solve_from`] with at most `max_solves` restricted KKT solves (the batch passes
 /// [`KEPT_MAX_SOLVES`] or the caller's `max_iter`, the smaller; each solve counts as one
-/// iteration of the answer). From kept rows the first solve is the full restricted KKT
-/// (its answer when they still hold); the steps after it, and every step from no rows, run
-/// on the Schur complement of P where P is positive definite (schur_steps.rs), and the set
-/// they stop on is confirmed by the full restricted solve (not counted), whose answer is
+/// iteration of the answer). With `full_first` (an item that moved little: its kept rows
+/// likely hold) the first solve is the full restricted KKT on `active` (its answer when
+/// they still hold); the steps after it, and every step without `full_first` (from no rows,
+/// or from the kept rows of an item that moved far, whose set likely changes), run on the
+/// Schur complement of P where P is positive definite (schur_steps.rs), and the set they
+/// stop on is confirmed by the full restricted solve (not counted), whose answer is
 /// checked; otherwise every step is the full restricted solve.
 pub fn solve_steps(
     prob: &QpProblem,
@@ -321,16 +332,18 @@ pub fn solve_steps(
     active: &[usize],
     tol: f64,
     max_solves: usize,
+    full_first: bool,
 ) -> Option<(QpSolution, KeptFactor)> {
     if !prob.lb.is_empty() || !prob.ub.is_empty() {
         return None;
     }
+    let me = prob.b.len();
     let mut walk = Walk {
         set: active.to_vec(),
         seen: Vec::new(),
         solves: 0,
     };
-    if !active.is_empty() && max_solves > 0 {
+    if full_first && !active.is_empty() && max_solves > 0 {
         if let Some(r) = walk.full_step(prob, tol)? {
             return accept(prob, specs, &walk.set, r, tol, walk.solves);
         }
@@ -340,13 +353,24 @@ pub fn solve_steps(
             if !walk.fits(prob) {
                 return None;
             }
-            let Some((z_w, slack)) = sc.step(&walk.set) else {
+            let Some(step) = sc.step_on(&walk.set) else {
                 break;
             };
             walk.solves += 1;
-            let next = next_active(prob, &walk.set, &z_w, &slack, tol);
+            let next = next_active(prob, &walk.set, step.z_w(me), &step.slack, tol);
             if next == walk.set {
-                // Confirmed by the full restricted solve, as if it were this step's.
+                // This step's solve is the answer when it passes the check; otherwise the
+                // full restricted solve confirms the set, as if it were this step's.
+                let answer = Answer {
+                    x: sc.answer(&step),
+                    lam: &step.lam.clone(),
+                    solver: RestrictedSolver::Schur(sc.factor(step)),
+                };
+                if let Some(out) =
+                    accept_answer(prob, specs, &walk.set, answer, tol, walk.solves, me)
+                {
+                    return Some(out);
+                }
                 walk.solves -= 1;
                 break;
             }
@@ -415,10 +439,37 @@ fn accept(
     solves: usize,
 ) -> Option<(QpSolution, KeptFactor)> {
     let (n, me) = (prob.n, prob.b.len());
-    let Restricted { kkt, lblt, v } = r;
-    let x = v[..n].to_vec();
-    let y = v[n..n + me].to_vec();
-    let z_w = &v[n + me..];
+    let Restricted { lblt, v } = r;
+    let answer = Answer {
+        x: v[..n].to_vec(),
+        lam: &v[n..],
+        solver: RestrictedSolver::Lblt(lblt),
+    };
+    accept_answer(prob, specs, active, answer, tol, solves, me)
+}
+
+/// A restricted solve's answer: `x`, the multipliers `lam` of the equalities and then of
+/// the active rows, and the restricted KKT's factor.
+struct Answer<'a> {
+    x: Vec<f64>,
+    lam: &'a [f64],
+    solver: RestrictedSolver,
+}
+
+/// [`accept`] of an answer however it was solved (the full LBL' or the Schur complement).
+fn accept_answer(
+    prob: &QpProblem,
+    specs: &[ConeSpec],
+    active: &[usize],
+    answer: Answer<'_>,
+    tol: f64,
+    solves: usize,
+    me: usize,
+) -> Option<(QpSolution, KeptFactor)> {
+    let n = prob.n;
+    let Answer { x, lam, solver } = answer;
+    let y = lam[..me].to_vec();
+    let z_w = &lam[me..];
     // Dual feasibility on the kept rows: a negative multiplier means the row should leave.
     let z_scale = z_scale(z_w);
     if z_w.iter().any(|&a| a < -tol * z_scale) {
@@ -452,8 +503,7 @@ fn accept(
         n,
         me,
         active: active.to_vec(),
-        kkt,
-        lblt,
+        solver,
         values: Vec::new(),
     };
     meets_tol(prob, specs, &sol, tol).then_some((sol, factor))

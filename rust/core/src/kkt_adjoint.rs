@@ -168,6 +168,12 @@ impl KktPattern {
         }
     }
 
+    /// The number of stored entries of K's lower triangle (the length of [`Self::values`]'
+    /// output).
+    pub fn nnz(&self) -> usize {
+        self.src.len()
+    }
+
     /// `out = K v` for the symmetric K stored as its lower triangle.
     pub fn matvec(&self, vals: &[f64], v: &[f64], out: &mut [f64]) {
         out.iter_mut().for_each(|o| *o = 0.0);
@@ -353,7 +359,15 @@ fn adjoint_item(
     }
     let reused = d
         .kept
-        .and_then(|f| f.adjoint_solve(&st.layout, d.h_diag, &rhs))
+        .and_then(|f| {
+            // The refinement's residuals are against the item's own K (P, A and H).
+            env.pat
+                .values(&p_low, d.a, d.h_diag, d.h_blocks, &mut w.vals);
+            let vals = &w.vals;
+            f.adjoint_solve(&st.layout, d.h_diag, &rhs, |v, out| {
+                env.pat.matvec(vals, v, out)
+            })
+        })
         .map(|sol| w.sol.copy_from_slice(&sol))
         .is_some();
     if !reused && !solve_item(env, w, n, &p_low, d.a, d.h_diag, d.h_blocks, &rhs) {

@@ -106,16 +106,18 @@ impl ItemState {
     }
 
     /// The solution of `prob` from the active rows of the item's last answer (at most
-    /// `max_solves` primal-dual active-set steps, kept_active_set.rs `solve_steps`), when it
-    /// is optimal within `tol`, with its factor; `None` without a last answer.
+    /// `max_solves` primal-dual active-set steps, kept_active_set.rs `solve_steps`, the
+    /// first one the full restricted solve with `full_first`), when it is optimal within
+    /// `tol`, with its factor; `None` without a last answer.
     pub fn solve_kept(
         &self,
         prob: &QpProblem,
         specs: &[ConeSpec],
         tol: f64,
         max_solves: usize,
+        full_first: bool,
     ) -> Option<(QpSolution, KeptFactor)> {
-        solve_steps(prob, specs, self.active.as_deref()?, tol, max_solves)
+        solve_steps(prob, specs, self.active.as_deref()?, tol, max_solves, full_first)
     }
 
     /// Whether the kept check is due for an item that moved far (see

@@ -16,11 +16,12 @@
 //! `-t_i + M_iS l_S`. `M` and `t` cost one Cholesky of P, one triangular solve with every
 //! row and one product (formed on the first step); each step is then a Cholesky of
 //! `|S| x |S|` and a product with `M`'s `S` columns, where the full restricted KKT is an
-//! `(n + |S|)`-square Bunch-Kaufman factorization. The steps only find the active set:
-//! kept_active_set.rs confirms it with the full restricted solve, whose answer is checked
-//! and whose factor the backward keeps.
+//! `(n + |S|)`-square Bunch-Kaufman factorization. On the set the steps stop on, the answer
+//! is `x` above ([`SchurSteps::answer`]); kept_active_set.rs checks it on the problem's own
+//! residuals, and keeps `L`, `Y_S = L^{-1} B_S'` and the Cholesky factor of `M_SS` as the
+//! restricted KKT's factor for the backward ([`SchurFactor`]). When that check fails (P
+//! ill-conditioned) the full restricted solve confirms the set instead.
 use faer::linalg::matmul::matmul;
-use faer::linalg::solvers::Solve;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, Mat, Par, Side};
 use pounce_convex::QpProblem;
@@ -39,11 +40,85 @@ pub(crate) fn add_p_lower(prob: &QpProblem, out: &mut Mat<f64>) {
 }
 
 /// `M = B P^{-1} B'` and `t = -(rhs + B P^{-1} c)` of one problem (module docs); rows in
-/// the order equalities, then inequality rows.
+/// the order equalities, then inequality rows; with P's Cholesky factor `L` and
+/// `[Y u] = L^{-1} [B' c]`, from which an answer is formed.
 pub struct SchurSteps {
     me: usize,
     m: Mat<f64>,
     t: Vec<f64>,
+    l: Mat<f64>,
+    y: Mat<f64>,
+}
+
+/// One step's restricted solve on the rows `rows` (indices into `[A; G]`'s rows): the
+/// multipliers `lam` of those rows (equalities first), every inequality row's slack, and the
+/// lower Cholesky factor of `M_SS`.
+pub struct SchurStep {
+    rows: Vec<usize>,
+    pub lam: Vec<f64>,
+    pub slack: Vec<f64>,
+    mchol: Mat<f64>,
+}
+
+impl SchurStep {
+    /// The multipliers of the active inequality rows (after the equalities').
+    pub fn z_w(&self, me: usize) -> &[f64] {
+        &self.lam[me..]
+    }
+}
+
+/// The restricted KKT `[[P, B_S'], [B_S, 0]]` factored through the Schur complement of P:
+/// `L` (P = L L'), `Y_S = L^{-1} B_S'` and `C` (M_SS = C C').
+pub struct SchurFactor {
+    l: Mat<f64>,
+    ys: Mat<f64>,
+    mchol: Mat<f64>,
+}
+
+/// `v := L^{-1} v` for the lower triangle of `l` (its leading `v.len()` block).
+fn lower_solve(l: &Mat<f64>, v: &mut [f64]) {
+    for i in 0..v.len() {
+        let mut a = v[i];
+        for (j, vj) in v[..i].iter().enumerate() {
+            a -= l[(i, j)] * vj;
+        }
+        v[i] = a / l[(i, i)];
+    }
+}
+
+/// `v := L^{-T} v` for the lower triangle of `l`.
+fn lower_t_solve(l: &Mat<f64>, v: &mut [f64]) {
+    for i in (0..v.len()).rev() {
+        let mut a = v[i];
+        for (j, vj) in v.iter().enumerate().skip(i + 1) {
+            a -= l[(j, i)] * vj;
+        }
+        v[i] = a / l[(i, i)];
+    }
+}
+
+impl SchurFactor {
+    /// Solve the restricted KKT in place: `v = [r1 (n); r2 (|S|)]` becomes `[u; w]` with
+    /// `P u + B_S' w = r1`, `B_S u = r2`: `a = L^{-1} r1`, `M_SS w = Y_S' a - r2`,
+    /// `u = L^{-T} (a - Y_S w)`. Returns whether the result is finite.
+    pub fn solve(&self, v: &mut [f64]) -> bool {
+        let n = self.l.nrows();
+        let (r1, r2) = v.split_at_mut(n);
+        lower_solve(&self.l, r1);
+        for (j, w) in r2.iter_mut().enumerate() {
+            let dot: f64 = (0..n).map(|i| self.ys[(i, j)] * r1[i]).sum();
+            *w = dot - *w;
+        }
+        lower_solve(&self.mchol, r2);
+        lower_t_solve(&self.mchol, r2);
+        for (j, &w) in r2.iter().enumerate() {
+            for (i, a) in r1.iter_mut().enumerate() {
+                *a -= self.ys[(i, j)] * w;
+            }
+        }
+        lower_t_solve(&self.l, r1);
+        v.iter().all(|a| a.is_finite())
+    }
 }
 
 impl SchurSteps {
@@ -87,24 +162,33 @@ impl SchurSteps {
             })
             .collect();
         let m = mw.subcols(0, k).to_owned();
+        let l = llt.L().to_owned();
         (m.col_iter().all(|c| c.iter().all(|v| v.is_finite())) && t.iter().all(|v| v.is_finite()))
-            .then_some(SchurSteps { me, m, t })
+            .then_some(SchurSteps { me, m, t, l, y })
     }
 
     /// The multipliers of the active inequality rows `active` (increasing) and the slack of
     /// every inequality row at the restricted solution on them; `None` when `M_SS` is not
     /// numerically positive definite (dependent rows) or the result is not finite.
     pub fn step(&self, active: &[usize]) -> Option<(Vec<f64>, Vec<f64>)> {
+        let st = self.step_on(active)?;
+        Some((st.z_w(self.me).to_vec(), st.slack))
+    }
+
+    /// [`Self::step`] with the whole restricted solve: every multiplier on the rows and the
+    /// factor of `M_SS`, for [`Self::answer`] and [`Self::factor`].
+    pub fn step_on(&self, active: &[usize]) -> Option<SchurStep> {
         let me = self.me;
         let rows: Vec<usize> = (0..me).chain(active.iter().map(|&i| me + i)).collect();
         let s = rows.len();
-        let mut lam = Mat::<f64>::from_fn(s, 1, |a, _| self.t[rows[a]]);
+        let mut lam: Vec<f64> = rows.iter().map(|&r| self.t[r]).collect();
+        let mut mchol = Mat::<f64>::zeros(s, s);
         if s > 0 {
             let mss = Mat::<f64>::from_fn(s, s, |a, b| self.m[(rows[a], rows[b])]);
-            let llt = mss.llt(Side::Lower).ok()?;
-            llt.solve_in_place(lam.as_mut());
+            mchol = mss.llt(Side::Lower).ok()?.L().to_owned();
+            lower_solve(&mchol, &mut lam);
+            lower_t_solve(&mchol, &mut lam);
         }
-        let lam: Vec<f64> = (0..s).map(|a| lam[(a, 0)]).collect();
         let mi = self.t.len() - me;
         let mut slack: Vec<f64> = (0..mi).map(|i| -self.t[me + i]).collect();
         for (&r, &l) in rows.iter().zip(&lam) {
@@ -112,7 +196,36 @@ impl SchurSteps {
                 *sl += self.m[(me + i, r)] * l;
             }
         }
-        let z_w = lam[me..].to_vec();
-        (z_w.iter().chain(&slack).all(|v| v.is_finite())).then_some((z_w, slack))
+        (lam.iter().chain(&slack).all(|v| v.is_finite())).then_some(SchurStep {
+            rows,
+            lam,
+            slack,
+            mchol,
+        })
+    }
+
+    /// The restricted solution's `x = -L^{-T} (u + Y_S lam)` at the step `st`.
+    pub fn answer(&self, st: &SchurStep) -> Vec<f64> {
+        let (n, k) = (self.l.nrows(), self.m.nrows());
+        let mut x: Vec<f64> = (0..n).map(|i| self.y[(i, k)]).collect();
+        for (&r, &l) in st.rows.iter().zip(&st.lam) {
+            for (i, xi) in x.iter_mut().enumerate() {
+                *xi += self.y[(i, r)] * l;
+            }
+        }
+        lower_t_solve(&self.l, &mut x);
+        x.iter_mut().for_each(|v| *v = -*v);
+        x
+    }
+
+    /// The restricted KKT's factor at the step `st` (its rows: equalities, then the active
+    /// inequality rows, as the restricted KKT of kept_active_set.rs orders them).
+    pub fn factor(&self, st: SchurStep) -> SchurFactor {
+        let n = self.l.nrows();
+        SchurFactor {
+            l: self.l.clone(),
+            ys: Mat::<f64>::from_fn(n, st.rows.len(), |i, j| self.y[(i, st.rows[j])]),
+            mchol: st.mchol,
+        }
     }
 }

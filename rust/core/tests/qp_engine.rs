@@ -582,13 +582,24 @@ fn the_adjoint_reuses_the_kept_factor() {
         // The factor applies to its own P, A and active set only.
         let f = kept[0].unwrap();
         let rhs: Vec<f64> = gx[..n].iter().chain(&gy[..m]).copied().collect();
+        // Item 0's K (P, A, H) for the refinement's residuals.
+        let p_low = qps.st.map.p_lower_values(Some(&qps.p[..qps.p.len() / qps.bsz]));
+        let a0 = &qps.a[..qps.a.len() / qps.bsz];
+        let pat = &pat;
+        let k_matvec = |h: &[f64]| {
+            let mut vals = vec![0.0; pat.nnz()];
+            pat.values(&p_low, a0, h, &[], &mut vals);
+            move |v: &[f64], out: &mut [f64]| pat.matvec(&vals, v, out)
+        };
         let mine = f
-            .adjoint_solve(&qps.st.layout, &h_diag[..m], &rhs)
+            .adjoint_solve(&qps.st.layout, &h_diag[..m], &rhs, k_matvec(&h_diag[..m]))
             .is_some();
         let mut flipped = h_diag[..m].to_vec();
         let r = (2..m).find(|&r| flipped[r] == 0.0).expect("an active row");
         flipped[r] = 1e20;
-        let other = f.adjoint_solve(&qps.st.layout, &flipped, &rhs).is_some();
+        let other = f
+            .adjoint_solve(&qps.st.layout, &flipped, &rhs, k_matvec(&flipped))
+            .is_some();
         let mut a2 = qps.a.clone();
         a2[0] += 1e-3;
         (

@@ -24,7 +24,8 @@
 //! [`solve_cold`] takes the same steps from no rows, for an item with no previous answer
 //! (a first call, or new data in every batch).
 //!
-//! The factor is kept ([`KeptFactor`]) for the backward: at the active set the adjoint's
+//! The answer's factor is kept ([`KeptFactor`]: this LBL', or the Schur-complement factor
+//! when the steps of schur_steps.rs gave the answer) for the backward: at the active set the adjoint's
 //! `K = [[P, A'], [A, -H]]` has `H = 0` on the active rows and `H = inf` on the others
 //! (pounce_kkt/active_set.py `limit_scaling`), and its solve reduces to this same matrix
 //! ([`KeptFactor::adjoint_solve`]); kkt_adjoint.rs takes it when the adjoint's P, A and
@@ -85,6 +86,18 @@ impl KeptFactor {
     /// The restricted KKT's dimension.
     pub fn dim(&self) -> usize {
         self.n + self.me + self.active.len()
+    }
+
+    /// Solve the restricted KKT in place (`v` in its row order); false when the result is
+    /// not finite.
+    pub fn solve(&self, v: &mut [f64]) -> bool {
+        self.solver.solve(v)
+    }
+
+    /// Whether the factor is the Schur complement's (the steps' own answer) rather than the
+    /// full restricted LBL' (for tests).
+    pub fn by_schur(&self) -> bool {
+        matches!(self.solver, RestrictedSolver::Schur(_))
     }
 
     /// Record the item's P (None without a P pattern) and A values this factor is of.
@@ -323,9 +336,11 @@ pub fn solve_cold(
 /// likely hold) the first solve is the full restricted KKT on `active` (its answer when
 /// they still hold); the steps after it, and every step without `full_first` (from no rows,
 /// or from the kept rows of an item that moved far, whose set likely changes), run on the
-/// Schur complement of P where P is positive definite (schur_steps.rs), and the set they
-/// stop on is confirmed by the full restricted solve (not counted), whose answer is
-/// checked; otherwise every step is the full restricted solve.
+/// Schur complement of P where P is positive definite (schur_steps.rs). On the set they
+/// stop on, the last step's solve is the answer, checked as any other, with the Schur
+/// factor kept for the backward; when the check fails (P ill-conditioned) the full
+/// restricted solve (not counted) confirms the set and its answer is checked. Without a
+/// positive definite P every step is the full restricted solve.
 pub fn solve_steps(
     prob: &QpProblem,
     specs: &[ConeSpec],

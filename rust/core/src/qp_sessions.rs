@@ -117,7 +117,14 @@ impl ItemState {
         max_solves: usize,
         full_first: bool,
     ) -> Option<(QpSolution, KeptFactor)> {
-        solve_steps(prob, specs, self.active.as_deref()?, tol, max_solves, full_first)
+        solve_steps(
+            prob,
+            specs,
+            self.active.as_deref()?,
+            tol,
+            max_solves,
+            full_first,
+        )
     }
 
     /// Whether the kept check is due for an item that moved far (see

@@ -7,8 +7,8 @@
 //! the adjoint's gradients with it equal to the dense LBL's.
 mod common;
 
-use common::{dense_solve, matvec, opts, rel_err, saddle, Dense, Rng};
-use pounce_convex::{QpFactorization, QpOptions, QpProblem, QpStatus, Triplet};
+use common::{dense_qp, dense_solve, matvec, opts, rel_err, saddle, Dense, Rng};
+use pounce_convex::{QpFactorization, QpOptions, QpStatus};
 use pounce_layers_core::batch::{
     solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl,
 };
@@ -269,58 +269,6 @@ fn split_detection() {
     assert!(use_condensed(true, 5000, 1));
     assert!(use_condensed(false, 1000, 400_000));
     assert!(!use_condensed(false, 1000, 10_000));
-}
-
-/// A dense QP `min 1/2 x'Px + c'x, A x = b, G x <= h` of `n` variables.
-fn dense_qp(n: usize, meq: usize, mineq: usize, rng: &mut Rng) -> QpProblem {
-    let r = rng.vec(n * n);
-    let mut p_lower = Vec::new();
-    for i in 0..n {
-        for j in 0..=i {
-            let v = (0..n).map(|k| r[i * n + k] * r[j * n + k]).sum::<f64>() / n as f64;
-            p_lower.push(Triplet {
-                row: i,
-                col: j,
-                val: v + if i == j { 1.0 } else { 0.0 },
-            });
-        }
-    }
-    let trip = |rows: usize, rng: &mut Rng| -> Vec<Triplet> {
-        (0..rows)
-            .flat_map(|i| (0..n).map(move |j| (i, j)))
-            .map(|(i, j)| Triplet {
-                row: i,
-                col: j,
-                val: rng.uniform(),
-            })
-            .collect()
-    };
-    let a = trip(meq, rng);
-    let g = trip(mineq, rng);
-    let x0 = rng.vec(n);
-    let mul = |t: &[Triplet], rows: usize| {
-        let mut out = vec![0.0; rows];
-        for e in t {
-            out[e.row] += e.val * x0[e.col];
-        }
-        out
-    };
-    let b = mul(&a, meq);
-    let h: Vec<f64> = mul(&g, mineq)
-        .iter()
-        .map(|v| v + 0.5 * (rng.uniform() + 1.0))
-        .collect();
-    QpProblem {
-        n,
-        p_lower,
-        c: rng.vec(n),
-        a,
-        b,
-        g,
-        h,
-        lb: Vec::new(),
-        ub: Vec::new(),
-    }
 }
 
 /// POUNCE's direct QP IPM hands the backend `[x; y_eq; z_ineq]` with the rows after x

@@ -4,7 +4,7 @@
 //! and `auto` takes it only for items that moved little.
 mod common;
 
-use common::{opts, rel_err, Rng};
+use common::{dense_qp, opts, rel_err, Rng};
 use pounce_convex::{QpOptions, QpProblem, Triplet};
 use pounce_layers_core::batch::{
     solve_batch, BatchInput, BatchOutput, ForwardWorkspaces, RunControl, ENGINE_ACTIVE_SET,
@@ -14,7 +14,7 @@ use pounce_layers_core::cancel::{Cancel, TestPanic};
 use pounce_layers_core::cone_dims::ConeDims;
 use pounce_layers_core::dense_backend::DenseLbltBackend;
 use pounce_layers_core::kept_active_set::{
-    active_rows, solve_cold, solve_from, solve_on, KeptFactor,
+    active_rows, solve_cold, solve_from, solve_on, solve_steps, KeptFactor,
 };
 use pounce_layers_core::kkt_adjoint::{adjoint_batch, AdjointInput, AdjointWorkspaces, KktPattern};
 use pounce_layers_core::options::{BackendOptions, KktBackend, QpEngine, SolveOptions};
@@ -583,7 +583,10 @@ fn the_adjoint_reuses_the_kept_factor() {
         let f = kept[0].unwrap();
         let rhs: Vec<f64> = gx[..n].iter().chain(&gy[..m]).copied().collect();
         // Item 0's K (P, A, H) for the refinement's residuals.
-        let p_low = qps.st.map.p_lower_values(Some(&qps.p[..qps.p.len() / qps.bsz]));
+        let p_low = qps
+            .st
+            .map
+            .p_lower_values(Some(&qps.p[..qps.p.len() / qps.bsz]));
         let a0 = &qps.a[..qps.a.len() / qps.bsz];
         let pat = &pat;
         let k_matvec = |h: &[f64]| {
@@ -735,4 +738,72 @@ fn schur_steps_agree_with_the_ipm_at_its_active_set() {
         ..prob
     };
     assert!(SchurSteps::new(&lp).is_none());
+}
+
+/// The set the Schur-complement steps stop on is answered by their own solve: from no rows,
+/// the IPM's answer with the Schur factor, whose restricted KKT solve is the full LBL' one's
+/// at that set; from the kept rows of an item that moved far, the steps without the full
+/// first solve give the answer of the steps with it, in no more solves.
+#[test]
+fn the_schur_steps_answer_with_their_own_factor() {
+    let (n, me, mi) = (10, 2, 14);
+    let mut rng = Rng::new(57);
+    let specs = [pounce_convex::ConeSpec::Nonneg(mi)];
+    let opts = QpOptions {
+        tol: 1e-12,
+        ..QpOptions::default()
+    };
+    let dense = || -> Box<dyn pounce_linsol::SparseSymLinearSolverInterface> {
+        Box::new(DenseLbltBackend::new())
+    };
+    let mut moved = 0;
+    for item in 0..8 {
+        let prob = dense_qp(n, me, mi, &mut rng);
+        let ipm = pounce_convex::solve_qp_ipm(&prob, &opts, dense);
+        let (sol, f) = solve_cold(&prob, &specs, 1e-9).expect("steps from no rows");
+        assert!(f.by_schur(), "item {item}: the steps' own answer");
+        assert!(rel_err(&sol.x, &ipm.x) < 1e-8, "item {item}");
+        assert!(rel_err(&sol.z, &ipm.z) < 1e-6, "item {item}");
+        let active = active_rows(&prob, &sol);
+        let (full, g) = solve_on(&prob, &specs, &active, 1e-9).expect("the same set");
+        assert!(!g.by_schur());
+        assert!(rel_err(&sol.x, &full.x) < 1e-12, "item {item}");
+        let v = rng.vec(f.dim());
+        let (mut a, mut b) = (v.clone(), v);
+        assert!(f.solve(&mut a) && g.solve(&mut b));
+        assert!(
+            rel_err(&a, &b) < 1e-10,
+            "item {item}: {:.2e}",
+            rel_err(&a, &b)
+        );
+        // Another item's data, this item's rows kept.
+        let far = dense_qp(n, me, mi, &mut rng);
+        let (x_direct, f_direct) =
+            solve_steps(&far, &specs, &active, 1e-9, 10, false).expect("steps from kept rows");
+        let (x_full, _) = solve_steps(&far, &specs, &active, 1e-9, 10, true).expect("full first");
+        assert!(rel_err(&x_direct.x, &x_full.x) < 1e-10, "item {item}");
+        assert!(x_direct.iters <= x_full.iters, "item {item}");
+        assert!(f_direct.by_schur());
+        moved += usize::from(active_rows(&far, &x_direct) != active);
+    }
+    assert!(
+        moved > 0,
+        "another item's data should change some active sets"
+    );
+}
+
+/// Where P is so ill-conditioned that the Schur complement's answer misses tol (here
+/// `min 1/2 (x1^2 + 1e-13 x2^2) - 2 x1 - x2, x <= 1`: x2 cancels to 1e-3), the full restricted
+/// solve confirms the set and answers exactly.
+#[test]
+fn an_ill_conditioned_p_is_answered_by_the_full_solve() {
+    let specs = [pounce_convex::ConeSpec::Nonneg(2)];
+    let prob = QpProblem {
+        p_lower: vec![Triplet::new(0, 0, 1.0), Triplet::new(1, 1, 1e-13)],
+        ..clipped(&[2.0, 1.0])
+    };
+    let (sol, f) = solve_cold(&prob, &specs, 1e-9).expect("both rows bind");
+    assert!(!f.by_schur());
+    assert!(rel_err(&sol.x, &[1.0, 1.0]) < 1e-14, "{:?}", sol.x);
+    assert!(rel_err(&sol.z, &[1.0, 1.0 - 1e-13]) < 1e-14, "{:?}", sol.z);
 }

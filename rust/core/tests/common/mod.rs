@@ -285,3 +285,56 @@ pub fn softmax(c: &[f64]) -> Vec<f64> {
     let s: f64 = w.iter().sum();
     w.iter().map(|v| v / s).collect()
 }
+
+/// A dense QP `min 1/2 x'Px + c'x, A x = b, G x <= h` of `n` variables: P = R R'/n + I,
+/// A and G uniform, b and h such that a random x0 is feasible with slack 0.5-1.5 on G.
+pub fn dense_qp(n: usize, meq: usize, mineq: usize, rng: &mut Rng) -> QpProblem {
+    let r = rng.vec(n * n);
+    let mut p_lower = Vec::new();
+    for i in 0..n {
+        for j in 0..=i {
+            let v = (0..n).map(|k| r[i * n + k] * r[j * n + k]).sum::<f64>() / n as f64;
+            p_lower.push(Triplet {
+                row: i,
+                col: j,
+                val: v + if i == j { 1.0 } else { 0.0 },
+            });
+        }
+    }
+    let trip = |rows: usize, rng: &mut Rng| -> Vec<Triplet> {
+        (0..rows)
+            .flat_map(|i| (0..n).map(move |j| (i, j)))
+            .map(|(i, j)| Triplet {
+                row: i,
+                col: j,
+                val: rng.uniform(),
+            })
+            .collect()
+    };
+    let a = trip(meq, rng);
+    let g = trip(mineq, rng);
+    let x0 = rng.vec(n);
+    let mul = |t: &[Triplet], rows: usize| {
+        let mut out = vec![0.0; rows];
+        for e in t {
+            out[e.row] += e.val * x0[e.col];
+        }
+        out
+    };
+    let b = mul(&a, meq);
+    let h: Vec<f64> = mul(&g, mineq)
+        .iter()
+        .map(|v| v + 0.5 * (rng.uniform() + 1.0))
+        .collect();
+    QpProblem {
+        n,
+        p_lower,
+        c: rng.vec(n),
+        a,
+        b,
+        g,
+        h,
+        lb: Vec::new(),
+        ub: Vec::new(),
+    }
+}

@@ -2,7 +2,7 @@
 //! pool (pool.rs), each solved single-threaded.
 use crate::cancel::{catch, Cancel, TestPanic};
 use crate::certificates::{self, Certificate};
-use crate::cone_layout::{dual_to_scs, slack_scs, warm_to_pounce, ProblemClass};
+use crate::cone_layout::{dual_to_scs, empty_problem, slack_scs, warm_to_pounce, ProblemClass};
 use crate::convexity::PsdCheck;
 use crate::dense_backend::DenseLbltBackend;
 use crate::exp_shear::ExpShear;
@@ -129,6 +129,8 @@ enum WorkerFactor {
 pub struct Worker {
     factor: WorkerFactor,
     psd: Option<PsdCheck>,
+    /// The problem each item is assembled into (its vectors reused).
+    prob: QpProblem,
     /// How long the worker's last item took.
     last_item: Duration,
 }
@@ -147,6 +149,7 @@ impl Worker {
                 .p
                 .as_ref()
                 .map(|_| PsdCheck::new(st.n(), st.map.p_slots())),
+            prob: empty_problem(st.n()),
             last_item: Duration::ZERO,
         }
     }
@@ -435,7 +438,29 @@ impl Engine<'_> {
                 };
             }
         }
-        let prob = st.map.problem(lay, &p_low, d.a, d.q, d.b);
+        // The worker's problem, refilled for this item (no new vectors per item).
+        let mut prob = std::mem::replace(&mut wk.prob, empty_problem(0));
+        st.map.problem_into(&mut prob, lay, &p_low, d.a, d.q, d.b);
+        let out = self.solve_problem(&prob, d, wk, state, x, y, s, t0);
+        wk.prob = prob;
+        out
+    }
+
+    /// [`Self::solve_item`] once the item's POUNCE problem `prob` is assembled.
+    #[allow(clippy::too_many_arguments)]
+    fn solve_problem(
+        &self,
+        prob: &QpProblem,
+        d: &ItemData<'_>,
+        wk: &mut Worker,
+        state: Option<&mut ItemState>,
+        x: &mut [f64],
+        y: &mut [f64],
+        s: &mut [f64],
+        t0: Instant,
+    ) -> ItemOut {
+        let st = self.st;
+        let lay = &st.layout;
         if self.expired() {
             return ItemOut {
                 secs: t0.elapsed().as_secs_f64(),
@@ -445,9 +470,9 @@ impl Engine<'_> {
         let warm = d.warm.map(|(wx, wy)| warm_to_pounce(lay, wx, wy));
         let mk = || backend(&self.cfg);
         let (sol, engine) = match lay.class {
-            ProblemClass::Qp => self.solve_qp_engine(&prob, d, warm.as_ref(), wk, state),
+            ProblemClass::Qp => self.solve_qp_engine(prob, d, warm.as_ref(), wk, state),
             ProblemClass::Conic => (
-                self.solve_conic(&prob, &lay.specs, warm.as_ref()),
+                self.solve_conic(prob, &lay.specs, warm.as_ref()),
                 ENGINE_IPM,
             ),
         };

@@ -147,7 +147,6 @@ pub struct DataMap {
     /// The stored entries of A in the order their triplets are emitted: equality rows
     /// first, each part ascending in `(row, col)`.
     a_order: Vec<usize>,
-    n_a_eq: usize,
 }
 
 impl DataMap {
@@ -169,12 +168,10 @@ impl DataMap {
             }
         }
         let z = layout.m_eq();
-        let mut n_a_eq = 0;
         let a_dst = a
             .entries()
             .map(|(_, r, c)| {
                 if r < z {
-                    n_a_eq += 1;
                     (true, r, c)
                 } else {
                     (false, layout.ineq_of_scs_row[r - z], c)
@@ -202,7 +199,6 @@ impl DataMap {
             p_src,
             a_dst,
             a_order,
-            n_a_eq,
         }
     }
 
@@ -231,35 +227,64 @@ impl DataMap {
         q: &[f64],
         b: &[f64],
     ) -> QpProblem {
-        let p_lower = self
-            .p_slots
-            .iter()
-            .zip(p_low)
-            .map(|(&(r, c), &v)| Triplet::new(r, c, v))
-            .collect();
-        let mut a_eq = Vec::with_capacity(self.n_a_eq);
-        let mut g = Vec::with_capacity(self.a_dst.len() - self.n_a_eq);
+        let mut prob = empty_problem(layout.n);
+        self.problem_into(&mut prob, layout, p_low, a_values, q, b);
+        prob
+    }
+
+    /// [`Self::problem`] written into `prob`, reusing its vectors' storage (a worker
+    /// assembles one item after another into the same problem).
+    pub fn problem_into(
+        &self,
+        prob: &mut QpProblem,
+        layout: &ConeLayout,
+        p_low: &[f64],
+        a_values: &[f64],
+        q: &[f64],
+        b: &[f64],
+    ) {
+        prob.n = layout.n;
+        prob.p_lower.clear();
+        prob.p_lower.extend(
+            self.p_slots
+                .iter()
+                .zip(p_low)
+                .map(|(&(r, c), &v)| Triplet::new(r, c, v)),
+        );
+        prob.a.clear();
+        prob.g.clear();
         for &k in &self.a_order {
             let ((is_eq, r, c), v) = (self.a_dst[k], a_values[k]);
             if is_eq {
-                a_eq.push(Triplet::new(r, c, v));
+                prob.a.push(Triplet::new(r, c, v));
             } else {
-                g.push(Triplet::new(r, c, v));
+                prob.g.push(Triplet::new(r, c, v));
             }
         }
         let z = layout.m_eq();
-        let h = layout.scs_row_of_ineq.iter().map(|&r| b[r]).collect();
-        QpProblem {
-            n: layout.n,
-            p_lower,
-            c: q.to_vec(),
-            a: a_eq,
-            b: b[..z].to_vec(),
-            g,
-            h,
-            lb: Vec::new(),
-            ub: Vec::new(),
-        }
+        prob.h.clear();
+        prob.h.extend(layout.scs_row_of_ineq.iter().map(|&r| b[r]));
+        prob.c.clear();
+        prob.c.extend_from_slice(q);
+        prob.b.clear();
+        prob.b.extend_from_slice(&b[..z]);
+        prob.lb.clear();
+        prob.ub.clear();
+    }
+}
+
+/// A problem of `n` variables with no entries (to be filled by [`DataMap::problem_into`]).
+pub fn empty_problem(n: usize) -> QpProblem {
+    QpProblem {
+        n,
+        p_lower: Vec::new(),
+        c: Vec::new(),
+        a: Vec::new(),
+        b: Vec::new(),
+        g: Vec::new(),
+        h: Vec::new(),
+        lb: Vec::new(),
+        ub: Vec::new(),
     }
 }
 

@@ -364,6 +364,7 @@ pub fn solve_steps(
         }
     }
     if let Some(sc) = SchurSteps::new(prob) {
+        let mut stop = None;
         while walk.solves < max_solves {
             if !walk.fits(prob) {
                 return None;
@@ -374,22 +375,25 @@ pub fn solve_steps(
             walk.solves += 1;
             let next = next_active(prob, &walk.set, step.z_w(me), &step.slack, tol);
             if next == walk.set {
-                // This step's solve is the answer when it passes the check; otherwise the
-                // full restricted solve confirms the set, as if it were this step's.
-                let answer = Answer {
-                    x: sc.answer(&step),
-                    lam: &step.lam.clone(),
-                    solver: RestrictedSolver::Schur(sc.factor(step)),
-                };
-                if let Some(out) =
-                    accept_answer(prob, specs, &walk.set, answer, tol, walk.solves, me)
-                {
-                    return Some(out);
-                }
-                walk.solves -= 1;
+                stop = Some(step);
                 break;
             }
             walk.advance(next)?;
+        }
+        if let Some(step) = stop {
+            // This step's solve is the answer when it passes the check; otherwise the full
+            // restricted solve confirms the set, as if it were this step's.
+            let x = sc.answer(&step);
+            let (factor, lam) = sc.into_factor(step);
+            let answer = Answer {
+                x,
+                lam: &lam,
+                solver: RestrictedSolver::Schur(factor),
+            };
+            if let Some(out) = accept_answer(prob, specs, &walk.set, answer, tol, walk.solves, me) {
+                return Some(out);
+            }
+            walk.solves -= 1;
         }
     }
     while walk.solves < max_solves {

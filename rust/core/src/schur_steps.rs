@@ -23,7 +23,7 @@
 //! ill-conditioned) the full restricted solve confirms the set instead.
 use faer::linalg::matmul::matmul;
 use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
-use faer::{Accum, Mat, Par, Side};
+use faer::{Accum, Mat, Par};
 use pounce_convex::QpProblem;
 
 /// Add P's stored entries into the lower triangle of `out` (its leading `n x n` block),
@@ -132,7 +132,10 @@ impl SchurSteps {
         }
         let mut p = Mat::<f64>::zeros(n, n);
         add_p_lower(prob, &mut p);
-        let llt = p.llt(Side::Lower).ok()?;
+        if !cholesky_lower(&mut p) {
+            return None;
+        }
+        let l = p;
         // [B' c], then L^{-1} [B' c] = [Y u].
         let mut y = Mat::<f64>::zeros(n, k + 1);
         for t in &prob.a {
@@ -144,11 +147,11 @@ impl SchurSteps {
         for (i, &ci) in prob.c.iter().enumerate() {
             y[(i, k)] = ci;
         }
-        solve_lower_triangular_in_place(llt.L(), y.as_mut(), Par::Seq);
+        solve_lower_triangular_in_place(l.as_ref(), y.as_mut(), Par::Seq);
         // Y' [Y u] = [M, B P^{-1} c].
-        let mut mw = Mat::<f64>::zeros(k, k + 1);
+        let mut m = Mat::<f64>::zeros(k, k + 1);
         matmul(
-            mw.as_mut(),
+            m.as_mut(),
             Accum::Replace,
             y.as_ref().subcols(0, k).transpose(),
             y.as_ref(),
@@ -158,11 +161,9 @@ impl SchurSteps {
         let t: Vec<f64> = (0..k)
             .map(|j| {
                 let r = if j < me { prob.b[j] } else { prob.h[j - me] };
-                -(r + mw[(j, k)])
+                -(r + m[(j, k)])
             })
             .collect();
-        let m = mw.subcols(0, k).to_owned();
-        let l = llt.L().to_owned();
         (m.col_iter().all(|c| c.iter().all(|v| v.is_finite())) && t.iter().all(|v| v.is_finite()))
             .then_some(SchurSteps { me, m, t, l, y })
     }
@@ -182,10 +183,17 @@ impl SchurSteps {
         let rows: Vec<usize> = (0..me).chain(active.iter().map(|&i| me + i)).collect();
         let s = rows.len();
         let mut lam: Vec<f64> = rows.iter().map(|&r| self.t[r]).collect();
-        let mut mchol = Mat::<f64>::zeros(s, s);
+        let mut mchol = Mat::<f64>::from_fn(s, s, |a, b| {
+            if a >= b {
+                self.m[(rows[a], rows[b])]
+            } else {
+                0.0
+            }
+        });
         if s > 0 {
-            let mss = Mat::<f64>::from_fn(s, s, |a, b| self.m[(rows[a], rows[b])]);
-            mchol = mss.llt(Side::Lower).ok()?.L().to_owned();
+            if !cholesky_lower(&mut mchol) {
+                return None;
+            }
             lower_solve(&mchol, &mut lam);
             lower_t_solve(&mchol, &mut lam);
         }
@@ -206,7 +214,7 @@ impl SchurSteps {
 
     /// The restricted solution's `x = -L^{-T} (u + Y_S lam)` at the step `st`.
     pub fn answer(&self, st: &SchurStep) -> Vec<f64> {
-        let (n, k) = (self.l.nrows(), self.m.nrows());
+        let (n, k) = (self.l.nrows(), self.t.len());
         let mut x: Vec<f64> = (0..n).map(|i| self.y[(i, k)]).collect();
         for (&r, &l) in st.rows.iter().zip(&st.lam) {
             for (i, xi) in x.iter_mut().enumerate() {
@@ -219,13 +227,75 @@ impl SchurSteps {
     }
 
     /// The restricted KKT's factor at the step `st` (its rows: equalities, then the active
-    /// inequality rows, as the restricted KKT of kept_active_set.rs orders them).
-    pub fn factor(&self, st: SchurStep) -> SchurFactor {
+    /// inequality rows, as the restricted KKT of kept_active_set.rs orders them); the steps
+    /// end with it. Returns the step's multipliers with it.
+    pub fn into_factor(self, st: SchurStep) -> (SchurFactor, Vec<f64>) {
         let n = self.l.nrows();
-        SchurFactor {
-            l: self.l.clone(),
-            ys: Mat::<f64>::from_fn(n, st.rows.len(), |i, j| self.y[(i, st.rows[j])]),
-            mchol: st.mchol,
+        let SchurStep {
+            rows, lam, mchol, ..
+        } = st;
+        let ys = Mat::<f64>::from_fn(n, rows.len(), |i, j| self.y[(i, rows[j])]);
+        (
+            SchurFactor {
+                l: self.l,
+                ys,
+                mchol,
+            },
+            lam,
+        )
+    }
+}
+
+/// The lower Cholesky factor of the symmetric positive definite matrix whose lower triangle
+/// `a` holds, in place (the upper triangle is not read); false when a pivot is not positive
+/// and finite (not numerically positive definite).
+fn cholesky_lower(a: &mut Mat<f64>) -> bool {
+    let n = a.nrows();
+    for j in 0..n {
+        let mut d = a[(j, j)];
+        for k in 0..j {
+            d -= a[(j, k)] * a[(j, k)];
+        }
+        if !(d > 0.0 && d.is_finite()) {
+            return false;
+        }
+        let d = d.sqrt();
+        a[(j, j)] = d;
+        for i in j + 1..n {
+            let mut v = a[(i, j)];
+            for k in 0..j {
+                v -= a[(i, k)] * a[(j, k)];
+            }
+            a[(i, j)] = v / d;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `L L'` is the matrix (lower triangle given, upper ignored); a singular positive
+    /// semidefinite matrix and an indefinite one are refused.
+    #[test]
+    fn cholesky_lower_factors_and_refuses() {
+        let b = [[2.0, -1.0, 0.5], [0.3, 1.5, -0.7], [1.1, 0.2, 0.9]];
+        let a = Mat::<f64>::from_fn(3, 3, |i, j| {
+            (0..3).map(|k| b[i][k] * b[j][k]).sum::<f64>() + f64::from(u8::from(i == j))
+        });
+        let mut l = Mat::<f64>::from_fn(3, 3, |i, j| if i >= j { a[(i, j)] } else { 7.0 });
+        assert!(cholesky_lower(&mut l));
+        for i in 0..3 {
+            for j in 0..=i {
+                let llt: f64 = (0..=j).map(|k| l[(i, k)] * l[(j, k)]).sum();
+                assert!((llt - a[(i, j)]).abs() < 1e-14 * a[(i, j)].abs().max(1.0));
+            }
+        }
+        // [[1, 1], [1, 1]] (singular) and [[1, 2], [2, 1]] (indefinite).
+        for off in [1.0, 2.0] {
+            let mut m = Mat::<f64>::from_fn(2, 2, |i, j| if i == j { 1.0 } else { off });
+            assert!(!cholesky_lower(&mut m), "off-diagonal {off}");
         }
     }
 }

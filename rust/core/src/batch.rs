@@ -416,15 +416,13 @@ impl Engine<'_> {
         sol
     }
 
-    /// Solve one item and write `(x, y, s)` in SCS convention.
+    /// Solve one item and write its `(x, y, s)` in SCS convention into `out`.
     fn solve_item(
         &self,
         d: &ItemData<'_>,
         wk: &mut Worker,
         state: Option<&mut ItemState>,
-        x: &mut [f64],
-        y: &mut [f64],
-        s: &mut [f64],
+        out: ScsPoint<'_>,
     ) -> ItemOut {
         let t0 = Instant::now();
         let st = self.st;
@@ -441,22 +439,19 @@ impl Engine<'_> {
         // The worker's problem, refilled for this item (no new vectors per item).
         let mut prob = std::mem::replace(&mut wk.prob, empty_problem(0));
         st.map.problem_into(&mut prob, lay, &p_low, d.a, d.q, d.b);
-        let out = self.solve_problem(&prob, d, wk, state, x, y, s, t0);
+        let done = self.solve_problem(&prob, d, wk, state, out, t0);
         wk.prob = prob;
-        out
+        done
     }
 
     /// [`Self::solve_item`] once the item's POUNCE problem `prob` is assembled.
-    #[allow(clippy::too_many_arguments)]
     fn solve_problem(
         &self,
         prob: &QpProblem,
         d: &ItemData<'_>,
         wk: &mut Worker,
         state: Option<&mut ItemState>,
-        x: &mut [f64],
-        y: &mut [f64],
-        s: &mut [f64],
+        ScsPoint { x, y, s }: ScsPoint<'_>,
         t0: Instant,
     ) -> ItemOut {
         let st = self.st;
@@ -507,6 +502,13 @@ impl Engine<'_> {
             engine,
         }
     }
+}
+
+/// Where one item's answer is written: its `x`, `y` and `s` (SCS convention).
+struct ScsPoint<'a> {
+    x: &'a mut [f64],
+    y: &'a mut [f64],
+    s: &'a mut [f64],
 }
 
 /// The solution of an item the deadline stopped before its first iteration.
@@ -692,7 +694,12 @@ pub fn solve_batch(
                 let mut state = sts.get_mut(j);
                 let solved = catch(|| {
                     ctl.test_panic.at_item(i);
-                    engine.solve_item(&d, &mut wk, state.as_deref_mut(), &mut *x, &mut *y, &mut *s)
+                    let out = ScsPoint {
+                        x: &mut *x,
+                        y: &mut *y,
+                        s: &mut *s,
+                    };
+                    engine.solve_item(&d, &mut wk, state.as_deref_mut(), out)
                 });
                 match solved {
                     Ok(o) => {

@@ -25,11 +25,11 @@
 //! (a first call, or new data in every batch).
 //!
 //! The answer's factor is kept ([`KeptFactor`]: this LBL', or the Schur-complement factor
-//! when the steps of schur_steps.rs gave the answer) for the backward: at the active set the adjoint's
-//! `K = [[P, A'], [A, -H]]` has `H = 0` on the active rows and `H = inf` on the others
-//! (pounce_kkt/active_set.py `limit_scaling`), and its solve reduces to this same matrix
-//! ([`KeptFactor::adjoint_solve`]); kkt_adjoint.rs takes it when the adjoint's P, A and
-//! active set are the forward's.
+//! when the steps of schur_steps.rs gave the answer) for the backward: at the active set
+//! the adjoint's `K = [[P, A'], [A, -H]]` has `H = 0` on the active rows and `H = inf` on
+//! the others (pounce_kkt/active_set.py `limit_scaling`), and its solve reduces to this
+//! same matrix ([`KeptFactor::adjoint_solve`]); kkt_adjoint.rs takes it when the adjoint's
+//! P, A and active set are the forward's.
 use crate::cone_layout::ConeLayout;
 use crate::kkt_refine::refine;
 use crate::options::meets_tol;

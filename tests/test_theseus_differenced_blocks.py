@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import theseus as th
 import torch
-from test_theseus_support import THESEUS_MARKS, one_thread, se2_element_gradients  # noqa: F401
+from test_theseus_support import (  # noqa: F401
+    THESEUS_MARKS,
+    one_thread,
+    polish_blocks_ab,
+    recentred_structure,
+)
 
-from pounce_theseus import PounceOptimizer
-from pounce_theseus.linearization import LinearizedPoint
 from testing_helpers.theseus_problems import curve_fit, synthetic_pose_graph
 
 pytestmark = THESEUS_MARKS
 
 
-def _linearization(objective, inputs):
-    opt = PounceOptimizer(objective)
-    with torch.no_grad():
-        th.TheseusLayer(opt).forward(inputs)
-    structure = opt._structure
-    structure.chart.recenter()
-    return structure
-
-
 @pytest.mark.parametrize("dims, rtol", [(2, 1e-10), (3, 2e-9)])
 def test_differenced_blocks_equal_the_backward_pass(dims, rtol):
-    structure = _linearization(*synthetic_pose_graph(20, 3, dims=dims, seed=5)[:2])
+    structure = recentred_structure(*synthetic_pose_graph(20, 3, dims=dims, seed=5)[:2])
     lin = structure.linearization
     g = torch.Generator().manual_seed(dims)
     for scale in (0.0, 1e-2):
@@ -52,7 +45,7 @@ def test_differenced_blocks_equal_the_backward_pass(dims, rtol):
 
 def test_differenced_blocks_fall_back_where_jacobians_are_not_differentiable():
     """An AutoDiffCostFunction (curve fit): the blocks by double backward either way."""
-    structure = _linearization(*curve_fit(3))
+    structure = recentred_structure(*curve_fit(3))
     lin = structure.linearization
     assert lin is not None
     delta = 1e-2 * torch.ones(3, structure.n, dtype=torch.float64)
@@ -66,24 +59,9 @@ def test_polish_takes_differenced_blocks(monkeypatch):
     test_theseus_robust_curvature.py): every such call is differenced; with the backward
     pass's blocks instead, the same iterations and errors (to rounding), and both outer
     gradients within 1e-4 of the tight solve's."""
-    calls = []
-    exact_for = LinearizedPoint.exact_for
-
-    def spy(self, elements, chart_curvature=True, differenced=False):
-        calls.append(differenced)
-        return exact_for(self, elements, chart_curvature, differenced)
-
-    monkeypatch.setattr(LinearizedPoint, "exact_for", spy)
-    it, err, g = se2_element_gradients({})
+    calls = polish_blocks_ab(
+        monkeypatch,
+        lambda chart_curvature, differenced=False: differenced,
+        lambda exact_for: lambda self, elements, chart_curvature=True, differenced=False:
+        exact_for(self, elements, chart_curvature))
     assert calls and all(calls)
-    monkeypatch.setattr(LinearizedPoint, "exact_for",
-                        lambda self, elements, chart_curvature=True, differenced=False:
-                        exact_for(self, elements, chart_curvature))
-    it_bp, err_bp, g_bp = se2_element_gradients({})
-    monkeypatch.undo()
-    _, err_ref, g_ref = se2_element_gradients({"tol": 1e-12, "max_iterations": 300})
-    assert np.array_equal(it, it_bp)
-    assert torch.allclose(err, err_bp, rtol=1e-12, atol=0)
-    assert torch.allclose(err, err_ref, rtol=1e-10, atol=0)
-    assert abs(g[1] - g_ref[1]) <= 1e-4 * abs(g_ref[1])
-    assert abs(g_bp[1] - g_ref[1]) <= 1e-4 * abs(g_ref[1])

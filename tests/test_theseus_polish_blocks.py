@@ -7,25 +7,21 @@ keeps its outer gradients within the tight solve's tolerance."""
 from __future__ import annotations
 
 import numpy as np
-import theseus as th
 import torch
-from test_theseus_support import THESEUS_MARKS, one_thread, se2_element_gradients  # noqa: F401
+from test_theseus_support import (  # noqa: F401
+    THESEUS_MARKS,
+    one_thread,
+    polish_blocks_ab,
+    recentred_structure,
+)
 
-from pounce_theseus import PounceOptimizer
-from pounce_theseus.linearization import LinearizedPoint
 from testing_helpers.theseus_problems import synthetic_pose_graph
 
 pytestmark = THESEUS_MARKS
 
 
 def _structure(n=20, bsz=3, dims=2):
-    obj, inputs, _, _ = synthetic_pose_graph(n, bsz, dims=dims, seed=5)
-    opt = PounceOptimizer(obj)
-    with torch.no_grad():
-        th.TheseusLayer(opt).forward(inputs)
-    structure = opt._structure
-    structure.chart.recenter()
-    return structure
+    return recentred_structure(*synthetic_pose_graph(n, bsz, dims=dims, seed=5)[:2])
 
 
 def test_without_chart_curvature_is_the_full_block_minus_that_term():
@@ -51,24 +47,9 @@ def test_polish_without_chart_curvature_same_iterations(monkeypatch):
     """Element 1 of this graph switches to exact blocks in the polish (see
     test_theseus_robust_curvature.py); with the chart's term kept in them instead, the same
     iterations and errors, and both gradients within 1e-4 of the tight solve's."""
-    calls = []
-    exact_for = LinearizedPoint.exact_for
-
-    def spy(self, elements, chart_curvature=True, **kw):
-        calls.append(chart_curvature)
-        return exact_for(self, elements, chart_curvature, **kw)
-
-    monkeypatch.setattr(LinearizedPoint, "exact_for", spy)
-    it, err, g = se2_element_gradients({})
+    calls = polish_blocks_ab(
+        monkeypatch,
+        lambda chart_curvature, **kw: chart_curvature,
+        lambda exact_for: lambda self, elements, chart_curvature=True, **kw:
+        exact_for(self, elements, True, **kw))
     assert calls and not any(calls)
-    monkeypatch.setattr(LinearizedPoint, "exact_for",
-                        lambda self, elements, chart_curvature=True, **kw:
-                        exact_for(self, elements, True, **kw))
-    it_full, err_full, g_full = se2_element_gradients({})
-    monkeypatch.undo()
-    _, err_ref, g_ref = se2_element_gradients({"tol": 1e-12, "max_iterations": 300})
-    assert np.array_equal(it, it_full)
-    assert torch.allclose(err, err_full, rtol=1e-12, atol=0)
-    assert torch.allclose(err, err_ref, rtol=1e-10, atol=0)
-    assert abs(g[1] - g_ref[1]) <= 1e-4 * abs(g_ref[1])
-    assert abs(g_full[1] - g_ref[1]) <= 1e-4 * abs(g_ref[1])

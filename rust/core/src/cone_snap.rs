@@ -31,15 +31,16 @@ use crate::structure::ConicStructure;
 /// (pounce_kkt/active_set.py `INACTIVE_H`).
 pub const INACTIVE_H: f64 = 1e20;
 
-/// H at the snapped pairs of a batch's ok items of `st` (`s`, `y` batch-first, B = `ok.len()`;
-/// zeros for the items not ok), in the adjoint's compact layout: `(h_diag, h_blocks)`.
+/// H at the snapped pairs of a batch's ok items of `st` (its `cones`; `s`, `y` batch-first,
+/// B = `ok.len()`; zeros for the items not ok), in the adjoint's compact layout:
+/// `(h_diag, h_blocks)`.
 pub fn batch_scalings(
     st: &ConicStructure,
+    cones: &SnapCones,
     s: &[f64],
     y: &[f64],
     ok: &[bool],
 ) -> (Vec<f64>, Vec<f64>) {
-    let cones = SnapCones::new(&st.layout);
     let (m, hdl, hbl) = (st.m(), st.layout.h_diag_len(), st.layout.h_blocks_len());
     let mut hd = vec![0.0; ok.len() * hdl];
     let mut hb = vec![0.0; ok.len() * hbl];
@@ -117,13 +118,19 @@ impl SnapCones {
         }
     }
 
-    /// `H` at the snapped pair of (s, y): [`Self::limit_scaling`] at `(Pi_K(w), Pi_K(w) - w)`,
+    /// The snapped pair of `w`: `(Pi_K(w), Pi_K(w) - w)`.
+    pub fn snap(&self, w: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let mut p = vec![0.0; w.len()];
+        self.project(w, &mut p);
+        let d = p.iter().zip(w).map(|(p, w)| p - w).collect();
+        (p, d)
+    }
+
+    /// `H` at the snapped pair of (s, y): [`Self::limit_scaling`] at [`Self::snap`] of
     /// `w = s - y` (pounce_kkt/active_set.py `limit_scaling`).
     pub fn scaling_at_snap(&self, s: &[f64], y: &[f64], h_diag: &mut [f64], h_blocks: &mut [f64]) {
         let w: Vec<f64> = s.iter().zip(y).map(|(s, y)| s - y).collect();
-        let mut p = vec![0.0; w.len()];
-        self.project(&w, &mut p);
-        let d: Vec<f64> = p.iter().zip(&w).map(|(p, w)| p - w).collect();
+        let (p, d) = self.snap(&w);
         self.limit_scaling(&p, &d, h_diag, h_blocks);
     }
 

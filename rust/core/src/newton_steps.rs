@@ -181,14 +181,6 @@ impl Item<'_> {
     }
 }
 
-/// `(Pi_K(w), Pi_K(w) - w)`.
-fn snap(cones: &SnapCones, w: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let mut p = vec![0.0; w.len()];
-    cones.project(w, &mut p);
-    let d = p.iter().zip(w).map(|(p, w)| p - w).collect();
-    (p, d)
-}
-
 /// One ok item's refinement: (best point, before, steps), or None when a KKT solve failed.
 #[allow(clippy::too_many_arguments)]
 fn refine_item(
@@ -206,7 +198,7 @@ fn refine_item(
     let px = it.p_eff(x);
     let ax = it.a_x(x);
     let w: Vec<f64> = s.iter().zip(y).map(|(s, y)| s - y).collect();
-    let (cs, cy) = snap(cones, &w);
+    let (cs, cy) = cones.snap(&w);
     let given = it.point(x.to_vec(), y.to_vec(), s.to_vec(), Some(&px), Some(&ax));
     let moreau = inf(&s.iter().zip(&cs).map(|(a, b)| a - b).collect::<Vec<_>>())
         / (1.0 + inf(s).max(inf(y)));
@@ -248,7 +240,7 @@ fn refine_item(
         for _ in 0..=BACKTRACKS {
             let tx: Vec<f64> = cur.x.iter().zip(dx).map(|(x, d)| x + t * d).collect();
             let tw: Vec<f64> = wc.iter().zip(&dw).map(|(w, d)| w + t * d).collect();
-            let (ts, ty) = snap(cones, &tw);
+            let (ts, ty) = cones.snap(&tw);
             let trial = it.point(tx, ty, ts, None, None);
             if trial.res.is_finite() && trial.res < cur.res {
                 taken = Some(trial);

@@ -6,7 +6,7 @@ mod common;
 use common::{opts, softmax_batch};
 use pounce_layers_core::block_condensed::factorizations;
 use pounce_layers_core::cancel::{Cancel, TestPanic};
-use pounce_layers_core::cone_snap::batch_scalings;
+use pounce_layers_core::cone_snap::{batch_scalings, SnapCones};
 use pounce_layers_core::kkt_adjoint::{adjoint_batch, AdjointInput, AdjointWorkspaces, KktPattern};
 use pounce_layers_core::options::BackendOptions;
 
@@ -22,7 +22,8 @@ fn the_adjoint_factors_cone_blocks_condensed_unless_told_not_to() {
     let (n, m) = (st.n(), st.m());
     assert!(fwd.outs.iter().all(|o| o.status == "optimal"));
     // H at the solutions' snapped pairs, the adjoint's layout.
-    let (hd, hb) = batch_scalings(&st, &fwd.ss, &fwd.ys, &vec![true; bsz]);
+    let cones = SnapCones::new(&st.layout);
+    let (hd, hb) = batch_scalings(&st, &cones, &fwd.ss, &fwd.ys, &vec![true; bsz]);
     let gx: Vec<f64> = (0..bsz * n).map(|i| (i % 3) as f64 - 1.0).collect();
     let zeros = vec![0.0; bsz * m];
     let ok = vec![true; bsz];

@@ -54,6 +54,8 @@ struct Problem {
     parsed: Parsed,
     st: OnceLock<ConicStructure>,
     pat: OnceLock<KktPattern>,
+    /// The cones as the snap and H see them (cone_snap.rs), built on first use.
+    snap: OnceLock<SnapCones>,
     fwd: ForwardWorkspaces,
     adj: AdjointWorkspaces,
     /// Where the next batch of one item runs (interrupt.rs), per kind of call.
@@ -99,6 +101,7 @@ impl Problem {
             },
             st: OnceLock::new(),
             pat: OnceLock::new(),
+            snap: OnceLock::new(),
             fwd: ForwardWorkspaces::new(),
             adj: AdjointWorkspaces::new(),
             fwd_pace: Pace::default(),
@@ -455,7 +458,8 @@ impl Job<AdjointInputs> {
         let (h_diag, h_blocks): (&[f64], &[f64]) = match &i.h {
             HInput::Given { h_diag, h_blocks } => (h_diag, h_blocks),
             HInput::AtSnap { s } => {
-                snapped = batch_scalings(st, s, &i.y, &self.ok);
+                let cones = prob.snap.get_or_init(|| SnapCones::new(&st.layout));
+                snapped = batch_scalings(st, cones, s, &i.y, &self.ok);
                 (&snapped.0, &snapped.1)
             }
         };
@@ -679,7 +683,7 @@ impl Job<NewtonInputs> {
         let prob = &self.prob;
         let st = prob.st.get().expect("built before the job starts");
         let pat = prob.pat.get_or_init(|| KktPattern::new(st));
-        let cones = SnapCones::new(&st.layout);
+        let cones = prob.snap.get_or_init(|| SnapCones::new(&st.layout));
         let i = &self.inputs;
         let inp = NewtonInput {
             bsz: self.bsz,
@@ -694,7 +698,7 @@ impl Job<NewtonInputs> {
         };
         let out = newton_batch(
             st,
-            &cones,
+            cones,
             pat,
             &self.backends,
             &inp,

@@ -390,7 +390,7 @@ pub fn solve_steps(
                 lam: &lam,
                 solver: RestrictedSolver::Schur(factor),
             };
-            if let Some(out) = accept_answer(prob, specs, &walk.set, answer, tol, walk.solves, me) {
+            if let Some(out) = accept_answer(prob, specs, &walk.set, answer, tol, walk.solves) {
                 return Some(out);
             }
             walk.solves -= 1;
@@ -457,14 +457,14 @@ fn accept(
     tol: f64,
     solves: usize,
 ) -> Option<(QpSolution, KeptFactor)> {
-    let (n, me) = (prob.n, prob.b.len());
+    let n = prob.n;
     let Restricted { lblt, v } = r;
     let answer = Answer {
         x: v[..n].to_vec(),
         lam: &v[n..],
         solver: RestrictedSolver::Lblt(lblt),
     };
-    accept_answer(prob, specs, active, answer, tol, solves, me)
+    accept_answer(prob, specs, active, answer, tol, solves)
 }
 
 /// A restricted solve's answer: `x`, the multipliers `lam` of the equalities and then of
@@ -483,9 +483,8 @@ fn accept_answer(
     answer: Answer<'_>,
     tol: f64,
     solves: usize,
-    me: usize,
 ) -> Option<(QpSolution, KeptFactor)> {
-    let n = prob.n;
+    let (n, me) = (prob.n, prob.b.len());
     let Answer { x, lam, solver } = answer;
     let y = lam[..me].to_vec();
     let z_w = &lam[me..];

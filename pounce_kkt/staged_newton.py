@@ -120,9 +120,8 @@ def applies(structure: ConicStructure, options: Any, warm: tuple[Any, Any, Any],
             batch: int) -> bool:
     """Whether a call of `batch` items under `options` (a SolveOptions) with warm start
     `warm` is staged: with Newton steps in Python not below STAGE_MIN_WORK, not with a time
-    limit (one budget for one
-    solve) nor with `max_iter` at most the stage's length (the full solve is then no
-    longer), nor with the environment's STAGE_ENV off."""
+    limit (one budget for one solve) nor with `max_iter` at most the stage's length (the
+    full solve is then no longer), nor with the environment's STAGE_ENV off."""
     c = structure.cones
     length = stage_iterations(structure)
     dim = structure.n + structure.m
